@@ -1,0 +1,186 @@
+//! What the worker needs of ECS and CloudWatch, as small traits.
+//!
+//! The AWS SDK clients implement them (`crate::aws`), and so will the simulated cluster; the
+//! collect stage (and later the worker) is written against these traits only, so the demo and
+//! closed-loop tests run the same code path as production. Methods speak in `crate::model`
+//! nouns; each maps to one API call, so the call counts the collect stage promises (batches of
+//! 10 services, 500 metric queries) are visible in the code that makes them.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::model::{ContainerInstance, ServiceState, TaskDefinitionInfo};
+
+/// Largest number of services one DescribeServices call takes.
+pub const DESCRIBE_SERVICES_BATCH: usize = 10;
+/// Largest number of container instances, or tasks, one Describe call takes.
+pub const DESCRIBE_BATCH: usize = 100;
+/// Largest number of queries one GetMetricData call takes.
+pub const METRIC_QUERIES_PER_CALL: usize = 500;
+/// Largest number of datapoints one GetMetricData call returns.
+pub const DATAPOINTS_PER_CALL: u64 = 100_800;
+
+/// Why an API call failed, in the terms the worker acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Throttled even after the retries.
+    Throttled,
+    /// Credentials missing or not allowed to make the call.
+    AccessDenied,
+    /// The cluster, service or other resource does not exist.
+    NotFound,
+    /// No answer: connection refused, DNS, timeout (after the retries).
+    Unreachable,
+    /// Anything else the service answered.
+    Other,
+}
+
+/// A failed API call, naming the operation, the resource and the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// `ECS.DescribeServices`, `CloudWatch.GetMetricData`, ...
+    pub operation: String,
+    /// What it was about (`cluster demo`, `3 services of cluster demo`, ...).
+    pub resource: String,
+    /// Where it was sent.
+    pub endpoint: String,
+    pub kind: ErrorKind,
+    /// The error code AWS gave, if any (`ThrottlingException`, `AccessDeniedException`).
+    pub code: Option<String>,
+    /// The full cause.
+    pub message: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}) at {}: ", self.operation, self.resource, self.endpoint)?;
+        if let Some(code) = &self.code {
+            write!(f, "{code}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// One page of a List call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_token: Option<String>,
+}
+
+/// The answer of a Describe call: what was found, and what was not (with ECS's reason).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Described<T> {
+    pub items: Vec<T>,
+    /// `(arn or name, reason)`, e.g. `("arn:...:service/demo/web", "MISSING")`.
+    pub failures: Vec<(String, String)>,
+}
+
+/// A task as DescribeTasks returns it (only what the worker uses).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskInfo {
+    pub arn: String,
+    /// `service:NAME` for service tasks, `family:NAME` for others.
+    pub group: Option<String>,
+    pub last_status: String,
+    pub task_definition: String,
+    /// Task-level CPU units and memory MiB, when ECS reports them.
+    pub cpu: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub container_instance: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// The ECS calls the collect stage makes.
+#[async_trait]
+pub trait EcsApi: Send + Sync {
+    /// ListServices: one page of service ARNs.
+    async fn list_services(
+        &self,
+        cluster: &str,
+        next_token: Option<String>,
+    ) -> Result<Page<String>, ApiError>;
+    /// DescribeServices for at most [`DESCRIBE_SERVICES_BATCH`] names or ARNs, tags included.
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> Result<Described<ServiceState>, ApiError>;
+    /// DescribeTaskDefinition.
+    async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinitionInfo, ApiError>;
+    /// ListContainerInstances: one page of ARNs.
+    async fn list_container_instances(
+        &self,
+        cluster: &str,
+        next_token: Option<String>,
+    ) -> Result<Page<String>, ApiError>;
+    /// DescribeContainerInstances for at most [`DESCRIBE_BATCH`] ARNs.
+    async fn describe_container_instances(
+        &self,
+        cluster: &str,
+        arns: &[String],
+    ) -> Result<Described<ContainerInstance>, ApiError>;
+    /// ListTasks with desired status RUNNING (which includes tasks still starting): one page.
+    async fn list_tasks(&self, cluster: &str, next_token: Option<String>) -> Result<Page<String>, ApiError>;
+    /// DescribeTasks for at most [`DESCRIBE_BATCH`] ARNs.
+    async fn describe_tasks(&self, cluster: &str, arns: &[String]) -> Result<Described<TaskInfo>, ApiError>;
+}
+
+/// One metric query of a GetMetricData call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricQuery {
+    /// Unique within the call; CloudWatch wants `^[a-z][a-zA-Z0-9_]*$`.
+    pub id: String,
+    pub namespace: String,
+    pub metric_name: String,
+    pub dimensions: Vec<(String, String)>,
+    pub stat: String,
+    pub period_secs: u32,
+    /// Only datapoints published with this unit, when set.
+    pub unit: Option<String>,
+}
+
+/// A GetMetricData call: up to [`METRIC_QUERIES_PER_CALL`] queries over one time window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricDataRequest {
+    pub queries: Vec<MetricQuery>,
+    /// Inclusive.
+    pub start: DateTime<Utc>,
+    /// Exclusive.
+    pub end: DateTime<Utc>,
+}
+
+/// The datapoints of one query (on one page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricDataResult {
+    pub id: String,
+    /// `Complete`, `PartialData` (more on the next page), `Forbidden`, `InternalError`.
+    pub status: String,
+    pub points: Vec<(DateTime<Utc>, f64)>,
+    pub messages: Vec<String>,
+}
+
+/// One page of a GetMetricData answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricDataPage {
+    pub results: Vec<MetricDataResult>,
+    pub next_token: Option<String>,
+    /// Messages about the whole call.
+    pub messages: Vec<String>,
+}
+
+/// The CloudWatch calls the collect stage makes.
+#[async_trait]
+pub trait CloudWatchApi: Send + Sync {
+    /// GetMetricData, one page (timestamps ascending).
+    async fn get_metric_data(
+        &self,
+        request: &MetricDataRequest,
+        next_token: Option<String>,
+    ) -> Result<MetricDataPage, ApiError>;
+}

@@ -1,0 +1,255 @@
+//! The real AWS behind the [`crate::api`] traits: SDK clients built once from the config,
+//! sharing one retry/timeout policy and one [`ApiMeter`].
+//!
+//! Credentials come from the standard chain (environment, profile, web identity, ECS task role,
+//! EC2 instance role); `aws.endpoint_url` points every client at an AWS-compatible endpoint
+//! (moto in tests).
+
+mod cloudwatch;
+mod ecs;
+mod meter;
+
+use std::fmt;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+pub use cloudwatch::AwsCloudWatch;
+pub use ecs::AwsEcs;
+
+use crate::api::{ApiError, ErrorKind};
+use crate::config::{AwsSettings, RetryMode};
+use crate::usage::ApiMeter;
+
+/// AWS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no AWS region: set aws.region in the config, ECSCALE_AWS_REGION, or AWS_REGION")]
+    NoRegion,
+}
+
+/// The AWS clients of one worker, built once at start-up.
+#[derive(Clone)]
+pub struct AwsContext {
+    pub ecs: AwsEcs,
+    pub cloudwatch: AwsCloudWatch,
+    pub region: String,
+    pub meter: ApiMeter,
+}
+
+impl fmt::Debug for AwsContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsContext")
+            .field("region", &self.region)
+            .field("ecs", &self.ecs.endpoint())
+            .field("cloudwatch", &self.cloudwatch.endpoint())
+            .finish()
+    }
+}
+
+impl AwsContext {
+    /// Builds the clients. Nothing is sent yet: credentials are resolved on the first call.
+    pub async fn connect(settings: &AwsSettings, meter: ApiMeter) -> Result<Self, Error> {
+        let retry = match settings.retry.mode {
+            RetryMode::Standard => RetryConfig::standard(),
+            RetryMode::Adaptive => RetryConfig::adaptive(),
+        }
+        .with_max_attempts(settings.retry.max_attempts)
+        .with_initial_backoff(settings.retry.initial_backoff)
+        .with_max_backoff(settings.retry.max_backoff);
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(settings.timeouts.connect)
+            .operation_attempt_timeout(settings.timeouts.attempt)
+            .operation_timeout(settings.timeouts.operation)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(retry)
+            .timeout_config(timeouts);
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        let region = sdk.region().ok_or(Error::NoRegion)?.to_string();
+        let endpoint = |service: &str| {
+            settings
+                .endpoint_url
+                .clone()
+                .unwrap_or_else(|| format!("https://{service}.{region}.amazonaws.com"))
+        };
+        let calls = CallSettings {
+            max_attempts: settings.retry.max_attempts,
+        };
+        let interceptor = meter::MeterInterceptor::new(meter.clone());
+        let ecs_client = aws_sdk_ecs::Client::from_conf(
+            aws_sdk_ecs::config::Builder::from(&sdk)
+                .interceptor(interceptor.clone())
+                .build(),
+        );
+        let cw_client = aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                .interceptor(interceptor)
+                .build(),
+        );
+        Ok(AwsContext {
+            ecs: AwsEcs::new(ecs_client, endpoint("ecs"), calls),
+            cloudwatch: AwsCloudWatch::new(cw_client, endpoint("monitoring"), calls),
+            region,
+            meter,
+        })
+    }
+}
+
+/// What error messages need to know about the call policy.
+#[derive(Debug, Clone, Copy)]
+struct CallSettings {
+    max_attempts: u32,
+}
+
+/// Classifies an AWS error code.
+fn kind_of_code(code: &str) -> ErrorKind {
+    const THROTTLED: &[&str] = &[
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "SlowDown",
+    ];
+    const DENIED: &[&str] = &[
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+    ];
+    if THROTTLED.contains(&code) {
+        ErrorKind::Throttled
+    } else if DENIED.contains(&code) {
+        ErrorKind::AccessDenied
+    } else if code.ends_with("NotFoundException") || code == "ResourceNotFound" {
+        ErrorKind::NotFound
+    } else {
+        ErrorKind::Other
+    }
+}
+
+/// Turns an SDK error into an [`ApiError`] that names the operation, the resource and the
+/// endpoint, and says when the retries were used up.
+fn api_error<E>(
+    err: SdkError<E, HttpResponse>,
+    operation: &str,
+    resource: String,
+    endpoint: &str,
+    calls: CallSettings,
+) -> ApiError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let attempts = calls.max_attempts;
+    let (kind, code, message) = match &err {
+        SdkError::ServiceError(se) => {
+            let e = se.err();
+            let code = e.code().map(str::to_string);
+            let kind = code.as_deref().map_or(ErrorKind::Other, kind_of_code);
+            let mut message = e
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP {}", se.raw().status()));
+            if kind == ErrorKind::Throttled {
+                message = format!("{message} (still throttled after {attempts} attempts)");
+            }
+            (kind, code, message)
+        }
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => (
+            ErrorKind::Unreachable,
+            None,
+            format!("no answer after {attempts} attempts: {}", error_chain(&err)),
+        ),
+        SdkError::TimeoutError(_) => (
+            ErrorKind::Unreachable,
+            None,
+            format!("timed out (see aws.timeouts): {}", error_chain(&err)),
+        ),
+        _ => {
+            let text = error_chain(&err);
+            if text.contains("credentials") {
+                let hint = "no usable AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                    or AWS_PROFILE / aws.profile, or run with a task or instance role";
+                (ErrorKind::AccessDenied, None, format!("{hint} ({text})"))
+            } else {
+                (ErrorKind::Other, None, text)
+            }
+        }
+    };
+    ApiError {
+        operation: operation.to_string(),
+        resource,
+        endpoint: endpoint.to_string(),
+        kind,
+        code,
+        message,
+    }
+}
+
+/// An error and its causes, `a: b: c`, without the Debug dump `DisplayErrorContext` appends and
+/// without repeating a cause that its parent already quoted.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
+/// chrono → smithy time.
+fn to_smithy(t: chrono::DateTime<chrono::Utc>) -> aws_smithy_types::DateTime {
+    aws_smithy_types::DateTime::from_secs_and_nanos(t.timestamp(), t.timestamp_subsec_nanos())
+}
+
+/// smithy → chrono time (None outside chrono's range, which AWS never sends).
+fn from_smithy(t: &aws_smithy_types::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_classified() {
+        assert_eq!(kind_of_code("ThrottlingException"), ErrorKind::Throttled);
+        assert_eq!(kind_of_code("Throttling"), ErrorKind::Throttled);
+        assert_eq!(kind_of_code("AccessDeniedException"), ErrorKind::AccessDenied);
+        assert_eq!(kind_of_code("ClusterNotFoundException"), ErrorKind::NotFound);
+        assert_eq!(kind_of_code("ServerException"), ErrorKind::Other);
+    }
+
+    #[test]
+    fn times_round_trip() {
+        let t = chrono::DateTime::from_timestamp(1_700_000_123, 456_000_000).unwrap();
+        assert_eq!(from_smithy(&to_smithy(t)), Some(t));
+    }
+}

@@ -1,0 +1,199 @@
+//! The command line: parses arguments, runs one subcommand through the library, prints errors
+//! with their whole cause chain, and turns the outcome into an exit code.
+//!
+//! Exit codes: 0 success; 1 the command ran but failed or found problems (e.g. AWS unreachable,
+//! a service not found); 2 bad input (command line, config file, environment variables).
+
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::aws::AwsContext;
+use crate::collect::Collector;
+use crate::config::{self, env::Vars, Config};
+use crate::usage::ApiMeter;
+
+/// Exit code: the command ran but failed, or found problems.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: bad input (arguments, config, environment).
+pub const EXIT_INVALID: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ecscale",
+    version,
+    about = "Autoscaling and metrics pipeline for Amazon ECS",
+    long_about = "Autoscaling and metrics pipeline for Amazon ECS.\n\n\
+        Built so far: reading and checking the worker config, and the collect stage (ECS services, \
+        container instances, pending tasks and CloudWatch metrics). Scaling policies, actuation, the \
+        scheduled worker, shipping to Elasticsearch, stress tests and the demo are not built yet.",
+    after_help = "Exit codes: 0 success · 1 failed or found problems · 2 invalid arguments, config or environment"
+)]
+struct Cli {
+    /// Log filter: error, warn, info, debug, or per module (ecscale=debug,aws_config=warn).
+    #[arg(long, global = true, env = "ECSCALE_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The worker config file.
+    #[arg(long, short = 'c', env = "ECSCALE_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the config file (and the policy files it names): every mistake, with file:line:column.
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Run one collection pass and print what the worker sees.
+    Collect {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One pass, then exit (the only mode: the scheduled worker is `ecscale run`, not built yet).
+        #[arg(long)]
+        once: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+/// A failure that decides its own exit code.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: EXIT_FAILURE,
+            error: e.into(),
+        }
+    }
+}
+
+fn invalid(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: EXIT_INVALID,
+        error: error.into(),
+    }
+}
+
+/// Runs the command line of this process.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let vars = Vars::from_env();
+    for name in vars.unknown() {
+        tracing::warn!(
+            "unknown environment variable {name} is ignored (see the README's table of ECSCALE_ variables)"
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli.command, &vars)) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: log filter `{filter}` is not valid ({e}); using `warn`");
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
+}
+
+async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
+    match command {
+        Command::Validate { config } => validate(&config.config, vars),
+        Command::Collect { config, once, format } => {
+            if !once {
+                return Err(invalid(anyhow::anyhow!(
+                    "`ecscale collect` runs one pass: add --once. Continuous collection is the scheduled worker, `ecscale run`, which is not built yet"
+                )));
+            }
+            collect_once(&config.config, vars, format).await
+        }
+    }
+}
+
+/// Loads the config, or fails with every mistake listed (exit 2).
+fn load_config(path: &std::path::Path, vars: &Vars) -> Result<Config, Failure> {
+    config::load(path, vars).map_err(|d| {
+        let n = d.0.len();
+        invalid(anyhow::anyhow!(
+            "{d}\n{n} mistake{} in {}",
+            if n == 1 { "" } else { "s" },
+            path.display()
+        ))
+    })
+}
+
+fn validate(path: &std::path::Path, vars: &Vars) -> Result<u8, Failure> {
+    let config = load_config(path, vars)?;
+    println!("{}", render::summary(&config));
+    Ok(0)
+}
+
+async fn collect_once(path: &std::path::Path, vars: &Vars, format: Format) -> Result<u8, Failure> {
+    let config = load_config(path, vars)?;
+    let meter = ApiMeter::default();
+    let aws = AwsContext::connect(&config.aws, meter.clone())
+        .await
+        .map_err(invalid)?;
+    let collector = Collector::new(
+        &config,
+        Arc::new(aws.ecs.clone()),
+        Arc::new(aws.cloudwatch.clone()),
+        meter,
+    );
+    let snapshot = collector.collect(chrono::Utc::now()).await;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&snapshot)?),
+        Format::Table => print!("{}", render::snapshot_table(&snapshot)),
+    }
+    if snapshot.problems.is_empty() {
+        return Ok(0);
+    }
+    for p in &snapshot.problems {
+        eprintln!("problem: {p}");
+    }
+    eprintln!(
+        "{} problem{} during collection (exit {EXIT_FAILURE})",
+        snapshot.problems.len(),
+        if snapshot.problems.len() == 1 { "" } else { "s" }
+    );
+    Ok(EXIT_FAILURE)
+}

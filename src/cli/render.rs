@@ -1,0 +1,246 @@
+//! Text output for people: the one-line config summary and the tables of `collect --once`.
+
+use std::fmt::Write as _;
+
+use crate::config::Config;
+use crate::model::{Series, Snapshot};
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// One line saying what a valid config will do.
+pub fn summary(c: &Config) -> String {
+    let named: usize = c.clusters.iter().map(|k| k.services.len()).sum();
+    let discovery = c.clusters.iter().filter(|k| k.discover.is_some()).count();
+    let metrics: usize = c
+        .clusters
+        .iter()
+        .flat_map(|k| k.services.iter().map(move |s| (k, s)))
+        .map(|(k, s)| k.metrics_of(Some(s), &c.collect, s.target_group.is_some()).len())
+        .sum();
+    let region = c.aws.region.as_deref().unwrap_or("from the environment");
+    let endpoint = c.aws.endpoint_url.as_deref().unwrap_or("AWS");
+    let sink = match &c.sink.elasticsearch {
+        Some(es) => format!("Elasticsearch {}", es.url),
+        None => format!("local spool {}", c.sink.spool.dir.display()),
+    };
+    let policies = if c.policy_files.is_empty() {
+        "no policy files".to_string()
+    } else {
+        format!(
+            "{} found (their contents are checked once the policy engine lands)",
+            plural(c.policy_files.len(), "policy file", "policy files")
+        )
+    };
+    format!(
+        "{}: valid: {}, {} and {} ({} on named services), {}, region {region}, endpoint {endpoint}, sink {sink}, {policies}",
+        c.file.display(),
+        plural(c.clusters.len(), "cluster", "clusters"),
+        plural(named, "named service", "named services"),
+        plural(discovery, "discovery rule", "discovery rules"),
+        plural(metrics, "metric", "metrics"),
+        c.schedule,
+    )
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            let _ = write!(s, "{cell:<w$}");
+        }
+        s.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(&mut headers.iter().copied()));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(&mut row.iter().map(String::as_str)));
+    }
+}
+
+fn short_task_definition(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+fn latest(s: &Series) -> (String, String) {
+    match s.latest() {
+        Some(p) => (format_value(p.value), p.timestamp.format("%H:%M:%S").to_string()),
+        None => ("-".into(), "-".into()),
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The tables of one snapshot: per cluster its services, instances and pending tasks; then the
+/// metrics; then the API calls the pass made and what its metrics cost.
+pub fn snapshot_table(s: &Snapshot) -> String {
+    let mut out = String::new();
+    for c in &s.clusters {
+        let _ = writeln!(
+            out,
+            "cluster {}: {}, {}, {}",
+            c.name,
+            plural(c.services.len(), "service", "services"),
+            plural(
+                c.container_instances.len(),
+                "container instance",
+                "container instances"
+            ),
+            plural(c.pending_tasks.len(), "pending task", "pending tasks"),
+        );
+        let _ = writeln!(out);
+        let rows: Vec<Vec<String>> = c
+            .services
+            .iter()
+            .map(|v| {
+                vec![
+                    v.name.clone(),
+                    v.status.clone(),
+                    v.desired.to_string(),
+                    v.running.to_string(),
+                    v.pending.to_string(),
+                    v.rollout.to_string(),
+                    v.task_reservation
+                        .map_or("?".into(), |r| format!("{}/{}", r.cpu, r.memory_mib)),
+                    short_task_definition(&v.task_definition).to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "SERVICE",
+                "STATUS",
+                "DESIRED",
+                "RUNNING",
+                "PENDING",
+                "ROLLOUT",
+                "TASK CPU/MiB",
+                "TASK DEFINITION",
+            ],
+            &rows,
+        );
+        if !c.container_instances.is_empty() {
+            let _ = writeln!(out);
+            let rows: Vec<Vec<String>> = c
+                .container_instances
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.ec2_instance_id.clone().unwrap_or_else(|| "-".into()),
+                        i.instance_type.clone().unwrap_or_else(|| "-".into()),
+                        i.status.clone(),
+                        if i.agent_connected { "yes" } else { "NO" }.into(),
+                        format!("{}/{}", i.remaining.cpu, i.registered.cpu),
+                        format!("{}/{}", i.remaining.memory_mib, i.registered.memory_mib),
+                        format!("{}/{}", i.running_tasks, i.pending_tasks),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &[
+                    "INSTANCE",
+                    "TYPE",
+                    "STATUS",
+                    "AGENT",
+                    "CPU FREE/ALL",
+                    "MiB FREE/ALL",
+                    "TASKS RUN/PEND",
+                ],
+                &rows,
+            );
+        }
+        if !c.pending_tasks.is_empty() {
+            let _ = writeln!(out);
+            let rows: Vec<Vec<String>> = c
+                .pending_tasks
+                .iter()
+                .map(|t| {
+                    vec![
+                        short_task_definition(&t.arn).to_string(),
+                        t.service.clone().unwrap_or_else(|| "-".into()),
+                        t.last_status.clone(),
+                        t.reservation
+                            .map_or("?".into(), |r| format!("{}/{}", r.cpu, r.memory_mib)),
+                        t.created_at
+                            .map_or("-".into(), |d| d.format("%H:%M:%S").to_string()),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &["PENDING TASK", "SERVICE", "STATUS", "CPU/MiB", "CREATED"],
+                &rows,
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    if !s.series.is_empty() {
+        let _ = writeln!(out, "metrics (newest complete datapoint):");
+        let _ = writeln!(out);
+        let rows: Vec<Vec<String>> = s
+            .series
+            .iter()
+            .map(|m| {
+                let (value, at) = latest(m);
+                vec![
+                    format!("{}/{}", m.cluster, m.service),
+                    m.id.clone(),
+                    m.stat.clone(),
+                    format!("{}s", m.period_secs),
+                    value,
+                    m.unit.clone().unwrap_or_else(|| "-".into()),
+                    at,
+                    m.samples.len().to_string(),
+                    m.status.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "SERVICE", "METRIC", "STAT", "PERIOD", "LATEST", "UNIT", "AT (UTC)", "POINTS", "STATUS",
+            ],
+            &rows,
+        );
+        let _ = writeln!(out);
+    }
+
+    let u = &s.usage;
+    let calls: Vec<String> = u
+        .operations
+        .iter()
+        .map(|(op, c)| format!("{op} {}", c.calls))
+        .collect();
+    let _ = writeln!(
+        out,
+        "API calls: {} ({} retries) · CloudWatch metrics requested: {} (${:.5})",
+        if calls.is_empty() {
+            "none".into()
+        } else {
+            calls.join(", ")
+        },
+        u.total_retries(),
+        u.cloudwatch_metrics_requested,
+        u.cloudwatch_cost_usd,
+    );
+    out
+}

@@ -1,0 +1,108 @@
+//! The collect stage: one pass over ECS and CloudWatch that yields a [`Snapshot`].
+//!
+//! First in the data flow. Per pass: the services of every cluster are resolved (named ones,
+//! plus those discovered by name prefix or tags) with DescribeServices in batches of 10; then,
+//! at the same time, every metric of every service is read with as few GetMetricData calls as
+//! the limits allow (500 queries, 100,800 datapoints per call), and each cluster's task
+//! definitions, container instances and pending tasks are read. Anything that fails is a
+//! [`Problem`] for its own scope; the pass goes on for the rest. The API calls the pass made are
+//! counted in [`Snapshot::usage`].
+
+mod cloudwatch;
+mod ecs;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+
+use crate::api::{CloudWatchApi, EcsApi};
+use crate::config::{ClusterSpec, CollectSettings, Config};
+use crate::model::{ClusterSnapshot, Problem, Snapshot, TaskDefinitionInfo};
+use crate::usage::ApiMeter;
+
+pub use cloudwatch::{align_down, metrics_for, plan, Plan, PlannedSeries, ResolvedMetric};
+
+/// Collects snapshots. Build one per worker and reuse it: it keeps the AWS clients and a cache
+/// of task definitions (a revision never changes, so it is read once).
+pub struct Collector {
+    ecs: Arc<dyn EcsApi>,
+    cloudwatch: Arc<dyn CloudWatchApi>,
+    meter: ApiMeter,
+    clusters: Vec<ClusterSpec>,
+    settings: CollectSettings,
+    /// Bounds the AWS calls in flight (`collect.concurrency`).
+    limiter: Semaphore,
+    task_definitions: Mutex<HashMap<String, TaskDefinitionInfo>>,
+}
+
+impl Collector {
+    pub fn new(
+        config: &Config,
+        ecs: Arc<dyn EcsApi>,
+        cloudwatch: Arc<dyn CloudWatchApi>,
+        meter: ApiMeter,
+    ) -> Self {
+        Collector {
+            ecs,
+            cloudwatch,
+            meter,
+            clusters: config.clusters.clone(),
+            settings: config.collect.clone(),
+            limiter: Semaphore::new(config.collect.concurrency),
+            task_definitions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `call` once a slot among `collect.concurrency` is free.
+    async fn limited<F: Future>(&self, call: F) -> F::Output {
+        // The semaphore is never closed, so acquiring cannot fail; if it ever did, running
+        // the call unbounded is better than not running it.
+        let _permit = self.limiter.acquire().await.ok();
+        call.await
+    }
+
+    /// One collection pass, as of `now` (which decides the metric windows).
+    pub async fn collect(&self, now: DateTime<Utc>) -> Snapshot {
+        let before = self.meter.usage();
+        let mut problems = Vec::new();
+
+        // 1. Which services, in what state.
+        let resolved =
+            futures::future::join_all(self.clusters.iter().map(|c| ecs::resolve_services(self, c))).await;
+
+        // 2. Their metrics, and each cluster's details, at the same time.
+        let mut metrics = Vec::new();
+        for (spec, r) in self.clusters.iter().zip(&resolved) {
+            for (state, service_spec) in &r.services {
+                let (m, p) = metrics_for(spec, service_spec.as_ref(), state, &self.settings);
+                metrics.extend(m);
+                problems.extend(p);
+            }
+        }
+        let plan = plan(now, metrics, self.settings.lookback);
+        let details = futures::future::join_all(resolved.into_iter().map(|r| ecs::details(self, r)));
+        let ((series, metric_problems), clusters) = tokio::join!(cloudwatch::fetch(self, plan), details);
+        problems.extend(metric_problems);
+
+        let clusters = clusters
+            .into_iter()
+            .map(|(c, p): (ClusterSnapshot, Vec<Problem>)| {
+                problems.extend(p);
+                c
+            })
+            .collect();
+        Snapshot {
+            taken_at: now,
+            clusters,
+            series,
+            usage: self.meter.usage().since(&before),
+            problems,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

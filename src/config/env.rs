@@ -1,0 +1,139 @@
+//! `ECSCALE_*` environment variables: runtime knobs that override the config file.
+//!
+//! Intent (what to scale and how) lives in files; where to connect, which region, how loud to
+//! log, are knobs an operator sets per environment. [`VARIABLES`] is the one list of them; the
+//! README's table is checked against it by a test.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::read::Diagnostic;
+use super::schema::{check_http_url, is_region, Config, ElasticsearchSettings};
+use super::yaml::Span;
+
+/// Every variable ecscale reads, with what it does (the README's table).
+pub const VARIABLES: &[(&str, &str)] = &[
+    (
+        "ECSCALE_CONFIG",
+        "Path of the config file, when `--config` is not given.",
+    ),
+    (
+        "ECSCALE_LOG",
+        "Log filter (`error`, `warn`, `info`, `debug`, or `ecscale=debug,aws=warn`); default `info`.",
+    ),
+    ("ECSCALE_AWS_REGION", "Overrides `aws.region`."),
+    (
+        "ECSCALE_AWS_ENDPOINT_URL",
+        "Overrides `aws.endpoint_url` (any AWS-compatible endpoint).",
+    ),
+    ("ECSCALE_AWS_PROFILE", "Overrides `aws.profile`."),
+    ("ECSCALE_AWS_MAX_ATTEMPTS", "Overrides `aws.retry.max_attempts`."),
+    (
+        "ECSCALE_ES_URL",
+        "Overrides `sink.elasticsearch.url` (adds the section when absent).",
+    ),
+    ("ECSCALE_SPOOL_DIR", "Overrides `sink.spool.dir`."),
+];
+
+/// Variables only the test suite reads (set by `scripts/test-services`).
+pub const TEST_VARIABLES: &[&str] = &["ECSCALE_TEST_MOTO_URL", "ECSCALE_TEST_ES_URL"];
+
+/// A snapshot of the `ECSCALE_*` variables, so loading is a pure function of its inputs.
+#[derive(Debug, Clone, Default)]
+pub struct Vars(BTreeMap<String, String>);
+
+impl Vars {
+    /// The `ECSCALE_*` variables of this process.
+    pub fn from_env() -> Self {
+        Vars(
+            std::env::vars()
+                .filter(|(k, _)| k.starts_with("ECSCALE_"))
+                .collect(),
+        )
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Vars(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// `ECSCALE_*` variables set that ecscale does not know: likely typos, worth a warning.
+    pub fn unknown(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !VARIABLES.iter().any(|(v, _)| v == k) && !TEST_VARIABLES.contains(k))
+            .collect()
+    }
+}
+
+/// Applies the overrides to a config read from its file. Returns the mistakes (bad values).
+pub fn apply(config: &mut Config, vars: &Vars) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let mut bad = |name: &str, message: String| {
+        diags.push(Diagnostic {
+            file: "environment".into(),
+            span: Span::default(),
+            path: name.to_string(),
+            message,
+        })
+    };
+    if let Some(v) = vars.get("ECSCALE_AWS_REGION") {
+        if is_region(v) {
+            config.aws.region = Some(v.to_string());
+        } else {
+            bad(
+                "ECSCALE_AWS_REGION",
+                format!("`{v}` does not look like an AWS region (e.g. us-east-1)"),
+            );
+        }
+    }
+    if let Some(v) = vars.get("ECSCALE_AWS_ENDPOINT_URL") {
+        match check_http_url(v) {
+            Ok(()) => config.aws.endpoint_url = Some(v.to_string()),
+            Err(e) => bad("ECSCALE_AWS_ENDPOINT_URL", e),
+        }
+    }
+    if let Some(v) = vars.get("ECSCALE_AWS_PROFILE") {
+        config.aws.profile = Some(v.to_string());
+    }
+    if let Some(v) = vars.get("ECSCALE_AWS_MAX_ATTEMPTS") {
+        match v.parse::<u32>() {
+            Ok(n) if (1..=20).contains(&n) => config.aws.retry.max_attempts = n,
+            _ => bad(
+                "ECSCALE_AWS_MAX_ATTEMPTS",
+                format!("`{v}` is not a whole number from 1 to 20"),
+            ),
+        }
+    }
+    if let Some(v) = vars.get("ECSCALE_ES_URL") {
+        match check_http_url(v) {
+            Ok(()) => match &mut config.sink.elasticsearch {
+                Some(es) => es.url = v.to_string(),
+                None => {
+                    config.sink.elasticsearch = Some(ElasticsearchSettings {
+                        url: v.to_string(),
+                        username: None,
+                        password_env: None,
+                        api_key_env: None,
+                        ca_file: None,
+                        index_prefix: "ecscale".into(),
+                    })
+                }
+            },
+            Err(e) => bad("ECSCALE_ES_URL", e),
+        }
+    }
+    if let Some(v) = vars.get("ECSCALE_SPOOL_DIR") {
+        config.sink.spool.dir = PathBuf::from(v);
+    }
+    diags
+}

@@ -1,0 +1,76 @@
+//! The worker configuration: one YAML file (`ecscale.yaml`), read into validated types.
+//!
+//! Everything downstream (the AWS clients, the collect stage, later the worker) takes these
+//! types, never the YAML. Reading reports *all* mistakes at once ([`Diagnostics`]) with
+//! `file:line:column` and the field path; unknown keys are rejected. `ECSCALE_*` variables
+//! override runtime knobs after the file is read (see [`env`]).
+
+pub mod env;
+pub mod read;
+mod schema;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+
+pub use read::{Diagnostic, Diagnostics};
+pub use schema::*;
+
+use read::Cx;
+use yaml::Span;
+
+/// Where the config comes from when no `--config` or `ECSCALE_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "ecscale.yaml";
+
+/// Reads, checks and returns the configuration at `path`, with `ECSCALE_*` overrides from `vars`
+/// applied. On any mistake, returns all of them.
+pub fn load(path: &Path, vars: &env::Vars) -> Result<Config, Diagnostics> {
+    let display = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: display.clone(),
+            span: Span::default(),
+            path: "(file)".into(),
+            message: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&source, &display, &base_dir, vars)
+}
+
+/// As [`load`], from text already read. `base_dir` anchors relative paths (policy files, spool).
+pub fn load_str(source: &str, file: &str, base_dir: &Path, vars: &env::Vars) -> Result<Config, Diagnostics> {
+    let mut cx = Cx::new(file);
+    let docs = match yaml::parse_documents(source) {
+        Ok(docs) => docs,
+        Err(e) => {
+            cx.error(e.span, "(syntax)", format!("invalid YAML: {}", e.message));
+            return Err(Diagnostics(cx.diags));
+        }
+    };
+    let root = match docs.as_slice() {
+        [one] => one,
+        [] => {
+            cx.error(Span { line: 1, col: 1 }, "(file)", "the config file is empty");
+            return Err(Diagnostics(cx.diags));
+        }
+        [_, second, ..] => {
+            cx.error(
+                second.span,
+                "(file)",
+                "the config file must hold one YAML document, not several",
+            );
+            return Err(Diagnostics(cx.diags));
+        }
+    };
+    let config = schema::read_config(root, &mut cx, base_dir, PathBuf::from(file));
+    let mut diags = cx.diags;
+    let config = config.and_then(|mut c| {
+        diags.extend(env::apply(&mut c, vars));
+        diags.is_empty().then_some(c)
+    });
+    diags.sort_by(|a, b| (a.file != file, &a.file, a.span).cmp(&(b.file != file, &b.file, b.span)));
+    match config {
+        Some(c) if diags.is_empty() => Ok(c),
+        _ => Err(Diagnostics(diags)),
+    }
+}

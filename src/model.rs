@@ -1,0 +1,311 @@
+//! The nouns every stage shares: what the collect stage saw, in types the evaluate, actuate and
+//! ship stages consume. Nothing here does I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::usage::ApiUsage;
+
+/// The last `/` segment of an ARN: a service, task or instance name or id. A plain name is
+/// returned as it is.
+pub fn arn_name(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// A service, named by its cluster and its name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceKey {
+    pub cluster: String,
+    pub service: String,
+}
+
+impl ServiceKey {
+    pub fn new(cluster: impl Into<String>, service: impl Into<String>) -> Self {
+        ServiceKey {
+            cluster: cluster.into(),
+            service: service.into(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.cluster, self.service)
+    }
+}
+
+/// CPU in ECS units (1024 = one vCPU) and memory in MiB, as ECS reserves them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu: u32,
+    pub memory_mib: u32,
+}
+
+/// What one task of a task definition reserves on an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDefinitionInfo {
+    pub arn: String,
+    pub family: String,
+    pub revision: i32,
+    /// Task-level CPU/memory when set, else the sum over its containers (memory: the soft
+    /// `memoryReservation` where given, as ECS places by it, else the hard `memory`).
+    pub reservation: Resources,
+}
+
+/// Where a service's rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rollout {
+    /// One deployment, completed.
+    Completed,
+    /// A new deployment is replacing tasks (several deployments, or the primary one is IN_PROGRESS).
+    InProgress,
+    /// The primary deployment reports FAILED.
+    Failed,
+}
+
+impl fmt::Display for Rollout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rollout::Completed => "completed",
+            Rollout::InProgress => "in_progress",
+            Rollout::Failed => "failed",
+        })
+    }
+}
+
+/// One deployment of a service (ECS keeps the PRIMARY one and, during a rollout, ACTIVE older ones).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    /// `PRIMARY`, `ACTIVE` or `INACTIVE`.
+    pub status: String,
+    pub task_definition: String,
+    pub desired: u32,
+    pub running: u32,
+    pub pending: u32,
+    pub failed_tasks: u32,
+    /// `COMPLETED`, `IN_PROGRESS` or `FAILED` when ECS reports it.
+    pub rollout_state: Option<String>,
+    pub rollout_state_reason: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A load balancer attachment of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerRef {
+    pub target_group_arn: Option<String>,
+    pub container_name: Option<String>,
+    pub container_port: Option<i32>,
+}
+
+/// One ECS service as the collect stage saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub cluster: String,
+    pub name: String,
+    pub arn: String,
+    /// `ACTIVE`, `DRAINING` or `INACTIVE`.
+    pub status: String,
+    pub desired: u32,
+    pub running: u32,
+    pub pending: u32,
+    pub launch_type: Option<String>,
+    /// Capacity providers of its strategy, if it uses one.
+    pub capacity_providers: Vec<String>,
+    pub task_definition: String,
+    /// Filled from the task definition; `None` when it could not be read (see the problems).
+    pub task_reservation: Option<Resources>,
+    pub deployments: Vec<Deployment>,
+    pub rollout: Rollout,
+    pub load_balancers: Vec<LoadBalancerRef>,
+    pub tags: BTreeMap<String, String>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl ServiceState {
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey::new(&self.cluster, &self.name)
+    }
+
+    /// The rollout state derived from the deployments.
+    pub fn derive_rollout(deployments: &[Deployment]) -> Rollout {
+        let primary = deployments.iter().find(|d| d.status == "PRIMARY");
+        match primary.and_then(|d| d.rollout_state.as_deref()) {
+            Some("FAILED") => Rollout::Failed,
+            Some("IN_PROGRESS") => Rollout::InProgress,
+            _ if deployments.iter().filter(|d| d.status != "INACTIVE").count() > 1 => Rollout::InProgress,
+            _ => Rollout::Completed,
+        }
+    }
+}
+
+/// An EC2 instance registered to a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerInstance {
+    pub cluster: String,
+    pub arn: String,
+    pub ec2_instance_id: Option<String>,
+    pub instance_type: Option<String>,
+    /// `ACTIVE`, `DRAINING`, `REGISTERING`, ...
+    pub status: String,
+    pub agent_connected: bool,
+    pub registered: Resources,
+    pub remaining: Resources,
+    pub running_tasks: u32,
+    pub pending_tasks: u32,
+    pub capacity_provider: Option<String>,
+    pub registered_at: Option<DateTime<Utc>>,
+}
+
+/// A task not yet running (PROVISIONING, PENDING or ACTIVATING).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingTask {
+    pub cluster: String,
+    pub arn: String,
+    /// The service it belongs to, from its group (`service:NAME`), if any.
+    pub service: Option<String>,
+    pub last_status: String,
+    pub reservation: Option<Resources>,
+    pub container_instance: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// One datapoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The start of the datapoint's period.
+    pub timestamp: DateTime<Utc>,
+    pub value: f64,
+}
+
+/// A metric's datapoints for one service, oldest first; only complete periods (see
+/// `collect.delay`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub cluster: String,
+    pub service: String,
+    /// The name policies use (`cpu`, `memory`, ...).
+    pub id: String,
+    pub namespace: String,
+    pub metric_name: String,
+    pub dimensions: BTreeMap<String, String>,
+    pub stat: String,
+    pub period_secs: u64,
+    pub unit: Option<String>,
+    /// CloudWatch's status of the query: `Complete`, `PartialData`, `Forbidden`, `InternalError`.
+    pub status: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Series {
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey::new(&self.cluster, &self.service)
+    }
+
+    pub fn latest(&self) -> Option<Sample> {
+        self.samples.last().copied()
+    }
+}
+
+/// One cluster as the collect stage saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSnapshot {
+    pub name: String,
+    pub services: Vec<ServiceState>,
+    pub container_instances: Vec<ContainerInstance>,
+    pub pending_tasks: Vec<PendingTask>,
+}
+
+/// Something the collect stage could not see. The tick goes on without it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// What it concerns: `cluster`, `cluster/service`, or `cloudwatch`.
+    pub scope: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.scope, self.message)
+    }
+}
+
+/// Everything one collection pass saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub taken_at: DateTime<Utc>,
+    pub clusters: Vec<ClusterSnapshot>,
+    pub series: Vec<Series>,
+    /// API calls made and CloudWatch metrics requested by this pass.
+    pub usage: ApiUsage,
+    pub problems: Vec<Problem>,
+}
+
+impl Snapshot {
+    pub fn services(&self) -> impl Iterator<Item = &ServiceState> {
+        self.clusters.iter().flat_map(|c| c.services.iter())
+    }
+
+    pub fn series_of<'a>(&'a self, key: &'a ServiceKey) -> impl Iterator<Item = &'a Series> + 'a {
+        self.series
+            .iter()
+            .filter(move |s| s.cluster == key.cluster && s.service == key.service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arn_names() {
+        assert_eq!(arn_name("arn:aws:ecs:us-east-1:1:service/demo/web"), "web");
+        assert_eq!(arn_name("arn:aws:ecs:us-east-1:1:service/web"), "web");
+        assert_eq!(arn_name("web"), "web");
+    }
+
+    fn dep(status: &str, rollout: Option<&str>) -> Deployment {
+        Deployment {
+            id: "d".into(),
+            status: status.into(),
+            task_definition: "td".into(),
+            desired: 1,
+            running: 1,
+            pending: 0,
+            failed_tasks: 0,
+            rollout_state: rollout.map(str::to_string),
+            rollout_state_reason: None,
+            created_at: None,
+            updated_at: None,
+        }
+    }
+
+    #[test]
+    fn rollout_is_derived_from_deployments() {
+        use Rollout::*;
+        let cases: &[(&[Deployment], Rollout)] = &[
+            (&[], Completed),
+            (&[dep("PRIMARY", Some("COMPLETED"))], Completed),
+            (&[dep("PRIMARY", None)], Completed),
+            (&[dep("PRIMARY", Some("IN_PROGRESS"))], InProgress),
+            (&[dep("PRIMARY", Some("FAILED")), dep("ACTIVE", None)], Failed),
+            (&[dep("PRIMARY", None), dep("ACTIVE", None)], InProgress),
+            (
+                &[dep("PRIMARY", Some("COMPLETED")), dep("INACTIVE", None)],
+                Completed,
+            ),
+        ];
+        for (deployments, want) in cases {
+            assert_eq!(
+                ServiceState::derive_rollout(deployments),
+                *want,
+                "{deployments:?}"
+            );
+        }
+    }
+}
