@@ -67,18 +67,27 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 /// One page of a List call.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_token: Option<String>,
 }
 
 /// The answer of a Describe call: what was found, and what was not (with ECS's reason).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Described<T> {
     pub items: Vec<T>,
     /// `(arn or name, reason)`, e.g. `("arn:...:service/demo/web", "MISSING")`.
     pub failures: Vec<(String, String)>,
+}
+
+impl<T> Default for Described<T> {
+    fn default() -> Self {
+        Described {
+            items: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
 }
 
 /// A task as DescribeTasks returns it (only what the worker uses).

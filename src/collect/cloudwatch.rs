@@ -257,9 +257,19 @@ async fn read_call(
         }
         match page.next_token {
             Some(t) if !t.is_empty() => token = Some(t),
-            _ => break,
+            _ => {
+                // Every page read: a query whose data ended on a page boundary was left
+                // `PartialData` by that page, but nothing more is to come.
+                for e in by_id.values_mut().filter(|e| e.status == "PartialData") {
+                    e.status = "Complete".into();
+                }
+                return Ok((by_id, call_messages));
+            }
         }
     }
+    call_messages.push(format!(
+        "stopped after {MAX_PAGES} pages; some series are partial"
+    ));
     Ok((by_id, call_messages))
 }
 

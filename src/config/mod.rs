@@ -74,3 +74,6 @@ pub fn load_str(source: &str, file: &str, base_dir: &Path, vars: &env::Vars) -> 
         _ => Err(Diagnostics(diags)),
     }
 }
+
+#[cfg(test)]
+mod tests;

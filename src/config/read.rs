@@ -148,6 +148,15 @@ impl<'n> MapReader<'n> {
         self.span
     }
 
+    /// Where `key`'s value is, or the mapping itself when the key is absent: the place to
+    /// report a check that involves this field and another.
+    pub fn span_of(&self, key: &str) -> Span {
+        self.fields
+            .iter()
+            .find(|(k, ..)| *k == key)
+            .map_or(self.span, |(_, _, v, _)| v.span)
+    }
+
     /// The value under `key`, marking the key as known.
     pub fn take(&mut self, key: &str) -> Option<&'n Node> {
         let entry = self.fields.iter_mut().find(|(k, ..)| *k == key)?;

@@ -518,7 +518,7 @@ impl FromNode for RetrySettings {
         let max_backoff = read_positive(&mut m, cx, "max_backoff").unwrap_or(d.max_backoff);
         if max_backoff < initial_backoff {
             cx.error(
-                m.span(),
+                m.span_of("max_backoff"),
                 &join(path, "max_backoff"),
                 "must not be shorter than initial_backoff",
             );
@@ -635,7 +635,7 @@ impl FromNode for CollectSettings {
         let pending_tasks = m.or(cx, "pending_tasks", d.pending_tasks);
         if lookback < period {
             cx.error(
-                m.span(),
+                m.span_of("lookback"),
                 &join(path, "lookback"),
                 "must be at least one period long",
             );
@@ -819,7 +819,7 @@ fn read_service(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings)
         .unwrap_or_default();
     if m.has("load_balancer") && !m.has("target_group") {
         cx.error(
-            m.span(),
+            m.span_of("load_balancer"),
             &join(path, "load_balancer"),
             "needs `target_group` too: ALB metrics are published per target group",
         );

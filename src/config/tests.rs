@@ -1,0 +1,185 @@
+//! Reading the config: what is accepted, and for each kind of mistake, where it is reported.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const MINIMAL: &str = "schedule: {interval: 30s}\nclusters: [{name: prod, services: [web]}]\n";
+
+fn load(src: &str) -> Result<Config, Diagnostics> {
+    load_str(src, "c.yaml", Path::new("/etc/ecscale"), &env::Vars::default())
+}
+
+/// `line:col path: message` of each mistake.
+fn mistakes(src: &str) -> Vec<String> {
+    match load(src) {
+        Ok(_) => panic!("expected mistakes in:\n{src}"),
+        Err(d) => {
+            d.0.iter()
+                .map(|d| format!("{} {}: {}", d.span, d.path, d.message))
+                .collect()
+        }
+    }
+}
+
+#[test]
+fn a_minimal_config_gets_every_default() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.aws.retry, RetrySettings::default());
+    assert_eq!(c.aws.timeouts, TimeoutSettings::default());
+    assert_eq!(c.collect, CollectSettings::default());
+    assert!(matches!(c.schedule, Schedule::Interval(d) if d == Duration::from_secs(30)));
+    assert_eq!(c.clusters[0].services[0].name, "web");
+    assert!(c.clusters[0].default_metrics);
+    assert_eq!(c.sink.spool.dir, Path::new("/etc/ecscale/spool"));
+    assert!(c.sink.elasticsearch.is_none());
+    assert!(c.policy_files.is_empty());
+}
+
+#[test]
+fn each_mistake_is_reported_where_it_is() {
+    let cases: &[(&str, &[&str])] = &[
+        ("schedule: {interval: 30s}\n", &["1:1 clusters: missing required field"]),
+        (
+            "schedule: {interval: 30s}\nclusters: []\n",
+            &["2:11 clusters: name at least one cluster to manage"],
+        ),
+        (
+            "schedule: {interval: 30s, cron: '* * * * *'}\nclusters: [{name: a, services: [b]}]\n",
+            &["1:11 schedule: give either `interval` or `cron`, not both"],
+        ),
+        (
+            "schedule: {cron: 'every minute'}\nclusters: [{name: a, services: [b]}]\n",
+            &["1:18 schedule.cron: `every minute` has 2 fields; write 5 (min hour day month weekday) or 6 (sec min hour day month weekday)"],
+        ),
+        (
+            "schedule: {interval: 500ms}\nclusters: [{name: a, services: [b]}]\n",
+            &["1:22 schedule.interval: must be at least 1s"],
+        ),
+        (
+            "aws: {region: US-EAST-1, endpoint_url: 'localhost:5000'}\nschedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\n",
+            &[
+                "1:15 aws.region: `US-EAST-1` does not look like an AWS region (e.g. us-east-1)",
+                "1:40 aws.endpoint_url: `localhost:5000` must be an http:// or https:// URL with a host (scheme `localhost`)",
+            ],
+        ),
+        (
+            "aws: {retry: {mode: agressive, initial_backoff: 2s, max_backoff: 1s}}\nschedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\n",
+            &[
+                "1:21 aws.retry.mode: `agressive` is not one of: standard, adaptive",
+                "1:66 aws.retry.max_backoff: must not be shorter than initial_backoff",
+            ],
+        ),
+        (
+            "schedule: {interval: 30s}\nclusters:\n  - name: a\n  - name: a\n    services: [b, b]\n",
+            &[
+                "3:5 clusters[0]: give `services` (a list) or `discover` (name_prefix and/or tags), or both",
+                "4:5 clusters[1].name: cluster `a` is already listed on line 3",
+                "5:19 clusters[1].services[1].name: service `b` is already listed on line 5",
+            ],
+        ),
+        (
+            "schedule: {interval: 30s}\nclusters: [{name: a, discover: {}}]\n",
+            &["2:32 clusters[0].discover: give `name_prefix`, `tags`, or both (otherwise every service would match)"],
+        ),
+        (
+            "schedule: {interval: 30s}\nclusters:\n  - name: a\n    services:\n      - name: b\n        load_balancer: app/x/1\n        target_group: not-an-arn\n",
+            &["7:23 clusters[0].services[0].target_group: `not-an-arn` is neither an ARN nor a `targetgroup/NAME/ID` name"],
+        ),
+        (
+            "schedule: {interval: 30s}\nclusters:\n  - name: a\n    services:\n      - name: b\n        metrics:\n          - id: Bad-Id\n            namespace: N\n            metric_name: M\n            stat: p101\n            dimensions: {X: '${nope}'}\n            unit: Percents\n",
+            &[
+                "7:17 clusters[0].services[0].metrics[0].id: `Bad-Id`: ids are lowercase letters, digits and _, starting with a letter",
+                "10:19 clusters[0].services[0].metrics[0].stat: `p101` is not a CloudWatch statistic (Average, Sum, Minimum, Maximum, SampleCount, IQM or a percentile such as p95)",
+                "11:25 clusters[0].services[0].metrics[0].dimensions.X: `${nope}`: unknown placeholder `${nope}` (known: ${cluster}, ${service}, ${target_group}, ${load_balancer})",
+                "12:19 clusters[0].services[0].metrics[0].unit: `Percents` is not one of: Seconds, Microseconds, Milliseconds, Bytes, Kilobytes, Megabytes, Gigabytes, Terabytes, Bits, Kilobits, Megabits, Gigabits, Terabits, Percent, Count, Bytes/Second, Kilobytes/Second, Megabytes/Second, Gigabytes/Second, Terabytes/Second, Bits/Second, Kilobits/Second, Megabits/Second, Gigabits/Second, Terabits/Second, Count/Second, None; did you mean `Percent`?",
+            ],
+        ),
+        (
+            "schedule: {interval: 30s}\ncollect: {lookback: 30s}\nclusters: [{name: a, services: [b]}]\n",
+            &["2:21 collect.lookback: must be at least one period long"],
+        ),
+        (
+            "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nsink:\n  elasticsearch: {url: 'http://es:9200', username: u, api_key_env: 'my key'}\n  spool: {max_size: 1 parsec, on_full: drop}\n",
+            &[
+                "4:18 sink.elasticsearch: basic auth needs both `username` and `password_env`",
+                "4:18 sink.elasticsearch: give basic auth (`username`, `password_env`) or `api_key_env`, not both",
+                "4:68 sink.elasticsearch.api_key_env: `my key` is not an environment variable name: give the variable's name, never the secret itself",
+                "5:21 sink.spool.max_size: unknown size unit `parsec`; use B, KB, MB, GB, KiB, MiB, GiB",
+                "5:40 sink.spool.on_full: `drop` is not one of: block, drop_oldest",
+            ],
+        ),
+        (
+            "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\npolicies: [does-not-exist/*.yaml]\n",
+            &["3:12 policies[0]: no policy file matches `does-not-exist/*.yaml` (looked for /etc/ecscale/does-not-exist/*.yaml)"],
+        ),
+        (
+            "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nworker: {}\n",
+            &["3:1 worker: unknown key `worker` (expected one of: aws, schedule, collect, clusters, sink, policies)"],
+        ),
+        ("- just\n- a list\n", &["1:1 : expected a mapping of keys to values, found a list"]),
+        ("a: 1\n---\nb: 2\n", &["3:1 (file): the config file must hold one YAML document, not several"]),
+        ("", &["1:1 (file): the config file is empty"]),
+    ];
+    for (src, want) in cases {
+        assert_eq!(mistakes(src), *want, "for:\n{src}");
+    }
+}
+
+#[test]
+fn cron_takes_crontab_and_seconds_forms() {
+    let five = parse_cron("*/5 * * * *").unwrap();
+    let six = parse_cron("0 */5 * * * *").unwrap();
+    let after = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+    assert_eq!(five.after(&after).next(), six.after(&after).next());
+    assert!(parse_cron("0 0 25 * * *")
+        .unwrap_err()
+        .contains("not a valid cron expression"));
+}
+
+#[test]
+fn environment_variables_override_runtime_knobs() {
+    let vars = env::Vars::from_pairs([
+        ("ECSCALE_AWS_REGION", "eu-west-1"),
+        ("ECSCALE_AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+        ("ECSCALE_AWS_MAX_ATTEMPTS", "7"),
+        ("ECSCALE_ES_URL", "http://127.0.0.1:9200"),
+        ("ECSCALE_SPOOL_DIR", "/var/spool/ecscale"),
+        ("ECSCALE_TEST_MOTO_URL", "ignored"),
+        ("ECSCALE_REGOIN", "typo"),
+    ]);
+    let c = load_str(MINIMAL, "c.yaml", Path::new("."), &vars).unwrap();
+    assert_eq!(c.aws.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(c.aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+    assert_eq!(c.aws.retry.max_attempts, 7);
+    assert_eq!(
+        c.sink.elasticsearch.map(|e| e.url).as_deref(),
+        Some("http://127.0.0.1:9200")
+    );
+    assert_eq!(c.sink.spool.dir, Path::new("/var/spool/ecscale"));
+    assert_eq!(vars.unknown(), ["ECSCALE_REGOIN"]);
+}
+
+#[test]
+fn bad_environment_values_are_mistakes_too() {
+    let vars = env::Vars::from_pairs([
+        ("ECSCALE_AWS_MAX_ATTEMPTS", "many"),
+        ("ECSCALE_ES_URL", "es:9200"),
+    ]);
+    let src = "schedule: {interval: 0s}\nclusters: [{name: a, services: [b]}]\n";
+    let d = load_str(src, "c.yaml", Path::new("."), &vars).unwrap_err();
+    let got: Vec<String> = d.0.iter().map(|d| d.to_string()).collect();
+    // The file's own mistake first: the overrides are only applied to a config that read.
+    assert_eq!(got, ["c.yaml:1:22: schedule.interval: must be longer than zero"]);
+
+    let d = load_str(MINIMAL, "c.yaml", Path::new("."), &vars).unwrap_err();
+    let got: Vec<String> = d.0.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "environment: ECSCALE_AWS_MAX_ATTEMPTS: `many` is not a whole number from 1 to 20",
+            "environment: ECSCALE_ES_URL: `es:9200` must be an http:// or https:// URL with a host (scheme `es`)",
+        ]
+    );
+}
