@@ -79,11 +79,14 @@ fn latest(s: &Series) -> (String, String) {
     }
 }
 
+/// At most three decimals, without trailing zeros: `57.2`, `89`, `0.125`.
 fn format_value(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
     } else {
-        format!("{v:.3}")
+        s.to_string()
     }
 }
 
@@ -243,4 +246,24 @@ pub fn snapshot_table(s: &Snapshot) -> String {
         u.cloudwatch_cost_usd,
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_value;
+
+    #[test]
+    fn values_are_short() {
+        let cases = [
+            (57.2, "57.2"),
+            (89.0, "89"),
+            (0.125, "0.125"),
+            (1.0 / 3.0, "0.333"),
+            (-0.0001, "0"),
+            (1500.0, "1500"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(format_value(v), want);
+        }
+    }
 }

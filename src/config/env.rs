@@ -19,7 +19,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     (
         "ECSCALE_LOG",
-        "Log filter (`error`, `warn`, `info`, `debug`, or `ecscale=debug,aws=warn`); default `info`.",
+        "Log filter (`error`, `warn`, `info`, `debug`, or `ecscale=debug,aws_config=warn`); default `warn`.",
     ),
     ("ECSCALE_AWS_REGION", "Overrides `aws.region`."),
     (

@@ -1,0 +1,103 @@
+//! The README says what the code does: its variable table is the code's list, every ECSCALE_
+//! variable the code reads is in it, and `--help` lists exactly the subcommands the README shows.
+
+use std::collections::BTreeSet;
+
+use ecscale::config::env::{TEST_VARIABLES, VARIABLES};
+
+use crate::support::{ecscale, repo, run};
+
+fn readme() -> String {
+    std::fs::read_to_string(repo().join("README.md")).unwrap()
+}
+
+#[test]
+fn the_variable_table_is_the_codes_list() {
+    let readme = readme();
+    let table: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `ECSCALE_"))
+        .map(|l| format!("ECSCALE_{}", &l[..l.find('`').unwrap()]))
+        .collect();
+    let code: BTreeSet<String> = VARIABLES.iter().map(|(v, _)| v.to_string()).collect();
+    assert_eq!(table, code);
+    for (name, what) in VARIABLES {
+        assert!(
+            readme.contains(&format!("| `{name}` | {what} |")),
+            "README row for {name} differs from the code"
+        );
+    }
+}
+
+/// Every `ECSCALE_...` string literal in the production source is a documented variable.
+#[test]
+fn every_variable_the_code_reads_is_documented() {
+    let known: BTreeSet<&str> = VARIABLES
+        .iter()
+        .map(|(v, _)| *v)
+        .chain(TEST_VARIABLES.iter().copied())
+        .collect();
+    let mut stack = vec![repo().join("src")];
+    let mut found = BTreeSet::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
+                // (Unit-test files set made-up variables on purpose.)
+                let text = std::fs::read_to_string(&path).unwrap();
+                for piece in text.split("\"ECSCALE_").skip(1) {
+                    let name: String = piece
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                        .collect();
+                    // A whole name; the bare prefix "ECSCALE_" (used to filter) is not a variable.
+                    if !name.is_empty() && piece[name.len()..].starts_with('"') {
+                        found.insert(format!("ECSCALE_{name}"));
+                    }
+                }
+            }
+        }
+    }
+    for name in &found {
+        assert!(
+            known.contains(name.as_str()),
+            "{name} is read in src/ but not documented"
+        );
+    }
+    assert!(
+        found.contains("ECSCALE_CONFIG") && found.contains("ECSCALE_AWS_REGION"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn help_lists_exactly_the_working_subcommands() {
+    let (code, stdout, _) = run(ecscale().arg("--help"));
+    assert_eq!(code, 0);
+    let commands: Vec<&str> = stdout
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        // A command starts two spaces in; wrapped description lines are indented further.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, ["validate", "collect", "help"]);
+    let readme = readme();
+    for c in ["ecscale validate --config", "ecscale collect --once --config"] {
+        assert!(readme.contains(c), "README shows `{c}`");
+    }
+}
+
+#[test]
+fn version_is_the_package_version() {
+    let (code, stdout, _) = run(ecscale().arg("--version"));
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), format!("ecscale {}", env!("CARGO_PKG_VERSION")));
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the ecscale binary against real services (moto for AWS, OpenSearch for
+//! Elasticsearch), started by `scripts/test-services` and found through ECSCALE_TEST_* variables.
+//! One test binary; each test uses its own AWS region in moto so their state never mixes.
+
+// All of this crate is test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod collect;
+mod docs;
+mod services;
+mod support;
+mod validate;

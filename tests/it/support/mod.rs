@@ -1,0 +1,107 @@
+//! What the integration tests share: the addresses of the real services, the ecscale binary,
+//! seeding moto, and a proxy that counts (and can throttle) the AWS calls on the wire.
+
+pub mod moto;
+pub mod proxy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The moto server the tests run against. Fails the test, loudly, when there is none.
+pub fn moto_url() -> String {
+    std::env::var("ECSCALE_TEST_MOTO_URL").unwrap_or_else(|_| {
+        panic!(
+            "ECSCALE_TEST_MOTO_URL is not set: this test needs moto. Run the suite with `scripts/test` \
+             (it starts moto and OpenSearch), or point ECSCALE_TEST_MOTO_URL at a moto server"
+        )
+    })
+}
+
+/// The Elasticsearch-API node the tests run against. Fails the test when there is none.
+pub fn es_url() -> String {
+    std::env::var("ECSCALE_TEST_ES_URL").unwrap_or_else(|_| {
+        panic!(
+            "ECSCALE_TEST_ES_URL is not set: this test needs Elasticsearch/OpenSearch. Run the suite with \
+             `scripts/test`, or point ECSCALE_TEST_ES_URL at a node"
+        )
+    })
+}
+
+/// A name no other test (or earlier run against the same moto) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The ecscale binary, with a clean environment: no ECSCALE_* or AWS_* from outside, and
+/// static test credentials (moto accepts any).
+pub fn ecscale() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecscale"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ECSCALE_") || k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .current_dir(repo());
+    cmd
+}
+
+/// Runs ecscale with these arguments; returns (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("ecscale runs");
+    let code = status
+        .code()
+        .unwrap_or_else(|| panic!("ecscale was killed by a signal: {status:?}"));
+    (
+        code,
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Writes `text` to a new file in `dir`, returning its path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write test file");
+    p
+}
+
+/// As [`run`], without blocking the async runtime (the proxy lives on it).
+pub async fn run_async(cmd: Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = tokio::process::Command::from(cmd)
+        .output()
+        .await
+        .expect("ecscale runs");
+    let code = status
+        .code()
+        .unwrap_or_else(|| panic!("ecscale was killed by a signal: {status:?}"));
+    (
+        code,
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}

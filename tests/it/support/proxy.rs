@@ -1,0 +1,166 @@
+//! An HTTP proxy in front of moto that sees every AWS request on the wire: it counts them per
+//! operation (independently of ecscale's own counters) and can answer a chosen operation with a
+//! throttling error a number of times before letting it through.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+struct State {
+    /// Requests seen, by `Service.Operation`.
+    seen: BTreeMap<String, usize>,
+    /// Throttling answers still to give, by `Service.Operation`.
+    throttle: HashMap<String, u32>,
+}
+
+pub struct Proxy {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl Proxy {
+    /// Starts a proxy to `upstream` on a free loopback port; it lives as long as the runtime.
+    pub async fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let client = reqwest::Client::new();
+        let upstream = upstream.trim_end_matches('/').to_string();
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (state, client, upstream) = (shared.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(req, state.clone(), client.clone(), upstream.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Proxy { url, state }
+    }
+
+    /// Answers the next `times` requests of `operation` (`ECS.DescribeServices`) with a
+    /// throttling error.
+    pub fn throttle(&self, operation: &str, times: u32) {
+        self.state
+            .lock()
+            .unwrap()
+            .throttle
+            .insert(operation.to_string(), times);
+    }
+
+    /// Requests seen per operation, throttled ones included.
+    pub fn seen(&self) -> BTreeMap<String, usize> {
+        self.state.lock().unwrap().seen.clone()
+    }
+}
+
+/// `ECS.DescribeServices` from the SigV4 credential scope and the target header or Action field.
+fn operation(req: &hyper::http::request::Parts, body: &[u8]) -> String {
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let scope = header("authorization")
+        .split("Credential=")
+        .nth(1)
+        .and_then(|c| c.split('/').nth(3))
+        .unwrap_or("unknown");
+    let service = match scope {
+        "ecs" => "ECS",
+        "monitoring" => "CloudWatch",
+        "ec2" => "EC2",
+        other => other,
+    };
+    let op = match header("x-amz-target").rsplit('.').next() {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => String::from_utf8_lossy(body)
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("Action="))
+            .unwrap_or("unknown")
+            .to_string(),
+    };
+    format!("{service}.{op}")
+}
+
+fn throttled(service_is_json: bool) -> Response<Full<Bytes>> {
+    let (ctype, body) = if service_is_json {
+        (
+            "application/x-amz-json-1.1",
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string(),
+        )
+    } else {
+        (
+            "text/xml",
+            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>proxy</RequestId></ErrorResponse>".to_string(),
+        )
+    };
+    Response::builder()
+        .status(400)
+        .header("content-type", ctype)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+    client: reqwest::Client,
+    upstream: String,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let op = operation(&parts, &body);
+    let throttle = {
+        let mut s = state.lock().unwrap();
+        *s.seen.entry(op.clone()).or_default() += 1;
+        match s.throttle.get_mut(&op) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if throttle {
+        return Ok(throttled(parts.headers.contains_key("x-amz-target")));
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut forward = client.request(parts.method.clone(), format!("{upstream}{path}"));
+    for (k, v) in &parts.headers {
+        if !matches!(
+            k.as_str(),
+            "host" | "content-length" | "connection" | "transfer-encoding"
+        ) {
+            forward = forward.header(k, v);
+        }
+    }
+    let answer = match forward.body(body).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(Response::builder()
+                .status(502)
+                .body(Full::new(Bytes::from(format!("proxy: upstream failed: {e}"))))
+                .expect("valid response"))
+        }
+    };
+    let mut out = Response::builder().status(answer.status());
+    for (k, v) in answer.headers() {
+        if !matches!(k.as_str(), "content-length" | "connection" | "transfer-encoding") {
+            out = out.header(k, v);
+        }
+    }
+    let bytes = answer.bytes().await.unwrap_or_default();
+    Ok(out.body(Full::new(bytes)).expect("valid response"))
+}
