@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::parse::{check_http_url, is_region};
 use super::read::Diagnostic;
-use super::schema::{check_http_url, is_region, Config, ElasticsearchSettings};
+use super::schema::{Config, ElasticsearchSettings};
 use super::yaml::Span;
 
 /// Every variable ecscale reads, with what it does (the README's table).

@@ -6,12 +6,16 @@
 //! override runtime knobs after the file is read (see [`env`]).
 
 pub mod env;
+mod parse;
+mod parse_clusters;
 pub mod read;
 mod schema;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use parse::{check_http_url, is_region, parse_cron};
+pub use parse_clusters::{check_placeholders, is_stat};
 pub use read::{Diagnostic, Diagnostics};
 pub use schema::*;
 
@@ -62,7 +66,7 @@ pub fn load_str(source: &str, file: &str, base_dir: &Path, vars: &env::Vars) -> 
             return Err(Diagnostics(cx.diags));
         }
     };
-    let config = schema::read_config(root, &mut cx, base_dir, PathBuf::from(file));
+    let config = parse::read_config(root, &mut cx, base_dir, PathBuf::from(file));
     let mut diags = cx.diags;
     let config = config.and_then(|mut c| {
         diags.extend(env::apply(&mut c, vars));

@@ -23,10 +23,35 @@ fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp() - t.timestamp().rem_euclid(60), 0).unwrap()
 }
 
-fn config(endpoint: &str, region: &str, rest: &str) -> String {
-    format!(
+/// Runs `ecscale collect --once --format FORMAT` on a config for `endpoint` and `region` (4
+/// attempts, fast backoff) plus `rest`, with extra environment `vars`; returns (exit code,
+/// stdout, stderr).
+async fn collect(
+    endpoint: &str,
+    region: &str,
+    rest: &str,
+    format: &str,
+    vars: &[(&str, &str)],
+) -> (i32, String, String) {
+    let yaml = format!(
         "aws:\n  region: {region}\n  endpoint_url: {endpoint}\n  retry: {{max_attempts: 4, initial_backoff: 20ms, max_backoff: 100ms}}\nschedule: {{interval: 30s}}\n{rest}"
-    )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "ecscale.yaml", &yaml);
+    let mut cmd = ecscale();
+    cmd.args(["collect", "--once", "--format", format, "--config"])
+        .arg(&path)
+        .envs(vars.iter().copied());
+    run_async(cmd).await
+}
+
+/// A cluster with one service `api` (2 tasks of 512 CPU / 1024 MiB wanted); returns its name.
+async fn one_service(moto: &Moto, prefix: &str) -> String {
+    let cluster = unique(prefix);
+    moto.cluster(&cluster).await.unwrap();
+    let td = moto.task_definition(&unique("api"), 512, 1024).await.unwrap();
+    moto.service(&cluster, "api", &td, 2, &[]).await.unwrap();
+    cluster
 }
 
 /// The CPU value seeded for service `i`, `k` minutes before the seeding minute.
@@ -144,19 +169,10 @@ async fn collect_once_prints_exactly_what_moto_holds_with_the_promised_call_coun
         })
         .collect();
     let proxy = Proxy::start(&moto_url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = config(
-        &proxy.url,
-        region,
-        &format!(
-            "collect: {{delay: 60s, lookback: 10m}}\nclusters:\n  - name: {cluster}\n    discover: {{name_prefix: svc-}}\n    metrics:\n{custom}"
-        ),
+    let rest = format!(
+        "collect: {{delay: 60s, lookback: 10m}}\nclusters:\n  - name: {cluster}\n    discover: {{name_prefix: svc-}}\n    metrics:\n{custom}"
     );
-    let path = write(dir.path(), "ecscale.yaml", &yaml);
-    let mut cmd = ecscale();
-    cmd.args(["collect", "--once", "--format", "json", "--config"])
-        .arg(&path);
-    let (code, stdout, stderr) = run_async(cmd).await;
+    let (code, stdout, stderr) = collect(&proxy.url, region, &rest, "json", &[]).await;
     assert_eq!(code, 0, "stderr: {stderr}");
     let snap: Value = serde_json::from_str(&stdout).unwrap();
     let taken_at: DateTime<Utc> = snap["taken_at"].as_str().unwrap().parse().unwrap();
@@ -272,10 +288,7 @@ async fn collect_once_prints_exactly_what_moto_holds_with_the_promised_call_coun
 async fn throttled_calls_are_retried_and_counted() {
     let region = "eu-central-1";
     let moto = Moto::new(&moto_url(), region);
-    let cluster = unique("it-throttle");
-    moto.cluster(&cluster).await.unwrap();
-    let td = moto.task_definition(&unique("api"), 512, 1024).await.unwrap();
-    moto.service(&cluster, "api", &td, 2, &[]).await.unwrap();
+    let cluster = one_service(&moto, "it-throttle").await;
     let m0 = minute(Utc::now());
     let dims = [("ClusterName", cluster.as_str()), ("ServiceName", "api")];
     moto.put_points(
@@ -291,17 +304,8 @@ async fn throttled_calls_are_retried_and_counted() {
     let proxy = Proxy::start(&moto_url()).await;
     proxy.throttle("ECS.DescribeServices", 2);
     proxy.throttle("CloudWatch.GetMetricData", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = config(
-        &proxy.url,
-        region,
-        &format!("clusters:\n  - name: {cluster}\n    services: [api]\n"),
-    );
-    let path = write(dir.path(), "ecscale.yaml", &yaml);
-    let mut cmd = ecscale();
-    cmd.args(["collect", "--once", "--format", "json", "--config"])
-        .arg(&path);
-    let (code, stdout, stderr) = run_async(cmd).await;
+    let rest = format!("clusters:\n  - name: {cluster}\n    services: [api]\n");
+    let (code, stdout, stderr) = collect(&proxy.url, region, &rest, "json", &[]).await;
     assert_eq!(
         code, 0,
         "throttling within the retries is not a failure; stderr: {stderr}"
@@ -333,22 +337,11 @@ async fn throttled_calls_are_retried_and_counted() {
 async fn throttling_beyond_the_retries_is_a_problem_naming_the_service() {
     let region = "eu-north-1";
     let moto = Moto::new(&moto_url(), region);
-    let cluster = unique("it-throttle-hard");
-    moto.cluster(&cluster).await.unwrap();
-    let td = moto.task_definition(&unique("api"), 256, 512).await.unwrap();
-    moto.service(&cluster, "api", &td, 1, &[]).await.unwrap();
+    let cluster = one_service(&moto, "it-throttle-hard").await;
     let proxy = Proxy::start(&moto_url()).await;
     proxy.throttle("ECS.DescribeServices", 100);
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = config(
-        &proxy.url,
-        region,
-        &format!("clusters:\n  - name: {cluster}\n    services: [api]\n"),
-    );
-    let path = write(dir.path(), "ecscale.yaml", &yaml);
-    let mut cmd = ecscale();
-    cmd.args(["collect", "--once", "--config"]).arg(&path);
-    let (code, stdout, stderr) = run_async(cmd).await;
+    let rest = format!("clusters:\n  - name: {cluster}\n    services: [api]\n");
+    let (code, stdout, stderr) = collect(&proxy.url, region, &rest, "table", &[]).await;
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
         stderr.contains(&format!("problem: {cluster}/api: not collected: ECS.DescribeServices (cluster {cluster}, services api) at {}: ThrottlingException: Rate exceeded (still throttled after 4 attempts)", proxy.url)),
@@ -370,15 +363,16 @@ async fn an_unreachable_endpoint_is_named_after_the_configured_retries() {
         .unwrap()
         .port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "aws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  retry: {{max_attempts: 3, initial_backoff: 10ms, max_backoff: 50ms}}\nschedule: {{interval: 30s}}\nclusters:\n  - name: prod\n    services: [web]\n"
-    );
-    let path = write(dir.path(), "ecscale.yaml", &yaml);
-    let mut cmd = ecscale();
-    cmd.args(["collect", "--once", "--format", "json", "--config"])
-        .arg(&path);
-    let (code, stdout, stderr) = run_async(cmd).await;
+    // The file asks for 4 attempts; the environment overrides it to 3.
+    let rest = "clusters:\n  - name: prod\n    services: [web]\n";
+    let (code, stdout, stderr) = collect(
+        &endpoint,
+        "us-east-1",
+        rest,
+        "json",
+        &[("ECSCALE_AWS_MAX_ATTEMPTS", "3")],
+    )
+    .await;
     assert_eq!(
         code, 1,
         "a failed collection exits 1, never a panic (101); stderr: {stderr}"
@@ -392,5 +386,68 @@ async fn an_unreachable_endpoint_is_named_after_the_configured_retries() {
     assert_eq!(
         snap["usage"]["operations"]["ECS.DescribeServices"]["failed_attempts"],
         3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_shows_services_instances_metrics_and_calls() {
+    let region = "ap-southeast-2";
+    let moto = Moto::new(&moto_url(), region);
+    let cluster = one_service(&moto, "it-table").await;
+    let instance = moto.ec2_instances(1, "c5.large").await.unwrap().remove(0);
+    moto.register_instance(&cluster, &instance).await.unwrap();
+    let m0 = minute(Utc::now());
+    let dims = [("ClusterName", cluster.as_str()), ("ServiceName", "api")];
+    let points = [
+        (m0 - TimeDelta::minutes(3), 40.0),
+        (m0 - TimeDelta::minutes(2), 64.125),
+    ];
+    moto.put_points("AWS/ECS", "CPUUtilization", &dims, StandardUnit::Percent, &points)
+        .await
+        .unwrap();
+
+    let rest = format!("clusters:\n  - name: {cluster}\n    services: [api]\n");
+    let (code, stdout, stderr) = collect(&moto_url(), region, &rest, "table", &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    let row = |first: &str| {
+        lines
+            .iter()
+            .find(|l| l.first() == Some(&first))
+            .unwrap_or_else(|| panic!("no row {first}:\n{stdout}"))
+    };
+    assert!(
+        stdout.starts_with(&format!(
+            "cluster {cluster}: 1 service, 1 container instance, 0 pending tasks"
+        )),
+        "{stdout}"
+    );
+    // SERVICE STATUS DESIRED RUNNING PENDING ROLLOUT TASK-CPU/MiB TASK-DEFINITION
+    assert_eq!(row("api")[..3], ["api", "ACTIVE", "2"]);
+    assert_eq!(row("api")[6], "512/1024");
+    // INSTANCE TYPE STATUS AGENT CPU FREE/ALL MiB FREE/ALL TASKS
+    assert_eq!(
+        row(&instance)[..6],
+        [
+            instance.as_str(),
+            "c5.large",
+            "ACTIVE",
+            "yes",
+            "4096/4096",
+            "7482/7482"
+        ]
+    );
+    // SERVICE METRIC STAT PERIOD LATEST UNIT AT POINTS STATUS
+    let cpu = row(&format!("{cluster}/api"));
+    assert_eq!(cpu[1..6], ["cpu", "Average", "60s", "64.125", "Percent"]);
+    assert_eq!(cpu[8], "Complete");
+    let api = stdout.lines().find(|l| l.starts_with("API calls: ")).unwrap();
+    assert!(
+        api.contains("ECS.DescribeServices 1") && api.contains("CloudWatch.GetMetricData 1"),
+        "{api}"
+    );
+    assert!(
+        api.ends_with("CloudWatch metrics requested: 2 ($0.00002)"),
+        "{api}"
     );
 }

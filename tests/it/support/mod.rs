@@ -62,13 +62,14 @@ pub fn ecscale() -> Command {
     cmd
 }
 
-/// Runs ecscale with these arguments; returns (exit code, stdout, stderr).
-pub fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output {
+/// (exit code, stdout, stderr) of a finished ecscale; a signal (a crash) fails the test.
+fn decode(
+    Output {
         status,
         stdout,
         stderr,
-    } = cmd.output().expect("ecscale runs");
+    }: Output,
+) -> (i32, String, String) {
     let code = status
         .code()
         .unwrap_or_else(|| panic!("ecscale was killed by a signal: {status:?}"));
@@ -77,6 +78,11 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&stdout).into_owned(),
         String::from_utf8_lossy(&stderr).into_owned(),
     )
+}
+
+/// Runs ecscale; returns (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    decode(cmd.output().expect("ecscale runs"))
 }
 
 /// Writes `text` to a new file in `dir`, returning its path.
@@ -88,20 +94,10 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// As [`run`], without blocking the async runtime (the proxy lives on it).
 pub async fn run_async(cmd: Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = tokio::process::Command::from(cmd)
-        .output()
-        .await
-        .expect("ecscale runs");
-    let code = status
-        .code()
-        .unwrap_or_else(|| panic!("ecscale was killed by a signal: {status:?}"));
-    (
-        code,
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
+    decode(
+        tokio::process::Command::from(cmd)
+            .output()
+            .await
+            .expect("ecscale runs"),
     )
 }

@@ -1,0 +1,476 @@
+//! Reading the config from YAML: the top level, `aws`, `schedule`, `collect`, `sink` and
+//! `policies` (clusters, services and metrics are in `parse_clusters`). Each reader records
+//! every mistake in the [`Cx`] and goes on.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::parse_clusters::read_clusters;
+use super::read::{join, one_of, parse_bytes, Cx, FromNode, MapReader};
+use super::schema::*;
+use super::yaml::Node;
+
+const TOP_KEYS: &[&str] = &["aws", "schedule", "collect", "clusters", "sink", "policies"];
+
+pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathBuf) -> Option<Config> {
+    let mut m = cx.map(root, "")?;
+    let aws = m.or(cx, "aws", AwsSettings::default());
+    let schedule = m.req::<Schedule>(cx, "schedule");
+    let collect = m.or(cx, "collect", CollectSettings::default());
+    let clusters = m.req_with(cx, "clusters", |n, p, cx| read_clusters(n, p, cx, &collect));
+    let sink = m
+        .opt_with(cx, "sink", |n, p, cx| read_sink(n, p, cx, base_dir))
+        .unwrap_or_else(|| SinkSettings {
+            spool: SpoolSettings {
+                dir: base_dir.join("spool"),
+                ..SpoolSettings::default()
+            },
+            elasticsearch: None,
+        });
+    let policy_files = m
+        .opt_with(cx, "policies", |n, p, cx| read_policy_paths(n, p, cx, base_dir))
+        .unwrap_or_default();
+    m.finish(cx, TOP_KEYS);
+    Some(Config {
+        file,
+        aws,
+        schedule: schedule?,
+        collect,
+        clusters: clusters?,
+        sink,
+        policy_files,
+    })
+}
+
+impl FromNode for AwsSettings {
+    fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self> {
+        let mut m = cx.map(node, path)?;
+        let region = m.opt_with(cx, "region", |n, p, cx| {
+            let r = String::from_node(n, p, cx)?;
+            if is_region(&r) {
+                Some(r)
+            } else {
+                cx.error(
+                    n.span,
+                    p,
+                    format!("`{r}` does not look like an AWS region (e.g. us-east-1)"),
+                );
+                None
+            }
+        });
+        let endpoint_url = m.opt_with(cx, "endpoint_url", |n, p, cx| {
+            let s = String::from_node(n, p, cx)?;
+            match check_http_url(&s) {
+                Ok(()) => Some(s),
+                Err(e) => {
+                    cx.error(n.span, p, e);
+                    None
+                }
+            }
+        });
+        let profile = m.opt(cx, "profile");
+        let retry = m.or(cx, "retry", RetrySettings::default());
+        let timeouts = m.or(cx, "timeouts", TimeoutSettings::default());
+        m.finish(cx, &["region", "endpoint_url", "profile", "retry", "timeouts"]);
+        Some(AwsSettings {
+            region,
+            endpoint_url,
+            profile,
+            retry,
+            timeouts,
+        })
+    }
+}
+
+/// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `eu-central-2`: letters, dash-separated, ending in a number.
+pub fn is_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+/// An `http://` or `https://` URL with a host.
+pub fn check_http_url(s: &str) -> Result<(), String> {
+    match url::Url::parse(s) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
+        Ok(u) => Err(format!(
+            "`{s}` must be an http:// or https:// URL with a host (scheme `{}`)",
+            u.scheme()
+        )),
+        Err(e) => Err(format!("`{s}` is not a URL: {e}")),
+    }
+}
+
+fn positive(d: Duration, n: &Node, p: &str, cx: &mut Cx) -> Option<Duration> {
+    if d.is_zero() {
+        cx.error(n.span, p, "must be longer than zero");
+        None
+    } else {
+        Some(d)
+    }
+}
+
+fn read_positive(m: &mut MapReader<'_>, cx: &mut Cx, key: &str) -> Option<Duration> {
+    m.opt_with(cx, key, |n, p, cx| {
+        positive(Duration::from_node(n, p, cx)?, n, p, cx)
+    })
+}
+
+impl FromNode for RetrySettings {
+    fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self> {
+        let d = RetrySettings::default();
+        let mut m = cx.map(node, path)?;
+        let mode = m
+            .opt_with(cx, "mode", |n, p, cx| one_of(n, p, cx, &["standard", "adaptive"]))
+            .map(|s| {
+                if s == "adaptive" {
+                    RetryMode::Adaptive
+                } else {
+                    RetryMode::Standard
+                }
+            })
+            .unwrap_or(d.mode);
+        let max_attempts = m
+            .opt_with(cx, "max_attempts", |n, p, cx| {
+                let v = u32::from_node(n, p, cx)?;
+                if (1..=20).contains(&v) {
+                    Some(v)
+                } else {
+                    cx.error(n.span, p, format!("must be between 1 and 20, found {v}"));
+                    None
+                }
+            })
+            .unwrap_or(d.max_attempts);
+        let initial_backoff = read_positive(&mut m, cx, "initial_backoff").unwrap_or(d.initial_backoff);
+        let max_backoff = read_positive(&mut m, cx, "max_backoff").unwrap_or(d.max_backoff);
+        if max_backoff < initial_backoff {
+            cx.error(
+                m.span_of("max_backoff"),
+                &join(path, "max_backoff"),
+                "must not be shorter than initial_backoff",
+            );
+        }
+        m.finish(cx, &["mode", "max_attempts", "initial_backoff", "max_backoff"]);
+        Some(RetrySettings {
+            mode,
+            max_attempts,
+            initial_backoff,
+            max_backoff,
+        })
+    }
+}
+
+impl FromNode for TimeoutSettings {
+    fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self> {
+        let d = TimeoutSettings::default();
+        let mut m = cx.map(node, path)?;
+        let connect = read_positive(&mut m, cx, "connect").unwrap_or(d.connect);
+        let attempt = read_positive(&mut m, cx, "attempt").unwrap_or(d.attempt);
+        let operation = read_positive(&mut m, cx, "operation").unwrap_or(d.operation);
+        m.finish(cx, &["connect", "attempt", "operation"]);
+        Some(TimeoutSettings {
+            connect,
+            attempt,
+            operation,
+        })
+    }
+}
+
+impl FromNode for Schedule {
+    fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self> {
+        let mut m = cx.map(node, path)?;
+        let interval = m.opt_with(cx, "interval", |n, p, cx| {
+            let d = positive(Duration::from_node(n, p, cx)?, n, p, cx)?;
+            if d < Duration::from_secs(1) {
+                cx.error(n.span, p, "must be at least 1s");
+                return None;
+            }
+            Some(d)
+        });
+        let cron = m.opt_with(cx, "cron", |n, p, cx| {
+            let expr = String::from_node(n, p, cx)?;
+            match parse_cron(&expr) {
+                Ok(s) => Some(Schedule::Cron {
+                    expression: expr,
+                    schedule: Box::new(s),
+                }),
+                Err(e) => {
+                    cx.error(n.span, p, e);
+                    None
+                }
+            }
+        });
+        let both = m.has("interval") && m.has("cron");
+        let neither =
+            !m.has("interval") && !m.has("cron") && !m.misspelled("interval") && !m.misspelled("cron");
+        let span = m.span();
+        m.finish(cx, &["interval", "cron"]);
+        if both {
+            cx.error(span, path, "give either `interval` or `cron`, not both");
+            return None;
+        }
+        if neither {
+            cx.error(
+                span,
+                path,
+                "give `interval` (e.g. 30s) or `cron` (e.g. \"*/30 * * * * *\")",
+            );
+        }
+        interval.map(Schedule::Interval).or(cron)
+    }
+}
+
+/// Parses a cron expression: 5 fields (minute hour day month weekday, as in crontab) or the
+/// `cron` crate's 6/7 fields (with seconds first, and an optional year).
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    let full = match fields {
+        5 => format!("0 {expr}"),
+        6 | 7 => expr.to_string(),
+        n => {
+            return Err(format!(
+                "`{expr}` has {n} fields; write 5 (min hour day month weekday) or 6 (sec min hour day month weekday)"
+            ))
+        }
+    };
+    cron::Schedule::from_str(&full).map_err(|e| format!("`{expr}` is not a valid cron expression: {e}"))
+}
+
+impl FromNode for CollectSettings {
+    fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self> {
+        let d = CollectSettings::default();
+        let mut m = cx.map(node, path)?;
+        let period = m
+            .opt_with(cx, "period", |n, p, cx| {
+                check_period(Duration::from_node(n, p, cx)?, n, p, cx)
+            })
+            .unwrap_or(d.period);
+        let delay = m.or(cx, "delay", d.delay);
+        let lookback = read_positive(&mut m, cx, "lookback").unwrap_or(d.lookback);
+        let concurrency = m
+            .opt_with(cx, "concurrency", |n, p, cx| {
+                let v = usize::from_node(n, p, cx)?;
+                if (1..=64).contains(&v) {
+                    Some(v)
+                } else {
+                    cx.error(n.span, p, format!("must be between 1 and 64, found {v}"));
+                    None
+                }
+            })
+            .unwrap_or(d.concurrency);
+        let container_instances = m.or(cx, "container_instances", d.container_instances);
+        let pending_tasks = m.or(cx, "pending_tasks", d.pending_tasks);
+        if lookback < period {
+            cx.error(
+                m.span_of("lookback"),
+                &join(path, "lookback"),
+                "must be at least one period long",
+            );
+        }
+        m.finish(
+            cx,
+            &[
+                "period",
+                "delay",
+                "lookback",
+                "concurrency",
+                "container_instances",
+                "pending_tasks",
+            ],
+        );
+        Some(CollectSettings {
+            period,
+            delay,
+            lookback,
+            concurrency,
+            container_instances,
+            pending_tasks,
+        })
+    }
+}
+
+/// CloudWatch accepts periods of 1, 5, 10, 20 or 30 seconds (high-resolution metrics) or any
+/// multiple of 60 seconds.
+pub(super) fn check_period(d: Duration, n: &Node, p: &str, cx: &mut Cx) -> Option<Duration> {
+    let s = d.as_secs();
+    if d.subsec_nanos() == 0 && (matches!(s, 1 | 5 | 10 | 20 | 30) || (s > 0 && s % 60 == 0)) {
+        Some(d)
+    } else {
+        cx.error(
+            n.span,
+            p,
+            format!(
+                "CloudWatch periods are 1s, 5s, 10s, 20s, 30s or a multiple of 60s; found {}",
+                humantime::format_duration(d)
+            ),
+        );
+        None
+    }
+}
+
+fn read_sink(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<SinkSettings> {
+    let mut m = cx.map(node, path)?;
+    let elasticsearch = m.opt_with(cx, "elasticsearch", |n, p, cx| read_es(n, p, cx, base_dir));
+    let spool = m
+        .opt_with(cx, "spool", |n, p, cx| read_spool(n, p, cx, base_dir))
+        .unwrap_or_else(|| SpoolSettings {
+            dir: base_dir.join("spool"),
+            ..SpoolSettings::default()
+        });
+    m.finish(cx, &["elasticsearch", "spool"]);
+    Some(SinkSettings { elasticsearch, spool })
+}
+
+fn read_es(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<ElasticsearchSettings> {
+    let mut m = cx.map(node, path)?;
+    let url = m.req_with(cx, "url", |n, p, cx| {
+        let u = String::from_node(n, p, cx)?;
+        match check_http_url(&u) {
+            Ok(()) => Some(u),
+            Err(e) => {
+                cx.error(n.span, p, e);
+                None
+            }
+        }
+    });
+    let env_name = |n: &Node, p: &str, cx: &mut Cx| {
+        let s = String::from_node(n, p, cx)?;
+        if s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Some(s)
+        } else {
+            cx.error(n.span, p, format!("`{s}` is not an environment variable name: give the variable's name, never the secret itself"));
+            None
+        }
+    };
+    let username = m.opt(cx, "username");
+    let password_env = m.opt_with(cx, "password_env", env_name);
+    let api_key_env = m.opt_with(cx, "api_key_env", env_name);
+    let ca_file = m.opt::<String>(cx, "ca_file").map(|f| base_dir.join(f));
+    let index_prefix = m.or(cx, "index_prefix", "ecscale".to_string());
+    if m.has("username") != m.has("password_env") {
+        cx.error(
+            m.span(),
+            path,
+            "basic auth needs both `username` and `password_env`",
+        );
+    }
+    if m.has("api_key_env") && m.has("username") {
+        cx.error(
+            m.span(),
+            path,
+            "give basic auth (`username`, `password_env`) or `api_key_env`, not both",
+        );
+    }
+    m.finish(
+        cx,
+        &[
+            "url",
+            "username",
+            "password_env",
+            "api_key_env",
+            "ca_file",
+            "index_prefix",
+        ],
+    );
+    Some(ElasticsearchSettings {
+        url: url?,
+        username,
+        password_env,
+        api_key_env,
+        ca_file,
+        index_prefix,
+    })
+}
+
+fn read_spool(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<SpoolSettings> {
+    let d = SpoolSettings::default();
+    let mut m = cx.map(node, path)?;
+    let dir = m
+        .opt::<String>(cx, "dir")
+        .map(|s| base_dir.join(s))
+        .unwrap_or_else(|| base_dir.join(&d.dir));
+    let max_bytes = m
+        .opt_with(cx, "max_size", |n, p, cx| {
+            let s = String::from_node(n, p, cx)?;
+            match parse_bytes(&s) {
+                Ok(0) => {
+                    cx.error(n.span, p, "must be larger than zero");
+                    None
+                }
+                Ok(b) => Some(b),
+                Err(e) => {
+                    cx.error(n.span, p, e);
+                    None
+                }
+            }
+        })
+        .unwrap_or(d.max_bytes);
+    let on_full = m
+        .opt_with(cx, "on_full", |n, p, cx| {
+            one_of(n, p, cx, &["block", "drop_oldest"])
+        })
+        .map(|s| {
+            if s == "drop_oldest" {
+                OnFull::DropOldest
+            } else {
+                OnFull::Block
+            }
+        })
+        .unwrap_or(d.on_full);
+    m.finish(cx, &["dir", "max_size", "on_full"]);
+    Some(SpoolSettings {
+        dir,
+        max_bytes,
+        on_full,
+    })
+}
+
+fn read_policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<Vec<PathBuf>> {
+    let super::yaml::Value::Seq(items) = &node.value else {
+        cx.error(
+            node.span,
+            path,
+            format!(
+                "expected a list of policy file paths or globs, found {}",
+                node.describe()
+            ),
+        );
+        return None;
+    };
+    let mut files = BTreeSet::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let Some(pattern) = String::from_node(item, &p, cx) else {
+            ok = false;
+            continue;
+        };
+        let full = base_dir.join(&pattern);
+        let full_str = full.to_string_lossy().to_string();
+        match glob::glob(&full_str) {
+            Err(e) => {
+                cx.error(item.span, &p, format!("`{pattern}` is not a valid glob: {e}"));
+                ok = false;
+            }
+            Ok(paths) => {
+                let found: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|f| f.is_file()).collect();
+                if found.is_empty() {
+                    cx.error(
+                        item.span,
+                        &p,
+                        format!("no policy file matches `{pattern}` (looked for {full_str})"),
+                    );
+                    ok = false;
+                }
+                files.extend(found);
+            }
+        }
+    }
+    ok.then(|| files.into_iter().collect())
+}
