@@ -50,7 +50,7 @@ struct ConfigArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check the config file (and the policy files it names): every mistake, with file:line:column.
+    /// Check the config file: every mistake at once, with file:line:column (policy files: that they exist).
     Validate {
         #[command(flatten)]
         config: ConfigArg,

@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::Collector;
 use crate::api::{ApiError, MetricDataRequest, MetricQuery, DATAPOINTS_PER_CALL, METRIC_QUERIES_PER_CALL};
 use crate::config::{ClusterSpec, CollectSettings, MetricSpec, ServiceSpec};
-use crate::model::{Problem, Sample, Series, ServiceKey, ServiceState};
+use crate::model::{arn_name, Problem, Sample, Series, ServiceKey, ServiceState};
 
 /// A safety stop for NextToken paging.
 const MAX_PAGES: usize = 1_000;
@@ -81,9 +81,11 @@ pub fn metrics_for(
 }
 
 /// Fills `${cluster}`, `${service}`, `${target_group}`, `${load_balancer}`; names the missing one.
+/// `${cluster}` is the cluster's *name* even when the config gives its ARN, as CloudWatch's
+/// `ClusterName` dimension wants.
 fn fill(value: &str, key: &ServiceKey, tg: Option<&str>, lb: Option<&str>) -> Result<String, &'static str> {
     let mut v = value
-        .replace("${cluster}", &key.cluster)
+        .replace("${cluster}", arn_name(&key.cluster))
         .replace("${service}", &key.service);
     for (name, given) in [("target_group", tg), ("load_balancer", lb)] {
         let placeholder = format!("${{{name}}}");

@@ -58,6 +58,7 @@ fn matches_discovery(spec: &ClusterSpec, state: &ServiceState) -> bool {
 pub(super) async fn resolve_services(c: &Collector, spec: &ClusterSpec) -> Resolved {
     let cluster = spec.name.as_str();
     let mut problems = Vec::new();
+    // Services may be named by ARN in the config; ECS describes them by name.
     let explicit: Vec<String> = spec.services.iter().map(|s| s.name.clone()).collect();
     let mut discovered = BTreeSet::new();
     if let Some(d) = &spec.discover {
@@ -66,7 +67,7 @@ pub(super) async fn resolve_services(c: &Collector, spec: &ClusterSpec) -> Resol
                 for arn in arns {
                     let name = arn_name(&arn);
                     let prefix_ok = d.name_prefix.as_deref().is_none_or(|p| name.starts_with(p));
-                    if prefix_ok && !explicit.iter().any(|e| e == name) {
+                    if prefix_ok && !explicit.iter().any(|e| arn_name(e) == name) {
                         discovered.insert(name.to_string());
                     }
                 }
@@ -96,7 +97,7 @@ pub(super) async fn resolve_services(c: &Collector, spec: &ClusterSpec) -> Resol
                 found.extend(d.items);
                 for (arn, reason) in d.failures {
                     let name = arn_name(&arn);
-                    let what = if explicit.iter().any(|e| e == name) {
+                    let what = if explicit.iter().any(|e| arn_name(e) == name) {
                         "is named in the config but ECS did not describe it"
                     } else {
                         "was listed but ECS did not describe it"
@@ -118,10 +119,9 @@ pub(super) async fn resolve_services(c: &Collector, spec: &ClusterSpec) -> Resol
         }
     }
     let mut services = Vec::new();
-    for name in &explicit {
-        if let Some(state) = found.iter().find(|s| &s.name == name) {
-            let spec = spec.services.iter().find(|s| &s.name == name).cloned();
-            services.push((state.clone(), spec));
+    for (name, service_spec) in explicit.iter().zip(&spec.services) {
+        if let Some(state) = found.iter().find(|s| s.name == arn_name(name)) {
+            services.push((state.clone(), Some(service_spec.clone())));
         }
     }
     for name in &discovered {

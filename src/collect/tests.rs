@@ -819,3 +819,30 @@ clusters:
     assert_eq!(minutes("cpu"), [4, 5, 6, 7, 8]);
     assert_eq!(minutes("depth"), [2, 3, 4, 5, 6]);
 }
+
+#[tokio::test]
+async fn clusters_and_services_may_be_given_by_arn() {
+    let cluster_arn = "arn:aws:ecs:us-east-1:1:cluster/prod";
+    let mut web = service(cluster_arn, "web", 2, 0);
+    web.arn = "arn:aws:ecs:us-east-1:1:service/prod/web".into();
+    let ecs = FakeEcs {
+        services: vec![web, service(cluster_arn, "api", 1, 0)],
+        ..FakeEcs::default()
+    };
+    let yaml = format!(
+        "schedule: {{interval: 30s}}\nclusters:\n  - name: '{cluster_arn}'\n    services: ['arn:aws:ecs:us-east-1:1:service/prod/web', api]\n"
+    );
+    let (c, _, cw) = collector(&yaml, ecs, FakeCloudWatch::default());
+    let snap = c.collect(t(12, 0, 0)).await;
+    assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+    let names: Vec<&str> = snap.services().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "api"]);
+    // CloudWatch's ClusterName dimension is the cluster's name, not its ARN.
+    let cpu = snap
+        .series
+        .iter()
+        .find(|s| s.service == "web" && s.id == "cpu")
+        .unwrap();
+    assert_eq!(cpu.dimensions["ClusterName"], "prod");
+    assert_eq!(cw.requests.lock().unwrap().len(), 1);
+}
