@@ -1,7 +1,8 @@
 //! ecscale: an autoscaling and metrics pipeline for Amazon ECS.
 //!
-//! Data flow: [`collect`] reads ECS and CloudWatch into a [`model::Snapshot`]; later stages
-//! (ship, evaluate, actuate) consume it. [`config`] reads the worker's YAML file; [`api`] holds
+//! Data flow: [`collect`] reads ECS and CloudWatch into a [`model::Snapshot`]; [`evaluate`]
+//! turns it into [`model::Decision`]s with the [`policy`] files; later stages (ship, actuate)
+//! consume both. [`config`] reads the worker's YAML file; [`api`] holds
 //! the small traits AWS (in [`aws`]) and the simulator implement; [`usage`] counts API calls.
 
 pub mod api;
@@ -9,5 +10,8 @@ pub mod aws;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod evaluate;
 pub mod model;
+pub mod plot;
+pub mod policy;
 pub mod usage;

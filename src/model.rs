@@ -199,6 +199,10 @@ pub struct Series {
     pub unit: Option<String>,
     /// CloudWatch's status of the query: `Complete`, `PartialData`, `Forbidden`, `InternalError`.
     pub status: String,
+    /// Complete periods start before this: the slot `[complete_until - period, complete_until)`
+    /// is the newest one that should have a datapoint. A series whose newest sample is older
+    /// is stale, which the evaluate stage treats as missing data.
+    pub complete_until: DateTime<Utc>,
     pub samples: Vec<Sample>,
 }
 
@@ -210,6 +214,90 @@ impl Series {
     pub fn latest(&self) -> Option<Sample> {
         self.samples.last().copied()
     }
+}
+
+/// What a policy scales: an ECS service's desired count, or an Auto Scaling group's desired
+/// capacity (capacity policies).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetKey {
+    Service { cluster: String, service: String },
+    AutoScalingGroup { name: String },
+}
+
+impl TargetKey {
+    pub fn service(cluster: impl Into<String>, service: impl Into<String>) -> Self {
+        TargetKey::Service {
+            cluster: cluster.into(),
+            service: service.into(),
+        }
+    }
+}
+
+impl fmt::Display for TargetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetKey::Service { cluster, service } => write!(f, "{cluster}/{service}"),
+            TargetKey::AutoScalingGroup { name } => write!(f, "asg/{name}"),
+        }
+    }
+}
+
+/// Which way a decision goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    ScaleOut,
+    ScaleIn,
+    Hold,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::ScaleOut => "scale_out",
+            Action::ScaleIn => "scale_in",
+            Action::Hold => "hold",
+        })
+    }
+}
+
+/// How one rule voted in a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vote {
+    pub rule: String,
+    /// `target_tracking`, `step_scaling`, ...
+    pub kind: String,
+    /// `wants` (a count), `holds` (keep the current count), `abstains` (no opinion),
+    /// `missing_data`, `error`, or `forecast_only` (recorded, not counted).
+    pub status: String,
+    /// The count it asked for, when it asked for one.
+    pub wants: Option<u32>,
+    pub reason: String,
+}
+
+/// What the engine decided for one target at one tick, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub target: TargetKey,
+    pub at: DateTime<Utc>,
+    /// The count before the decision.
+    pub current: u32,
+    /// The count to set (equal to `current` for a hold).
+    pub desired: u32,
+    pub action: Action,
+    /// The bounds in force (a schedule may have raised them).
+    pub min: u32,
+    pub max: u32,
+    /// The rule that decided, or `min`, `max`, `schedule:NAME` when the bounds forced the count.
+    pub rule: Option<String>,
+    /// One human sentence: "cpu 82 > target 60 (±10%) for 3/3 datapoints → 4 → 6".
+    pub reason: String,
+    /// The count the rules asked for before cooldowns, stabilization and step caps.
+    pub recommendation: u32,
+    /// Metric values the rules used (id → value).
+    pub inputs: BTreeMap<String, f64>,
+    pub votes: Vec<Vote>,
 }
 
 /// One cluster as the collect stage saw it.

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 the command ran but failed or found problems (e.g. AWS unreachable,
 //! a service not found); 2 bad input (command line, config file, environment variables).
 
+mod policy;
 mod render;
 
 use std::path::PathBuf;
@@ -28,9 +29,9 @@ pub const EXIT_INVALID: u8 = 2;
     version,
     about = "Autoscaling and metrics pipeline for Amazon ECS",
     long_about = "Autoscaling and metrics pipeline for Amazon ECS.\n\n\
-        Built so far: reading and checking the worker config, and the collect stage (ECS services, \
-        container instances, pending tasks and CloudWatch metrics). Scaling policies, actuation, the \
-        scheduled worker, shipping to Elasticsearch, stress tests and the demo are not built yet.",
+        Built so far: the worker config, the collect stage (ECS services, container instances, pending \
+        tasks, CloudWatch metrics), and scaling policies with their engine and back-testing. Actuation, \
+        the scheduled worker, shipping to Elasticsearch, stress tests and the demo are not built yet.",
     after_help = "Exit codes: 0 success · 1 failed or found problems · 2 invalid arguments, config or environment"
 )]
 struct Cli {
@@ -50,7 +51,7 @@ struct ConfigArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check the config file: every mistake at once, with file:line:column (policy files: that they exist).
+    /// Check the config file and the policy files it names: every mistake at once, with file:line:column.
     Validate {
         #[command(flatten)]
         config: ConfigArg,
@@ -65,6 +66,23 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Scaling policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Replay recorded metrics through a policy file: what the engine would have decided, and totals.
+    Backtest(policy::BacktestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Check policy files (every mistake, with file:line:column) and summarize each target's rules.
+    Check {
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -146,6 +164,10 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
             }
             collect_once(&config.config, vars, format).await
         }
+        Command::Policy {
+            command: PolicyCommand::Check { files },
+        } => policy::check(&files),
+        Command::Backtest(args) => policy::backtest(args).await,
     }
 }
 
@@ -163,7 +185,9 @@ fn load_config(path: &std::path::Path, vars: &Vars) -> Result<Config, Failure> {
 
 fn validate(path: &std::path::Path, vars: &Vars) -> Result<u8, Failure> {
     let config = load_config(path, vars)?;
-    println!("{}", render::summary(&config));
+    let policies = policy::validate_policies(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
+    let targets: usize = policies.iter().map(|p| p.targets.len()).sum();
+    println!("{}", render::summary(&config, targets));
     Ok(0)
 }
 

@@ -10,7 +10,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 /// One line saying what a valid config will do.
-pub fn summary(c: &Config) -> String {
+pub fn summary(c: &Config, policy_targets: usize) -> String {
     let named: usize = c.clusters.iter().map(|k| k.services.len()).sum();
     let discovery = c.clusters.iter().filter(|k| k.discover.is_some()).count();
     let metrics: usize = c
@@ -29,8 +29,9 @@ pub fn summary(c: &Config) -> String {
         "no policy files".to_string()
     } else {
         format!(
-            "{} found (their contents are checked once the policy engine lands)",
-            plural(c.policy_files.len(), "policy file", "policy files")
+            "{} with {}",
+            plural(c.policy_files.len(), "policy file", "policy files"),
+            plural(policy_targets, "target", "targets")
         )
     };
     format!(

@@ -351,6 +351,7 @@ pub(super) async fn fetch(c: &Collector, plan: Plan) -> (Vec<Series>, Vec<Proble
             period_secs: spec.period.as_secs(),
             unit: spec.unit,
             status,
+            complete_until: s.until,
             samples,
         });
     }

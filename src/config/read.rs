@@ -148,6 +148,11 @@ impl<'n> MapReader<'n> {
         self.span
     }
 
+    /// The keys of this mapping, in file order.
+    pub fn keys(&self) -> impl Iterator<Item = &'n str> + '_ {
+        self.fields.iter().map(|(k, ..)| *k)
+    }
+
     /// Where `key`'s value is, or the mapping itself when the key is absent: the place to
     /// report a check that involves this field and another.
     pub fn span_of(&self, key: &str) -> Span {

@@ -1,0 +1,342 @@
+//! `ecscale policy check` and `ecscale backtest`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use super::{invalid, Failure, Format, EXIT_FAILURE};
+use crate::config::Diagnostics;
+use crate::evaluate::backtest::{self, Options, Report};
+use crate::evaluate::{num, trace};
+use crate::model::{Action, TargetKey};
+use crate::plot::{self, Axis, Chart, Line, Marker, Style, COLORS};
+use crate::policy::{self, external::PluginRunner, PolicyFile, RuleSpec, TargetPolicy};
+
+/// Reads policy files; all their mistakes, or the files.
+pub(super) fn load_policies(files: &[PathBuf]) -> Result<Vec<PolicyFile>, Diagnostics> {
+    let mut diags = Vec::new();
+    let mut out = Vec::new();
+    for f in files {
+        match policy::load_file(f) {
+            Ok(p) => out.push(p),
+            Err(d) => diags.extend(d.0),
+        }
+    }
+    // One target, one policy, across files too.
+    let mut seen: Vec<(&TargetKey, &TargetPolicy)> = Vec::new();
+    for t in out.iter().flat_map(|f| f.targets.iter()) {
+        match seen.iter().find(|(k, _)| *k == &t.target) {
+            Some((_, first)) => diags.push(crate::config::Diagnostic {
+                file: t.file.clone(),
+                span: t.span,
+                path: "target".into(),
+                message: format!("{} already has a policy at {}", t.target, first.location()),
+            }),
+            None => seen.push((&t.target, t)),
+        }
+    }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(Diagnostics(diags))
+    }
+}
+
+pub(super) fn mistakes(d: Diagnostics, what: &str) -> Failure {
+    let n = d.0.len();
+    invalid(anyhow::anyhow!(
+        "{d}\n{n} mistake{} in {what}",
+        if n == 1 { "" } else { "s" }
+    ))
+}
+
+/// One line per target: bounds, engine settings, rules.
+pub(super) fn target_summary(t: &TargetPolicy) -> String {
+    let rules: Vec<String> = t
+        .rules
+        .iter()
+        .map(|r| format!("[{}] {}", r.name, r.spec.policy().summary()))
+        .collect();
+    format!(
+        "{}: {} min {} max {}, cooldown out {} in {}, scale-in stabilization {}, step out {} in {}, missing data {} · {}",
+        t.location(),
+        t.target,
+        t.min,
+        t.max,
+        humantime::format_duration(t.cooldown.scale_out),
+        humantime::format_duration(t.cooldown.scale_in),
+        humantime::format_duration(t.scale_in_stabilization),
+        t.max_step_out,
+        t.max_step_in,
+        t.default_missing,
+        rules.join(" · ")
+    )
+}
+
+pub(super) fn check(files: &[PathBuf]) -> Result<u8, Failure> {
+    let policies = load_policies(files).map_err(|d| mistakes(d, &plural_files(files)))?;
+    for t in policies.iter().flat_map(|p| p.targets.iter()) {
+        println!("{}", target_summary(t));
+    }
+    Ok(0)
+}
+
+fn plural_files(files: &[PathBuf]) -> String {
+    match files {
+        [one] => one.display().to_string(),
+        many => format!("{} files", many.len()),
+    }
+}
+
+/// `ecscale backtest` arguments.
+#[derive(Debug, clap::Args)]
+pub(super) struct BacktestArgs {
+    /// The policy file to replay.
+    #[arg(long)]
+    policy: PathBuf,
+    /// Recorded metrics: .csv (timestamp,METRIC,...) or .ndjson.
+    #[arg(long)]
+    metrics: PathBuf,
+    /// Also draw the metric, its target and the count over time: OUT.svg or OUT.png.
+    #[arg(long, value_name = "OUT")]
+    plot: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// The count at the start (default: the trace's `running` column, else the policy's min).
+    #[arg(long)]
+    initial: Option<u32>,
+    /// Metrics that are per-task averages, rescaled to the simulated count when the trace has a
+    /// `running` column.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cpu,memory,request_count_per_target"
+    )]
+    per_task: Vec<String>,
+    /// Print only the ticks that change the count.
+    #[arg(long)]
+    changes_only: bool,
+}
+
+pub(super) async fn backtest(args: BacktestArgs) -> Result<u8, Failure> {
+    let policies = load_policies(std::slice::from_ref(&args.policy))
+        .map_err(|d| mistakes(d, &args.policy.display().to_string()))?;
+    let trace = trace::read(&args.metrics).map_err(invalid)?;
+    let opts = Options {
+        initial: args.initial,
+        per_task: args.per_task.clone(),
+    };
+    let runner = PluginRunner::default();
+    let mut reports = Vec::new();
+    for t in policies.iter().flat_map(|p| p.targets.iter()) {
+        for rule in &t.rules {
+            for m in rule.spec.policy().metrics() {
+                if !trace.series.contains_key(m) {
+                    eprintln!(
+                        "warning: {} has no `{m}` column: rule `{}` of {} sees it missing at every tick",
+                        args.metrics.display(),
+                        rule.name,
+                        t.target
+                    );
+                }
+            }
+        }
+        reports.push((t, backtest::run(t, &trace, &opts, &runner).await));
+    }
+    match args.format {
+        Format::Json => {
+            let all: Vec<&Report> = reports.iter().map(|(_, r)| r).collect();
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        Format::Table => {
+            for (t, r) in &reports {
+                print!("{}", table(t, r, args.changes_only));
+            }
+        }
+    }
+    if let Some(out) = &args.plot {
+        let charts: Vec<Chart> = reports.iter().map(|(t, r)| chart(t, r)).collect();
+        plot::write(out, &charts).map_err(|e| Failure {
+            code: EXIT_FAILURE,
+            error: anyhow::anyhow!(e),
+        })?;
+        eprintln!("plot written to {}", out.display());
+    }
+    Ok(0)
+}
+
+/// The metrics a policy's rules read, in rule order.
+fn metrics_read(t: &TargetPolicy) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for m in t.rules.iter().flat_map(|r| r.spec.policy().metrics()) {
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+fn table(t: &TargetPolicy, r: &Report, changes_only: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} ({}): {} ticks of {}s from {}, starting at {}",
+        t.target,
+        t.location(),
+        r.decisions.len(),
+        r.period_secs,
+        r.decisions
+            .first()
+            .map_or("-".into(), |d| d.at.format("%Y-%m-%d %H:%M").to_string()),
+        r.initial
+    );
+    let metrics = metrics_read(t);
+    let mut header = format!("{:<17}", "TIME (UTC)");
+    for m in &metrics {
+        let _ = write!(header, " {m:>10}");
+    }
+    let _ = writeln!(
+        s,
+        "{header}  {:>9}  {:<9}  {:<16}  REASON",
+        "COUNT", "ACTION", "RULE"
+    );
+    for d in &r.decisions {
+        if changes_only && d.action == Action::Hold {
+            continue;
+        }
+        let mut line = format!("{:<17}", d.at.format("%m-%d %H:%M:%S"));
+        let slot = d.at - chrono::TimeDelta::seconds(r.period_secs);
+        for m in &metrics {
+            let v = r
+                .values
+                .get(*m)
+                .and_then(|v| v.iter().find(|(t, _)| *t == slot))
+                .map(|(_, v)| num(*v));
+            let _ = write!(line, " {:>10}", v.unwrap_or_else(|| "-".into()));
+        }
+        let count = if d.desired == d.current {
+            d.current.to_string()
+        } else {
+            format!("{}→{}", d.current, d.desired)
+        };
+        let _ = writeln!(
+            s,
+            "{line}  {count:>9}  {:<9}  {:<16}  {}",
+            d.action.to_string(),
+            d.rule.as_deref().unwrap_or("-"),
+            d.reason
+        );
+    }
+    let tot = &r.totals;
+    let above: Vec<String> = tot
+        .above_target
+        .iter()
+        .map(|a| format!("{} above {} for {} min", a.metric, num(a.target), num(a.minutes)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "totals: {} scale-outs, {} scale-ins, {} task-hours over {} min, count {}..{}{}\n",
+        tot.scale_outs,
+        tot.scale_ins,
+        num(tot.task_hours),
+        num(tot.minutes),
+        tot.lowest_count,
+        tot.peak_count,
+        if above.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", above.join(", "))
+        }
+    );
+    s
+}
+
+/// The chart of one replay: the metrics read (left), target lines (dashed), the count (right,
+/// steps), and a triangle at each scale action.
+pub fn chart(t: &TargetPolicy, r: &Report) -> Chart {
+    let mut lines = Vec::new();
+    let metrics = metrics_read(t);
+    for (i, m) in metrics.iter().enumerate() {
+        let Some(values) = r.values.get(*m) else { continue };
+        let color = COLORS[i % COLORS.len()];
+        lines.push(Line {
+            label: m.to_string(),
+            points: values.clone(),
+            axis: Axis::Left,
+            style: Style::Line,
+            color,
+        });
+        for rule in &t.rules {
+            if let RuleSpec::TargetTracking(tt) = &rule.spec {
+                if tt.metric == *m {
+                    let (first, last) = (values.first().map(|p| p.0), values.last().map(|p| p.0));
+                    if let (Some(a), Some(b)) = (first, last) {
+                        lines.push(Line {
+                            label: format!("{m} target {}", num(tt.target)),
+                            points: vec![(a, tt.target), (b, tt.target)],
+                            axis: Axis::Left,
+                            style: Style::Dashed,
+                            color,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let count_color = "#111111";
+    let mut count: Vec<_> = Vec::with_capacity(r.decisions.len() + 1);
+    if let Some(first) = r.decisions.first() {
+        count.push((
+            first.at - chrono::TimeDelta::seconds(r.period_secs),
+            f64::from(r.initial),
+        ));
+    }
+    count.extend(r.decisions.iter().map(|d| (d.at, f64::from(d.desired))));
+    lines.push(Line {
+        label: "count".into(),
+        points: count,
+        axis: Axis::Right,
+        style: Style::Step,
+        color: count_color,
+    });
+    let markers = r
+        .decisions
+        .iter()
+        .filter(|d| d.action != Action::Hold)
+        .map(|d| Marker {
+            at: d.at,
+            value: f64::from(d.desired),
+            axis: Axis::Right,
+            up: d.action == Action::ScaleOut,
+            color: if d.action == Action::ScaleOut {
+                "#d55e00"
+            } else {
+                "#009e73"
+            },
+        })
+        .collect();
+    Chart {
+        title: format!(
+            "{}: {} scale-outs, {} scale-ins, {} task-hours",
+            t.target,
+            r.totals.scale_outs,
+            r.totals.scale_ins,
+            num(r.totals.task_hours)
+        ),
+        left_label: metrics.join(", "),
+        right_label: "count".into(),
+        lines,
+        markers,
+    }
+}
+
+/// Loads the policies a config names and checks them against it.
+pub(super) fn validate_policies(config: &crate::config::Config) -> Result<Vec<PolicyFile>, Diagnostics> {
+    let files = load_policies(&config.policy_files)?;
+    let diags = policy::check_against_config(config, &files);
+    if diags.is_empty() {
+        Ok(files)
+    } else {
+        Err(Diagnostics(diags))
+    }
+}

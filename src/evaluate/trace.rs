@@ -1,0 +1,347 @@
+//! Recorded metrics for back-testing: CSV or NDJSON files.
+//!
+//! CSV, one row per period: a header `timestamp,METRIC,METRIC,...`, then values; an empty cell
+//! is a missing datapoint.
+//! ```text
+//! timestamp,cpu,queue_depth,running
+//! 2026-11-20T10:00:00Z,41.5,120,4
+//! ```
+//! NDJSON, one object per line: wide (`{"timestamp": "...", "cpu": 41.5, "running": 4}`) or long
+//! (`{"timestamp": "...", "metric": "cpu", "value": 41.5}`).
+//!
+//! Timestamps: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` (UTC), or Unix seconds. A column named
+//! `running` (or `tasks`) is the task count when the trace was recorded.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use crate::model::Sample;
+
+/// Columns that record the task count rather than a metric.
+pub const COUNT_COLUMNS: &[&str] = &["running", "tasks"];
+
+/// A mistake in a trace file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for TraceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        }
+    }
+}
+
+impl std::error::Error for TraceError {}
+
+/// A recorded trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    pub file: String,
+    /// Every timestamp with at least one value, ascending.
+    pub timestamps: Vec<DateTime<Utc>>,
+    /// By metric id, ascending, one sample per timestamp at most.
+    pub series: BTreeMap<String, Vec<Sample>>,
+    /// The task count when recorded, if the trace has a `running`/`tasks` column.
+    pub recorded_count: BTreeMap<DateTime<Utc>, u32>,
+    /// The period: the smallest gap between timestamps.
+    pub period_secs: i64,
+}
+
+/// Parses a timestamp in the accepted forms.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(n.and_utc());
+        }
+    }
+    if let Ok(secs) = s.parse::<i64>() {
+        if let Some(t) = DateTime::from_timestamp(secs, 0) {
+            return Ok(t);
+        }
+    }
+    Err(format!(
+        "`{s}` is not a timestamp (RFC 3339, YYYY-MM-DD HH:MM[:SS] in UTC, or Unix seconds)"
+    ))
+}
+
+/// Reads a trace; the format follows the extension (`.csv`, `.ndjson`/`.jsonl`/`.json`).
+pub fn read(path: &Path) -> Result<Trace, TraceError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| TraceError {
+        file: file.clone(),
+        line: 0,
+        message: format!("cannot read the metrics file: {e}"),
+    })?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "csv" => parse_csv(&text, &file),
+        "ndjson" | "jsonl" | "json" => parse_ndjson(&text, &file),
+        _ => Err(TraceError {
+            file,
+            line: 0,
+            message: "unknown format: name the file .csv or .ndjson".into(),
+        }),
+    }
+}
+
+struct Builder {
+    file: String,
+    points: BTreeMap<String, BTreeMap<DateTime<Utc>, f64>>,
+    counts: BTreeMap<DateTime<Utc>, u32>,
+}
+
+impl Builder {
+    fn new(file: &str) -> Self {
+        Builder {
+            file: file.to_string(),
+            points: BTreeMap::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn err(&self, line: usize, message: impl Into<String>) -> TraceError {
+        TraceError {
+            file: self.file.clone(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    fn add(&mut self, line: usize, t: DateTime<Utc>, metric: &str, v: f64) -> Result<(), TraceError> {
+        if !v.is_finite() {
+            return Err(self.err(line, format!("{metric}: {v} is not a finite number")));
+        }
+        if COUNT_COLUMNS.contains(&metric) {
+            if v < 0.0 || v.fract() != 0.0 {
+                return Err(self.err(
+                    line,
+                    format!("{metric}: a task count is a whole number, found {v}"),
+                ));
+            }
+            self.counts.insert(t, v as u32);
+            return Ok(());
+        }
+        if self
+            .points
+            .entry(metric.to_string())
+            .or_default()
+            .insert(t, v)
+            .is_some()
+        {
+            return Err(self.err(
+                line,
+                format!("{metric} has a second value for {}", t.to_rfc3339()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Trace, TraceError> {
+        let mut all: Vec<DateTime<Utc>> = self
+            .points
+            .values()
+            .flat_map(|m| m.keys().copied())
+            .chain(self.counts.keys().copied())
+            .collect();
+        all.sort();
+        all.dedup();
+        if all.is_empty() || self.points.is_empty() {
+            return Err(self.err(0, "the file holds no datapoints"));
+        }
+        let period_secs = all
+            .windows(2)
+            .map(|w| (w[1] - w[0]).num_seconds())
+            .filter(|d| *d > 0)
+            .min()
+            .unwrap_or(60);
+        Ok(Trace {
+            file: self.file,
+            timestamps: all,
+            series: self
+                .points
+                .into_iter()
+                .map(|(k, m)| {
+                    (
+                        k,
+                        m.into_iter()
+                            .map(|(timestamp, value)| Sample { timestamp, value })
+                            .collect(),
+                    )
+                })
+                .collect(),
+            recorded_count: self.counts,
+            period_secs,
+        })
+    }
+}
+
+/// Parses CSV text.
+pub fn parse_csv(text: &str, file: &str) -> Result<Trace, TraceError> {
+    let mut b = Builder::new(file);
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
+    let Some((hl, header)) = lines.next() else {
+        return Err(b.err(0, "the file is empty"));
+    };
+    if header.contains('"') {
+        return Err(b.err(hl + 1, "quoted fields are not supported"));
+    }
+    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    if !matches!(cols.first(), Some(&"timestamp") | Some(&"time")) {
+        return Err(b.err(
+            hl + 1,
+            format!("the first column must be `timestamp`, found `{}`", cols[0]),
+        ));
+    }
+    for (i, c) in cols.iter().enumerate().skip(1) {
+        if c.is_empty() {
+            return Err(b.err(hl + 1, format!("column {} has no name", i + 1)));
+        }
+        if cols[..i].contains(c) {
+            return Err(b.err(hl + 1, format!("column `{c}` appears twice")));
+        }
+    }
+    for (i, line) in lines {
+        let n = i + 1;
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cells.len() != cols.len() {
+            return Err(b.err(
+                n,
+                format!("{} fields, the header has {}", cells.len(), cols.len()),
+            ));
+        }
+        let t = parse_time(cells[0]).map_err(|e| b.err(n, e))?;
+        for (col, cell) in cols.iter().zip(&cells).skip(1) {
+            if cell.is_empty() {
+                continue;
+            }
+            let v: f64 = cell
+                .parse()
+                .map_err(|_| b.err(n, format!("{col}: `{cell}` is not a number")))?;
+            b.add(n, t, col, v)?;
+        }
+    }
+    b.finish()
+}
+
+/// Parses NDJSON text.
+pub fn parse_ndjson(text: &str, file: &str) -> Result<Trace, TraceError> {
+    let mut b = Builder::new(file);
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| b.err(n, format!("not JSON: {e}")))?;
+        let Some(obj) = v.as_object() else {
+            return Err(b.err(n, "each line must be a JSON object"));
+        };
+        let t = match obj.get("timestamp") {
+            Some(serde_json::Value::String(s)) => parse_time(s).map_err(|e| b.err(n, e))?,
+            Some(serde_json::Value::Number(x)) => parse_time(&x.to_string()).map_err(|e| b.err(n, e))?,
+            _ => return Err(b.err(n, "missing \"timestamp\"")),
+        };
+        if let (Some(metric), Some(value)) = (obj.get("metric"), obj.get("value")) {
+            let metric = metric
+                .as_str()
+                .ok_or_else(|| b.err(n, "\"metric\" must be a string"))?;
+            let value = value
+                .as_f64()
+                .ok_or_else(|| b.err(n, format!("{metric}: \"value\" must be a number")))?;
+            b.add(n, t, metric, value)?;
+            continue;
+        }
+        for (k, v) in obj.iter().filter(|(k, _)| k.as_str() != "timestamp") {
+            match v {
+                serde_json::Value::Null => {}
+                _ => {
+                    let x = v
+                        .as_f64()
+                        .ok_or_else(|| b.err(n, format!("{k}: `{v}` is not a number")))?;
+                    b.add(n, t, k, x)?;
+                }
+            }
+        }
+    }
+    b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_with_gaps_counts_and_forms_of_time() {
+        let t = parse_csv(
+            "timestamp,cpu,running\n2026-11-20T10:00:00Z,40,4\n2026-11-20 10:01,,4\n1795255320,42.5,5\n",
+            "t.csv",
+        )
+        .unwrap();
+        assert_eq!(t.period_secs, 60);
+        assert_eq!(t.timestamps.len(), 3);
+        let cpu: Vec<f64> = t.series["cpu"].iter().map(|s| s.value).collect();
+        assert_eq!(cpu, [40.0, 42.5]);
+        assert_eq!(t.recorded_count.values().copied().collect::<Vec<_>>(), [4, 4, 5]);
+        assert!(!t.series.contains_key("running"));
+    }
+
+    #[test]
+    fn csv_mistakes_name_the_line() {
+        let cases = [
+            ("time,cpu\n2026-11-20T10:00:00Z,x\n", "t.csv:2: cpu: `x` is not a number"),
+            ("cpu,timestamp\n", "t.csv:1: the first column must be `timestamp`, found `cpu`"),
+            ("timestamp,cpu\n2026-11-20T10:00:00Z,1,2\n", "t.csv:2: 3 fields, the header has 2"),
+            ("timestamp,cpu\nyesterday,1\n", "t.csv:2: `yesterday` is not a timestamp (RFC 3339, YYYY-MM-DD HH:MM[:SS] in UTC, or Unix seconds)"),
+            ("timestamp,cpu\n2026-11-20T10:00:00Z,1\n2026-11-20T10:00:00Z,2\n", "t.csv:3: cpu has a second value for 2026-11-20T10:00:00+00:00"),
+            ("timestamp,cpu,running\n2026-11-20T10:00:00Z,1,2.5\n", "t.csv:2: running: a task count is a whole number, found 2.5"),
+            ("timestamp,cpu\n", "t.csv: the file holds no datapoints"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_csv(text, "t.csv").unwrap_err().to_string(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn ndjson_wide_and_long() {
+        let t = parse_ndjson(
+            "{\"timestamp\":\"2026-11-20T10:00:00Z\",\"cpu\":40,\"running\":3}\n{\"timestamp\":\"2026-11-20T10:05:00Z\",\"metric\":\"cpu\",\"value\":50}\n",
+            "t.ndjson",
+        )
+        .unwrap();
+        assert_eq!(t.period_secs, 300);
+        assert_eq!(t.series["cpu"].len(), 2);
+        assert_eq!(t.recorded_count.len(), 1);
+        let e = parse_ndjson(
+            "{\"timestamp\":\"2026-11-20T10:00:00Z\",\"cpu\":\"hot\"}\n",
+            "t.ndjson",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "t.ndjson:1: cpu: `\"hot\"` is not a number");
+    }
+}

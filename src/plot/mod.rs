@@ -1,0 +1,406 @@
+//! Time-series charts as SVG (inline-able in HTML reports), and as PNG by rasterizing that SVG
+//! with a bundled font (no system fonts needed).
+//!
+//! A chart has a time axis, a left and an optional right value axis, lines (plain, dashed, or
+//! steps) on either axis, and point markers. Several charts stack into one image.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    Left,
+    Right,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Line,
+    Dashed,
+    /// Holds each value until the next point (counts).
+    Step,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub label: String,
+    pub points: Vec<(DateTime<Utc>, f64)>,
+    pub axis: Axis,
+    pub style: Style,
+    pub color: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marker {
+    pub at: DateTime<Utc>,
+    pub value: f64,
+    pub axis: Axis,
+    /// `▲`/`▼`-like shapes: up or down triangles.
+    pub up: bool,
+    pub color: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Chart {
+    pub title: String,
+    pub left_label: String,
+    pub right_label: String,
+    pub lines: Vec<Line>,
+    pub markers: Vec<Marker>,
+}
+
+/// Colours that stay apart for people with common colour blindness.
+pub const COLORS: &[&str] = &["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9"];
+
+const WIDTH: f64 = 1000.0;
+const PANEL: f64 = 380.0;
+const ML: f64 = 70.0;
+const MR: f64 = 70.0;
+const MT: f64 = 40.0;
+const MB: f64 = 60.0;
+
+/// `1, 2, 5 × 10^k` steps covering `[lo, hi]` with about `n` ticks.
+pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 1.0, lo + 1.0) };
+    let raw = (hi - lo) / n.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    let start = (lo / step).floor() * step;
+    let mut out = Vec::new();
+    let mut v = start;
+    // Up to the first tick at or above `hi`, so the data never touches the frame's edge.
+    loop {
+        let tick = (v / step).round() * step;
+        out.push(tick);
+        if tick >= hi - step * 1e-9 || out.len() > 1000 {
+            return out;
+        }
+        v += step;
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v.abs() >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+struct Scale {
+    lo: f64,
+    hi: f64,
+    top: f64,
+    bottom: f64,
+}
+
+impl Scale {
+    fn y(&self, v: f64) -> f64 {
+        self.bottom - (v - self.lo) / (self.hi - self.lo).max(f64::EPSILON) * (self.bottom - self.top)
+    }
+}
+
+fn range(values: impl Iterator<Item = f64>, from_zero: bool) -> Option<(f64, f64)> {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if lo > hi {
+        return None;
+    }
+    if from_zero && lo > 0.0 {
+        lo = 0.0;
+    }
+    let ticks = nice_ticks(lo, hi + (hi - lo).abs() * 0.05, 5);
+    Some((*ticks.first()?, *ticks.last()?))
+}
+
+/// Draws `charts` stacked into one SVG document.
+pub fn svg(charts: &[Chart]) -> String {
+    let height = PANEL * charts.len().max(1) as f64;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"#
+    );
+    let _ = write!(
+        s,
+        r##"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>"##
+    );
+    for (i, c) in charts.iter().enumerate() {
+        panel(&mut s, c, i as f64 * PANEL);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn panel(s: &mut String, c: &Chart, y0: f64) {
+    let (top, bottom, left, right) = (y0 + MT, y0 + PANEL - MB, ML, WIDTH - MR);
+    let _ = write!(
+        s,
+        r#"<text x="{left}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
+        y0 + 22.0,
+        esc(&c.title)
+    );
+    let times = c
+        .lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.0))
+        .chain(c.markers.iter().map(|m| m.at));
+    let (Some(t_lo), Some(t_hi)) = (times.clone().min(), times.max()) else {
+        let _ = write!(
+            s,
+            r##"<text x="{left}" y="{}" fill="#666">no data</text>"##,
+            (top + bottom) / 2.0
+        );
+        return;
+    };
+    let span = (t_hi - t_lo).num_seconds().max(1) as f64;
+    let x = |t: DateTime<Utc>| left + (t - t_lo).num_seconds() as f64 / span * (right - left);
+
+    let axis_values = |axis: Axis| {
+        c.lines
+            .iter()
+            .filter(move |l| l.axis == axis)
+            .flat_map(|l| l.points.iter().map(|p| p.1))
+            .chain(c.markers.iter().filter(move |m| m.axis == axis).map(|m| m.value))
+    };
+    let left_scale = range(axis_values(Axis::Left), true).map(|(lo, hi)| Scale { lo, hi, top, bottom });
+    let right_scale = range(axis_values(Axis::Right), true).map(|(lo, hi)| Scale { lo, hi, top, bottom });
+
+    // Frame, grid and ticks.
+    let _ = write!(
+        s,
+        r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="#999"/>"##,
+        right - left,
+        bottom - top
+    );
+    if let Some(sc) = &left_scale {
+        for v in nice_ticks(sc.lo, sc.hi, 5) {
+            let y = sc.y(v);
+            let _ = write!(
+                s,
+                r##"<line x1="{left}" y1="{y:.1}" x2="{right}" y2="{y:.1}" stroke="#e5e5e5"/>"##
+            );
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+                left - 6.0,
+                y + 4.0,
+                fmt_tick(v)
+            );
+        }
+    }
+    if let Some(sc) = &right_scale {
+        for v in nice_ticks(sc.lo, sc.hi, 5) {
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{:.1}">{}</text>"#,
+                right + 6.0,
+                sc.y(v) + 4.0,
+                fmt_tick(v)
+            );
+        }
+    }
+    let fmt = if span > 2.0 * 86_400.0 {
+        "%m-%d %H:%M"
+    } else {
+        "%H:%M"
+    };
+    for k in 0..=6 {
+        let t = t_lo + chrono::TimeDelta::seconds((span * k as f64 / 6.0) as i64);
+        let xx = x(t);
+        let _ = write!(
+            s,
+            r##"<line x1="{xx:.1}" y1="{bottom}" x2="{xx:.1}" y2="{}" stroke="#999"/>"##,
+            bottom + 4.0
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            bottom + 18.0,
+            t.format(fmt)
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<text x="{}" y="{}" text-anchor="middle" fill="#444">time (UTC)</text>"##,
+        (left + right) / 2.0,
+        bottom + 36.0
+    );
+    let mid = (top + bottom) / 2.0;
+    let _ = write!(
+        s,
+        r##"<text x="18" y="{mid}" text-anchor="middle" transform="rotate(-90 18 {mid})" fill="#444">{}</text>"##,
+        esc(&c.left_label)
+    );
+    if right_scale.is_some() {
+        let rx = WIDTH - 14.0;
+        let _ = write!(
+            s,
+            r##"<text x="{rx}" y="{mid}" text-anchor="middle" transform="rotate(90 {rx} {mid})" fill="#444">{}</text>"##,
+            esc(&c.right_label)
+        );
+    }
+
+    // Lines.
+    for l in &c.lines {
+        let Some(sc) = (if l.axis == Axis::Left {
+            &left_scale
+        } else {
+            &right_scale
+        }) else {
+            continue;
+        };
+        let mut d = String::new();
+        let mut prev_y: Option<f64> = None;
+        for (t, v) in l.points.iter().filter(|p| p.1.is_finite()) {
+            let (xx, yy) = (x(*t), sc.y(*v));
+            match (l.style, prev_y) {
+                (_, None) => {
+                    let _ = write!(d, "M{xx:.1},{yy:.1}");
+                }
+                (Style::Step, Some(_)) => {
+                    let _ = write!(d, " H{xx:.1} V{yy:.1}");
+                }
+                (_, Some(_)) => {
+                    let _ = write!(d, " L{xx:.1},{yy:.1}");
+                }
+            }
+            prev_y = Some(yy);
+        }
+        if l.style == Style::Step && prev_y.is_some() {
+            let _ = write!(d, " H{right:.1}");
+        }
+        let dash = if l.style == Style::Dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let width = if l.style == Style::Step { 2.5 } else { 1.8 };
+        let _ = write!(
+            s,
+            r#"<path d="{d}" fill="none" stroke="{}" stroke-width="{width}"{dash}/>"#,
+            l.color
+        );
+    }
+    // Markers.
+    for m in &c.markers {
+        let Some(sc) = (if m.axis == Axis::Left {
+            &left_scale
+        } else {
+            &right_scale
+        }) else {
+            continue;
+        };
+        let (xx, yy) = (x(m.at), sc.y(m.value));
+        let pts = if m.up {
+            format!(
+                "{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}",
+                xx,
+                yy - 9.0,
+                xx - 6.0,
+                yy + 2.0,
+                xx + 6.0,
+                yy + 2.0
+            )
+        } else {
+            format!(
+                "{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}",
+                xx,
+                yy + 9.0,
+                xx - 6.0,
+                yy - 2.0,
+                xx + 6.0,
+                yy - 2.0
+            )
+        };
+        let _ = write!(s, r#"<polygon points="{pts}" fill="{}"/>"#, m.color);
+    }
+    // Legend.
+    let mut lx = left + 8.0;
+    for l in &c.lines {
+        let ly = top + 16.0;
+        let dash = if l.style == Style::Dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let _ = write!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2.5"{dash}/>"#,
+            lx + 22.0,
+            l.color
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}">{}</text>"#,
+            lx + 27.0,
+            ly + 4.0,
+            esc(&l.label)
+        );
+        lx += 40.0 + 7.0 * l.label.chars().count() as f64;
+    }
+}
+
+/// Rasterizes an SVG document to PNG, with DejaVu Sans (bundled) for the text.
+pub fn png(svg: &str) -> Result<Vec<u8>, String> {
+    use resvg::{tiny_skia, usvg};
+    let mut opt = usvg::Options {
+        font_family: "DejaVu Sans".into(),
+        ..usvg::Options::default()
+    };
+    opt.fontdb_mut().load_font_data(dejavu::sans::regular().to_vec());
+    let tree = usvg::Tree::from_str(svg, &opt).map_err(|e| format!("the chart is not valid SVG: {e}"))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height()).ok_or("the chart has no size")?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap
+        .encode_png()
+        .map_err(|e| format!("PNG encoding failed: {e}"))
+}
+
+/// Writes charts to `path`, as SVG or PNG by its extension.
+pub fn write(path: &std::path::Path, charts: &[Chart]) -> Result<(), String> {
+    let doc = svg(charts);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let bytes = match ext.as_str() {
+        "svg" => doc.into_bytes(),
+        "png" => png(&doc)?,
+        _ => return Err(format!("{}: write .svg or .png", path.display())),
+    };
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(nice_ticks(0.0, 97.0, 5), [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
+        assert_eq!(nice_ticks(2.0, 9.0, 5), [2.0, 4.0, 6.0, 8.0, 10.0]);
+        assert_eq!(nice_ticks(0.0, 6.3, 5), [0.0, 2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(nice_ticks(5.0, 5.0, 5), [4.0, 4.5, 5.0, 5.5, 6.0]);
+    }
+}

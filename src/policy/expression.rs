@@ -1,0 +1,660 @@
+//! `expression`: a formula over collected metrics that yields a desired count.
+//!
+//! ```text
+//! ceil(max(queue_depth / 200, avg_over(cpu, 3) / 60 * current))
+//! ```
+//! - numbers; metric ids (the newest complete value); `current`, `running`, `pending`,
+//!   `min_count`, `max_count`;
+//! - `+ - * / % ^`, comparisons `< <= > >= == !=` and `&& || !` (true is 1, false is 0);
+//! - `ceil floor round abs sqrt ln exp`, `min(a, b, ...)`, `max(a, b, ...)`, `clamp(x, lo, hi)`,
+//!   `if(cond, then, else)`;
+//! - over the last N periods of a metric: `avg_over(m, N)`, `max_over(m, N)`, `min_over(m, N)`,
+//!   `sum_over(m, N)`.
+//!
+//! The result is rounded up to a whole count (a negative one is 0). A metric without a value is
+//! missing data; a result that is not a finite number is an error (the target holds).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use super::Policy;
+use crate::config::read::{Cx, MapReader};
+use crate::evaluate::{num, EvalInput, Recommendation};
+
+/// The variables every expression may use besides metric ids.
+pub const VARIABLES: &[&str] = &["current", "running", "pending", "min_count", "max_count"];
+const FUNCTIONS: &[&str] = &[
+    "ceil", "floor", "round", "abs", "sqrt", "ln", "exp", "min", "max", "clamp", "if", "avg_over",
+    "max_over", "min_over", "sum_over",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Num(f64),
+    /// A metric id or a variable.
+    Var(String),
+    Neg(Box<Expr>),
+    Not(Box<Expr>),
+    Bin(Op, Box<Expr>, Box<Expr>),
+    Call(String, Vec<Expr>),
+    /// `avg_over(metric, n)` and friends.
+    Over(String, String, usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Pow,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    And,
+    Or,
+}
+
+/// A mistake in an expression, at a character offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub offset: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at character {}: {}", self.offset + 1, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Num(f64),
+    Ident(String),
+    Op(&'static str),
+    LParen,
+    RParen,
+    Comma,
+    End,
+}
+
+fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == '_') {
+                i += 1;
+            }
+            if i < chars.len() && (chars[i] == 'e' || chars[i] == 'E') {
+                i += 1;
+                if i < chars.len() && (chars[i] == '+' || chars[i] == '-') {
+                    i += 1;
+                }
+                while i < chars.len() && chars[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            let text: String = chars[start..i].iter().filter(|c| **c != '_').collect();
+            let v = text.parse::<f64>().map_err(|_| ParseError {
+                offset: start,
+                message: format!("`{text}` is not a number"),
+            })?;
+            out.push((Tok::Num(v), start));
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            out.push((Tok::Ident(chars[start..i].iter().collect()), start));
+            continue;
+        }
+        let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+        let op2 = ["<=", ">=", "==", "!=", "&&", "||"]
+            .into_iter()
+            .find(|o| *o == two);
+        if let Some(op) = op2 {
+            out.push((Tok::Op(op), start));
+            i += 2;
+            continue;
+        }
+        let tok = match c {
+            '(' => Tok::LParen,
+            ')' => Tok::RParen,
+            ',' => Tok::Comma,
+            '+' => Tok::Op("+"),
+            '-' => Tok::Op("-"),
+            '*' => Tok::Op("*"),
+            '/' => Tok::Op("/"),
+            '%' => Tok::Op("%"),
+            '^' => Tok::Op("^"),
+            '<' => Tok::Op("<"),
+            '>' => Tok::Op(">"),
+            '!' => Tok::Op("!"),
+            other => {
+                return Err(ParseError {
+                    offset: start,
+                    message: format!("unexpected `{other}`"),
+                })
+            }
+        };
+        out.push((tok, start));
+        i += 1;
+    }
+    out.push((Tok::End, chars.len()));
+    Ok(out)
+}
+
+/// Binding power and operator for infix tokens; `^` is right-associative.
+fn infix(op: &str) -> Option<(u8, Op)> {
+    Some(match op {
+        "||" => (1, Op::Or),
+        "&&" => (2, Op::And),
+        "==" => (3, Op::Eq),
+        "!=" => (3, Op::Ne),
+        "<" => (4, Op::Lt),
+        "<=" => (4, Op::Le),
+        ">" => (4, Op::Gt),
+        ">=" => (4, Op::Ge),
+        "+" => (5, Op::Add),
+        "-" => (5, Op::Sub),
+        "*" => (6, Op::Mul),
+        "/" => (6, Op::Div),
+        "%" => (6, Op::Rem),
+        "^" => (7, Op::Pow),
+        _ => return None,
+    })
+}
+
+struct Parser {
+    toks: Vec<(Tok, usize)>,
+    pos: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> &(Tok, usize) {
+        &self.toks[self.pos.min(self.toks.len() - 1)]
+    }
+
+    fn next(&mut self) -> (Tok, usize) {
+        let t = self.peek().clone();
+        self.pos += 1;
+        t
+    }
+
+    fn fail<T>(&self, offset: usize, message: impl Into<String>) -> Result<T, ParseError> {
+        Err(ParseError {
+            offset,
+            message: message.into(),
+        })
+    }
+
+    fn expr(&mut self, min_bp: u8) -> Result<Expr, ParseError> {
+        let mut lhs = self.prefix()?;
+        loop {
+            let (tok, _) = self.peek().clone();
+            let Tok::Op(op) = tok else { break };
+            let Some((bp, op)) = infix(op) else { break };
+            if bp < min_bp {
+                break;
+            }
+            self.next();
+            let next_min = if op == Op::Pow { bp } else { bp + 1 };
+            let rhs = self.expr(next_min)?;
+            lhs = Expr::Bin(op, Box::new(lhs), Box::new(rhs));
+        }
+        Ok(lhs)
+    }
+
+    fn prefix(&mut self) -> Result<Expr, ParseError> {
+        let (tok, at) = self.next();
+        match tok {
+            Tok::Num(v) => Ok(Expr::Num(v)),
+            // Unary operators bind looser than `^` (so -2^2 is -4) and tighter than `*`.
+            Tok::Op("-") => Ok(Expr::Neg(Box::new(self.expr(7)?))),
+            Tok::Op("+") => self.expr(7),
+            Tok::Op("!") => Ok(Expr::Not(Box::new(self.expr(7)?))),
+            Tok::LParen => {
+                let e = self.expr(0)?;
+                self.expect_rparen(at)?;
+                Ok(e)
+            }
+            Tok::Ident(name) => {
+                if self.peek().0 != Tok::LParen {
+                    if FUNCTIONS.contains(&name.as_str()) && !VARIABLES.contains(&name.as_str()) {
+                        return self.fail(at, format!("`{name}` is a function: write {name}(...)"));
+                    }
+                    return Ok(Expr::Var(name));
+                }
+                self.next();
+                self.call(name, at)
+            }
+            Tok::End => self.fail(at, "the expression ends too early"),
+            other => self.fail(at, format!("unexpected {}", describe(&other))),
+        }
+    }
+
+    fn expect_rparen(&mut self, opened: usize) -> Result<(), ParseError> {
+        match self.next() {
+            (Tok::RParen, _) => Ok(()),
+            (other, at) => self.fail(
+                at,
+                format!(
+                    "expected `)` to close the `(` at character {}, found {}",
+                    opened + 1,
+                    describe(&other)
+                ),
+            ),
+        }
+    }
+
+    fn call(&mut self, name: String, at: usize) -> Result<Expr, ParseError> {
+        if name.ends_with("_over") && FUNCTIONS.contains(&name.as_str()) {
+            let (metric, m_at) = match self.next() {
+                (Tok::Ident(m), a) => (m, a),
+                (other, a) => {
+                    return self.fail(
+                        a,
+                        format!(
+                            "{name}'s first argument is a metric id, found {}",
+                            describe(&other)
+                        ),
+                    )
+                }
+            };
+            if VARIABLES.contains(&metric.as_str()) {
+                return self.fail(
+                    m_at,
+                    format!("{name} reads a metric's periods; `{metric}` is not a metric"),
+                );
+            }
+            let (sep, sep_at) = self.next();
+            if sep != Tok::Comma {
+                return self.fail(sep_at, format!("write {name}({metric}, N) with N periods"));
+            }
+            let n = match self.next() {
+                (Tok::Num(v), _) if v >= 1.0 && v.fract() == 0.0 && v <= 10_000.0 => v as usize,
+                (other, a) => {
+                    return self.fail(
+                        a,
+                        format!(
+                            "{name}'s second argument is a whole number of periods (1 or more), found {}",
+                            describe(&other)
+                        ),
+                    )
+                }
+            };
+            self.expect_rparen(at)?;
+            return Ok(Expr::Over(name, metric, n));
+        }
+        if !FUNCTIONS.contains(&name.as_str()) {
+            let hint = crate::config::read::closest(&name, FUNCTIONS)
+                .map(|f| format!("; did you mean `{f}`?"))
+                .unwrap_or_default();
+            return self.fail(at, format!("unknown function `{name}`{hint}"));
+        }
+        let mut args = Vec::new();
+        if self.peek().0 == Tok::RParen {
+            self.next();
+        } else {
+            loop {
+                args.push(self.expr(0)?);
+                match self.next() {
+                    (Tok::Comma, _) => continue,
+                    (Tok::RParen, _) => break,
+                    (other, a) => {
+                        return self.fail(
+                            a,
+                            format!("expected `,` or `)` in {name}(...), found {}", describe(&other)),
+                        )
+                    }
+                }
+            }
+        }
+        let arity_ok = match name.as_str() {
+            "min" | "max" => !args.is_empty(),
+            "clamp" | "if" => args.len() == 3,
+            _ => args.len() == 1,
+        };
+        if !arity_ok {
+            let want = match name.as_str() {
+                "min" | "max" => "one or more arguments",
+                "clamp" => "3 arguments (x, low, high)",
+                "if" => "3 arguments (condition, then, else)",
+                _ => "1 argument",
+            };
+            return self.fail(at, format!("{name} takes {want}, given {}", args.len()));
+        }
+        Ok(Expr::Call(name, args))
+    }
+}
+
+fn describe(t: &Tok) -> String {
+    match t {
+        Tok::Num(v) => format!("the number {}", num(*v)),
+        Tok::Ident(s) => format!("`{s}`"),
+        Tok::Op(o) => format!("`{o}`"),
+        Tok::LParen => "`(`".into(),
+        Tok::RParen => "`)`".into(),
+        Tok::Comma => "`,`".into(),
+        Tok::End => "the end".into(),
+    }
+}
+
+/// Parses an expression.
+pub fn parse(src: &str) -> Result<Expr, ParseError> {
+    let mut p = Parser {
+        toks: tokenize(src)?,
+        pos: 0,
+    };
+    let e = p.expr(0)?;
+    match p.next() {
+        (Tok::End, _) => Ok(e),
+        (other, at) => p.fail(
+            at,
+            format!("unexpected {} after a complete expression", describe(&other)),
+        ),
+    }
+}
+
+impl Expr {
+    /// The metric ids it reads.
+    pub fn metrics(&self) -> BTreeSet<&str> {
+        let mut out = BTreeSet::new();
+        self.walk(&mut |e| match e {
+            Expr::Var(v) if !VARIABLES.contains(&v.as_str()) => {
+                out.insert(v.as_str());
+            }
+            Expr::Over(_, m, _) => {
+                out.insert(m.as_str());
+            }
+            _ => {}
+        });
+        out
+    }
+
+    fn walk<'e>(&'e self, f: &mut impl FnMut(&'e Expr)) {
+        f(self);
+        match self {
+            Expr::Neg(e) | Expr::Not(e) => e.walk(f),
+            Expr::Bin(_, a, b) => {
+                a.walk(f);
+                b.walk(f);
+            }
+            Expr::Call(_, args) => args.iter().for_each(|a| a.walk(f)),
+            Expr::Num(_) | Expr::Var(_) | Expr::Over(..) => {}
+        }
+    }
+}
+
+/// Why an expression has no value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// This metric has no value for a period the expression reads.
+    Missing(String),
+}
+
+fn truth(v: f64) -> bool {
+    v != 0.0 && !v.is_nan()
+}
+
+/// Evaluates against one input; `seen` collects the metric values read.
+pub fn eval(e: &Expr, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> Result<f64, EvalError> {
+    Ok(match e {
+        Expr::Num(v) => *v,
+        Expr::Var(v) => match v.as_str() {
+            "current" => f64::from(input.current),
+            "running" => f64::from(input.running),
+            "pending" => f64::from(input.pending),
+            "min_count" => f64::from(input.min),
+            "max_count" => f64::from(input.max),
+            metric => {
+                let w = input
+                    .metric(metric)
+                    .window(1, None)
+                    .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
+                let v = w
+                    .first()
+                    .copied()
+                    .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
+                seen.push((metric.to_string(), v));
+                v
+            }
+        },
+        Expr::Over(f, metric, n) => {
+            let w = input
+                .metric(metric)
+                .window(*n, None)
+                .ok_or_else(|| EvalError::Missing(metric.clone()))?;
+            if w.is_empty() {
+                return Err(EvalError::Missing(metric.clone()));
+            }
+            let v = match f.as_str() {
+                "avg_over" => w.iter().sum::<f64>() / w.len() as f64,
+                "max_over" => w.iter().copied().fold(f64::MIN, f64::max),
+                "min_over" => w.iter().copied().fold(f64::MAX, f64::min),
+                _ => w.iter().sum::<f64>(),
+            };
+            seen.push((format!("{f}({metric},{n})"), v));
+            v
+        }
+        Expr::Neg(a) => -eval(a, input, seen)?,
+        Expr::Not(a) => f64::from(u8::from(!truth(eval(a, input, seen)?))),
+        Expr::Bin(op, a, b) => {
+            let (x, y) = (eval(a, input, seen)?, eval(b, input, seen)?);
+            let bool_ = |b: bool| f64::from(u8::from(b));
+            match op {
+                Op::Add => x + y,
+                Op::Sub => x - y,
+                Op::Mul => x * y,
+                Op::Div => x / y,
+                Op::Rem => x % y,
+                Op::Pow => x.powf(y),
+                Op::Lt => bool_(x < y),
+                Op::Le => bool_(x <= y),
+                Op::Gt => bool_(x > y),
+                Op::Ge => bool_(x >= y),
+                Op::Eq => bool_(x == y),
+                Op::Ne => bool_(x != y),
+                Op::And => bool_(truth(x) && truth(y)),
+                Op::Or => bool_(truth(x) || truth(y)),
+            }
+        }
+        Expr::Call(name, args) => {
+            if name == "if" {
+                return if truth(eval(&args[0], input, seen)?) {
+                    eval(&args[1], input, seen)
+                } else {
+                    eval(&args[2], input, seen)
+                };
+            }
+            let vals = args
+                .iter()
+                .map(|a| eval(a, input, seen))
+                .collect::<Result<Vec<f64>, _>>()?;
+            match name.as_str() {
+                "ceil" => vals[0].ceil(),
+                "floor" => vals[0].floor(),
+                "round" => vals[0].round(),
+                "abs" => vals[0].abs(),
+                "sqrt" => vals[0].sqrt(),
+                "ln" => vals[0].ln(),
+                "exp" => vals[0].exp(),
+                "min" => vals.iter().copied().fold(f64::INFINITY, f64::min),
+                "max" => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                _ => vals[0].clamp(vals[1].min(vals[2]), vals[2].max(vals[1])),
+            }
+        }
+    })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expression {
+    /// As written.
+    pub source: String,
+    pub expr: Expr,
+}
+
+pub(super) const KEYS: &[&str] = &["expression"];
+
+impl Expression {
+    pub(super) fn read(m: &mut MapReader<'_>, cx: &mut Cx) -> Option<Self> {
+        m.req_with(cx, "expression", |n, p, cx| {
+            let Some(text) = n.as_scalar() else {
+                cx.error(n.span, p, format!("expected a formula, found {}", n.describe()));
+                return None;
+            };
+            match parse(text) {
+                Ok(expr) => Some(Expression {
+                    source: text.to_string(),
+                    expr,
+                }),
+                Err(e) => {
+                    // Point at the character; a quoted scalar starts one column later.
+                    let quoted = matches!(&n.value, crate::config::yaml::Value::Scalar { quoted: true, .. });
+                    let mut span = n.span;
+                    if !text.contains('\n') {
+                        span.col += e.offset + usize::from(quoted);
+                    }
+                    cx.error(span, p, format!("{}: {}", text, e.message));
+                    None
+                }
+            }
+        })
+    }
+}
+
+impl Policy for Expression {
+    fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
+        let mut seen = Vec::new();
+        match eval(&self.expr, input, &mut seen) {
+            Err(EvalError::Missing(metric)) => Recommendation::Missing {
+                reason: format!("{metric} has no value for a period the expression reads"),
+                metric,
+            },
+            Ok(v) if !v.is_finite() => Recommendation::Error {
+                reason: format!("`{}` gave {v}, not a count", self.source),
+            },
+            Ok(v) => {
+                let want = v.max(0.0).ceil().min(f64::from(u32::MAX)) as u32;
+                let used: Vec<String> = seen.iter().map(|(k, v)| format!("{k} {}", num(*v))).collect();
+                let used = if used.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", used.join(", "))
+                };
+                Recommendation::Wants {
+                    count: want,
+                    reason: format!(
+                        "`{}` = {}{used} → {} → {want}",
+                        self.source,
+                        num(v),
+                        input.current
+                    ),
+                    inputs: seen,
+                }
+            }
+        }
+    }
+
+    fn metrics(&self) -> Vec<&str> {
+        self.expr.metrics().into_iter().collect()
+    }
+
+    fn summary(&self) -> String {
+        format!("expression `{}`", self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_and_associativity() {
+        let cases = [
+            ("1 + 2 * 3", 7.0),
+            ("(1 + 2) * 3", 9.0),
+            ("2 ^ 3 ^ 2", 512.0),
+            ("-2 ^ 2", -4.0),
+            ("10 - 4 - 3", 3.0),
+            ("7 % 4 + 1", 4.0),
+            ("1 < 2 && 3 >= 3", 1.0),
+            ("!(1 == 1) || 0", 0.0),
+            ("if(2 > 1, 10, 20)", 10.0),
+            ("max(1, 5, 3) + min(4, 2)", 7.0),
+            (
+                "clamp(15, 0, 10) + ceil(0.2) + floor(1.9) + round(2.5) + abs(-1)",
+                16.0,
+            ),
+            ("1_000 / 4e2", 2.5),
+        ];
+        let set = crate::evaluate::MetricSet::new();
+        let assume = |_: &str| None;
+        let ext = Default::default();
+        let input = EvalInput::new(chrono::Utc::now(), 3, &set, &assume, &ext);
+        for (src, want) in cases {
+            let e = parse(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+            assert_eq!(eval(&e, &input, &mut Vec::new()), Ok(want), "{src}");
+        }
+    }
+
+    #[test]
+    fn mistakes_are_located() {
+        let cases = [
+            ("1 +", 3, "the expression ends too early"),
+            ("ceil(2", 6, "expected `,` or `)` in ceil(...), found the end"),
+            (
+                "(1 + 2",
+                6,
+                "expected `)` to close the `(` at character 1, found the end",
+            ),
+            ("cel(2)", 0, "unknown function `cel`; did you mean `ceil`?"),
+            ("avg_over(cpu)", 12, "write avg_over(cpu, N) with N periods"),
+            (
+                "avg_over(current, 3)",
+                9,
+                "avg_over reads a metric's periods; `current` is not a metric",
+            ),
+            (
+                "avg_over(cpu, 0)",
+                14,
+                "avg_over's second argument is a whole number of periods (1 or more), found the number 0",
+            ),
+            (
+                "clamp(1, 2)",
+                0,
+                "clamp takes 3 arguments (x, low, high), given 2",
+            ),
+            ("2 $ 3", 2, "unexpected `$`"),
+            ("1 2", 2, "unexpected the number 2 after a complete expression"),
+            ("max + 1", 0, "`max` is a function: write max(...)"),
+        ];
+        for (src, offset, message) in cases {
+            let e = parse(src).unwrap_err();
+            assert_eq!((e.offset, e.message.as_str()), (offset, message), "{src}");
+        }
+    }
+
+    #[test]
+    fn metrics_read_are_listed() {
+        let e = parse("ceil(queue_depth / 100) + avg_over(cpu, 3) * current").unwrap();
+        assert_eq!(
+            e.metrics().into_iter().collect::<Vec<_>>(),
+            ["cpu", "queue_depth"]
+        );
+    }
+}

@@ -1,0 +1,465 @@
+//! Reading policy files: every document a target policy, every mistake reported with
+//! `file:line:column` and its field path (the same reader as the worker config).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{
+    expression, external, predictive, scheduled, step_scaling, target_tracking, Cooldowns, MissingData, Rule,
+    RuleSpec, StepLimit, TargetPolicy, KINDS,
+};
+use crate::config::read::{join, one_of, Cx, Diagnostic, Diagnostics, FromNode, MapReader};
+use crate::config::yaml::{self, Node, Span, Value};
+use crate::model::TargetKey;
+
+/// The target policies of one file.
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    pub path: PathBuf,
+    pub targets: Vec<TargetPolicy>,
+}
+
+/// Reads a policy file.
+pub fn load_file(path: &Path) -> Result<PolicyFile, Diagnostics> {
+    let display = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: display.clone(),
+            span: Span::default(),
+            path: "(file)".into(),
+            message: format!("cannot read the policy file: {e}"),
+        }])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&source, &display, &base).map(|targets| PolicyFile {
+        path: path.to_path_buf(),
+        targets,
+    })
+}
+
+/// Reads policy documents from text; `base_dir` anchors relative plugin paths.
+pub fn load_str(source: &str, file: &str, base_dir: &Path) -> Result<Vec<TargetPolicy>, Diagnostics> {
+    let mut cx = Cx::new(file);
+    let docs = match yaml::parse_documents(source) {
+        Ok(d) => d,
+        Err(e) => {
+            cx.error(e.span, "(syntax)", format!("invalid YAML: {}", e.message));
+            return Err(Diagnostics(cx.diags));
+        }
+    };
+    if docs.is_empty() {
+        cx.error(
+            Span { line: 1, col: 1 },
+            "(file)",
+            "the policy file holds no policy",
+        );
+    }
+    let multi = docs.len() > 1;
+    let mut targets: Vec<TargetPolicy> = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        // With several documents, paths say which: `[1].rules[0].metric`.
+        let path = if multi { format!("[{i}]") } else { String::new() };
+        if let Some(t) = read_target_policy(doc, &path, &mut cx, base_dir) {
+            if let Some(first) = targets.iter().find(|o| o.target == t.target) {
+                cx.error(
+                    doc.span,
+                    &join(&path, "target"),
+                    format!("{} already has a policy on line {}", t.target, first.span.line),
+                );
+            }
+            targets.push(t);
+        }
+    }
+    let mut diags = cx.diags;
+    diags.sort_by_key(|d| d.span);
+    if diags.is_empty() {
+        Ok(targets)
+    } else {
+        Err(Diagnostics(diags))
+    }
+}
+
+/// A fraction written as `10%` or `0.1`.
+pub(super) fn read_fraction(n: &Node, p: &str, cx: &mut Cx) -> Option<f64> {
+    let s = n.as_scalar().unwrap_or_default().trim();
+    let v = match s.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().ok().map(|v| v / 100.0),
+        None => s.parse::<f64>().ok().filter(|v| *v <= 1.0),
+    };
+    match v {
+        Some(v) if (0.0..1.0).contains(&v) => Some(v),
+        _ => {
+            cx.error(
+                n.span,
+                p,
+                format!(
+                    "expected a fraction such as 10% or 0.1 (below 100%), found {}",
+                    n.describe()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A whole number of at least 1.
+pub(super) fn read_count(n: &Node, p: &str, cx: &mut Cx) -> Option<usize> {
+    let v = usize::from_node(n, p, cx)?;
+    if (1..=10_000).contains(&v) {
+        Some(v)
+    } else {
+        cx.error(n.span, p, format!("must be between 1 and 10000, found {v}"));
+        None
+    }
+}
+
+/// A step cap: `4`, `100%`, or `{count: 4, percent: 100}` (the larger of the two).
+fn read_step_limit(n: &Node, p: &str, cx: &mut Cx) -> Option<StepLimit> {
+    if let Value::Map(_) = n.value {
+        let mut m = cx.map(n, p)?;
+        let count = m.opt::<u32>(cx, "count");
+        let percent = m.opt_with(cx, "percent", read_percent);
+        m.finish(cx, &["count", "percent"]);
+        return Some(StepLimit { count, percent });
+    }
+    let s = n.as_scalar().unwrap_or_default();
+    if s.ends_with('%') {
+        return read_percent(n, p, cx).map(|p| StepLimit {
+            count: None,
+            percent: Some(p),
+        });
+    }
+    match s.parse::<u32>() {
+        Ok(c) if c >= 1 => Some(StepLimit {
+            count: Some(c),
+            percent: None,
+        }),
+        _ => {
+            cx.error(
+                n.span,
+                p,
+                format!(
+                    "expected a count (4), a percentage (100%) or {{count, percent}}, found {}",
+                    n.describe()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn read_percent(n: &Node, p: &str, cx: &mut Cx) -> Option<f64> {
+    let s = n.as_scalar().unwrap_or_default().trim();
+    match s.trim_end_matches('%').trim().parse::<f64>() {
+        Ok(v) if v > 0.0 => Some(v),
+        _ => {
+            cx.error(
+                n.span,
+                p,
+                format!(
+                    "expected a percentage above 0 such as 50%, found {}",
+                    n.describe()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn read_missing(n: &Node, p: &str, cx: &mut Cx) -> Option<MissingData> {
+    if let Value::Map(_) = n.value {
+        let mut m = cx.map(n, p)?;
+        let v = m.req::<f64>(cx, "assume");
+        m.finish(cx, &["assume"]);
+        return v.map(MissingData::Assume);
+    }
+    match one_of(n, p, cx, &["hold", "block_scale_in"])?.as_str() {
+        "hold" => Some(MissingData::Hold),
+        _ => Some(MissingData::BlockScaleIn),
+    }
+}
+
+fn read_cooldowns(n: &Node, p: &str, cx: &mut Cx, default: Cooldowns) -> Option<Cooldowns> {
+    let mut m = cx.map(n, p)?;
+    let scale_out = m.or(cx, "scale_out", default.scale_out);
+    let scale_in = m.or(cx, "scale_in", default.scale_in);
+    m.finish(cx, &["scale_out", "scale_in"]);
+    Some(Cooldowns { scale_out, scale_in })
+}
+
+fn read_target(n: &Node, p: &str, cx: &mut Cx) -> Option<TargetKey> {
+    let mut m = cx.map(n, p)?;
+    let cluster = m.opt::<String>(cx, "cluster");
+    let service = m.opt::<String>(cx, "service");
+    let asg = m.opt::<String>(cx, "auto_scaling_group");
+    let span = m.span();
+    m.finish(cx, &["cluster", "service", "auto_scaling_group"]);
+    match (cluster, service, asg) {
+        (Some(c), Some(s), None) => Some(TargetKey::service(c, s)),
+        (None, None, Some(name)) => Some(TargetKey::AutoScalingGroup { name }),
+        _ => {
+            cx.error(
+                span,
+                p,
+                "give `cluster` and `service` (an ECS service), or `auto_scaling_group` (EC2 capacity)",
+            );
+            None
+        }
+    }
+}
+
+const TARGET_KEYS: &[&str] = &[
+    "target",
+    "min",
+    "max",
+    "cooldown",
+    "scale_in_stabilization",
+    "max_step",
+    "missing_data",
+    "rules",
+];
+const RULE_KEYS: &[&str] = &["name", "kind", "cooldown"];
+
+fn read_target_policy(doc: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<TargetPolicy> {
+    let mut m = cx.map(doc, path)?;
+    let target = m.req_with(cx, "target", read_target);
+    let min = m.req::<u32>(cx, "min");
+    let max = m.req_with(cx, "max", |n, p, cx| {
+        let v = u32::from_node(n, p, cx)?;
+        (v >= 1).then_some(v).or_else(|| {
+            cx.error(n.span, p, "must be at least 1");
+            None
+        })
+    });
+    if let (Some(lo), Some(hi)) = (min, max) {
+        if lo > hi {
+            cx.error(
+                m.span_of("max"),
+                &join(path, "max"),
+                format!("is below min ({lo})"),
+            );
+        }
+    }
+    let cooldown = m
+        .opt_with(cx, "cooldown", |n, p, cx| {
+            read_cooldowns(n, p, cx, Cooldowns::default())
+        })
+        .unwrap_or_default();
+    let scale_in_stabilization = m.or(cx, "scale_in_stabilization", Duration::from_secs(300));
+    let (max_step_out, max_step_in) = m
+        .opt_with(cx, "max_step", |n, p, cx| {
+            let mut s = cx.map(n, p)?;
+            let out = s.opt_with(cx, "out", read_step_limit);
+            let inn = s.opt_with(cx, "in", read_step_limit);
+            s.finish(cx, &["out", "in"]);
+            Some((out.unwrap_or(DEFAULT_STEP_OUT), inn.unwrap_or_default()))
+        })
+        .unwrap_or((DEFAULT_STEP_OUT, StepLimit::default()));
+    let mut default_missing = MissingData::BlockScaleIn;
+    let missing_data = m
+        .opt_with(cx, "missing_data", |n, p, cx| {
+            let Value::Map(entries) = &n.value else {
+                cx.error(
+                    n.span,
+                    p,
+                    format!("expected metric ids to behaviours, found {}", n.describe()),
+                );
+                return None;
+            };
+            let mut out = BTreeMap::new();
+            for (k, v) in entries {
+                let key = k.as_scalar().unwrap_or_default();
+                let Some(b) = read_missing(v, &join(p, key), cx) else {
+                    continue;
+                };
+                if key == "default" {
+                    default_missing = b;
+                } else {
+                    out.insert(key.to_string(), b);
+                }
+            }
+            Some(out)
+        })
+        .unwrap_or_default();
+    let default_cooldown = cooldown;
+    let rules = m.req_with(cx, "rules", |n, p, cx| {
+        read_rules(n, p, cx, default_cooldown, base_dir)
+    });
+    m.finish(cx, TARGET_KEYS);
+
+    let (target, min, max, rules) = (target?, min?, max?, rules?);
+    // A scheduled window's bounds, with the policy's filling in, must make sense together.
+    for rule in &rules {
+        if let RuleSpec::Scheduled(s) = &rule.spec {
+            for w in &s.windows {
+                let (lo, hi) = (w.min.unwrap_or(min), w.max.unwrap_or(max));
+                if lo > hi {
+                    cx.error(
+                        w.span,
+                        &format!("{}.rules.{}", path, rule.name),
+                        format!(
+                            "window `{}` gives min {lo} and max {hi} (with the policy's bounds filling in)",
+                            w.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    // Missing-data settings for metrics no rule reads are likely typos.
+    let read: Vec<&str> = rules.iter().flat_map(|r| r.spec.policy().metrics()).collect();
+    for metric in missing_data.keys() {
+        if !read.contains(&metric.as_str()) {
+            cx.error(
+                m_span_of_missing(doc),
+                &join(&join(path, "missing_data"), metric),
+                format!(
+                    "no rule reads `{metric}` (rules read: {})",
+                    if read.is_empty() {
+                        "no metrics".into()
+                    } else {
+                        read.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+    Some(TargetPolicy {
+        target,
+        min,
+        max,
+        cooldown,
+        scale_in_stabilization,
+        max_step_out,
+        max_step_in,
+        missing_data,
+        default_missing,
+        rules,
+        file: cx.file().to_string(),
+        span: doc.span,
+    })
+}
+
+/// Where `missing_data` is in a document (for the unused-key check).
+fn m_span_of_missing(doc: &Node) -> Span {
+    match &doc.value {
+        Value::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.as_scalar() == Some("missing_data"))
+            .map_or(doc.span, |(_, v)| v.span),
+        _ => doc.span,
+    }
+}
+
+/// The default scale-out cap: double, or 4 more, whichever is larger (as Kubernetes' HPA).
+const DEFAULT_STEP_OUT: StepLimit = StepLimit {
+    count: Some(4),
+    percent: Some(100.0),
+};
+
+fn read_rules(
+    n: &Node,
+    p: &str,
+    cx: &mut Cx,
+    default_cooldown: Cooldowns,
+    base_dir: &Path,
+) -> Option<Vec<Rule>> {
+    let Value::Seq(items) = &n.value else {
+        cx.error(
+            n.span,
+            p,
+            format!("expected a list of rules, found {}", n.describe()),
+        );
+        return None;
+    };
+    if items.is_empty() {
+        cx.error(n.span, p, "give at least one rule");
+        return None;
+    }
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let rp = format!("{p}[{i}]");
+        let Some(mut m) = cx.map(item, &rp) else {
+            ok = false;
+            continue;
+        };
+        let kind = m.req_with(cx, "kind", |n, p, cx| one_of(n, p, cx, KINDS));
+        let name = m.opt::<String>(cx, "name");
+        let cooldown = m
+            .opt_with(cx, "cooldown", |n, p, cx| {
+                read_cooldowns(n, p, cx, default_cooldown)
+            })
+            .unwrap_or(default_cooldown);
+        let (spec, keys): (Option<RuleSpec>, &[&str]) = match kind.as_deref() {
+            Some("target_tracking") => (
+                target_tracking::TargetTracking::read(&mut m, cx).map(RuleSpec::TargetTracking),
+                target_tracking::KEYS,
+            ),
+            Some("step_scaling") => (
+                step_scaling::StepScaling::read(&mut m, cx).map(RuleSpec::StepScaling),
+                step_scaling::KEYS,
+            ),
+            Some("scheduled") => (
+                scheduled::Scheduled::read(&mut m, cx).map(RuleSpec::Scheduled),
+                scheduled::KEYS,
+            ),
+            Some("predictive") => (
+                predictive::Predictive::read(&mut m, cx).map(RuleSpec::Predictive),
+                predictive::KEYS,
+            ),
+            Some("expression") => (
+                expression::Expression::read(&mut m, cx).map(RuleSpec::Expression),
+                expression::KEYS,
+            ),
+            Some("external") => (
+                external::External::read(&mut m, cx, base_dir).map(RuleSpec::External),
+                external::KEYS,
+            ),
+            // Unknown kind: reported already; skip the keys so they are not all called unknown.
+            _ => {
+                skip_all(&mut m);
+                (None, &[])
+            }
+        };
+        let all_keys: Vec<&str> = RULE_KEYS.iter().chain(keys).copied().collect();
+        m.finish(cx, &all_keys);
+        let Some(spec) = spec else {
+            ok = false;
+            continue;
+        };
+        let name = name.unwrap_or_else(|| spec.kind().to_string());
+        if rules.iter().any(|r| r.name == name) {
+            let hint = if rules
+                .iter()
+                .any(|r| r.name == name && r.spec.kind() == spec.kind())
+            {
+                "; give each rule of the same kind a `name`"
+            } else {
+                ""
+            };
+            cx.error(
+                item.span,
+                &join(&rp, "name"),
+                format!("another rule is already called `{name}`{hint}"),
+            );
+            ok = false;
+        }
+        rules.push(Rule {
+            name,
+            spec,
+            cooldown,
+            span: item.span,
+        });
+    }
+    ok.then_some(rules)
+}
+
+/// Marks every key of a rule of unknown kind as read.
+fn skip_all(m: &mut MapReader<'_>) {
+    let keys: Vec<String> = m.keys().map(str::to_string).collect();
+    for k in keys {
+        m.take(&k);
+    }
+}

@@ -1,0 +1,280 @@
+//! Scaling policies: what SREs write in `policies/*.yaml`, validated into runtime objects.
+//!
+//! A policy file holds one or more YAML documents, each a [`TargetPolicy`]: the target (an ECS
+//! service or an Auto Scaling group), its bounds, engine settings (cooldowns, scale-in
+//! stabilization, step caps, missing-data behaviour) and its rules. A rule is one of the closed
+//! set of kinds in [`RuleSpec`]: adding a kind makes the compiler list every place that must
+//! handle it. User plugins are the `external` kind, not a string registry.
+//!
+//! Rules only recommend ([`Policy::evaluate`]); combining, clamping, cooldowns, stabilization
+//! and missing data are the engine's (`crate::evaluate::engine`).
+
+pub mod expression;
+pub mod external;
+mod load;
+pub mod predictive;
+pub mod scheduled;
+pub mod step_scaling;
+pub mod target_tracking;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::yaml::Span;
+use crate::evaluate::{EvalInput, Recommendation};
+use crate::model::TargetKey;
+
+pub use load::{load_file, load_str, PolicyFile};
+
+/// What every rule kind can do.
+pub trait Policy: Send + Sync + fmt::Debug {
+    /// Its recommendation for this tick. Pure: everything it may use is in `input`.
+    fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation;
+
+    /// The metric ids it reads (for checks against the collected metrics).
+    fn metrics(&self) -> Vec<&str>;
+
+    /// One line for `ecscale policy check`.
+    fn summary(&self) -> String;
+}
+
+/// The rule kinds.
+#[derive(Debug, Clone)]
+pub enum RuleSpec {
+    TargetTracking(target_tracking::TargetTracking),
+    StepScaling(step_scaling::StepScaling),
+    Scheduled(scheduled::Scheduled),
+    Predictive(predictive::Predictive),
+    Expression(expression::Expression),
+    External(external::External),
+}
+
+impl RuleSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RuleSpec::TargetTracking(_) => "target_tracking",
+            RuleSpec::StepScaling(_) => "step_scaling",
+            RuleSpec::Scheduled(_) => "scheduled",
+            RuleSpec::Predictive(_) => "predictive",
+            RuleSpec::Expression(_) => "expression",
+            RuleSpec::External(_) => "external",
+        }
+    }
+
+    pub fn policy(&self) -> &dyn Policy {
+        match self {
+            RuleSpec::TargetTracking(p) => p,
+            RuleSpec::StepScaling(p) => p,
+            RuleSpec::Scheduled(p) => p,
+            RuleSpec::Predictive(p) => p,
+            RuleSpec::Expression(p) => p,
+            RuleSpec::External(p) => p,
+        }
+    }
+}
+
+/// Every kind, as written in `kind:`.
+pub const KINDS: &[&str] = &[
+    "target_tracking",
+    "step_scaling",
+    "scheduled",
+    "predictive",
+    "expression",
+    "external",
+];
+
+/// Waits after an action before the next one in the same direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cooldowns {
+    /// After a scale-out, before the next scale-out.
+    pub scale_out: Duration,
+    /// After any action, before a scale-in.
+    pub scale_in: Duration,
+}
+
+impl Default for Cooldowns {
+    fn default() -> Self {
+        Cooldowns {
+            scale_out: Duration::from_secs(60),
+            scale_in: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One rule of a target.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique within its target; defaults to `KIND` or `KIND-N`.
+    pub name: String,
+    pub spec: RuleSpec,
+    /// The rule's own, else the target's.
+    pub cooldown: Cooldowns,
+    pub span: Span,
+}
+
+/// What happens when a rule's metric has no value for a period it needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MissingData {
+    /// The target holds: no scale-out, no scale-in this tick.
+    Hold,
+    /// Other rules may scale out; nothing scales in.
+    BlockScaleIn,
+    /// Missing periods read as this value; a scale-in never rests on an assumed value.
+    Assume(f64),
+}
+
+impl fmt::Display for MissingData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MissingData::Hold => f.write_str("hold"),
+            MissingData::BlockScaleIn => f.write_str("block_scale_in"),
+            MissingData::Assume(v) => write!(f, "assume {v}"),
+        }
+    }
+}
+
+/// How far one tick may move the count: at most `count`, or `percent` of the current count,
+/// whichever is larger (at least 1). `None` for both: no cap.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepLimit {
+    pub count: Option<u32>,
+    pub percent: Option<f64>,
+}
+
+impl StepLimit {
+    /// The largest move allowed from `current`.
+    pub fn allowed(&self, current: u32) -> u32 {
+        match (self.count, self.percent) {
+            (None, None) => u32::MAX,
+            (c, p) => {
+                let by_pct = p.map_or(0, |p| (f64::from(current) * p / 100.0).ceil() as u32);
+                c.unwrap_or(0).max(by_pct).max(1)
+            }
+        }
+    }
+}
+
+impl fmt::Display for StepLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.count, self.percent) {
+            (None, None) => f.write_str("unlimited"),
+            (Some(c), None) => write!(f, "{c}"),
+            (None, Some(p)) => write!(f, "{p}%"),
+            (Some(c), Some(p)) => write!(f, "max({c}, {p}%)"),
+        }
+    }
+}
+
+/// The scaling policy of one target.
+#[derive(Debug, Clone)]
+pub struct TargetPolicy {
+    pub target: TargetKey,
+    pub min: u32,
+    pub max: u32,
+    /// Defaults for the rules.
+    pub cooldown: Cooldowns,
+    /// A scale-in goes only as low as the highest recommendation within this window.
+    pub scale_in_stabilization: Duration,
+    /// Caps per tick.
+    pub max_step_out: StepLimit,
+    pub max_step_in: StepLimit,
+    /// Per metric id; `default_missing` for the others.
+    pub missing_data: BTreeMap<String, MissingData>,
+    pub default_missing: MissingData,
+    pub rules: Vec<Rule>,
+    /// Where the document starts, for messages.
+    pub file: String,
+    pub span: Span,
+}
+
+impl TargetPolicy {
+    /// The missing-data behaviour of a metric.
+    pub fn missing_for(&self, metric: &str) -> MissingData {
+        self.missing_data
+            .get(metric)
+            .copied()
+            .unwrap_or(self.default_missing)
+    }
+
+    /// `file:line` of the document.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.span.line)
+    }
+}
+
+/// Checks policies against the worker config: each service target must be a configured
+/// service (or in a cluster that discovers services), and each metric a rule reads must be one
+/// that is collected for it. Returns the mistakes, at the policy's or the rule's line.
+pub fn check_against_config(
+    config: &crate::config::Config,
+    files: &[PolicyFile],
+) -> Vec<crate::config::Diagnostic> {
+    use crate::config::Diagnostic;
+    let mut out = Vec::new();
+    for file in files {
+        for t in &file.targets {
+            let TargetKey::Service { cluster, service } = &t.target else {
+                // Auto Scaling groups are checked once the config names them (capacity stage).
+                continue;
+            };
+            let at = |span: Span, path: String, message: String| Diagnostic {
+                file: t.file.clone(),
+                span,
+                path,
+                message,
+            };
+            let Some(c) = config.clusters.iter().find(|c| &c.name == cluster) else {
+                let known: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+                out.push(at(
+                    t.span,
+                    "target.cluster".into(),
+                    format!(
+                        "cluster `{cluster}` is not in {} (clusters: {})",
+                        config.file.display(),
+                        known.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            let named = c
+                .services
+                .iter()
+                .find(|s| crate::model::arn_name(&s.name) == service);
+            if named.is_none() && c.discover.is_none() {
+                out.push(at(
+                    t.span,
+                    "target.service".into(),
+                    format!(
+                        "service `{service}` is not among cluster {cluster}'s services in {} and the cluster discovers none",
+                        config.file.display()
+                    ),
+                ));
+                continue;
+            }
+            // The target group may be attached in ECS: its metric counts as collected.
+            let mut known: Vec<String> = c
+                .metrics_of(named, &config.collect, true)
+                .into_iter()
+                .map(|m| m.id)
+                .collect();
+            known.sort();
+            for (i, rule) in t.rules.iter().enumerate() {
+                for metric in rule.spec.policy().metrics() {
+                    if !known.iter().any(|k| k == metric) {
+                        out.push(at(
+                            rule.span,
+                            format!("rules[{i}]"),
+                            format!(
+                                "rule `{}` reads `{metric}`, which is not collected for {cluster}/{service} (collected: {})",
+                                rule.name,
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}

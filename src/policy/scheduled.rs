@@ -1,0 +1,352 @@
+//! `scheduled`: windows, in a time zone, that override the bounds (raise the floor for an event)
+//! and optionally set the count when they start. A window is a cron expression with a
+//! `duration`, or a one-off `from`/`until`. Overrides end with their window: nothing to undo.
+//!
+//! While windows are active the engine uses the highest `min` and the highest `max` among them
+//! (where given; the policy's otherwise). A window's `desired` is applied once, at its start.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use super::Policy;
+use crate::config::parse_cron;
+use crate::config::read::{join, Cx, FromNode, MapReader};
+use crate::config::yaml::{Node, Span, Value};
+use crate::evaluate::{EvalInput, Recommendation};
+
+#[derive(Debug, Clone)]
+pub enum When {
+    Cron {
+        expression: String,
+        schedule: Box<cron::Schedule>,
+        duration: Duration,
+    },
+    Once {
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub name: String,
+    pub when: When,
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+    pub desired: Option<u32>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    pub timezone: Tz,
+    pub windows: Vec<Window>,
+}
+
+/// A window in force at some instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveWindow<'a> {
+    pub name: &'a str,
+    pub started: DateTime<Utc>,
+    pub ends: DateTime<Utc>,
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+    pub desired: Option<u32>,
+}
+
+pub(super) const KEYS: &[&str] = &["timezone", "windows"];
+const WINDOW_KEYS: &[&str] = &[
+    "name", "cron", "duration", "from", "until", "min", "max", "desired",
+];
+
+/// `2026-11-27T08:00`, `2026-11-27 08:00:00` (in the rule's time zone) or RFC 3339 with an offset.
+fn parse_instant(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
+            return tz
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or_else(|| format!("`{s}` does not exist in {tz} (a daylight-saving gap)"));
+        }
+    }
+    Err(format!(
+        "`{s}` is not a date and time; write e.g. 2026-11-27T08:00 (in the rule's timezone)"
+    ))
+}
+
+fn read_window(node: &Node, path: &str, cx: &mut Cx, tz: Tz, index: usize) -> Option<Window> {
+    let mut m = cx.map(node, path)?;
+    let name = m
+        .opt::<String>(cx, "name")
+        .unwrap_or_else(|| format!("window-{}", index + 1));
+    let cron = m.opt_with(cx, "cron", |n, p, cx| {
+        let expr = String::from_node(n, p, cx)?;
+        match parse_cron(&expr) {
+            Ok(s) => Some((expr, s)),
+            Err(e) => {
+                cx.error(n.span, p, e);
+                None
+            }
+        }
+    });
+    let duration = m.opt::<Duration>(cx, "duration");
+    let instant = |key: &str, m: &mut MapReader<'_>, cx: &mut Cx| {
+        m.opt_with(cx, key, |n, p, cx| {
+            let s = String::from_node(n, p, cx)?;
+            parse_instant(&s, tz).map_err(|e| cx.error(n.span, p, e)).ok()
+        })
+    };
+    let from = instant("from", &mut m, cx);
+    let until = instant("until", &mut m, cx);
+    let min = m.opt::<u32>(cx, "min");
+    let max = m.opt::<u32>(cx, "max");
+    let desired = m.opt::<u32>(cx, "desired");
+    let span = m.span();
+    let (has_cron, has_once) = (m.has("cron"), m.has("from") || m.has("until"));
+    if has_cron == has_once {
+        cx.error(
+            span,
+            path,
+            "give `cron` with `duration` (a repeating window) or `from` and `until` (once), one of the two",
+        );
+    } else if has_cron && !m.has("duration") {
+        cx.error(
+            span,
+            &join(path, "duration"),
+            "a cron window needs a `duration` (e.g. 4h)",
+        );
+    } else if has_once && !(m.has("from") && m.has("until")) {
+        cx.error(span, path, "a one-off window needs both `from` and `until`");
+    }
+    if m.has("duration") && !has_cron {
+        cx.error(
+            m.span_of("duration"),
+            &join(path, "duration"),
+            "only goes with `cron`",
+        );
+    }
+    if !m.has("min") && !m.has("max") && !m.has("desired") {
+        cx.error(
+            span,
+            path,
+            "a window sets at least one of `min`, `max`, `desired`",
+        );
+    }
+    if let (Some(lo), Some(hi)) = (min, max) {
+        if lo > hi {
+            cx.error(
+                m.span_of("max"),
+                &join(path, "max"),
+                format!("is below this window's min ({lo})"),
+            );
+        }
+    }
+    for (bound, v) in [("min", min), ("max", max)] {
+        if let (Some(d), Some(b)) = (desired, v) {
+            let outside = if bound == "min" { d < b } else { d > b };
+            if outside {
+                cx.error(
+                    m.span_of("desired"),
+                    &join(path, "desired"),
+                    format!("{d} is outside this window's {bound} ({b})"),
+                );
+            }
+        }
+    }
+    if let (Some(f), Some(u)) = (from, until) {
+        if f >= u {
+            cx.error(m.span_of("until"), &join(path, "until"), "must be after `from`");
+        }
+    }
+    if duration.is_some_and(|d| d.is_zero()) {
+        cx.error(
+            m.span_of("duration"),
+            &join(path, "duration"),
+            "must be longer than zero",
+        );
+    }
+    m.finish(cx, WINDOW_KEYS);
+    let when = match (cron, duration, from, until) {
+        (Some((expression, schedule)), Some(duration), None, None) => When::Cron {
+            expression,
+            schedule: Box::new(schedule),
+            duration,
+        },
+        (None, None, Some(from), Some(until)) => When::Once { from, until },
+        _ => return None,
+    };
+    Some(Window {
+        name,
+        when,
+        min,
+        max,
+        desired,
+        span: node.span,
+    })
+}
+
+impl Scheduled {
+    pub(super) fn read(m: &mut MapReader<'_>, cx: &mut Cx) -> Option<Self> {
+        let timezone = m
+            .opt_with(cx, "timezone", |n, p, cx| {
+                let s = String::from_node(n, p, cx)?;
+                Tz::from_str(&s)
+                    .map_err(|_| {
+                        cx.error(
+                            n.span,
+                            p,
+                            format!("unknown time zone `{s}` (an IANA name such as Europe/Paris or UTC)"),
+                        )
+                    })
+                    .ok()
+            })
+            .unwrap_or(Tz::UTC);
+        let windows = m.req_with(cx, "windows", |n, p, cx| {
+            let Value::Seq(items) = &n.value else {
+                cx.error(
+                    n.span,
+                    p,
+                    format!("expected a list of windows, found {}", n.describe()),
+                );
+                return None;
+            };
+            if items.is_empty() {
+                cx.error(n.span, p, "give at least one window");
+                return None;
+            }
+            let mut out: Vec<Window> = Vec::new();
+            let mut ok = true;
+            for (i, item) in items.iter().enumerate() {
+                let ip = format!("{p}[{i}]");
+                match read_window(item, &ip, cx, timezone, i) {
+                    Some(w) => {
+                        if out.iter().any(|o| o.name == w.name) {
+                            cx.error(
+                                item.span,
+                                &join(&ip, "name"),
+                                format!("window `{}` is already listed", w.name),
+                            );
+                            ok = false;
+                        }
+                        out.push(w);
+                    }
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        });
+        Some(Scheduled {
+            timezone,
+            windows: windows?,
+        })
+    }
+
+    /// The windows in force at `now`.
+    pub fn active(&self, now: DateTime<Utc>) -> Vec<ActiveWindow<'_>> {
+        let mut out = Vec::new();
+        for w in &self.windows {
+            let span = match &w.when {
+                When::Once { from, until } => (*from <= now && now < *until).then_some((*from, *until)),
+                When::Cron {
+                    schedule, duration, ..
+                } => {
+                    let d = TimeDelta::from_std(*duration).unwrap_or(TimeDelta::MAX);
+                    // The first start after `now - duration`, if not after `now`, is in force.
+                    let since = (now - d).with_timezone(&self.timezone);
+                    schedule
+                        .after(&since)
+                        .next()
+                        .map(|s| s.with_timezone(&Utc))
+                        .filter(|s| *s <= now)
+                        .map(|s| (s, s + d))
+                }
+            };
+            if let Some((started, ends)) = span {
+                out.push(ActiveWindow {
+                    name: &w.name,
+                    started,
+                    ends,
+                    min: w.min,
+                    max: w.max,
+                    desired: w.desired,
+                });
+            }
+        }
+        out
+    }
+}
+
+impl Policy for Scheduled {
+    /// Scheduled rules act through the bounds (the engine reads [`Scheduled::active`]); as a
+    /// vote they only report what is in force.
+    fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
+        let active = self.active(input.now);
+        if active.is_empty() {
+            return Recommendation::Abstain {
+                reason: "no window in force".into(),
+            };
+        }
+        let parts: Vec<String> = active
+            .iter()
+            .map(|w| {
+                let mut s = format!(
+                    "{} until {}",
+                    w.name,
+                    w.ends.with_timezone(&self.timezone).format("%Y-%m-%d %H:%M %Z")
+                );
+                for (k, v) in [("min", w.min), ("max", w.max), ("desired", w.desired)] {
+                    if let Some(v) = v {
+                        s.push_str(&format!(" {k} {v}"));
+                    }
+                }
+                s
+            })
+            .collect();
+        Recommendation::Abstain {
+            reason: format!("in force: {}", parts.join("; ")),
+        }
+    }
+
+    fn metrics(&self) -> Vec<&str> {
+        Vec::new()
+    }
+
+    fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .windows
+            .iter()
+            .map(|w| {
+                let when = match &w.when {
+                    When::Cron {
+                        expression, duration, ..
+                    } => {
+                        format!("`{expression}` for {}", humantime::format_duration(*duration))
+                    }
+                    When::Once { from, until } => format!(
+                        "{} to {}",
+                        from.with_timezone(&self.timezone).format("%Y-%m-%d %H:%M"),
+                        until.with_timezone(&self.timezone).format("%Y-%m-%d %H:%M")
+                    ),
+                };
+                let sets: Vec<String> = [("min", w.min), ("max", w.max), ("desired", w.desired)]
+                    .iter()
+                    .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+                    .collect();
+                format!("{} {when}: {}", w.name, sets.join(", "))
+            })
+            .collect();
+        format!("scheduled ({}) {}", self.timezone, parts.join("; "))
+    }
+}

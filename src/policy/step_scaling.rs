@@ -1,0 +1,335 @@
+//! `step_scaling`: metric bounds → adjustments, evaluated over N of M datapoints.
+//!
+//! Two ladders. `scale_out` steps each start `above` a value; `scale_in` steps each start
+//! `below` one. The scale-out alarm fires when at least `datapoints` of the last `of` periods
+//! are at or above the lowest `above`; the step is then the one the newest such value falls in
+//! (the highest `above` it reaches). Likewise for scale-in with values below the highest
+//! `below`. An adjustment is a change in count (`change: +2`), an exact count (`exact: 10`), or a
+//! percentage of the current count (`percent: 50`, with `min_magnitude`).
+
+use super::load::read_count;
+use super::Policy;
+use crate::config::read::{join, Cx, FromNode, MapReader};
+use crate::config::yaml::{Node, Value};
+use crate::evaluate::{num, EvalInput, Recommendation};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Adjustment {
+    Change(i64),
+    Exact(u32),
+    Percent { percent: f64, min_magnitude: u32 },
+}
+
+impl Adjustment {
+    /// The count after applying this to `current`.
+    pub fn apply(&self, current: u32) -> u32 {
+        match *self {
+            Adjustment::Change(c) => (i64::from(current) + c).clamp(0, i64::from(u32::MAX)) as u32,
+            Adjustment::Exact(e) => e,
+            Adjustment::Percent {
+                percent,
+                min_magnitude,
+            } => {
+                let magnitude = ((f64::from(current) * percent.abs() / 100.0).round() as u32)
+                    .max(min_magnitude)
+                    .max(1);
+                if percent >= 0.0 {
+                    current.saturating_add(magnitude)
+                } else {
+                    current.saturating_sub(magnitude)
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Adjustment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Adjustment::Change(c) => write!(f, "{c:+}"),
+            Adjustment::Exact(e) => write!(f, "={e}"),
+            Adjustment::Percent {
+                percent,
+                min_magnitude,
+            } => {
+                write!(f, "{:+}% (at least {min_magnitude})", num(*percent))
+            }
+        }
+    }
+}
+
+/// One step: from `bound` (above it for scale-out, below it for scale-in) on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    pub bound: f64,
+    pub adjustment: Adjustment,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepScaling {
+    pub metric: String,
+    /// N: how many of the last `of` periods must breach.
+    pub datapoints: usize,
+    /// M.
+    pub of: usize,
+    /// By `above`, ascending.
+    pub scale_out: Vec<Step>,
+    /// By `below`, descending.
+    pub scale_in: Vec<Step>,
+}
+
+pub(super) const KEYS: &[&str] = &["metric", "datapoints", "of", "scale_out", "scale_in"];
+
+fn read_steps(node: &Node, path: &str, cx: &mut Cx, out: bool) -> Option<Vec<Step>> {
+    let Value::Seq(items) = &node.value else {
+        cx.error(
+            node.span,
+            path,
+            format!("expected a list of steps, found {}", node.describe()),
+        );
+        return None;
+    };
+    let bound_key = if out { "above" } else { "below" };
+    let mut steps = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let Some(mut m) = cx.map(item, &p) else {
+            ok = false;
+            continue;
+        };
+        let bound = m.req::<f64>(cx, bound_key);
+        let change = m.opt_with(cx, "change", |n, p, cx| {
+            let v = f64::from_node(n, p, cx)?;
+            let sign_ok = if out { v > 0.0 } else { v < 0.0 };
+            if v.fract() != 0.0 || !sign_ok {
+                let want = if out {
+                    "a positive whole number (+2)"
+                } else {
+                    "a negative whole number (-1)"
+                };
+                cx.error(
+                    n.span,
+                    p,
+                    format!(
+                        "a {} step's change must be {want}, found {}",
+                        if out { "scale_out" } else { "scale_in" },
+                        num(v)
+                    ),
+                );
+                return None;
+            }
+            Some(v as i64)
+        });
+        let exact = m.opt::<u32>(cx, "exact");
+        let percent = m.opt_with(cx, "percent", |n, p, cx| {
+            let v = f64::from_node(n, p, cx)?;
+            let sign_ok = if out { v > 0.0 } else { v < 0.0 && v > -100.0 };
+            if !sign_ok {
+                let want = if out {
+                    "above 0 (50 for +50%)"
+                } else {
+                    "between -100 and 0 (-25 for -25%)"
+                };
+                cx.error(n.span, p, format!("percent must be {want}, found {}", num(v)));
+                return None;
+            }
+            Some(v)
+        });
+        let min_magnitude = m.opt::<u32>(cx, "min_magnitude");
+        let given = [m.has("change"), m.has("exact"), m.has("percent")]
+            .iter()
+            .filter(|g| **g)
+            .count();
+        if given != 1 {
+            cx.error(m.span(), &p, "give exactly one of `change`, `exact`, `percent`");
+            ok = false;
+        }
+        if min_magnitude.is_some() && !m.has("percent") {
+            cx.error(
+                m.span_of("min_magnitude"),
+                &join(&p, "min_magnitude"),
+                "only goes with `percent`",
+            );
+            ok = false;
+        }
+        m.finish(cx, &[bound_key, "change", "exact", "percent", "min_magnitude"]);
+        let adjustment = match (change, exact, percent) {
+            (Some(c), None, None) => Adjustment::Change(c),
+            (None, Some(e), None) => Adjustment::Exact(e),
+            (None, None, Some(p)) => Adjustment::Percent {
+                percent: p,
+                min_magnitude: min_magnitude.unwrap_or(1),
+            },
+            _ => {
+                ok = false;
+                continue;
+            }
+        };
+        match bound {
+            Some(bound) => {
+                if steps.iter().any(|s: &Step| s.bound == bound) {
+                    cx.error(
+                        item.span,
+                        &join(&p, bound_key),
+                        format!("another step already starts {bound_key} {}", num(bound)),
+                    );
+                    ok = false;
+                }
+                steps.push(Step { bound, adjustment });
+            }
+            None => ok = false,
+        }
+    }
+    if out {
+        steps.sort_by(|a, b| a.bound.total_cmp(&b.bound));
+    } else {
+        steps.sort_by(|a, b| b.bound.total_cmp(&a.bound));
+    }
+    ok.then_some(steps)
+}
+
+impl StepScaling {
+    pub(super) fn read(m: &mut MapReader<'_>, cx: &mut Cx) -> Option<Self> {
+        let metric = m.req::<String>(cx, "metric");
+        let datapoints = m.opt_with(cx, "datapoints", read_count).unwrap_or(1);
+        let of = m.opt_with(cx, "of", read_count).unwrap_or(datapoints);
+        if of < datapoints {
+            cx.error(
+                m.span_of("of"),
+                &join(m.path(), "of"),
+                format!("must be at least `datapoints` ({datapoints})"),
+            );
+        }
+        let scale_out = m
+            .opt_with(cx, "scale_out", |n, p, cx| read_steps(n, p, cx, true))
+            .unwrap_or_default();
+        let scale_in = m
+            .opt_with(cx, "scale_in", |n, p, cx| read_steps(n, p, cx, false))
+            .unwrap_or_default();
+        if !m.has("scale_out") && !m.has("scale_in") {
+            cx.error(
+                m.span(),
+                m.path(),
+                "give `scale_out` steps, `scale_in` steps, or both",
+            );
+        }
+        if let (Some(out), Some(inn)) = (scale_out.first(), scale_in.first()) {
+            if inn.bound > out.bound {
+                cx.error(
+                    m.span_of("scale_in"),
+                    &join(m.path(), "scale_in"),
+                    format!(
+                        "the scale-in steps (below {}) overlap the scale-out steps (above {})",
+                        num(inn.bound),
+                        num(out.bound)
+                    ),
+                );
+            }
+        }
+        Some(StepScaling {
+            metric: metric?,
+            datapoints,
+            of,
+            scale_out,
+            scale_in,
+        })
+    }
+}
+
+impl Policy for StepScaling {
+    fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
+        let current = input.current;
+        let Some(w) = input.metric(&self.metric).window(self.of, None) else {
+            return Recommendation::Missing {
+                metric: self.metric.clone(),
+                reason: format!(
+                    "{} has no value for one of its last {} periods",
+                    self.metric, self.of
+                ),
+            };
+        };
+        let (n, m) = (self.datapoints, self.of);
+        if let Some(threshold) = self.scale_out.first().map(|s| s.bound) {
+            let breaching = w.iter().filter(|v| **v >= threshold).count();
+            if breaching >= n {
+                if let Some(v) = w.iter().rev().copied().find(|v| *v >= threshold) {
+                    if let Some(step) = self.scale_out.iter().rev().find(|s| v >= s.bound) {
+                        let want = step.adjustment.apply(current);
+                        if want > current {
+                            return Recommendation::Wants {
+                                count: want,
+                                reason: format!(
+                                    "{} {} ≥ {} for {breaching}/{m} datapoints: {} → {current} → {want}",
+                                    self.metric,
+                                    num(v),
+                                    num(step.bound),
+                                    step.adjustment
+                                ),
+                                inputs: vec![(self.metric.clone(), v)],
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(threshold) = self.scale_in.first().map(|s| s.bound) {
+            let breaching = w.iter().filter(|v| **v < threshold).count();
+            if breaching >= n {
+                if let Some(v) = w.iter().rev().copied().find(|v| *v < threshold) {
+                    if let Some(step) = self.scale_in.iter().rev().find(|s| v < s.bound) {
+                        let want = step.adjustment.apply(current);
+                        if want < current {
+                            return Recommendation::Wants {
+                                count: want,
+                                reason: format!(
+                                    "{} {} < {} for {breaching}/{m} datapoints: {} → {current} → {want}",
+                                    self.metric,
+                                    num(v),
+                                    num(step.bound),
+                                    step.adjustment
+                                ),
+                                inputs: vec![(self.metric.clone(), v)],
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        let latest = w.last().copied().unwrap_or(f64::NAN);
+        Recommendation::Wants {
+            count: current,
+            reason: format!(
+                "{} {}: no step reached for {n}/{m} datapoints",
+                self.metric,
+                num(latest)
+            ),
+            inputs: vec![(self.metric.clone(), latest)],
+        }
+    }
+
+    fn metrics(&self) -> Vec<&str> {
+        vec![&self.metric]
+    }
+
+    fn summary(&self) -> String {
+        let out: Vec<String> = self
+            .scale_out
+            .iter()
+            .map(|s| format!("≥{} {}", num(s.bound), s.adjustment))
+            .collect();
+        let inn: Vec<String> = self
+            .scale_in
+            .iter()
+            .map(|s| format!("<{} {}", num(s.bound), s.adjustment))
+            .collect();
+        format!(
+            "step_scaling {} over {} of {} datapoints: out [{}], in [{}]",
+            self.metric,
+            self.datapoints,
+            self.of,
+            out.join(", "),
+            inn.join(", ")
+        )
+    }
+}
