@@ -10,7 +10,8 @@
 //! 3. **Combine**: scale out if any rule wants more (the largest); scale in only when every
 //!    counted rule wants less (to the highest of their counts); otherwise hold.
 //! 4. **Cooldowns**: the deciding rule's; a scale-out waits for the scale-out cooldown after the
-//!    last scale-out, a scale-in for the scale-in cooldown after the last action of any kind.
+//!    last scale-out, a scale-in for the scale-in cooldown after the last action of any kind. A
+//!    scheduled window's `desired` (an operator's explicit count) skips cooldowns and step caps.
 //! 5. **Scale-in stabilization**: a scale-in goes no lower than the highest recommendation
 //!    within the window.
 //! 6. **Step cap** per tick, then **clamp** to the bounds. The clamp is last, so the decided
@@ -282,10 +283,12 @@ pub fn decide(
     // 4–6. Cooldowns, stabilization, step caps; then the bounds.
     let mut desired = recommendation;
     let mut rule_name = decider.map(|r| r.name.clone());
+    // A window's `desired` is a count an operator chose: no cooldown or step cap applies.
+    let explicit = decider.is_some_and(|r| matches!(r.spec, RuleSpec::Scheduled(_)));
     let note = |reason: &mut String, text: String| {
         let _ = write!(reason, "; {text}");
     };
-    if desired > current {
+    if desired > current && !explicit {
         let cd = decider.map_or(policy.cooldown, |r| r.cooldown).scale_out;
         if let Some(t) = state.last_scale_out {
             let ends = t + TimeDelta::from_std(cd).unwrap_or(TimeDelta::MAX);
@@ -308,7 +311,7 @@ pub fn decide(
                 ),
             );
         }
-    } else if desired < current {
+    } else if desired < current && !explicit {
         let cd = decider.map_or(policy.cooldown, |r| r.cooldown).scale_in;
         let last = state.last_scale_in.max(state.last_scale_out);
         if let Some(t) = last {

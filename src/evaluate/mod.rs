@@ -225,3 +225,9 @@ pub fn num(v: f64) -> String {
         s.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod proptests;
