@@ -252,23 +252,36 @@ pub fn check_against_config(
                 ));
                 continue;
             }
-            // The target group may be attached in ECS: its metric counts as collected.
-            let mut known: Vec<String> = c
-                .metrics_of(named, &config.collect, true)
-                .into_iter()
-                .map(|m| m.id)
-                .collect();
+            // Collected for sure, and (without a configured target group) what a target group
+            // that ECS reports attached would add.
+            let configured_tg = named.is_some_and(|s| s.target_group.is_some());
+            let ids = |tg: bool| -> Vec<String> {
+                c.metrics_of(named, &config.collect, tg)
+                    .into_iter()
+                    .map(|m| m.id)
+                    .collect()
+            };
+            let mut known = ids(configured_tg);
             known.sort();
+            let with_attached: Vec<String> = ids(true).into_iter().filter(|id| !known.contains(id)).collect();
+            let listing = if with_attached.is_empty() {
+                known.join(", ")
+            } else {
+                format!(
+                    "{}; {} when ECS reports a target group",
+                    known.join(", "),
+                    with_attached.join(", ")
+                )
+            };
             for (i, rule) in t.rules.iter().enumerate() {
                 for metric in rule.spec.policy().metrics() {
-                    if !known.iter().any(|k| k == metric) {
+                    if !known.iter().chain(&with_attached).any(|k| k == metric) {
                         out.push(at(
                             rule.span,
                             format!("rules[{i}]"),
                             format!(
-                                "rule `{}` reads `{metric}`, which is not collected for {cluster}/{service} (collected: {})",
-                                rule.name,
-                                known.join(", ")
+                                "rule `{}` reads `{metric}`, which is not collected for {cluster}/{service} (collected: {listing})",
+                                rule.name
                             ),
                         ));
                     }

@@ -7,6 +7,7 @@
 
 mod collect;
 mod docs;
+mod policy;
 mod services;
 mod support;
 mod validate;

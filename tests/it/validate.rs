@@ -29,7 +29,11 @@ fn the_example_config_is_valid() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
     assert!(
-        stdout.starts_with("examples/ecscale.yaml: valid: 1 cluster, 3 named services and 1 discovery rule (12 metrics on named services), every 30s"),
+        stdout.trim_end().ends_with("7 policy files with 7 targets"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.starts_with("examples/ecscale.yaml: valid: 1 cluster, 6 named services and 1 discovery rule (22 metrics on named services), every 30s"),
         "{stdout}"
     );
 }
