@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use ecscale::evaluate::engine::Observation;
-use ecscale::evaluate::{decide, MetricData, MetricSet, TargetState};
+use ecscale::evaluate::{decide, MetricSet, TargetState};
 use ecscale::model::{Action, Sample, TargetKey};
 
 const TARGETS: usize = 10_000;
@@ -98,24 +98,14 @@ fn main() {
         let started = Instant::now();
         let mut by_action: BTreeMap<&'static str, usize> = BTreeMap::new();
         for i in 0..TARGETS {
-            let mut set = MetricSet::new();
-            for (id, s) in ["cpu", "queue_depth", "latency"].iter().zip(&series[i]) {
-                set.insert(
-                    id,
-                    MetricData {
-                        samples: s,
-                        period_secs: 60,
-                        complete_until: now,
-                    },
-                );
-            }
-            let obs = Observation {
-                now: at,
-                current: counts[i],
-                running: counts[i],
-                pending: 0,
-                metrics: &set,
-            };
+            let set = MetricSet::uniform(
+                ["cpu", "queue_depth", "latency"]
+                    .into_iter()
+                    .zip(series[i].iter().map(Vec::as_slice)),
+                60,
+                now,
+            );
+            let obs = Observation::settled(at, counts[i], &set);
             let d = decide(&policies[i], &obs, &states[i], &externals);
             states[i].record(&policies[i], &d, true);
             counts[i] = d.desired;

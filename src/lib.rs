@@ -11,6 +11,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod evaluate;
+pub mod format;
 pub mod model;
 pub mod plot;
 pub mod policy;

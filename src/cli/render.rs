@@ -75,19 +75,11 @@ fn short_task_definition(arn: &str) -> &str {
 
 fn latest(s: &Series) -> (String, String) {
     match s.latest() {
-        Some(p) => (format_value(p.value), p.timestamp.format("%H:%M:%S").to_string()),
+        Some(p) => (
+            crate::format::short_number(p.value, 3),
+            p.timestamp.format("%H:%M:%S").to_string(),
+        ),
         None => ("-".into(), "-".into()),
-    }
-}
-
-/// At most three decimals, without trailing zeros: `57.2`, `89`, `0.125`.
-fn format_value(v: f64) -> String {
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" {
-        "0".into()
-    } else {
-        s.to_string()
     }
 }
 
@@ -247,24 +239,4 @@ pub fn snapshot_table(s: &Snapshot) -> String {
         u.cloudwatch_cost_usd,
     );
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::format_value;
-
-    #[test]
-    fn values_are_short() {
-        let cases = [
-            (57.2, "57.2"),
-            (89.0, "89"),
-            (0.125, "0.125"),
-            (1.0 / 3.0, "0.333"),
-            (-0.0001, "0"),
-            (1500.0, "1500"),
-        ];
-        for (v, want) in cases {
-            assert_eq!(format_value(v), want);
-        }
-    }
 }

@@ -29,14 +29,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "ecscale.yaml";
 /// applied. On any mistake, returns all of them.
 pub fn load(path: &Path, vars: &env::Vars) -> Result<Config, Diagnostics> {
     let display = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics(vec![Diagnostic {
-            file: display.clone(),
-            span: Span::default(),
-            path: "(file)".into(),
-            message: format!("cannot read the config file: {e}"),
-        }])
-    })?;
+    let source = read::read_source(path, "the config file")?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(&source, &display, &base_dir, vars)
 }

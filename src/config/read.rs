@@ -50,6 +50,18 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// Reads a whole input file; failing that, one diagnostic naming it (`what`: "the config file").
+pub fn read_source(path: &std::path::Path, what: &str) -> Result<String, Diagnostics> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: path.display().to_string(),
+            span: Span::default(),
+            path: "(file)".into(),
+            message: format!("cannot read {what}: {e}"),
+        }])
+    })
+}
+
 /// The reading context: which file, and the mistakes found so far.
 pub struct Cx {
     file: String,

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::engine::Observation;
 use super::trace::Trace;
-use super::{decide, MetricData, MetricSet, TargetState};
+use super::{decide, MetricSet, TargetState};
 use crate::model::{Action, Decision, Sample, TargetKey};
 use crate::policy::external::{fetch_answers, PluginRunner};
 use crate::policy::{RuleSpec, TargetPolicy};
@@ -113,24 +113,12 @@ pub async fn run(policy: &TargetPolicy, trace: &Trace, opts: &Options, runner: &
             }
         }
         let now = t + TimeDelta::seconds(period);
-        let mut metrics = MetricSet::new();
-        for (id, samples) in &seen {
-            metrics.insert(
-                id,
-                MetricData {
-                    samples,
-                    period_secs: period,
-                    complete_until: now,
-                },
-            );
-        }
-        let obs = Observation {
+        let metrics = MetricSet::uniform(
+            seen.iter().map(|(id, s)| (id.as_str(), s.as_slice())),
+            period,
             now,
-            current,
-            running: current,
-            pending: 0,
-            metrics: &metrics,
-        };
+        );
+        let obs = Observation::settled(now, current, &metrics);
         let externals = fetch_answers(runner, policy, &obs).await;
         let d = decide(policy, &obs, &state, &externals);
         state.record(policy, &d, true);

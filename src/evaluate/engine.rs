@@ -55,6 +55,19 @@ pub struct Observation<'a> {
     pub metrics: &'a MetricSet<'a>,
 }
 
+impl<'a> Observation<'a> {
+    /// A target whose tasks all run (as in back-tests): `running = current`, nothing pending.
+    pub fn settled(now: DateTime<Utc>, current: u32, metrics: &'a MetricSet<'a>) -> Self {
+        Observation {
+            now,
+            current,
+            running: current,
+            pending: 0,
+            metrics,
+        }
+    }
+}
+
 /// The bounds in force, and what set them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bounds {

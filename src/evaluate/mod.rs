@@ -43,6 +43,26 @@ impl<'a> MetricSet<'a> {
         MetricSet::default()
     }
 
+    /// Metrics that share a period and an end of complete periods (as collected together).
+    pub fn uniform(
+        series: impl IntoIterator<Item = (&'a str, &'a [Sample])>,
+        period_secs: i64,
+        complete_until: DateTime<Utc>,
+    ) -> Self {
+        let mut set = MetricSet::new();
+        for (id, samples) in series {
+            set.insert(
+                id,
+                MetricData {
+                    samples,
+                    period_secs,
+                    complete_until,
+                },
+            );
+        }
+        set
+    }
+
     pub fn insert(&mut self, id: &'a str, data: MetricData<'a>) {
         self.entries.insert(id, data);
     }
@@ -215,15 +235,9 @@ impl<'a> EvalInput<'a> {
     }
 }
 
-/// A number for people: at most two decimals, no trailing zeros.
+/// A number for people in reasons: at most two decimals, no trailing zeros.
 pub fn num(v: f64) -> String {
-    let s = format!("{v:.2}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" {
-        "0".into()
-    } else {
-        s.to_string()
-    }
+    crate::format::short_number(v, 2)
 }
 
 #[cfg(test)]

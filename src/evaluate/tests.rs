@@ -82,24 +82,8 @@ fn run(c: &Case) -> Decision {
         .iter()
         .map(|(id, vals)| (*id, samples(now, vals)))
         .collect();
-    let mut set = MetricSet::new();
-    for (id, s) in &series {
-        set.insert(
-            id,
-            MetricData {
-                samples: s,
-                period_secs: 60,
-                complete_until: now,
-            },
-        );
-    }
-    let obs = Observation {
-        now,
-        current: c.current,
-        running: c.current,
-        pending: 0,
-        metrics: &set,
-    };
+    let set = MetricSet::uniform(series.iter().map(|(id, s)| (*id, s.as_slice())), 60, now);
+    let obs = Observation::settled(now, c.current, &set);
     decide(&p, &obs, &c.state, &c.externals)
 }
 

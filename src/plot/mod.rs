@@ -94,11 +94,8 @@ fn esc(s: &str) -> String {
 fn fmt_tick(v: f64) -> String {
     if v.abs() >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
-    } else if v.fract() == 0.0 {
-        format!("{v:.0}")
     } else {
-        let s = format!("{v:.2}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
+        crate::format::short_number(v, 2)
     }
 }
 

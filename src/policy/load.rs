@@ -9,7 +9,7 @@ use super::{
     expression, external, predictive, scheduled, step_scaling, target_tracking, Cooldowns, MissingData, Rule,
     RuleSpec, StepLimit, TargetPolicy, KINDS,
 };
-use crate::config::read::{join, one_of, Cx, Diagnostic, Diagnostics, FromNode, MapReader};
+use crate::config::read::{join, one_of, Cx, Diagnostics, FromNode, MapReader};
 use crate::config::yaml::{self, Node, Span, Value};
 use crate::model::TargetKey;
 
@@ -23,14 +23,7 @@ pub struct PolicyFile {
 /// Reads a policy file.
 pub fn load_file(path: &Path) -> Result<PolicyFile, Diagnostics> {
     let display = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics(vec![Diagnostic {
-            file: display.clone(),
-            span: Span::default(),
-            path: "(file)".into(),
-            message: format!("cannot read the policy file: {e}"),
-        }])
-    })?;
+    let source = crate::config::read::read_source(path, "the policy file")?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(&source, &display, &base).map(|targets| PolicyFile {
         path: path.to_path_buf(),

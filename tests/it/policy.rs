@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use ecscale::evaluate::engine::Observation;
-use ecscale::evaluate::{decide, MetricData, MetricSet, TargetState};
+use ecscale::evaluate::{decide, MetricSet, TargetState};
 use ecscale::model::{Action, Decision, Sample};
 use ecscale::policy::external::{fetch_answers, PluginRunner};
 use ecscale::policy::{load_file, load_str, TargetPolicy};
@@ -40,24 +40,8 @@ async fn tick(
     current: u32,
     series: &BTreeMap<&str, Vec<Sample>>,
 ) -> Decision {
-    let mut set = MetricSet::new();
-    for (id, s) in series {
-        set.insert(
-            id,
-            MetricData {
-                samples: s,
-                period_secs: 60,
-                complete_until: now,
-            },
-        );
-    }
-    let obs = Observation {
-        now,
-        current,
-        running: current,
-        pending: 0,
-        metrics: &set,
-    };
+    let set = MetricSet::uniform(series.iter().map(|(id, s)| (*id, s.as_slice())), 60, now);
+    let obs = Observation::settled(now, current, &set);
     let externals = fetch_answers(&PluginRunner::default(), policy, &obs).await;
     decide(policy, &obs, &TargetState::default(), &externals)
 }
