@@ -5,54 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::parse::check_period;
-use super::read::{join, one_of, Cx, FromNode};
+use super::read::{join, one_of, read_named_list, Cx, FromNode};
 use super::schema::*;
 use super::yaml::{Node, Value};
-
-/// Reads a list of named things (`what` names them in messages, `key` is the naming field): each
-/// item with `read`; a name given twice is a mistake at the second.
-fn read_named_list<T>(
-    node: &Node,
-    path: &str,
-    cx: &mut Cx,
-    (what, key): (&str, &str),
-    read: impl Fn(&Node, &str, &mut Cx) -> Option<T>,
-    name: impl Fn(&T) -> &str,
-) -> Option<Vec<T>> {
-    let Value::Seq(items) = &node.value else {
-        cx.error(
-            node.span,
-            path,
-            format!("expected a list of {what}s, found {}", node.describe()),
-        );
-        return None;
-    };
-    let mut out = Vec::with_capacity(items.len());
-    let mut first_line: BTreeMap<String, usize> = BTreeMap::new();
-    let mut ok = true;
-    for (i, item) in items.iter().enumerate() {
-        let p = format!("{path}[{i}]");
-        let Some(v) = read(item, &p, cx) else {
-            ok = false;
-            continue;
-        };
-        match first_line.get(name(&v)) {
-            Some(first) => {
-                cx.error(
-                    item.span,
-                    &join(&p, key),
-                    format!("{what} `{}` is already listed on line {first}", name(&v)),
-                );
-                ok = false;
-            }
-            None => {
-                first_line.insert(name(&v).to_string(), item.span.line);
-            }
-        }
-        out.push(v);
-    }
-    ok.then_some(out)
-}
 
 pub(super) fn read_clusters(
     node: &Node,
@@ -69,7 +24,7 @@ pub(super) fn read_clusters(
         path,
         cx,
         ("cluster", "name"),
-        |n, p, cx| read_cluster(n, p, cx, collect),
+        |_, n, p, cx| read_cluster(n, p, cx, collect),
         |c| &c.name,
     )
 }
@@ -117,7 +72,7 @@ fn read_services(
         path,
         cx,
         ("service", "name"),
-        |n, p, cx| read_service(n, p, cx, collect),
+        |_, n, p, cx| read_service(n, p, cx, collect),
         |s| &s.name,
     )
 }
@@ -217,7 +172,7 @@ fn read_metrics(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings)
         path,
         cx,
         ("metric", "id"),
-        |n, p, cx| read_metric(n, p, cx, collect),
+        |_, n, p, cx| read_metric(n, p, cx, collect),
         |m| &m.id,
     )
 }

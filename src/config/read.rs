@@ -278,6 +278,51 @@ pub fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
+/// Reads a list of named things (`what` names them in messages, `key` is the naming field): each
+/// item with `read(index, node, path, cx)`; a name given twice is a mistake at the second.
+pub fn read_named_list<T>(
+    node: &Node,
+    path: &str,
+    cx: &mut Cx,
+    (what, key): (&str, &str),
+    mut read: impl FnMut(usize, &Node, &str, &mut Cx) -> Option<T>,
+    name: impl Fn(&T) -> &str,
+) -> Option<Vec<T>> {
+    let Value::Seq(items) = &node.value else {
+        cx.error(
+            node.span,
+            path,
+            format!("expected a list of {what}s, found {}", node.describe()),
+        );
+        return None;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut first_line: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let Some(v) = read(i, item, &p, cx) else {
+            ok = false;
+            continue;
+        };
+        match first_line.get(name(&v)) {
+            Some(first) => {
+                cx.error(
+                    item.span,
+                    &join(&p, key),
+                    format!("{what} `{}` is already listed on line {first}", name(&v)),
+                );
+                ok = false;
+            }
+            None => {
+                first_line.insert(name(&v).to_string(), item.span.line);
+            }
+        }
+        out.push(v);
+    }
+    ok.then_some(out)
+}
+
 /// A type that can be read from a node, recording its own mistakes.
 pub trait FromNode: Sized {
     fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self>;

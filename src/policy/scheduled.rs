@@ -13,7 +13,7 @@ use chrono_tz::Tz;
 
 use super::Policy;
 use crate::config::parse_cron;
-use crate::config::read::{join, Cx, FromNode, MapReader};
+use crate::config::read::{join, read_named_list, Cx, FromNode, MapReader};
 use crate::config::yaml::{Node, Span, Value};
 use crate::evaluate::{EvalInput, Recommendation};
 
@@ -214,38 +214,18 @@ impl Scheduled {
             })
             .unwrap_or(Tz::UTC);
         let windows = m.req_with(cx, "windows", |n, p, cx| {
-            let Value::Seq(items) = &n.value else {
-                cx.error(
-                    n.span,
-                    p,
-                    format!("expected a list of windows, found {}", n.describe()),
-                );
-                return None;
-            };
-            if items.is_empty() {
+            if matches!(&n.value, Value::Seq(items) if items.is_empty()) {
                 cx.error(n.span, p, "give at least one window");
                 return None;
             }
-            let mut out: Vec<Window> = Vec::new();
-            let mut ok = true;
-            for (i, item) in items.iter().enumerate() {
-                let ip = format!("{p}[{i}]");
-                match read_window(item, &ip, cx, timezone, i) {
-                    Some(w) => {
-                        if out.iter().any(|o| o.name == w.name) {
-                            cx.error(
-                                item.span,
-                                &join(&ip, "name"),
-                                format!("window `{}` is already listed", w.name),
-                            );
-                            ok = false;
-                        }
-                        out.push(w);
-                    }
-                    None => ok = false,
-                }
-            }
-            ok.then_some(out)
+            read_named_list(
+                n,
+                p,
+                cx,
+                ("window", "name"),
+                |i, item, ip, cx| read_window(item, ip, cx, timezone, i),
+                |w| &w.name,
+            )
         });
         Some(Scheduled {
             timezone,
