@@ -300,6 +300,37 @@ pub struct Decision {
     pub votes: Vec<Vote>,
 }
 
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// One second of a load test: what the stress module measures and the ship stage indexes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StressSample {
+    pub run_id: String,
+    /// The start of the second (shipped as `@timestamp`).
+    #[serde(skip)]
+    pub at: DateTime<Utc>,
+    pub phase: String,
+    pub rate_planned: f64,
+    pub rate_achieved: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// From the scheduled send time (what a user waits, coordinated omission included).
+    pub latency_ms: Percentiles,
+    /// From the actual send time (what the server took).
+    pub service_time_ms: Percentiles,
+    /// The watched service's running tasks, when the run watches one.
+    pub task_count: Option<u32>,
+}
+
 /// One cluster as the collect stage saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterSnapshot {

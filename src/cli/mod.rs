@@ -6,6 +6,7 @@
 
 mod policy;
 mod render;
+mod ship;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,8 +31,9 @@ pub const EXIT_INVALID: u8 = 2;
     about = "Autoscaling and metrics pipeline for Amazon ECS",
     long_about = "Autoscaling and metrics pipeline for Amazon ECS.\n\n\
         Built so far: the worker config, the collect stage (ECS services, container instances, pending \
-        tasks, CloudWatch metrics), and scaling policies with their engine and back-testing. Actuation, \
-        the scheduled worker, shipping to Elasticsearch, stress tests and the demo are not built yet.",
+        tasks, CloudWatch metrics), scaling policies with their engine and back-testing, and shipping to \
+        Elasticsearch/OpenSearch (templates, spool, replay, Kibana dashboards). Actuation, the scheduled \
+        worker, stress tests and the demo are not built yet.",
     after_help = "Exit codes: 0 success · 1 failed or found problems · 2 invalid arguments, config or environment"
 )]
 struct Cli {
@@ -74,6 +76,63 @@ enum Command {
     },
     /// Replay recorded metrics through a policy file: what the engine would have decided, and totals.
     Backtest(policy::BacktestArgs),
+    /// Install ecscale's index templates in Elasticsearch/OpenSearch.
+    Setup(ship::EsArgs),
+    /// Shipping: send a spool directory to Elasticsearch.
+    Ship {
+        #[command(subcommand)]
+        command: ShipCommand,
+    },
+    /// Kibana dashboards: check, export, install.
+    Dashboards {
+        #[command(subcommand)]
+        command: DashboardsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShipCommand {
+    /// Send a spool directory (written without Elasticsearch, or left by a stopped worker) until empty.
+    Replay {
+        /// The spool directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        es: ship::EsArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DashboardsCommand {
+    /// Check saved-object files offline: JSON, references, fields against ecscale's mappings.
+    Check {
+        /// Folder of .ndjson files.
+        #[arg(default_value = "dashboards")]
+        dir: PathBuf,
+    },
+    /// Write the saved objects for an index prefix to DIR/ecscale.ndjson.
+    Export {
+        #[arg(default_value = "dashboards")]
+        dir: PathBuf,
+        #[arg(long, default_value = "ecscale")]
+        prefix: String,
+    },
+    /// Import the saved objects through Kibana's (or OpenSearch Dashboards') API.
+    Install {
+        /// Kibana URL.
+        #[arg(long)]
+        kibana: String,
+        /// Generate the objects for this index prefix instead of using DIR/ecscale.ndjson.
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long, default_value = "dashboards")]
+        dir: PathBuf,
+        /// Basic auth user (with --password-env).
+        #[arg(long)]
+        username: Option<String>,
+        /// The environment variable holding the password.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +227,21 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
             command: PolicyCommand::Check { files },
         } => policy::check(&files),
         Command::Backtest(args) => policy::backtest(args).await,
+        Command::Setup(es) => ship::setup(es, vars).await,
+        Command::Ship {
+            command: ShipCommand::Replay { dir, es },
+        } => ship::replay(dir, es, vars).await,
+        Command::Dashboards { command } => match command {
+            DashboardsCommand::Check { dir } => ship::dashboards_check(dir),
+            DashboardsCommand::Export { dir, prefix } => ship::dashboards_export(dir, &prefix),
+            DashboardsCommand::Install {
+                kibana,
+                prefix,
+                dir,
+                username,
+                password_env,
+            } => ship::dashboards_install(kibana, prefix, dir, username, password_env).await,
+        },
     }
 }
 

@@ -119,16 +119,7 @@ pub fn apply(config: &mut Config, vars: &Vars) -> Vec<Diagnostic> {
         match check_http_url(v) {
             Ok(()) => match &mut config.sink.elasticsearch {
                 Some(es) => es.url = v.to_string(),
-                None => {
-                    config.sink.elasticsearch = Some(ElasticsearchSettings {
-                        url: v.to_string(),
-                        username: None,
-                        password_env: None,
-                        api_key_env: None,
-                        ca_file: None,
-                        index_prefix: "ecscale".into(),
-                    })
-                }
+                None => config.sink.elasticsearch = Some(ElasticsearchSettings::new(v)),
             },
             Err(e) => bad("ECSCALE_ES_URL", e),
         }

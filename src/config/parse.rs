@@ -27,7 +27,7 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
                 dir: base_dir.join("spool"),
                 ..SpoolSettings::default()
             },
-            elasticsearch: None,
+            ..SinkSettings::default()
         });
     let policy_files = m
         .opt_with(cx, "policies", |n, p, cx| read_policy_paths(n, p, cx, base_dir))
@@ -316,6 +316,25 @@ pub(super) fn check_period(d: Duration, n: &Node, p: &str, cx: &mut Cx) -> Optio
 
 fn read_sink(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<SinkSettings> {
     let mut m = cx.map(node, path)?;
+    let d = SinkSettings::default();
+    let index_prefix = m
+        .opt_with(cx, "index_prefix", |n, p, cx| {
+            let s = String::from_node(n, p, cx)?;
+            let ok = s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            ok.then_some(s.clone()).or_else(|| {
+                cx.error(
+                    n.span,
+                    p,
+                    format!(
+                        "`{s}`: index names are lowercase letters, digits, - and _, starting with a letter"
+                    ),
+                );
+                None
+            })
+        })
+        .unwrap_or(d.index_prefix);
     let elasticsearch = m.opt_with(cx, "elasticsearch", |n, p, cx| read_es(n, p, cx, base_dir));
     let spool = m
         .opt_with(cx, "spool", |n, p, cx| read_spool(n, p, cx, base_dir))
@@ -323,8 +342,12 @@ fn read_sink(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<Si
             dir: base_dir.join("spool"),
             ..SpoolSettings::default()
         });
-    m.finish(cx, &["elasticsearch", "spool"]);
-    Some(SinkSettings { elasticsearch, spool })
+    m.finish(cx, &["index_prefix", "elasticsearch", "spool"]);
+    Some(SinkSettings {
+        index_prefix,
+        elasticsearch,
+        spool,
+    })
 }
 
 fn read_es(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<ElasticsearchSettings> {
@@ -352,7 +375,40 @@ fn read_es(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<Elas
     let password_env = m.opt_with(cx, "password_env", env_name);
     let api_key_env = m.opt_with(cx, "api_key_env", env_name);
     let ca_file = m.opt::<String>(cx, "ca_file").map(|f| base_dir.join(f));
-    let index_prefix = m.or(cx, "index_prefix", "ecscale".to_string());
+    let d = ElasticsearchSettings::new("");
+    let replicas = m.or(cx, "replicas", d.replicas);
+    let ilm_policy = m.opt(cx, "ilm_policy");
+    let bulk_max_bytes = m
+        .opt_with(cx, "bulk_max_size", |n, p, cx| {
+            let s = String::from_node(n, p, cx)?;
+            match parse_bytes(&s) {
+                Ok(b) if (1024..=(100 << 20)).contains(&b) => Some(b),
+                Ok(_) => {
+                    cx.error(
+                        n.span,
+                        p,
+                        "must be between 1KiB and 100MiB (5MiB is a good start)",
+                    );
+                    None
+                }
+                Err(e) => {
+                    cx.error(n.span, p, e);
+                    None
+                }
+            }
+        })
+        .unwrap_or(d.bulk_max_bytes);
+    let flush_interval = read_positive(&mut m, cx, "flush_interval").unwrap_or(d.flush_interval);
+    let max_in_flight = m
+        .opt_with(cx, "max_in_flight", |n, p, cx| {
+            let v = usize::from_node(n, p, cx)?;
+            (1..=32).contains(&v).then_some(v).or_else(|| {
+                cx.error(n.span, p, format!("must be between 1 and 32, found {v}"));
+                None
+            })
+        })
+        .unwrap_or(d.max_in_flight);
+    let timeout = read_positive(&mut m, cx, "timeout").unwrap_or(d.timeout);
     if m.has("username") != m.has("password_env") {
         cx.error(
             m.span(),
@@ -375,7 +431,12 @@ fn read_es(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<Elas
             "password_env",
             "api_key_env",
             "ca_file",
-            "index_prefix",
+            "replicas",
+            "ilm_policy",
+            "bulk_max_size",
+            "flush_interval",
+            "max_in_flight",
+            "timeout",
         ],
     );
     Some(ElasticsearchSettings {
@@ -384,7 +445,12 @@ fn read_es(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<Elas
         password_env,
         api_key_env,
         ca_file,
-        index_prefix,
+        replicas,
+        ilm_policy,
+        bulk_max_bytes,
+        flush_interval,
+        max_in_flight,
+        timeout,
     })
 }
 

@@ -321,11 +321,24 @@ pub fn default_metrics(
 }
 
 /// Where metrics, decisions and stress results go.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SinkSettings {
+    /// Prefix of the daily indices (`PREFIX-metrics-*`, `PREFIX-decisions-*`, `PREFIX-stress-*`);
+    /// documents are named with it as they enter the spool, Elasticsearch or not.
+    pub index_prefix: String,
     /// Elasticsearch/OpenSearch; when absent, documents stay in the local spool.
     pub elasticsearch: Option<ElasticsearchSettings>,
     pub spool: SpoolSettings,
+}
+
+impl Default for SinkSettings {
+    fn default() -> Self {
+        SinkSettings {
+            index_prefix: "ecscale".into(),
+            elasticsearch: None,
+            spool: SpoolSettings::default(),
+        }
+    }
 }
 
 /// An Elasticsearch 7/8 or OpenSearch endpoint. Secrets are read from the environment
@@ -341,8 +354,37 @@ pub struct ElasticsearchSettings {
     pub api_key_env: Option<String>,
     /// A PEM file with the CA that signed the server's certificate.
     pub ca_file: Option<PathBuf>,
-    /// Prefix of the data streams (`PREFIX-metrics`, `PREFIX-decisions`, `PREFIX-stress`).
-    pub index_prefix: String,
+    /// Replicas of each index (0 on a single node).
+    pub replicas: u32,
+    /// An ILM policy to name in the templates (Elasticsearch only; OpenSearch has none).
+    pub ilm_policy: Option<String>,
+    /// Largest bulk request body.
+    pub bulk_max_bytes: u64,
+    /// Documents are sent at least this often.
+    pub flush_interval: Duration,
+    /// Bulk requests in flight at once.
+    pub max_in_flight: usize,
+    /// One request's time limit.
+    pub timeout: Duration,
+}
+
+impl ElasticsearchSettings {
+    /// The endpoint with every other setting at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        ElasticsearchSettings {
+            url: url.into(),
+            username: None,
+            password_env: None,
+            api_key_env: None,
+            ca_file: None,
+            replicas: 1,
+            ilm_policy: None,
+            bulk_max_bytes: 5 << 20,
+            flush_interval: Duration::from_secs(1),
+            max_in_flight: 4,
+            timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The on-disk buffer for documents Elasticsearch cannot take right now.

@@ -88,13 +88,29 @@ fn help_lists_exactly_the_working_subcommands() {
         .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["validate", "collect", "policy", "backtest", "help"]);
+    assert_eq!(
+        commands,
+        [
+            "validate",
+            "collect",
+            "policy",
+            "backtest",
+            "setup",
+            "ship",
+            "dashboards",
+            "help"
+        ]
+    );
     let readme = readme();
     for c in [
         "ecscale validate --config",
         "ecscale collect --once --config",
         "ecscale policy check",
         "ecscale backtest --policy",
+        "ecscale setup --es",
+        "ecscale ship replay",
+        "ecscale dashboards check",
+        "ecscale dashboards install --kibana",
     ] {
         assert!(readme.contains(c), "README shows `{c}`");
     }

@@ -6,8 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod collect;
+mod dashboards;
 mod docs;
 mod policy;
 mod services;
+mod ship;
 mod support;
 mod validate;

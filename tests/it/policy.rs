@@ -255,52 +255,26 @@ async fn an_executable_plugin_answers_and_every_failure_is_a_hold() {
 
 /// A plugin endpoint on a free port: `/good` answers, `/slow` sleeps, `/broken` fails.
 async fn plugin_server() -> String {
-    use http_body_util::{BodyExt, Full};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                        let path = req.uri().path().to_string();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        let (status, text) = match path.as_str() {
-                            "/good" => (
-                                200,
-                                format!(
-                                    r#"{{"desired": {}, "reason": "over HTTP"}}"#,
-                                    input["current"].as_u64().unwrap_or(0) + 2
-                                ),
-                            ),
-                            "/slow" => {
-                                tokio::time::sleep(Duration::from_secs(5)).await;
-                                (200, r#"{"desired": 99, "reason": "late"}"#.to_string())
-                            }
-                            _ => (500, "model crashed".to_string()),
-                        };
-                        Ok::<_, std::convert::Infallible>(
-                            hyper::Response::builder()
-                                .status(status)
-                                .body(Full::new(bytes::Bytes::from(text)))
-                                .unwrap(),
-                        )
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    use crate::support::fake::{serve, Reply};
+    let (url, _) = serve(|req| {
+        let input: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        match req.target.as_str() {
+            "/good" => Reply::json(
+                200,
+                format!(
+                    r#"{{"desired": {}, "reason": "over HTTP"}}"#,
+                    input["current"].as_u64().unwrap_or(0) + 2
+                ),
+            ),
+            "/slow" => Reply {
+                status: 200,
+                body: r#"{"desired": 99, "reason": "late"}"#.into(),
+                delay: Duration::from_secs(5),
+            },
+            _ => Reply::json(500, "model crashed"),
         }
-    });
+    })
+    .await;
     url
 }
 

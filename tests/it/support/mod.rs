@@ -1,6 +1,7 @@
 //! What the integration tests share: the addresses of the real services, the ecscale binary,
 //! seeding moto, and a proxy that counts (and can throttle) the AWS calls on the wire.
 
+pub mod fake;
 pub mod moto;
 pub mod proxy;
 

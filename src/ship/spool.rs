@@ -1,0 +1,464 @@
+//! The on-disk spool: a durable queue of bulk-format NDJSON segments.
+//!
+//! Every shipped document is first appended to the current segment (`NNN.open`, one write per
+//! batch, so a killed process loses nothing it had handed over); a segment is sealed
+//! (`NNN.ndjson`) when it reaches its size or age, and deleted only once Elasticsearch took
+//! every document in it. After a crash, an `.open` segment is cut back to its last complete
+//! document and sealed. The files are plain `_bulk` bodies: `ecscale ship replay DIR` sends a
+//! spool a worker wrote without Elasticsearch.
+//!
+//! The spool is bounded: when full, `block` makes appends wait for room (freed by the sender,
+//! or by a replay in another process), `drop_oldest` deletes the oldest sealed segments and
+//! counts the documents lost.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::config::OnFull;
+
+/// A spool failure, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "spool {dir} is full ({size} of {max} bytes) and cannot take {need} bytes: nothing can be dropped"
+    )]
+    Full {
+        dir: PathBuf,
+        size: u64,
+        max: u64,
+        need: u64,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A sealed segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub seq: u64,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+struct Open {
+    file: File,
+    path: PathBuf,
+    bytes: u64,
+    opened: Instant,
+}
+
+struct Writer {
+    open: Option<Open>,
+    next_seq: u64,
+}
+
+/// The spool of one worker (or one replay).
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    on_full: OnFull,
+    writer: Mutex<Writer>,
+    in_flight: Mutex<HashSet<u64>>,
+    size: AtomicU64,
+    dropped_docs: AtomicU64,
+    /// Signalled when a segment is sealed (work for the sender) or removed (room for writers).
+    pub changed: Notify,
+}
+
+fn seq_of(path: &Path) -> Option<u64> {
+    path.file_stem()?.to_str()?.parse().ok()
+}
+
+/// The length of the longest prefix made of complete document pairs (action line + source line).
+fn complete_pairs_len(bytes: &[u8]) -> usize {
+    let mut end_of_pair = 0usize;
+    for (n, i) in memchr::memchr_iter(b'\n', bytes).enumerate() {
+        if n % 2 == 1 {
+            end_of_pair = i + 1;
+        }
+    }
+    end_of_pair
+}
+
+/// Documents in a segment's bytes.
+pub fn count_docs(bytes: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', bytes).count() as u64 / 2
+}
+
+impl Spool {
+    /// Opens (creating) the spool in `dir`, sealing what a crashed writer left open.
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        on_full: OnFull,
+        segment_bytes: u64,
+    ) -> Result<Spool, SpoolError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut next_seq = 0;
+        let mut size = 0;
+        for entry in fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            let Some(seq) = seq_of(&path) else { continue };
+            next_seq = next_seq.max(seq + 1);
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("open") => {
+                    let bytes = fs::read(&path).map_err(io(&path))?;
+                    let keep = complete_pairs_len(&bytes);
+                    if keep == 0 {
+                        fs::remove_file(&path).map_err(io(&path))?;
+                        continue;
+                    }
+                    if keep < bytes.len() {
+                        let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+                        f.set_len(keep as u64).map_err(io(&path))?;
+                        tracing::warn!(
+                            "spool {}: cut {} bytes of an incomplete document left by a crash",
+                            path.display(),
+                            bytes.len() - keep
+                        );
+                    }
+                    let sealed = path.with_extension("ndjson");
+                    fs::rename(&path, &sealed).map_err(io(&path))?;
+                    size += keep as u64;
+                }
+                Some("ndjson") => size += entry_len(&path)?,
+                _ => {}
+            }
+        }
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes: segment_bytes.max(1),
+            on_full,
+            writer: Mutex::new(Writer { open: None, next_seq }),
+            in_flight: Mutex::new(HashSet::new()),
+            size: AtomicU64::new(size),
+            dropped_docs: AtomicU64::new(0),
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes on disk.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Documents deleted by `drop_oldest`.
+    pub fn dropped_docs(&self) -> u64 {
+        self.dropped_docs.load(Ordering::Relaxed)
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        // A panic mid-append leaves at worst an incomplete document, which `open` cuts off.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn flights(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends whole documents (bulk lines). Waits, drops or fails when full, per `on_full`.
+    pub async fn append(&self, bytes: &[u8]) -> Result<(), SpoolError> {
+        let need = bytes.len() as u64;
+        loop {
+            if self.size() + need <= self.max_bytes {
+                break;
+            }
+            match self.on_full {
+                OnFull::DropOldest => {
+                    if !self.drop_oldest()? {
+                        return Err(SpoolError::Full {
+                            dir: self.dir.clone(),
+                            size: self.size(),
+                            max: self.max_bytes,
+                            need,
+                        });
+                    }
+                }
+                OnFull::Block => {
+                    // Room comes from the sender, or from a replay in another process: look
+                    // at the disk again now and then.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.changed.notified()).await;
+                    self.rescan()?;
+                }
+            }
+        }
+        let sealed = {
+            let mut w = self.writer();
+            let mut open = match w.open.take() {
+                Some(o) => o,
+                None => {
+                    let seq = w.next_seq;
+                    w.next_seq += 1;
+                    let path = self.dir.join(format!("{seq:020}.open"));
+                    let file = OpenOptions::new()
+                        .create_new(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(io(&path))?;
+                    Open {
+                        file,
+                        path,
+                        bytes: 0,
+                        opened: Instant::now(),
+                    }
+                }
+            };
+            let written = open.file.write_all(bytes).map_err(io(&open.path));
+            if written.is_ok() {
+                open.bytes += need;
+                self.size.fetch_add(need, Ordering::Relaxed);
+            }
+            let full = open.bytes >= self.segment_bytes;
+            w.open = Some(open);
+            written?;
+            full && self.seal_locked(&mut w)?
+        };
+        if sealed {
+            self.changed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    fn seal_locked(&self, w: &mut Writer) -> Result<bool, SpoolError> {
+        let Some(open) = w.open.take() else {
+            return Ok(false);
+        };
+        open.file.sync_data().map_err(io(&open.path))?;
+        let sealed = open.path.with_extension("ndjson");
+        fs::rename(&open.path, &sealed).map_err(io(&open.path))?;
+        Ok(true)
+    }
+
+    /// Seals the current segment if it holds anything and is at least `age` old.
+    pub fn seal_if_older(&self, age: Duration) -> Result<bool, SpoolError> {
+        let sealed = {
+            let mut w = self.writer();
+            match &w.open {
+                Some(o) if o.bytes > 0 && o.opened.elapsed() >= age => self.seal_locked(&mut w)?,
+                _ => false,
+            }
+        };
+        if sealed {
+            self.changed.notify_waiters();
+        }
+        Ok(sealed)
+    }
+
+    /// Seals the current segment, whatever its age.
+    pub fn seal(&self) -> Result<bool, SpoolError> {
+        self.seal_if_older(Duration::ZERO)
+    }
+
+    /// Sealed segments, oldest first.
+    pub fn sealed(&self) -> Result<Vec<Segment>, SpoolError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let path = entry.map_err(io(&self.dir))?.path();
+            if path.extension().is_some_and(|e| e == "ndjson") {
+                if let Some(seq) = seq_of(&path) {
+                    let bytes = entry_len(&path)?;
+                    out.push(Segment { seq, path, bytes });
+                }
+            }
+        }
+        out.sort_by_key(|s| s.seq);
+        Ok(out)
+    }
+
+    /// The oldest sealed segment nobody is sending, now marked as being sent.
+    pub fn claim(&self) -> Result<Option<Segment>, SpoolError> {
+        let sealed = self.sealed()?;
+        let mut flights = self.flights();
+        Ok(sealed.into_iter().find(|s| flights.insert(s.seq)))
+    }
+
+    /// A claimed segment that was not finished goes back to the queue.
+    pub fn release(&self, seg: &Segment) {
+        self.flights().remove(&seg.seq);
+    }
+
+    /// A claimed segment whose documents all reached Elasticsearch (or the dead letters).
+    pub fn remove(&self, seg: &Segment) -> Result<(), SpoolError> {
+        match fs::remove_file(&seg.path) {
+            Ok(()) => {
+                self.size.fetch_sub(seg.bytes.min(self.size()), Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&seg.path)(e)),
+        }
+        self.flights().remove(&seg.seq);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Whether nothing is left to send (sealed, open or in flight).
+    pub fn is_empty(&self) -> Result<bool, SpoolError> {
+        let open = self.writer().open.as_ref().is_some_and(|o| o.bytes > 0);
+        Ok(!open && self.sealed()?.is_empty())
+    }
+
+    fn rescan(&self) -> Result<(), SpoolError> {
+        let mut total: u64 = self.sealed()?.iter().map(|s| s.bytes).sum();
+        total += self.writer().open.as_ref().map_or(0, |o| o.bytes);
+        self.size.store(total, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segment not being sent; false when there is none.
+    fn drop_oldest(&self) -> Result<bool, SpoolError> {
+        let candidate = {
+            let sealed = self.sealed()?;
+            let flights = self.flights();
+            sealed.into_iter().find(|s| !flights.contains(&s.seq))
+        };
+        let Some(seg) = candidate else {
+            // The open segment itself may be what fills the spool: seal it so it can go.
+            return self.seal().map(|sealed| sealed && self.max_bytes > 0);
+        };
+        let bytes = fs::read(&seg.path).map_err(io(&seg.path))?;
+        let docs = count_docs(&bytes);
+        fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+        self.size.fetch_sub(seg.bytes.min(self.size()), Ordering::Relaxed);
+        self.dropped_docs.fetch_add(docs, Ordering::Relaxed);
+        tracing::warn!(
+            "spool {} is full: dropped the oldest {docs} documents ({}; sink.spool.on_full: drop_oldest)",
+            self.dir.display(),
+            seg.path.display()
+        );
+        Ok(true)
+    }
+}
+
+fn entry_len(path: &Path) -> Result<u64, SpoolError> {
+    fs::metadata(path).map(|m| m.len()).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(i: usize) -> String {
+        format!("{{\"index\":{{\"_index\":\"t\",\"_id\":\"{i}\"}}}}\n{{\"n\":{i}}}\n")
+    }
+
+    #[tokio::test]
+    async fn segments_seal_by_size_and_age_and_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20, OnFull::Block, 200).unwrap();
+        for i in 0..10 {
+            spool.append(doc(i).as_bytes()).await.unwrap();
+        }
+        let sealed = spool.sealed().unwrap();
+        assert!(sealed.len() >= 2, "{sealed:?}");
+        assert!(!spool.seal_if_older(Duration::from_secs(60)).unwrap());
+        // A crash: an open segment with half a document at its end.
+        let leftover = dir.path().join(format!("{:020}.open", 999));
+        std::fs::write(
+            &leftover,
+            format!("{}{{\"index\":{{\"_id\":\"x\"}}}}\n{{\"n\":", doc(10)),
+        )
+        .unwrap();
+        drop(spool);
+        let spool = Spool::open(dir.path(), 1 << 20, OnFull::Block, 200).unwrap();
+        let all: u64 = spool
+            .sealed()
+            .unwrap()
+            .iter()
+            .map(|s| count_docs(&std::fs::read(&s.path).unwrap()))
+            .sum();
+        assert_eq!(
+            all, 11,
+            "10 documents, plus the complete one of the crashed segment"
+        );
+        assert_eq!(
+            spool.size(),
+            spool.sealed().unwrap().iter().map(|s| s.bytes).sum::<u64>()
+        );
+        // New segments number after the crashed one.
+        spool.append(doc(11).as_bytes()).await.unwrap();
+        spool.seal().unwrap();
+        assert_eq!(spool.sealed().unwrap().last().unwrap().seq, 1000);
+    }
+
+    #[tokio::test]
+    async fn claims_are_exclusive_and_removal_frees_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20, OnFull::Block, 1).unwrap();
+        spool.append(doc(0).as_bytes()).await.unwrap();
+        spool.append(doc(1).as_bytes()).await.unwrap();
+        let a = spool.claim().unwrap().unwrap();
+        let b = spool.claim().unwrap().unwrap();
+        assert_ne!(a.seq, b.seq);
+        assert!(spool.claim().unwrap().is_none());
+        spool.release(&a);
+        assert_eq!(spool.claim().unwrap().unwrap().seq, a.seq);
+        let before = spool.size();
+        spool.remove(&b).unwrap();
+        assert_eq!(spool.size(), before - b.bytes);
+    }
+
+    #[tokio::test]
+    async fn full_drop_oldest_counts_what_it_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = doc(0).len() as u64;
+        let spool = Spool::open(dir.path(), one * 3, OnFull::DropOldest, one).unwrap();
+        for i in 0..5 {
+            spool.append(doc(i).as_bytes()).await.unwrap();
+        }
+        assert_eq!(spool.dropped_docs(), 2);
+        let kept: Vec<String> = spool
+            .sealed()
+            .unwrap()
+            .iter()
+            .map(|s| std::fs::read_to_string(&s.path).unwrap())
+            .collect();
+        assert_eq!(kept, [doc(2), doc(3), doc(4)]);
+    }
+
+    #[tokio::test]
+    async fn full_block_waits_for_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = doc(0).len() as u64;
+        let spool = std::sync::Arc::new(Spool::open(dir.path(), one * 2, OnFull::Block, one).unwrap());
+        spool.append(doc(0).as_bytes()).await.unwrap();
+        spool.append(doc(1).as_bytes()).await.unwrap();
+        let writer = {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.append(doc(2).as_bytes()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!writer.is_finished(), "a full spool blocks");
+        let seg = spool.claim().unwrap().unwrap();
+        spool.remove(&seg).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(spool.dropped_docs(), 0);
+    }
+}

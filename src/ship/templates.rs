@@ -1,0 +1,171 @@
+//! Composable index templates for the daily indices (`PREFIX-STREAM-*`): one component template
+//! of settings, one of common fields, and one index template per stream with explicit mappings.
+//! Only the common subset of Elasticsearch 7/8 and OpenSearch is used; an ILM policy name (an
+//! Elasticsearch-only setting) is added only when configured.
+
+use serde_json::{json, Value};
+
+use super::docs::Stream;
+use super::elasticsearch::{Es, EsError};
+
+/// Template options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateOptions {
+    pub prefix: String,
+    pub replicas: u32,
+    /// `index.lifecycle.name` (Elasticsearch only).
+    pub ilm_policy: Option<String>,
+}
+
+fn kw() -> Value {
+    json!({"type": "keyword"})
+}
+
+fn dbl() -> Value {
+    json!({"type": "double"})
+}
+
+fn int() -> Value {
+    json!({"type": "long"})
+}
+
+fn percentiles() -> Value {
+    json!({"properties": {"p50": dbl(), "p90": dbl(), "p95": dbl(), "p99": dbl(), "max": dbl()}})
+}
+
+/// Fields every stream has.
+fn common_properties() -> Value {
+    json!({
+        "@timestamp": {"type": "date"},
+        "kind": kw(),
+        "target": kw(),
+        "target_kind": kw(),
+        "cluster": kw(),
+        "service": kw(),
+        "auto_scaling_group": kw(),
+    })
+}
+
+/// The mappings of one stream. `dynamic: strict`: a field the mapping does not know is refused
+/// (and dead-lettered) rather than guessed; maps of names (dimensions, inputs, operations) are
+/// open, with their values typed by dynamic templates.
+pub fn mappings(stream: Stream) -> Value {
+    let properties = match stream {
+        Stream::Metrics => json!({
+            "metric": kw(), "namespace": kw(), "metric_name": kw(), "stat": kw(), "unit": kw(),
+            "period_secs": int(), "value": dbl(), "tolerance": dbl(), "rule": kw(),
+            "dimensions": {"type": "object", "dynamic": true},
+            "status": kw(), "rollout": kw(), "desired": int(), "running": int(), "pending": int(),
+            "deployments": int(), "task_cpu": int(), "task_memory_mib": int(),
+            "instances": int(), "instances_active": int(), "cpu_registered": int(), "cpu_reserved": int(),
+            "memory_registered_mib": int(), "memory_reserved_mib": int(), "pending_tasks": int(),
+            "api_calls": int(), "api_retries": int(), "cloudwatch_metrics_requested": int(),
+            "cloudwatch_cost_usd": dbl(), "problems": int(),
+            "operations": {"type": "object", "dynamic": true},
+        }),
+        Stream::Decisions => json!({
+            "action": kw(), "current": int(), "desired": int(), "change": int(), "min": int(), "max": int(),
+            "recommendation": int(), "rule": kw(),
+            "reason": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}},
+            "inputs": {"type": "object", "dynamic": true},
+            "votes": {"properties": {
+                "rule": kw(), "kind": kw(), "status": kw(), "wants": int(), "reason": {"type": "text"},
+            }},
+        }),
+        Stream::Stress => json!({
+            "run_id": kw(), "phase": kw(), "rate_planned": dbl(), "rate_achieved": dbl(),
+            "requests": int(), "errors": int(),
+            "errors_by_kind": {"type": "object", "dynamic": true},
+            "latency_ms": percentiles(), "service_time_ms": percentiles(), "task_count": int(),
+        }),
+        Stream::DeadLetter => json!({
+            "index": kw(), "id": kw(), "status": int(), "error_type": kw(),
+            "error_reason": {"type": "text"}, "error": {"type": "text", "index": false},
+            "document": {"type": "text", "index": false},
+        }),
+    };
+    json!({
+        "dynamic": "strict",
+        "dynamic_templates": [
+            {"names_are_keywords": {"match_mapping_type": "string", "mapping": {"type": "keyword"}}},
+            {"numbers_are_doubles": {"match_mapping_type": "long", "mapping": {"type": "double"}}},
+        ],
+        "properties": properties,
+    })
+}
+
+/// The component and index templates, as (API path, body).
+pub fn templates(o: &TemplateOptions) -> Vec<(String, Value)> {
+    let p = &o.prefix;
+    let mut settings = json!({"number_of_shards": 1, "number_of_replicas": o.replicas});
+    if let Some(policy) = &o.ilm_policy {
+        settings["index.lifecycle.name"] = json!(policy);
+    }
+    let mut out = vec![
+        (
+            format!("/_component_template/{p}-settings"),
+            json!({"template": {"settings": settings}}),
+        ),
+        (
+            format!("/_component_template/{p}-common"),
+            json!({"template": {"mappings": {"properties": common_properties()}}}),
+        ),
+    ];
+    for stream in Stream::ALL {
+        out.push((
+            format!("/_index_template/{p}-{}", stream.name()),
+            json!({
+                "index_patterns": [format!("{p}-{}-*", stream.name())],
+                "priority": 500,
+                "composed_of": [format!("{p}-settings"), format!("{p}-common")],
+                "template": {"mappings": mappings(stream)},
+                "_meta": {"managed_by": "ecscale", "version": env!("CARGO_PKG_VERSION")},
+            }),
+        ));
+    }
+    out
+}
+
+/// Installs (or updates) every template.
+pub async fn install(es: &Es, o: &TemplateOptions) -> Result<usize, EsError> {
+    let all = templates(o);
+    for (path, body) in &all {
+        es.json(elasticsearch::http::Method::Put, path, Some(body))
+            .await?;
+    }
+    Ok(all.len())
+}
+
+/// Installs the templates unless they are there already (checked by the last one written).
+pub async fn ensure(es: &Es, o: &TemplateOptions) -> Result<bool, EsError> {
+    let last = format!("/_index_template/{}-{}", o.prefix, Stream::DeadLetter.name());
+    match es.json(elasticsearch::http::Method::Get, &last, None).await {
+        Ok(_) => Ok(false),
+        Err(EsError::Status { status: 404, .. }) => install(es, o).await.map(|_| true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every mapped field of a stream's indices (common ones included) with its type, by dotted
+/// path (`latency_ms.p95`); open objects (`dimensions`, `inputs`) as `object`.
+pub fn field_types(stream: Stream) -> std::collections::BTreeMap<String, String> {
+    fn walk(prefix: &str, props: &Value, out: &mut std::collections::BTreeMap<String, String>) {
+        let Some(map) = props.as_object() else { return };
+        for (name, spec) in map {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            if let Some(inner) = spec.get("properties") {
+                walk(&path, inner, out);
+            } else {
+                out.insert(path, spec["type"].as_str().unwrap_or("object").to_string());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk("", &common_properties(), &mut out);
+    walk("", &mappings(stream)["properties"], &mut out);
+    out
+}
