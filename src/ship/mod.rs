@@ -101,6 +101,35 @@ impl Stats {
     }
 }
 
+/// Keeps refused documents with their reason: in the dead-letter index when `es` takes them,
+/// else in `deadletter.ndjson` in the spool. Counts them either way.
+async fn dead_letter(
+    es: Option<&Es>,
+    spool: &Spool,
+    prefix: &str,
+    refused: &[elasticsearch::Refused],
+    stats: &Stats,
+) -> Result<(), SpoolError> {
+    let n = refused.len() as u64;
+    let letters = Bytes::from(dead_letters(refused, prefix, chrono::Utc::now()));
+    let indexed = match es {
+        Some(es) => match es.bulk(letters.clone()).await {
+            Ok(a) => read_answer(&letters, &a).is_ok_and(|x| x.delivered == n),
+            Err(_) => false,
+        },
+        None => false,
+    };
+    if !indexed {
+        dead_letter_file(spool.dir(), &letters).map_err(|source| SpoolError::Io {
+            path: spool.dir().join("deadletter.ndjson"),
+            source,
+        })?;
+        stats.dead_letter_file.fetch_add(n, Ordering::Relaxed);
+    }
+    stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+    Ok(())
+}
+
 /// Sends one claimed segment until every document in it is delivered or dead-lettered; `false`
 /// when stopped first (the segment stays in the spool).
 async fn deliver(
@@ -134,8 +163,6 @@ async fn deliver(
             Ok(o) => {
                 stats.delivered.fetch_add(o.delivered, Ordering::Relaxed);
                 if !o.refused.is_empty() {
-                    let n = o.refused.len() as u64;
-                    let letters = dead_letters(&o.refused, &opts.prefix, chrono::Utc::now());
                     for r in &o.refused {
                         tracing::warn!(
                             "Elasticsearch refused a document ({} {}): dead-lettered",
@@ -143,20 +170,7 @@ async fn deliver(
                             r.error["reason"].as_str().unwrap_or("no reason given")
                         );
                     }
-                    let indexed = match es.bulk(Bytes::from(letters.clone())).await {
-                        Ok(a) => {
-                            read_answer(&Bytes::from(letters.clone()), &a).is_ok_and(|x| x.delivered == n)
-                        }
-                        Err(_) => false,
-                    };
-                    if !indexed {
-                        dead_letter_file(spool.dir(), &letters).map_err(|source| SpoolError::Io {
-                            path: spool.dir().join("deadletter.ndjson"),
-                            source,
-                        })?;
-                        stats.dead_letter_file.fetch_add(n, Ordering::Relaxed);
-                    }
-                    stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+                    dead_letter(Some(es), spool, &opts.prefix, &o.refused, stats).await?;
                 }
                 if o.retry_docs == 0 {
                     return Ok(true);
@@ -181,18 +195,12 @@ async fn deliver(
                         error: serde_json::json!({"type": "request_refused", "reason": e.to_string()}),
                     })
                     .collect();
-                let n = refused.len() as u64;
                 tracing::error!(
-                    "{e}: {n} documents kept in {}",
+                    "{e}: {} documents kept in {}",
+                    refused.len(),
                     spool.dir().join("deadletter.ndjson").display()
                 );
-                let letters = dead_letters(&refused, &opts.prefix, chrono::Utc::now());
-                dead_letter_file(spool.dir(), &letters).map_err(|source| SpoolError::Io {
-                    path: spool.dir().join("deadletter.ndjson"),
-                    source,
-                })?;
-                stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
-                stats.dead_letter_file.fetch_add(n, Ordering::Relaxed);
+                dead_letter(None, spool, &opts.prefix, &refused, stats).await?;
                 return Ok(true);
             }
             Err(e) => {

@@ -504,3 +504,39 @@ async fn setup_installs_the_templates() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_as_a_whole_goes_to_the_dead_letter_file() {
+    let (url, _) = fake_es(400).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shipper = Shipper::start(&sink(dir.path(), Some(&url), "whole")).unwrap();
+    shipper.ship(&docs("whole", 0, 25)).await.unwrap();
+    let stats = shipper.close(Duration::from_secs(20)).await;
+    assert_eq!(
+        (
+            stats.delivered,
+            stats.dead_lettered,
+            stats.dead_letter_file,
+            stats.spool_bytes
+        ),
+        (0, 25, 25, 0),
+        "{stats:?}"
+    );
+    let kept = std::fs::read_to_string(dir.path().join("deadletter.ndjson")).unwrap();
+    let letters: Vec<Value> = kept.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), 25);
+    assert_eq!(letters[0]["id"], "sample:whole/svc-0:cpu:0");
+    assert_eq!(letters[0]["status"], 400);
+    assert!(
+        letters[0]["error_reason"]
+            .as_str()
+            .unwrap()
+            .contains("answered HTTP 400"),
+        "{}",
+        letters[0]
+    );
+    assert!(letters[0]["document"]
+        .as_str()
+        .unwrap()
+        .contains("\"metric\":\"cpu\""));
+}
