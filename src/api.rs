@@ -23,7 +23,7 @@ pub const METRIC_QUERIES_PER_CALL: usize = 500;
 pub const DATAPOINTS_PER_CALL: u64 = 100_800;
 
 /// Why an API call failed, in the terms the worker acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// Throttled even after the retries.
@@ -192,4 +192,71 @@ pub trait CloudWatchApi: Send + Sync {
         request: &MetricDataRequest,
         next_token: Option<String>,
     ) -> Result<MetricDataPage, ApiError>;
+}
+
+/// The ECS calls the actuators make (besides the reads above).
+#[async_trait]
+pub trait EcsWriteApi: Send + Sync {
+    /// UpdateService(desiredCount).
+    async fn update_service(&self, cluster: &str, service: &str, desired: u32) -> Result<(), ApiError>;
+    /// UpdateContainerInstancesState to `DRAINING` or `ACTIVE`.
+    async fn set_instances_state(&self, cluster: &str, arns: &[String], state: &str) -> Result<(), ApiError>;
+    /// ListServices with schedulingStrategy DAEMON: every page, names.
+    async fn daemon_services(&self, cluster: &str) -> Result<Vec<String>, ApiError>;
+    /// ListTasks on one container instance + DescribeTasks: what runs (or starts) there.
+    async fn instance_tasks(
+        &self,
+        cluster: &str,
+        container_instance: &str,
+    ) -> Result<Vec<TaskInfo>, ApiError>;
+}
+
+/// An instance of an Auto Scaling group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInstance {
+    pub id: String,
+    /// `InService`, `Pending`, `Terminating`, ...
+    pub lifecycle_state: String,
+    pub instance_type: Option<String>,
+    pub protected_from_scale_in: bool,
+}
+
+/// An Auto Scaling group as the capacity actuator needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub name: String,
+    pub min: u32,
+    pub max: u32,
+    pub desired: u32,
+    pub instances: Vec<GroupInstance>,
+    /// From the launch configuration, or the instances.
+    pub instance_type: Option<String>,
+}
+
+/// The Auto Scaling calls the capacity actuator makes.
+#[async_trait]
+pub trait AutoScalingApi: Send + Sync {
+    /// DescribeAutoScalingGroups (+ DescribeLaunchConfigurations for the instance type).
+    async fn describe_group(&self, name: &str) -> Result<GroupInfo, ApiError>;
+    /// SetDesiredCapacity.
+    async fn set_desired_capacity(&self, name: &str, desired: u32) -> Result<(), ApiError>;
+    /// TerminateInstanceInAutoScalingGroup, decrementing the desired capacity.
+    async fn terminate_instance(&self, instance_id: &str) -> Result<(), ApiError>;
+}
+
+/// Application Auto Scaling's hold on an ECS service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScalableTarget {
+    /// Its dynamic scaling (scale-in and scale-out) is suspended.
+    pub suspended: bool,
+}
+
+/// The Application Auto Scaling calls the service actuator makes.
+#[async_trait]
+pub trait AppAutoScalingApi: Send + Sync {
+    /// DescribeScalableTargets for one service's desired count.
+    async fn scalable_target(&self, cluster: &str, service: &str)
+        -> Result<Option<ScalableTarget>, ApiError>;
+    /// RegisterScalableTarget with its dynamic and scheduled scaling suspended.
+    async fn suspend(&self, cluster: &str, service: &str) -> Result<(), ApiError>;
 }

@@ -5,6 +5,7 @@
 //! consume both. [`config`] reads the worker's YAML file; [`api`] holds
 //! the small traits AWS (in [`aws`]) and the simulator implement; [`usage`] counts API calls.
 
+pub mod actuate;
 pub mod api;
 pub mod aws;
 pub mod cli;

@@ -128,6 +128,29 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
+    /// An ACTIVE EC2 service with all its tasks running, one completed deployment and nothing
+    /// else known (for tests, examples and the simulator; adjust the fields as needed).
+    pub fn steady(cluster: &str, name: &str, desired: u32) -> Self {
+        ServiceState {
+            cluster: cluster.into(),
+            name: name.into(),
+            arn: format!("arn:aws:ecs:us-east-1:1:service/{cluster}/{name}"),
+            status: "ACTIVE".into(),
+            desired,
+            running: desired,
+            pending: 0,
+            launch_type: Some("EC2".into()),
+            capacity_providers: Vec::new(),
+            task_definition: format!("arn:aws:ecs:us-east-1:1:task-definition/{name}:1"),
+            task_reservation: None,
+            deployments: Vec::new(),
+            rollout: Rollout::Completed,
+            load_balancers: Vec::new(),
+            tags: BTreeMap::new(),
+            created_at: None,
+        }
+    }
+
     pub fn key(&self) -> ServiceKey {
         ServiceKey::new(&self.cluster, &self.name)
     }

@@ -377,6 +377,104 @@ impl EcsApi for AwsEcs {
     }
 }
 
+#[async_trait]
+impl crate::api::EcsWriteApi for AwsEcs {
+    async fn update_service(&self, cluster: &str, service: &str, desired: u32) -> Result<(), ApiError> {
+        self.client
+            .update_service()
+            .cluster(cluster)
+            .service(service)
+            .desired_count(i32::try_from(desired).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(
+                    e,
+                    "ECS.UpdateService",
+                    format!("service {cluster}/{service} to {desired}"),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn set_instances_state(&self, cluster: &str, arns: &[String], state: &str) -> Result<(), ApiError> {
+        self.client
+            .update_container_instances_state()
+            .cluster(cluster)
+            .set_container_instances(Some(arns.to_vec()))
+            .status(ecs::ContainerInstanceStatus::from(state))
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(
+                    e,
+                    "ECS.UpdateContainerInstancesState",
+                    format!("cluster {cluster}, {} instances to {state}", arns.len()),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn daemon_services(&self, cluster: &str) -> Result<Vec<String>, ApiError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_services()
+                .cluster(cluster)
+                .scheduling_strategy(ecs::SchedulingStrategy::Daemon)
+                .max_results(100)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    self.err(
+                        e,
+                        "ECS.ListServices",
+                        format!("cluster {cluster}, daemon services"),
+                    )
+                })?;
+            out.extend(page.service_arns().iter().map(|a| arn_name(a).to_string()));
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn instance_tasks(
+        &self,
+        cluster: &str,
+        container_instance: &str,
+    ) -> Result<Vec<TaskInfo>, ApiError> {
+        let listed = self
+            .client
+            .list_tasks()
+            .cluster(cluster)
+            .container_instance(container_instance)
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(
+                    e,
+                    "ECS.ListTasks",
+                    format!("container instance {container_instance}"),
+                )
+            })?;
+        let arns = listed.task_arns().to_vec();
+        let mut out = Vec::new();
+        for chunk in arns.chunks(crate::api::DESCRIBE_BATCH) {
+            out.extend(
+                crate::api::EcsApi::describe_tasks(self, cluster, chunk)
+                    .await?
+                    .items,
+            );
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 mod cloudwatch;
 mod ecs;
 mod meter;
+mod scaling;
 
 use std::fmt;
 
@@ -20,6 +21,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 pub use cloudwatch::AwsCloudWatch;
 pub use ecs::AwsEcs;
+pub use scaling::{AwsAppAutoScaling, AwsAutoScaling};
 
 use crate::api::{ApiError, ErrorKind};
 use crate::config::{AwsSettings, RetryMode};
@@ -37,6 +39,10 @@ pub enum Error {
 pub struct AwsContext {
     pub ecs: AwsEcs,
     pub cloudwatch: AwsCloudWatch,
+    pub autoscaling: AwsAutoScaling,
+    pub app_autoscaling: AwsAppAutoScaling,
+    /// For the worker's shared state and leader lease.
+    pub dynamodb: aws_sdk_dynamodb::Client,
     pub region: String,
     pub meter: ApiMeter,
 }
@@ -97,12 +103,38 @@ impl AwsContext {
         );
         let cw_client = aws_sdk_cloudwatch::Client::from_conf(
             aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                .interceptor(interceptor.clone())
+                .build(),
+        );
+        let autoscaling = AwsAutoScaling {
+            client: aws_sdk_autoscaling::Client::from_conf(
+                aws_sdk_autoscaling::config::Builder::from(&sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
+            ),
+            endpoint: endpoint("autoscaling"),
+            calls,
+        };
+        let app_autoscaling = AwsAppAutoScaling {
+            client: aws_sdk_applicationautoscaling::Client::from_conf(
+                aws_sdk_applicationautoscaling::config::Builder::from(&sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
+            ),
+            endpoint: endpoint("application-autoscaling"),
+            calls,
+        };
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
                 .interceptor(interceptor)
                 .build(),
         );
         Ok(AwsContext {
             ecs: AwsEcs::new(ecs_client, endpoint("ecs"), calls),
             cloudwatch: AwsCloudWatch::new(cw_client, endpoint("monitoring"), calls),
+            autoscaling,
+            app_autoscaling,
+            dynamodb,
             region,
             meter,
         })

@@ -31,22 +31,9 @@ fn error(op: &str, kind: ErrorKind) -> ApiError {
 
 fn service(cluster: &str, name: &str, desired: u32, pending: u32) -> ServiceState {
     ServiceState {
-        cluster: cluster.into(),
-        name: name.into(),
-        arn: format!("arn:aws:ecs:us-east-1:1:service/{cluster}/{name}"),
-        status: "ACTIVE".into(),
-        desired,
         running: desired - pending,
         pending,
-        launch_type: Some("EC2".into()),
-        capacity_providers: vec![],
-        task_definition: format!("arn:aws:ecs:us-east-1:1:task-definition/{name}:1"),
-        task_reservation: None,
-        deployments: vec![],
-        rollout: Rollout::Completed,
-        load_balancers: vec![],
-        tags: BTreeMap::new(),
-        created_at: None,
+        ..ServiceState::steady(cluster, name, desired)
     }
 }
 

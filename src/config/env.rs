@@ -34,6 +34,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "Overrides `sink.elasticsearch.url` (adds the section when absent).",
     ),
     ("ECSCALE_SPOOL_DIR", "Overrides `sink.spool.dir`."),
+    (
+        "ECSCALE_METRICS_ADDR",
+        "Overrides `worker.metrics_addr` (`off`: no `/metrics` endpoint).",
+    ),
 ];
 
 /// Variables only the test suite reads (set by `scripts/test-services`).
@@ -126,6 +130,19 @@ pub fn apply(config: &mut Config, vars: &Vars) -> Vec<Diagnostic> {
     }
     if let Some(v) = vars.get("ECSCALE_SPOOL_DIR") {
         config.sink.spool.dir = PathBuf::from(v);
+    }
+    if let Some(v) = vars.get("ECSCALE_METRICS_ADDR") {
+        if v == "off" {
+            config.worker.metrics_addr = None;
+        } else {
+            match v.parse() {
+                Ok(a) => config.worker.metrics_addr = Some(a),
+                Err(e) => bad(
+                    "ECSCALE_METRICS_ADDR",
+                    format!("`{v}` is not an address such as 127.0.0.1:9464 ({e})"),
+                ),
+            }
+        }
     }
     diags
 }

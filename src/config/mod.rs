@@ -10,6 +10,7 @@ mod parse;
 mod parse_clusters;
 pub mod read;
 mod schema;
+mod worker;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ pub use parse::{check_http_url, is_region, parse_cron};
 pub use parse_clusters::{check_placeholders, is_stat};
 pub use read::{Diagnostic, Diagnostics};
 pub use schema::*;
+pub use worker::{AppAutoScaling, CapacitySpec, LeaderSettings, StateBackend, WorkerSettings};
 
 use read::Cx;
 use yaml::Span;

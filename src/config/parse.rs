@@ -12,7 +12,9 @@ use super::read::{join, one_of, parse_bytes, Cx, FromNode, MapReader};
 use super::schema::*;
 use super::yaml::Node;
 
-const TOP_KEYS: &[&str] = &["aws", "schedule", "collect", "clusters", "sink", "policies"];
+const TOP_KEYS: &[&str] = &[
+    "aws", "schedule", "collect", "clusters", "capacity", "sink", "policies", "worker",
+];
 
 pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathBuf) -> Option<Config> {
     let mut m = cx.map(root, "")?;
@@ -32,6 +34,40 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
     let policy_files = m
         .opt_with(cx, "policies", |n, p, cx| read_policy_paths(n, p, cx, base_dir))
         .unwrap_or_default();
+    let capacity = m
+        .opt_with(cx, "capacity", super::worker::read_capacity)
+        .unwrap_or_default();
+    let worker = m
+        .opt_with(cx, "worker", |n, p, cx| {
+            super::worker::read_worker(n, p, cx, base_dir)
+        })
+        .unwrap_or_else(|| super::WorkerSettings::defaults(base_dir));
+    for (i, c) in capacity.iter().enumerate() {
+        if let Some(first) = capacity[..i].iter().find(|o| o.cluster == c.cluster) {
+            cx.error(
+                c.span,
+                "capacity",
+                format!(
+                    "auto_scaling_group {}: cluster `{}` already has a group ({}); one group per cluster (the tasks of a cluster are packed onto one group's instances)",
+                    c.auto_scaling_group, c.cluster, first.auto_scaling_group
+                ),
+            );
+        }
+    }
+    if let Some(list) = &clusters {
+        for c in &capacity {
+            if !list.iter().any(|k| k.name == c.cluster) {
+                cx.error(
+                    c.span,
+                    "capacity",
+                    format!(
+                        "auto_scaling_group {}: cluster `{}` is not in `clusters`",
+                        c.auto_scaling_group, c.cluster
+                    ),
+                );
+            }
+        }
+    }
     m.finish(cx, TOP_KEYS);
     Some(Config {
         file,
@@ -41,6 +77,8 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
         clusters: clusters?,
         sink,
         policy_files,
+        capacity,
+        worker,
     })
 }
 

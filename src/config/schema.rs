@@ -28,6 +28,10 @@ pub struct Config {
     pub sink: SinkSettings,
     /// Policy files (globs expanded, relative paths resolved against the config's folder).
     pub policy_files: Vec<PathBuf>,
+    /// EC2 capacity: the Auto Scaling groups behind the clusters.
+    pub capacity: Vec<super::CapacitySpec>,
+    /// The scheduled worker's own settings.
+    pub worker: super::WorkerSettings,
 }
 
 /// How to reach AWS. Credentials always come from the standard chain (environment, profile,

@@ -115,8 +115,26 @@ fn each_mistake_is_reported_where_it_is() {
             &["3:12 policies[0]: no policy file matches `does-not-exist/*.yaml` (looked for /etc/ecscale/does-not-exist/*.yaml)"],
         ),
         (
-            "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nworker: {}\n",
-            &["3:1 worker: unknown key `worker` (expected one of: aws, schedule, collect, clusters, sink, policies)"],
+            "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nworkers: {}\n",
+            &["3:1 workers: unknown key `workers` (expected one of: aws, schedule, collect, clusters, capacity, sink, policies, worker); did you mean `worker`?"],
+        ),
+        (
+            "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nworker: {metrics_addr: localhost, update_rate: 0, leader: {dynamodb_table: t, lease: 1s}}\n",
+            &[
+                "3:24 worker.metrics_addr: `localhost` is not an address such as 127.0.0.1:9464 (invalid socket address syntax); `off` serves nothing",
+                "3:48 worker.update_rate: must be above 0 and at most 50 calls per second",
+                "3:59 worker.leader: several workers need a shared state: set state.dynamodb_table too",
+                "3:86 worker.leader.lease: must be at least 2s (it is renewed every third of it)",
+            ],
+        ),
+        (
+            "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\ncapacity:\n  - {auto_scaling_group: g1, cluster: a, headroom: 150%}\n  - {auto_scaling_group: g2, cluster: a}\n  - {auto_scaling_group: g3, cluster: z, instance: {cpu: 2048}}\n",
+            &[
+                "4:52 capacity[0].headroom: expected a fraction such as 10% or 0.1, found `150%`",
+                "5:5 capacity: auto_scaling_group g2: cluster `a` already has a group (g1); one group per cluster (the tasks of a cluster are packed onto one group's instances)",
+                "6:5 capacity: auto_scaling_group g3: cluster `z` is not in `clusters`",
+                "6:52 capacity[2].instance.memory_mib: missing required field",
+            ],
         ),
         ("- just\n- a list\n", &["1:1 : expected a mapping of keys to values, found a list"]),
         ("a: 1\n---\nb: 2\n", &["3:1 (file): the config file must hold one YAML document, not several"]),

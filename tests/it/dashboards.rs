@@ -137,25 +137,14 @@ fn series(cluster: &str, service: &str, id: &str, now: DateTime<Utc>, base: f64)
 
 fn service(cluster: &str, name: &str, desired: u32) -> ServiceState {
     ServiceState {
-        cluster: cluster.into(),
-        name: name.into(),
-        arn: format!("arn:aws:ecs:us-east-1:1:service/{cluster}/{name}"),
-        status: "ACTIVE".into(),
-        desired,
         running: desired - 1,
         pending: 1,
-        launch_type: Some("EC2".into()),
-        capacity_providers: vec![],
         task_definition: "web:1".into(),
         task_reservation: Some(Resources {
             cpu: 256,
             memory_mib: 512,
         }),
-        deployments: vec![],
-        rollout: Rollout::Completed,
-        load_balancers: vec![],
-        tags: BTreeMap::new(),
-        created_at: None,
+        ..ServiceState::steady(cluster, name, desired)
     }
 }
 
