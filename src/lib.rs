@@ -19,3 +19,4 @@ pub mod plot;
 pub mod policy;
 pub mod ship;
 pub mod usage;
+pub mod worker;

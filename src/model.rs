@@ -234,6 +234,15 @@ impl Series {
         ServiceKey::new(&self.cluster, &self.service)
     }
 
+    /// `cluster/service`, or `cluster` for a cluster-level series (capacity metrics).
+    pub fn target(&self) -> String {
+        if self.service.is_empty() {
+            self.cluster.clone()
+        } else {
+            format!("{}/{}", self.cluster, self.service)
+        }
+    }
+
     pub fn latest(&self) -> Option<Sample> {
         self.samples.last().copied()
     }

@@ -31,9 +31,10 @@ pub const EXIT_INVALID: u8 = 2;
     about = "Autoscaling and metrics pipeline for Amazon ECS",
     long_about = "Autoscaling and metrics pipeline for Amazon ECS.\n\n\
         Built so far: the worker config, the collect stage (ECS services, container instances, pending \
-        tasks, CloudWatch metrics), scaling policies with their engine and back-testing, and shipping to \
-        Elasticsearch/OpenSearch (templates, spool, replay, Kibana dashboards). Actuation, the scheduled \
-        worker, stress tests and the demo are not built yet.",
+        tasks, CloudWatch metrics), scaling policies with their engine and back-testing, shipping to \
+        Elasticsearch/OpenSearch (templates, spool, replay, Kibana dashboards), and the scheduled worker \
+        (`ecscale run`) that actuates ECS desired counts and EC2 capacity, with a leader lease, state that \
+        survives restarts, and /metrics. Stress tests and the simulated demo are not built yet.",
     after_help = "Exit codes: 0 success · 1 failed or found problems · 2 invalid arguments, config or environment"
 )]
 struct Cli {
@@ -58,11 +59,22 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Run the worker: collect, evaluate, actuate and ship on the schedule, until SIGTERM/SIGINT.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Evaluate and record decisions, but make no mutating AWS call.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop after N ticks (a trial run).
+        #[arg(long, value_name = "N")]
+        ticks: Option<u64>,
+    },
     /// Run one collection pass and print what the worker sees.
     Collect {
         #[command(flatten)]
         config: ConfigArg,
-        /// One pass, then exit (the only mode: the scheduled worker is `ecscale run`, not built yet).
+        /// One pass, then exit (the only mode: continuous collection is `ecscale run`).
         #[arg(long)]
         once: bool,
         /// Output format.
@@ -215,10 +227,15 @@ fn init_logging(filter: &str) {
 async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
     match command {
         Command::Validate { config } => validate(&config.config, vars),
+        Command::Run {
+            config,
+            dry_run,
+            ticks,
+        } => run_worker(&config.config, vars, dry_run, ticks).await,
         Command::Collect { config, once, format } => {
             if !once {
                 return Err(invalid(anyhow::anyhow!(
-                    "`ecscale collect` runs one pass: add --once. Continuous collection is the scheduled worker, `ecscale run`, which is not built yet"
+                    "`ecscale collect` runs one pass: add --once. Continuous collection is the scheduled worker, `ecscale run`"
                 )));
             }
             collect_once(&config.config, vars, format).await
@@ -294,4 +311,34 @@ async fn collect_once(path: &std::path::Path, vars: &Vars, format: Format) -> Re
         if snapshot.problems.len() == 1 { "" } else { "s" }
     );
     Ok(EXIT_FAILURE)
+}
+
+async fn run_worker(
+    path: &std::path::Path,
+    vars: &Vars,
+    dry_run: bool,
+    ticks: Option<u64>,
+) -> Result<u8, Failure> {
+    let config = load_config(path, vars)?;
+    let files = policy::validate_policies(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
+    let policies = files.into_iter().flat_map(|f| f.targets).collect();
+    let meter = ApiMeter::default();
+    let aws = AwsContext::connect(&config.aws, meter.clone())
+        .await
+        .map_err(invalid)?;
+    let clients = crate::worker::Clients {
+        ecs: Arc::new(aws.ecs.clone()),
+        cloudwatch: Arc::new(aws.cloudwatch.clone()),
+        ecs_write: Arc::new(aws.ecs.clone()),
+        autoscaling: Arc::new(aws.autoscaling.clone()),
+        app_autoscaling: Arc::new(aws.app_autoscaling.clone()),
+        dynamodb: Some(aws.dynamodb.clone()),
+        meter,
+    };
+    let opts = crate::worker::RunOptions {
+        dry_run,
+        max_ticks: ticks,
+    };
+    crate::worker::run(config, policies, clients, opts).await?;
+    Ok(0)
 }

@@ -34,8 +34,32 @@ pub fn summary(c: &Config, policy_targets: usize) -> String {
             plural(policy_targets, "target", "targets")
         )
     };
+    let capacity = match c.capacity.len() {
+        0 => "no Auto Scaling group".to_string(),
+        n => format!(
+            "{} ({})",
+            plural(n, "Auto Scaling group", "Auto Scaling groups"),
+            c.capacity
+                .iter()
+                .map(|g| g.auto_scaling_group.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let state = match &c.worker.state {
+        crate::config::StateBackend::File(p) => format!("state in {}", p.display()),
+        crate::config::StateBackend::DynamoDb { table } => format!("state in DynamoDB table {table}"),
+    };
+    let leader = match &c.worker.leader {
+        Some(l) => format!(
+            ", leader lease in {} ({})",
+            l.table,
+            humantime::format_duration(l.lease)
+        ),
+        None => String::new(),
+    };
     format!(
-        "{}: valid: {}, {} and {} ({} on named services), {}, region {region}, endpoint {endpoint}, sink {sink}, {policies}",
+        "{}: valid: {}, {} and {} ({} on named services), {}, region {region}, endpoint {endpoint}, sink {sink}, {policies}, {capacity}, {state}{leader}",
         c.file.display(),
         plural(c.clusters.len(), "cluster", "clusters"),
         plural(named, "named service", "named services"),
@@ -198,7 +222,7 @@ pub fn snapshot_table(s: &Snapshot) -> String {
             .map(|m| {
                 let (value, at) = latest(m);
                 vec![
-                    format!("{}/{}", m.cluster, m.service),
+                    m.target(),
                     m.id.clone(),
                     m.stat.clone(),
                     format!("{}s", m.period_secs),

@@ -80,6 +80,24 @@ pub fn metrics_for(
     (out, problems)
 }
 
+/// The cluster-level metrics of a cluster with an Auto Scaling group
+/// ([`crate::config::capacity_metrics`]). Their series have an empty service name.
+pub fn cluster_metrics(cluster: &str, collect: &CollectSettings) -> Vec<ResolvedMetric> {
+    let key = ServiceKey::new(cluster, "");
+    crate::config::capacity_metrics(collect)
+        .into_iter()
+        .map(|mut spec| {
+            for v in spec.dimensions.values_mut() {
+                *v = v.replace("${cluster}", arn_name(cluster));
+            }
+            ResolvedMetric {
+                key: key.clone(),
+                spec,
+            }
+        })
+        .collect()
+}
+
 /// Fills `${cluster}`, `${service}`, `${target_group}`, `${load_balancer}`; names the missing one.
 /// `${cluster}` is the cluster's *name* even when the config gives its ARN, as CloudWatch's
 /// `ClusterName` dimension wants.

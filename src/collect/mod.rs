@@ -23,7 +23,7 @@ use crate::config::{ClusterSpec, CollectSettings, Config};
 use crate::model::{ClusterSnapshot, Problem, Snapshot, TaskDefinitionInfo};
 use crate::usage::ApiMeter;
 
-pub use cloudwatch::{align_down, metrics_for, plan, Plan, PlannedSeries, ResolvedMetric};
+pub use cloudwatch::{align_down, cluster_metrics, metrics_for, plan, Plan, PlannedSeries, ResolvedMetric};
 
 /// Collects snapshots. Build one per worker and reuse it: it keeps the AWS clients and a cache
 /// of task definitions (a revision never changes, so it is read once).
@@ -32,6 +32,8 @@ pub struct Collector {
     cloudwatch: Arc<dyn CloudWatchApi>,
     meter: ApiMeter,
     clusters: Vec<ClusterSpec>,
+    /// Clusters with an Auto Scaling group: their cluster-level metrics are collected too.
+    capacity_clusters: Vec<String>,
     settings: CollectSettings,
     /// Bounds the AWS calls in flight (`collect.concurrency`).
     limiter: Semaphore,
@@ -50,6 +52,7 @@ impl Collector {
             cloudwatch,
             meter,
             clusters: config.clusters.clone(),
+            capacity_clusters: config.capacity.iter().map(|c| c.cluster.clone()).collect(),
             settings: config.collect.clone(),
             limiter: Semaphore::new(config.collect.concurrency),
             task_definitions: Mutex::new(HashMap::new()),
@@ -82,6 +85,11 @@ impl Collector {
                 problems.extend(p);
             }
         }
+        metrics.extend(
+            self.capacity_clusters
+                .iter()
+                .flat_map(|c| cluster_metrics(c, &self.settings)),
+        );
         let plan = plan(now, metrics, self.settings.lookback);
         let details = futures::future::join_all(resolved.into_iter().map(|r| ecs::details(self, r)));
         let ((series, metric_problems), clusters) = tokio::join!(cloudwatch::fetch(self, plan), details);

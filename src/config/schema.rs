@@ -324,6 +324,30 @@ pub fn default_metrics(
     out
 }
 
+/// The metrics collected for a cluster with an Auto Scaling group in `capacity:`, for capacity
+/// policies (`target: { auto_scaling_group: NAME }`): what ECS publishes per cluster.
+pub fn capacity_metrics(collect: &CollectSettings) -> Vec<MetricSpec> {
+    [
+        ("cpu_reservation", "CPUReservation"),
+        ("memory_reservation", "MemoryReservation"),
+        ("cpu_utilization", "CPUUtilization"),
+        ("memory_utilization", "MemoryUtilization"),
+    ]
+    .into_iter()
+    .map(|(id, name)| MetricSpec {
+        id: id.into(),
+        namespace: "AWS/ECS".into(),
+        metric_name: name.into(),
+        dimensions: [("ClusterName".to_string(), "${cluster}".to_string())].into(),
+        stat: "Average".into(),
+        period: collect.period,
+        delay: collect.delay,
+        unit: Some("Percent".into()),
+        unit_filter: false,
+    })
+    .collect()
+}
+
 /// Where metrics, decisions and stress results go.
 #[derive(Debug, Clone)]
 pub struct SinkSettings {

@@ -214,15 +214,18 @@ pub fn check_against_config(
     let mut out = Vec::new();
     for file in files {
         for t in &file.targets {
-            let TargetKey::Service { cluster, service } = &t.target else {
-                // Auto Scaling groups are checked once the config names them (capacity stage).
-                continue;
-            };
             let at = |span: Span, path: String, message: String| Diagnostic {
                 file: t.file.clone(),
                 span,
                 path,
                 message,
+            };
+            let (cluster, service) = match &t.target {
+                TargetKey::Service { cluster, service } => (cluster, service),
+                TargetKey::AutoScalingGroup { name } => {
+                    out.extend(check_group(config, t, name, &at));
+                    continue;
+                }
             };
             let Some(c) = config.clusters.iter().find(|c| &c.name == cluster) else {
                 let known: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
@@ -286,6 +289,58 @@ pub fn check_against_config(
                         ));
                     }
                 }
+            }
+        }
+    }
+    out
+}
+
+/// A capacity policy: its group must be in `capacity:`, its metrics among the cluster-level ones.
+fn check_group(
+    config: &crate::config::Config,
+    t: &TargetPolicy,
+    name: &str,
+    at: &dyn Fn(Span, String, String) -> crate::config::Diagnostic,
+) -> Vec<crate::config::Diagnostic> {
+    let mut out = Vec::new();
+    let Some(spec) = config.capacity.iter().find(|c| c.auto_scaling_group == name) else {
+        let known: Vec<&str> = config
+            .capacity
+            .iter()
+            .map(|c| c.auto_scaling_group.as_str())
+            .collect();
+        out.push(at(
+            t.span,
+            "target.auto_scaling_group".into(),
+            format!(
+                "Auto Scaling group `{name}` is not in `capacity` of {} ({})",
+                config.file.display(),
+                if known.is_empty() {
+                    "which names none".to_string()
+                } else {
+                    format!("groups: {}", known.join(", "))
+                }
+            ),
+        ));
+        return out;
+    };
+    let known: Vec<String> = crate::config::capacity_metrics(&config.collect)
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    for (i, rule) in t.rules.iter().enumerate() {
+        for metric in rule.spec.policy().metrics() {
+            if !known.iter().any(|k| k == metric) {
+                out.push(at(
+                    rule.span,
+                    format!("rules[{i}]"),
+                    format!(
+                        "rule `{}` reads `{metric}`, which is not collected for group {name} of cluster {} (collected: {})",
+                        rule.name,
+                        spec.cluster,
+                        known.join(", ")
+                    ),
+                ));
             }
         }
     }

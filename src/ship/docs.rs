@@ -218,7 +218,7 @@ pub fn snapshot_docs(s: &Snapshot, shipped_until: &dyn Fn(&str) -> Option<DateTi
     let mut out = Vec::new();
     let ms = s.taken_at.timestamp_millis();
     for series in &s.series {
-        let target = format!("{}/{}", series.cluster, series.service);
+        let target = series.target();
         let key = format!("{target}:{}", series.id);
         let after = shipped_until(&key);
         for p in series
@@ -364,12 +364,18 @@ struct DecisionDoc<'a> {
     reason: &'a str,
     inputs: &'a BTreeMap<String, f64>,
     votes: &'a [Vote],
+    /// What the actuator did: `updated`, `unchanged`, `dry_run`, `refused`, `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied_detail: Option<String>,
     #[serde(flatten)]
     target: TargetFields<'a>,
 }
 
-/// The `decisions` document of one decision.
-pub fn decision_doc(d: &Decision) -> Doc {
+/// The `decisions` document of one decision, with what the actuator did of it (none for a
+/// back-test or an evaluation without actuation).
+pub fn decision_doc(d: &Decision, applied: Option<&crate::actuate::Applied>) -> Doc {
     let body = DecisionDoc {
         action: d.action,
         current: d.current,
@@ -382,6 +388,8 @@ pub fn decision_doc(d: &Decision) -> Doc {
         reason: &d.reason,
         inputs: &d.inputs,
         votes: &d.votes,
+        applied: applied.map(|a| a.result()),
+        applied_detail: applied.map(|a| a.to_string()),
         target: target_fields(&d.target),
     };
     Doc::serialized(

@@ -65,7 +65,7 @@ pub fn mappings(stream: Stream) -> Value {
         }),
         Stream::Decisions => json!({
             "action": kw(), "current": int(), "desired": int(), "change": int(), "min": int(), "max": int(),
-            "recommendation": int(), "rule": kw(),
+            "recommendation": int(), "rule": kw(), "applied": kw(), "applied_detail": {"type": "text"},
             "reason": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}},
             "inputs": {"type": "object", "dynamic": true},
             "votes": {"properties": {

@@ -223,26 +223,29 @@ async fn seed(prefix: &str, es: &str) {
         .unwrap()
         .remove(0);
         docs.extend(target_docs(&policy, at));
-        docs.push(decision_doc(&Decision {
-            target: TargetKey::service("prod", "web"),
-            at,
-            current: 4,
-            desired: 5 + minute as u32,
-            action: Action::ScaleOut,
-            min: 1,
-            max: 9,
-            rule: Some("target_tracking".into()),
-            reason: "cpu 80 > target 60 (+10%) for 2/2 datapoints → 4 → 6".into(),
-            recommendation: 6,
-            inputs: BTreeMap::from([("cpu".into(), 80.0)]),
-            votes: vec![Vote {
-                rule: "target_tracking".into(),
-                kind: "target_tracking".into(),
-                status: "wants".into(),
-                wants: Some(6),
-                reason: "cpu 80".into(),
-            }],
-        }));
+        docs.push(decision_doc(
+            &Decision {
+                target: TargetKey::service("prod", "web"),
+                at,
+                current: 4,
+                desired: 5 + minute as u32,
+                action: Action::ScaleOut,
+                min: 1,
+                max: 9,
+                rule: Some("target_tracking".into()),
+                reason: "cpu 80 > target 60 (+10%) for 2/2 datapoints → 4 → 6".into(),
+                recommendation: 6,
+                inputs: BTreeMap::from([("cpu".into(), 80.0)]),
+                votes: vec![Vote {
+                    rule: "target_tracking".into(),
+                    kind: "target_tracking".into(),
+                    status: "wants".into(),
+                    wants: Some(6),
+                    reason: "cpu 80".into(),
+                }],
+            },
+            None,
+        ));
     }
     for s in 0..30 {
         let p = Percentiles {

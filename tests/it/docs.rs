@@ -92,6 +92,7 @@ fn help_lists_exactly_the_working_subcommands() {
         commands,
         [
             "validate",
+            "run",
             "collect",
             "policy",
             "backtest",
@@ -104,6 +105,8 @@ fn help_lists_exactly_the_working_subcommands() {
     let readme = readme();
     for c in [
         "ecscale validate --config",
+        "ecscale run --config",
+        "ecscale run --dry-run --config",
         "ecscale collect --once --config",
         "ecscale policy check",
         "ecscale backtest --policy",

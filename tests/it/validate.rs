@@ -29,7 +29,9 @@ fn the_example_config_is_valid() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
     assert!(
-        stdout.trim_end().ends_with("7 policy files with 7 targets"),
+        stdout.trim_end().ends_with(
+            "7 policy files with 7 targets, 1 Auto Scaling group (production-ecs-m5), state in examples/ecscale-state.json"
+        ),
         "{stdout}"
     );
     assert!(
@@ -84,11 +86,11 @@ fn a_missing_config_file_is_named() {
 }
 
 #[test]
-fn collect_without_once_says_what_is_not_built() {
+fn collect_without_once_points_at_the_worker() {
     let (code, _, stderr) = run(ecscale().args(["collect", "--config", "examples/ecscale.yaml"]));
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("add --once") && stderr.contains("not built yet"),
+        stderr.contains("add --once") && stderr.contains("`ecscale run`"),
         "{stderr}"
     );
 }

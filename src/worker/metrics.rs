@@ -1,0 +1,451 @@
+//! The worker's own metrics, served as Prometheus text on `/metrics`, and `/healthz`.
+//!
+//! Counters are kept here and rendered on request; AWS calls come from the shared
+//! [`crate::usage::ApiMeter`], shipping counts from the shipper's last stats.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use tokio::net::TcpListener;
+
+use crate::ship::StatsSnapshot;
+use crate::usage::ApiMeter;
+
+/// Upper bounds of the tick duration histogram, in seconds.
+const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+#[derive(Default)]
+struct Labeled(Mutex<BTreeMap<Vec<(&'static str, String)>, u64>>);
+
+impl Labeled {
+    fn add(&self, labels: Vec<(&'static str, String)>, n: u64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(labels)
+            .or_default() += n;
+    }
+
+    fn get(&self, labels: &[(&'static str, &str)]) -> u64 {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .filter(|(k, _)| {
+                labels
+                    .iter()
+                    .all(|(n, v)| k.iter().any(|(kn, kv)| kn == n && kv == v))
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (labels, v) in m.iter() {
+            let _ = writeln!(out, "{name}{{{}}} {v}", label_text(labels));
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn label_text(labels: &[(&'static str, String)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Everything `/metrics` shows.
+pub struct Metrics {
+    meter: ApiMeter,
+    started: chrono::DateTime<chrono::Utc>,
+    /// A tick is late (unhealthy) once this long has passed since the last one finished.
+    stale_after: Duration,
+    ticks: AtomicU64,
+    skipped: AtomicU64,
+    tick_buckets: [AtomicU64; BUCKETS.len()],
+    tick_sum_ms: AtomicU64,
+    last_tick_ms: AtomicI64,
+    last_tick_seconds: Mutex<f64>,
+    leader: AtomicBool,
+    decisions: Labeled,
+    actions: Labeled,
+    errors: Labeled,
+    ship: Mutex<Option<StatsSnapshot>>,
+}
+
+impl Metrics {
+    pub fn new(meter: ApiMeter, stale_after: Duration) -> Self {
+        Metrics {
+            meter,
+            started: chrono::Utc::now(),
+            stale_after,
+            ticks: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            tick_buckets: Default::default(),
+            tick_sum_ms: AtomicU64::new(0),
+            last_tick_ms: AtomicI64::new(0),
+            last_tick_seconds: Mutex::new(0.0),
+            leader: AtomicBool::new(false),
+            decisions: Labeled::default(),
+            actions: Labeled::default(),
+            errors: Labeled::default(),
+            ship: Mutex::new(None),
+        }
+    }
+
+    pub fn tick_done(&self, took: Duration) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        for (b, n) in BUCKETS.iter().zip(&self.tick_buckets) {
+            if secs <= *b {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.tick_sum_ms
+            .fetch_add(took.as_millis() as u64, Ordering::Relaxed);
+        self.last_tick_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        *self.last_tick_seconds.lock().unwrap_or_else(|p| p.into_inner()) = secs;
+    }
+
+    pub fn skipped(&self, n: u64) {
+        self.skipped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.store(leading, Ordering::Relaxed);
+    }
+
+    /// A decision, by target kind (`service`, `auto_scaling_group`) and action.
+    pub fn decision(&self, kind: &str, action: &str) {
+        self.decisions
+            .add(vec![("target_kind", kind.into()), ("action", action.into())], 1);
+    }
+
+    /// What an actuator did, by target kind and result.
+    pub fn action(&self, kind: &str, result: &str) {
+        self.actions
+            .add(vec![("target_kind", kind.into()), ("result", result.into())], 1);
+    }
+
+    /// A failure, by stage (`collect`, `evaluate`, `actuate`, `state`, `ship`, `lease`).
+    pub fn error(&self, stage: &str) {
+        self.errors.add(vec![("stage", stage.into())], 1);
+    }
+
+    pub fn errors(&self, stage: &str) -> u64 {
+        self.errors.get(&[("stage", stage)])
+    }
+
+    pub fn actions(&self, kind: &str, result: &str) -> u64 {
+        self.actions.get(&[("target_kind", kind), ("result", result)])
+    }
+
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ship(&self, s: StatsSnapshot) {
+        *self.ship.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+
+    /// `(healthy, text)` for `/healthz`.
+    pub fn health(&self) -> (bool, String) {
+        let now = chrono::Utc::now();
+        let last = self.last_tick_ms.load(Ordering::Relaxed);
+        let stale = chrono::TimeDelta::from_std(self.stale_after).unwrap_or(chrono::TimeDelta::MAX);
+        if last == 0 {
+            let ok = now - self.started <= stale;
+            let text = if ok {
+                "starting: no tick finished yet"
+            } else {
+                "no tick finished since the start"
+            };
+            return (ok, text.to_string());
+        }
+        let at = chrono::DateTime::from_timestamp_millis(last).unwrap_or(now);
+        let ago = (now - at).num_milliseconds() as f64 / 1000.0;
+        let role = if self.leader.load(Ordering::Relaxed) {
+            "leader"
+        } else {
+            "worker"
+        };
+        if now - at <= stale {
+            (true, format!("ok: {role}, last tick finished {ago:.1}s ago"))
+        } else {
+            (
+                false,
+                format!(
+                    "late: last tick finished {ago:.1}s ago (expected within {}s)",
+                    self.stale_after.as_secs()
+                ),
+            )
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        head(&mut o, "ecscale_ticks_total", "counter", "Ticks run.");
+        let _ = writeln!(o, "ecscale_ticks_total {}", self.ticks());
+        head(
+            &mut o,
+            "ecscale_ticks_skipped_total",
+            "counter",
+            "Scheduled ticks skipped because the previous one overran.",
+        );
+        let _ = writeln!(
+            o,
+            "ecscale_ticks_skipped_total {}",
+            self.skipped.load(Ordering::Relaxed)
+        );
+        head(
+            &mut o,
+            "ecscale_tick_duration_seconds",
+            "histogram",
+            "How long ticks take.",
+        );
+        for (b, n) in BUCKETS.iter().zip(&self.tick_buckets) {
+            let _ = writeln!(
+                o,
+                "ecscale_tick_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "ecscale_tick_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            self.ticks()
+        );
+        let _ = writeln!(
+            o,
+            "ecscale_tick_duration_seconds_sum {}",
+            self.tick_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        );
+        let _ = writeln!(o, "ecscale_tick_duration_seconds_count {}", self.ticks());
+        head(
+            &mut o,
+            "ecscale_last_tick_duration_seconds",
+            "gauge",
+            "How long the last tick took.",
+        );
+        let _ = writeln!(
+            o,
+            "ecscale_last_tick_duration_seconds {}",
+            *self.last_tick_seconds.lock().unwrap_or_else(|p| p.into_inner())
+        );
+        head(
+            &mut o,
+            "ecscale_last_tick_timestamp_seconds",
+            "gauge",
+            "When the last tick finished (Unix time).",
+        );
+        let _ = writeln!(
+            o,
+            "ecscale_last_tick_timestamp_seconds {}",
+            self.last_tick_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        );
+        head(
+            &mut o,
+            "ecscale_leader",
+            "gauge",
+            "1 while this worker may act (the leader, or the only worker).",
+        );
+        let _ = writeln!(
+            o,
+            "ecscale_leader {}",
+            u8::from(self.leader.load(Ordering::Relaxed))
+        );
+        head(
+            &mut o,
+            "ecscale_decisions_total",
+            "counter",
+            "Decisions, by target kind and action.",
+        );
+        self.decisions.render(&mut o, "ecscale_decisions_total");
+        head(
+            &mut o,
+            "ecscale_actions_total",
+            "counter",
+            "What the actuators did, by target kind and result.",
+        );
+        self.actions.render(&mut o, "ecscale_actions_total");
+        head(&mut o, "ecscale_errors_total", "counter", "Failures, by stage.");
+        self.errors.render(&mut o, "ecscale_errors_total");
+        let usage = self.meter.usage();
+        head(
+            &mut o,
+            "ecscale_aws_calls_total",
+            "counter",
+            "AWS API calls, by operation.",
+        );
+        for (op, c) in &usage.operations {
+            let _ = writeln!(
+                o,
+                "ecscale_aws_calls_total{{operation=\"{}\"}} {}",
+                escape(op),
+                c.calls
+            );
+        }
+        head(
+            &mut o,
+            "ecscale_aws_attempts_failed_total",
+            "counter",
+            "AWS API attempts that failed (retried or not), by operation.",
+        );
+        for (op, c) in &usage.operations {
+            let _ = writeln!(
+                o,
+                "ecscale_aws_attempts_failed_total{{operation=\"{}\"}} {}",
+                escape(op),
+                c.failed_attempts
+            );
+        }
+        head(
+            &mut o,
+            "ecscale_cloudwatch_metrics_requested_total",
+            "counter",
+            "Metrics requested from GetMetricData (what it is billed on).",
+        );
+        let _ = writeln!(
+            o,
+            "ecscale_cloudwatch_metrics_requested_total {}",
+            usage.cloudwatch_metrics_requested
+        );
+        if let Some(s) = self.ship.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            head(
+                &mut o,
+                "ecscale_ship_documents_total",
+                "counter",
+                "Documents handed to the shipper, by what became of them.",
+            );
+            for (state, v) in [
+                ("queued", s.queued),
+                ("delivered", s.delivered),
+                ("retried", s.retried),
+                ("dead_lettered", s.dead_lettered),
+                ("dropped", s.dropped),
+            ] {
+                let _ = writeln!(o, "ecscale_ship_documents_total{{state=\"{state}\"}} {v}");
+            }
+        }
+        o
+    }
+}
+
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    m: Arc<Metrics>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, ctype, body) = match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", m.render()),
+        ("GET", "/healthz") => {
+            let (ok, text) = m.health();
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, "text/plain", text + "\n")
+        }
+        ("GET", _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics or /healthz\n".into(),
+        ),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n".into()),
+    };
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until `stop`; returns the bound address (port 0
+/// picks a free one).
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!("metrics endpoint: {e}");
+                        continue;
+                    }
+                },
+                _ = stop.changed() => return,
+            };
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| answer(req, m.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Metrics::new(ApiMeter::default(), Duration::from_secs(60));
+        m.tick_done(Duration::from_millis(300));
+        m.decision("service", "scale_out");
+        m.decision("service", "scale_out");
+        m.action("service", "updated");
+        m.error("collect");
+        m.set_leader(true);
+        let text = m.render();
+        for line in [
+            "ecscale_ticks_total 1",
+            "ecscale_tick_duration_seconds_bucket{le=\"0.25\"} 0",
+            "ecscale_tick_duration_seconds_bucket{le=\"0.5\"} 1",
+            "ecscale_decisions_total{target_kind=\"service\",action=\"scale_out\"} 2",
+            "ecscale_actions_total{target_kind=\"service\",result=\"updated\"} 1",
+            "ecscale_errors_total{stage=\"collect\"} 1",
+            "ecscale_leader 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+        assert_eq!(m.errors("collect"), 1);
+        assert!(m.health().0);
+    }
+
+    #[test]
+    fn health_turns_late() {
+        let m = Metrics::new(ApiMeter::default(), Duration::ZERO);
+        m.tick_done(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        let (ok, text) = m.health();
+        assert!(!ok && text.starts_with("late"), "{text}");
+    }
+}

@@ -1,0 +1,458 @@
+//! `ecscale run`: the scheduled worker that ties the stages together.
+//!
+//! Ticks on the configured schedule (a fixed interval, or a cron expression in UTC). Ticks never
+//! stack: one that overruns its slot makes the worker skip the slots it covered (logged and
+//! counted in `ecscale_ticks_skipped_total`) and start again at the next one. Each tick
+//! ([`tick`]) collects, evaluates, actuates, saves the [`state`] and hands documents to the ship
+//! stage through a bounded queue, so an Elasticsearch outage never holds scaling back: when the
+//! shipper falls 16 ticks behind (the spool full with `on_full: block`), a tick's documents are
+//! dropped with an error instead of stopping the worker.
+//!
+//! Several replicas may run; with `worker.leader`, one [`leader`] acts and the others wait.
+//! `/metrics` and `/healthz` come from [`metrics`].
+//!
+//! Shutdown: the first SIGTERM or SIGINT lets the running tick finish (within
+//! `worker.shutdown_grace`), flushes the shipper and gives the lease up; a second one exits at
+//! once (status 130).
+
+pub mod leader;
+pub mod metrics;
+pub mod state;
+pub mod tick;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{mpsc, watch};
+
+use crate::actuate::capacity::CapacityActuator;
+use crate::actuate::ecs_service::ServiceActuator;
+use crate::actuate::{Alone, Fence, RateLimiter};
+use crate::api::{AppAutoScalingApi, AutoScalingApi, CloudWatchApi, EcsApi, EcsWriteApi};
+use crate::collect::Collector;
+use crate::config::{Config, Schedule, StateBackend};
+use crate::policy::TargetPolicy;
+use crate::ship::docs::Doc;
+use crate::ship::{ShipError, Shipper};
+use crate::usage::ApiMeter;
+
+use leader::{Lease, LeaseFence};
+use metrics::Metrics;
+use state::{DynamoStore, FileStore, StateStore};
+pub use tick::{TickReport, Worker};
+
+/// Ticks of documents the ship queue holds before dropping.
+const SHIP_QUEUE_TICKS: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("opening the ship stage: {0}")]
+    Ship(#[from] ShipError),
+    #[error("{0} needs a DynamoDB client, and none was given")]
+    NoDynamoDb(String),
+    #[error("serving /metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything the worker talks to.
+pub struct Clients {
+    pub ecs: Arc<dyn EcsApi>,
+    pub cloudwatch: Arc<dyn CloudWatchApi>,
+    pub ecs_write: Arc<dyn EcsWriteApi>,
+    pub autoscaling: Arc<dyn AutoScalingApi>,
+    pub app_autoscaling: Arc<dyn AppAutoScalingApi>,
+    /// For the DynamoDB state and lease, when configured.
+    pub dynamodb: Option<aws_sdk_dynamodb::Client>,
+    pub meter: ApiMeter,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Evaluate and record, call no mutating API.
+    pub dry_run: bool,
+    /// Stop after this many ticks (trial runs, tests).
+    pub max_ticks: Option<u64>,
+}
+
+/// The bounded queue between the ticks and the shipper.
+pub(crate) struct ShipQueue {
+    tx: mpsc::Sender<Vec<Doc>>,
+}
+
+impl ShipQueue {
+    /// Queues a tick's documents; `false` (logged and counted) when the shipper is too far behind.
+    fn send(&self, docs: Vec<Doc>, metrics: &Metrics) -> bool {
+        let n = docs.len();
+        match self.tx.try_send(docs) {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::error!(
+                    "the ship stage is {SHIP_QUEUE_TICKS} ticks behind (spool full and Elasticsearch unreachable?): this tick's {n} documents are dropped; scaling goes on"
+                );
+                metrics.error("ship");
+                false
+            }
+        }
+    }
+}
+
+/// A worker's id in the lease: the configured one, else host name and process id.
+fn worker_id(config: &Config) -> String {
+    if let Some(id) = config.worker.leader.as_ref().and_then(|l| l.id.clone()) {
+        return id;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ecscale".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The state store the config names.
+pub fn store(
+    config: &Config,
+    dynamodb: Option<&aws_sdk_dynamodb::Client>,
+) -> Result<Box<dyn StateStore>, Error> {
+    match (&config.worker.state, dynamodb) {
+        (StateBackend::DynamoDb { table }, Some(client)) => {
+            Ok(Box::new(DynamoStore::new(client.clone(), table)))
+        }
+        (StateBackend::File(path), _) => Ok(Box::new(FileStore::new(path))),
+        (StateBackend::DynamoDb { table }, None) => {
+            Err(Error::NoDynamoDb(format!("worker.state.dynamodb_table {table}")))
+        }
+    }
+}
+
+/// How long a gap between ticks is normal (for `/healthz`).
+fn expected_gap(schedule: &Schedule) -> Duration {
+    match schedule {
+        Schedule::Interval(d) => *d,
+        Schedule::Cron { schedule, .. } => {
+            let mut next = schedule.upcoming(Utc);
+            match (next.next(), next.next()) {
+                (Some(a), Some(b)) => (b - a).to_std().unwrap_or(Duration::from_secs(60)),
+                _ => Duration::from_secs(60),
+            }
+        }
+    }
+}
+
+/// The first scheduled time after `t`.
+pub fn next_after(schedule: &Schedule, start: DateTime<Utc>, t: DateTime<Utc>) -> DateTime<Utc> {
+    match schedule {
+        Schedule::Interval(d) => {
+            let step = TimeDelta::from_std(*d)
+                .unwrap_or(TimeDelta::seconds(30))
+                .max(TimeDelta::milliseconds(1));
+            if t < start {
+                return start;
+            }
+            let k = (t - start).num_milliseconds() / step.num_milliseconds() + 1;
+            start + step * i32::try_from(k).unwrap_or(i32::MAX)
+        }
+        Schedule::Cron { schedule, .. } => schedule.after(&t).next().unwrap_or(t + TimeDelta::days(365)),
+    }
+}
+
+/// What a worker is built with besides its config and clients.
+pub struct Parts {
+    pub store: Box<dyn StateStore>,
+    /// With several workers: act only while holding it.
+    pub lease: Option<Arc<Lease>>,
+    pub metrics: Arc<Metrics>,
+    /// Where each tick's documents go (none: not shipped).
+    pub ship: Option<mpsc::Sender<Vec<Doc>>>,
+}
+
+impl Worker {
+    /// Builds a worker: loads its state (an unreadable state is an error, not a fresh start),
+    /// and, with a lease, does not act until it leads.
+    pub async fn new(
+        config: Config,
+        policies: Vec<TargetPolicy>,
+        clients: Clients,
+        parts: Parts,
+        opts: &RunOptions,
+    ) -> Result<Worker, Error> {
+        let Parts {
+            store,
+            lease,
+            metrics,
+            ship,
+        } = parts;
+        let state = if lease.is_some() {
+            Default::default()
+        } else {
+            store.load().await?
+        };
+        let limiter = Arc::new(RateLimiter::new(
+            config.worker.update_rate,
+            (config.worker.update_rate * 2.0).max(1.0),
+        ));
+        let fence: Arc<dyn Fence> = match &lease {
+            Some(l) => Arc::new(LeaseFence(l.clone())),
+            None => Arc::new(Alone),
+        };
+        Ok(Worker {
+            collector: Collector::new(
+                &config,
+                clients.ecs.clone(),
+                clients.cloudwatch.clone(),
+                clients.meter.clone(),
+            ),
+            services: ServiceActuator::new(
+                clients.ecs_write.clone(),
+                clients.app_autoscaling.clone(),
+                config.worker.app_autoscaling,
+                limiter,
+                opts.dry_run,
+            ),
+            capacity: CapacityActuator::new(
+                clients.ecs_write.clone(),
+                clients.autoscaling.clone(),
+                opts.dry_run,
+            ),
+            plugins: Default::default(),
+            store,
+            lease,
+            fence,
+            metrics,
+            ship: ship.map(|tx| ShipQueue { tx }),
+            state,
+            loaded_fencing: None,
+            config,
+            policies,
+        })
+    }
+}
+
+/// Counts SIGTERM/SIGINT: the first sets `stop`, the second exits the process now.
+fn watch_signals(stop: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            tracing::error!("cannot listen for SIGTERM/SIGINT: stop the worker with SIGKILL");
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("stopping: finishing the tick and flushing (a second signal exits at once)");
+        let _ = stop.send(true);
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("ecscale: second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+/// Runs the worker until a signal (or `max_ticks`).
+pub async fn run(
+    config: Config,
+    policies: Vec<TargetPolicy>,
+    clients: Clients,
+    opts: RunOptions,
+) -> Result<(), Error> {
+    let (stop_tx, stop) = watch::channel(false);
+    watch_signals(stop_tx);
+    let metrics = Arc::new(Metrics::new(
+        clients.meter.clone(),
+        expected_gap(&config.schedule) * 3 + Duration::from_secs(60),
+    ));
+    let server = match config.worker.metrics_addr {
+        Some(addr) => {
+            let (bound, task) = metrics::serve(addr, metrics.clone(), stop.clone())
+                .await
+                .map_err(|source| Error::Metrics { addr, source })?;
+            tracing::info!("serving /metrics and /healthz on http://{bound}");
+            Some(task)
+        }
+        None => None,
+    };
+    let shipper = Shipper::start(&config.sink)?;
+    let (ship_tx, mut ship_rx) = mpsc::channel::<Vec<Doc>>(SHIP_QUEUE_TICKS);
+    let ship_task = tokio::spawn(async move {
+        while let Some(docs) = ship_rx.recv().await {
+            if let Err(e) = shipper.ship(&docs).await {
+                tracing::error!("ship stage: {} documents not spooled: {e}", docs.len());
+            }
+        }
+        shipper
+    });
+
+    let store = store(&config, clients.dynamodb.as_ref())?;
+    let lease = match (&config.worker.leader, &clients.dynamodb) {
+        (Some(l), Some(client)) => Some(Arc::new(Lease::new(
+            client.clone(),
+            &l.table,
+            &worker_id(&config),
+            l.lease,
+        ))),
+        (Some(l), None) => {
+            return Err(Error::NoDynamoDb(format!(
+                "worker.leader.dynamodb_table {}",
+                l.table
+            )))
+        }
+        (None, _) => None,
+    };
+    let lease_task = lease.clone().map(|l| {
+        let m = metrics.clone();
+        tokio::spawn(l.keep(stop.clone(), move |leading| m.set_leader(leading)))
+    });
+    let grace = config.worker.shutdown_grace;
+    let schedule = config.schedule.clone();
+    let parts = Parts {
+        store,
+        lease: lease.clone(),
+        metrics: metrics.clone(),
+        ship: Some(ship_tx),
+    };
+    let mut worker = Worker::new(config, policies, clients, parts, &opts).await?;
+    if let Some(l) = &lease {
+        tracing::info!("worker {} started: acting only while it holds the lease", l.id);
+    }
+    if opts.dry_run {
+        tracing::warn!("dry run: decisions are made and recorded, no mutating AWS call is made");
+    }
+
+    let start = Utc::now();
+    let mut next = start;
+    let mut ticks = 0u64;
+    let mut stop_rx = stop.clone();
+    loop {
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop_rx.changed() => break,
+        }
+        if *stop_rx.borrow() {
+            break;
+        }
+        let scheduled = next;
+        let tick = worker.tick(Utc::now());
+        tokio::pin!(tick);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let finished = loop {
+            tokio::select! {
+                r = &mut tick => break Some(r),
+                _ = stop_rx.changed(), if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + grace);
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    tracing::error!("the tick did not finish within worker.shutdown_grace ({}): abandoned", humantime::format_duration(grace));
+                    break None;
+                }
+            }
+        };
+        if let Some(r) = &finished {
+            log_tick(r);
+        }
+        ticks += 1;
+        if finished.is_none() || *stop_rx.borrow() || opts.max_ticks.is_some_and(|m| ticks >= m) {
+            break;
+        }
+        let now = Utc::now();
+        next = next_after(&schedule, start, scheduled);
+        let mut skipped = 0u64;
+        while next <= now {
+            skipped += 1;
+            next = next_after(&schedule, start, next);
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                "the tick took {}s, past {skipped} scheduled tick(s): skipped, next at {}",
+                (now - scheduled).num_milliseconds() as f64 / 1000.0,
+                next.format("%H:%M:%S")
+            );
+            metrics.skipped(skipped);
+        }
+    }
+
+    // Drain: the ship queue, the shipper, the lease.
+    let deadline = tokio::time::Instant::now() + grace;
+    drop(worker);
+    match tokio::time::timeout_at(deadline, ship_task).await {
+        Ok(Ok(shipper)) => {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let stats = shipper.close(left).await;
+            metrics.set_ship(stats.clone());
+            tracing::info!(
+                "shipped: {} documents queued, {} delivered",
+                stats.queued,
+                stats.delivered
+            );
+        }
+        Ok(Err(e)) => tracing::error!("ship stage: {e}"),
+        Err(_) => tracing::warn!(
+            "the ship stage did not drain within worker.shutdown_grace; the spool keeps the rest"
+        ),
+    }
+    if let Some(l) = &lease {
+        l.release().await;
+    }
+    if let Some(t) = lease_task {
+        t.abort();
+    }
+    if let Some(t) = server {
+        t.abort();
+    }
+    Ok(())
+}
+
+fn log_tick(r: &TickReport) {
+    if !r.acted {
+        tracing::debug!("following: another worker leads");
+        return;
+    }
+    let changed = r
+        .services
+        .iter()
+        .filter(|(_, a)| !matches!(a, crate::actuate::Applied::Unchanged))
+        .count();
+    tracing::info!(
+        "tick: {} service decisions ({changed} acted on), {} groups, {} problems",
+        r.services.len(),
+        r.groups.len(),
+        r.problems.len()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn interval_slots_are_aligned_to_the_start() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let s = Schedule::Interval(Duration::from_secs(30));
+        assert_eq!(next_after(&s, start, start), start + TimeDelta::seconds(30));
+        // A tick that ran until 12:01:05 skips 12:00:30 and 12:01:00.
+        let t = Utc.with_ymd_and_hms(2026, 11, 25, 12, 1, 5).unwrap();
+        assert_eq!(next_after(&s, start, t), start + TimeDelta::seconds(90));
+    }
+
+    #[test]
+    fn cron_slots() {
+        let s = crate::config::parse_cron("0 */5 * * * *").unwrap();
+        let s = Schedule::Cron {
+            expression: "0 */5 * * * *".into(),
+            schedule: Box::new(s),
+        };
+        let t = Utc.with_ymd_and_hms(2026, 11, 25, 12, 3, 0).unwrap();
+        assert_eq!(
+            next_after(&s, t, t),
+            Utc.with_ymd_and_hms(2026, 11, 25, 12, 5, 0).unwrap()
+        );
+        assert_eq!(expected_gap(&s), Duration::from_secs(300));
+    }
+}

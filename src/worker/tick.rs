@@ -1,0 +1,406 @@
+//! One tick of the worker: collect → evaluate → actuate → record → ship.
+//!
+//! Order within a tick: every service decision is made first; then each Auto Scaling group is
+//! sized for the counts those decisions set (so instances boot while ECS places the new tasks);
+//! then the services are updated, all at once but within the shared UpdateService rate. Every
+//! failure is logged with its target and counted, and the tick goes on with the other targets.
+//! The state is saved after the actions and before shipping: a crash between an action and the
+//! save can at worst repeat an absolute count (idempotent), never a relative step.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::leader::Lease;
+use super::state::{LastAction, StateError, StateStore, WorkerState};
+use super::ShipQueue;
+use crate::actuate::capacity::{CapacityActuator, GroupOutcome, GroupTick};
+use crate::actuate::ecs_service::ServiceActuator;
+use crate::actuate::{Applied, Fence};
+use crate::collect::Collector;
+use crate::config::Config;
+use crate::evaluate::engine::Observation;
+use crate::evaluate::{decide, MetricData, MetricSet};
+use crate::model::{Action, Decision, ServiceKey, ServiceState, Snapshot, TargetKey};
+use crate::policy::external::{fetch_answers, PluginRunner};
+use crate::policy::{RuleSpec, TargetPolicy};
+use crate::ship::docs::{decision_doc, snapshot_docs, target_docs, Doc};
+
+use super::metrics::Metrics;
+
+/// What one tick did.
+#[derive(Debug, Clone)]
+pub struct TickReport {
+    pub at: DateTime<Utc>,
+    /// False when this worker follows (another leads): nothing was collected or done.
+    pub acted: bool,
+    /// Service decisions and what became of them.
+    pub services: Vec<(Decision, Applied)>,
+    pub groups: Vec<GroupOutcome>,
+    /// Things the collection could not see, targets that could not be evaluated, failures.
+    pub problems: Vec<String>,
+}
+
+impl TickReport {
+    fn idle(at: DateTime<Utc>) -> Self {
+        TickReport {
+            at,
+            acted: false,
+            services: Vec::new(),
+            groups: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// The parts of a running worker.
+pub struct Worker {
+    pub(super) config: Config,
+    pub(super) policies: Vec<TargetPolicy>,
+    pub(super) collector: Collector,
+    pub(super) services: ServiceActuator,
+    pub(super) capacity: CapacityActuator,
+    pub(super) plugins: PluginRunner,
+    pub(super) store: Box<dyn StateStore>,
+    pub(super) lease: Option<Arc<Lease>>,
+    pub(super) fence: Arc<dyn Fence>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) ship: Option<ShipQueue>,
+    pub(super) state: WorkerState,
+    /// The fencing token the state was loaded under (with a lease).
+    pub(super) loaded_fencing: Option<u64>,
+}
+
+/// The metrics of one target as the engine reads them.
+fn metric_set<'a>(snapshot: &'a Snapshot, key: &'a ServiceKey) -> MetricSet<'a> {
+    let mut set = MetricSet::new();
+    for s in snapshot.series_of(key) {
+        set.insert(
+            &s.id,
+            MetricData {
+                samples: &s.samples,
+                period_secs: i64::try_from(s.period_secs).unwrap_or(60),
+                complete_until: s.complete_until,
+            },
+        );
+    }
+    set
+}
+
+fn has_externals(p: &TargetPolicy) -> bool {
+    p.rules.iter().any(|r| matches!(r.spec, RuleSpec::External(_)))
+}
+
+fn kind(t: &TargetKey) -> &'static str {
+    match t {
+        TargetKey::Service { .. } => "service",
+        TargetKey::AutoScalingGroup { .. } => "auto_scaling_group",
+    }
+}
+
+impl Worker {
+    /// The state in memory (for tests and the final save).
+    pub fn state(&self) -> &WorkerState {
+        &self.state
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Decides for one target, from this tick's observation.
+    async fn decide(&self, policy: &TargetPolicy, obs: &Observation<'_>) -> Decision {
+        let externals = if has_externals(policy) {
+            fetch_answers(&self.plugins, policy, obs).await
+        } else {
+            BTreeMap::new()
+        };
+        let state = self
+            .state
+            .targets
+            .get(&policy.target.to_string())
+            .map(|r| r.engine.clone())
+            .unwrap_or_default();
+        decide(policy, obs, &state, &externals)
+    }
+
+    /// Records a decision and what became of it.
+    fn record(&mut self, policy_index: usize, d: &Decision, applied: &Applied, took_effect: bool) {
+        let policy = &self.policies[policy_index];
+        let record = self.state.targets.entry(d.target.to_string()).or_default();
+        record.engine.record(policy, d, took_effect);
+        if !matches!(applied, Applied::Unchanged) {
+            record.last_action = Some(LastAction {
+                at: d.at,
+                from: d.current,
+                to: d.desired,
+                result: applied.result().to_string(),
+            });
+        }
+        let k = kind(&d.target);
+        self.metrics.decision(k, &d.action.to_string());
+        self.metrics.action(k, applied.result());
+        match applied {
+            Applied::Failed { error, .. } => {
+                tracing::error!(target = %d.target, "{} → {}: {error}", d.current, d.desired);
+                self.metrics.error("actuate");
+            }
+            Applied::Refused { reason } => {
+                tracing::warn!(target = %d.target, "{} → {} refused: {reason}", d.current, d.desired)
+            }
+            Applied::Updated { from, to } => {
+                tracing::info!(target = %d.target, "{from} → {to}: {}", d.reason)
+            }
+            Applied::DryRun { from, to } => {
+                tracing::info!(target = %d.target, "dry run: {from} → {to}: {}", d.reason)
+            }
+            Applied::Unchanged => tracing::debug!(target = %d.target, "{}", d.reason),
+        }
+    }
+
+    /// Makes sure this worker may act, loading the state a previous leader left when it just
+    /// became the leader. `false`: follow this tick.
+    async fn leading(&mut self) -> bool {
+        let Some(lease) = &self.lease else {
+            self.metrics.set_leader(true);
+            return true;
+        };
+        let Some(fencing) = lease.fencing() else {
+            self.metrics.set_leader(false);
+            return false;
+        };
+        if self.loaded_fencing != Some(fencing) {
+            match self.store.load().await {
+                Ok(s) => {
+                    self.state = s;
+                    self.loaded_fencing = Some(fencing);
+                    tracing::info!(
+                        "leading (fencing token {fencing}): loaded the state from {}",
+                        self.store.describe()
+                    );
+                }
+                Err(e) => {
+                    tracing::error!("leading, but the state cannot be read, so no action this tick: {e}");
+                    self.metrics.error("state");
+                    return false;
+                }
+            }
+        }
+        self.metrics.set_leader(true);
+        true
+    }
+
+    /// One tick as of `now`.
+    pub async fn tick(&mut self, now: DateTime<Utc>) -> TickReport {
+        let started = Instant::now();
+        if !self.leading().await {
+            self.metrics.tick_done(started.elapsed());
+            return TickReport::idle(now);
+        }
+        let mut report = TickReport::idle(now);
+        report.acted = true;
+        let snapshot = self.collector.collect(now).await;
+        for p in &snapshot.problems {
+            tracing::warn!(scope = %p.scope, "{}", p.message);
+            self.metrics.error("collect");
+            report.problems.push(p.to_string());
+        }
+
+        // 1. Service decisions.
+        let services: BTreeMap<ServiceKey, &ServiceState> =
+            snapshot.services().map(|s| (s.key(), s)).collect();
+        let mut pending: Vec<(usize, Decision, &ServiceState)> = Vec::new();
+        for (i, policy) in self.policies.iter().enumerate() {
+            let TargetKey::Service { cluster, service } = &policy.target else {
+                continue;
+            };
+            let key = ServiceKey::new(cluster, service);
+            let Some(svc) = services.get(&key) else {
+                let msg = format!(
+                    "{key}: not in this tick's collection (see the collection problems); no decision"
+                );
+                tracing::warn!("{msg}");
+                self.metrics.error("evaluate");
+                report.problems.push(msg);
+                continue;
+            };
+            let metrics = metric_set(&snapshot, &key);
+            let obs = Observation {
+                now,
+                current: svc.desired,
+                running: svc.running,
+                pending: svc.pending,
+                metrics: &metrics,
+            };
+            pending.push((i, self.decide(policy, &obs).await, svc));
+        }
+
+        // 2. Capacity, for the counts just decided.
+        for spec in &self.config.capacity {
+            let Some(cluster) = snapshot.clusters.iter().find(|c| c.name == spec.cluster) else {
+                continue;
+            };
+            let group = match self.capacity.observe(&spec.auto_scaling_group).await {
+                Ok(g) => g,
+                Err(e) => {
+                    let msg = format!("asg/{}: {e}", spec.auto_scaling_group);
+                    tracing::error!("{msg}");
+                    self.metrics.error("actuate");
+                    report.problems.push(msg);
+                    continue;
+                }
+            };
+            let desired: BTreeMap<String, u32> = pending
+                .iter()
+                .filter(|(_, _, s)| s.cluster == spec.cluster)
+                .map(|(_, d, s)| (s.name.clone(), d.desired))
+                .collect();
+            let target = TargetKey::AutoScalingGroup {
+                name: spec.auto_scaling_group.clone(),
+            };
+            let policy_index = self.policies.iter().position(|p| p.target == target);
+            let cluster_key = ServiceKey::new(&spec.cluster, "");
+            let metrics = metric_set(&snapshot, &cluster_key);
+            let floor = match policy_index {
+                Some(i) => {
+                    let obs = Observation {
+                        now,
+                        current: group.desired,
+                        running: group
+                            .instances
+                            .iter()
+                            .filter(|i| i.lifecycle_state == "InService")
+                            .count() as u32,
+                        pending: group
+                            .instances
+                            .iter()
+                            .filter(|i| i.lifecycle_state.starts_with("Pending"))
+                            .count() as u32,
+                        metrics: &metrics,
+                    };
+                    Some((i, self.decide(&self.policies[i], &obs).await))
+                }
+                None => None,
+            };
+            let mut gstate = self
+                .state
+                .groups
+                .get(&spec.auto_scaling_group)
+                .cloned()
+                .unwrap_or_default();
+            let tick = GroupTick {
+                spec,
+                group: &group,
+                cluster,
+                desired: &desired,
+                policy: floor.as_ref().map(|(_, d)| d),
+                now,
+            };
+            let outcome = self.capacity.apply(&tick, &mut gstate, self.fence.as_ref()).await;
+            self.state.groups.insert(spec.auto_scaling_group.clone(), gstate);
+            if let Some((i, d)) = &floor {
+                // The policy's own clocks start when the group moved its way.
+                let moved = match d.action {
+                    Action::ScaleOut => {
+                        outcome.applied.took_effect() && outcome.decision.action == Action::ScaleOut
+                    }
+                    Action::ScaleIn => !outcome.drained.is_empty(),
+                    Action::Hold => false,
+                };
+                let policy = &self.policies[*i];
+                self.state
+                    .targets
+                    .entry(d.target.to_string())
+                    .or_default()
+                    .engine
+                    .record(policy, d, moved);
+            }
+            let took = outcome.applied.took_effect() || !outcome.drained.is_empty();
+            let applied = outcome.applied.clone();
+            let decision = outcome.decision.clone();
+            // Counted and logged like a service decision (no engine state of its own).
+            let k = kind(&decision.target);
+            self.metrics.decision(k, &decision.action.to_string());
+            self.metrics.action(k, applied.result());
+            for e in &outcome.errors {
+                tracing::error!(target = %decision.target, "{e}");
+                self.metrics.error("actuate");
+            }
+            if took || !matches!(applied, Applied::Unchanged) {
+                tracing::info!(target = %decision.target, "{applied}: {}", decision.reason);
+                let record = self.state.targets.entry(decision.target.to_string()).or_default();
+                record.last_action = Some(LastAction {
+                    at: now,
+                    from: decision.current,
+                    to: decision.desired,
+                    result: applied.result().to_string(),
+                });
+            }
+            report.groups.push(outcome);
+        }
+
+        // 3. The services, all at once within the UpdateService rate.
+        let fence = self.fence.clone();
+        let applied = futures::future::join_all(
+            pending
+                .iter()
+                .map(|(_, d, svc)| self.services.apply(d, svc, fence.as_ref())),
+        )
+        .await;
+        let decided: Vec<(usize, Decision)> = pending.into_iter().map(|(i, d, _)| (i, d)).collect();
+        for ((i, d), a) in decided.into_iter().zip(applied) {
+            self.record(i, &d, &a, a.took_effect());
+            report.services.push((d, a));
+        }
+
+        // 4. Remember, then ship.
+        self.save(&mut report).await;
+        self.ship(&snapshot, &report);
+        self.metrics.tick_done(started.elapsed());
+        report
+    }
+
+    async fn save(&mut self, report: &mut TickReport) {
+        let fencing = self.lease.as_ref().and(self.loaded_fencing);
+        if let Err(e) = self.store.save(&self.state, fencing).await {
+            self.metrics.error("state");
+            if let StateError::Fenced { .. } = e {
+                tracing::error!("{e}: another worker leads now");
+                // Forget the tenure: the next tick as leader reloads the state.
+                self.loaded_fencing = None;
+            } else {
+                tracing::error!("saving the state: {e}");
+            }
+            report.problems.push(e.to_string());
+        }
+    }
+
+    /// Hands this tick's documents to the ship stage (never waits for it).
+    fn ship(&mut self, snapshot: &Snapshot, report: &TickReport) {
+        let Some(queue) = &self.ship else {
+            return;
+        };
+        let shipped = &self.state.shipped_until;
+        let mut docs: Vec<Doc> = snapshot_docs(snapshot, &|k| shipped.get(k).copied());
+        for p in &self.policies {
+            docs.extend(target_docs(p, report.at));
+        }
+        for (d, a) in &report.services {
+            docs.push(decision_doc(d, Some(a)));
+        }
+        for g in &report.groups {
+            docs.push(decision_doc(&g.decision, Some(&g.applied)));
+        }
+        if queue.send(docs, &self.metrics) {
+            for s in &snapshot.series {
+                if let Some(last) = s.latest() {
+                    self.state
+                        .shipped_until
+                        .insert(format!("{}:{}", s.target(), s.id), last.timestamp);
+                }
+            }
+        }
+    }
+}
