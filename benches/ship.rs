@@ -26,18 +26,11 @@ use ecscale::model::{Sample, Series, Snapshot};
 use ecscale::ship::docs::snapshot_docs;
 use ecscale::ship::Shipper;
 
+mod support;
+use support::cpu_seconds;
+
 const DOCS: usize = 200_000;
 const RUNS: usize = 3;
-
-/// User + system CPU seconds of this process, from /proc.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime is the 14th field overall.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")

@@ -1,6 +1,7 @@
 //! Seeds a moto server with a demo ECS cluster for `scripts/demo`: services tagged `app: demo`
-//! (and one that is not), EC2 container instances with running tasks, and 20 minutes of
-//! CPU, memory and queue-depth datapoints.
+//! (and one that is not), an Auto Scaling group `CLUSTER-asg` whose three EC2 instances are
+//! registered container instances with running tasks, and 20 minutes of CPU, memory and
+//! queue-depth datapoints.
 //!
 //!     moto_sandbox --endpoint http://127.0.0.1:5000 [--region us-east-1] [--cluster demo]
 
@@ -46,9 +47,10 @@ async fn main() -> Result<(), BoxError> {
     }
     moto.service(&cluster, "legacy-cron", &worker, 1, &[("app", "legacy")])
         .await?;
-    for id in moto.ec2_instances(3, "m5.xlarge").await? {
-        moto.register_instance(&cluster, &id).await?;
-    }
+    // The cluster's EC2 capacity: an Auto Scaling group of three instances, registered.
+    let group = format!("{cluster}-asg");
+    moto.group(&group, "m5.xlarge", 1, 10, 3).await?;
+    moto.register_group(&cluster, &group).await?;
     moto.run_tasks(&cluster, &web, 8).await?;
     moto.run_tasks(&cluster, &worker, 6).await?;
 
@@ -95,7 +97,7 @@ async fn main() -> Result<(), BoxError> {
         }
     }
     println!(
-        "moto_sandbox: seeded cluster {cluster} in {region}: {} services tagged app=demo (+1 not), 3 container instances, 14 running tasks, {points} datapoints",
+        "moto_sandbox: seeded cluster {cluster} in {region}: {} services tagged app=demo (+1 not), Auto Scaling group {group} of 3 registered instances, 14 running tasks, {points} datapoints",
         services.len()
     );
     Ok(())

@@ -17,6 +17,8 @@ use crate::model::{ContainerInstance, ServiceState, TaskDefinitionInfo};
 pub const DESCRIBE_SERVICES_BATCH: usize = 10;
 /// Largest number of container instances, or tasks, one Describe call takes.
 pub const DESCRIBE_BATCH: usize = 100;
+/// Largest number of resource ids one DescribeScalableTargets call takes.
+pub const SCALABLE_TARGETS_BATCH: usize = 50;
 /// Largest number of queries one GetMetricData call takes.
 pub const METRIC_QUERIES_PER_CALL: usize = 500;
 /// Largest number of datapoints one GetMetricData call returns.
@@ -254,9 +256,12 @@ pub struct ScalableTarget {
 /// The Application Auto Scaling calls the service actuator makes.
 #[async_trait]
 pub trait AppAutoScalingApi: Send + Sync {
-    /// DescribeScalableTargets for one service's desired count.
-    async fn scalable_target(&self, cluster: &str, service: &str)
-        -> Result<Option<ScalableTarget>, ApiError>;
+    /// DescribeScalableTargets for at most [`SCALABLE_TARGETS_BATCH`] services' desired counts:
+    /// the services that have one (those absent have none).
+    async fn scalable_targets(
+        &self,
+        services: &[crate::model::ServiceKey],
+    ) -> Result<std::collections::HashMap<crate::model::ServiceKey, ScalableTarget>, ApiError>;
     /// RegisterScalableTarget with its dynamic and scheduled scaling suspended.
     async fn suspend(&self, cluster: &str, service: &str) -> Result<(), ApiError>;
 }

@@ -13,8 +13,8 @@
 //!   service with its dynamic scaling live, `worker.app_autoscaling` decides: `refuse` leaves the
 //!   service alone and says so on every decision, `take_over` suspends Application Auto
 //!   Scaling's dynamic and scheduled scaling first (logged once, visible in the AWS console) and
-//!   only then scales. Never both silently. The check is made only for a service about to
-//!   change, and cached for five minutes.
+//!   only then scales. Never both silently. The check is made only for services about to
+//!   change, 50 to a call ([`ServiceActuator::prepare`]), and cached for five minutes.
 //! - **Leadership**: the [`Fence`] is asked right before each mutating call.
 //! - **Rate**: UpdateService calls of all services share one [`RateLimiter`].
 
@@ -77,6 +77,28 @@ impl ServiceActuator {
         seen.insert(key, (Instant::now(), target));
     }
 
+    /// Looks up, 50 to a call, whether Application Auto Scaling targets the services of these
+    /// decisions that are about to change (and are not in the cache). A failed lookup leaves
+    /// them uncached: [`ServiceActuator::apply`] asks again for each.
+    pub async fn prepare(&self, changing: &[(&Decision, &ServiceState)]) {
+        let keys: Vec<ServiceKey> = changing
+            .iter()
+            .filter(|(d, s)| d.desired != s.desired)
+            .map(|(_, s)| s.key())
+            .filter(|k| self.cached(k).is_none())
+            .collect();
+        for chunk in keys.chunks(crate::api::SCALABLE_TARGETS_BATCH) {
+            match self.aas.scalable_targets(chunk).await {
+                Ok(found) => {
+                    for k in chunk {
+                        self.remember(k.clone(), found.get(k).copied());
+                    }
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+
     /// Application Auto Scaling's hold on the service: `Ok(())` when ecscale may scale it (after
     /// suspending Application Auto Scaling, in `take_over` mode).
     async fn settle_app_autoscaling(&self, s: &ServiceState, fence: &dyn Fence) -> Result<(), Applied> {
@@ -86,9 +108,11 @@ impl ServiceActuator {
             None => {
                 let t = self
                     .aas
-                    .scalable_target(&s.cluster, &s.name)
+                    .scalable_targets(std::slice::from_ref(&key))
                     .await
-                    .map_err(|e| Applied::failed(&e))?;
+                    .map_err(|e| Applied::failed(&e))?
+                    .get(&key)
+                    .copied();
                 self.remember(key.clone(), t);
                 t
             }
@@ -103,11 +127,13 @@ impl ServiceActuator {
                     "Application Auto Scaling also scales this service (scalable target {resource}); ecscale leaves it alone. Remove the scalable target, or set worker.app_autoscaling: take_over to suspend it"
                 ),
             }),
-            AppAutoScaling::TakeOver if self.dry_run => Err(Applied::Refused {
-                reason: format!(
+            AppAutoScaling::TakeOver if self.dry_run => {
+                tracing::info!(
+                    service = %key,
                     "dry run: would suspend Application Auto Scaling on {resource} (worker.app_autoscaling: take_over) before scaling"
-                ),
-            }),
+                );
+                Ok(())
+            }
             AppAutoScaling::TakeOver => {
                 fence.check().map_err(|reason| Applied::Refused { reason })?;
                 self.aas
@@ -309,10 +335,10 @@ mod tests {
             a.apply(&decision(4, 6), &service("prod", "web", 4), &Alone).await,
             Applied::DryRun { from: 4, to: 6 }
         );
-        let got = a.apply(&decision(4, 6), &service("prod", "api", 4), &Alone).await;
-        assert!(
-            matches!(&got, Applied::Refused { reason } if reason.starts_with("dry run")),
-            "{got:?}"
+        // Even where it would suspend Application Auto Scaling first.
+        assert_eq!(
+            a.apply(&decision(4, 6), &service("prod", "api", 4), &Alone).await,
+            Applied::DryRun { from: 4, to: 6 }
         );
         assert!(ecs.updates().is_empty());
         assert!(aas.suspended().is_empty());

@@ -165,19 +165,19 @@ impl FakeAas {
 
 #[async_trait]
 impl AppAutoScalingApi for FakeAas {
-    async fn scalable_target(
+    async fn scalable_targets(
         &self,
-        cluster: &str,
-        service: &str,
-    ) -> Result<Option<ScalableTarget>, ApiError> {
+        services: &[crate::model::ServiceKey],
+    ) -> Result<HashMap<crate::model::ServiceKey, ScalableTarget>, ApiError> {
         *self.described.lock().unwrap() += 1;
-        let t = self
-            .targets
-            .lock()
-            .unwrap()
-            .get(&format!("service/{cluster}/{service}"))
-            .copied();
-        Ok(t.map(|suspended| ScalableTarget { suspended }))
+        let targets = self.targets.lock().unwrap();
+        Ok(services
+            .iter()
+            .filter_map(|k| {
+                let suspended = *targets.get(&format!("service/{}/{}", k.cluster, k.service))?;
+                Some((k.clone(), ScalableTarget { suspended }))
+            })
+            .collect())
     }
 
     async fn suspend(&self, cluster: &str, service: &str) -> Result<(), ApiError> {

@@ -453,6 +453,7 @@ impl crate::api::EcsWriteApi for AwsEcs {
             .list_tasks()
             .cluster(cluster)
             .container_instance(container_instance)
+            .desired_status(ecs::DesiredStatus::Running)
             .send()
             .await
             .map_err(|e| {

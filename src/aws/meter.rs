@@ -24,7 +24,9 @@ impl MeterInterceptor {
 /// `ECS.DescribeServices`, from the operation metadata the SDK stores for every call.
 fn operation(cfg: &ConfigBag) -> String {
     cfg.load::<Metadata>()
-        .map(|m| format!("{}.{}", m.service(), m.name()))
+        // The SDK names some services with spaces (`Application Auto Scaling`, `Auto Scaling`);
+        // ours are one word, as in error messages and the IAM-style tables.
+        .map(|m| format!("{}.{}", m.service().replace(' ', ""), m.name()))
         .unwrap_or_else(|| "unknown".to_string())
 }
 

@@ -1,10 +1,14 @@
 //! [`AutoScalingApi`] and [`AppAutoScalingApi`] over the AWS SDK.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use aws_sdk_applicationautoscaling::types as aas;
 
 use super::{api_error, CallSettings};
+
 use crate::api::{ApiError, AppAutoScalingApi, AutoScalingApi, GroupInfo, GroupInstance, ScalableTarget};
+use crate::model::ServiceKey;
 
 fn count(n: Option<i32>) -> u32 {
     n.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
@@ -148,37 +152,49 @@ fn resource(cluster: &str, service: &str) -> String {
 
 #[async_trait]
 impl AppAutoScalingApi for AwsAppAutoScaling {
-    async fn scalable_target(
+    async fn scalable_targets(
         &self,
-        cluster: &str,
-        service: &str,
-    ) -> Result<Option<ScalableTarget>, ApiError> {
+        services: &[ServiceKey],
+    ) -> Result<HashMap<ServiceKey, ScalableTarget>, ApiError> {
+        let ids: HashMap<String, &ServiceKey> = services
+            .iter()
+            .map(|k| (resource(&k.cluster, &k.service), k))
+            .collect();
+        let what = match services {
+            [one] => format!("service {one}"),
+            many => format!("{} services", many.len()),
+        };
         let out = self
             .client
             .describe_scalable_targets()
             .service_namespace(aas::ServiceNamespace::Ecs)
-            .resource_ids(resource(cluster, service))
+            .set_resource_ids(Some(ids.keys().cloned().collect()))
             .scalable_dimension(aas::ScalableDimension::EcsServiceDesiredCount)
+            .max_results(i32::try_from(crate::api::SCALABLE_TARGETS_BATCH).unwrap_or(50))
             .send()
             .await
             .map_err(|e| {
                 api_error(
                     e,
                     "ApplicationAutoScaling.DescribeScalableTargets",
-                    format!("service {cluster}/{service}"),
+                    what,
                     &self.endpoint,
                     self.calls,
                 )
             })?;
-        Ok(out.scalable_targets().first().map(|t| {
-            let s = t.suspended_state();
-            ScalableTarget {
-                suspended: s.is_some_and(|s| {
+        Ok(out
+            .scalable_targets()
+            .iter()
+            .filter_map(|t| {
+                let key = ids.get(t.resource_id())?;
+                let s = t.suspended_state();
+                let suspended = s.is_some_and(|s| {
                     s.dynamic_scaling_in_suspended() == Some(true)
                         && s.dynamic_scaling_out_suspended() == Some(true)
-                }),
-            }
-        }))
+                });
+                Some(((*key).clone(), ScalableTarget { suspended }))
+            })
+            .collect())
     }
 
     async fn suspend(&self, cluster: &str, service: &str) -> Result<(), ApiError> {

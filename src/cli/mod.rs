@@ -220,6 +220,7 @@ fn init_logging(filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(true)
         .init();
 }
@@ -276,7 +277,7 @@ fn load_config(path: &std::path::Path, vars: &Vars) -> Result<Config, Failure> {
 
 fn validate(path: &std::path::Path, vars: &Vars) -> Result<u8, Failure> {
     let config = load_config(path, vars)?;
-    let policies = policy::validate_policies(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
+    let policies = crate::policy::load_for(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
     let targets: usize = policies.iter().map(|p| p.targets.len()).sum();
     println!("{}", render::summary(&config, targets));
     Ok(0)
@@ -320,21 +321,12 @@ async fn run_worker(
     ticks: Option<u64>,
 ) -> Result<u8, Failure> {
     let config = load_config(path, vars)?;
-    let files = policy::validate_policies(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
+    let files = crate::policy::load_for(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
     let policies = files.into_iter().flat_map(|f| f.targets).collect();
-    let meter = ApiMeter::default();
-    let aws = AwsContext::connect(&config.aws, meter.clone())
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
         .await
         .map_err(invalid)?;
-    let clients = crate::worker::Clients {
-        ecs: Arc::new(aws.ecs.clone()),
-        cloudwatch: Arc::new(aws.cloudwatch.clone()),
-        ecs_write: Arc::new(aws.ecs.clone()),
-        autoscaling: Arc::new(aws.autoscaling.clone()),
-        app_autoscaling: Arc::new(aws.app_autoscaling.clone()),
-        dynamodb: Some(aws.dynamodb.clone()),
-        meter,
-    };
+    let clients = crate::worker::Clients::aws(&aws);
     let opts = crate::worker::RunOptions {
         dry_run,
         max_ticks: ticks,

@@ -7,39 +7,9 @@ use super::{invalid, Failure, Format, EXIT_FAILURE};
 use crate::config::Diagnostics;
 use crate::evaluate::backtest::{self, Options, Report};
 use crate::evaluate::{num, trace};
-use crate::model::{Action, TargetKey};
+use crate::model::Action;
 use crate::plot::{self, Axis, Chart, Line, Marker, Style, COLORS};
-use crate::policy::{self, external::PluginRunner, PolicyFile, RuleSpec, TargetPolicy};
-
-/// Reads policy files; all their mistakes, or the files.
-pub(super) fn load_policies(files: &[PathBuf]) -> Result<Vec<PolicyFile>, Diagnostics> {
-    let mut diags = Vec::new();
-    let mut out = Vec::new();
-    for f in files {
-        match policy::load_file(f) {
-            Ok(p) => out.push(p),
-            Err(d) => diags.extend(d.0),
-        }
-    }
-    // One target, one policy, across files too.
-    let mut seen: Vec<(&TargetKey, &TargetPolicy)> = Vec::new();
-    for t in out.iter().flat_map(|f| f.targets.iter()) {
-        match seen.iter().find(|(k, _)| *k == &t.target) {
-            Some((_, first)) => diags.push(crate::config::Diagnostic {
-                file: t.file.clone(),
-                span: t.span,
-                path: "target".into(),
-                message: format!("{} already has a policy at {}", t.target, first.location()),
-            }),
-            None => seen.push((&t.target, t)),
-        }
-    }
-    if diags.is_empty() {
-        Ok(out)
-    } else {
-        Err(Diagnostics(diags))
-    }
-}
+use crate::policy::{external::PluginRunner, load_files as load_policies, RuleSpec, TargetPolicy};
 
 pub(super) fn mistakes(d: Diagnostics, what: &str) -> Failure {
     let n = d.0.len();
@@ -327,16 +297,5 @@ pub fn chart(t: &TargetPolicy, r: &Report) -> Chart {
         right_label: "count".into(),
         lines,
         markers,
-    }
-}
-
-/// Loads the policies a config names and checks them against it.
-pub(super) fn validate_policies(config: &crate::config::Config) -> Result<Vec<PolicyFile>, Diagnostics> {
-    let files = load_policies(&config.policy_files)?;
-    let diags = policy::check_against_config(config, &files);
-    if diags.is_empty() {
-        Ok(files)
-    } else {
-        Err(Diagnostics(diags))
     }
 }

@@ -456,3 +456,44 @@ fn skip_all(m: &mut MapReader<'_>) {
         m.take(&k);
     }
 }
+
+/// Reads policy files: all their mistakes (one target having two policies, across files too),
+/// or the files.
+pub fn load_files(files: &[std::path::PathBuf]) -> Result<Vec<PolicyFile>, Diagnostics> {
+    let mut diags = Vec::new();
+    let mut out = Vec::new();
+    for f in files {
+        match load_file(f) {
+            Ok(p) => out.push(p),
+            Err(d) => diags.extend(d.0),
+        }
+    }
+    let mut seen: Vec<(&crate::model::TargetKey, &TargetPolicy)> = Vec::new();
+    for t in out.iter().flat_map(|f| f.targets.iter()) {
+        match seen.iter().find(|(k, _)| *k == &t.target) {
+            Some((_, first)) => diags.push(crate::config::Diagnostic {
+                file: t.file.clone(),
+                span: t.span,
+                path: "target".into(),
+                message: format!("{} already has a policy at {}", t.target, first.location()),
+            }),
+            None => seen.push((&t.target, t)),
+        }
+    }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(Diagnostics(diags))
+    }
+}
+
+/// Loads the policies a config names and checks them against it (targets, metrics).
+pub fn load_for(config: &crate::config::Config) -> Result<Vec<PolicyFile>, Diagnostics> {
+    let files = load_files(&config.policy_files)?;
+    let diags = super::check_against_config(config, &files);
+    if diags.is_empty() {
+        Ok(files)
+    } else {
+        Err(Diagnostics(diags))
+    }
+}

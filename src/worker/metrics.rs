@@ -80,6 +80,8 @@ pub struct Metrics {
     last_tick_ms: AtomicI64,
     last_tick_seconds: Mutex<f64>,
     leader: AtomicBool,
+    /// The last tick's seconds per stage.
+    stages: Mutex<BTreeMap<String, f64>>,
     decisions: Labeled,
     actions: Labeled,
     errors: Labeled,
@@ -99,6 +101,7 @@ impl Metrics {
             last_tick_ms: AtomicI64::new(0),
             last_tick_seconds: Mutex::new(0.0),
             leader: AtomicBool::new(false),
+            stages: Mutex::new(BTreeMap::new()),
             decisions: Labeled::default(),
             actions: Labeled::default(),
             errors: Labeled::default(),
@@ -119,6 +122,14 @@ impl Metrics {
         self.last_tick_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
         *self.last_tick_seconds.lock().unwrap_or_else(|p| p.into_inner()) = secs;
+    }
+
+    /// How long a stage of the last tick took.
+    pub fn stage(&self, name: &str, seconds: f64) {
+        self.stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), seconds);
     }
 
     pub fn skipped(&self, n: u64) {
@@ -261,6 +272,19 @@ impl Metrics {
             "ecscale_last_tick_timestamp_seconds {}",
             self.last_tick_ms.load(Ordering::Relaxed) as f64 / 1000.0
         );
+        head(
+            &mut o,
+            "ecscale_stage_duration_seconds",
+            "gauge",
+            "How long each stage of the last tick took.",
+        );
+        for (stage, secs) in self.stages.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                o,
+                "ecscale_stage_duration_seconds{{stage=\"{}\"}} {secs}",
+                escape(stage)
+            );
+        }
         head(
             &mut o,
             "ecscale_leader",

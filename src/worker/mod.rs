@@ -73,6 +73,21 @@ pub struct Clients {
     pub meter: ApiMeter,
 }
 
+impl Clients {
+    /// The AWS SDK clients of a context.
+    pub fn aws(aws: &crate::aws::AwsContext) -> Self {
+        Clients {
+            ecs: Arc::new(aws.ecs.clone()),
+            cloudwatch: Arc::new(aws.cloudwatch.clone()),
+            ecs_write: Arc::new(aws.ecs.clone()),
+            autoscaling: Arc::new(aws.autoscaling.clone()),
+            app_autoscaling: Arc::new(aws.app_autoscaling.clone()),
+            dynamodb: Some(aws.dynamodb.clone()),
+            meter: aws.meter.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Evaluate and record, call no mutating API.
@@ -195,10 +210,10 @@ impl Worker {
         } else {
             store.load().await?
         };
-        let limiter = Arc::new(RateLimiter::new(
-            config.worker.update_rate,
-            (config.worker.update_rate * 2.0).max(1.0),
-        ));
+        // ECS's bucket for UpdateService holds 50 (refilled at 5 per second): a burst of up to 50
+        // lets a spike on many services be answered at once; the rate holds after it.
+        let burst = (config.worker.update_rate * 10.0).clamp(1.0, 50.0);
+        let limiter = Arc::new(RateLimiter::new(config.worker.update_rate, burst));
         let fence: Arc<dyn Fence> = match &lease {
             Some(l) => Arc::new(LeaseFence(l.clone())),
             None => Arc::new(Alone),

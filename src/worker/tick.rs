@@ -41,6 +41,8 @@ pub struct TickReport {
     pub groups: Vec<GroupOutcome>,
     /// Things the collection could not see, targets that could not be evaluated, failures.
     pub problems: Vec<String>,
+    /// Milliseconds spent per stage: `collect`, `evaluate`, `actuate`, `save`.
+    pub stage_ms: BTreeMap<&'static str, f64>,
 }
 
 impl TickReport {
@@ -51,6 +53,7 @@ impl TickReport {
             services: Vec::new(),
             groups: Vec::new(),
             problems: Vec::new(),
+            stage_ms: BTreeMap::new(),
         }
     }
 }
@@ -201,7 +204,13 @@ impl Worker {
         }
         let mut report = TickReport::idle(now);
         report.acted = true;
+        let mut lap = Instant::now();
+        let mut stage = |report: &mut TickReport, name: &'static str| {
+            report.stage_ms.insert(name, lap.elapsed().as_secs_f64() * 1000.0);
+            lap = Instant::now();
+        };
         let snapshot = self.collector.collect(now).await;
+        stage(&mut report, "collect");
         for p in &snapshot.problems {
             tracing::warn!(scope = %p.scope, "{}", p.message);
             self.metrics.error("collect");
@@ -236,6 +245,8 @@ impl Worker {
             };
             pending.push((i, self.decide(policy, &obs).await, svc));
         }
+
+        stage(&mut report, "evaluate");
 
         // 2. Capacity, for the counts just decided.
         for spec in &self.config.capacity {
@@ -343,6 +354,8 @@ impl Worker {
 
         // 3. The services, all at once within the UpdateService rate.
         let fence = self.fence.clone();
+        let changing: Vec<(&Decision, &ServiceState)> = pending.iter().map(|(_, d, s)| (d, *s)).collect();
+        self.services.prepare(&changing).await;
         let applied = futures::future::join_all(
             pending
                 .iter()
@@ -355,8 +368,14 @@ impl Worker {
             report.services.push((d, a));
         }
 
+        stage(&mut report, "actuate");
+
         // 4. Remember, then ship.
         self.save(&mut report).await;
+        stage(&mut report, "save");
+        for (name, ms) in &report.stage_ms {
+            self.metrics.stage(name, *ms / 1000.0);
+        }
         self.ship(&snapshot, &report);
         self.metrics.tick_done(started.elapsed());
         report

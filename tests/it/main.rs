@@ -13,3 +13,4 @@ mod services;
 mod ship;
 mod support;
 mod validate;
+mod worker;

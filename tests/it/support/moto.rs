@@ -15,6 +15,9 @@ pub struct Moto {
     pub region: String,
     pub ecs: aws_sdk_ecs::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub app_autoscaling: aws_sdk_applicationautoscaling::Client,
     http: reqwest::Client,
 }
 
@@ -33,13 +36,28 @@ impl Moto {
             .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
             .region(aws_sdk_cloudwatch::config::Region::new(region.to_string()))
             .endpoint_url(url)
-            .credentials_provider(creds)
+            .credentials_provider(creds.clone())
             .build();
+        macro_rules! client {
+            ($krate:ident) => {
+                $krate::Client::from_conf(
+                    $krate::Config::builder()
+                        .behavior_version($krate::config::BehaviorVersion::latest())
+                        .region($krate::config::Region::new(region.to_string()))
+                        .endpoint_url(url)
+                        .credentials_provider(creds.clone())
+                        .build(),
+                )
+            };
+        }
         Moto {
             url: url.to_string(),
             region: region.to_string(),
             ecs: aws_sdk_ecs::Client::from_conf(ecs),
             cloudwatch: aws_sdk_cloudwatch::Client::from_conf(cw),
+            autoscaling: client!(aws_sdk_autoscaling),
+            dynamodb: client!(aws_sdk_dynamodb),
+            app_autoscaling: client!(aws_sdk_applicationautoscaling),
             http: reqwest::Client::new(),
         }
     }
@@ -201,5 +219,204 @@ impl Moto {
             .send()
             .await?;
         Ok(out.services().first().ok_or("service not found")?.clone())
+    }
+
+    /// A launch configuration of `instance_type` and an Auto Scaling group on it; returns the
+    /// ids of the instances moto launched for it.
+    pub async fn group(
+        &self,
+        name: &str,
+        instance_type: &str,
+        min: i32,
+        max: i32,
+        desired: i32,
+    ) -> Result<Vec<String>, BoxError> {
+        let lc = format!("{name}-lc");
+        self.autoscaling
+            .create_launch_configuration()
+            .launch_configuration_name(&lc)
+            .image_id("ami-12c6146b")
+            .instance_type(instance_type)
+            .send()
+            .await?;
+        self.autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_configuration_name(&lc)
+            .min_size(min)
+            .max_size(max)
+            .desired_capacity(desired)
+            .availability_zones(format!("{}a", self.region))
+            .send()
+            .await?;
+        Ok(self.group_state(name).await?.1)
+    }
+
+    /// (desired capacity, instance ids) of a group, as moto holds it.
+    pub async fn group_state(&self, name: &str) -> Result<(i32, Vec<String>), BoxError> {
+        let out = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await?;
+        let g = out.auto_scaling_groups().first().ok_or("no such group")?;
+        let ids = g
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        Ok((g.desired_capacity().unwrap_or(0), ids))
+    }
+
+    /// Registers the group's instances that are not registered to `cluster` yet (what the ECS
+    /// agent does when an instance boots); returns the container instance ARNs by instance id.
+    pub async fn register_group(
+        &self,
+        cluster: &str,
+        group: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, BoxError> {
+        let mut known = self.container_instances(cluster).await?;
+        for id in self.group_state(group).await?.1 {
+            if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(id) {
+                let arn = self.register_instance(cluster, slot.key()).await?;
+                slot.insert((arn, "ACTIVE".into()));
+            }
+        }
+        Ok(known.into_iter().map(|(id, (arn, _))| (id, arn)).collect())
+    }
+
+    /// Container instances of a cluster: instance id → (ARN, status).
+    pub async fn container_instances(
+        &self,
+        cluster: &str,
+    ) -> Result<std::collections::BTreeMap<String, (String, String)>, BoxError> {
+        let arns = self
+            .ecs
+            .list_container_instances()
+            .cluster(cluster)
+            .send()
+            .await?
+            .container_instance_arns()
+            .to_vec();
+        let mut out = std::collections::BTreeMap::new();
+        if arns.is_empty() {
+            return Ok(out);
+        }
+        let described = self
+            .ecs
+            .describe_container_instances()
+            .cluster(cluster)
+            .set_container_instances(Some(arns))
+            .send()
+            .await?;
+        for c in described.container_instances() {
+            if let (Some(id), Some(arn)) = (c.ec2_instance_id(), c.container_instance_arn()) {
+                out.insert(
+                    id.to_string(),
+                    (arn.to_string(), c.status().unwrap_or_default().to_string()),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// StartTask of one task on one container instance, in a service's group; returns its ARN.
+    pub async fn start_task(
+        &self,
+        cluster: &str,
+        task_definition: &str,
+        container_instance: &str,
+        group: &str,
+    ) -> Result<String, BoxError> {
+        let out = self
+            .ecs
+            .start_task()
+            .cluster(cluster)
+            .task_definition(task_definition)
+            .container_instances(container_instance)
+            .group(group)
+            .send()
+            .await?;
+        Ok(out
+            .tasks()
+            .first()
+            .and_then(|t| t.task_arn())
+            .ok_or("no task started")?
+            .to_string())
+    }
+
+    pub async fn stop_task(&self, cluster: &str, task: &str) -> Result<(), BoxError> {
+        self.ecs.stop_task().cluster(cluster).task(task).send().await?;
+        Ok(())
+    }
+
+    /// Sets a service's desired count directly (as a person or another tool would).
+    pub async fn set_desired(&self, cluster: &str, service: &str, desired: i32) -> Result<(), BoxError> {
+        self.ecs
+            .update_service()
+            .cluster(cluster)
+            .service(service)
+            .desired_count(desired)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// A DynamoDB table with a string partition key `key` (what ecscale's state and lease use).
+    pub async fn table(&self, name: &str) -> Result<(), BoxError> {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        self.dynamodb
+            .create_table()
+            .table_name(name)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("key")
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("key")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// An Application Auto Scaling scalable target on a service's desired count.
+    pub async fn scalable_target(&self, cluster: &str, service: &str) -> Result<(), BoxError> {
+        use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+        self.app_autoscaling
+            .register_scalable_target()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id(format!("service/{cluster}/{service}"))
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .min_capacity(1)
+            .max_capacity(20)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Whether Application Auto Scaling's dynamic scaling on a service is suspended.
+    pub async fn scalable_target_suspended(&self, cluster: &str, service: &str) -> Result<bool, BoxError> {
+        use aws_sdk_applicationautoscaling::types::ServiceNamespace;
+        let out = self
+            .app_autoscaling
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_ids(format!("service/{cluster}/{service}"))
+            .send()
+            .await?;
+        let t = out.scalable_targets().first().ok_or("no scalable target")?;
+        Ok(t.suspended_state()
+            .and_then(|s| s.dynamic_scaling_out_suspended())
+            .unwrap_or(false))
     }
 }

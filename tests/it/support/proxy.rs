@@ -1,10 +1,12 @@
-//! An HTTP proxy in front of moto that sees every AWS request on the wire: it counts them per
-//! operation (independently of ecscale's own counters) and can answer a chosen operation with a
-//! throttling error a number of times before letting it through.
+//! An HTTP proxy in front of moto that sees every AWS request on the wire: it counts and
+//! timestamps them per operation (independently of ecscale's own counters) and can answer a
+//! chosen operation with an error (throttling, access denied, ...) a number of times before
+//! letting it through.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,8 +18,10 @@ use tokio::net::TcpListener;
 struct State {
     /// Requests seen, by `Service.Operation`.
     seen: BTreeMap<String, usize>,
-    /// Throttling answers still to give, by `Service.Operation`.
-    throttle: HashMap<String, u32>,
+    /// Every request, in order, with when it arrived.
+    log: Vec<(String, Instant)>,
+    /// Error answers still to give, by `Service.Operation`: (times, error code).
+    fail: HashMap<String, (u32, String)>,
 }
 
 pub struct Proxy {
@@ -56,11 +60,27 @@ impl Proxy {
     /// Answers the next `times` requests of `operation` (`ECS.DescribeServices`) with a
     /// throttling error.
     pub fn throttle(&self, operation: &str, times: u32) {
+        self.fail(operation, times, "Throttling");
+    }
+
+    /// Answers the next `times` requests of `operation` with error `code` (`Throttling`,
+    /// `AccessDenied`, ...).
+    pub fn fail(&self, operation: &str, times: u32, code: &str) {
         self.state
             .lock()
             .unwrap()
-            .throttle
-            .insert(operation.to_string(), times);
+            .fail
+            .insert(operation.to_string(), (times, code.to_string()));
+    }
+
+    /// When each request of `operation` arrived.
+    pub fn times(&self, operation: &str) -> Vec<Instant> {
+        let s = self.state.lock().unwrap();
+        s.log
+            .iter()
+            .filter(|(op, _)| op == operation)
+            .map(|(_, t)| *t)
+            .collect()
     }
 
     /// Requests seen per operation, throttled ones included.
@@ -81,6 +101,9 @@ fn operation(req: &hyper::http::request::Parts, body: &[u8]) -> String {
         "ecs" => "ECS",
         "monitoring" => "CloudWatch",
         "ec2" => "EC2",
+        "autoscaling" => "AutoScaling",
+        "application-autoscaling" => "ApplicationAutoScaling",
+        "dynamodb" => "DynamoDB",
         other => other,
     };
     let op = match header("x-amz-target").rsplit('.').next() {
@@ -94,20 +117,26 @@ fn operation(req: &hyper::http::request::Parts, body: &[u8]) -> String {
     format!("{service}.{op}")
 }
 
-fn throttled(service_is_json: bool) -> Response<Full<Bytes>> {
+/// An AWS error answer: JSON protocols get `{Code}Exception`, the Query protocol `Code`.
+fn error_answer(service_is_json: bool, code: &str) -> Response<Full<Bytes>> {
+    let (status, message) = match code {
+        "AccessDenied" => (403, "User is not authorized to perform this action"),
+        "Throttling" => (400, "Rate exceeded"),
+        _ => (400, "injected by the test proxy"),
+    };
     let (ctype, body) = if service_is_json {
         (
             "application/x-amz-json-1.1",
-            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string(),
+            format!(r#"{{"__type":"{code}Exception","message":"{message}"}}"#),
         )
     } else {
         (
             "text/xml",
-            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>proxy</RequestId></ErrorResponse>".to_string(),
+            format!("<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>proxy</RequestId></ErrorResponse>"),
         )
     };
     Response::builder()
-        .status(400)
+        .status(status)
         .header("content-type", ctype)
         .body(Full::new(Bytes::from(body)))
         .expect("valid response")
@@ -122,19 +151,20 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let op = operation(&parts, &body);
-    let throttle = {
+    let fail = {
         let mut s = state.lock().unwrap();
         *s.seen.entry(op.clone()).or_default() += 1;
-        match s.throttle.get_mut(&op) {
-            Some(n) if *n > 0 => {
+        s.log.push((op.clone(), Instant::now()));
+        match s.fail.get_mut(&op) {
+            Some((n, code)) if *n > 0 => {
                 *n -= 1;
-                true
+                Some(code.clone())
             }
-            _ => false,
+            _ => None,
         }
     };
-    if throttle {
-        return Ok(throttled(parts.headers.contains_key("x-amz-target")));
+    if let Some(code) = fail {
+        return Ok(error_answer(parts.headers.contains_key("x-amz-target"), &code));
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut forward = client.request(parts.method.clone(), format!("{upstream}{path}"));

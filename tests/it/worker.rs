@@ -1,0 +1,614 @@
+//! The worker against moto: the whole loop (service and capacity out, a restart mid-cooldown,
+//! in with drains), errors per target, `--dry-run`, the IAM policy against the calls seen on the
+//! wire, and two workers electing a leader.
+//!
+//! The in-process tests drive [`Worker::tick`] with chosen times, so cooldowns pass without
+//! waiting; CloudWatch datapoints are put at those times. moto does not run tasks for services
+//! (their running count stays 0) nor register booting instances, so the tests do what ECS would:
+//! register the group's new instances, start and stop tasks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_cloudwatch::types::StandardUnit;
+use chrono::{DateTime, TimeDelta, Utc};
+
+use ecscale::actuate::Applied;
+use ecscale::api::ErrorKind;
+use ecscale::aws::AwsContext;
+use ecscale::config::env::Vars;
+use ecscale::model::Action;
+use ecscale::usage::ApiMeter;
+use ecscale::worker::leader::{Lease, LeaseStep};
+use ecscale::worker::metrics::Metrics;
+use ecscale::worker::{Clients, Parts, RunOptions, TickReport, Worker};
+
+use crate::support::moto::Moto;
+use crate::support::proxy::Proxy;
+use crate::support::{moto_url, repo, unique, write};
+
+fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp() - t.timestamp().rem_euclid(60), 0).unwrap()
+}
+
+fn mins(n: i64) -> TimeDelta {
+    TimeDelta::minutes(n)
+}
+
+/// Static credentials for the in-process clients (moto takes any).
+fn credentials() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+}
+
+/// A cluster with service `web` (2 tasks of 2048 CPU / 2048 MiB: one per instance once the 10 %
+/// headroom is kept), an Auto Scaling group of 2 m5.large (min 1, max 6) whose instances are
+/// registered to the cluster, and a proxy in front of moto.
+struct Stage {
+    moto: Moto,
+    proxy: Proxy,
+    cluster: String,
+    group: String,
+    /// A small task definition, for tasks the tests start on instances.
+    small: String,
+    dir: tempfile::TempDir,
+}
+
+async fn stage(region: &str, prefix: &str) -> Stage {
+    let moto = Moto::new(&moto_url(), region);
+    let cluster = unique(prefix);
+    moto.cluster(&cluster).await.unwrap();
+    let td = moto.task_definition(&unique("web"), 2048, 2048).await.unwrap();
+    moto.service(&cluster, "web", &td, 2, &[]).await.unwrap();
+    let group = unique("asg");
+    moto.group(&group, "m5.large", 1, 6, 2).await.unwrap();
+    moto.register_group(&cluster, &group).await.unwrap();
+    let small = moto.task_definition(&unique("sidecar"), 128, 128).await.unwrap();
+    let proxy = Proxy::start(&moto_url()).await;
+    Stage {
+        moto,
+        proxy,
+        cluster,
+        group,
+        small,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Stage {
+    /// `web`'s CPU at `value` for every minute in `[from, until)`.
+    async fn cpu(&self, service: &str, from: DateTime<Utc>, until: DateTime<Utc>, value: f64) {
+        let mut points = Vec::new();
+        let mut t = from;
+        while t < until {
+            points.push((t, value));
+            t += mins(1);
+        }
+        self.moto
+            .put_points(
+                "AWS/ECS",
+                "CPUUtilization",
+                &[("ClusterName", &self.cluster), ("ServiceName", service)],
+                StandardUnit::Percent,
+                &points,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Writes the config (through the proxy, one attempt per call) and a policy per service;
+    /// `worker` is the body of the `worker:` section.
+    fn config(&self, services: &[&str], worker: &str) -> PathBuf {
+        self.config_named("ecscale.yaml", &self.proxy.url, services, 1, worker)
+    }
+
+    /// As [`Stage::config`], through `endpoint`, with the policies' `min`.
+    fn config_named(&self, name: &str, endpoint: &str, services: &[&str], min: u32, worker: &str) -> PathBuf {
+        let mut policies = String::new();
+        for s in services {
+            policies.push_str(&format!(
+                "---\ntarget: {{cluster: {c}, service: {s}}}\nmin: {min}\nmax: 8\ncooldown: {{scale_out: 5m, scale_in: 2m}}\nscale_in_stabilization: 1m\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 50, scale_in_datapoints: 3, warmup: 0s}}\n",
+                c = self.cluster
+            ));
+        }
+        write(self.dir.path(), "policies.yaml", &policies);
+        let yaml = format!(
+            "aws:\n  region: {region}\n  endpoint_url: {url}\n  retry: {{max_attempts: 1}}\nschedule: {{interval: 1s}}\nclusters:\n  - name: {cluster}\n    services: [{list}]\ncapacity:\n  - {{auto_scaling_group: {group}, cluster: {cluster}}}\npolicies: [policies.yaml]\nsink: {{spool: {{dir: spool}}}}\nworker:\n  metrics_addr: 'off'\n{worker}",
+            region = self.moto.region,
+            url = endpoint,
+            cluster = self.cluster,
+            group = self.group,
+            list = services.join(", "),
+        );
+        write(self.dir.path(), name, &yaml)
+    }
+
+    async fn desired(&self, service: &str) -> i32 {
+        self.moto
+            .describe_service(&self.cluster, service)
+            .await
+            .unwrap()
+            .desired_count()
+    }
+
+    async fn group_desired(&self) -> i32 {
+        self.moto.group_state(&self.group).await.unwrap().0
+    }
+}
+
+/// A worker built as `ecscale run` builds it, with its lease (when configured) under `id`.
+async fn worker(path: &Path, id: &str, dry_run: bool) -> (Worker, Option<Arc<Lease>>) {
+    credentials();
+    let config = ecscale::config::load(path, &Vars::from_pairs([])).unwrap();
+    let policies = ecscale::policy::load_for(&config)
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.targets)
+        .collect();
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .unwrap();
+    let store = ecscale::worker::store(&config, Some(&aws.dynamodb)).unwrap();
+    let lease = config
+        .worker
+        .leader
+        .as_ref()
+        .map(|l| Arc::new(Lease::new(aws.dynamodb.clone(), &l.table, id, l.lease)));
+    let parts = Parts {
+        store,
+        lease: lease.clone(),
+        metrics: Arc::new(Metrics::new(aws.meter.clone(), Duration::from_secs(60))),
+        ship: None,
+    };
+    let opts = RunOptions {
+        dry_run,
+        max_ticks: None,
+    };
+    let w = Worker::new(config, policies, Clients::aws(&aws), parts, &opts)
+        .await
+        .unwrap();
+    (w, lease)
+}
+
+fn service<'a>(r: &'a TickReport, name: &str) -> &'a (ecscale::model::Decision, Applied) {
+    r.services
+        .iter()
+        .find(|(d, _)| d.target.to_string().ends_with(&format!("/{name}")))
+        .unwrap_or_else(|| panic!("no decision for {name}: {r:#?}"))
+}
+
+/// `ECS.UpdateService` → `ecs:UpdateService`.
+fn iam_action(op: &str) -> String {
+    let (service, action) = op.split_once('.').unwrap();
+    let prefix = match service {
+        "ECS" => "ecs",
+        "CloudWatch" => "cloudwatch",
+        "AutoScaling" => "autoscaling",
+        "ApplicationAutoScaling" => "application-autoscaling",
+        "DynamoDB" => "dynamodb",
+        other => panic!("a call to an unexpected service: {other}"),
+    };
+    format!("{prefix}:{action}")
+}
+
+/// Every action the deploy/ IAM policy allows.
+fn policy_actions() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(repo().join("deploy/iam-policy.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["Version"], "2012-10-17");
+    let mut out = BTreeSet::new();
+    for st in doc["Statement"].as_array().unwrap() {
+        assert_eq!(st["Effect"], "Allow", "{st}");
+        assert!(st["Resource"].is_string() || st["Resource"].is_array(), "{st}");
+        match &st["Action"] {
+            serde_json::Value::String(a) => {
+                out.insert(a.clone());
+            }
+            serde_json::Value::Array(a) => out.extend(a.iter().map(|v| v.as_str().unwrap().to_string())),
+            other => panic!("{other}"),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_loop_scales_out_and_in_survives_a_restart_and_the_iam_policy_is_exact() {
+    let s = stage("us-west-1", "it-loop").await;
+    let table = unique("ecscale");
+    s.moto.table(&table).await.unwrap();
+    // Application Auto Scaling also targets web: with take_over it is suspended first.
+    s.moto.scalable_target(&s.cluster, "web").await.unwrap();
+    let path = s.config(
+        &["web"],
+        &format!(
+            "  state: {{dynamodb_table: {table}}}\n  leader: {{dynamodb_table: {table}, lease: 30s}}\n  app_autoscaling: take_over\n"
+        ),
+    );
+    let t0 = minute(Utc::now());
+    s.cpu("web", t0 - mins(15), t0 + mins(10), 90.0).await;
+    s.cpu("web", t0 + mins(10), t0 + mins(30), 20.0).await;
+
+    let (mut w, lease) = worker(&path, "it-a", false).await;
+    let lease = lease.unwrap();
+    assert!(matches!(lease.step().await, LeaseStep::Leading { new: true, .. }));
+
+    // 1. CPU 90 % for a target of 50 %: web 2 → 4 (ceil(2 × 90 / 50)); 4 tasks of 2048 CPU need
+    //    4 instances, so the group goes 2 → 4 in the same tick.
+    let r = w.tick(t0).await;
+    let (d, a) = service(&r, "web");
+    assert_eq!((d.action, d.desired), (Action::ScaleOut, 4), "{}", d.reason);
+    assert_eq!(*a, Applied::Updated { from: 2, to: 4 });
+    assert_eq!(
+        r.groups[0].applied,
+        Applied::Updated { from: 2, to: 4 },
+        "{}",
+        r.groups[0].decision.reason
+    );
+    assert_eq!(s.desired("web").await, 4);
+    assert_eq!(s.group_desired().await, 4);
+    assert!(s.moto.scalable_target_suspended(&s.cluster, "web").await.unwrap());
+    s.moto.register_group(&s.cluster, &s.group).await.unwrap();
+
+    // 2. Restart one minute later: the new worker reads the cooldown from DynamoDB and holds.
+    lease.release().await;
+    drop(w);
+    let (mut w, lease) = worker(&path, "it-b", false).await;
+    let lease = lease.unwrap();
+    assert!(matches!(
+        lease.step().await,
+        LeaseStep::Leading {
+            fencing: 2,
+            new: true
+        }
+    ));
+    let r = w.tick(t0 + mins(1)).await;
+    let (d, a) = service(&r, "web");
+    assert_eq!(
+        (d.action, *a == Applied::Unchanged),
+        (Action::Hold, true),
+        "{}",
+        d.reason
+    );
+    assert!(d.reason.contains("scale-out cooldown until"), "{}", d.reason);
+    assert_eq!(s.proxy.seen().get("ECS.UpdateService"), Some(&1));
+
+    // 3. After the cooldown: 4 → 8, and the group to 6, its max.
+    let r = w.tick(t0 + mins(6)).await;
+    assert_eq!(service(&r, "web").1, Applied::Updated { from: 4, to: 8 });
+    let g = &r.groups[0];
+    assert_eq!(
+        g.applied,
+        Applied::Updated { from: 4, to: 6 },
+        "{}",
+        g.decision.reason
+    );
+    assert!(
+        g.decision.reason.contains("capped at the group's max 6"),
+        "{}",
+        g.decision.reason
+    );
+    let registered = s.moto.register_group(&s.cluster, &s.group).await.unwrap();
+    assert_eq!(registered.len(), 6);
+
+    // 4. CPU 20 %: web 8 → 4. Its 8 tasks still run when the decision is made, so the group
+    //    keeps its instances this tick.
+    let r = w.tick(t0 + mins(20)).await;
+    assert_eq!(service(&r, "web").1, Applied::Updated { from: 8, to: 4 });
+    assert_eq!(
+        r.groups[0].applied,
+        Applied::Unchanged,
+        "{}",
+        r.groups[0].decision.reason
+    );
+
+    // 5. Next tick, 4 tasks run: 4 instances will do. One small task runs on five instances, the
+    //    sixth is empty: that one and one of the others are drained, nothing terminated yet.
+    let mut tasks = BTreeMap::new();
+    for (id, arn) in registered.iter().take(5) {
+        let task = s
+            .moto
+            .start_task(&s.cluster, &s.small, arn, "service:web")
+            .await
+            .unwrap();
+        tasks.insert(id.clone(), task);
+    }
+    let empty = registered.keys().nth(5).unwrap().clone();
+    let r = w.tick(t0 + mins(20) + TimeDelta::seconds(30)).await;
+    assert_eq!(service(&r, "web").1, Applied::Unchanged, "scale-in cooldown");
+    let g = &r.groups[0];
+    assert_eq!(g.drained.len(), 2, "{}", g.decision.reason);
+    assert_eq!(g.drained[0], empty, "the emptiest first");
+    let busy = g.drained[1].clone();
+    assert!(g.terminated.is_empty());
+    let states = s.moto.container_instances(&s.cluster).await.unwrap();
+    for id in &g.drained {
+        assert_eq!(states[id].1, "DRAINING");
+    }
+    assert_eq!(s.group_desired().await, 6);
+
+    // 6. The empty one is terminated; the one with a task waits.
+    let r = w.tick(t0 + mins(21)).await;
+    assert_eq!(
+        r.groups[0].terminated,
+        vec![empty.clone()],
+        "{}",
+        r.groups[0].decision.reason
+    );
+    assert_eq!(s.group_desired().await, 5);
+    assert!(s.moto.group_state(&s.group).await.unwrap().1.contains(&busy));
+
+    // 7. Its task stops (ECS moved it): terminated too.
+    s.moto.stop_task(&s.cluster, &tasks[&busy]).await.unwrap();
+    let r = w.tick(t0 + mins(21) + TimeDelta::seconds(30)).await;
+    assert_eq!(r.groups[0].terminated, vec![busy.clone()]);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(s.group_desired().await, 4);
+    assert_eq!(s.desired("web").await, 4);
+    assert_eq!(
+        s.proxy.seen().get("ECS.UpdateService"),
+        Some(&3),
+        "one call per change"
+    );
+    assert!(w.state().groups[&s.group].draining.is_empty());
+    lease.release().await;
+
+    // The IAM policy allows exactly the actions this worker called.
+    let seen: BTreeSet<String> = s.proxy.seen().keys().map(|op| iam_action(op)).collect();
+    let allowed = policy_actions();
+    let missing: Vec<&String> = seen.difference(&allowed).collect();
+    let unused: Vec<&String> = allowed.difference(&seen).collect();
+    assert!(
+        missing.is_empty() && unused.is_empty(),
+        "deploy/iam-policy.json misses {missing:?} and allows {unused:?}, never called"
+    );
+}
+
+#[tokio::test]
+async fn an_aws_error_fails_its_target_only_and_the_next_tick_retries_without_doubling() {
+    let s = stage("sa-east-1", "it-errors").await;
+    let td = s.moto.task_definition(&unique("api"), 512, 512).await.unwrap();
+    s.moto.service(&s.cluster, "api", &td, 2, &[]).await.unwrap();
+    // `ghost` is configured and has a policy, but ECS does not know it.
+    let path = s.config(&["web", "api", "ghost"], "");
+    let t0 = minute(Utc::now());
+    for svc in ["web", "api"] {
+        s.cpu(svc, t0 - mins(10), t0 + mins(2), 90.0).await;
+    }
+    s.proxy.fail("ECS.UpdateService", 1, "AccessDenied");
+    s.proxy.throttle("AutoScaling.DescribeAutoScalingGroups", 1);
+    let (mut w, _) = worker(&path, "it", false).await;
+
+    let r = w.tick(t0).await;
+    let failed: Vec<&(ecscale::model::Decision, Applied)> = r
+        .services
+        .iter()
+        .filter(|(_, a)| matches!(a, Applied::Failed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 1, "{:#?}", r.services);
+    let (d, a) = failed[0];
+    let Applied::Failed { kind, error } = a else {
+        unreachable!()
+    };
+    assert_eq!(*kind, ErrorKind::AccessDenied);
+    let name = d.target.to_string().rsplit('/').next().unwrap().to_string();
+    assert!(
+        error.contains("ECS.UpdateService") && error.contains(&format!("/{name}")),
+        "{error}"
+    );
+    let other = if name == "web" { "api" } else { "web" };
+    assert_eq!(service(&r, other).1, Applied::Updated { from: 2, to: 4 });
+    let problems = r.problems.join("\n");
+    assert!(problems.contains("ghost"), "{problems}");
+    assert!(
+        problems.contains(&format!("asg/{}", s.group)) && problems.contains("Throttl"),
+        "{problems}"
+    );
+    assert_eq!(s.desired(&name).await, 2);
+    assert_eq!(s.desired(other).await, 4);
+    assert_eq!(w.metrics().actions("service", "failed"), 1);
+
+    // Next tick: the failed one is applied (its cooldown never started); the other one is in
+    // its cooldown and not touched again.
+    let r = w.tick(t0 + TimeDelta::seconds(30)).await;
+    assert_eq!(service(&r, &name).1, Applied::Updated { from: 2, to: 4 });
+    assert_eq!(service(&r, other).1, Applied::Unchanged);
+    assert_eq!(s.desired(&name).await, 4);
+    assert_eq!(s.desired(other).await, 4);
+    assert_eq!(
+        s.proxy.seen().get("ECS.UpdateService"),
+        Some(&3),
+        "one failed call, two that worked"
+    );
+}
+
+/// Mutating calls the worker may make.
+const MUTATING: &[&str] = &[
+    "ECS.UpdateService",
+    "ECS.UpdateContainerInstancesState",
+    "AutoScaling.SetDesiredCapacity",
+    "AutoScaling.TerminateInstanceInAutoScalingGroup",
+    "ApplicationAutoScaling.RegisterScalableTarget",
+    "DynamoDB.PutItem",
+    "DynamoDB.UpdateItem",
+];
+
+#[tokio::test]
+async fn dry_run_makes_no_mutating_call() {
+    let s = stage("us-west-2", "it-dry").await;
+    s.moto.scalable_target(&s.cluster, "web").await.unwrap();
+    let path = s.config(&["web"], "  app_autoscaling: take_over\n");
+    let t0 = minute(Utc::now());
+    s.cpu("web", t0 - mins(10), t0 + mins(2), 90.0).await;
+    let before = s.moto.container_instances(&s.cluster).await.unwrap();
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["--log", "info", "run", "--dry-run", "--ticks", "2", "--config"])
+        .arg(&path);
+    let (code, _, stderr) = crate::support::run_async(cmd).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("dry run: 2 → 4"), "{stderr}");
+    assert!(
+        stderr.contains("dry run: would suspend Application Auto Scaling"),
+        "{stderr}"
+    );
+    // moto holds what it held.
+    assert_eq!(s.desired("web").await, 2);
+    assert_eq!(s.group_desired().await, 2);
+    assert_eq!(s.moto.container_instances(&s.cluster).await.unwrap(), before);
+    assert!(!s.moto.scalable_target_suspended(&s.cluster, "web").await.unwrap());
+    // And nothing mutating crossed the wire.
+    let seen = s.proxy.seen();
+    for op in MUTATING {
+        assert_eq!(seen.get(*op), None, "{op} was called in a dry run: {seen:?}");
+    }
+    assert!(
+        seen.get("ECS.DescribeServices").is_some_and(|n| *n >= 2),
+        "{seen:?}"
+    );
+    // The decisions are recorded, without starting a cooldown.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.dir.path().join("ecscale-state.json")).unwrap())
+            .unwrap();
+    let web = &state["targets"][format!("{}/web", s.cluster)];
+    assert_eq!(web["last_action"]["result"], "dry_run", "{state}");
+    assert!(web["engine"]["last_scale_out"].is_null(), "{state}");
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Resets web to 1 every 200 ms until `done` says so (failing after `limit`).
+async fn reset_until(s: &Stage, done: &dyn Fn() -> bool, limit: Duration) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "waited {limit:?} in vain");
+        s.moto.set_desired(&s.cluster, "web", 1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_workers_one_leader_and_a_takeover_within_the_lease() {
+    let s = stage("ca-central-1", "it-leader").await;
+    let table = unique("ecscale");
+    s.moto.table(&table).await.unwrap();
+    let proxy_b = Proxy::start(&moto_url()).await;
+    let lease = Duration::from_secs(3);
+    let port = free_port();
+    let section = |id: &str, addr: &str| {
+        format!(
+            "  metrics_addr: '{addr}'\n  state: {{dynamodb_table: {table}}}\n  leader: {{dynamodb_table: {table}, lease: 3s, id: {id}}}\n"
+        )
+    };
+    // min 3: whenever the test sets web to 1, the leader puts it back to 3 at its next tick.
+    let a_path = s.config_named(
+        "a.yaml",
+        &s.proxy.url,
+        &["web"],
+        3,
+        &section("worker-a", &format!("127.0.0.1:{port}")),
+    );
+    let b_path = s.config_named("b.yaml", &proxy_b.url, &["web"], 3, &section("worker-b", "off"));
+    // `metrics_addr` is set twice in each file otherwise: keep the one from the section.
+    for p in [&a_path, &b_path] {
+        let text = std::fs::read_to_string(p)
+            .unwrap()
+            .replacen("  metrics_addr: 'off'\n", "", 1);
+        std::fs::write(p, text).unwrap();
+    }
+    let spawn = |path: &PathBuf, log: &str| {
+        let mut cmd = crate::support::ecscale();
+        cmd.args(["--log", "info", "run", "--config"]).arg(path);
+        let log = std::fs::File::create(s.dir.path().join(log)).unwrap();
+        cmd.stderr(log).stdout(std::process::Stdio::null());
+        tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let calls = |p: &Proxy| p.seen().get("ECS.UpdateService").copied().unwrap_or(0);
+
+    let mut a = spawn(&a_path, "a.log");
+    reset_until(&s, &|| calls(&s.proxy) >= 2, Duration::from_secs(30)).await;
+    let mut b = spawn(&b_path, "b.log");
+    let follow_from = std::time::Instant::now();
+    reset_until(
+        &s,
+        &|| follow_from.elapsed() > Duration::from_secs(4),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(calls(&proxy_b), 0, "b follows while a leads");
+    assert!(
+        proxy_b.seen().contains_key("DynamoDB.UpdateItem"),
+        "b tries for the lease"
+    );
+
+    // a serves its metrics and health.
+    let (status, metrics) = get(&format!("http://127.0.0.1:{port}/metrics")).await;
+    assert_eq!(status, 200);
+    for line in [
+        "ecscale_leader 1",
+        "ecscale_actions_total{target_kind=\"service\",result=\"updated\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    let (status, health) = get(&format!("http://127.0.0.1:{port}/healthz")).await;
+    assert_eq!(status, 200, "{health}");
+
+    // kill -9 the leader: b takes over within the lease (plus its tick).
+    a.start_kill().unwrap();
+    a.wait().await.unwrap();
+    let killed = std::time::Instant::now();
+    reset_until(&s, &|| calls(&proxy_b) >= 1, Duration::from_secs(20)).await;
+    let a_times = s.proxy.times("ECS.UpdateService");
+    let b_times = proxy_b.times("ECS.UpdateService");
+    let (a_last, b_first) = (*a_times.iter().max().unwrap(), *b_times.iter().min().unwrap());
+    assert!(a_last < b_first, "both called UpdateService at once");
+    let takeover = b_first.duration_since(killed);
+    assert!(
+        takeover <= lease + Duration::from_secs(3),
+        "b acted {takeover:?} after the kill (lease {lease:?}, tick 1s)"
+    );
+    assert_eq!(s.desired("web").await, 3);
+
+    // SIGTERM: b finishes, releases the lease (expires = 0) and exits 0.
+    let pid = b.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(30), b.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = std::fs::read_to_string(s.dir.path().join("b.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let item = s
+        .moto
+        .dynamodb
+        .get_item()
+        .table_name(&table)
+        .key("key", aws_sdk_dynamodb::types::AttributeValue::S("leader".into()))
+        .send()
+        .await
+        .unwrap();
+    let item = item.item().unwrap();
+    assert_eq!(item["holder"].as_s().unwrap(), "worker-b");
+    assert_eq!(item["expires"].as_n().unwrap(), "0", "released at shutdown");
+    assert!(log.contains("released the leader lease"), "{log}");
+}
