@@ -205,6 +205,13 @@ impl Worker {
             metrics,
             ship,
         } = parts;
+        // A dry run reads the state (to decide as the acting worker would) but never writes it,
+        // and takes no part in the leader election.
+        let (store, lease): (Box<dyn StateStore>, _) = if opts.dry_run {
+            (Box::new(state::ReadOnly(store)), None)
+        } else {
+            (store, lease)
+        };
         let state = if lease.is_some() {
             Default::default()
         } else {
@@ -305,6 +312,12 @@ pub async fn run(
 
     let store = store(&config, clients.dynamodb.as_ref())?;
     let lease = match (&config.worker.leader, &clients.dynamodb) {
+        (Some(_), _) if opts.dry_run => {
+            tracing::warn!(
+                "dry run: not taking part in the leader election; the state is read, never written"
+            );
+            None
+        }
         (Some(l), Some(client)) => Some(Arc::new(Lease::new(
             client.clone(),
             &l.table,

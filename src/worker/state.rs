@@ -81,6 +81,25 @@ pub trait StateStore: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// A dry run's view of a store: reads it, never writes it (a dry run must not move the clocks of
+/// the worker that acts).
+pub struct ReadOnly(pub Box<dyn StateStore>);
+
+#[async_trait]
+impl StateStore for ReadOnly {
+    async fn load(&self) -> Result<WorkerState> {
+        self.0.load().await
+    }
+
+    async fn save(&self, _state: &WorkerState, _fencing: Option<u64>) -> Result<()> {
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (read only: dry run)", self.0.describe())
+    }
+}
+
 /// One JSON file, replaced atomically.
 pub struct FileStore {
     path: PathBuf,

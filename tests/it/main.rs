@@ -7,6 +7,7 @@
 
 mod collect;
 mod dashboards;
+mod deploy;
 mod docs;
 mod policy;
 mod services;

@@ -27,7 +27,7 @@ use ecscale::worker::{Clients, Parts, RunOptions, TickReport, Worker};
 
 use crate::support::moto::Moto;
 use crate::support::proxy::Proxy;
-use crate::support::{moto_url, repo, unique, write};
+use crate::support::{free_port, moto_url, repo, unique, write};
 
 fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp() - t.timestamp().rem_euclid(60), 0).unwrap()
@@ -467,22 +467,22 @@ async fn dry_run_makes_no_mutating_call() {
         seen.get("ECS.DescribeServices").is_some_and(|n| *n >= 2),
         "{seen:?}"
     );
-    // The decisions are recorded, without starting a cooldown.
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(s.dir.path().join("ecscale-state.json")).unwrap())
-            .unwrap();
-    let web = &state["targets"][format!("{}/web", s.cluster)];
-    assert_eq!(web["last_action"]["result"], "dry_run", "{state}");
-    assert!(web["engine"]["last_scale_out"].is_null(), "{state}");
-}
-
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // The decisions are recorded in the documents; the state (the acting worker's) is not written.
+    assert!(!s.dir.path().join("ecscale-state.json").exists());
+    let mut spooled = String::new();
+    for f in std::fs::read_dir(s.dir.path().join("spool")).unwrap() {
+        spooled.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap_or_default());
+    }
+    let decisions: Vec<serde_json::Value> = spooled
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|d| d["target"] == format!("{}/web", s.cluster) && d["action"].is_string())
+        .collect();
+    assert_eq!(decisions.len(), 2, "one per tick: {spooled}");
+    for d in &decisions {
+        assert_eq!(d["applied"], "dry_run", "{d}");
+        assert_eq!(d["desired"], 4, "{d}");
+    }
 }
 
 async fn get(url: &str) -> (u16, String) {

@@ -1,0 +1,212 @@
+//! `deploy/` and the worker as a service: the ECS task definition's health check works against a
+//! live worker, stop timeouts leave room for the graceful shutdown, the systemd unit runs what
+//! the README says; a first SIGTERM drains and exits 0, a second exits at once (130).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::support::fake::Reply;
+use crate::support::moto::Moto;
+use crate::support::{ecscale, free_port, moto_url, repo, unique, write};
+
+/// A config for a cluster with one service, in moto, with `extra` top-level sections.
+async fn config(region: &str, dir: &std::path::Path, extra: &str) -> PathBuf {
+    let moto = Moto::new(&moto_url(), region);
+    let cluster = unique("it-deploy");
+    moto.cluster(&cluster).await.unwrap();
+    let td = moto.task_definition(&unique("web"), 256, 512).await.unwrap();
+    moto.service(&cluster, "web", &td, 1, &[]).await.unwrap();
+    let yaml = format!(
+        "aws: {{region: {region}, endpoint_url: '{}'}}\nschedule: {{interval: 1s}}\nclusters:\n  - name: {cluster}\n    services: [web]\n{extra}",
+        moto_url()
+    );
+    write(dir, "ecscale.yaml", &yaml)
+}
+
+fn spawn(path: &std::path::Path, log: &std::path::Path, env: &[(&str, &str)]) -> tokio::process::Child {
+    let mut cmd = ecscale();
+    cmd.args(["--log", "info", "run", "--config"])
+        .arg(path)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn task_definition() -> serde_json::Value {
+    let text = std::fs::read_to_string(repo().join("deploy/ecs-task-definition.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn the_task_definitions_health_check_works_against_a_live_worker() {
+    let td = task_definition();
+    let c = &td["containerDefinitions"][0];
+    assert_eq!(c["command"][0], "run");
+    assert_eq!(c["command"][1], "--config");
+    // The graceful shutdown (30 s by default) fits in the stop timeout.
+    assert!(c["stopTimeout"].as_u64().unwrap() > 30);
+    let env: Vec<(&str, &str)> = c["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .collect();
+    let addr = env.iter().find(|(k, _)| *k == "ECSCALE_METRICS_ADDR").unwrap().1;
+    assert_eq!(addr, "0.0.0.0:9464");
+    assert_eq!(c["portMappings"][0]["containerPort"], 9464);
+    let check = c["healthCheck"]["command"].as_array().unwrap();
+    assert_eq!(check[0], "CMD");
+
+    // Run a worker with the task definition's environment, on a free port instead of 9464.
+    let dir = tempfile::tempdir().unwrap();
+    let path = config("eu-west-2", dir.path(), "").await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut env = env.clone();
+    env.retain(|(k, _)| *k != "ECSCALE_METRICS_ADDR");
+    env.push(("ECSCALE_METRICS_ADDR", &listen));
+    let log = dir.path().join("worker.log");
+    let mut child = spawn(&path, &log, &env);
+    let argv: Vec<String> = check[1..]
+        .iter()
+        .map(|a| a.as_str().unwrap().replace("9464", &port.to_string()))
+        .collect();
+    let healthy = || {
+        std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .status()
+            .unwrap()
+            .success()
+    };
+    let start = Instant::now();
+    while !healthy() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never healthy: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the check fails when nothing answers.
+    let stopped: Vec<String> = check[1..]
+        .iter()
+        .map(|a| a.as_str().unwrap().replace("9464", &free_port().to_string()))
+        .collect();
+    assert!(!std::process::Command::new(&stopped[0])
+        .args(&stopped[1..])
+        .status()
+        .unwrap()
+        .success());
+
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
+
+#[test]
+fn the_systemd_unit_runs_the_worker_and_waits_for_its_shutdown() {
+    let unit = std::fs::read_to_string(repo().join("deploy/ecscale.service")).unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in the unit"))
+            .to_string()
+    };
+    assert_eq!(
+        value("ExecStart"),
+        "/usr/local/bin/ecscale run --config /etc/ecscale/ecscale.yaml"
+    );
+    assert_eq!(value("KillSignal"), "SIGTERM");
+    let stop: u64 = value("TimeoutStopSec").trim_end_matches('s').parse().unwrap();
+    assert!(
+        stop > 30,
+        "TimeoutStopSec {stop}s leaves no room for the 30 s shutdown grace"
+    );
+    // A bad config exits 2: restarting would not help.
+    assert_eq!(
+        value("RestartPreventExitStatus"),
+        ecscale::cli::EXIT_INVALID.to_string()
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    for file in [
+        "deploy/iam-policy.json",
+        "deploy/ecs-task-definition.json",
+        "deploy/ecscale.service",
+        "deploy/Dockerfile",
+    ] {
+        assert!(readme.contains(file), "the README explains {file}");
+    }
+}
+
+#[tokio::test]
+async fn a_first_sigterm_drains_a_second_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // An Elasticsearch that takes a minute to answer: the flush at shutdown waits (up to the
+    // 20 s grace) until the second signal.
+    let (es, _) = crate::support::fake::serve(|_| Reply {
+        status: 200,
+        body: "{}".into(),
+        delay: Duration::from_secs(60),
+    })
+    .await;
+    let extra = format!(
+        "sink:\n  elasticsearch: {{url: '{es}', timeout: 90s}}\n  spool: {{dir: spool}}\nworker: {{metrics_addr: 'off', shutdown_grace: 20s}}\n"
+    );
+    let path = config("eu-west-3", dir.path(), &extra).await;
+    let log = dir.path().join("worker.log");
+    let mut child = spawn(&path, &log, &[]);
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap().contains("tick:") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no tick: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still draining after the first signal"
+    );
+    let second = Instant::now();
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "took {:?} after the second signal",
+        second.elapsed()
+    );
+    assert!(
+        text.contains("stopping: finishing the tick and flushing"),
+        "{text}"
+    );
+    assert!(text.contains("second signal: exiting now"), "{text}");
+}
