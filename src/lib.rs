@@ -18,5 +18,6 @@ pub mod model;
 pub mod plot;
 pub mod policy;
 pub mod ship;
+pub mod stress;
 pub mod usage;
 pub mod worker;

@@ -7,6 +7,7 @@
 mod policy;
 mod render;
 mod ship;
+mod stress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,8 @@ pub const EXIT_INVALID: u8 = 2;
         tasks, CloudWatch metrics), scaling policies with their engine and back-testing, shipping to \
         Elasticsearch/OpenSearch (templates, spool, replay, Kibana dashboards), and the scheduled worker \
         (`ecscale run`) that actuates ECS desired counts and EC2 capacity, with a leader lease, state that \
-        survives restarts, and /metrics. Stress tests and the simulated demo are not built yet.",
+        survives restarts, and /metrics; and `ecscale stress`, an open-model load generator with thresholds, \
+        scaling assertions and HTML reports. The simulated demo is not built yet.",
     after_help = "Exit codes: 0 success · 1 failed or found problems · 2 invalid arguments, config or environment"
 )]
 struct Cli {
@@ -88,6 +90,8 @@ enum Command {
     },
     /// Replay recorded metrics through a policy file: what the engine would have decided, and totals.
     Backtest(policy::BacktestArgs),
+    /// Generate HTTP load (open or closed model) with thresholds and scaling assertions; JSON and HTML reports.
+    Stress(stress::StressArgs),
     /// Install ecscale's index templates in Elasticsearch/OpenSearch.
     Setup(ship::EsArgs),
     /// Shipping: send a spool directory to Elasticsearch.
@@ -245,6 +249,7 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
             command: PolicyCommand::Check { files },
         } => policy::check(&files),
         Command::Backtest(args) => policy::backtest(args).await,
+        Command::Stress(args) => stress::stress(args, vars).await,
         Command::Setup(es) => ship::setup(es, vars).await,
         Command::Ship {
             command: ShipCommand::Replay { dir, es },

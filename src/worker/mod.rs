@@ -259,7 +259,8 @@ impl Worker {
 }
 
 /// Counts SIGTERM/SIGINT: the first sets `stop`, the second exits the process now.
-fn watch_signals(stop: watch::Sender<bool>) {
+/// The first SIGTERM/SIGINT sets `stop` (and logs `first`); a second exits at once with 130.
+pub fn watch_signals(stop: watch::Sender<bool>, first: &'static str) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
@@ -268,7 +269,7 @@ fn watch_signals(stop: watch::Sender<bool>) {
             return;
         };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::warn!("stopping: finishing the tick and flushing (a second signal exits at once)");
+        tracing::warn!("{first}");
         let _ = stop.send(true);
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         eprintln!("ecscale: second signal: exiting now");
@@ -284,7 +285,10 @@ pub async fn run(
     opts: RunOptions,
 ) -> Result<(), Error> {
     let (stop_tx, stop) = watch::channel(false);
-    watch_signals(stop_tx);
+    watch_signals(
+        stop_tx,
+        "stopping: finishing the tick and flushing (a second signal exits at once)",
+    );
     let metrics = Arc::new(Metrics::new(
         clients.meter.clone(),
         expected_gap(&config.schedule) * 3 + Duration::from_secs(60),

@@ -96,6 +96,7 @@ fn help_lists_exactly_the_working_subcommands() {
             "collect",
             "policy",
             "backtest",
+            "stress",
             "setup",
             "ship",
             "dashboards",
@@ -114,6 +115,8 @@ fn help_lists_exactly_the_working_subcommands() {
         "ecscale ship replay",
         "ecscale dashboards check",
         "ecscale dashboards install --kibana",
+        "ecscale stress --url",
+        "ecscale stress --plan",
     ] {
         assert!(readme.contains(c), "README shows `{c}`");
     }

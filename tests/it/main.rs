@@ -12,6 +12,7 @@ mod docs;
 mod policy;
 mod services;
 mod ship;
+mod stress;
 mod support;
 mod validate;
 mod worker;

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""The stress benchmark (issue 6): ecscale stress vs wrk and oha against nginx (1 worker) on
+loopback, in one run, interleaved.
+
+1. Throughput: 50 connections, DURATION (10 s), REPS (3) rounds, the tool order rotated each
+   round: requests/s, generator CPU per request (user+sys of the tool's process), peak RSS.
+2. Constant rate: 20,000 req/s for DURATION with 50 connections, ecscale --rate vs oha -q
+   (with --latency-correction): achieved rate against the plan, CPU per request.
+3. Memory with run length: ecscale's peak RSS at DURATION and at 3 x DURATION.
+
+Usage: stress.py ECSCALE WRK OHA NGINX [DURATION_S] [REPS]
+"""
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def start_nginx(nginx, work):
+    port = free_port()
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(
+            f"""worker_processes 1;
+daemon off;
+error_log {work}/error.log;
+pid {work}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path {work}/body;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 200 "container-1\\n"; }}
+  }}
+}}
+"""
+        )
+    proc = subprocess.Popen([nginx, "-c", conf, "-p", work], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            import urllib.request
+
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
+            return proc, f"http://127.0.0.1:{port}/"
+        except Exception:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("nginx did not start")
+
+
+def measure(argv):
+    """Runs argv; returns (stdout, cpu seconds, peak RSS MiB, wall seconds)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.monotonic() - t0
+    if os.waitstatus_to_exitcode(status) not in (0,):
+        raise SystemExit(f"{argv[0]} failed ({status}): {out[-500:]!r}")
+    return out.decode(errors="replace"), ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, wall
+
+
+def run_wrk(wrk, url, secs, conns):
+    out, cpu, rss, _ = measure([wrk, "-t2", f"-c{conns}", f"-d{secs}s", url])
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    return n, n / secs, cpu, rss
+
+
+def run_oha(oha, url, secs, conns, rate=None):
+    argv = [oha, "--no-tui", "--output-format", "json", "-c", str(conns), "-z", f"{secs}s"]
+    if rate:
+        argv += ["-q", str(rate), "--latency-correction"]
+    out, cpu, rss, _ = measure(argv + [url])
+    j = json.loads(out)
+    n = sum(j["statusCodeDistribution"].values())
+    return n, n / secs, cpu, rss
+
+
+def run_ecscale(ecscale, url, secs, conns, work, rate=None):
+    out_json = os.path.join(work, "ecscale.json")
+    argv = [ecscale, "stress", "--url", url, "--duration", f"{secs}s", "--connections", str(conns)]
+    argv += ["--progress", "off", "--json", out_json]
+    if rate:
+        argv += ["--rate", str(rate)]
+    _, cpu, rss, _ = measure(argv)
+    with open(out_json) as f:
+        j = json.load(f)
+    n = j["totals"]["requests"]
+    return n, n / secs, cpu, rss
+
+
+def main():
+    ecscale, wrk, oha, nginx = sys.argv[1:5]
+    secs = int(sys.argv[5]) if len(sys.argv) > 5 else 10
+    reps = int(sys.argv[6]) if len(sys.argv) > 6 else 3
+    conns = 50
+    work = tempfile.mkdtemp(prefix="ecscale-bench-stress-")
+    proc, url = start_nginx(nginx, work)
+    try:
+        tools = {
+            "wrk": lambda: run_wrk(wrk, url, secs, conns),
+            "oha": lambda: run_oha(oha, url, secs, conns),
+            "ecscale": lambda: run_ecscale(ecscale, url, secs, conns, work),
+        }
+        names = list(tools)
+        results = {n: [] for n in names}
+        for r in range(reps):
+            order = names[r % 3 :] + names[: r % 3]
+            for n in order:
+                res = tools[n]()
+                results[n].append(res)
+                print(f"round {r + 1} {n:8} {res[1]:>10,.0f} req/s  {1e6 * res[2] / res[0]:6.2f} µs CPU/req  {res[3]:7.1f} MiB", flush=True)
+        print(f"\n## Throughput: {conns} connections, {secs} s, {reps} interleaved rounds, medians")
+        print("| tool | requests/s | CPU per request | peak RSS |")
+        print("|---|---|---|---|")
+        med = {}
+        for n in names:
+            rs = results[n]
+            rps = statistics.median(x[1] for x in rs)
+            cpu = statistics.median(1e6 * x[2] / x[0] for x in rs)
+            rss = max(x[3] for x in rs)
+            med[n] = (rps, cpu, rss)
+            print(f"| {n} | {rps:,.0f} | {cpu:.2f} µs | {rss:.1f} MiB |")
+        best = max(med["wrk"][0], med["oha"][0])
+        print(f"\necscale / best peer requests/s: {med['ecscale'][0] / best:.3f} (goal >= 0.98)")
+        print(f"ecscale / oha CPU per request: {med['ecscale'][1] / med['oha'][1]:.3f} (goal <= 1)")
+
+        rate = 20000
+        print(f"\n## Constant rate: {rate:,} req/s planned, {conns} connections, {secs} s")
+        print("| tool | achieved req/s | of plan | CPU per request | peak RSS |")
+        print("|---|---|---|---|---|")
+        rr = {}
+        for n, f in [
+            ("oha -q --latency-correction", lambda: run_oha(oha, url, secs, conns, rate)),
+            ("ecscale --rate", lambda: run_ecscale(ecscale, url, secs, conns, work, rate)),
+        ]:
+            runs = [f() for _ in range(2)]
+            rps = statistics.median(x[1] for x in runs)
+            cpu = statistics.median(1e6 * x[2] / x[0] for x in runs)
+            rr[n] = (rps, cpu)
+            print(f"| {n} | {rps:,.0f} | {100 * rps / rate:.2f}% | {cpu:.2f} µs | {max(x[3] for x in runs):.1f} MiB |")
+
+        print(f"\n## ecscale's memory with run length (max connections, {conns})")
+        short = run_ecscale(ecscale, url, secs, conns, work)
+        long = run_ecscale(ecscale, url, 3 * secs, conns, work)
+        print(f"| run | requests | peak RSS |\n|---|---|---|")
+        print(f"| {secs} s | {short[0]:,} | {short[3]:.1f} MiB |")
+        print(f"| {3 * secs} s | {long[0]:,} | {long[3]:.1f} MiB |")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    main()

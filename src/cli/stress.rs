@@ -1,0 +1,295 @@
+//! `ecscale stress`: flags for the simple case, `--plan FILE` for phases, thresholds and
+//! scaling assertions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{invalid, load_config, Failure};
+use crate::aws::AwsContext;
+use crate::config::env::Vars;
+use crate::stress::check::Threshold;
+use crate::stress::plan::{self, HttpVersion, Phase, Plan, Target};
+use crate::stress::profile::{Load, Shape};
+use crate::stress::{report, Options, Progress};
+use crate::usage::ApiMeter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressArg {
+    /// A redrawn line on a terminal, plain lines otherwise.
+    Auto,
+    Tty,
+    Plain,
+    Off,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 every threshold and assertion held · 1 failed to run · 2 invalid plan or \
+flags · 3 a threshold failed (or aborted the run) · 4 a scaling assertion failed · 130 interrupted (the \
+report is still written)"
+)]
+pub struct StressArgs {
+    /// A plan file (YAML): targets, phases, thresholds, the service to watch and scaling assertions.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "rate", "users", "duration", "connections", "http2", "method", "headers", "body", "thresholds", "timeout"])]
+    plan: Option<PathBuf>,
+    /// Target URL (repeat for a mix, equal weights).
+    #[arg(long, value_name = "URL")]
+    url: Vec<String>,
+    /// HTTP method (GET).
+    #[arg(long)]
+    method: Option<String>,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Request body (`@FILE` reads it from a file).
+    #[arg(long)]
+    body: Option<String>,
+    /// Requests per second, scheduled by the clock (open model). Without it: as fast as the connections allow.
+    #[arg(long, value_name = "N", conflicts_with = "users")]
+    rate: Option<f64>,
+    /// Closed model: this many users, each sending, waiting for the answer, thinking, sending again.
+    #[arg(long, value_name = "N")]
+    users: Option<usize>,
+    /// The users' think time (with --users).
+    #[arg(long, value_name = "DURATION", requires = "users")]
+    think: Option<humantime::Duration>,
+    /// How long the load runs.
+    #[arg(long, value_name = "DURATION")]
+    duration: Option<humantime::Duration>,
+    /// Connections (HTTP/1.1: requests in flight at most).
+    #[arg(long, value_name = "C")]
+    connections: Option<usize>,
+    /// HTTP/2 over cleartext (h2c, prior knowledge), 10 streams per connection.
+    #[arg(long)]
+    http2: bool,
+    /// Request timeout.
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<humantime::Duration>,
+    /// A threshold over the whole run, e.g. 'p95 < 300ms', 'errors < 1%' (repeatable).
+    #[arg(long = "threshold", value_name = "CHECK")]
+    thresholds: Vec<String>,
+    /// Write the JSON summary here.
+    #[arg(long, value_name = "OUT")]
+    json: Option<PathBuf>,
+    /// Write the HTML report here.
+    #[arg(long, value_name = "OUT.html")]
+    report: Option<PathBuf>,
+    /// Ship the per-second documents through this worker config's sink (Elasticsearch or spool).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Live progress.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
+}
+
+fn plan_from_flags(a: &StressArgs) -> Result<Plan, String> {
+    if a.url.is_empty() {
+        return Err("give --url URL (or --plan FILE)".into());
+    }
+    let mut headers = Vec::new();
+    for h in &a.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header `{h}`: write `Name: value`"))?;
+        let (k, v) = (k.trim(), v.trim());
+        hyper::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("--header `{h}`: `{k}` is not a header name"))?;
+        hyper::header::HeaderValue::from_str(v)
+            .map_err(|_| format!("--header `{h}`: not a valid header value"))?;
+        headers.push((k.to_string(), v.to_string()));
+    }
+    let body = match a.body.as_deref() {
+        Some(b) if b.starts_with('@') => {
+            std::fs::read(&b[1..]).map_err(|e| format!("--body {b}: cannot read {}: {e}", &b[1..]))?
+        }
+        Some(b) => b.as_bytes().to_vec(),
+        None => Vec::new(),
+    };
+    let method = a
+        .method
+        .clone()
+        .unwrap_or_else(|| "GET".into())
+        .to_ascii_uppercase();
+    hyper::Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("--method {method} is not an HTTP method"))?;
+    let targets = a
+        .url
+        .iter()
+        .map(|u| {
+            plan::parse_url(u).map(|url| Target {
+                method: method.clone(),
+                url,
+                headers: headers.clone(),
+                body: body.clone(),
+                weight: 1,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--url {e}"))?;
+    let duration: Duration = a.duration.map(Into::into).unwrap_or(Duration::from_secs(10));
+    if duration.is_zero() {
+        return Err("--duration must be above 0".into());
+    }
+    let load = match (a.rate, a.users) {
+        (Some(r), _) if !(r > 0.0 && r <= 10_000_000.0) => {
+            return Err(format!(
+                "--rate {r}: a rate is above 0 and at most 10,000,000 requests per second"
+            ))
+        }
+        (Some(r), _) => Load::Open(Shape::Constant(r)),
+        (None, Some(0)) => return Err("--users must be at least 1".into()),
+        (None, Some(users)) => Load::Closed {
+            users,
+            think: a.think.map(Into::into).unwrap_or_default(),
+        },
+        (None, None) => Load::Max,
+    };
+    let connections = a.connections.unwrap_or(50);
+    if !(1..=10_000).contains(&connections) {
+        return Err("--connections must be between 1 and 10000".into());
+    }
+    let thresholds = a
+        .thresholds
+        .iter()
+        .map(|t| Threshold::parse(t).map_err(|e| format!("--threshold {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Plan {
+        name: "stress".into(),
+        targets,
+        phases: vec![Phase {
+            name: "main".into(),
+            duration,
+            load,
+            thresholds: vec![],
+        }],
+        connections,
+        http: if a.http2 {
+            HttpVersion::Http2
+        } else {
+            HttpVersion::Http1
+        },
+        streams: 10,
+        timeout: a.timeout.map(Into::into).unwrap_or(Duration::from_secs(10)),
+        connect_timeout: Duration::from_secs(3),
+        thresholds,
+        watch: None,
+        assertions: vec![],
+    })
+}
+
+/// Fails before the run if an output could not be written after it.
+fn check_output(path: &Option<PathBuf>, flag: &str) -> Result<(), Failure> {
+    if let Some(p) = path {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(invalid(anyhow::anyhow!(
+                "{flag} {}: the folder {} does not exist",
+                p.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Failure> {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()).into())
+}
+
+pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
+    let plan = match &a.plan {
+        Some(file) => plan::load(file).map_err(|d| {
+            let n = d.0.len();
+            invalid(anyhow::anyhow!(
+                "{d}\n{n} mistake{} in {}",
+                if n == 1 { "" } else { "s" },
+                file.display()
+            ))
+        })?,
+        None => plan_from_flags(&a).map_err(|e| invalid(anyhow::anyhow!(e)))?,
+    };
+    check_output(&a.json, "--json")?;
+    check_output(&a.report, "--report")?;
+
+    let ecs: Option<Arc<dyn crate::api::EcsApi>> = match &plan.watch {
+        Some(w) => {
+            let config = load_config(&w.config, vars)?;
+            let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+                .await
+                .map_err(invalid)?;
+            Some(Arc::new(aws.ecs.clone()))
+        }
+        None => None,
+    };
+    let shipper = match &a.config {
+        Some(path) => {
+            let config = load_config(path, vars)?;
+            Some(
+                crate::ship::Shipper::start(&config.sink)
+                    .map_err(|e| anyhow::anyhow!("{}: sink: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = match a.progress {
+        ProgressArg::Auto if tty => Progress::Tty,
+        ProgressArg::Auto | ProgressArg::Plain => Progress::Plain,
+        ProgressArg::Tty => Progress::Tty,
+        ProgressArg::Off => Progress::Off,
+    };
+    let (interrupt_tx, interrupt) = watch::channel(false);
+    crate::worker::watch_signals(
+        interrupt_tx,
+        "stress: stopping: writing the report (a second signal exits at once)",
+    );
+    eprintln!(
+        "stress: {} over {} s, {} phase{}, HTTP/{}, {} connections",
+        plan.targets
+            .iter()
+            .map(|t| format!("{} {}", t.method, t.url))
+            .collect::<Vec<_>>()
+            .join(", "),
+        plan.duration().as_secs_f64(),
+        plan.phases.len(),
+        if plan.phases.len() == 1 { "" } else { "s" },
+        if plan.http == HttpVersion::Http2 {
+            "2"
+        } else {
+            "1.1"
+        },
+        plan.connections
+    );
+    let report = crate::stress::run(
+        &plan,
+        Options {
+            progress,
+            interrupt,
+            ecs,
+            shipper,
+            plain_every: Duration::from_secs(5),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(p) = &a.json {
+        write(p, &serde_json::to_string_pretty(&report)?)?;
+    }
+    if let Some(p) = &a.report {
+        write(p, &report::html(&report))?;
+    }
+    print!("{}", report::text(&report));
+    if let Some(e) = &report.shipping_error {
+        eprintln!("stress: the per-second documents could not all be shipped: {e}");
+    }
+    Ok(report.exit_code)
+}

@@ -1,0 +1,698 @@
+//! `ecscale stress`: an open-model HTTP load generator that validates scaling before a release.
+//!
+//! profile (phases) → connection slots (`generator`) → one aggregator, once a second
+//! (`stats`) → thresholds and scaling assertions (`check`, with the ECS service watched through
+//! the collect stage's ECS client) → report (`report`: JSON, HTML) and per-second documents for
+//! the ship stage.
+//!
+//! Exit codes of a run (see [`exit_code`]): 0 everything held; 3 a threshold failed (or aborted
+//! the run); 4 a scaling assertion failed (the thresholds held); 130 interrupted (the report is
+//! still written). 1 and 2 keep their meaning for every command (failure, bad input).
+
+pub mod check;
+pub mod generator;
+pub mod plan;
+pub mod profile;
+pub mod report;
+pub mod stats;
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::api::EcsApi;
+use crate::model::StressSample;
+use crate::ship::docs::stress_doc;
+use crate::ship::Shipper;
+
+use check::{TaskPoint, Verdict};
+use generator::{drive, PhaseRun, Shared, Slots};
+use plan::Plan;
+use profile::Load;
+use report::{AssertionResult, PhaseReport, Report, Second, ThresholdResult};
+use stats::Acc;
+
+/// Exit code: a threshold failed, or aborted the run.
+pub const EXIT_THRESHOLD: u8 = 3;
+/// Exit code: a scaling assertion failed (thresholds held).
+pub const EXIT_ASSERTION: u8 = 4;
+/// Exit code: interrupted (Ctrl-C / SIGTERM); the report is written all the same.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// One line redrawn in place every second.
+    Tty,
+    /// A plain line every few seconds and at each phase change (CI logs).
+    Plain,
+    Off,
+}
+
+/// What a run needs besides its plan.
+pub struct Options {
+    pub progress: Progress,
+    /// Turns true on Ctrl-C/SIGTERM: the run stops and reports what it has.
+    pub interrupt: watch::Receiver<bool>,
+    /// The ECS client for the plan's `watch`.
+    pub ecs: Option<Arc<dyn EcsApi>>,
+    /// Where the per-second documents go.
+    pub shipper: Option<Shipper>,
+    /// Plain progress lines this often.
+    pub plain_every: Duration,
+}
+
+/// The exit code a report stands for.
+pub fn exit_code(r: &Report) -> u8 {
+    if r.interrupted {
+        EXIT_INTERRUPTED
+    } else if r.thresholds.iter().any(|t| !t.passed) {
+        EXIT_THRESHOLD
+    } else if r
+        .assertions
+        .iter()
+        .any(|a| !matches!(a.verdict, Verdict::Passed { .. }))
+    {
+        EXIT_ASSERTION
+    } else {
+        0
+    }
+}
+
+/// A windowed threshold's running result.
+#[derive(Default, Clone)]
+struct WindowState {
+    windows: u64,
+    failed: u64,
+    worst: Option<(f64, u64)>,
+}
+
+/// Folds seconds into series, totals and windows.
+struct Aggregator<'p> {
+    plan: &'p Plan,
+    starts: Vec<f64>,
+    seconds: Vec<Second>,
+    total: Acc,
+    phases: Vec<Acc>,
+    ring: VecDeque<(u64, usize, Acc, f64)>,
+    ring_len: usize,
+    windows: Vec<WindowState>,
+    /// Phases whose non-windowed abort thresholds were checked.
+    phase_checked: usize,
+}
+
+impl<'p> Aggregator<'p> {
+    fn new(plan: &'p Plan) -> Self {
+        let ring_len = plan
+            .all_thresholds()
+            .iter()
+            .filter_map(|(_, t)| t.window)
+            .map(|w| w.as_secs() as usize)
+            .max()
+            .unwrap_or(0);
+        Aggregator {
+            plan,
+            starts: plan.starts().iter().map(Duration::as_secs_f64).collect(),
+            seconds: Vec::new(),
+            total: Acc::default(),
+            phases: plan.phases.iter().map(|_| Acc::default()).collect(),
+            ring: VecDeque::new(),
+            ring_len,
+            windows: vec![WindowState::default(); plan.all_thresholds().len()],
+            phase_checked: 0,
+        }
+    }
+
+    fn phase_at(&self, t: f64) -> usize {
+        self.starts.iter().rposition(|s| *s <= t).unwrap_or(0)
+    }
+
+    /// Requests planned in `[a, b)` seconds of the run (open phases only).
+    fn planned(&self, a: f64, b: f64) -> f64 {
+        self.plan
+            .phases
+            .iter()
+            .zip(&self.starts)
+            .filter_map(|(p, s)| p.schedule().map(|sch| (sch, *s)))
+            .map(|(sch, s)| sch.count(b - s) - sch.count(a - s))
+            .sum()
+    }
+
+    /// Adds second `sec` (`span` seconds long); returns why to abort, if a threshold says so.
+    fn push(&mut self, sec: u64, span: f64, acc: Acc, tasks: Option<TaskPoint>) -> Option<String> {
+        let t = sec as f64;
+        let phase = self.phase_at(t);
+        let planned = self.planned(t, t + 1.0);
+        let s = acc.summary();
+        self.seconds.push(Second {
+            t: sec,
+            span_s: span,
+            phase: self.plan.phases[phase].name.clone(),
+            rate_planned: planned,
+            rate: s.requests as f64 / span.max(1e-3),
+            requests: s.requests,
+            errors: s.errors,
+            errors_by_kind: s.errors_by_kind,
+            status_codes: s.status_codes,
+            latency_ms: s.latency_ms,
+            service_time_ms: s.service_time_ms,
+            desired: tasks.map(|p| p.desired),
+            running: tasks.map(|p| p.running),
+        });
+        self.total.add(&acc);
+        self.phases[phase].add(&acc);
+        let mut abort = None;
+        if self.ring_len > 0 {
+            self.ring.push_back((sec, phase, acc, planned));
+            while self.ring.len() > self.ring_len {
+                self.ring.pop_front();
+            }
+            for (i, (scope, th)) in self.plan.all_thresholds().into_iter().enumerate() {
+                let Some(w) = th.window else { continue };
+                let w = w.as_secs() as usize;
+                let inside: Vec<&(u64, usize, Acc, f64)> = self
+                    .ring
+                    .iter()
+                    .rev()
+                    .take(w)
+                    .filter(|(_, p, ..)| scope.is_none_or(|s| s == *p))
+                    .collect();
+                if inside.len() < w {
+                    continue;
+                }
+                let mut merged = Acc::default();
+                let mut plan_sum = 0.0;
+                for (_, _, a, pl) in &inside {
+                    merged.add(a);
+                    plan_sum += pl;
+                }
+                let Some(v) = th.measure(&merged, w as f64, Some(plan_sum)) else {
+                    continue;
+                };
+                let st = &mut self.windows[i];
+                st.windows += 1;
+                let worse = |a: f64, b: f64| match th.op {
+                    check::Op::Lt | check::Op::Le | check::Op::Eq => a > b,
+                    _ => a < b,
+                };
+                if st.worst.is_none_or(|(x, _)| worse(v, x)) {
+                    st.worst = Some((v, sec));
+                }
+                if !th.holds(v) {
+                    st.failed += 1;
+                    if th.abort && abort.is_none() {
+                        abort = Some(format!(
+                            "`{}` over {w} s failed at {sec} s ({})",
+                            th.check,
+                            report::show(th, v)
+                        ));
+                    }
+                }
+            }
+        }
+        // Whole-phase abort thresholds, once their phase is over.
+        while self.phase_checked < phase {
+            let p = self.phase_checked;
+            self.phase_checked += 1;
+            if let Some(r) = self
+                .phase_results(p)
+                .into_iter()
+                .find(|(abort, r)| *abort && !r.passed)
+            {
+                return Some(format!(
+                    "`{}` failed in phase {}",
+                    r.1.check, self.plan.phases[p].name
+                ));
+            }
+        }
+        abort
+    }
+
+    /// Whole-scope results of phase `p`'s thresholds without a window: (abort, result).
+    fn phase_results(&self, p: usize) -> Vec<(bool, ThresholdResult)> {
+        let phase = &self.plan.phases[p];
+        let secs = phase.duration.as_secs_f64();
+        let planned = phase.schedule().map(|s| s.count(secs));
+        phase
+            .thresholds
+            .iter()
+            .filter(|t| t.window.is_none())
+            .map(|t| {
+                (
+                    t.abort,
+                    report::whole(t, Some(&phase.name), &self.phases[p], secs, planned),
+                )
+            })
+            .collect()
+    }
+
+    fn results(&self, elapsed: f64) -> Vec<ThresholdResult> {
+        let mut out = Vec::new();
+        let planned_total: f64 = self
+            .plan
+            .phases
+            .iter()
+            .filter_map(|p| p.schedule())
+            .map(|s| s.count(s.duration.as_secs_f64()))
+            .sum();
+        let any_open = self.plan.phases.iter().any(|p| p.schedule().is_some());
+        for (i, (scope, th)) in self.plan.all_thresholds().into_iter().enumerate() {
+            let phase_name = scope.map(|p| self.plan.phases[p].name.as_str());
+            match th.window {
+                None => match scope {
+                    None => out.push(report::whole(
+                        th,
+                        None,
+                        &self.total,
+                        elapsed,
+                        any_open.then_some(planned_total),
+                    )),
+                    Some(p) => {
+                        let phase = &self.plan.phases[p];
+                        let secs = phase.duration.as_secs_f64();
+                        out.push(report::whole(
+                            th,
+                            phase_name,
+                            &self.phases[p],
+                            secs,
+                            phase.schedule().map(|s| s.count(secs)),
+                        ))
+                    }
+                },
+                Some(w) => out.push(report::windowed(th, phase_name, w, &self.windows[i])),
+            }
+        }
+        out
+    }
+}
+
+/// Runs a plan to its end (or until interrupted or aborted) and reports.
+pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
+    // A short lead lets every slot be spawned before the first request is due.
+    let lead = Duration::from_millis(100);
+    let start = Instant::now() + lead;
+    let started_at: DateTime<Utc> = Utc::now() + chrono::TimeDelta::from_std(lead).unwrap_or_default();
+    let run_id = format!("{}-{}", slug(&plan.name), started_at.format("%Y%m%dT%H%M%S%.3fZ"));
+    let shared = Arc::new(Shared::new(plan, start)?);
+    let (stop_tx, stop) = watch::channel(false);
+
+    // The watch: one look before the load, so a wrong cluster or service fails at once.
+    let points: Arc<Mutex<Vec<TaskPoint>>> = Arc::default();
+    let watch_errors = Arc::new(AtomicU64::new(0));
+    let (watch_stop_tx, watch_stop) = watch::channel(false);
+    let watcher = match (&plan.watch, &opts.ecs) {
+        (Some(w), Some(ecs)) => {
+            observe(ecs.as_ref(), &w.cluster, &w.service, 0.0).await?;
+            Some(tokio::spawn(watch_service(
+                ecs.clone(),
+                w.clone(),
+                start,
+                points.clone(),
+                watch_errors.clone(),
+                watch_stop,
+            )))
+        }
+        (Some(_), None) => return Err("the plan watches a service but no AWS client was given".into()),
+        _ => None,
+    };
+
+    // The phases, one after the other.
+    let driver = {
+        let shared = shared.clone();
+        let plan = plan.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut slots = Slots::new(&plan, generator::origins(&shared));
+            for (phase, offset) in plan.phases.iter().zip(plan.starts()) {
+                let mut stop = stop.clone();
+                let pstart = start + offset;
+                if *stop.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(pstart.into()) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                let schedule = phase.schedule().map(Arc::new);
+                let run = Arc::new(PhaseRun {
+                    load: phase.load.clone(),
+                    total: schedule.as_ref().map_or(0, |s| s.total()),
+                    schedule,
+                    next: Arc::new(AtomicU64::new(0)),
+                    start: pstart,
+                    end: pstart + phase.duration,
+                });
+                let n = generator::slots_for(&phase.load, &plan);
+                let tasks: Vec<_> = slots
+                    .take(n)
+                    .into_iter()
+                    .map(|s| tokio::spawn(drive(s, shared.clone(), run.clone(), stop.clone())))
+                    .collect();
+                let mut back = Vec::with_capacity(n);
+                for t in tasks {
+                    if let Ok(s) = t.await {
+                        back.push(s);
+                    }
+                }
+                slots.give_back(back);
+            }
+            Instant::now()
+        })
+    };
+
+    let mut agg = Aggregator::new(plan);
+    let mut view = View::new(opts.progress, opts.plain_every, plan);
+    let mut aborted = None;
+    let mut interrupted = false;
+    let mut sec = 0u64;
+    let mut docs_failed = None;
+    loop {
+        let tick = start + Duration::from_secs(sec + 1) + Duration::from_millis(20);
+        tokio::select! {
+            _ = tokio::time::sleep_until(tick.into()) => {}
+            _ = opts.interrupt.wait_for(|s| *s), if !interrupted => {
+                interrupted = true;
+                let _ = stop_tx.send(true);
+                continue;
+            }
+        }
+        let finished = driver.is_finished();
+        let now = Instant::now();
+        let span = (now.saturating_duration_since(start).as_secs_f64() - sec as f64).clamp(0.0, 1.0);
+        let acc = shared.recorder.take_until(if finished { u64::MAX } else { sec });
+        let latest = points.lock().ok().and_then(|p| p.last().copied());
+        if let Some(reason) = agg.push(sec, if finished { span.max(1e-3) } else { 1.0 }, acc, latest) {
+            if aborted.is_none() {
+                aborted = Some(reason);
+                let _ = stop_tx.send(true);
+            }
+        }
+        let last = agg.seconds.last().cloned();
+        if let Some(s) = &last {
+            view.second(s, &agg, sec, plan);
+            if let Some(shipper) = &opts.shipper {
+                if let Err(e) = shipper.ship(&[stress_doc(&sample(&run_id, started_at, s))]).await {
+                    docs_failed.get_or_insert(e.to_string());
+                }
+            }
+        }
+        sec += 1;
+        if finished {
+            break;
+        }
+    }
+    let ended = driver.await.unwrap_or_else(|_| Instant::now());
+    let load_end = ended.saturating_duration_since(start).as_secs_f64();
+    view.done();
+
+    // After the load: the assertions that wait for the service to scale back.
+    let judge = |over: bool, pts: &[TaskPoint]| -> Vec<AssertionResult> {
+        let now = start.elapsed().as_secs_f64();
+        plan.assertions
+            .iter()
+            .map(|a| AssertionResult {
+                assertion: a.text.clone(),
+                verdict: a.judge(pts, now, Some(load_end), over),
+            })
+            .collect()
+    };
+    let mut assertions = Vec::new();
+    if watcher.is_some() {
+        let mut last_line = Instant::now() - Duration::from_secs(3600);
+        loop {
+            let pts = points.lock().map(|p| p.clone()).unwrap_or_default();
+            let stopping = interrupted || *opts.interrupt.borrow();
+            let so_far = judge(false, &pts);
+            // Flapping is judged over the whole watch: it waits for the deadlines of the others.
+            let waiting: Vec<&str> = so_far
+                .iter()
+                .zip(&plan.assertions)
+                .filter(|(r, a)| {
+                    r.verdict == Verdict::Undecided
+                        && !matches!(a.kind, check::AssertionKind::Flapping { .. })
+                })
+                .map(|(r, _)| r.assertion.as_str())
+                .collect();
+            if waiting.is_empty() || stopping {
+                assertions = judge(true, &pts);
+                interrupted |= stopping;
+                break;
+            }
+            if opts.progress != Progress::Off && last_line.elapsed() >= opts.plain_every {
+                last_line = Instant::now();
+                let p = pts.last();
+                eprintln!(
+                    "stress: load over; waiting for: {} (desired {} running {})",
+                    waiting.join("; "),
+                    p.map_or("?".into(), |p| p.desired.to_string()),
+                    p.map_or("?".into(), |p| p.running.to_string())
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = opts.interrupt.wait_for(|s| *s) => {}
+            }
+        }
+    }
+    let _ = watch_stop_tx.send(true);
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+    if let Some(shipper) = opts.shipper.take() {
+        let stats = shipper.close(Duration::from_secs(10)).await;
+        tracing::info!(?stats, "stress: shipper closed");
+    }
+
+    let elapsed = load_end.max(1e-3);
+    let tasks = points.lock().map(|p| p.clone()).unwrap_or_default();
+    let thresholds = agg.results(elapsed);
+    let starts = plan.starts();
+    let phases = plan
+        .phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PhaseReport::new(p, starts[i], &agg.phases[i]))
+        .collect();
+    let mut report = Report {
+        run_id,
+        plan: plan.name.clone(),
+        started_at,
+        planned_duration_s: plan.duration().as_secs_f64(),
+        duration_s: elapsed,
+        interrupted,
+        aborted,
+        exit_code: 0,
+        verdict: String::new(),
+        http: match plan.http {
+            plan::HttpVersion::Http1 => "1.1".into(),
+            plan::HttpVersion::Http2 => "2".into(),
+        },
+        connections: plan.connections,
+        connects: shared.connects.load(Ordering::Relaxed),
+        targets: plan
+            .targets
+            .iter()
+            .map(|t| format!("{} {}", t.method, t.url))
+            .collect(),
+        totals: report::Totals::new(&agg.total, elapsed, agg.planned(0.0, f64::MAX)),
+        phases,
+        thresholds,
+        assertions,
+        watch_errors: watch_errors.load(Ordering::Relaxed),
+        shipping_error: docs_failed,
+        seconds: agg.seconds,
+        tasks,
+    };
+    report.exit_code = exit_code(&report);
+    report.verdict = report::verdict(&report);
+    Ok(report)
+}
+
+/// The ship stage's document for one second.
+fn sample(run_id: &str, started_at: DateTime<Utc>, s: &Second) -> StressSample {
+    StressSample {
+        run_id: run_id.to_string(),
+        at: started_at + chrono::TimeDelta::seconds(s.t as i64),
+        phase: s.phase.clone(),
+        rate_planned: s.rate_planned,
+        rate_achieved: s.rate,
+        requests: s.requests,
+        errors: s.errors,
+        errors_by_kind: s.errors_by_kind.clone(),
+        latency_ms: s.latency_ms.percentiles(),
+        service_time_ms: s.service_time_ms.percentiles(),
+        task_count: s.running,
+    }
+}
+
+fn slug(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let out = out.trim_matches('-').to_string();
+    if out.is_empty() {
+        "stress".into()
+    } else {
+        out
+    }
+}
+
+/// One look at the watched service.
+async fn observe(ecs: &dyn EcsApi, cluster: &str, service: &str, t: f64) -> Result<TaskPoint, String> {
+    let d = ecs
+        .describe_services(cluster, &[service.to_string()])
+        .await
+        .map_err(|e| format!("watch: DescribeServices {cluster}/{service}: {e}"))?;
+    match d.items.into_iter().find(|s| s.name == service) {
+        Some(s) => Ok(TaskPoint {
+            t,
+            desired: s.desired,
+            running: s.running,
+            pending: s.pending,
+        }),
+        None => Err(format!(
+            "watch: service {service} not found in cluster {cluster}{}",
+            d.failures
+                .first()
+                .map(|(a, r)| format!(" ({a}: {r})"))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+async fn watch_service(
+    ecs: Arc<dyn EcsApi>,
+    w: plan::Watch,
+    start: Instant,
+    points: Arc<Mutex<Vec<TaskPoint>>>,
+    errors: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut next = start;
+    loop {
+        let t = Instant::now().saturating_duration_since(start).as_secs_f64();
+        match observe(ecs.as_ref(), &w.cluster, &w.service, t).await {
+            Ok(p) => {
+                if let Ok(mut v) = points.lock() {
+                    v.push(p);
+                }
+            }
+            Err(e) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{e}");
+            }
+        }
+        next += w.every;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.max(Instant::now()).into()) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The live view.
+struct View {
+    mode: Progress,
+    every: Duration,
+    last_plain: Option<Instant>,
+    phase: Option<String>,
+    total: Duration,
+    phases: usize,
+}
+
+impl View {
+    fn new(mode: Progress, every: Duration, plan: &Plan) -> View {
+        View {
+            mode,
+            every,
+            last_plain: None,
+            phase: None,
+            total: plan.duration(),
+            phases: plan.phases.len(),
+        }
+    }
+
+    fn second(&mut self, s: &Second, agg: &Aggregator, sec: u64, plan: &Plan) {
+        if self.mode == Progress::Off {
+            return;
+        }
+        let phase_idx = agg.phase_at(sec as f64);
+        let changed = self.phase.as_deref() != Some(s.phase.as_str());
+        let rate = if s.rate_planned > 0.0 {
+            format!(
+                "{:.0}/s of {:.0}/s ({:.1}%)",
+                s.rate,
+                s.rate_planned,
+                100.0 * s.rate / s.rate_planned
+            )
+        } else {
+            format!("{:.0}/s", s.rate)
+        };
+        let tasks = match (s.desired, s.running) {
+            (Some(d), Some(r)) => format!("  tasks {r}/{d}"),
+            _ => String::new(),
+        };
+        let err_pct = if s.requests > 0 {
+            100.0 * s.errors as f64 / s.requests as f64
+        } else {
+            0.0
+        };
+        let line = format!(
+            "[{}/{} {}] {}/{}  rate {rate}  p50 {:.1}ms p99 {:.1}ms  errors {} ({err_pct:.2}%){tasks}",
+            phase_idx + 1,
+            self.phases,
+            s.phase,
+            clock(sec + 1),
+            clock(self.total.as_secs()),
+            s.latency_ms.p50,
+            s.latency_ms.p99,
+            s.errors,
+        );
+        let _ = plan;
+        match self.mode {
+            Progress::Tty => {
+                let mut err = std::io::stderr().lock();
+                if changed && self.phase.is_some() {
+                    let _ = writeln!(err);
+                }
+                let _ = write!(err, "\r\x1b[2K{line}");
+                let _ = err.flush();
+            }
+            Progress::Plain => {
+                if changed || self.last_plain.is_none_or(|t| t.elapsed() >= self.every) {
+                    self.last_plain = Some(Instant::now());
+                    eprintln!("stress: {line}");
+                }
+            }
+            Progress::Off => {}
+        }
+        self.phase = Some(s.phase.clone());
+    }
+
+    fn done(&self) {
+        if self.mode == Progress::Tty {
+            eprintln!();
+        }
+    }
+}
+
+fn clock(secs: u64) -> String {
+    format!("{:02}:{:02}", secs / 60, secs % 60)
+}
+
+/// Whether a load of this phase has a plan to compare the achieved rate with.
+pub fn is_open(load: &Load) -> bool {
+    matches!(load, Load::Open(_))
+}

@@ -1,0 +1,555 @@
+//! The results of a run: the JSON summary, and a self-contained HTML report whose plots (rate,
+//! latency percentiles, errors, and the watched service's tasks) share one time axis.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::check::{Metric, TaskPoint, Threshold, Verdict};
+use super::plan::Phase;
+use super::stats::{Acc, Latency};
+use super::WindowState;
+use crate::plot::{self, Axis, Chart, Line, Style, COLORS};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: String,
+    pub plan: String,
+    pub started_at: DateTime<Utc>,
+    pub planned_duration_s: f64,
+    /// How long the load actually ran.
+    pub duration_s: f64,
+    pub verdict: String,
+    pub exit_code: u8,
+    pub interrupted: bool,
+    /// Why a threshold stopped the run early.
+    pub aborted: Option<String>,
+    pub http: String,
+    pub connections: usize,
+    /// TCP connections made (reconnections included).
+    pub connects: u64,
+    pub targets: Vec<String>,
+    pub totals: Totals,
+    pub phases: Vec<PhaseReport>,
+    pub thresholds: Vec<ThresholdResult>,
+    pub assertions: Vec<AssertionResult>,
+    /// Failed looks at the watched service.
+    pub watch_errors: u64,
+    pub shipping_error: Option<String>,
+    /// One entry per second of the run.
+    pub seconds: Vec<Second>,
+    /// The watched service's task counts over time (seconds from the start).
+    pub tasks: Vec<TaskPoint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    #[serde(flatten)]
+    pub summary: super::stats::Summary,
+    pub planned: Option<f64>,
+    /// Requests answered per second over the run.
+    pub rate: f64,
+    /// Requests answered over those planned (open phases).
+    pub rate_achieved: Option<f64>,
+}
+
+impl Totals {
+    pub fn new(acc: &Acc, secs: f64, planned: f64) -> Totals {
+        let summary = acc.summary();
+        Totals {
+            rate: summary.requests as f64 / secs.max(1e-3),
+            rate_achieved: (planned >= 1.0).then(|| summary.requests as f64 / planned),
+            planned: (planned >= 1.0).then_some(planned.round()),
+            summary,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    pub name: String,
+    /// open, closed or max.
+    pub kind: String,
+    pub start_s: f64,
+    pub duration_s: f64,
+    pub planned: Option<u64>,
+    #[serde(flatten)]
+    pub summary: super::stats::Summary,
+    pub rate: f64,
+    pub rate_achieved: Option<f64>,
+}
+
+impl PhaseReport {
+    pub fn new(p: &Phase, start: Duration, acc: &Acc) -> PhaseReport {
+        let summary = acc.summary();
+        let secs = p.duration.as_secs_f64();
+        let planned = p.schedule().map(|s| s.total());
+        PhaseReport {
+            name: p.name.clone(),
+            kind: p.kind().into(),
+            start_s: start.as_secs_f64(),
+            duration_s: secs,
+            planned,
+            rate: summary.requests as f64 / secs,
+            rate_achieved: planned
+                .filter(|n| *n > 0)
+                .map(|n| summary.requests as f64 / n as f64),
+            summary,
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    /// Seconds from the start.
+    pub t: u64,
+    /// How much of the second the run lasted (the last one may be short).
+    pub span_s: f64,
+    pub phase: String,
+    pub rate_planned: f64,
+    /// Requests answered (or failed) per second.
+    pub rate: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    pub status_codes: BTreeMap<String, u64>,
+    pub latency_ms: Latency,
+    pub service_time_ms: Latency,
+    pub desired: Option<u32>,
+    pub running: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdResult {
+    /// The phase it is scoped to; none: the whole run.
+    pub phase: Option<String>,
+    pub check: String,
+    pub window_s: Option<u64>,
+    pub abort: bool,
+    pub passed: bool,
+    /// The measured value (the worst window's, with a window); none when it does not apply.
+    pub value: Option<f64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AssertionResult {
+    pub assertion: String,
+    pub verdict: Verdict,
+}
+
+/// A measured value as the threshold writes it (`312.4ms`, `0.42%`, `1480/s`).
+pub fn show(t: &Threshold, v: f64) -> String {
+    match t.metric {
+        Metric::Latency { .. } | Metric::MeanLatency { .. } => format!("{v:.1}ms"),
+        Metric::ErrorRate | Metric::RateAchieved => format!("{:.2}%", v * 100.0),
+        Metric::ErrorCount => format!("{v:.0}"),
+        Metric::Rate => format!("{v:.1}/s"),
+    }
+}
+
+/// A threshold over a whole scope.
+pub fn whole(
+    t: &Threshold,
+    phase: Option<&str>,
+    acc: &Acc,
+    secs: f64,
+    planned: Option<f64>,
+) -> ThresholdResult {
+    let value = t.measure(acc, secs, planned);
+    let (passed, detail) = match value {
+        Some(v) if t.holds(v) => (true, format!("{} (needs {})", show(t, v), t.check)),
+        Some(v) => (false, format!("{} breaks {}", show(t, v), t.check)),
+        None if t.metric == Metric::RateAchieved => (true, "not applicable: no planned rate".into()),
+        None => (true, "not applicable: no requests".into()),
+    };
+    ThresholdResult {
+        phase: phase.map(str::to_string),
+        check: t.check.clone(),
+        window_s: None,
+        abort: t.abort,
+        passed,
+        value,
+        detail,
+    }
+}
+
+pub(super) fn windowed(t: &Threshold, phase: Option<&str>, w: Duration, st: &WindowState) -> ThresholdResult {
+    let passed = st.failed == 0;
+    let detail = match st.worst {
+        None => "not applicable: the scope never held a full window".to_string(),
+        Some((v, at)) => format!(
+            "{} of {} windows of {} s failed; worst {} in the window ending at {} s",
+            st.failed,
+            st.windows,
+            w.as_secs(),
+            show(t, v),
+            at + 1
+        ),
+    };
+    ThresholdResult {
+        phase: phase.map(str::to_string),
+        check: t.check.clone(),
+        window_s: Some(w.as_secs()),
+        abort: t.abort,
+        passed,
+        value: st.worst.map(|(v, _)| v),
+        detail,
+    }
+}
+
+pub fn verdict(r: &Report) -> String {
+    let failed_t = r.thresholds.iter().filter(|t| !t.passed).count();
+    let failed_a = r
+        .assertions
+        .iter()
+        .filter(|a| !matches!(a.verdict, Verdict::Passed { .. }))
+        .count();
+    let mut parts = Vec::new();
+    if r.interrupted {
+        parts.push("interrupted".to_string());
+    }
+    if let Some(a) = &r.aborted {
+        parts.push(format!("aborted: {a}"));
+    }
+    if failed_t > 0 {
+        parts.push(format!("{failed_t} of {} thresholds failed", r.thresholds.len()));
+    }
+    if failed_a > 0 {
+        parts.push(format!(
+            "{failed_a} of {} scaling assertions failed",
+            r.assertions.len()
+        ));
+    }
+    if parts.is_empty() {
+        "passed".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// The text summary printed at the end of a run.
+pub fn text(r: &Report) -> String {
+    let mut s = String::new();
+    let t = &r.totals;
+    let _ = writeln!(
+        s,
+        "stress {}: {} ({} s of {} s planned)",
+        r.run_id,
+        r.verdict,
+        fmt1(r.duration_s),
+        fmt1(r.planned_duration_s)
+    );
+    let _ = writeln!(
+        s,
+        "  requests {} ({}/s{}), errors {} ({:.2}%){}",
+        t.summary.requests,
+        fmt1(t.rate),
+        t.rate_achieved
+            .map(|a| format!(", {:.2}% of plan", a * 100.0))
+            .unwrap_or_default(),
+        t.summary.errors,
+        if t.summary.requests > 0 {
+            100.0 * t.summary.errors as f64 / t.summary.requests as f64
+        } else {
+            0.0
+        },
+        if t.summary.errors_by_kind.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " [{}]",
+                t.summary
+                    .errors_by_kind
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    let l = &t.summary.latency_ms;
+    let sv = &t.summary.service_time_ms;
+    let _ = writeln!(
+        s,
+        "  latency from scheduled send  p50 {:.2}ms  p90 {:.2}ms  p95 {:.2}ms  p99 {:.2}ms  p99.9 {:.2}ms  max {:.2}ms",
+        l.p50, l.p90, l.p95, l.p99, l.p99_9, l.max
+    );
+    let _ = writeln!(
+        s,
+        "  latency from actual send     p50 {:.2}ms  p90 {:.2}ms  p95 {:.2}ms  p99 {:.2}ms  p99.9 {:.2}ms  max {:.2}ms",
+        sv.p50, sv.p90, sv.p95, sv.p99, sv.p99_9, sv.max
+    );
+    for p in &r.phases {
+        let _ = writeln!(
+            s,
+            "  phase {} ({}, {} s): {} requests, {}/s{}, p99 {:.2}ms, errors {}",
+            p.name,
+            p.kind,
+            fmt1(p.duration_s),
+            p.summary.requests,
+            fmt1(p.rate),
+            p.rate_achieved
+                .map(|a| format!(" ({:.2}% of plan)", a * 100.0))
+                .unwrap_or_default(),
+            p.summary.latency_ms.p99,
+            p.summary.errors
+        );
+    }
+    for th in &r.thresholds {
+        let _ = writeln!(
+            s,
+            "  {} threshold {}{}{}: {}",
+            if th.passed { "PASS" } else { "FAIL" },
+            th.check,
+            th.window_s
+                .map(|w| format!(" over {w} s windows"))
+                .unwrap_or_default(),
+            th.phase
+                .as_ref()
+                .map(|p| format!(" in phase {p}"))
+                .unwrap_or_default(),
+            th.detail
+        );
+    }
+    for a in &r.assertions {
+        let (tag, detail) = match &a.verdict {
+            Verdict::Passed { detail, .. } => ("PASS", detail.as_str()),
+            Verdict::Failed { detail } => ("FAIL", detail.as_str()),
+            Verdict::Undecided => ("FAIL", "undecided when the run ended"),
+        };
+        let _ = writeln!(s, "  {tag} assertion {}: {detail}", a.assertion);
+    }
+    s
+}
+
+fn fmt1(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// The charts of a report, on one time axis.
+pub fn charts(r: &Report) -> Vec<Chart> {
+    let at = |t: f64| r.started_at + chrono::TimeDelta::milliseconds((t * 1000.0) as i64);
+    let series = |f: &dyn Fn(&Second) -> Option<f64>| -> Vec<(DateTime<Utc>, f64)> {
+        r.seconds
+            .iter()
+            .filter_map(|s| f(s).map(|v| (at(s.t as f64), v)))
+            .collect()
+    };
+    let line = |label: &str, points, axis, style, color| Line {
+        label: label.into(),
+        points,
+        axis,
+        style,
+        color,
+    };
+    let mut rate = Chart {
+        title: "Request rate".into(),
+        left_label: "requests/s".into(),
+        ..Default::default()
+    };
+    if r.seconds.iter().any(|s| s.rate_planned > 0.0) {
+        rate.lines.push(line(
+            "planned",
+            series(&|s| Some(s.rate_planned)),
+            Axis::Left,
+            Style::Dashed,
+            COLORS[1],
+        ));
+    }
+    rate.lines.push(line(
+        "achieved",
+        series(&|s| Some(s.rate)),
+        Axis::Left,
+        Style::Line,
+        COLORS[0],
+    ));
+    let with = |s: &Second| s.requests > 0;
+    let latency = Chart {
+        title: "Latency (from the scheduled send time; dashed: from the actual send)".into(),
+        left_label: "ms".into(),
+        lines: vec![
+            line(
+                "p50",
+                series(&|s| with(s).then_some(s.latency_ms.p50)),
+                Axis::Left,
+                Style::Line,
+                COLORS[2],
+            ),
+            line(
+                "p95",
+                series(&|s| with(s).then_some(s.latency_ms.p95)),
+                Axis::Left,
+                Style::Line,
+                COLORS[4],
+            ),
+            line(
+                "p99",
+                series(&|s| with(s).then_some(s.latency_ms.p99)),
+                Axis::Left,
+                Style::Line,
+                COLORS[1],
+            ),
+            line(
+                "p99 from send",
+                series(&|s| with(s).then_some(s.service_time_ms.p99)),
+                Axis::Left,
+                Style::Dashed,
+                COLORS[3],
+            ),
+        ],
+        ..Default::default()
+    };
+    let errors = Chart {
+        title: "Errors".into(),
+        left_label: "errors/s".into(),
+        lines: vec![line(
+            "errors",
+            series(&|s| Some(s.errors as f64 / s.span_s.max(1e-3))),
+            Axis::Left,
+            Style::Line,
+            COLORS[1],
+        )],
+        ..Default::default()
+    };
+    let mut charts = vec![rate, latency, errors];
+    if !r.tasks.is_empty() {
+        let pts = |f: &dyn Fn(&TaskPoint) -> u32| -> Vec<(DateTime<Utc>, f64)> {
+            r.tasks.iter().map(|p| (at(p.t), f(p) as f64)).collect()
+        };
+        charts.push(Chart {
+            title: "Tasks of the watched service".into(),
+            left_label: "tasks".into(),
+            lines: vec![
+                line("desired", pts(&|p| p.desired), Axis::Left, Style::Step, COLORS[0]),
+                line("running", pts(&|p| p.running), Axis::Left, Style::Step, COLORS[2]),
+            ],
+            ..Default::default()
+        });
+    }
+    charts
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The HTML report: self-contained (inline SVG, no script, no network).
+pub fn html(r: &Report) -> String {
+    let mut h = String::new();
+    let ok = r.exit_code == 0;
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>ecscale stress · {}</title>\n<style>\
+body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse;margin:8px 0 20px}}\
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#f3f3f3}} td.l,th.l{{text-align:left}}\
+.pass{{color:#007a3d;font-weight:600}} .fail{{color:#b00020;font-weight:600}} .verdict{{font-size:1.3em}}\
+</style></head><body>\n<h1>ecscale stress · {}</h1>\n",
+        esc(&r.plan),
+        esc(&r.plan)
+    );
+    let _ = writeln!(
+        h,
+        "<p class=\"verdict {}\">{} (exit code {})</p>",
+        if ok { "pass" } else { "fail" },
+        esc(&r.verdict),
+        r.exit_code
+    );
+    let _ = writeln!(
+        h,
+        "<p>Run <code>{}</code>, started {}, {:.1} s of {:.1} s planned; HTTP/{} with {} connections ({} made); targets: {}</p>",
+        esc(&r.run_id),
+        r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        r.duration_s,
+        r.planned_duration_s,
+        r.http,
+        r.connections,
+        r.connects,
+        esc(&r.targets.join(", "))
+    );
+    let t = &r.totals;
+    let l = &t.summary.latency_ms;
+    let sv = &t.summary.service_time_ms;
+    let _ = writeln!(
+        h,
+        "<table><tr><th class=\"l\">requests</th><th>rate</th><th>of plan</th><th>errors</th>\
+<th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th></tr>\
+<tr><td class=\"l\">{} </td><td>{:.1}/s</td><td>{}</td><td>{}</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td></tr>\
+<tr><td class=\"l\">from actual send</td><td></td><td></td><td></td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td></tr></table>",
+        t.summary.requests,
+        t.rate,
+        t.rate_achieved.map(|a| format!("{:.2}%", a * 100.0)).unwrap_or_else(|| "–".into()),
+        t.summary.errors,
+        l.p50, l.p90, l.p95, l.p99, l.p99_9, l.max,
+        sv.p50, sv.p90, sv.p95, sv.p99, sv.p99_9, sv.max
+    );
+    h.push_str("<h2>Over time</h2>\n");
+    h.push_str(&plot::svg(&charts(r)));
+    h.push_str("\n<h2>Phases</h2>\n<table><tr><th class=\"l\">phase</th><th class=\"l\">model</th><th>start</th><th>duration</th><th>planned</th><th>requests</th><th>rate</th><th>of plan</th><th>p50</th><th>p99</th><th>errors</th></tr>\n");
+    for p in &r.phases {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{:.0} s</td><td>{:.0} s</td><td>{}</td><td>{}</td><td>{:.1}/s</td><td>{}</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{}</td></tr>",
+            esc(&p.name),
+            p.kind,
+            p.start_s,
+            p.duration_s,
+            p.planned.map(|n| n.to_string()).unwrap_or_else(|| "–".into()),
+            p.summary.requests,
+            p.rate,
+            p.rate_achieved.map(|a| format!("{:.2}%", a * 100.0)).unwrap_or_else(|| "–".into()),
+            p.summary.latency_ms.p50,
+            p.summary.latency_ms.p99,
+            p.summary.errors
+        );
+    }
+    h.push_str("</table>\n");
+    if !r.thresholds.is_empty() {
+        h.push_str("<h2>Thresholds</h2>\n<table><tr><th class=\"l\">result</th><th class=\"l\">check</th><th class=\"l\">scope</th><th class=\"l\">detail</th></tr>\n");
+        for th in &r.thresholds {
+            let _ = writeln!(
+                h,
+                "<tr><td class=\"l {}\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}{}</td><td class=\"l\">{}</td></tr>",
+                if th.passed { "pass" } else { "fail" },
+                if th.passed { "pass" } else { "FAIL" },
+                esc(&th.check),
+                esc(th.phase.as_deref().unwrap_or("whole run")),
+                th.window_s.map(|w| format!(", {w} s windows")).unwrap_or_default(),
+                esc(&th.detail)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    if !r.assertions.is_empty() {
+        h.push_str("<h2>Scaling assertions</h2>\n<table><tr><th class=\"l\">result</th><th class=\"l\">assertion</th><th class=\"l\">detail</th></tr>\n");
+        for a in &r.assertions {
+            let (pass, detail) = match &a.verdict {
+                Verdict::Passed { detail, .. } => (true, detail.clone()),
+                Verdict::Failed { detail } => (false, detail.clone()),
+                Verdict::Undecided => (false, "undecided when the run ended".into()),
+            };
+            let _ = writeln!(
+                h,
+                "<tr><td class=\"l {}\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+                if pass { "pass" } else { "fail" },
+                if pass { "pass" } else { "FAIL" },
+                esc(&a.assertion),
+                esc(&detail)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
