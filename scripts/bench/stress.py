@@ -69,16 +69,49 @@ http {{
     raise SystemExit("nginx did not start")
 
 
+def hwm(pid):
+    """The process's peak RSS so far (VmHWM), in KiB; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def measure(argv):
-    """Runs argv; returns (stdout, cpu seconds, peak RSS MiB, wall seconds)."""
+    """Runs argv; returns (stdout, cpu seconds, peak RSS MiB, wall seconds).
+
+    The peak RSS is sampled from /proc (VmHWM, a high-water mark) every 50 ms: getrusage's
+    ru_maxrss of a child also counts the forking Python's own pages before exec.
+    """
+    import threading
+
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out = p.stdout.read()
+    out_file = tempfile.TemporaryFile()
+    p = subprocess.Popen(argv, stdout=out_file, stderr=subprocess.DEVNULL)
+    peak = [0]
+
+    def sample():
+        while True:
+            v = hwm(p.pid)
+            if v is None:
+                return
+            peak[0] = max(peak[0], v)
+            time.sleep(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
     _, status, ru = os.wait4(p.pid, 0)
+    t.join()
     wall = time.monotonic() - t0
+    out_file.seek(0)
+    out = out_file.read()
     if os.waitstatus_to_exitcode(status) not in (0,):
         raise SystemExit(f"{argv[0]} failed ({status}): {out[-500:]!r}")
-    return out.decode(errors="replace"), ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, wall
+    return out.decode(errors="replace"), ru.ru_utime + ru.ru_stime, peak[0] / 1024.0, wall
 
 
 def run_wrk(wrk, url, secs, conns):

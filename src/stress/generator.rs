@@ -397,6 +397,51 @@ pub async fn drive(
     slot
 }
 
+/// The threads that run the slots: one single-threaded runtime per core, so a connection's
+/// task and the slot that uses it wake each other on one thread (no cross-thread wake-ups, the
+/// largest cost of a request on a multi-threaded runtime).
+pub struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Workers {
+    pub fn start(threads: usize) -> Result<Workers, String> {
+        let mut handles = Vec::new();
+        let mut stops = Vec::new();
+        for i in 0..threads.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start a load thread: {e}"))?;
+            handles.push(rt.handle().clone());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            stops.push(tx);
+            std::thread::Builder::new()
+                .name(format!("ecscale-load-{i}"))
+                .spawn(move || {
+                    rt.block_on(async {
+                        let _ = rx.await;
+                    })
+                })
+                .map_err(|e| format!("cannot start a load thread: {e}"))?;
+        }
+        Ok(Workers {
+            handles,
+            _stop: stops,
+        })
+    }
+
+    /// Runs `f` on worker `i % threads`.
+    pub fn spawn<F>(&self, i: usize, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handles[i % self.handles.len()].spawn(f)
+    }
+}
+
 /// How many slots a phase uses.
 pub fn slots_for(load: &Load, plan: &Plan) -> usize {
     match load {

@@ -321,7 +321,9 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
         _ => None,
     };
 
-    // The phases, one after the other.
+    // The phases, one after the other, on one load thread per core.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = generator::Workers::start(threads)?;
     let driver = {
         let shared = shared.clone();
         let plan = plan.clone();
@@ -351,7 +353,7 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
                 let tasks: Vec<_> = slots
                     .take(n)
                     .into_iter()
-                    .map(|s| tokio::spawn(drive(s, shared.clone(), run.clone(), stop.clone())))
+                    .map(|s| workers.spawn(s.id, drive(s, shared.clone(), run.clone(), stop.clone())))
                     .collect();
                 let mut back = Vec::with_capacity(n);
                 for t in tasks {
