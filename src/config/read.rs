@@ -323,6 +323,26 @@ pub fn read_named_list<T>(
     ok.then_some(out)
 }
 
+/// The items of a list that must have at least one (`what` names an item, `empty` is the
+/// message when there is none); anything else is recorded as a mistake.
+pub fn non_empty_seq<'n>(n: &'n Node, p: &str, cx: &mut Cx, what: &str, empty: &str) -> Option<&'n [Node]> {
+    match &n.value {
+        Value::Seq(items) if items.is_empty() => {
+            cx.error(n.span, p, empty);
+            None
+        }
+        Value::Seq(items) => Some(items),
+        _ => {
+            cx.error(
+                n.span,
+                p,
+                format!("expected a list of {what}s, found {}", n.describe()),
+            );
+            None
+        }
+    }
+}
+
 /// A type that can be read from a node, recording its own mistakes.
 pub trait FromNode: Sized {
     fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self>;

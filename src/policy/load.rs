@@ -358,18 +358,7 @@ fn read_rules(
     default_cooldown: Cooldowns,
     base_dir: &Path,
 ) -> Option<Vec<Rule>> {
-    let Value::Seq(items) = &n.value else {
-        cx.error(
-            n.span,
-            p,
-            format!("expected a list of rules, found {}", n.describe()),
-        );
-        return None;
-    };
-    if items.is_empty() {
-        cx.error(n.span, p, "give at least one rule");
-        return None;
-    }
+    let items = crate::config::read::non_empty_seq(n, p, cx, "rule", "give at least one rule")?;
     let mut rules: Vec<Rule> = Vec::new();
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {

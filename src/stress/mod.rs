@@ -33,7 +33,6 @@ use crate::ship::Shipper;
 use check::{TaskPoint, Verdict};
 use generator::{drive, PhaseRun, Shared, Slots};
 use plan::Plan;
-use profile::Load;
 use report::{AssertionResult, PhaseReport, Report, Second, ThresholdResult};
 use stats::Acc;
 
@@ -235,59 +234,40 @@ impl<'p> Aggregator<'p> {
 
     /// Whole-scope results of phase `p`'s thresholds without a window: (abort, result).
     fn phase_results(&self, p: usize) -> Vec<(bool, ThresholdResult)> {
-        let phase = &self.plan.phases[p];
-        let secs = phase.duration.as_secs_f64();
-        let planned = phase.schedule().map(|s| s.count(secs));
-        phase
+        self.plan.phases[p]
             .thresholds
             .iter()
             .filter(|t| t.window.is_none())
-            .map(|t| {
-                (
-                    t.abort,
-                    report::whole(t, Some(&phase.name), &self.phases[p], secs, planned),
-                )
-            })
+            .map(|t| (t.abort, self.whole(t, Some(p), 0.0)))
             .collect()
     }
 
-    fn results(&self, elapsed: f64) -> Vec<ThresholdResult> {
-        let mut out = Vec::new();
-        let planned_total: f64 = self
-            .plan
-            .phases
-            .iter()
-            .filter_map(|p| p.schedule())
-            .map(|s| s.count(s.duration.as_secs_f64()))
-            .sum();
-        let any_open = self.plan.phases.iter().any(|p| p.schedule().is_some());
-        for (i, (scope, th)) in self.plan.all_thresholds().into_iter().enumerate() {
-            let phase_name = scope.map(|p| self.plan.phases[p].name.as_str());
-            match th.window {
-                None => match scope {
-                    None => out.push(report::whole(
-                        th,
-                        None,
-                        &self.total,
-                        elapsed,
-                        any_open.then_some(planned_total),
-                    )),
-                    Some(p) => {
-                        let phase = &self.plan.phases[p];
-                        let secs = phase.duration.as_secs_f64();
-                        out.push(report::whole(
-                            th,
-                            phase_name,
-                            &self.phases[p],
-                            secs,
-                            phase.schedule().map(|s| s.count(secs)),
-                        ))
-                    }
-                },
-                Some(w) => out.push(report::windowed(th, phase_name, w, &self.windows[i])),
+    /// A threshold without a window over its scope: phase `p`, or the run (`elapsed` long).
+    fn whole(&self, th: &check::Threshold, scope: Option<usize>, elapsed: f64) -> ThresholdResult {
+        match scope {
+            None => report::whole(th, None, &self.total, elapsed, Some(self.planned(0.0, f64::MAX))),
+            Some(p) => {
+                let phase = &self.plan.phases[p];
+                let secs = phase.duration.as_secs_f64();
+                let planned = phase.schedule().map(|s| s.count(secs));
+                report::whole(th, Some(&phase.name), &self.phases[p], secs, planned)
             }
         }
-        out
+    }
+
+    fn results(&self, elapsed: f64) -> Vec<ThresholdResult> {
+        self.plan
+            .all_thresholds()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (scope, th))| match th.window {
+                None => self.whole(th, scope, elapsed),
+                Some(w) => {
+                    let phase_name = scope.map(|p| self.plan.phases[p].name.as_str());
+                    report::windowed(th, phase_name, w, &self.windows[i])
+                }
+            })
+            .collect()
     }
 }
 
@@ -396,7 +376,7 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
         }
         let last = agg.seconds.last().cloned();
         if let Some(s) = &last {
-            view.second(s, &agg, sec, plan);
+            view.second(s, &agg, sec);
             if let Some(shipper) = &opts.shipper {
                 if let Err(e) = shipper.ship(&[stress_doc(&sample(&run_id, started_at, s))]).await {
                     docs_failed.get_or_insert(e.to_string());
@@ -626,7 +606,7 @@ impl View {
         }
     }
 
-    fn second(&mut self, s: &Second, agg: &Aggregator, sec: u64, plan: &Plan) {
+    fn second(&mut self, s: &Second, agg: &Aggregator, sec: u64) {
         if self.mode == Progress::Off {
             return;
         }
@@ -662,7 +642,6 @@ impl View {
             s.latency_ms.p99,
             s.errors,
         );
-        let _ = plan;
         match self.mode {
             Progress::Tty => {
                 let mut err = std::io::stderr().lock();
@@ -692,9 +671,4 @@ impl View {
 
 fn clock(secs: u64) -> String {
     format!("{:02}:{:02}", secs / 60, secs % 60)
-}
-
-/// Whether a load of this phase has a plan to compare the achieved rate with.
-pub fn is_open(load: &Load) -> bool {
-    matches!(load, Load::Open(_))
 }

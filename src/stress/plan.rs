@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::read::{join, Cx, Diagnostics, FromNode, MapReader};
-use crate::config::yaml::{self, Node, Span, Value};
+use crate::config::yaml::{self, Node, Span};
 
 use super::check::{Assertion, Threshold, MAX_WINDOW};
 use super::profile::{Load, Schedule, Shape};
@@ -239,18 +239,7 @@ fn list<T>(
     what: &str,
     mut read: impl FnMut(&Node, &str, &mut Cx) -> Option<T>,
 ) -> Option<Vec<T>> {
-    let Value::Seq(items) = &n.value else {
-        cx.error(
-            n.span,
-            p,
-            format!("expected a list of {what}s, found {}", n.describe()),
-        );
-        return None;
-    };
-    if items.is_empty() {
-        cx.error(n.span, p, format!("needs at least one {what}"));
-        return None;
-    }
+    let items = crate::config::read::non_empty_seq(n, p, cx, what, &format!("needs at least one {what}"))?;
     let mut out = Vec::new();
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {
@@ -324,9 +313,8 @@ fn read_target(n: &Node, p: &str, cx: &mut Cx) -> Option<Target> {
                     }
                 }
             }
-            let known: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
-            let known: Vec<&str> = known.to_vec();
-            h.finish(cx, &known);
+            // Every key was read above: nothing is left for `finish` to call unknown.
+            h.finish(cx, &[]);
             Some(out)
         })
         .unwrap_or_default();
