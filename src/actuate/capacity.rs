@@ -168,8 +168,11 @@ fn demand(
         };
         let wanted = desired.get(&s.name).copied().unwrap_or(s.desired);
         let count = wanted.max(s.running + s.pending);
-        explained_cpu += u64::from(s.running) * u64::from(size.cpu);
-        explained_mem += u64::from(s.running) * u64::from(size.memory_mib);
+        // Tasks placed and still starting reserve their share too (ECS takes it from the
+        // instance's remaining resources at placement).
+        let placed = u64::from(s.running + s.pending);
+        explained_cpu += placed * u64::from(size.cpu);
+        explained_mem += placed * u64::from(size.memory_mib);
         out.push(Demand {
             name: format!("service {}", s.name),
             size,
@@ -456,7 +459,15 @@ impl CapacityActuator {
             }
         };
         let needed = packing.needed();
-        let floor = t.policy.map_or(0, |p| p.desired);
+        // A policy that scales sets the floor; one that holds only keeps what the group has (its
+        // count may be the one from before this tick's terminations: it must not grow it back).
+        let floor = t.policy.map_or(0, |p| {
+            if p.action == Action::Hold {
+                p.desired.min(active.len() as u32 + booting)
+            } else {
+                p.desired
+            }
+        });
         let wanted = needed.max(floor);
         let target = wanted.clamp(g.min, g.max);
         let d = &mut out.decision;
