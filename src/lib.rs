@@ -18,6 +18,7 @@ pub mod model;
 pub mod plot;
 pub mod policy;
 pub mod ship;
+pub mod sim;
 pub mod stress;
 pub mod usage;
 pub mod worker;

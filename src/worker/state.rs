@@ -100,6 +100,26 @@ impl StateStore for ReadOnly {
     }
 }
 
+/// The state in memory only (the simulator's worker: its clocks live and die with the run).
+#[derive(Default)]
+pub struct MemoryStore(std::sync::Mutex<WorkerState>);
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn load(&self) -> Result<WorkerState> {
+        Ok(self.0.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    async fn save(&self, state: &WorkerState, _fencing: Option<u64>) -> Result<()> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+}
+
 /// One JSON file, replaced atomically.
 pub struct FileStore {
     path: PathBuf,

@@ -1,0 +1,117 @@
+//! The fluid model: requests served by formula instead of one by one, so a day of traffic runs
+//! through the simulated cluster in seconds (`ecscale backtest --simulate`, the closed-loop tests).
+//!
+//! The load balancer spreads the arrival rate λ evenly over the RUNNING tasks (round robin).
+//! Each task is a single server with mean service time `D = 1/task_rps` and service-time
+//! variability cs² = 0.25 (the same shifted-exponential service time the HTTP tasks use), fed by
+//! Poisson-like arrivals (ca² = 1):
+//! - below saturation (ρ < 1) the mean wait is Kingman's G/G/1 approximation
+//!   `Wq = ρ/(1−ρ) · (ca²+cs²)/2 · D`, with the waiting time's tail taken as exponential
+//!   (`P(W > x) = ρ·e^(−xρ/Wq)`);
+//! - above it, the excess piles up as a backlog (drained at `task_rps` once the load falls), which
+//!   every request waits behind; what would wait longer than `max_queue_wait` is refused (503).
+//!
+//! Each step records 20 latency quantiles into the load balancer's histogram, weighted by the
+//! requests served, and the work done into each task's meter (from which CPU is published).
+
+use std::collections::HashMap;
+
+use super::cluster::TaskStatus;
+use super::Inner;
+
+/// Quantiles recorded per step.
+const QUANTILES: usize = 20;
+/// Service-time variability (squared coefficient of variation) and arrival variability.
+const CS2: f64 = 0.25;
+const CA2: f64 = 1.0;
+
+/// Backlogs of the tasks, between steps.
+#[derive(Debug, Default)]
+pub struct Fluid {
+    backlog: HashMap<String, f64>,
+}
+
+/// The `q` quantile of one request's latency (s) at utilization `rho` (< 1), service time `d`,
+/// behind a backlog of `wait` seconds.
+pub fn latency_quantile(q: f64, rho: f64, d: f64, wait: f64) -> f64 {
+    let rho = rho.clamp(0.0, 0.99);
+    let wq = rho / (1.0 - rho) * (CA2 + CS2) / 2.0 * d;
+    let queued = if rho > 1.0 - q && rho > 0.0 {
+        wq / rho * (rho / (1.0 - q)).ln()
+    } else {
+        0.0
+    };
+    // Service time: 0.5·D + Exp(mean 0.5·D) (mean D, cs² = 0.25).
+    let service = d * (0.5 - 0.5 * (1.0 - q).ln());
+    wait + queued + service
+}
+
+impl Fluid {
+    /// Serves `rps` requests per second for `dt` seconds with the tasks RUNNING now.
+    pub fn serve(&mut self, sim: &mut Inner, rps: f64, dt: f64) {
+        let spec = &sim.cluster.spec;
+        let mu = spec.task_rps;
+        let d = 1.0 / mu;
+        let cap = mu * spec.max_queue_wait.as_secs_f64();
+        let running: Vec<(String, std::sync::Arc<super::load::TaskMeter>)> = sim
+            .cluster
+            .tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Running)
+            .map(|t| (t.id.clone(), t.meter.clone()))
+            .collect();
+        self.backlog.retain(|id, _| running.iter().any(|(r, _)| r == id));
+        let arrivals = rps.max(0.0) * dt;
+        if running.is_empty() {
+            sim.lb.failed(arrivals);
+            return;
+        }
+        let lambda = rps.max(0.0) / running.len() as f64;
+        for (id, meter) in running {
+            let b0 = self.backlog.get(&id).copied().unwrap_or(0.0);
+            let came = lambda * dt;
+            // What the server can do this step: arrivals first, the backlog with the rest.
+            let capacity = mu * dt;
+            let mut b1 = (b0 + came - capacity).max(0.0);
+            let refused = (b1 - cap).max(0.0);
+            b1 -= refused;
+            let served = came - refused;
+            let work = (b0 + came - refused - b1).max(0.0);
+            meter.served(served, work * d);
+            self.backlog.insert(id, b1);
+            if served <= 0.0 {
+                sim.lb.failed(refused);
+                continue;
+            }
+            let wait = (b0 + b1) / 2.0 / mu;
+            let rho = if b1 > 0.0 || b0 > 0.0 { 0.99 } else { lambda / mu };
+            let per = served / QUANTILES as f64;
+            let n = per.round().max(1.0) as u64;
+            for j in 0..QUANTILES {
+                let q = (j as f64 + 0.5) / QUANTILES as f64;
+                sim.lb.answered(latency_quantile(q, rho, d, wait), n);
+            }
+            // `answered` counted n per quantile; correct the request total to what was served.
+            sim.lb.requests += served - (n * QUANTILES as u64) as f64;
+            sim.lb.failed(refused);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_grows_as_a_task_saturates() {
+        let d = 0.025;
+        let p95 = |rho| latency_quantile(0.95, rho, d, 0.0) * 1000.0;
+        // idle: the service time's own p95 (0.5·D + 0.5·D·ln 20 ≈ 50 ms)
+        assert!((p95(0.0) - 49.9).abs() < 0.5, "{}", p95(0.0));
+        assert!(p95(0.5) < p95(0.7) && p95(0.7) < p95(0.9) && p95(0.9) < p95(0.97));
+        assert!(p95(0.5) < 150.0, "{}", p95(0.5));
+        assert!(p95(0.9) > 250.0, "{}", p95(0.9));
+        // a backlog adds its wait to every request
+        assert!((latency_quantile(0.5, 0.5, d, 1.0) - 1.0 - latency_quantile(0.5, 0.5, d, 0.0)).abs() < 1e-9);
+    }
+}

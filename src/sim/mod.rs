@@ -1,0 +1,353 @@
+//! The simulated cluster: an in-process twin of one ECS service on an EC2 Auto Scaling group,
+//! behind the same traits as AWS ([`crate::api`]), so the worker, the demo and the closed-loop
+//! tests run the production code path (collect → evaluate → actuate) against it.
+//!
+//! - [`cluster`]: tasks and instances (placement, start and boot times, failures, replacement).
+//! - [`metrics`]: CloudWatch-like 1-minute statistic sets with publication lag.
+//! - [`api`]: the ECS, CloudWatch, Auto Scaling and Application Auto Scaling traits over it.
+//! - Requests are served either for real ([`http`]: each task answers HTTP on its own loopback
+//!   port behind a round-robin load balancer, as in the demo) or by the [`fluid`] queueing model
+//!   (back-tests of a day of traffic in seconds). Both fill the same [`load`] counters, from which
+//!   each minute's CPU, request count, response time and a timeline [`Row`] are published.
+//! - [`run`]: the closed loop on a virtual clock (the worker, or the AWS-style [`baseline`],
+//!   ticking against the simulated cluster), used by `ecscale backtest --simulate` and the tests.
+//!
+//! Time: the cluster lives on simulated time. The demo runs it `speed` times faster than real
+//! time: durations (start and boot times, periods, cooldowns) shrink by `speed`, rates do not
+//! (a task serves its requests per real second; the minute's request count is that rate × 60).
+
+pub mod api;
+pub mod baseline;
+pub mod cluster;
+pub mod fluid;
+pub mod http;
+pub mod load;
+pub mod metrics;
+pub mod report;
+pub mod run;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+pub use cluster::{Cluster, Event, Spec};
+use cluster::{InstanceStatus, TaskStatus};
+use load::{LbMinute, TaskMeter};
+use metrics::{MetricStore, StatSet};
+
+use crate::usage::ApiMeter;
+
+/// One minute of the simulation, as the report plots it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Row {
+    /// Start of the minute.
+    pub t: DateTime<Utc>,
+    /// Requests per second reaching the load balancer, and those that failed.
+    pub rps: f64,
+    /// Requests counted (real ones for HTTP; the fluid model's `rps × 60`).
+    pub requests: f64,
+    pub errors_per_s: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// The service's CPUUtilization (Average over its tasks).
+    pub cpu: Option<f64>,
+    pub desired: u32,
+    pub running: u32,
+    /// Placed and starting.
+    pub pending: u32,
+    /// Waiting for an instance with room.
+    pub provisioning: u32,
+    pub instances: u32,
+    pub booting: u32,
+    pub draining: u32,
+    pub group_desired: u32,
+    pub cpu_reservation: Option<f64>,
+}
+
+/// How the simulated clock moves.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// Moved by [`Sim::advance`] only (back-tests, tests).
+    Manual,
+    /// `speed` simulated seconds per real second from `origin`.
+    Scaled {
+        origin_real: std::time::Instant,
+        origin: DateTime<Utc>,
+        speed: f64,
+    },
+}
+
+pub struct Inner {
+    pub cluster: Cluster,
+    pub store: MetricStore,
+    /// The load balancer's counts for the current minute.
+    pub lb: LbMinute,
+    pub rows: Vec<Row>,
+    /// Meters of tasks that stopped during the current minute.
+    retired: Vec<Arc<TaskMeter>>,
+    /// Start of the minute being counted.
+    minute: DateTime<Utc>,
+    /// Meter seconds per simulated second: 1/speed for real requests, 1 for the fluid model.
+    base: f64,
+}
+
+/// The simulated cluster and its CloudWatch.
+pub struct Sim {
+    inner: Mutex<Inner>,
+    clock: Clock,
+    /// API calls made to the simulator, as the AWS clients count them.
+    pub meter: ApiMeter,
+    pub spec: Spec,
+}
+
+fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    let s = t.timestamp();
+    DateTime::from_timestamp(s - s.rem_euclid(60), 0).unwrap_or(t)
+}
+
+impl Sim {
+    /// A cluster starting at `start` (rounded down to the minute).
+    pub fn new(spec: Spec, start: DateTime<Utc>, clock: Clock) -> Arc<Sim> {
+        let start = floor_minute(start);
+        let base = match clock {
+            Clock::Manual => 1.0,
+            Clock::Scaled { speed, .. } => 1.0 / speed.max(1e-6),
+        };
+        let clock = match clock {
+            Clock::Scaled { speed, .. } => Clock::Scaled {
+                origin_real: std::time::Instant::now(),
+                origin: start,
+                speed,
+            },
+            c => c,
+        };
+        Arc::new(Sim {
+            inner: Mutex::new(Inner {
+                cluster: Cluster::new(spec.clone(), start),
+                store: MetricStore::default(),
+                lb: LbMinute::default(),
+                rows: Vec::new(),
+                retired: Vec::new(),
+                minute: start,
+                base,
+            }),
+            clock,
+            meter: ApiMeter::default(),
+            spec,
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Simulated now.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self.clock {
+            Clock::Manual => self.lock().cluster.now,
+            Clock::Scaled {
+                origin_real,
+                origin,
+                speed,
+            } => {
+                let us = origin_real.elapsed().as_secs_f64() * speed * 1e6;
+                origin + TimeDelta::microseconds(us as i64)
+            }
+        }
+    }
+
+    /// The simulated instant `real` seconds after the start (scaled clock), for schedules.
+    pub fn speed(&self) -> f64 {
+        match self.clock {
+            Clock::Manual => 1.0,
+            Clock::Scaled { speed, .. } => speed,
+        }
+    }
+
+    /// Moves the cluster to `now` and publishes every minute that ended.
+    pub fn advance(&self, now: DateTime<Utc>) {
+        let mut g = self.lock();
+        g.advance(now);
+    }
+}
+
+impl Inner {
+    fn advance(&mut self, now: DateTime<Utc>) {
+        let from = self.cluster.now;
+        if now <= from {
+            return;
+        }
+        let dt = (now - from).num_microseconds().unwrap_or(0) as f64 / 1e6 * self.base;
+        for t in &self.cluster.tasks {
+            if t.status == TaskStatus::Running {
+                t.meter.running_for(dt);
+            }
+        }
+        let before: Vec<(String, Arc<TaskMeter>)> = self
+            .cluster
+            .tasks
+            .iter()
+            .map(|t| (t.id.clone(), t.meter.clone()))
+            .collect();
+        self.cluster.advance(now);
+        for (id, meter) in before {
+            if !self.cluster.tasks.iter().any(|t| t.id == id) {
+                self.retired.push(meter);
+            }
+        }
+        while self.minute + TimeDelta::minutes(1) <= now {
+            self.publish();
+            self.minute += TimeDelta::minutes(1);
+        }
+    }
+
+    /// Publishes the minute starting at `self.minute`.
+    fn publish(&mut self) {
+        let spec = &self.cluster.spec;
+        let minute = self.minute;
+        let visible =
+            minute + TimeDelta::minutes(1) + TimeDelta::from_std(spec.metric_lag).unwrap_or_default();
+        let window = 60.0 * self.base;
+        let counts: Vec<load::TaskCounts> = self
+            .cluster
+            .tasks
+            .iter()
+            .map(|t| t.meter.take())
+            .chain(self.retired.drain(..).map(|m| m.take()))
+            .collect();
+        let utils: Vec<f64> = counts
+            .iter()
+            .filter(|c| c.up > window * 0.05)
+            .map(|c| 2.0 + 98.0 * (c.busy / c.up).min(1.0))
+            .collect();
+        let served: f64 = counts.iter().map(|c| c.requests).sum();
+        let up: f64 = counts.iter().map(|c| c.up).sum();
+        let (cluster, service) = (spec.cluster.clone(), spec.service.clone());
+        let (tg, lb) = (spec.target_group(), spec.load_balancer());
+        let svc = [
+            ("ClusterName", cluster.as_str()),
+            ("ServiceName", service.as_str()),
+        ];
+        let cpu = StatSet::of(&utils);
+        if let Some(s) = cpu {
+            self.store
+                .put("AWS/ECS", "CPUUtilization", &svc, minute, s, visible);
+            let mem: Vec<f64> = utils.iter().map(|u| 30.0 + 0.2 * u).collect();
+            if let Some(m) = StatSet::of(&mem) {
+                self.store
+                    .put("AWS/ECS", "MemoryUtilization", &svc, minute, m, visible);
+            }
+        }
+        let with_lb = [("LoadBalancer", lb.as_str()), ("TargetGroup", tg.as_str())];
+        let tg_only = [("TargetGroup", tg.as_str())];
+        let targets = up / window;
+        if targets > 0.05 {
+            let per_target = StatSet::one(served / self.base / targets);
+            self.store.put(
+                "AWS/ApplicationELB",
+                "RequestCountPerTarget",
+                &tg_only,
+                minute,
+                per_target,
+                visible,
+            );
+            self.store.put(
+                "AWS/ApplicationELB",
+                "RequestCountPerTarget",
+                &with_lb,
+                minute,
+                per_target,
+                visible,
+            );
+        }
+        let count = StatSet::one(self.lb.requests / self.base);
+        self.store.put(
+            "AWS/ApplicationELB",
+            "RequestCount",
+            &with_lb,
+            minute,
+            count,
+            visible,
+        );
+        self.store.put(
+            "AWS/ApplicationELB",
+            "RequestCount",
+            &tg_only,
+            minute,
+            count,
+            visible,
+        );
+        let answered = self.lb.requests - self.lb.errors;
+        if answered > 0.0 {
+            let rt = StatSet {
+                sum: self.lb.latency_sum / self.base,
+                count: answered / self.base,
+                min: self.lb.latency_us.min() as f64 / 1e6,
+                max: self.lb.latency_us.max() as f64 / 1e6,
+            };
+            self.store.put(
+                "AWS/ApplicationELB",
+                "TargetResponseTime",
+                &with_lb,
+                minute,
+                rt,
+                visible,
+            );
+            self.store.put(
+                "AWS/ApplicationELB",
+                "TargetResponseTime",
+                &tg_only,
+                minute,
+                rt,
+                visible,
+            );
+        }
+        let c = &self.cluster;
+        let reservation = c.cpu_reservation();
+        if let Some(r) = reservation {
+            let cl = [("ClusterName", cluster.as_str())];
+            self.store
+                .put("AWS/ECS", "CPUReservation", &cl, minute, StatSet::one(r), visible);
+            let mem = r * f64::from(spec.task.memory_mib) / f64::from(spec.task.cpu)
+                * f64::from(spec.instance_resources().cpu)
+                / f64::from(spec.instance_resources().memory_mib);
+            self.store.put(
+                "AWS/ECS",
+                "MemoryReservation",
+                &cl,
+                minute,
+                StatSet::one(mem),
+                visible,
+            );
+            if let Some(s) = cpu {
+                self.store
+                    .put("AWS/ECS", "CPUUtilization", &cl, minute, s, visible);
+            }
+        }
+        self.rows.push(Row {
+            t: minute,
+            rps: self.lb.requests / window,
+            requests: self.lb.requests,
+            errors_per_s: self.lb.errors / window,
+            p50_ms: self.lb.percentile_ms(0.50),
+            p95_ms: self.lb.percentile_ms(0.95),
+            p99_ms: self.lb.percentile_ms(0.99),
+            cpu: cpu.map(|s| s.sum / s.count),
+            desired: c.desired,
+            running: c.count(TaskStatus::Running),
+            pending: c.count(TaskStatus::Pending),
+            provisioning: c.count(TaskStatus::Provisioning),
+            instances: c.instances_in(InstanceStatus::Active),
+            booting: c.instances_in(InstanceStatus::Booting),
+            draining: c.instances_in(InstanceStatus::Draining),
+            group_desired: c.group_desired,
+            cpu_reservation: reservation,
+        });
+        self.lb = LbMinute::default();
+    }
+}
+
+#[cfg(test)]
+mod tests;

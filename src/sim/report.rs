@@ -1,0 +1,389 @@
+//! Reports of simulated runs (the demo, `backtest --simulate`): charts over simulated time,
+//! the decision log with reasons, the cluster's events, checks and a text summary, as one
+//! self-contained HTML page (inline SVG, no script, no network).
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::run::{violates, ActionRow, Outcome, Totals};
+use super::Row;
+use crate::plot::{self, Axis, Chart, Line, Marker, Style, COLORS};
+
+/// A run to draw: its name (`ecscale`, `baseline`) and outcome.
+pub struct Run<'a> {
+    pub name: &'a str,
+    pub outcome: &'a Outcome,
+}
+
+fn series(rows: &[Row], f: impl Fn(&Row) -> Option<f64>) -> Vec<(DateTime<Utc>, f64)> {
+    rows.iter().filter_map(|r| f(r).map(|v| (r.t, v))).collect()
+}
+
+fn line(
+    label: String,
+    points: Vec<(DateTime<Utc>, f64)>,
+    axis: Axis,
+    style: Style,
+    color: &'static str,
+) -> Line {
+    Line {
+        label,
+        points,
+        axis,
+        style,
+        color,
+    }
+}
+
+/// Load and latency, CPU, tasks, instances: one chart each, every run drawn on it.
+pub fn charts(runs: &[Run<'_>], slo_ms: f64, cpu_target: Option<f64>) -> Vec<Chart> {
+    let two = runs.len() > 1;
+    let name = |r: &Run<'_>, what: &str| {
+        if two {
+            format!("{what} ({})", r.name)
+        } else {
+            what.to_string()
+        }
+    };
+    let style = |i: usize| if i == 0 { Style::Line } else { Style::Dashed };
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    let rows0 = &first.outcome.rows;
+    let span = |v: f64| series(rows0, |_| Some(v));
+    let mut load = Chart {
+        title: "Load and latency".into(),
+        left_label: "requests/s".into(),
+        right_label: "p95 latency (ms)".into(),
+        ..Default::default()
+    };
+    load.lines.push(line(
+        "load".into(),
+        series(rows0, |r| Some(r.rps)),
+        Axis::Left,
+        Style::Line,
+        COLORS[0],
+    ));
+    load.lines.push(line(
+        "errors/s".into(),
+        series(rows0, |r| Some(r.errors_per_s)),
+        Axis::Left,
+        Style::Line,
+        COLORS[3],
+    ));
+    for (i, r) in runs.iter().enumerate() {
+        load.lines.push(line(
+            name(r, "p95"),
+            series(&r.outcome.rows, |x| x.p95_ms.map(|p| p.min(slo_ms * 4.0))),
+            Axis::Right,
+            style(i),
+            [COLORS[1], COLORS[4]][i.min(1)],
+        ));
+    }
+    load.lines.push(line(
+        format!("SLO {slo_ms:.0} ms"),
+        span(slo_ms),
+        Axis::Right,
+        Style::Dashed,
+        COLORS[5],
+    ));
+    let mut cpu = Chart {
+        title: "CPU utilization of the service (average over its tasks)".into(),
+        left_label: "%".into(),
+        ..Default::default()
+    };
+    for (i, r) in runs.iter().enumerate() {
+        cpu.lines.push(line(
+            name(r, "cpu"),
+            series(&r.outcome.rows, |x| x.cpu),
+            Axis::Left,
+            style(i),
+            COLORS[i.min(1) * 2],
+        ));
+    }
+    if let Some(t) = cpu_target {
+        cpu.lines.push(line(
+            format!("target {t:.0} %"),
+            span(t),
+            Axis::Left,
+            Style::Dashed,
+            COLORS[5],
+        ));
+    }
+    let mut tasks = Chart {
+        title: "Tasks (▲▼ the service's scaling decisions)".into(),
+        left_label: "tasks".into(),
+        ..Default::default()
+    };
+    let mut instances = Chart {
+        title: "EC2 instances".into(),
+        left_label: "instances".into(),
+        ..Default::default()
+    };
+    for (i, r) in runs.iter().enumerate() {
+        let rows = &r.outcome.rows;
+        tasks.lines.push(line(
+            name(r, "desired"),
+            series(rows, |x| Some(f64::from(x.desired))),
+            Axis::Left,
+            Style::Step,
+            [COLORS[0], COLORS[4]][i.min(1)],
+        ));
+        tasks.lines.push(line(
+            name(r, "running"),
+            series(rows, |x| Some(f64::from(x.running))),
+            Axis::Left,
+            Style::Step,
+            [COLORS[2], COLORS[3]][i.min(1)],
+        ));
+        if i == 0 {
+            tasks.lines.push(line(
+                "waiting for room".into(),
+                series(rows, |x| Some(f64::from(x.provisioning))),
+                Axis::Left,
+                Style::Step,
+                COLORS[1],
+            ));
+        }
+        for a in r.outcome.actions.iter().filter(|a| !a.target.starts_with("asg/")) {
+            tasks.markers.push(Marker {
+                at: a.at,
+                value: f64::from(a.to),
+                axis: Axis::Left,
+                up: a.to > a.from,
+                color: if a.to > a.from { COLORS[1] } else { COLORS[2] },
+            });
+        }
+        instances.lines.push(line(
+            name(r, "in service"),
+            series(rows, |x| Some(f64::from(x.instances + x.draining))),
+            Axis::Left,
+            Style::Step,
+            [COLORS[0], COLORS[4]][i.min(1)],
+        ));
+        if i == 0 {
+            instances.lines.push(line(
+                "booting".into(),
+                series(rows, |x| Some(f64::from(x.booting))),
+                Axis::Left,
+                Style::Step,
+                COLORS[1],
+            ));
+            instances.lines.push(line(
+                "draining".into(),
+                series(rows, |x| Some(f64::from(x.draining))),
+                Axis::Left,
+                Style::Step,
+                COLORS[3],
+            ));
+        }
+    }
+    vec![load, cpu, tasks, instances]
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The totals as text lines.
+pub fn totals_text(t: &Totals) -> String {
+    format!(
+        "{} minutes: p95 over {:.0} ms (or >1 % errors) in {} of them (worst p95 {:.0} ms); {:.0} requests, {:.0} failed ({:.2} %)\n\
+task-hours {:.2}, instance-hours {:.2}; peak {} tasks on {} instances; {} scale-outs, {} scale-ins of the service",
+        t.minutes,
+        t.slo_p95_ms,
+        t.slo_violation_minutes,
+        t.worst_p95_ms,
+        t.requests,
+        t.errors,
+        if t.requests > 0.0 { t.errors * 100.0 / t.requests } else { 0.0 },
+        t.task_hours,
+        t.instance_hours,
+        t.peak_tasks,
+        t.peak_instances,
+        t.scale_outs,
+        t.scale_ins
+    )
+}
+
+/// A pass/fail line of a report.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Check {
+    pub passed: bool,
+    pub what: String,
+}
+
+/// The page: a summary (text, as printed), checks, charts, then per run its decisions and the
+/// cluster's events.
+pub fn html(title: &str, summary: &str, checks: &[Check], charts: &[Chart], runs: &[Run<'_>]) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\
+body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse;margin:8px 0 20px}}\
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}} th{{background:#f3f3f3}}\
+pre{{background:#f7f7f7;padding:12px;white-space:pre-wrap}} .pass{{color:#007a3d;font-weight:600}} .fail{{color:#b00020;font-weight:600}}\
+</style></head><body>\n<h1>{t}</h1>\n<h2>Summary</h2>\n<pre id=\"summary\">{s}</pre>\n",
+        t = esc(title),
+        s = esc(summary)
+    );
+    if !checks.is_empty() {
+        h.push_str("<h2>Checks</h2>\n<ul id=\"checks\">\n");
+        for c in checks {
+            let _ = writeln!(
+                h,
+                "<li class=\"{}\">{} {}</li>",
+                if c.passed { "pass" } else { "fail" },
+                if c.passed { "✓" } else { "✗" },
+                esc(&c.what)
+            );
+        }
+        h.push_str("</ul>\n");
+    }
+    h.push_str("<h2>Over time</h2>\n");
+    h.push_str(&plot::svg(charts));
+    for r in runs {
+        let _ = writeln!(h, "\n<h2>Decisions ({})</h2>", esc(r.name));
+        h.push_str("<table class=\"decisions\"><tr><th>time (UTC)</th><th>target</th><th>change</th><th>rule</th><th>reason</th></tr>\n");
+        for a in &r.outcome.actions {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
+                a.at.format("%H:%M:%S"),
+                esc(&a.target),
+                a.from,
+                a.to,
+                esc(a.rule.as_deref().unwrap_or("")),
+                esc(&a.reason)
+            );
+        }
+        h.push_str("</table>\n");
+        let notable: Vec<_> = r.outcome.events.iter().filter(|e| notable(e.kind)).collect();
+        if !notable.is_empty() {
+            let _ = writeln!(
+                h,
+                "<h3>Cluster events ({})</h3>\n<table><tr><th>time (UTC)</th><th>event</th></tr>",
+                esc(r.name)
+            );
+            for e in notable {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    e.at.format("%H:%M:%S"),
+                    esc(&e.text)
+                );
+            }
+            h.push_str("</table>\n");
+        }
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// Events worth a line in reports and the live view (task starts and stops are many).
+pub fn notable(kind: &str) -> bool {
+    matches!(
+        kind,
+        "task_killed"
+            | "instance_killed"
+            | "instance_launched"
+            | "instance_in_service"
+            | "instance_terminated"
+            | "task_waiting"
+            | "instance_state"
+    )
+}
+
+/// The minute row at `t`.
+fn row_at(rows: &[Row], t: DateTime<Utc>) -> Option<&Row> {
+    rows.iter().rev().find(|r| r.t <= t)
+}
+
+/// What a scaling run must show: it scaled out, latency came back under the SLO during the
+/// hold, it scaled back in, it did not flap, and (when faults were injected) what was killed was
+/// replaced.
+pub fn checks(
+    o: &Outcome,
+    service: &str,
+    initial: u32,
+    slo_ms: f64,
+    hold: (DateTime<Utc>, DateTime<Utc>),
+    faults: &[(DateTime<Utc>, &str)],
+) -> Vec<Check> {
+    let mut out = Vec::new();
+    let peak = o.rows.iter().map(|r| r.desired).max().unwrap_or(0);
+    out.push(Check {
+        passed: peak > initial,
+        what: format!("the service scaled out under the ramp: {initial} → {peak} tasks"),
+    });
+    // The last third of the hold, minutes right after a fault left out.
+    let from = hold.1 - (hold.1 - hold.0) / 3;
+    let late: Vec<&Row> = o
+        .rows
+        .iter()
+        .filter(|r| r.t >= from && r.t + TimeDelta::minutes(1) <= hold.1)
+        .filter(|r| {
+            !faults
+                .iter()
+                .any(|(at, _)| r.t + TimeDelta::minutes(1) > *at && r.t < *at + TimeDelta::minutes(2))
+        })
+        .collect();
+    let over = late.iter().filter(|r| violates(r, slo_ms)).count();
+    out.push(Check {
+        passed: !late.is_empty() && over == 0,
+        what: format!(
+            "p95 latency back under {slo_ms:.0} ms by the end of the hold: {} of the last {} minutes over",
+            over,
+            late.len()
+        ),
+    });
+    let last = o.rows.last().map(|r| r.desired).unwrap_or(0);
+    out.push(Check {
+        passed: last < peak && last <= initial.max(peak / 3),
+        what: format!("it scaled back in after the load fell: {peak} → {last} tasks"),
+    });
+    let svc: Vec<&ActionRow> = o.actions.iter().filter(|a| a.target == service).collect();
+    let flips = svc
+        .windows(2)
+        .filter(|w| {
+            (w[0].to > w[0].from) != (w[1].to > w[1].from) && w[1].at - w[0].at < TimeDelta::minutes(10)
+        })
+        .count();
+    out.push(Check {
+        passed: flips == 0,
+        what: format!("no flapping: {flips} reversal(s) of direction within 10 minutes"),
+    });
+    for (at, what) in faults {
+        let later = *at + TimeDelta::minutes(4);
+        let r = row_at(&o.rows, later);
+        let ok = r.is_some_and(|r| r.running >= r.desired);
+        let replaced = o
+            .events
+            .iter()
+            .any(|e| e.at > *at && matches!(e.kind, "task_started" | "instance_in_service"));
+        out.push(Check {
+            passed: ok && replaced,
+            what: format!(
+                "{what} at {}: replaced, {} running of {} desired 4 minutes later",
+                at.format("%H:%M"),
+                r.map_or(0, |r| r.running),
+                r.map_or(0, |r| r.desired)
+            ),
+        });
+    }
+    let mut streak = 0;
+    let mut longest = 0;
+    for r in &o.rows {
+        streak = if r.provisioning > 0 { streak + 1 } else { 0 };
+        longest = longest.max(streak);
+    }
+    out.push(Check {
+        passed: longest <= 3,
+        what: format!("capacity in time: tasks waited for an instance at most {longest} minute(s) in a row"),
+    });
+    out
+}

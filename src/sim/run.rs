@@ -1,0 +1,354 @@
+//! The closed loop: the simulated cluster, the load, and what scales it (the ecscale worker, or
+//! the AWS-style baseline), advanced together on a virtual clock.
+//!
+//! Each step (5 simulated seconds) serves the load of that step through the [`Fluid`] model,
+//! moves the cluster, publishes the minutes that ended, and runs the worker's tick when it is due
+//! (its `schedule.interval`), with the simulated time as the tick's `now`: the worker collects,
+//! evaluates and actuates through the simulator's API exactly as it would against AWS.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use super::baseline::Baseline;
+use super::cluster::{InstanceStatus, TaskStatus};
+use super::fluid::Fluid;
+use super::{Event, Row, Sim, Spec};
+use crate::actuate::Applied;
+use crate::config::env::Vars;
+use crate::config::Config;
+use crate::model::Action;
+use crate::policy::TargetPolicy;
+use crate::worker::metrics::Metrics;
+use crate::worker::state::MemoryStore;
+use crate::worker::{Clients, Parts, RunOptions, TickReport, Worker};
+
+/// The example service policy and the capacity policy, as shipped in `policies/`.
+pub const WEB_POLICY: (&str, &str) = ("policies/web.yaml", include_str!("../../policies/web.yaml"));
+pub const CAPACITY_POLICY: (&str, &str) = (
+    "policies/capacity.yaml",
+    include_str!("../../policies/capacity.yaml"),
+);
+
+/// The worker's configuration for the simulated cluster: its one service (with its load
+/// balancer), its Auto Scaling group under `capacity:`, ticks every `tick`, and `sink` (YAML
+/// lines of the `sink:` section, indented by two spaces).
+pub fn config_yaml(spec: &Spec, tick: Duration, sink: &str) -> String {
+    format!(
+        "# The simulated cluster (ecscale's embedded default).
+aws:
+  region: {region}
+schedule:
+  interval: {tick}
+collect:
+  period: 60s
+  delay: 60s
+  lookback: 20m
+clusters:
+  - name: {cluster}
+    services:
+      - name: {service}
+        target_group: {tg}
+        load_balancer: {lb}
+capacity:
+  - auto_scaling_group: {asg}
+    cluster: {cluster}
+    headroom: 10%
+    drain_timeout: 10m
+    scale_in_cooldown: 5m
+worker:
+  metrics_addr: off
+  update_rate: 50
+sink:
+{sink}",
+        region = spec.region,
+        tick = humantime::format_duration(tick),
+        cluster = spec.cluster,
+        service = spec.service,
+        lb = spec.load_balancer(),
+        tg = spec.target_group_arn(),
+        asg = spec.auto_scaling_group,
+    )
+}
+
+/// Reads the embedded configuration (a mistake in it is ours: the message says so).
+pub fn config(spec: &Spec, tick: Duration, sink: &str, base: &Path) -> anyhow::Result<Config> {
+    crate::config::load_str(
+        &config_yaml(spec, tick, sink),
+        "(simulator config)",
+        base,
+        &Vars::default(),
+    )
+    .map_err(|d| anyhow::anyhow!("the simulator's own configuration is invalid (a bug):\n{d}"))
+}
+
+/// Reads policies from text (`(file name, YAML)`).
+pub fn policies(files: &[(&str, &str)]) -> anyhow::Result<Vec<TargetPolicy>> {
+    let mut out = Vec::new();
+    for (name, text) in files {
+        let p = crate::policy::load_str(text, name, Path::new(".")).map_err(|d| anyhow::anyhow!("{d}"))?;
+        out.extend(p);
+    }
+    Ok(out)
+}
+
+/// The worker's clients, all answered by the simulator.
+pub fn clients(sim: &Arc<Sim>) -> Clients {
+    Clients {
+        ecs: sim.clone(),
+        cloudwatch: sim.clone(),
+        ecs_write: sim.clone(),
+        autoscaling: sim.clone(),
+        app_autoscaling: sim.clone(),
+        dynamodb: None,
+        meter: sim.meter.clone(),
+    }
+}
+
+/// A worker acting on the simulated cluster, its state in memory.
+pub async fn worker(
+    config: Config,
+    policies: Vec<TargetPolicy>,
+    sim: &Arc<Sim>,
+    ship: Option<tokio::sync::mpsc::Sender<Vec<crate::ship::docs::Doc>>>,
+) -> anyhow::Result<Worker> {
+    let parts = Parts {
+        store: Box::new(MemoryStore::default()),
+        lease: None,
+        metrics: Arc::new(Metrics::new(sim.meter.clone(), Duration::from_secs(3600))),
+        ship,
+    };
+    Ok(Worker::new(config, policies, clients(sim), parts, &RunOptions::default()).await?)
+}
+
+/// A failure to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The RUNNING task started first stops (its container exits).
+    KillTask,
+    /// The instance with the most tasks fails its health check.
+    KillInstance,
+}
+
+/// Injects a fault now; what was hit, or `None` when there was nothing to hit.
+pub fn inject(sim: &Sim, fault: Fault) -> Option<String> {
+    let mut g = sim.lock();
+    let c = &mut g.cluster;
+    match fault {
+        Fault::KillTask => {
+            let k = (0..c.tasks.len())
+                .filter(|&k| c.tasks[k].status == TaskStatus::Running)
+                .min_by_key(|&k| c.tasks[k].created_at)?;
+            let what = format!("task {} ({})", &c.tasks[k].id[..8], c.tasks[k].container_id);
+            c.kill_task(k);
+            Some(what)
+        }
+        Fault::KillInstance => {
+            let k = (0..c.instances.len())
+                .filter(|&i| c.instances[i].status == InstanceStatus::Active)
+                .max_by_key(|&i| (c.used(i).1, std::cmp::Reverse(i)))?;
+            let what = format!("instance {} with {} tasks", c.instances[k].id, c.used(k).1);
+            c.kill_instance(k);
+            Some(what)
+        }
+    }
+}
+
+/// A change of a desired count, by whoever made it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionRow {
+    pub at: DateTime<Utc>,
+    /// `production/web`, `asg/NAME`.
+    pub target: String,
+    pub from: u32,
+    pub to: u32,
+    /// The rule (or `baseline`).
+    pub rule: Option<String>,
+    pub reason: String,
+}
+
+/// The changes a worker tick made (holds and failures left out; failures are in its problems).
+pub fn actions_of(report: &TickReport) -> Vec<ActionRow> {
+    let mut out = Vec::new();
+    let decisions = report
+        .services
+        .iter()
+        .map(|(d, a)| (d, a))
+        .chain(report.groups.iter().map(|g| (&g.decision, &g.applied)));
+    for (d, applied) in decisions {
+        if let Applied::Updated { from, to } = applied {
+            out.push(ActionRow {
+                at: d.at,
+                target: d.target.to_string(),
+                from: *from,
+                to: *to,
+                rule: d.rule.clone(),
+                reason: d.reason.clone(),
+            });
+        } else if d.action != Action::Hold {
+            if let Applied::Refused { reason } = applied {
+                tracing::debug!("{}: {} refused: {reason}", d.target, d.action);
+            }
+        }
+    }
+    out
+}
+
+/// What a run adds up to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Totals {
+    pub minutes: usize,
+    /// Minutes whose p95 latency was over the SLO, or with more than 1 % of requests failed.
+    pub slo_violation_minutes: usize,
+    pub slo_p95_ms: f64,
+    pub worst_p95_ms: f64,
+    pub requests: f64,
+    pub errors: f64,
+    /// Task-hours placed (PENDING or RUNNING), and instance-hours launched.
+    pub task_hours: f64,
+    pub instance_hours: f64,
+    pub peak_tasks: u32,
+    pub peak_instances: u32,
+    pub scale_outs: usize,
+    pub scale_ins: usize,
+}
+
+/// Whether a minute broke the SLO.
+pub fn violates(r: &Row, slo_ms: f64) -> bool {
+    let failed = r.rps > 0.0 && r.errors_per_s / r.rps > 0.01;
+    failed || r.p95_ms.is_some_and(|p| p > slo_ms)
+}
+
+pub fn totals(sim: &Sim, actions: &[ActionRow], slo_ms: f64) -> Totals {
+    let g = sim.lock();
+    let service = format!("{}/{}", sim.spec.cluster, sim.spec.service);
+    let rows = &g.rows;
+    Totals {
+        minutes: rows.len(),
+        slo_violation_minutes: rows.iter().filter(|r| violates(r, slo_ms)).count(),
+        slo_p95_ms: slo_ms,
+        worst_p95_ms: rows.iter().filter_map(|r| r.p95_ms).fold(0.0, f64::max),
+        requests: rows.iter().map(|r| r.requests).sum(),
+        errors: rows
+            .iter()
+            .map(|r| r.errors_per_s / r.rps.max(f64::MIN_POSITIVE) * r.requests)
+            .sum(),
+        task_hours: g.cluster.task_seconds / 3600.0,
+        instance_hours: g.cluster.instance_seconds / 3600.0,
+        peak_tasks: rows.iter().map(|r| r.running).max().unwrap_or(0),
+        peak_instances: rows.iter().map(|r| r.instances + r.booting).max().unwrap_or(0),
+        scale_outs: actions
+            .iter()
+            .filter(|a| a.target == service && a.to > a.from)
+            .count(),
+        scale_ins: actions
+            .iter()
+            .filter(|a| a.target == service && a.to < a.from)
+            .count(),
+    }
+}
+
+/// What scales the service.
+pub enum Scaler {
+    /// The ecscale worker with its policies (service and capacity).
+    Ecscale(Box<Worker>),
+    /// The AWS-style baseline scales the service; the worker (with no service policy) sizes the
+    /// instances, the same way as in the ecscale run.
+    Baseline {
+        baseline: Box<Baseline>,
+        capacity: Box<Worker>,
+    },
+}
+
+/// The outcome of a closed-loop run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub rows: Vec<Row>,
+    pub actions: Vec<ActionRow>,
+    pub events: Vec<Event>,
+    pub totals: Totals,
+    /// Tick problems (collection gaps, failed calls), deduplicated, with counts.
+    pub problems: Vec<(String, usize)>,
+}
+
+/// The load in requests per second at a simulated time.
+pub type LoadFn<'a> = dyn Fn(DateTime<Utc>) -> f64 + 'a;
+
+pub struct LoopOptions {
+    pub until: DateTime<Utc>,
+    pub tick: Duration,
+    pub step: Duration,
+    pub slo_p95_ms: f64,
+    pub faults: Vec<(DateTime<Utc>, Fault)>,
+}
+
+/// Runs the closed loop until `opts.until` on the virtual clock.
+pub async fn closed_loop(
+    sim: &Arc<Sim>,
+    mut scaler: Scaler,
+    load: &LoadFn<'_>,
+    opts: &LoopOptions,
+) -> Outcome {
+    let mut fluid = Fluid::default();
+    let step = TimeDelta::from_std(opts.step).unwrap_or(TimeDelta::seconds(5));
+    let tick = TimeDelta::from_std(opts.tick).unwrap_or(TimeDelta::seconds(15));
+    let mut t = sim.now();
+    let mut next_tick = t + tick;
+    let mut faults = opts.faults.clone();
+    faults.sort_by_key(|(at, _)| *at);
+    let mut actions = Vec::new();
+    let mut problems: std::collections::BTreeMap<String, usize> = Default::default();
+    while t < opts.until {
+        while faults.first().is_some_and(|(at, _)| *at <= t) {
+            let (_, f) = faults.remove(0);
+            inject(sim, f);
+        }
+        let rps = load(t + step / 2);
+        {
+            let mut g = sim.lock();
+            fluid.serve(&mut g, rps, step.num_milliseconds() as f64 / 1000.0);
+        }
+        t += step;
+        sim.advance(t);
+        if t >= next_tick {
+            next_tick += tick;
+            let report = match &mut scaler {
+                Scaler::Ecscale(w) => w.tick(t).await,
+                Scaler::Baseline { baseline, capacity } => {
+                    if let Some(a) = baseline.tick(sim, t).await {
+                        actions.push(ActionRow {
+                            at: a.at,
+                            target: format!("{}/{}", sim.spec.cluster, sim.spec.service),
+                            from: a.from,
+                            to: a.to,
+                            rule: Some("baseline".into()),
+                            reason: a.reason,
+                        });
+                    }
+                    capacity.tick(t).await
+                }
+            };
+            actions.extend(actions_of(&report));
+            for p in report.problems {
+                *problems.entry(p).or_default() += 1;
+            }
+        }
+    }
+    outcome(sim, actions, problems.into_iter().collect(), opts.slo_p95_ms)
+}
+
+/// What the simulated cluster went through, with the actions taken on it.
+pub fn outcome(sim: &Sim, actions: Vec<ActionRow>, problems: Vec<(String, usize)>, slo_ms: f64) -> Outcome {
+    let totals = totals(sim, &actions, slo_ms);
+    let g = sim.lock();
+    Outcome {
+        rows: g.rows.clone(),
+        actions,
+        events: g.cluster.events.clone(),
+        totals,
+        problems,
+    }
+}
