@@ -1,6 +1,6 @@
 //! What the worker needs of ECS and CloudWatch, as small traits.
 //!
-//! The AWS SDK clients implement them (`crate::aws`), and so will the simulated cluster; the
+//! The AWS SDK clients implement them (`crate::aws`), and so does the simulated cluster (`crate::sim`); the
 //! collect stage (and later the worker) is written against these traits only, so the demo and
 //! closed-loop tests run the same code path as production. Methods speak in `crate::model`
 //! nouns; each maps to one API call, so the call counts the collect stage promises (batches of

@@ -4,9 +4,11 @@
 //! Exit codes: 0 success; 1 the command ran but failed or found problems (e.g. AWS unreachable,
 //! a service not found); 2 bad input (command line, config file, environment variables).
 
+mod demo;
 mod policy;
 mod render;
 mod ship;
+mod simulate;
 mod stress;
 
 use std::path::PathBuf;
@@ -36,7 +38,9 @@ pub const EXIT_INVALID: u8 = 2;
         Elasticsearch/OpenSearch (templates, spool, replay, Kibana dashboards), and the scheduled worker \
         (`ecscale run`) that actuates ECS desired counts and EC2 capacity, with a leader lease, state that \
         survives restarts, and /metrics; and `ecscale stress`, an open-model load generator with thresholds, \
-        scaling assertions and HTML reports. The simulated demo is not built yet.",
+        scaling assertions and HTML reports; and `ecscale demo`, the whole loop against a simulated cluster \
+        serving real HTTP (no AWS account, no Elasticsearch needed), with `backtest --simulate` for closed-loop \
+        policy tests.",
     after_help = "Exit codes: 0 success · 1 failed or found problems · 2 invalid arguments, config or environment"
 )]
 struct Cli {
@@ -92,6 +96,8 @@ enum Command {
     Backtest(policy::BacktestArgs),
     /// Generate HTTP load (open or closed model) with thresholds and scaling assertions; JSON and HTML reports.
     Stress(stress::StressArgs),
+    /// Run the whole loop on a simulated cluster with real HTTP traffic: worker, stress ramp, a task and an instance killed; live view and HTML report.
+    Demo(demo::DemoArgs),
     /// Install ecscale's index templates in Elasticsearch/OpenSearch.
     Setup(ship::EsArgs),
     /// Shipping: send a spool directory to Elasticsearch.
@@ -250,6 +256,7 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
         } => policy::check(&files),
         Command::Backtest(args) => policy::backtest(args).await,
         Command::Stress(args) => stress::stress(args, vars).await,
+        Command::Demo(args) => demo::demo(args).await,
         Command::Setup(es) => ship::setup(es, vars).await,
         Command::Ship {
             command: ShipCommand::Replay { dir, es },

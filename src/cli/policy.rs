@@ -62,19 +62,19 @@ fn plural_files(files: &[PathBuf]) -> String {
 pub(super) struct BacktestArgs {
     /// The policy file to replay.
     #[arg(long)]
-    policy: PathBuf,
+    pub(super) policy: PathBuf,
     /// Recorded metrics: .csv (timestamp,METRIC,...) or .ndjson.
     #[arg(long)]
-    metrics: PathBuf,
+    pub(super) metrics: PathBuf,
     /// Also draw the metric, its target and the count over time: OUT.svg or OUT.png.
     #[arg(long, value_name = "OUT")]
     plot: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    pub(super) format: Format,
     /// The count at the start (default: the trace's `running` column, else the policy's min).
     #[arg(long)]
-    initial: Option<u32>,
+    pub(super) initial: Option<u32>,
     /// Metrics that are per-task averages, rescaled to the simulated count when the trace has a
     /// `running` column.
     #[arg(
@@ -86,9 +86,33 @@ pub(super) struct BacktestArgs {
     /// Print only the ticks that change the count.
     #[arg(long)]
     changes_only: bool,
+    /// Closed loop: replay the trace's load through the simulated cluster (tasks, instances,
+    /// queueing latency) with the worker and this policy, and with an AWS-style target-tracking
+    /// baseline, and compare SLO-violation minutes and task-hours.
+    #[arg(long)]
+    pub(super) simulate: bool,
+    /// With --simulate: the trace column holding the load, as requests per trace period (ALB
+    /// RequestCount, Sum).
+    #[arg(long, default_value = "request_count", requires = "simulate")]
+    pub(super) load: String,
+    /// With --simulate: the latency SLO, p95 per minute.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration, requires = "simulate")]
+    pub(super) slo_p95: std::time::Duration,
+    /// With --simulate: requests per second one task serves at 100 % CPU.
+    #[arg(long, default_value_t = 40.0, requires = "simulate")]
+    pub(super) task_rps: f64,
+    /// With --simulate: the baseline's CPU target (default: the policy's target-tracking rule on cpu).
+    #[arg(long, requires = "simulate")]
+    pub(super) baseline_target: Option<f64>,
+    /// With --simulate: write an HTML report (both runs' charts, decisions and events).
+    #[arg(long, value_name = "OUT.html", requires = "simulate")]
+    pub(super) report: Option<PathBuf>,
 }
 
 pub(super) async fn backtest(args: BacktestArgs) -> Result<u8, Failure> {
+    if args.simulate {
+        return super::simulate::backtest(args).await;
+    }
     let policies = load_policies(std::slice::from_ref(&args.policy))
         .map_err(|d| mistakes(d, &args.policy.display().to_string()))?;
     let trace = trace::read(&args.metrics).map_err(invalid)?;

@@ -97,6 +97,7 @@ fn help_lists_exactly_the_working_subcommands() {
             "policy",
             "backtest",
             "stress",
+            "demo",
             "setup",
             "ship",
             "dashboards",
@@ -117,6 +118,8 @@ fn help_lists_exactly_the_working_subcommands() {
         "ecscale dashboards install --kibana",
         "ecscale stress --url",
         "ecscale stress --plan",
+        "ecscale demo",
+        "ecscale backtest --simulate --policy",
     ] {
         assert!(readme.contains(c), "README shows `{c}`");
     }

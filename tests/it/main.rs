@@ -7,6 +7,7 @@
 
 mod collect;
 mod dashboards;
+mod demo;
 mod deploy;
 mod docs;
 mod policy;

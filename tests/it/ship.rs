@@ -21,7 +21,7 @@ async fn get(url: &str) -> Value {
 }
 
 /// Refreshes and counts documents of an index pattern.
-async fn count(es: &str, pattern: &str) -> u64 {
+pub(crate) async fn count(es: &str, pattern: &str) -> u64 {
     http()
         .post(format!(
             "{es}/{pattern}/_refresh?ignore_unavailable=true&allow_no_indices=true"

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use crate::support::moto::Moto;
-use crate::support::{ecscale, moto_url, run_async, unique, write};
+use crate::support::{ecscale, moto_url, path_str, run_async, unique, write};
 
 /// A test server: answers `status` after `delay`, or holds every request that arrives in the
 /// stall window until the window ends.
@@ -90,10 +90,6 @@ async fn stress(args: &[&str]) -> (i32, String, String) {
     let mut cmd = ecscale();
     cmd.arg("stress").args(args);
     run_async(cmd).await
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,32 +514,7 @@ async fn the_html_report_renders_its_plots_in_headless_chromium() {
     ])
     .await;
     assert_eq!(code, 0, "{stdout}");
-    let shot = dir.path().join("shot.png");
-    let chromium = "chromium";
-    let status = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--window-size=1100,1900",
-        ])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", html.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("{chromium} (Debian's chromium; scripts/test installs it): {e}"));
-    assert!(status.success(), "{chromium} failed: {status:?}");
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(channels).collect();
-    let near = |p: &[u8], rgb: [u8; 3]| p.iter().zip(rgb).all(|(a, b)| a.abs_diff(b) < 40);
-    let blank = pixels.iter().filter(|p| near(p, [255, 255, 255])).count();
-    assert!(blank < pixels.len() * 97 / 100, "the page is blank");
+    let (pixels, near) = crate::support::screenshot(&html, dir.path());
     // The achieved-rate line (#0072b2) and the p99 line (#d55e00) were drawn.
     for (name, rgb) in [("blue", [0x00, 0x72, 0xb2]), ("vermillion", [0xd5, 0x5e, 0x00])] {
         let n = pixels.iter().filter(|p| near(p, rgb)).count();

@@ -111,3 +111,49 @@ pub async fn run_async(cmd: Command) -> (i32, String, String) {
             .expect("ecscale runs"),
     )
 }
+
+/// Whether a pixel is close to a colour.
+pub type Near = fn(&[u8], [u8; 3]) -> bool;
+
+/// Opens an HTML file in headless Chromium and returns the screenshot's pixels (RGB or RGBA), with
+/// a colour-closeness test.
+pub fn screenshot(html: &std::path::Path, dir: &std::path::Path) -> (Vec<Vec<u8>>, Near) {
+    let shot = dir.join("shot.png");
+    let chromium = "chromium";
+    let status = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1100,1900",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{chromium} (Debian's chromium; scripts/test installs it): {e}"));
+    assert!(status.success(), "{chromium} failed: {status:?}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let pixels = buf[..info.buffer_size()]
+        .chunks(channels)
+        .map(|c| c.to_vec())
+        .collect();
+    fn near(p: &[u8], rgb: [u8; 3]) -> bool {
+        p.iter().zip(rgb).all(|(a, b)| a.abs_diff(b) < 40)
+    }
+    let pixels: Vec<Vec<u8>> = pixels;
+    let blank = pixels.iter().filter(|p| near(p, [255, 255, 255])).count();
+    assert!(blank < pixels.len() * 97 / 100, "the page is blank");
+    (pixels, near)
+}
+
+/// A path as a `&str` (test paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
