@@ -130,15 +130,7 @@ pub(super) async fn demo(a: DemoArgs) -> Result<u8, Failure> {
     }
     let scenario = Scenario::standard();
     let spec = Spec::example();
-    let sim = Sim::new(
-        spec.clone(),
-        Utc::now(),
-        Clock::Scaled {
-            origin_real: std::time::Instant::now(),
-            origin: Utc::now(),
-            speed: a.speed,
-        },
-    );
+    let sim = Sim::new(spec.clone(), Utc::now(), Clock::Scaled(a.speed));
     let start = sim.now();
     let end = minute(start, scenario.minutes());
     let tick = Duration::from_secs(15);
@@ -271,21 +263,7 @@ pub(super) async fn demo(a: DemoArgs) -> Result<u8, Failure> {
             }
             shown_events = g.cluster.events.len();
             for r in &g.rows[shown_rows..] {
-                println!(
-                    "{}  load {:>4.0} rps  p95 {:>6}  errors {:>5.1}/s  cpu {:>5}  tasks {:>2} desired, {:>2} running, {} starting, {} waiting  instances {} (+{} booting, {} draining)",
-                    r.t.format("%H:%M"),
-                    r.rps,
-                    r.p95_ms.map_or("–".into(), |p| format!("{p:.0} ms")),
-                    r.errors_per_s,
-                    r.cpu.map_or("–".into(), |c| format!("{c:.0} %")),
-                    r.desired,
-                    r.running,
-                    r.pending,
-                    r.provisioning,
-                    r.instances,
-                    r.booting,
-                    r.draining
-                );
+                println!("{}", r.line());
             }
             shown_rows = g.rows.len();
             let _ = std::io::stdout().flush();

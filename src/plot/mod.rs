@@ -84,7 +84,8 @@ pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     }
 }
 
-fn esc(s: &str) -> String {
+/// Escapes text for HTML and SVG (elements and quoted attributes).
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

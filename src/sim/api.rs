@@ -55,20 +55,17 @@ impl Sim {
 
     fn check_group(&self, operation: &str, name: &str) -> Result<(), ApiError> {
         if name == self.spec.auto_scaling_group {
-            Ok(())
-        } else {
-            Err(ApiError {
-                operation: operation.into(),
-                resource: format!("Auto Scaling group {name}"),
-                endpoint: ENDPOINT.into(),
-                kind: ErrorKind::NotFound,
-                code: Some("ValidationError".into()),
-                message: format!(
-                    "AutoScalingGroup name not found: the simulator runs `{}`",
-                    self.spec.auto_scaling_group
-                ),
-            })
+            return Ok(());
         }
+        Err(self.not_found(
+            operation,
+            format!("Auto Scaling group {name}"),
+            "ValidationError",
+            format!(
+                "AutoScalingGroup name not found: the simulator runs `{}`",
+                self.spec.auto_scaling_group
+            ),
+        ))
     }
 
     fn service_state(&self) -> ServiceState {
@@ -425,14 +422,12 @@ impl AutoScalingApi for Sim {
                 g.cluster.terminate_instance(k);
                 Ok(())
             }
-            None => Err(ApiError {
-                operation: op.into(),
-                resource: format!("instance {instance_id}"),
-                endpoint: ENDPOINT.into(),
-                kind: ErrorKind::NotFound,
-                code: Some("ValidationError".into()),
-                message: "Instance Id not found".into(),
-            }),
+            None => Err(self.not_found(
+                op,
+                format!("instance {instance_id}"),
+                "ValidationError",
+                "Instance Id not found".into(),
+            )),
         }
     }
 }

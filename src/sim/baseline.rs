@@ -83,7 +83,7 @@ impl Baseline {
 
     /// Evaluates the alarms (once per minute) and scales the service.
     pub async fn tick(&mut self, sim: &Sim, now: DateTime<Utc>) -> Option<BaselineAction> {
-        let minute = DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(60), 0)?;
+        let minute = super::floor_minute(now);
         if self.evaluated == Some(minute) {
             return None;
         }

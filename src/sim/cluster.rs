@@ -205,6 +205,8 @@ pub struct Cluster {
     pub instance_seconds: f64,
     pub service_created: DateTime<Utc>,
     pub last_desired_change: DateTime<Utc>,
+    /// Meters of the tasks removed since the last look (their last minute is still published).
+    pub retired: Vec<Arc<TaskMeter>>,
     rng: u64,
     next_id: u64,
     /// A waiting task was reported once (not on every advance).
@@ -243,6 +245,7 @@ impl Cluster {
             instance_seconds: 0.0,
             service_created: now,
             last_desired_change: now,
+            retired: Vec::new(),
             rng: spec.seed.max(1),
             next_id: 0,
             waiting_reported: false,
@@ -533,7 +536,11 @@ impl Cluster {
                 self.event("task_started", text);
             }
         }
-        self.tasks.retain(|t| t.status != TaskStatus::Stopped);
+        let (stopped, live): (Vec<Task>, Vec<Task>) = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .partition(|t| t.status == TaskStatus::Stopped);
+        self.tasks = live;
+        self.retired.extend(stopped.into_iter().map(|t| t.meter));
     }
 
     /// Places waiting tasks: binpack (the fullest instance that still has room).
@@ -578,20 +585,33 @@ impl Cluster {
         }
     }
 
-    /// CPU units reserved by placed tasks / registered on ACTIVE and DRAINING instances (%).
-    pub fn cpu_reservation(&self) -> Option<f64> {
-        let room = self.spec.instance_resources();
-        let registered: u32 = self
+    /// CPU and memory reserved by placed tasks / registered on ACTIVE and DRAINING instances (%).
+    pub fn reservation(&self) -> Option<(f64, f64)> {
+        let registered = self
             .instances
             .iter()
             .filter(|i| matches!(i.status, InstanceStatus::Active | InstanceStatus::Draining))
-            .count() as u32
-            * room.cpu;
-        if registered == 0 {
+            .count() as f64;
+        if registered == 0.0 {
             return None;
         }
-        let used: u32 = (0..self.instances.len()).map(|i| self.used(i).0.cpu).sum();
-        Some(f64::from(used) * 100.0 / f64::from(registered))
+        let room = self.spec.instance_resources();
+        let used = (0..self.instances.len()).fold(Resources::default(), |a, i| {
+            let u = self.used(i).0;
+            Resources {
+                cpu: a.cpu + u.cpu,
+                memory_mib: a.memory_mib + u.memory_mib,
+            }
+        });
+        Some((
+            f64::from(used.cpu) * 100.0 / (registered * f64::from(room.cpu)),
+            f64::from(used.memory_mib) * 100.0 / (registered * f64::from(room.memory_mib)),
+        ))
+    }
+
+    /// The CPU share of [`Cluster::reservation`].
+    pub fn cpu_reservation(&self) -> Option<f64> {
+        self.reservation().map(|(cpu, _)| cpu)
     }
 }
 

@@ -79,21 +79,22 @@ async fn task_answer(cpu: Arc<TaskCpu>) -> Result<Response<Full<Bytes>>, Infalli
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }
 
-/// Serves one task until aborted (dropping the handle's join set aborts its connections).
-async fn serve_task(listener: TcpListener, cpu: Arc<TaskCpu>) {
+/// Serves HTTP/1.1 on `listener` until aborted; aborting it closes its connections too.
+async fn serve<F, Fut>(listener: TcpListener, answer: F)
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let cpu = cpu.clone();
+        let answer = answer.clone();
         conns.spawn(async move {
-            let service = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                task_answer(cpu.clone())
-            });
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
                 .await;
         });
         while conns.try_join_next().is_some() {}
@@ -210,21 +211,7 @@ impl Fleet {
             next: AtomicUsize::new(0),
         });
         let l = lb.clone();
-        let lb_task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let l = l.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| lb_answer(l.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let lb_task = tokio::spawn(serve(listener, move |req| lb_answer(l.clone(), req)));
         let seed = sim.spec.seed;
         let mut fleet = Fleet {
             sim,
@@ -281,8 +268,13 @@ impl Fleet {
                 state: Mutex::new((Instant::now(), self.seed | 1)),
                 meter,
             });
-            self.servers
-                .insert(id, (addr, tokio::spawn(serve_task(listener, cpu))));
+            self.servers.insert(
+                id,
+                (
+                    addr,
+                    tokio::spawn(serve(listener, move |_req| task_answer(cpu.clone()))),
+                ),
+            );
             changed = true;
         }
         if changed {

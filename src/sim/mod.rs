@@ -33,7 +33,7 @@ use serde::Serialize;
 
 pub use cluster::{Cluster, Event, Spec};
 use cluster::{InstanceStatus, TaskStatus};
-use load::{LbMinute, TaskMeter};
+use load::LbMinute;
 use metrics::{MetricStore, StatSet};
 
 use crate::usage::ApiMeter;
@@ -66,17 +66,34 @@ pub struct Row {
     pub cpu_reservation: Option<f64>,
 }
 
+impl Row {
+    /// One line of the demo's live view.
+    pub fn line(&self) -> String {
+        format!(
+            "{}  load {:>4.0} rps  p95 {:>6}  errors {:>5.1}/s  cpu {:>5}  tasks {:>2} desired, {:>2} running, {} starting, {} waiting  instances {} (+{} booting, {} draining)",
+            self.t.format("%H:%M"),
+            self.rps,
+            self.p95_ms.map_or("–".into(), |p| format!("{p:.0} ms")),
+            self.errors_per_s,
+            self.cpu.map_or("–".into(), |c| format!("{c:.0} %")),
+            self.desired,
+            self.running,
+            self.pending,
+            self.provisioning,
+            self.instances,
+            self.booting,
+            self.draining
+        )
+    }
+}
+
 /// How the simulated clock moves.
 #[derive(Debug, Clone, Copy)]
 pub enum Clock {
     /// Moved by [`Sim::advance`] only (back-tests, tests).
     Manual,
-    /// `speed` simulated seconds per real second from `origin`.
-    Scaled {
-        origin_real: std::time::Instant,
-        origin: DateTime<Utc>,
-        speed: f64,
-    },
+    /// This many simulated seconds per real second, from the start.
+    Scaled(f64),
 }
 
 pub struct Inner {
@@ -85,8 +102,6 @@ pub struct Inner {
     /// The load balancer's counts for the current minute.
     pub lb: LbMinute,
     pub rows: Vec<Row>,
-    /// Meters of tasks that stopped during the current minute.
-    retired: Vec<Arc<TaskMeter>>,
     /// Start of the minute being counted.
     minute: DateTime<Utc>,
     /// Meter seconds per simulated second: 1/speed for real requests, 1 for the fluid model.
@@ -97,12 +112,16 @@ pub struct Inner {
 pub struct Sim {
     inner: Mutex<Inner>,
     clock: Clock,
+    /// The simulated start, and the real instant it stands for.
+    start: DateTime<Utc>,
+    origin: std::time::Instant,
     /// API calls made to the simulator, as the AWS clients count them.
     pub meter: ApiMeter,
     pub spec: Spec,
 }
 
-fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+/// The start of `t`'s minute.
+pub fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
     let s = t.timestamp();
     DateTime::from_timestamp(s - s.rem_euclid(60), 0).unwrap_or(t)
 }
@@ -113,15 +132,7 @@ impl Sim {
         let start = floor_minute(start);
         let base = match clock {
             Clock::Manual => 1.0,
-            Clock::Scaled { speed, .. } => 1.0 / speed.max(1e-6),
-        };
-        let clock = match clock {
-            Clock::Scaled { speed, .. } => Clock::Scaled {
-                origin_real: std::time::Instant::now(),
-                origin: start,
-                speed,
-            },
-            c => c,
+            Clock::Scaled(speed) => 1.0 / speed.max(1e-6),
         };
         Arc::new(Sim {
             inner: Mutex::new(Inner {
@@ -129,11 +140,12 @@ impl Sim {
                 store: MetricStore::default(),
                 lb: LbMinute::default(),
                 rows: Vec::new(),
-                retired: Vec::new(),
                 minute: start,
                 base,
             }),
             clock,
+            start,
+            origin: std::time::Instant::now(),
             meter: ApiMeter::default(),
             spec,
         })
@@ -147,22 +159,10 @@ impl Sim {
     pub fn now(&self) -> DateTime<Utc> {
         match self.clock {
             Clock::Manual => self.lock().cluster.now,
-            Clock::Scaled {
-                origin_real,
-                origin,
-                speed,
-            } => {
-                let us = origin_real.elapsed().as_secs_f64() * speed * 1e6;
-                origin + TimeDelta::microseconds(us as i64)
+            Clock::Scaled(speed) => {
+                let us = self.origin.elapsed().as_secs_f64() * speed * 1e6;
+                self.start + TimeDelta::microseconds(us as i64)
             }
-        }
-    }
-
-    /// The simulated instant `real` seconds after the start (scaled clock), for schedules.
-    pub fn speed(&self) -> f64 {
-        match self.clock {
-            Clock::Manual => 1.0,
-            Clock::Scaled { speed, .. } => speed,
         }
     }
 
@@ -185,18 +185,7 @@ impl Inner {
                 t.meter.running_for(dt);
             }
         }
-        let before: Vec<(String, Arc<TaskMeter>)> = self
-            .cluster
-            .tasks
-            .iter()
-            .map(|t| (t.id.clone(), t.meter.clone()))
-            .collect();
         self.cluster.advance(now);
-        for (id, meter) in before {
-            if !self.cluster.tasks.iter().any(|t| t.id == id) {
-                self.retired.push(meter);
-            }
-        }
         while self.minute + TimeDelta::minutes(1) <= now {
             self.publish();
             self.minute += TimeDelta::minutes(1);
@@ -215,7 +204,7 @@ impl Inner {
             .tasks
             .iter()
             .map(|t| t.meter.take())
-            .chain(self.retired.drain(..).map(|m| m.take()))
+            .chain(self.cluster.retired.drain(..).map(|m| m.take()))
             .collect();
         let utils: Vec<f64> = counts
             .iter()
@@ -305,20 +294,23 @@ impl Inner {
             );
         }
         let c = &self.cluster;
-        let reservation = c.cpu_reservation();
-        if let Some(r) = reservation {
+        let reservation = c.reservation();
+        if let Some((cpu_r, mem_r)) = reservation {
             let cl = [("ClusterName", cluster.as_str())];
-            self.store
-                .put("AWS/ECS", "CPUReservation", &cl, minute, StatSet::one(r), visible);
-            let mem = r * f64::from(spec.task.memory_mib) / f64::from(spec.task.cpu)
-                * f64::from(spec.instance_resources().cpu)
-                / f64::from(spec.instance_resources().memory_mib);
+            self.store.put(
+                "AWS/ECS",
+                "CPUReservation",
+                &cl,
+                minute,
+                StatSet::one(cpu_r),
+                visible,
+            );
             self.store.put(
                 "AWS/ECS",
                 "MemoryReservation",
                 &cl,
                 minute,
-                StatSet::one(mem),
+                StatSet::one(mem_r),
                 visible,
             );
             if let Some(s) = cpu {
@@ -343,7 +335,7 @@ impl Inner {
             booting: c.instances_in(InstanceStatus::Booting),
             draining: c.instances_in(InstanceStatus::Draining),
             group_desired: c.group_desired,
-            cpu_reservation: reservation,
+            cpu_reservation: reservation.map(|(cpu, _)| cpu),
         });
         self.lb = LbMinute::default();
     }

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::run::{violates, ActionRow, Outcome, Totals};
 use super::Row;
-use crate::plot::{self, Axis, Chart, Line, Marker, Style, COLORS};
+use crate::plot::{self, esc, Axis, Chart, Line, Marker, Style, COLORS};
 
 /// A run to draw: its name (`ecscale`, `baseline`) and outcome.
 pub struct Run<'a> {
@@ -180,13 +180,6 @@ pub fn charts(runs: &[Run<'_>], slo_ms: f64, cpu_target: Option<f64>) -> Vec<Cha
         }
     }
     vec![load, cpu, tasks, instances]
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The totals as text lines.

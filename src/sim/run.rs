@@ -20,7 +20,6 @@ use super::{Event, Row, Sim, Spec};
 use crate::actuate::Applied;
 use crate::config::env::Vars;
 use crate::config::Config;
-use crate::model::Action;
 use crate::policy::TargetPolicy;
 use crate::worker::metrics::Metrics;
 use crate::worker::state::MemoryStore;
@@ -172,29 +171,22 @@ pub struct ActionRow {
 
 /// The changes a worker tick made (holds and failures left out; failures are in its problems).
 pub fn actions_of(report: &TickReport) -> Vec<ActionRow> {
-    let mut out = Vec::new();
-    let decisions = report
-        .services
-        .iter()
-        .map(|(d, a)| (d, a))
-        .chain(report.groups.iter().map(|g| (&g.decision, &g.applied)));
-    for (d, applied) in decisions {
-        if let Applied::Updated { from, to } = applied {
-            out.push(ActionRow {
+    let services = report.services.iter().map(|(d, a)| (d, a));
+    let groups = report.groups.iter().map(|g| (&g.decision, &g.applied));
+    services
+        .chain(groups)
+        .filter_map(|(d, applied)| match applied {
+            Applied::Updated { from, to } => Some(ActionRow {
                 at: d.at,
                 target: d.target.to_string(),
                 from: *from,
                 to: *to,
                 rule: d.rule.clone(),
                 reason: d.reason.clone(),
-            });
-        } else if d.action != Action::Hold {
-            if let Applied::Refused { reason } = applied {
-                tracing::debug!("{}: {} refused: {reason}", d.target, d.action);
-            }
-        }
-    }
-    out
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What a run adds up to.

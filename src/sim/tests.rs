@@ -67,26 +67,21 @@ fn row(out: &Outcome, min: i64) -> &Row {
 }
 
 fn table(out: &Outcome) -> String {
-    out.rows
-        .iter()
-        .map(|r| {
-            format!(
-                "{} rps {:>5.0} p95 {:>7.1} cpu {:>5.1} desired {:>2} running {:>2} pending {:>2} prov {:>2} inst {:>2}+{} drain {}\n",
-                r.t.format("%H:%M"),
-                r.rps,
-                r.p95_ms.unwrap_or(-1.0),
-                r.cpu.unwrap_or(-1.0),
-                r.desired,
-                r.running,
-                r.pending,
-                r.provisioning,
-                r.instances,
-                r.booting,
-                r.draining
-            )
-        })
-        .collect::<String>()
-        + &out.actions.iter().map(|a| format!("{} {} {}→{} {}\n", a.at.format("%H:%M:%S"), a.target, a.from, a.to, a.reason)).collect::<String>()
+    out.rows.iter().map(|r| r.line() + "\n").collect::<String>()
+        + &out
+            .actions
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {} {}→{} {}\n",
+                    a.at.format("%H:%M:%S"),
+                    a.target,
+                    a.from,
+                    a.to,
+                    a.reason
+                )
+            })
+            .collect::<String>()
         + &format!("{:?}\n{:?}\n", out.totals, out.problems)
 }
 

@@ -12,7 +12,7 @@ use super::check::{Metric, TaskPoint, Threshold, Verdict};
 use super::plan::Phase;
 use super::stats::{Acc, Latency};
 use super::WindowState;
-use crate::plot::{self, Axis, Chart, Line, Style, COLORS};
+use crate::plot::{self, esc, Axis, Chart, Line, Style, COLORS};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -436,13 +436,6 @@ pub fn charts(r: &Report) -> Vec<Chart> {
         });
     }
     charts
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The HTML report: self-contained (inline SVG, no script, no network).
