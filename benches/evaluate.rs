@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use ecscale::evaluate::engine::Observation;
-use ecscale::evaluate::{decide, MetricSet, TargetState};
+use ecscale::eval_io::{MetricSet, Observation};
+use ecscale::evaluate::{decide, TargetState};
 use ecscale::model::{Action, Sample, TargetKey};
 
 const TARGETS: usize = 10_000;

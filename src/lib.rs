@@ -12,6 +12,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod dashboards;
+pub mod eval_io;
 pub mod evaluate;
 pub mod format;
 pub mod model;

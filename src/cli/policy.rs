@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use super::{invalid, Failure, Format, EXIT_FAILURE};
 use crate::config::Diagnostics;
+use crate::eval_io::num;
 use crate::evaluate::backtest::{self, Options, Report};
-use crate::evaluate::{num, trace};
+use crate::evaluate::trace;
 use crate::model::Action;
 use crate::plot::{self, Axis, Chart, Line, Marker, Style, COLORS};
 use crate::policy::{external::PluginRunner, load_files as load_policies, RuleSpec, TargetPolicy};

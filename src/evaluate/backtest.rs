@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
-use super::engine::Observation;
 use super::trace::Trace;
-use super::{decide, MetricSet, TargetState};
+use super::{decide, TargetState};
+use crate::eval_io::{MetricSet, Observation};
 use crate::model::{Action, Decision, Sample, TargetKey};
 use crate::policy::external::{fetch_answers, PluginRunner};
-use crate::policy::{RuleSpec, TargetPolicy};
+use crate::policy::TargetPolicy;
 
 /// Metrics rescaled by default when the trace records the task count.
 pub const DEFAULT_PER_TASK: &[&str] = &["cpu", "memory", "request_count_per_target"];
@@ -146,19 +146,17 @@ fn totals(
     let above_target = policy
         .rules
         .iter()
-        .filter_map(|r| match &r.spec {
-            RuleSpec::TargetTracking(tt) => {
-                let above = values
-                    .get(&tt.metric)
-                    .map_or(0, |v| v.iter().filter(|(_, x)| *x > tt.target).count());
-                Some(AboveTarget {
-                    rule: r.name.clone(),
-                    metric: tt.metric.clone(),
-                    target: tt.target,
-                    minutes: above as f64 * period as f64 / 60.0,
-                })
-            }
-            _ => None,
+        .filter_map(|r| {
+            let (metric, target) = r.spec.policy().tracks()?;
+            let above = values
+                .get(metric)
+                .map_or(0, |v| v.iter().filter(|(_, x)| *x > target).count());
+            Some(AboveTarget {
+                rule: r.name.clone(),
+                metric: metric.to_string(),
+                target,
+                minutes: above as f64 * period as f64 / 60.0,
+            })
         })
         .collect();
     Totals {

@@ -27,10 +27,9 @@ use std::fmt::Write as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{EvalInput, MetricSet, Recommendation};
+use crate::eval_io::{Answer, EvalInput, Observation, Recommendation};
 use crate::model::{Action, Decision, Vote};
-use crate::policy::external::Answer;
-use crate::policy::{MissingData, Rule, RuleSpec, TargetPolicy};
+use crate::policy::{MissingData, Rule, TargetPolicy};
 
 /// What the engine remembers about a target between ticks. Serializable: a restarted worker
 /// must neither repeat an action nor forget a cooldown.
@@ -42,95 +41,6 @@ pub struct TargetState {
     pub recommendations: VecDeque<(DateTime<Utc>, u32)>,
     /// Scheduled windows whose `desired` was applied: `rule/window@start`.
     pub applied_windows: Vec<String>,
-}
-
-/// What the engine needs to know about a target this tick.
-#[derive(Debug, Clone, Copy)]
-pub struct Observation<'a> {
-    pub now: DateTime<Utc>,
-    /// The count in force (service desired count, group desired capacity).
-    pub current: u32,
-    pub running: u32,
-    pub pending: u32,
-    pub metrics: &'a MetricSet<'a>,
-}
-
-impl<'a> Observation<'a> {
-    /// A target whose tasks all run (as in back-tests): `running = current`, nothing pending.
-    pub fn settled(now: DateTime<Utc>, current: u32, metrics: &'a MetricSet<'a>) -> Self {
-        Observation {
-            now,
-            current,
-            running: current,
-            pending: 0,
-            metrics,
-        }
-    }
-}
-
-/// The bounds in force, and what set them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Bounds {
-    pub min: u32,
-    pub max: u32,
-    /// `min`, or `schedule:RULE/WINDOW` when a window raised it.
-    pub min_source: String,
-    pub max_source: String,
-    /// Windows in force whose `desired` is yet to be applied: (key, rule, count).
-    pub pending_desired: Vec<(String, String, u32)>,
-}
-
-fn window_key(rule: &str, window: &str, start: DateTime<Utc>) -> String {
-    format!("{rule}/{window}@{}", start.to_rfc3339())
-}
-
-/// The bounds in force at `now` (scheduled windows included). Windows' `desired` are listed
-/// whether or not applied already; [`decide`] filters with the state.
-pub fn bounds(policy: &TargetPolicy, now: DateTime<Utc>) -> Bounds {
-    let mut b = Bounds {
-        min: policy.min,
-        max: policy.max,
-        min_source: "min".into(),
-        max_source: "max".into(),
-        pending_desired: Vec::new(),
-    };
-    // The highest bound among windows in force, and which window set it.
-    let mut best_min: Option<(u32, String)> = None;
-    let mut best_max: Option<(u32, String)> = None;
-    for rule in &policy.rules {
-        let RuleSpec::Scheduled(s) = &rule.spec else {
-            continue;
-        };
-        for w in s.active(now) {
-            let source = format!("schedule:{}/{}", rule.name, w.name);
-            if let Some(m) = w.min {
-                if best_min.as_ref().is_none_or(|(v, _)| m > *v) {
-                    best_min = Some((m, source.clone()));
-                }
-            }
-            if let Some(m) = w.max {
-                if best_max.as_ref().is_none_or(|(v, _)| m > *v) {
-                    best_max = Some((m, source.clone()));
-                }
-            }
-            if let Some(d) = w.desired {
-                b.pending_desired
-                    .push((window_key(&rule.name, w.name, w.started), rule.name.clone(), d));
-            }
-        }
-    }
-    if let Some((m, s)) = best_min {
-        b.min = m;
-        b.min_source = s;
-    }
-    if let Some((m, s)) = best_max {
-        b.max = m;
-        b.max_source = s;
-    }
-    if b.min > b.max {
-        b.max = b.min;
-    }
-    b
 }
 
 /// A counted wish of one rule.
@@ -153,7 +63,7 @@ pub fn decide(
 ) -> Decision {
     let now = obs.now;
     let current = obs.current;
-    let bounds = bounds(policy, now);
+    let bounds = policy.bounds(now);
     let assume = |id: &str| match policy.missing_for(id) {
         MissingData::Assume(v) => Some(v),
         _ => None,
@@ -177,7 +87,7 @@ pub fn decide(
             wants,
             reason,
         };
-        if let RuleSpec::Scheduled(_) = rule.spec {
+        if rule.spec.policy().is_schedule() {
             let pending = bounds
                 .pending_desired
                 .iter()
@@ -218,7 +128,7 @@ pub fn decide(
         input.max = bounds.max;
         input.last_scale_out = state.last_scale_out;
         let rec = rule.spec.policy().evaluate(&input);
-        let forecast_only = matches!(&rule.spec, RuleSpec::Predictive(p) if p.forecast_only);
+        let forecast_only = !rule.spec.policy().counts();
         match rec {
             Recommendation::Wants {
                 count,
@@ -297,7 +207,7 @@ pub fn decide(
     let mut desired = recommendation;
     let mut rule_name = decider.map(|r| r.name.clone());
     // A window's `desired` is a count an operator chose: no cooldown or step cap applies.
-    let explicit = decider.is_some_and(|r| matches!(r.spec, RuleSpec::Scheduled(_)));
+    let explicit = decider.is_some_and(|r| r.spec.policy().is_schedule());
     let note = |reason: &mut String, text: String| {
         let _ = write!(reason, "; {text}");
     };
@@ -436,7 +346,7 @@ impl TargetState {
             }
         }
         if applied || d.action == Action::Hold {
-            for (key, rule, count) in bounds(policy, d.at).pending_desired {
+            for (key, rule, count) in policy.bounds(d.at).pending_desired {
                 let voted = d.votes.iter().any(|v| v.rule == rule && v.wants == Some(count));
                 if voted && !self.applied_windows.contains(&key) {
                     self.applied_windows.push(key);
@@ -444,7 +354,8 @@ impl TargetState {
             }
         }
         // Keep only windows still in force.
-        let active: Vec<String> = bounds(policy, d.at)
+        let active: Vec<String> = policy
+            .bounds(d.at)
             .pending_desired
             .into_iter()
             .map(|(k, _, _)| k)

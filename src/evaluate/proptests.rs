@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, VecDeque};
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 
-use super::engine::Observation;
 use super::tests::{policy, samples};
 use super::*;
+use crate::eval_io::{MetricData, MetricSet, Observation};
 use crate::model::Action;
 
 fn now() -> DateTime<Utc> {

@@ -7,10 +7,9 @@ use std::path::Path;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::engine::Observation;
 use super::*;
+use crate::eval_io::{Answer, MetricData, MetricSet, Observation};
 use crate::model::{Action, Decision};
-use crate::policy::external::Answer;
 
 /// One tick: policy body (after `target:`), metrics (oldest first, ending with the newest
 /// complete minute; `None` a gap), the count, and what must come out.

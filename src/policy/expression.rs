@@ -19,7 +19,7 @@ use std::fmt;
 
 use super::Policy;
 use crate::config::read::{Cx, MapReader};
-use crate::evaluate::{num, EvalInput, Recommendation};
+use crate::eval_io::{num, EvalInput, Recommendation};
 
 /// The variables every expression may use besides metric ids.
 pub const VARIABLES: &[&str] = &["current", "running", "pending", "min_count", "max_count"];
@@ -602,7 +602,7 @@ mod tests {
             ),
             ("1_000 / 4e2", 2.5),
         ];
-        let set = crate::evaluate::MetricSet::new();
+        let set = crate::eval_io::MetricSet::new();
         let assume = |_: &str| None;
         let ext = Default::default();
         let input = EvalInput::new(chrono::Utc::now(), 3, &set, &assume, &ext);

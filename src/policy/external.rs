@@ -21,13 +21,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{Policy, RuleSpec, TargetPolicy};
 use crate::config::read::{join, parse_bytes, Cx, FromNode, MapReader};
 use crate::config::yaml::Value;
-use crate::evaluate::{engine::Observation, EvalInput, Recommendation};
+use crate::eval_io::{Answer, EvalInput, Observation, Recommendation};
 use crate::model::{Sample, TargetKey};
 
 /// Where the plugin is.
@@ -120,13 +120,6 @@ impl External {
             max_output,
         })
     }
-}
-
-/// A plugin's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
-    pub desired: u32,
-    pub reason: String,
 }
 
 #[derive(Serialize)]
@@ -330,7 +323,7 @@ impl PluginRunner {
 
 /// The JSON input for one external rule of a target.
 pub fn request_body(policy: &TargetPolicy, rule: &str, obs: &Observation<'_>) -> Vec<u8> {
-    let bounds = crate::evaluate::engine::bounds(policy, obs.now);
+    let bounds = policy.bounds(obs.now);
     let metrics = obs
         .metrics
         .ids()

@@ -21,8 +21,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::yaml::Span;
-use crate::evaluate::{EvalInput, Recommendation};
+use crate::eval_io::{ActiveWindow, EvalInput, Recommendation};
 use crate::model::TargetKey;
 
 pub use load::{load_file, load_files, load_for, load_str, PolicyFile};
@@ -37,6 +39,27 @@ pub trait Policy: Send + Sync + fmt::Debug {
 
     /// One line for `ecscale policy check`.
     fn summary(&self) -> String;
+
+    /// Windows in force at `now` whose bounds replace the policy's (scheduled rules).
+    fn windows(&self, _now: chrono::DateTime<chrono::Utc>) -> Vec<ActiveWindow<'_>> {
+        Vec::new()
+    }
+
+    /// Whether the rule sets bounds and explicit counts from a schedule rather than voting
+    /// on metrics: its `desired` skips cooldowns and step caps.
+    fn is_schedule(&self) -> bool {
+        false
+    }
+
+    /// Whether its vote is counted (a forecast-only rule's is recorded, not counted).
+    fn counts(&self) -> bool {
+        true
+    }
+
+    /// The metric it keeps at a target value, and that value (for back-test totals).
+    fn tracks(&self) -> Option<(&str, f64)> {
+        None
+    }
 }
 
 /// The rule kinds.
@@ -188,7 +211,70 @@ pub struct TargetPolicy {
     pub span: Span,
 }
 
+/// The bounds in force, and what set them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bounds {
+    pub min: u32,
+    pub max: u32,
+    /// `min`, or `schedule:RULE/WINDOW` when a window raised it.
+    pub min_source: String,
+    pub max_source: String,
+    /// Windows in force whose `desired` is yet to be applied: (key, rule, count).
+    pub pending_desired: Vec<(String, String, u32)>,
+}
+
+fn window_key(rule: &str, window: &str, start: DateTime<Utc>) -> String {
+    format!("{rule}/{window}@{}", start.to_rfc3339())
+}
+
 impl TargetPolicy {
+    /// The bounds in force at `now` (scheduled windows included). Windows' `desired` are listed
+    /// whether or not applied already; the engine filters with its state.
+    pub fn bounds(&self, now: DateTime<Utc>) -> Bounds {
+        let policy = self;
+        let mut b = Bounds {
+            min: policy.min,
+            max: policy.max,
+            min_source: "min".into(),
+            max_source: "max".into(),
+            pending_desired: Vec::new(),
+        };
+        // The highest bound among windows in force, and which window set it.
+        let mut best_min: Option<(u32, String)> = None;
+        let mut best_max: Option<(u32, String)> = None;
+        for rule in &policy.rules {
+            for w in rule.spec.policy().windows(now) {
+                let source = format!("schedule:{}/{}", rule.name, w.name);
+                if let Some(m) = w.min {
+                    if best_min.as_ref().is_none_or(|(v, _)| m > *v) {
+                        best_min = Some((m, source.clone()));
+                    }
+                }
+                if let Some(m) = w.max {
+                    if best_max.as_ref().is_none_or(|(v, _)| m > *v) {
+                        best_max = Some((m, source.clone()));
+                    }
+                }
+                if let Some(d) = w.desired {
+                    b.pending_desired
+                        .push((window_key(&rule.name, w.name, w.started), rule.name.clone(), d));
+                }
+            }
+        }
+        if let Some((m, s)) = best_min {
+            b.min = m;
+            b.min_source = s;
+        }
+        if let Some((m, s)) = best_max {
+            b.max = m;
+            b.max_source = s;
+        }
+        if b.min > b.max {
+            b.max = b.min;
+        }
+        b
+    }
+
     /// The missing-data behaviour of a metric.
     pub fn missing_for(&self, metric: &str) -> MissingData {
         self.missing_data

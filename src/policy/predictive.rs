@@ -18,7 +18,7 @@ use statrs::statistics::Statistics;
 
 use super::Policy;
 use crate::config::read::{Cx, FromNode, MapReader};
-use crate::evaluate::{num, EvalInput, Recommendation};
+use crate::eval_io::{num, EvalInput, Recommendation};
 use crate::model::Sample;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -283,6 +283,10 @@ impl Policy for Predictive {
             humantime::format_duration(self.min_history),
             if self.forecast_only { ", forecast only" } else { "" }
         )
+    }
+
+    fn counts(&self) -> bool {
+        !self.forecast_only
     }
 }
 

@@ -15,7 +15,7 @@ use super::Policy;
 use crate::config::parse_cron;
 use crate::config::read::{join, read_named_list, Cx, FromNode, MapReader};
 use crate::config::yaml::{Node, Span, Value};
-use crate::evaluate::{EvalInput, Recommendation};
+use crate::eval_io::{ActiveWindow, EvalInput, Recommendation};
 
 #[derive(Debug, Clone)]
 pub enum When {
@@ -44,17 +44,6 @@ pub struct Window {
 pub struct Scheduled {
     pub timezone: Tz,
     pub windows: Vec<Window>,
-}
-
-/// A window in force at some instant.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActiveWindow<'a> {
-    pub name: &'a str,
-    pub started: DateTime<Utc>,
-    pub ends: DateTime<Utc>,
-    pub min: Option<u32>,
-    pub max: Option<u32>,
-    pub desired: Option<u32>,
 }
 
 pub(super) const KEYS: &[&str] = &["timezone", "windows"];
@@ -269,7 +258,7 @@ impl Scheduled {
 }
 
 impl Policy for Scheduled {
-    /// Scheduled rules act through the bounds (the engine reads [`Scheduled::active`]); as a
+    /// Scheduled rules act through the bounds (the engine reads [`Policy::windows`]); as a
     /// vote they only report what is in force.
     fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
         let active = self.active(input.now);
@@ -328,5 +317,13 @@ impl Policy for Scheduled {
             })
             .collect();
         format!("scheduled ({}) {}", self.timezone, parts.join("; "))
+    }
+
+    fn windows(&self, now: DateTime<Utc>) -> Vec<ActiveWindow<'_>> {
+        self.active(now)
+    }
+
+    fn is_schedule(&self) -> bool {
+        true
     }
 }

@@ -11,7 +11,7 @@ use super::load::read_count;
 use super::Policy;
 use crate::config::read::{join, Cx, FromNode, MapReader};
 use crate::config::yaml::{Node, Value};
-use crate::evaluate::{num, EvalInput, Recommendation};
+use crate::eval_io::{num, EvalInput, Recommendation};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Adjustment {

@@ -14,7 +14,7 @@ use chrono::TimeDelta;
 use super::load::{read_count, read_fraction};
 use super::Policy;
 use crate::config::read::{Cx, MapReader};
-use crate::evaluate::{num, EvalInput, Recommendation};
+use crate::eval_io::{num, EvalInput, Recommendation};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetTracking {
@@ -210,5 +210,9 @@ impl Policy for TargetTracking {
             },
             humantime::format_duration(self.warmup)
         )
+    }
+
+    fn tracks(&self) -> Option<(&str, f64)> {
+        Some((&self.metric, self.target))
     }
 }

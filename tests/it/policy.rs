@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use ecscale::evaluate::engine::Observation;
-use ecscale::evaluate::{decide, MetricSet, TargetState};
+use ecscale::eval_io::{MetricSet, Observation};
+use ecscale::evaluate::{decide, TargetState};
 use ecscale::model::{Action, Decision, Sample};
 use ecscale::policy::external::{fetch_answers, PluginRunner};
 use ecscale::policy::{load_file, load_str, TargetPolicy};
