@@ -61,12 +61,13 @@ fn plural_files(files: &[PathBuf]) -> String {
 /// `ecscale backtest` arguments.
 #[derive(Debug, clap::Args)]
 pub(super) struct BacktestArgs {
-    /// The policy file to replay.
-    #[arg(long)]
-    pub(super) policy: PathBuf,
-    /// Recorded metrics: .csv (timestamp,METRIC,...) or .ndjson.
-    #[arg(long)]
-    pub(super) metrics: PathBuf,
+    /// The policy file to replay (with --simulate, repeat it to compare several).
+    #[arg(long, required = true)]
+    pub(super) policy: Vec<PathBuf>,
+    /// Recorded metrics: .csv (timestamp,METRIC,...) or .ndjson (with --simulate, repeat it, or
+    /// name a folder, to run a suite of traces).
+    #[arg(long, required = true)]
+    pub(super) metrics: Vec<PathBuf>,
     /// Also draw the metric, its target and the count over time: OUT.svg or OUT.png.
     #[arg(long, value_name = "OUT")]
     plot: Option<PathBuf>,
@@ -102,10 +103,10 @@ pub(super) struct BacktestArgs {
     /// With --simulate: requests per second one task serves at 100 % CPU.
     #[arg(long, default_value_t = 40.0, requires = "simulate")]
     pub(super) task_rps: f64,
-    /// With --simulate: the baseline's CPU target (default: the policy's target-tracking rule on cpu).
-    #[arg(long, requires = "simulate")]
-    pub(super) baseline_target: Option<f64>,
-    /// With --simulate: write an HTML report (both runs' charts, decisions and events).
+    /// With --simulate: the AWS-style baseline's CPU target (%).
+    #[arg(long, default_value_t = 60.0, requires = "simulate")]
+    pub(super) baseline_target: f64,
+    /// With --simulate: write an HTML report (the three runs' charts, decisions and events).
     #[arg(long, value_name = "OUT.html", requires = "simulate")]
     pub(super) report: Option<PathBuf>,
 }
@@ -114,9 +115,14 @@ pub(super) async fn backtest(args: BacktestArgs) -> Result<u8, Failure> {
     if args.simulate {
         return super::simulate::backtest(args).await;
     }
-    let policies = load_policies(std::slice::from_ref(&args.policy))
-        .map_err(|d| mistakes(d, &args.policy.display().to_string()))?;
-    let trace = trace::read(&args.metrics).map_err(invalid)?;
+    let ([policy], [metrics]) = (args.policy.as_slice(), args.metrics.as_slice()) else {
+        return Err(invalid(anyhow::anyhow!(
+            "backtest replays one policy file on one trace (several are for --simulate)"
+        )));
+    };
+    let policies = load_policies(std::slice::from_ref(policy))
+        .map_err(|d| mistakes(d, &policy.display().to_string()))?;
+    let trace = trace::read(metrics).map_err(invalid)?;
     let opts = Options {
         initial: args.initial,
         per_task: args.per_task.clone(),
@@ -129,7 +135,7 @@ pub(super) async fn backtest(args: BacktestArgs) -> Result<u8, Failure> {
                 if !trace.series.contains_key(m) {
                     eprintln!(
                         "warning: {} has no `{m}` column: rule `{}` of {} sees it missing at every tick",
-                        args.metrics.display(),
+                        metrics.display(),
                         rule.name,
                         t.target
                     );

@@ -371,6 +371,35 @@ impl Cluster {
         self.event(kind, text);
     }
 
+    /// The live tasks in the order a scale-in stops them: waiting, then starting, then running
+    /// ones, newest first; with `emptiest_first`, running ones on the instances with the fewest
+    /// tasks first (so instances empty out).
+    pub fn scale_in_order(&self, emptiest_first: bool) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.tasks.len())
+            .filter(|&k| self.tasks[k].status != TaskStatus::Stopped)
+            .collect();
+        order.sort_by_key(|&k| {
+            let t = &self.tasks[k];
+            let rank = match t.status {
+                TaskStatus::Provisioning => 0,
+                TaskStatus::Pending => 1,
+                _ => 2,
+            };
+            let load = match t.instance {
+                Some(i) if emptiest_first => self.used(i).1 + self.used(i).2,
+                _ => 0,
+            };
+            (rank, load, std::cmp::Reverse(t.created_at))
+        });
+        order
+    }
+
+    /// Stops a task the service no longer needs (the scheduler does not replace it once the
+    /// desired count is lowered).
+    pub fn stop_for_scale_in(&mut self, k: usize) {
+        self.stop_task(k, "task_stopped", "scale-in");
+    }
+
     /// Stops a task as if its container crashed; the scheduler replaces it.
     pub fn kill_task(&mut self, k: usize) {
         self.stop_task(k, "task_killed", "killed (essential container exited)");
@@ -510,19 +539,11 @@ impl Cluster {
             self.create_task();
         }
         if live > self.desired {
-            let mut order: Vec<usize> = (0..self.tasks.len())
-                .filter(|&k| self.tasks[k].status != TaskStatus::Stopped)
-                .collect();
-            order.sort_by_key(|&k| {
-                let t = &self.tasks[k];
-                let rank = match t.status {
-                    TaskStatus::Provisioning => 0,
-                    TaskStatus::Pending => 1,
-                    _ => 2,
-                };
-                (rank, std::cmp::Reverse(t.created_at))
-            });
-            for k in order.into_iter().take((live - self.desired) as usize) {
+            for k in self
+                .scale_in_order(false)
+                .into_iter()
+                .take((live - self.desired) as usize)
+            {
                 self.stop_task(k, "task_stopped", "scale-in");
             }
         }

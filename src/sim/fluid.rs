@@ -12,11 +12,15 @@
 //!   every request waits behind; what would wait longer than `max_queue_wait` is refused (503).
 //!
 //! Each step records 20 latency quantiles into the load balancer's histogram, weighted by the
-//! requests served, and the work done into each task's meter (from which CPU is published).
+//! requests served, and into each task's meter the requests that reached it (ALB
+//! `RequestCountPerTarget` counts what a target received, refused or not) and the work done
+//! (from which CPU is published). [`task_step`] is the arithmetic of one task over one step;
+//! the oracle ([`super::oracle`]) sizes its counts with the same function.
 
 use std::collections::HashMap;
 
 use super::cluster::TaskStatus;
+use super::load::LbMinute;
 use super::Inner;
 
 /// Quantiles recorded per step.
@@ -46,13 +50,70 @@ pub fn latency_quantile(q: f64, rho: f64, d: f64, wait: f64) -> f64 {
     wait + queued + service
 }
 
+/// One task over one step: what it was sent, served, refused, and the latency its requests saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskStep {
+    /// Requests that reached the task (served or refused).
+    pub arrived: f64,
+    pub served: f64,
+    /// Refused with 503: they would have waited longer than `max_queue_wait`.
+    pub refused: f64,
+    /// Seconds of work done (at 100 % CPU).
+    pub work: f64,
+    /// The backlog (requests) at the end of the step.
+    pub backlog: f64,
+    /// Mean wait behind the backlog (s), and the utilization the queueing formula uses.
+    pub wait: f64,
+    pub rho: f64,
+}
+
+/// One task with `backlog` requests queued, sent `lambda` requests/s for `dt` seconds: serves
+/// `task_rps`, arrivals first and the backlog with the rest; what would wait longer than
+/// `max_wait` seconds is refused.
+pub fn task_step(backlog: f64, lambda: f64, dt: f64, task_rps: f64, max_wait: f64) -> TaskStep {
+    let mu = task_rps;
+    let cap = mu * max_wait;
+    let came = lambda * dt;
+    let mut b1 = (backlog + came - mu * dt).max(0.0);
+    let refused = (b1 - cap).max(0.0);
+    b1 -= refused;
+    TaskStep {
+        arrived: came,
+        served: came - refused,
+        refused,
+        work: (backlog + came - refused - b1).max(0.0) / mu,
+        backlog: b1,
+        wait: (backlog + b1) / 2.0 / mu,
+        rho: if b1 > 0.0 || backlog > 0.0 {
+            0.99
+        } else {
+            lambda / mu
+        },
+    }
+}
+
+/// Records what `tasks` tasks that each went through `step` did into the load balancer's minute.
+pub fn record(lb: &mut LbMinute, step: &TaskStep, task_rps: f64, tasks: u64) {
+    let d = 1.0 / task_rps;
+    if step.served > 0.0 {
+        let per = step.served / QUANTILES as f64;
+        let n = per.round().max(1.0) as u64;
+        for j in 0..QUANTILES {
+            let q = (j as f64 + 0.5) / QUANTILES as f64;
+            lb.answered(latency_quantile(q, step.rho, d, step.wait), n * tasks);
+        }
+        // `answered` counted n per quantile; correct the request total to what was served.
+        lb.requests += (step.served - (n * QUANTILES as u64) as f64) * tasks as f64;
+    }
+    lb.failed(step.refused * tasks as f64);
+}
+
 impl Fluid {
     /// Serves `rps` requests per second for `dt` seconds with the tasks RUNNING now.
     pub fn serve(&mut self, sim: &mut Inner, rps: f64, dt: f64) {
         let spec = &sim.cluster.spec;
         let mu = spec.task_rps;
-        let d = 1.0 / mu;
-        let cap = mu * spec.max_queue_wait.as_secs_f64();
+        let max_wait = spec.max_queue_wait.as_secs_f64();
         let running: Vec<(String, std::sync::Arc<super::load::TaskMeter>)> = sim
             .cluster
             .tasks
@@ -61,39 +122,17 @@ impl Fluid {
             .map(|t| (t.id.clone(), t.meter.clone()))
             .collect();
         self.backlog.retain(|id, _| running.iter().any(|(r, _)| r == id));
-        let arrivals = rps.max(0.0) * dt;
         if running.is_empty() {
-            sim.lb.failed(arrivals);
+            sim.lb.failed(rps.max(0.0) * dt);
             return;
         }
         let lambda = rps.max(0.0) / running.len() as f64;
         for (id, meter) in running {
             let b0 = self.backlog.get(&id).copied().unwrap_or(0.0);
-            let came = lambda * dt;
-            // What the server can do this step: arrivals first, the backlog with the rest.
-            let capacity = mu * dt;
-            let mut b1 = (b0 + came - capacity).max(0.0);
-            let refused = (b1 - cap).max(0.0);
-            b1 -= refused;
-            let served = came - refused;
-            let work = (b0 + came - refused - b1).max(0.0);
-            meter.served(served, work * d);
-            self.backlog.insert(id, b1);
-            if served <= 0.0 {
-                sim.lb.failed(refused);
-                continue;
-            }
-            let wait = (b0 + b1) / 2.0 / mu;
-            let rho = if b1 > 0.0 || b0 > 0.0 { 0.99 } else { lambda / mu };
-            let per = served / QUANTILES as f64;
-            let n = per.round().max(1.0) as u64;
-            for j in 0..QUANTILES {
-                let q = (j as f64 + 0.5) / QUANTILES as f64;
-                sim.lb.answered(latency_quantile(q, rho, d, wait), n);
-            }
-            // `answered` counted n per quantile; correct the request total to what was served.
-            sim.lb.requests += served - (n * QUANTILES as u64) as f64;
-            sim.lb.failed(refused);
+            let step = task_step(b0, lambda, dt, mu, max_wait);
+            meter.served(step.arrived, step.work);
+            self.backlog.insert(id, step.backlog);
+            record(&mut sim.lb, &step, mu, 1);
         }
     }
 }

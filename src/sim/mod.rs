@@ -23,8 +23,10 @@ pub mod fluid;
 pub mod http;
 pub mod load;
 pub mod metrics;
+pub mod oracle;
 pub mod report;
 pub mod run;
+pub mod suite;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

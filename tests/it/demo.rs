@@ -111,13 +111,14 @@ fn the_closed_loop_backtest_beats_the_aws_style_baseline_on_the_recorded_day() {
         .lines()
         .find(|l| l.starts_with("SLO-violation minutes: "))
         .unwrap();
-    // "SLO-violation minutes: A vs B (...); task-hours: X vs Y (...)"
+    // "SLO-violation minutes: A vs B (...), oracle O; task-hours: X vs Y (...), oracle ..."
     let nums: Vec<f64> = line
         .split(|c: char| !(c.is_ascii_digit() || c == '.'))
         .filter(|s| !s.is_empty() && *s != ".")
         .map(|s| s.parse().unwrap())
         .collect();
-    let (ours, theirs, ours_h, theirs_h) = (nums[0], nums[1], nums[2], nums[3]);
+    let (ours, theirs, oracle, ours_h, theirs_h) = (nums[0], nums[1], nums[2], nums[3], nums[4]);
+    assert!(oracle <= ours && oracle <= theirs, "{stdout}");
     assert!(ours < theirs, "{stdout}");
     assert!(ours_h <= theirs_h, "{stdout}");
     assert!(stdout.contains("1440 minutes"), "{stdout}");
@@ -132,6 +133,7 @@ fn the_closed_loop_backtest_beats_the_aws_style_baseline_on_the_recorded_day() {
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["ecscale"]["rows"].as_array().unwrap().len(), 1440);
     assert_eq!(v["baseline"]["rows"].as_array().unwrap().len(), 1440);
+    assert_eq!(v["oracle"]["rows"].as_array().unwrap().len(), 1440);
     assert_eq!(
         v["ecscale"]["totals"]["slo_violation_minutes"].as_f64(),
         Some(ours)
