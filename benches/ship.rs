@@ -109,6 +109,8 @@ fn snapshot() -> Snapshot {
             period_secs: 60,
             unit: Some("Percent".into()),
             status: "Complete".into(),
+            per_task: false,
+            history: None,
             complete_until: at,
             samples: (0..DOCS / 50)
                 .map(|k| Sample {

@@ -8,7 +8,7 @@
 //! what happens then is the policy's missing-data behaviour, applied by the engine.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -24,6 +24,10 @@ pub struct MetricData<'a> {
     pub period_secs: i64,
     /// Complete periods start before this.
     pub complete_until: DateTime<Utc>,
+    /// Load per task: a rule reads it over the tasks that were running in each period.
+    pub per_task: bool,
+    /// A long window of the metric (days, read less often than `samples`), for forecasts.
+    pub history: Option<&'a [Sample]>,
 }
 
 /// The metrics of one target, by id.
@@ -51,6 +55,8 @@ impl<'a> MetricSet<'a> {
                     samples,
                     period_secs,
                     complete_until,
+                    per_task: false,
+                    history: None,
                 },
             );
         }
@@ -59,6 +65,13 @@ impl<'a> MetricSet<'a> {
 
     pub fn insert(&mut self, id: &'a str, data: MetricData<'a>) {
         self.entries.insert(id, data);
+    }
+
+    /// Marks these metrics as per-task loads (back-tests, where no config says so).
+    pub fn mark_per_task(&mut self, ids: &[String]) {
+        for (id, d) in self.entries.iter_mut() {
+            d.per_task = ids.iter().any(|p| p == id);
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<&MetricData<'a>> {
@@ -99,6 +112,11 @@ impl<'a> MetricView<'a> {
         self.data.map(|d| d.period_secs)
     }
 
+    /// Whether it is a load per task.
+    pub fn per_task(&self) -> bool {
+        self.data.is_some_and(|d| d.per_task)
+    }
+
     /// The value of the complete period starting at `start`, if it has one.
     fn at(&self, start: DateTime<Utc>) -> Option<f64> {
         let d = self.data?;
@@ -110,10 +128,15 @@ impl<'a> MetricView<'a> {
     /// before `not_before` (warm-up). `None` when a period in range has no value and nothing is
     /// assumed; fewer than `n` values when warm-up excluded some.
     pub fn window(&self, n: usize, not_before: Option<DateTime<Utc>>) -> Option<Vec<f64>> {
+        Some(self.slots(n, not_before)?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// [`MetricView::window`] with each value's period start.
+    pub fn slots(&self, n: usize, not_before: Option<DateTime<Utc>>) -> Option<Vec<(DateTime<Utc>, f64)>> {
         let Some(d) = self.data else {
             return self.assume.map(|v| {
                 self.assumed.set(true);
-                vec![v; n]
+                vec![(DateTime::UNIX_EPOCH, v); n]
             });
         };
         let period = TimeDelta::seconds(d.period_secs.max(1));
@@ -124,26 +147,111 @@ impl<'a> MetricView<'a> {
                 continue;
             }
             match self.at(start) {
-                Some(v) => out.push(v),
+                Some(v) => out.push((start, v)),
                 None => {
                     let v = self.assume?;
                     self.assumed.set(true);
-                    out.push(v);
+                    out.push((start, v));
                 }
             }
         }
         Some(out)
     }
 
-    /// Every datapoint available (history for forecasts), oldest first; no filling.
+    /// Every recent datapoint, oldest first; no filling.
     pub fn history(&self) -> &'a [Sample] {
         self.data.map_or(&[], |d| d.samples)
+    }
+
+    /// The long window read for forecasts, else the recent datapoints.
+    pub fn long_history(&self) -> &'a [Sample] {
+        self.data.map_or(&[], |d| d.history.unwrap_or(d.samples))
     }
 
     /// The start of the newest complete period.
     pub fn newest_slot(&self) -> Option<DateTime<Utc>> {
         self.data
             .map(|d| d.complete_until - TimeDelta::seconds(d.period_secs.max(1)))
+    }
+}
+
+/// The running task counts a target was seen with, as change points (each count holds until
+/// the next), so a per-task metric's period can be read over the tasks that served it: a task
+/// that died, or one still starting, carried none of that period's load. A change seen between
+/// two looks is placed midway between them; a scale-in the engine made is placed when it was made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunningHistory {
+    points: VecDeque<(DateTime<Utc>, u32)>,
+    /// The last look.
+    #[serde(default)]
+    seen: Option<DateTime<Utc>>,
+}
+
+/// How long counts are kept: longer than any rule's window of datapoints.
+const RUNNING_KEPT: TimeDelta = TimeDelta::hours(3);
+
+static NO_HISTORY: RunningHistory = RunningHistory {
+    points: VecDeque::new(),
+    seen: None,
+};
+
+impl RunningHistory {
+    /// Records the count seen at `at` (later than every look before).
+    pub fn observe(&mut self, at: DateTime<Utc>, running: u32) {
+        if self.seen.is_some_and(|t| t >= at) {
+            return;
+        }
+        let since = self.seen.map_or(at, |t| t + (at - t) / 2);
+        self.seen = Some(at);
+        self.set(since, running);
+    }
+
+    /// Records a change the engine itself made at `at` (a scale-in stops tasks at once).
+    pub fn changed(&mut self, at: DateTime<Utc>, running: u32) {
+        self.seen = Some(self.seen.map_or(at, |t| t.max(at)));
+        self.set(at, running);
+    }
+
+    fn set(&mut self, at: DateTime<Utc>, running: u32) {
+        if self.points.back().is_some_and(|(_, r)| *r == running) {
+            return;
+        }
+        while self.points.back().is_some_and(|(t, _)| *t >= at) {
+            self.points.pop_back();
+        }
+        self.points.push_back((at, running));
+        // Keep the change point in force at the cutoff.
+        while self.points.get(1).is_some_and(|(t, _)| *t <= at - RUNNING_KEPT) {
+            self.points.pop_front();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// The time-weighted mean count over `[start, end)`: before the first change point its
+    /// count, after the last one its count. `None` when nothing was recorded.
+    pub fn mean(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Option<f64> {
+        let first = self.points.front()?;
+        if end <= start {
+            return Some(f64::from(self.at(start).unwrap_or(first.1)));
+        }
+        let mut total = 0.0;
+        let mut from = start;
+        let mut count = self.at(start).unwrap_or(first.1);
+        for &(t, r) in self.points.iter().filter(|(t, _)| *t > start && *t < end) {
+            total += (t - from).num_milliseconds() as f64 * f64::from(count);
+            from = t;
+            count = r;
+        }
+        total += (end - from).num_milliseconds() as f64 * f64::from(count);
+        Some(total / (end - start).num_milliseconds() as f64)
+    }
+
+    /// The count in force at `t`, if one was recorded by then.
+    fn at(&self, t: DateTime<Utc>) -> Option<u32> {
+        self.points.iter().rev().find(|(at, _)| *at <= t).map(|(_, r)| *r)
     }
 }
 
@@ -180,6 +288,8 @@ pub struct EvalInput<'a> {
     /// When the target last scaled out: datapoints from before `last_scale_out + warmup`
     /// include tasks still warming up.
     pub last_scale_out: Option<DateTime<Utc>>,
+    /// The running counts seen at earlier ticks.
+    pub served: &'a RunningHistory,
     pub(crate) metrics: &'a MetricSet<'a>,
     pub(crate) assume: &'a dyn Fn(&str) -> Option<f64>,
     /// Answers of external plugins, by rule name, fetched before evaluation.
@@ -205,6 +315,7 @@ impl<'a> EvalInput<'a> {
             min: 0,
             max: u32::MAX,
             last_scale_out: None,
+            served: &NO_HISTORY,
             metrics,
             assume,
             externals,
@@ -220,6 +331,13 @@ impl<'a> EvalInput<'a> {
             (self.assume)(id),
             &self.assumed,
         )
+    }
+
+    /// The mean number of tasks running over `[start, start + period)`: the tasks that served a
+    /// per-task metric's period. Without a recorded count, the count running now.
+    pub fn served_during(&self, start: DateTime<Utc>, period_secs: i64) -> f64 {
+        let end = start + TimeDelta::seconds(period_secs.max(1));
+        self.served.mean(start, end).unwrap_or(f64::from(self.running))
     }
 
     /// Whether any metric read so far had a gap filled with an assumed value; a rule's scale-in
@@ -275,4 +393,46 @@ pub struct ActiveWindow<'a> {
     pub min: Option<u32>,
     pub max: Option<u32>,
     pub desired: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_change_seen_between_two_looks_is_placed_midway_and_a_scale_in_when_made() {
+        let mut h = RunningHistory::default();
+        assert_eq!(h.mean(t(0), t(60)), None);
+        h.observe(t(0), 10);
+        h.observe(t(30), 10);
+        // A task died somewhere between the looks at 30 s and 60 s: counted from 45 s.
+        h.observe(t(60), 9);
+        assert_eq!(h.mean(t(0), t(60)), Some((45.0 * 10.0 + 15.0 * 9.0) / 60.0));
+        // The engine scaled in at 90 s: 4 from then, not from midway to the next look.
+        h.changed(t(90), 4);
+        h.observe(t(105), 4);
+        assert_eq!(h.mean(t(90), t(120)), Some(4.0));
+        assert_eq!(h.mean(t(60), t(90)), Some(9.0));
+        // Before the first look: the first count; after the last: the last.
+        assert_eq!(h.mean(t(-60), t(-30)), Some(10.0));
+        assert_eq!(h.mean(t(500), t(600)), Some(4.0));
+        // A look no later than the last is ignored.
+        h.observe(t(100), 20);
+        assert_eq!(h.mean(t(95), t(105)), Some(4.0));
+    }
+
+    #[test]
+    fn counts_are_kept_for_hours_not_forever() {
+        let mut h = RunningHistory::default();
+        for k in 0..10_000 {
+            h.observe(t(k * 15), (k % 7) as u32);
+        }
+        // 3 hours of changes at most (one per look here), plus the one in force at the cutoff.
+        assert!(h.points.len() <= 3 * 3600 / 15 + 1, "{}", h.points.len());
+        assert!(h.mean(t(10_000 * 15 - 60), t(10_000 * 15)).is_some());
+    }
 }

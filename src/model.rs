@@ -222,11 +222,18 @@ pub struct Series {
     pub unit: Option<String>,
     /// CloudWatch's status of the query: `Complete`, `PartialData`, `Forbidden`, `InternalError`.
     pub status: String,
+    /// Load per task (see [`crate::config::MetricSpec::per_task`]).
+    #[serde(default)]
+    pub per_task: bool,
     /// Complete periods start before this: the slot `[complete_until - period, complete_until)`
     /// is the newest one that should have a datapoint. A series whose newest sample is older
     /// is stale, which the evaluate stage treats as missing data.
     pub complete_until: DateTime<Utc>,
     pub samples: Vec<Sample>,
+    /// A long window of the same metric, for forecasts (read only for metrics a predictive
+    /// rule needs; refreshed less often than `samples`).
+    #[serde(skip)]
+    pub history: Option<std::sync::Arc<Vec<Sample>>>,
 }
 
 impl Series {
@@ -315,6 +322,9 @@ pub struct Decision {
     pub at: DateTime<Utc>,
     /// The count before the decision.
     pub current: u32,
+    /// Tasks (or instances) running when it was decided.
+    #[serde(default)]
+    pub running: u32,
     /// The count to set (equal to `current` for a hold).
     pub desired: u32,
     pub action: Action,

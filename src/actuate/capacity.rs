@@ -380,6 +380,11 @@ impl CapacityActuator {
                 target: TargetKey::AutoScalingGroup { name: g.name.clone() },
                 at: t.now,
                 current: g.desired,
+                running: g
+                    .instances
+                    .iter()
+                    .filter(|i| i.lifecycle_state == "InService")
+                    .count() as u32,
                 desired: g.desired,
                 action: Action::Hold,
                 min: g.min,

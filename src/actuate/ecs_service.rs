@@ -195,6 +195,7 @@ mod tests {
             target: TargetKey::service("prod", "web"),
             at: chrono::Utc::now(),
             current,
+            running: current,
             desired,
             action: if desired > current {
                 Action::ScaleOut

@@ -5,11 +5,9 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::policy::{mistakes, BacktestArgs};
 use super::{invalid, Failure, Format};
-use crate::evaluate::trace;
 use crate::model::TargetKey;
 use crate::policy::load_files;
 use crate::sim::report::{self, Run};
@@ -43,29 +41,7 @@ fn trace_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
 }
 
 fn read_trace(path: &Path, column: &str) -> Result<(TraceLoad, Option<u32>), Failure> {
-    let t = trace::read(path).map_err(invalid)?;
-    let Some(samples) = t.series.get(column) else {
-        return Err(invalid(anyhow::anyhow!(
-            "{}: no `{column}` column (the load, requests per period); columns: {}",
-            path.display(),
-            t.series.keys().cloned().collect::<Vec<_>>().join(", ")
-        )));
-    };
-    if samples.is_empty() {
-        return Err(invalid(anyhow::anyhow!(
-            "{}: `{column}` has no values",
-            path.display()
-        )));
-    }
-    let name = path
-        .file_stem()
-        .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into());
-    let load = TraceLoad {
-        name,
-        period_secs: t.period_secs.max(1),
-        samples: Arc::new(samples.clone()),
-    };
-    Ok((load, t.recorded_count.values().next().copied()))
+    TraceLoad::read(path, column).map_err(invalid)
 }
 
 /// One policy file, ready to run: its targets and the cluster it scales.

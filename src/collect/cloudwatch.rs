@@ -248,14 +248,14 @@ fn query(s: &PlannedSeries) -> MetricQuery {
 
 /// What the pages of one call said about one query.
 #[derive(Default)]
-struct Collected {
-    status: String,
-    points: Vec<(DateTime<Utc>, f64)>,
-    messages: Vec<String>,
+pub(super) struct Collected {
+    pub(super) status: String,
+    pub(super) points: Vec<(DateTime<Utc>, f64)>,
+    pub(super) messages: Vec<String>,
 }
 
 /// Reads every page of one call.
-async fn read_call(
+pub(super) async fn read_call(
     c: &Collector,
     request: &MetricDataRequest,
 ) -> Result<(HashMap<String, Collected>, Vec<String>), ApiError> {
@@ -359,6 +359,7 @@ pub(super) async fn fetch(c: &Collector, plan: Plan) -> (Vec<Series>, Vec<Proble
         samples.sort_by_key(|p| p.timestamp);
         samples.dedup_by_key(|p| p.timestamp);
         series.push(Series {
+            history: None,
             cluster: s.metric.key.cluster,
             service: s.metric.key.service,
             id: spec.id,
@@ -369,6 +370,7 @@ pub(super) async fn fetch(c: &Collector, plan: Plan) -> (Vec<Series>, Vec<Proble
             period_secs: spec.period.as_secs(),
             unit: spec.unit,
             status,
+            per_task: spec.per_task,
             complete_until: s.until,
             samples,
         });

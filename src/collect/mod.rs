@@ -10,6 +10,7 @@
 
 mod cloudwatch;
 mod ecs;
+mod history;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +25,7 @@ use crate::model::{ClusterSnapshot, Problem, Snapshot, TaskDefinitionInfo};
 use crate::usage::ApiMeter;
 
 pub use cloudwatch::{align_down, cluster_metrics, metrics_for, plan, Plan, PlannedSeries, ResolvedMetric};
+pub use history::{history_period, HistoryNeed, MAX_HISTORY};
 
 /// Collects snapshots. Build one per worker and reuse it: it keeps the AWS clients and a cache
 /// of task definitions (a revision never changes, so it is read once).
@@ -38,6 +40,8 @@ pub struct Collector {
     /// Bounds the AWS calls in flight (`collect.concurrency`).
     limiter: Semaphore,
     task_definitions: Mutex<HashMap<String, TaskDefinitionInfo>>,
+    /// Long windows for predictive rules.
+    history: history::HistoryCache,
 }
 
 impl Collector {
@@ -56,7 +60,14 @@ impl Collector {
             settings: config.collect.clone(),
             limiter: Semaphore::new(config.collect.concurrency),
             task_definitions: Mutex::new(HashMap::new()),
+            history: history::HistoryCache::default(),
         }
+    }
+
+    /// Also reads these metrics' long windows (predictive rules), each once per its refresh.
+    pub fn with_history(mut self, needs: Vec<HistoryNeed>) -> Self {
+        self.history = history::HistoryCache::new(needs);
+        self
     }
 
     /// Runs `call` once a slot among `collect.concurrency` is free.
@@ -90,10 +101,21 @@ impl Collector {
                 .iter()
                 .flat_map(|c| cluster_metrics(c, &self.settings)),
         );
+        let wanted: Vec<ResolvedMetric> = metrics
+            .iter()
+            .filter(|m| self.history.needs(m))
+            .cloned()
+            .collect();
+        let long = history::read(self, now, &wanted);
         let plan = plan(now, metrics, self.settings.lookback);
         let details = futures::future::join_all(resolved.into_iter().map(|r| ecs::details(self, r)));
-        let ((series, metric_problems), clusters) = tokio::join!(cloudwatch::fetch(self, plan), details);
+        let ((mut series, metric_problems), clusters, (histories, history_problems)) =
+            tokio::join!(cloudwatch::fetch(self, plan), details, long);
         problems.extend(metric_problems);
+        problems.extend(history_problems);
+        for s in &mut series {
+            s.history = histories.get(&(s.key(), s.id.clone())).cloned();
+        }
 
         let clusters = clusters
             .into_iter()

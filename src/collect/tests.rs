@@ -606,6 +606,7 @@ fn metric(id: &str, name: &str, period: u64) -> ResolvedMetric {
             delay: Duration::from_secs(60),
             unit: None,
             unit_filter: false,
+            per_task: false,
         },
     }
 }
@@ -724,11 +725,15 @@ clusters:
             "cpu",
             "memory",
             "request_count_per_target",
+            "request_count",
             "target_response_time",
             "errors",
             "tg_only"
         ]
     );
+    // Loads per task are read over the tasks that carried them; totals and custom metrics are not.
+    let per_task: Vec<bool> = m.iter().map(|r| r.spec.per_task).collect();
+    assert_eq!(per_task, [false, true, true, false, false, false, false]);
     assert_eq!(
         (m[0].spec.namespace.as_str(), m[0].spec.stat.as_str()),
         ("Custom", "p95")
@@ -742,8 +747,9 @@ clusters:
             .join(",")
     };
     assert_eq!(dims(2), "LoadBalancer=app/alb/1,TargetGroup=targetgroup/web/2");
-    assert_eq!(dims(4), "C=prod,Svc=web");
-    assert_eq!(dims(5), "TG=targetgroup/web/2");
+    assert_eq!(dims(3), "LoadBalancer=app/alb/1,TargetGroup=targetgroup/web/2");
+    assert_eq!(dims(5), "C=prod,Svc=web");
+    assert_eq!(dims(6), "TG=targetgroup/web/2");
 
     // No target group configured, none attached: the ALB metric is skipped, with a problem.
     let bare = service("prod", "bare", 1, 0);

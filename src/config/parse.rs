@@ -304,6 +304,7 @@ impl FromNode for CollectSettings {
             .unwrap_or(d.concurrency);
         let container_instances = m.or(cx, "container_instances", d.container_instances);
         let pending_tasks = m.or(cx, "pending_tasks", d.pending_tasks);
+        let high_resolution = m.or(cx, "high_resolution", d.high_resolution);
         if lookback < period {
             cx.error(
                 m.span_of("lookback"),
@@ -320,6 +321,7 @@ impl FromNode for CollectSettings {
                 "concurrency",
                 "container_instances",
                 "pending_tasks",
+                "high_resolution",
             ],
         );
         Some(CollectSettings {
@@ -329,6 +331,7 @@ impl FromNode for CollectSettings {
             concurrency,
             container_instances,
             pending_tasks,
+            high_resolution,
         })
     }
 }

@@ -280,6 +280,7 @@ fn read_metric(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings) 
         .unwrap_or(collect.period);
     let delay = m.or(cx, "delay", collect.delay);
     let unit = m.opt_with(cx, "unit", |n, p, cx| one_of(n, p, cx, UNITS));
+    let per_task = m.or(cx, "per_task", false);
     if collect.lookback < period {
         cx.error(
             m.span(),
@@ -298,6 +299,7 @@ fn read_metric(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings) 
             "period",
             "delay",
             "unit",
+            "per_task",
         ],
     );
     Some(MetricSpec {
@@ -310,6 +312,7 @@ fn read_metric(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings) 
         delay,
         unit_filter: unit.is_some(),
         unit,
+        per_task,
     })
 }
 

@@ -136,7 +136,13 @@ pub struct CollectSettings {
     pub container_instances: bool,
     /// Collect tasks waiting to start (only listed when ECS reports some pending).
     pub pending_tasks: bool,
+    /// Read the default ECS CPU and memory metrics at 20 seconds (ECS's high-resolution
+    /// service metrics) instead of `period`.
+    pub high_resolution: bool,
 }
+
+/// The period and delay of ECS's high-resolution service metrics.
+pub const HIGH_RESOLUTION: Duration = Duration::from_secs(20);
 
 impl Default for CollectSettings {
     fn default() -> Self {
@@ -147,6 +153,7 @@ impl Default for CollectSettings {
             concurrency: 8,
             container_instances: true,
             pending_tasks: true,
+            high_resolution: false,
         }
     }
 }
@@ -244,6 +251,9 @@ pub struct MetricSpec {
     /// Whether `unit` is passed to CloudWatch as a filter.
     #[serde(skip)]
     pub unit_filter: bool,
+    /// An average or a count per task (CPU, memory, requests per target): it measures load
+    /// spread over the tasks that were running, so rules read it over those tasks.
+    pub per_task: bool,
 }
 
 mod humantime_serde_secs {
@@ -257,8 +267,8 @@ mod humantime_serde_secs {
 pub const PLACEHOLDERS: &[&str] = &["cluster", "service", "target_group", "load_balancer"];
 
 /// The metrics every service gets unless `default_metrics: false`: ECS CPU and memory
-/// utilization, and with a target group the ALB request count per target (and, with a load
-/// balancer, the target response time).
+/// utilization (at 20 s with `collect.high_resolution`), and with a target group the ALB request
+/// count per target and in all (and, with a load balancer, the target response time).
 pub fn default_metrics(
     collect: &CollectSettings,
     has_target_group: bool,
@@ -274,25 +284,33 @@ pub fn default_metrics(
         delay: collect.delay,
         unit: Some(unit.into()),
         unit_filter: false,
+        per_task: matches!(id, "cpu" | "memory" | "request_count_per_target"),
+    };
+    let ecs = |mut m: MetricSpec| {
+        if collect.high_resolution {
+            m.period = HIGH_RESOLUTION;
+            m.delay = HIGH_RESOLUTION;
+        }
+        m
     };
     let ecs_dims = [("ClusterName", "${cluster}"), ("ServiceName", "${service}")];
     let mut out = vec![
-        metric(
+        ecs(metric(
             "cpu",
             "AWS/ECS",
             "CPUUtilization",
             &ecs_dims,
             "Average",
             "Percent",
-        ),
-        metric(
+        )),
+        ecs(metric(
             "memory",
             "AWS/ECS",
             "MemoryUtilization",
             &ecs_dims,
             "Average",
             "Percent",
-        ),
+        )),
     ];
     if has_target_group {
         let mut dims = vec![("TargetGroup", "${target_group}")];
@@ -303,6 +321,14 @@ pub fn default_metrics(
             "request_count_per_target",
             "AWS/ApplicationELB",
             "RequestCountPerTarget",
+            &dims,
+            "Sum",
+            "Count",
+        ));
+        out.push(metric(
+            "request_count",
+            "AWS/ApplicationELB",
+            "RequestCount",
             &dims,
             "Sum",
             "Count",
@@ -344,6 +370,7 @@ pub fn capacity_metrics(collect: &CollectSettings) -> Vec<MetricSpec> {
         delay: collect.delay,
         unit: Some("Percent".into()),
         unit_filter: false,
+        per_task: false,
     })
     .collect()
 }

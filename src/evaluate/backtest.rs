@@ -113,11 +113,12 @@ pub async fn run(policy: &TargetPolicy, trace: &Trace, opts: &Options, runner: &
             }
         }
         let now = t + TimeDelta::seconds(period);
-        let metrics = MetricSet::uniform(
+        let mut metrics = MetricSet::uniform(
             seen.iter().map(|(id, s)| (id.as_str(), s.as_slice())),
             period,
             now,
         );
+        metrics.mark_per_task(&opts.per_task);
         let obs = Observation::settled(now, current, &metrics);
         let externals = fetch_answers(runner, policy, &obs).await;
         let d = decide(policy, &obs, &state, &externals);

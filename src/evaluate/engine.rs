@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::eval_io::{Answer, EvalInput, Observation, Recommendation};
+use crate::eval_io::{Answer, EvalInput, Observation, Recommendation, RunningHistory};
 use crate::model::{Action, Decision, Vote};
 use crate::policy::{MissingData, Rule, TargetPolicy};
 
@@ -41,6 +41,9 @@ pub struct TargetState {
     pub recommendations: VecDeque<(DateTime<Utc>, u32)>,
     /// Scheduled windows whose `desired` was applied: `rule/window@start`.
     pub applied_windows: Vec<String>,
+    /// The running counts seen at each decision.
+    #[serde(default, skip_serializing_if = "RunningHistory::is_empty")]
+    pub running: RunningHistory,
 }
 
 /// A counted wish of one rule.
@@ -127,6 +130,7 @@ pub fn decide(
         input.min = bounds.min;
         input.max = bounds.max;
         input.last_scale_out = state.last_scale_out;
+        input.served = &state.running;
         let rec = rule.spec.policy().evaluate(&input);
         let forecast_only = !rule.spec.policy().counts();
         match rec {
@@ -223,15 +227,13 @@ pub fn decide(
                 desired = current;
             }
         }
-        let allowed = policy.max_step_out.allowed(current);
+        let cap = decider.map_or(policy.max_step_out, |r| r.max_step_out);
+        let allowed = cap.allowed(current);
         if desired > current && desired - current > allowed {
             desired = current + allowed;
             note(
                 &mut reason,
-                format!(
-                    "capped at +{allowed} per tick (max_step.out {})",
-                    policy.max_step_out
-                ),
+                format!("capped at +{allowed} per tick (max_step.out {cap})"),
             );
         }
     } else if desired < current && !explicit {
@@ -270,15 +272,13 @@ pub fn decide(
                 desired = stabilized;
             }
         }
-        let allowed = policy.max_step_in.allowed(current);
+        let cap = decider.map_or(policy.max_step_in, |r| r.max_step_in);
+        let allowed = cap.allowed(current);
         if desired < current && current - desired > allowed {
             desired = current - allowed;
             note(
                 &mut reason,
-                format!(
-                    "capped at -{allowed} per tick (max_step.in {})",
-                    policy.max_step_in
-                ),
+                format!("capped at -{allowed} per tick (max_step.in {cap})"),
             );
         }
     }
@@ -317,6 +317,7 @@ pub fn decide(
         target: policy.target.clone(),
         at: now,
         current,
+        running: obs.running,
         desired,
         action,
         min: bounds.min,
@@ -335,13 +336,17 @@ impl TargetState {
     pub fn record(&mut self, policy: &TargetPolicy, d: &Decision, applied: bool) {
         let keep_from = d.at - TimeDelta::from_std(policy.scale_in_stabilization).unwrap_or(TimeDelta::MAX);
         self.recommendations.push_back((d.at, d.recommendation));
+        self.running.observe(d.at, d.running);
         while self.recommendations.front().is_some_and(|(t, _)| *t <= keep_from) {
             self.recommendations.pop_front();
         }
         if applied {
             match d.action {
                 Action::ScaleOut => self.last_scale_out = Some(d.at),
-                Action::ScaleIn => self.last_scale_in = Some(d.at),
+                Action::ScaleIn => {
+                    self.last_scale_in = Some(d.at);
+                    self.running.changed(d.at, d.running.min(d.desired));
+                }
                 Action::Hold => {}
             }
         }

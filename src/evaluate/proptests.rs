@@ -95,6 +95,7 @@ fn memory() -> impl Strategy<Value = TargetState> {
                 VecDeque::from(r)
             },
             applied_windows: Vec::new(),
+            running: Default::default(),
         })
 }
 
@@ -114,6 +115,8 @@ fn decide_with(
             samples: &cpu,
             period_secs: 60,
             complete_until: now(),
+            per_task: false,
+            history: None,
         },
     );
     set.insert(
@@ -122,6 +125,8 @@ fn decide_with(
             samples: &q,
             period_secs: 60,
             complete_until: now(),
+            per_task: false,
+            history: None,
         },
     );
     let obs = Observation {

@@ -229,6 +229,8 @@ fn predictive_forecast_only_is_recorded_not_counted() {
             samples: &history,
             period_secs: 60,
             complete_until: now,
+            per_task: false,
+            history: None,
         },
     );
     let obs = Observation {
@@ -305,6 +307,8 @@ fn a_decision_not_applied_starts_no_cooldown() {
             samples: &s,
             period_secs: 60,
             complete_until: now,
+            per_task: false,
+            history: None,
         },
     );
     let obs = Observation {

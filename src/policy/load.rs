@@ -107,7 +107,21 @@ pub(super) fn read_count(n: &Node, p: &str, cx: &mut Cx) -> Option<usize> {
     }
 }
 
-/// A step cap: `4`, `100%`, or `{count: 4, percent: 100}` (the larger of the two).
+/// `max_step: {out, in}`; what is not given keeps `default`.
+fn read_steps(
+    n: &Node,
+    p: &str,
+    cx: &mut Cx,
+    default: (StepLimit, StepLimit),
+) -> Option<(StepLimit, StepLimit)> {
+    let mut s = cx.map(n, p)?;
+    let out = s.opt_with(cx, "out", read_step_limit);
+    let inn = s.opt_with(cx, "in", read_step_limit);
+    s.finish(cx, &["out", "in"]);
+    Some((out.unwrap_or(default.0), inn.unwrap_or(default.1)))
+}
+
+/// A step cap: `4`, `100%`, `{count: 4, percent: 100}` (the larger of the two), or `unlimited`.
 fn read_step_limit(n: &Node, p: &str, cx: &mut Cx) -> Option<StepLimit> {
     if let Value::Map(_) = n.value {
         let mut m = cx.map(n, p)?;
@@ -117,6 +131,9 @@ fn read_step_limit(n: &Node, p: &str, cx: &mut Cx) -> Option<StepLimit> {
         return Some(StepLimit { count, percent });
     }
     let s = n.as_scalar().unwrap_or_default();
+    if s == "unlimited" {
+        return Some(StepLimit::default());
+    }
     if s.ends_with('%') {
         return read_percent(n, p, cx).map(|p| StepLimit {
             count: None,
@@ -133,7 +150,7 @@ fn read_step_limit(n: &Node, p: &str, cx: &mut Cx) -> Option<StepLimit> {
                 n.span,
                 p,
                 format!(
-                    "expected a count (4), a percentage (100%) or {{count, percent}}, found {}",
+                    "expected a count (4), a percentage (100%), {{count, percent}} or `unlimited`, found {}",
                     n.describe()
                 ),
             );
@@ -212,7 +229,13 @@ const TARGET_KEYS: &[&str] = &[
     "missing_data",
     "rules",
 ];
-const RULE_KEYS: &[&str] = &["name", "kind", "cooldown"];
+const RULE_KEYS: &[&str] = &["name", "kind", "cooldown", "max_step"];
+
+/// What a rule takes from its target unless it sets its own.
+struct RuleDefaults {
+    cooldown: Cooldowns,
+    steps: (StepLimit, StepLimit),
+}
 
 fn read_target_policy(doc: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<TargetPolicy> {
     let mut m = cx.map(doc, path)?;
@@ -240,15 +263,12 @@ fn read_target_policy(doc: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> O
         })
         .unwrap_or_default();
     let scale_in_stabilization = m.or(cx, "scale_in_stabilization", Duration::from_secs(300));
-    let (max_step_out, max_step_in) = m
+    let steps = m
         .opt_with(cx, "max_step", |n, p, cx| {
-            let mut s = cx.map(n, p)?;
-            let out = s.opt_with(cx, "out", read_step_limit);
-            let inn = s.opt_with(cx, "in", read_step_limit);
-            s.finish(cx, &["out", "in"]);
-            Some((out.unwrap_or(DEFAULT_STEP_OUT), inn.unwrap_or_default()))
+            read_steps(n, p, cx, (DEFAULT_STEP_OUT, StepLimit::default()))
         })
         .unwrap_or((DEFAULT_STEP_OUT, StepLimit::default()));
+    let (max_step_out, max_step_in) = steps;
     let mut default_missing = MissingData::BlockScaleIn;
     let missing_data = m
         .opt_with(cx, "missing_data", |n, p, cx| {
@@ -275,10 +295,8 @@ fn read_target_policy(doc: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> O
             Some(out)
         })
         .unwrap_or_default();
-    let default_cooldown = cooldown;
-    let rules = m.req_with(cx, "rules", |n, p, cx| {
-        read_rules(n, p, cx, default_cooldown, base_dir)
-    });
+    let defaults = RuleDefaults { cooldown, steps };
+    let rules = m.req_with(cx, "rules", |n, p, cx| read_rules(n, p, cx, &defaults, base_dir));
     m.finish(cx, TARGET_KEYS);
 
     let (target, min, max, rules) = (target?, min?, max?, rules?);
@@ -351,13 +369,7 @@ const DEFAULT_STEP_OUT: StepLimit = StepLimit {
     percent: Some(100.0),
 };
 
-fn read_rules(
-    n: &Node,
-    p: &str,
-    cx: &mut Cx,
-    default_cooldown: Cooldowns,
-    base_dir: &Path,
-) -> Option<Vec<Rule>> {
+fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir: &Path) -> Option<Vec<Rule>> {
     let items = crate::config::read::non_empty_seq(n, p, cx, "rule", "give at least one rule")?;
     let mut rules: Vec<Rule> = Vec::new();
     let mut ok = true;
@@ -371,9 +383,12 @@ fn read_rules(
         let name = m.opt::<String>(cx, "name");
         let cooldown = m
             .opt_with(cx, "cooldown", |n, p, cx| {
-                read_cooldowns(n, p, cx, default_cooldown)
+                read_cooldowns(n, p, cx, defaults.cooldown)
             })
-            .unwrap_or(default_cooldown);
+            .unwrap_or(defaults.cooldown);
+        let (max_step_out, max_step_in) = m
+            .opt_with(cx, "max_step", |n, p, cx| read_steps(n, p, cx, defaults.steps))
+            .unwrap_or(defaults.steps);
         let (spec, keys): (Option<RuleSpec>, &[&str]) = match kind.as_deref() {
             Some("target_tracking") => (
                 target_tracking::TargetTracking::read(&mut m, cx).map(RuleSpec::TargetTracking),
@@ -432,6 +447,8 @@ fn read_rules(
             name,
             spec,
             cooldown,
+            max_step_out,
+            max_step_in,
             span: item.span,
         });
     }

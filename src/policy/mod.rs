@@ -11,6 +11,7 @@
 
 pub mod expression;
 pub mod external;
+pub mod forecast;
 mod load;
 pub mod predictive;
 pub mod scheduled;
@@ -58,6 +59,11 @@ pub trait Policy: Send + Sync + fmt::Debug {
 
     /// The metric it keeps at a target value, and that value (for back-test totals).
     fn tracks(&self) -> Option<(&str, f64)> {
+        None
+    }
+
+    /// A metric whose long history it needs, how far back, and how often to read it again.
+    fn history(&self) -> Option<(&str, std::time::Duration, std::time::Duration)> {
         None
     }
 }
@@ -133,6 +139,9 @@ pub struct Rule {
     pub spec: RuleSpec,
     /// The rule's own, else the target's.
     pub cooldown: Cooldowns,
+    /// Caps per tick when this rule decides: the rule's own, else the target's.
+    pub max_step_out: StepLimit,
+    pub max_step_in: StepLimit,
     pub span: Span,
 }
 

@@ -1,21 +1,21 @@
 //! `predictive`: forecast a load metric over the next `horizon` and scale ahead of it.
 //!
-//! The model is additive: a linear trend (least squares over the history), a daily profile (the
-//! mean residual per `bucket` of the day, once a day of history exists) and a weekly profile
-//! (the mean remaining residual per day of the week, once a week exists). The spread of what is
-//! left gives an upper bound at `confidence` (a normal quantile). The count is the peak of that
-//! bound over the horizon divided by `target_per_task`.
+//! The model ([`super::forecast`]): trend, daily and weekly profiles, additive or multiplicative
+//! (whichever fits), moved by the current level; the count is the peak of its `confidence`
+//! upper bound over the horizon divided by `target_per_task`. It is fitted on the metric's long
+//! window (`history`, which the live worker reads from CloudWatch once per `bucket`) and
+//! refitted only when that window changes; each tick adds the recent datapoints' level.
 //!
 //! Use a load metric that does not depend on the count (requests, messages arriving), not a
 //! utilization. With `forecast_only: true` the engine records what the rule would do without
 //! counting its vote.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, TimeDelta, Utc};
-use statrs::distribution::{ContinuousCDF, Normal};
-use statrs::statistics::Statistics;
+use chrono::{DateTime, Utc};
 
+use super::forecast::{Model, DAY};
 use super::Policy;
 use crate::config::read::{Cx, FromNode, MapReader};
 use crate::eval_io::{num, EvalInput, Recommendation};
@@ -34,7 +34,40 @@ pub struct Predictive {
     /// Width of the daily profile's buckets.
     pub bucket: Duration,
     pub forecast_only: bool,
+    /// How far back the history reaches (at least `min_history`).
+    pub history: Duration,
+    fitted: FitCache,
 }
+
+/// The model fitted to the last long window seen, keyed by that window, and the space chosen
+/// for it with the end of the history it was chosen on.
+#[derive(Debug, Default)]
+struct FitCache(Mutex<Option<Fitted>>);
+
+/// A fitted model: its window, and whether it is multiplicative with when that was chosen.
+type Fitted = (WindowKey, Arc<Model>, (bool, DateTime<Utc>));
+
+/// The choice between an additive and a multiplicative model is made again after this much
+/// more history (a fit alone is cheaper than the choice).
+const RECHOOSE: chrono::TimeDelta = chrono::TimeDelta::hours(6);
+
+/// A window's identity: its length, first and last datapoints.
+type WindowKey = (usize, Option<(i64, i64, u64)>);
+
+impl Clone for FitCache {
+    fn clone(&self) -> Self {
+        FitCache::default()
+    }
+}
+
+impl PartialEq for FitCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// How far back CloudWatch keeps data (hourly): the longest history a rule may ask for.
+pub const MAX_HISTORY_DAYS: u64 = 455;
 
 pub(super) const KEYS: &[&str] = &[
     "metric",
@@ -44,10 +77,8 @@ pub(super) const KEYS: &[&str] = &[
     "confidence",
     "bucket",
     "forecast_only",
+    "history",
 ];
-
-const DAY: i64 = 86_400;
-const WEEK: i64 = 7 * DAY;
 
 impl Predictive {
     pub(super) fn read(m: &mut MapReader<'_>, cx: &mut Cx) -> Option<Self> {
@@ -86,6 +117,17 @@ impl Predictive {
             })
             .unwrap_or(0.8);
         let forecast_only = m.or(cx, "forecast_only", false);
+        let history = positive("history", Duration::from_secs(14 * DAY as u64), m, cx);
+        if history < min_history || history.as_secs() > MAX_HISTORY_DAYS * DAY as u64 {
+            cx.error(
+                m.span_of("history"),
+                &crate::config::read::join(m.path(), "history"),
+                format!(
+                    "must be at least min_history ({}) and at most {MAX_HISTORY_DAYS} days (what CloudWatch keeps)",
+                    humantime::format_duration(min_history)
+                ),
+            );
+        }
         if DAY % bucket.as_secs().max(1) as i64 != 0 {
             cx.error(
                 m.span_of("bucket"),
@@ -101,162 +143,93 @@ impl Predictive {
             confidence,
             bucket,
             forecast_only,
+            history,
+            fitted: FitCache::default(),
         })
     }
 }
 
-/// What the model saw and expects.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Forecast {
-    /// Per bucket over the horizon: (time, expected value).
-    pub points: Vec<(DateTime<Utc>, f64)>,
-    /// The highest upper bound over the horizon.
-    pub peak: f64,
-    /// Residual standard deviation.
-    pub sigma: f64,
-    /// Trend, per hour.
-    pub slope_per_hour: f64,
-    pub daily: bool,
-    pub weekly: bool,
-}
-
-/// Fits trend + daily + weekly seasonality to `history` and forecasts `(now, now + horizon]`.
-/// `None` when fewer than two datapoints exist.
-pub fn forecast(
-    history: &[Sample],
-    now: DateTime<Utc>,
-    horizon: Duration,
-    bucket: Duration,
-    confidence: f64,
-) -> Option<Forecast> {
-    if history.len() < 2 {
-        return None;
+impl Predictive {
+    /// The model of `window`, fitted once per window.
+    fn model(&self, window: &[Sample]) -> Option<Arc<Model>> {
+        let key: WindowKey = (
+            window.len(),
+            window.first().zip(window.last()).map(|(a, b)| {
+                (
+                    a.timestamp.timestamp(),
+                    b.timestamp.timestamp(),
+                    b.value.to_bits(),
+                )
+            }),
+        );
+        let mut g = self.fitted.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, m, _)) = g.as_ref() {
+            if *k == key {
+                return Some(m.clone());
+            }
+        }
+        let end = window.last()?.timestamp;
+        let chosen = g
+            .as_ref()
+            .map(|(_, _, c)| *c)
+            .filter(|(_, at)| end >= *at && end - *at < RECHOOSE);
+        let m = Arc::new(Model::fit_as(window, self.bucket, chosen.map(|(log, _)| log))?);
+        let chosen = chosen.unwrap_or((m.multiplicative(), end));
+        *g = Some((key, m.clone(), chosen));
+        Some(m)
     }
-    let t0 = history[0].timestamp.timestamp();
-    let hours = |t: i64| (t - t0) as f64 / 3600.0;
-    let xs: Vec<f64> = history.iter().map(|s| hours(s.timestamp.timestamp())).collect();
-    let ys: Vec<f64> = history.iter().map(|s| s.value).collect();
-    let var_x = xs.iter().variance();
-    let slope = if var_x > 0.0 {
-        xs.iter().covariance(ys.iter()) / var_x
-    } else {
-        0.0
-    };
-    let intercept = ys.iter().mean() - slope * xs.iter().mean();
-    let trend = |x: f64| intercept + slope * x;
-
-    let span = history[history.len() - 1].timestamp.timestamp() - t0;
-    let bucket_s = (bucket.as_secs() as i64).max(1);
-    let buckets = (DAY / bucket_s).max(1) as usize;
-    let bucket_of = |t: i64| (t.rem_euclid(DAY) / bucket_s) as usize % buckets;
-    let weekday_of =
-        |t: i64| DateTime::from_timestamp(t, 0).map_or(0, |d| d.weekday().num_days_from_monday() as usize);
-
-    let mut residual: Vec<f64> = xs.iter().zip(&ys).map(|(x, y)| y - trend(*x)).collect();
-    let daily_on = span >= DAY;
-    let mut daily = vec![0.0; buckets];
-    if daily_on {
-        let mut sums = vec![(0.0, 0u32); buckets];
-        for (s, r) in history.iter().zip(&residual) {
-            let e = &mut sums[bucket_of(s.timestamp.timestamp())];
-            e.0 += r;
-            e.1 += 1;
-        }
-        for (d, (sum, n)) in daily.iter_mut().zip(sums) {
-            *d = if n > 0 { sum / f64::from(n) } else { 0.0 };
-        }
-        for (s, r) in history.iter().zip(residual.iter_mut()) {
-            *r -= daily[bucket_of(s.timestamp.timestamp())];
-        }
-    }
-    let weekly_on = span >= WEEK;
-    let mut weekly = [0.0; 7];
-    if weekly_on {
-        let mut sums = [(0.0, 0u32); 7];
-        for (s, r) in history.iter().zip(&residual) {
-            let e = &mut sums[weekday_of(s.timestamp.timestamp())];
-            e.0 += r;
-            e.1 += 1;
-        }
-        for (w, (sum, n)) in weekly.iter_mut().zip(sums) {
-            *w = if n > 0 { sum / f64::from(n) } else { 0.0 };
-        }
-        for (s, r) in history.iter().zip(residual.iter_mut()) {
-            *r -= weekly[weekday_of(s.timestamp.timestamp())];
-        }
-    }
-    let sigma = if residual.len() > 2 {
-        residual.iter().std_dev()
-    } else {
-        0.0
-    };
-    let sigma = if sigma.is_finite() { sigma } else { 0.0 };
-    let z = Normal::standard().inverse_cdf(confidence);
-
-    let step = TimeDelta::seconds(bucket_s);
-    let end = now + TimeDelta::from_std(horizon).unwrap_or(TimeDelta::MAX);
-    let mut points = Vec::new();
-    let mut t = now + step;
-    loop {
-        let at = if t > end { end } else { t };
-        let ts = at.timestamp();
-        let mut v = trend(hours(ts));
-        if daily_on {
-            v += daily[bucket_of(ts)];
-        }
-        if weekly_on {
-            v += weekly[weekday_of(ts)];
-        }
-        points.push((at, v));
-        if at >= end {
-            break;
-        }
-        t += step;
-    }
-    let peak = points.iter().map(|(_, v)| v + z * sigma).fold(f64::MIN, f64::max);
-    Some(Forecast {
-        points,
-        peak,
-        sigma,
-        slope_per_hour: slope,
-        daily: daily_on,
-        weekly: weekly_on,
-    })
 }
 
 impl Policy for Predictive {
     fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
-        let history = input.metric(&self.metric).history();
-        let history: &[Sample] = &history[..history.partition_point(|s| s.timestamp <= input.now)];
-        let have = history
-            .first()
-            .zip(history.last())
-            .map_or(0, |(a, b)| (b.timestamp - a.timestamp).num_seconds());
-        if have < self.min_history.as_secs() as i64 {
+        let view = input.metric(&self.metric);
+        let upto = |s: &'_ [Sample]| s.partition_point(|x| x.timestamp <= input.now);
+        let long = view.long_history();
+        let long = &long[..upto(long)];
+        let recent = view.history();
+        let recent = &recent[..upto(recent)];
+        let first = long.first().or(recent.first()).map(|s| s.timestamp);
+        let last = recent.last().or(long.last()).map(|s| s.timestamp);
+        let have = first
+            .zip(last)
+            .map_or(0, |(a, b): (DateTime<Utc>, _)| (b - a).num_seconds());
+        let model = self.model(long);
+        let cycle = model.as_ref().and_then(|m| m.cycle());
+        // Less history than asked for: only a clear short cycle is enough to go on.
+        if have < self.min_history.as_secs() as i64 && cycle.is_none() {
             return Recommendation::Abstain {
                 reason: format!(
-                    "{}: {} of history, needs {} to forecast",
+                    "{}: {} of history, needs {} to forecast (or a clear short cycle)",
                     self.metric,
                     humantime::format_duration(Duration::from_secs(have.max(0) as u64)),
                     humantime::format_duration(self.min_history)
                 ),
             };
         }
-        let Some(f) = forecast(history, input.now, self.horizon, self.bucket, self.confidence) else {
+        let Some(model) = model else {
             return Recommendation::Abstain {
                 reason: format!("{}: too few datapoints to forecast", self.metric),
             };
         };
+        let f = model.forecast(recent, input.now, self.horizon, self.confidence);
         let want = (f.peak.max(0.0) / self.target_per_task).ceil() as u32;
-        let seasons = match (f.daily, f.weekly) {
-            (true, true) => "daily+weekly",
-            (true, false) => "daily",
-            _ => "no seasonality",
+        let mut seasons = match (f.daily, f.weekly) {
+            (true, true) => "daily+weekly".to_string(),
+            (true, false) => "daily".to_string(),
+            _ => "no seasonality".to_string(),
+        };
+        if let Some(c) = f.cycle {
+            seasons.push_str(&format!(", a {} cycle", humantime::format_duration(c)));
+        }
+        let level = if f.multiplicative {
+            format!("level ×{}", num(f.level))
+        } else {
+            format!("level {:+}", num(f.level))
         };
         Recommendation::Wants {
             count: want,
             reason: format!(
-                "{} forecast peak {} in the next {} (trend {:+}/h, {seasons}, {}% bound) / {} per task → {} → {want}",
+                "{} forecast peak {} in the next {} (trend {:+}/h, {seasons}, {level}, {}% bound) / {} per task → {} → {want}",
                 self.metric,
                 num(f.peak),
                 humantime::format_duration(self.horizon),
@@ -273,6 +246,10 @@ impl Policy for Predictive {
         vec![&self.metric]
     }
 
+    fn history(&self) -> Option<(&str, Duration, Duration)> {
+        Some((&self.metric, self.history, self.bucket))
+    }
+
     fn summary(&self) -> String {
         format!(
             "predictive {} / {} per task over {} ({}% bound, needs {} of history){}",
@@ -287,101 +264,5 @@ impl Policy for Predictive {
 
     fn counts(&self) -> bool {
         !self.forecast_only
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn series(days: i64, f: impl Fn(i64) -> f64) -> Vec<Sample> {
-        let start = DateTime::from_timestamp(1_767_225_600, 0).unwrap(); // 2026-01-01 00:00 UTC, a Thursday
-        (0..days * 288)
-            .map(|i| {
-                let t = start + TimeDelta::minutes(5 * i);
-                Sample {
-                    timestamp: t,
-                    value: f(t.timestamp()),
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_daily_cycle_is_learned_and_forecast() {
-        // 1000 at night, 3000 at 14:00, a smooth day.
-        let day_curve = |t: i64| {
-            let h = (t.rem_euclid(DAY)) as f64 / 3600.0;
-            2000.0 - 1000.0 * ((h - 2.0) / 24.0 * std::f64::consts::TAU).cos()
-        };
-        let h = series(14, day_curve);
-        let now = h.last().unwrap().timestamp;
-        // Forecast 13:00..15:00 of the next day.
-        let at = now + TimeDelta::hours(13);
-        let f = forecast(
-            &h,
-            at,
-            Duration::from_secs(2 * 3600),
-            Duration::from_secs(900),
-            0.8,
-        )
-        .unwrap();
-        assert!(f.daily && f.weekly);
-        assert!(f.slope_per_hour.abs() < 1.0, "no trend: {}", f.slope_per_hour);
-        for (t, v) in &f.points {
-            let want = day_curve(t.timestamp());
-            assert!((v - want).abs() < 60.0, "{t}: {v} vs {want}");
-        }
-        assert!((f.peak - 3000.0).abs() < 80.0, "peak {}", f.peak);
-    }
-
-    #[test]
-    fn a_weekly_pattern_and_a_trend_are_learned() {
-        // Weekends at half load, plus growth of 10 per hour.
-        let start = 1_767_225_600;
-        let load = |t: i64| {
-            let weekday = DateTime::from_timestamp(t, 0)
-                .unwrap()
-                .weekday()
-                .num_days_from_monday();
-            let base = if weekday >= 5 { 500.0 } else { 1000.0 };
-            base + 10.0 * (t - start) as f64 / 3600.0
-        };
-        let h = series(21, load);
-        let now = h.last().unwrap().timestamp; // the end of a Wednesday
-        let f = forecast(
-            &h,
-            now + TimeDelta::days(3),
-            Duration::from_secs(3600),
-            Duration::from_secs(900),
-            0.5,
-        )
-        .unwrap();
-        let (t, v) = f.points[0];
-        let want = load(t.timestamp());
-        assert!((v - want).abs() < 0.08 * want, "{t}: {v} vs {want}");
-        assert!(
-            (f.slope_per_hour - 10.0).abs() < 1.5,
-            "slope {}",
-            f.slope_per_hour
-        );
-    }
-
-    #[test]
-    fn the_bound_widens_with_noise() {
-        let noisy = series(2, |t| 1000.0 + if t % 600 == 0 { 200.0 } else { -200.0 });
-        let quiet = series(2, |_| 1000.0);
-        let f = |h: &[Sample]| {
-            forecast(
-                h,
-                h.last().unwrap().timestamp,
-                Duration::from_secs(1800),
-                Duration::from_secs(900),
-                0.9,
-            )
-            .unwrap()
-        };
-        assert!(f(&quiet).peak < 1000.5);
-        assert!(f(&noisy).peak > 1200.0, "{}", f(&noisy).peak);
     }
 }

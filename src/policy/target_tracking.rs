@@ -1,20 +1,27 @@
 //! `target_tracking`: keep a metric near a target value.
 //!
 //! Scale out when each of the last `scale_out_datapoints` periods is above `target × (1 +
-//! tolerance)`, to `ceil(current × mean / target)`. Scale in when each of the last
-//! `scale_in_datapoints` is below `target × (1 − tolerance)`, to `ceil(current × highest /
+//! tolerance)`, to `ceil(load × mean / target)`. Scale in when each of the last
+//! `scale_in_datapoints` is below `target × (1 − tolerance)`, to `ceil(load × highest /
 //! target)` (the highest value: the cautious estimate). In between: hold. Periods that started
-//! before `last scale-out + warmup` are not used: they average in tasks still starting; while
-//! too few remain the rule holds.
+//! before `last scale-out + warmup` are not used; while too few remain the rule holds.
+//!
+//! `load` is what the value was measured over. For a per-task metric (CPU, memory, requests per
+//! target) it is the tasks running in each period (from the counts the engine recorded), so
+//! the rule sizes the count for the demand itself: a task killed, or tasks still starting after a
+//! scale-out, inflate the per-task value but not the demand, and cause no second scale-out. For
+//! other metrics it is the current count.
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::load::{read_count, read_fraction};
 use super::Policy;
 use crate::config::read::{Cx, MapReader};
-use crate::eval_io::{num, EvalInput, Recommendation};
+use crate::eval_io::{num, EvalInput, MetricView, Recommendation};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetTracking {
@@ -27,7 +34,39 @@ pub struct TargetTracking {
     pub scale_in_datapoints: usize,
     pub disable_scale_in: bool,
     pub warmup: Duration,
+    /// A value at or above this is capped by the resource (CPU reads at most 100 %): the load
+    /// may be any amount higher, so the rule asks for twice the tasks that carried it.
+    pub saturation: Option<f64>,
+    /// How long new tasks take to serve (start time plus a tick, plus boot where instances must
+    /// launch): a rising load is projected this far ahead by its recent trend, and the rule
+    /// scales out when the count in force would be above its band by then.
+    pub lead: Option<Duration>,
 }
+
+/// The least-squares line through `(x, y)` points: `(intercept, slope, r²)`.
+fn fit(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    let n = points.len() as f64;
+    if points.len() < 3 {
+        return None;
+    }
+    let (mx, my) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    let syy: f64 = points.iter().map(|(_, y)| (y - my).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    (sxx > 0.0 && syy > 0.0).then(|| {
+        let slope = sxy / sxx;
+        (my - slope * mx, slope, sxy * sxy / (sxx * syy))
+    })
+}
+
+/// A trend is projected only when the line explains this much of the variation (a jump or
+/// noise is not a trend), and it still rises over the last third of its window at half its
+/// slope or more...
+const STEADY_TREND_R2: f64 = 0.6;
+/// ...and by at most this share of the last value (a projection is a nudge, not a forecast).
+const MAX_PROJECTED_RISE: f64 = 0.25;
 
 pub(super) const KEYS: &[&str] = &[
     "metric",
@@ -37,6 +76,8 @@ pub(super) const KEYS: &[&str] = &[
     "scale_in_datapoints",
     "disable_scale_in",
     "warmup",
+    "saturation",
+    "lead",
 ];
 
 impl TargetTracking {
@@ -56,6 +97,17 @@ impl TargetTracking {
         let scale_in_datapoints = m.opt_with(cx, "scale_in_datapoints", read_count).unwrap_or(5);
         let disable_scale_in = m.or(cx, "disable_scale_in", false);
         let warmup = m.or(cx, "warmup", Duration::from_secs(60));
+        let saturation = m.opt_with(cx, "saturation", |n, p, cx| {
+            let v = <f64 as crate::config::read::FromNode>::from_node(n, p, cx)?;
+            let t = target.unwrap_or(0.0);
+            if v > t {
+                Some(v)
+            } else {
+                cx.error(n.span, p, format!("must be above the target {t}, found {v}"));
+                None
+            }
+        });
+        let lead = m.opt::<Duration>(cx, "lead").filter(|d| !d.is_zero());
         Some(TargetTracking {
             metric: metric?,
             target: target?,
@@ -64,131 +116,302 @@ impl TargetTracking {
             scale_in_datapoints,
             disable_scale_in,
             warmup,
+            saturation,
+            lead,
         })
     }
 }
 
 fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+type Slots = Vec<(DateTime<Utc>, f64)>;
+
+/// The rule's view of its metric this tick.
+struct Reading<'a, 'i> {
+    input: &'a EvalInput<'i>,
+    view: MetricView<'a>,
+    /// Datapoints from before this are not used (warm-up).
+    not_before: Option<DateTime<Utc>>,
+    period: i64,
+    hi: f64,
+    lo: f64,
+    tol: String,
+}
+
+impl Reading<'_, '_> {
+    /// The load each value was measured over: for a per-task metric the tasks running in its
+    /// period (a task that died, or one still starting, carried none of it), else the count.
+    fn demand(&self, slots: &[(DateTime<Utc>, f64)]) -> Vec<f64> {
+        slots
+            .iter()
+            .map(|(start, v)| {
+                let tasks = if self.view.per_task() {
+                    self.input.served_during(*start, self.period)
+                } else {
+                    f64::from(self.input.current)
+                };
+                v * tasks
+            })
+            .collect()
+    }
+
+    /// " over 10.5 running" when the per-task values were carried by another count.
+    fn over(&self, slots: &[(DateTime<Utc>, f64)], demand: &[f64]) -> String {
+        let tasks = demand
+            .iter()
+            .zip(slots)
+            .map(|(d, (_, v))| d / v.max(f64::MIN_POSITIVE));
+        let mean_tasks = tasks.sum::<f64>() / demand.len().max(1) as f64;
+        if self.view.per_task() && (mean_tasks - f64::from(self.input.current)).abs() > 0.05 {
+            format!(" over {} running", num(mean_tasks))
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// A rising demand projected `lead` ahead.
+struct Projection {
+    demand: f64,
+    per_minute: f64,
+}
+
+impl TargetTracking {
+    fn hold(&self, current: u32, reason: String, value: Option<f64>) -> Recommendation {
+        Recommendation::Wants {
+            count: current,
+            reason,
+            inputs: value.map(|v| (self.metric.clone(), v)).into_iter().collect(),
+        }
+    }
+
+    /// The last `n` datapoints after the warm-up, or what to answer when they are not there.
+    fn slots(&self, r: &Reading<'_, '_>, n: usize) -> Result<Slots, Recommendation> {
+        let Some(slots) = r.view.slots(n, r.not_before) else {
+            return Err(Recommendation::Missing {
+                metric: self.metric.clone(),
+                reason: format!("{} has no value for one of its last {n} periods", self.metric),
+            });
+        };
+        if slots.len() < n {
+            let since = r.not_before.unwrap_or(r.input.now).format("%H:%M:%S");
+            return Err(self.hold(
+                r.input.current,
+                format!(
+                    "{}: waiting for datapoints after the warm-up ({since}) of the last scale-out",
+                    self.metric
+                ),
+                None,
+            ));
+        }
+        Ok(slots)
+    }
+
+    /// The demand `lead` ahead by the trend of the datapoints covering twice the lead (at
+    /// least 9), when it rises steadily (scale-in never rests on a projection).
+    fn projection(&self, r: &Reading<'_, '_>) -> Option<Projection> {
+        let lead = self.lead?;
+        let n = ((2.0 * lead.as_secs_f64() / r.period as f64).ceil() as usize)
+            .max(self.scale_out_datapoints)
+            .max(9);
+        let slots = r.view.slots(n, r.not_before)?;
+        let demand = r.demand(&slots);
+        let x =
+            |t: DateTime<Utc>| (t - r.input.now).num_milliseconds() as f64 / 1000.0 + r.period as f64 / 2.0;
+        let points: Vec<(f64, f64)> = slots.iter().zip(&demand).map(|((t, _), d)| (x(*t), *d)).collect();
+        let (a, slope, r2) = fit(&points)?;
+        let last = *demand.last()?;
+        // Still rising at the end of the window: a step (flat, jump, flat) fits a line too.
+        let k = (points.len() / 3)
+            .max((60 / r.period.max(1)) as usize)
+            .clamp(1, points.len() - 1);
+        let (x0, y0) = points[points.len() - 1 - k];
+        let (x1, y1) = points[points.len() - 1];
+        let recent = (y1 - y0) / (x1 - x0).max(f64::MIN_POSITIVE);
+        let steady = r2 >= STEADY_TREND_R2 && recent >= 0.5 * slope;
+        (slope > 0.0 && steady).then(|| Projection {
+            demand: (a + slope * lead.as_secs_f64()).clamp(last, last * (1.0 + MAX_PROJECTED_RISE)),
+            per_minute: slope * 60.0,
+        })
+    }
+
+    /// Out when every datapoint is above the band, or when the rising trend will take the
+    /// count in force above it within `lead`.
+    fn scale_out(&self, r: &Reading<'_, '_>, out: &[(DateTime<Utc>, f64)]) -> Option<Recommendation> {
+        let current = r.input.current;
+        let values: Vec<f64> = out.iter().map(|(_, v)| *v).collect();
+        let latest = values.last().copied().unwrap_or(0.0);
+        // A saturated datapoint needs no confirmation: the load is over capacity now.
+        let saturated = self.saturation.is_some_and(|s| latest >= s);
+        let hot = !values.is_empty() && (values.iter().all(|v| *v > r.hi) || saturated);
+        let ahead = self
+            .projection(r)
+            .filter(|p| p.demand / f64::from(current.max(1)) > r.hi);
+        if !hot && ahead.is_none() {
+            return None;
+        }
+        let d = r.demand(out);
+        let n = values.len();
+        let mut need = if hot {
+            (mean(&d) / self.target).ceil() as u32
+        } else {
+            0
+        };
+        let mut what = if hot {
+            let k = values.iter().filter(|v| **v > r.hi).count();
+            format!(
+                "{} {}{} > target {} (+{}%) for {k}/{n} datapoints",
+                self.metric,
+                num(mean(&values)),
+                r.over(out, &d),
+                num(self.target),
+                r.tol
+            )
+        } else {
+            format!("{} {}", self.metric, num(latest))
+        };
+        if let Some(p) = &ahead {
+            need = need.max((p.demand / self.target).ceil() as u32);
+            let per_task = p.demand / f64::from(current.max(1));
+            let _ = write!(
+                what,
+                ", rising {}/min: {} per task of {current} in {} > {} (+{}%)",
+                num(p.per_minute / f64::from(current.max(1))),
+                num(per_task),
+                humantime::format_duration(self.lead.unwrap_or_default()),
+                num(self.target),
+                r.tol
+            );
+        }
+        if let Some(s) = self.saturation.filter(|_| saturated) {
+            // The newest period's tasks ran flat out: the load may be any amount more.
+            let carried = d.last().copied().unwrap_or(0.0) / latest.max(f64::MIN_POSITIVE);
+            need = need.max((2.0 * carried).ceil() as u32);
+            let _ = write!(
+                what,
+                ", saturated (≥ {}: twice the tasks that carried it)",
+                num(s)
+            );
+        }
+        let want = if r.view.per_task() {
+            need
+        } else {
+            need.max(current + 1)
+        };
+        Some(if want <= current {
+            self.hold(
+                current,
+                format!("{what}: the {current} tasks set already carry that load"),
+                Some(latest),
+            )
+        } else {
+            Recommendation::Wants {
+                count: want,
+                reason: format!("{what} → {current} → {want}"),
+                inputs: vec![(self.metric.clone(), latest)],
+            }
+        })
+    }
+
+    /// In when every datapoint is below the band, to the highest demand's count.
+    fn scale_in(&self, r: &Reading<'_, '_>, inw: &[(DateTime<Utc>, f64)]) -> Option<Recommendation> {
+        let current = r.input.current;
+        if inw.is_empty() || !inw.iter().all(|(_, v)| *v < r.lo) {
+            return None;
+        }
+        let peak = inw.iter().map(|(_, v)| *v).fold(f64::MIN, f64::max);
+        let peak_demand = r.demand(inw).into_iter().fold(0.0, f64::max);
+        let want = (peak_demand / self.target).ceil() as u32;
+        let n = inw.len();
+        (want < current).then(|| Recommendation::Wants {
+            count: want,
+            reason: format!(
+                "{} ≤ {} < target {} (−{}%) for {n}/{n} datapoints → {current} → {want}",
+                self.metric,
+                num(peak),
+                num(self.target),
+                r.tol
+            ),
+            inputs: vec![(self.metric.clone(), peak)],
+        })
+    }
+
+    /// Outside the band, but not for long enough yet; or inside it.
+    fn holding(
+        &self,
+        r: &Reading<'_, '_>,
+        out: &[(DateTime<Utc>, f64)],
+        inw: &[(DateTime<Utc>, f64)],
+    ) -> Recommendation {
+        let latest = out.last().map_or(0.0, |(_, v)| *v);
+        let count =
+            |w: &[(DateTime<Utc>, f64)], f: &dyn Fn(f64) -> bool| w.iter().filter(|(_, v)| f(*v)).count();
+        let (metric, target, tol) = (&self.metric, num(self.target), &r.tol);
+        let reason = if latest > r.hi {
+            let k = count(out, &|v| v > r.hi);
+            format!(
+                "{metric} {} > target {target} (+{tol}%) for {k}/{} datapoints: not yet",
+                num(latest),
+                out.len()
+            )
+        } else if latest < r.lo {
+            let k = count(inw, &|v| v < r.lo);
+            format!(
+                "{metric} {} < target {target} (−{tol}%) for {k}/{} datapoints: not yet",
+                num(latest),
+                inw.len()
+            )
+        } else {
+            format!("{metric} {} within target {target} ± {tol}%", num(latest))
+        };
+        self.hold(r.input.current, reason, Some(latest))
+    }
 }
 
 impl Policy for TargetTracking {
     fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
-        let m = input.metric(&self.metric);
-        let current = input.current;
         let not_before = input
             .last_scale_out
             .filter(|_| !self.warmup.is_zero())
             .map(|t| t + TimeDelta::from_std(self.warmup).unwrap_or(TimeDelta::MAX));
-        let tol = num(self.tolerance * 100.0);
-        let (hi, lo) = (
-            self.target * (1.0 + self.tolerance),
-            self.target * (1.0 - self.tolerance),
-        );
-        let hold = |reason: String, inputs: Vec<(String, f64)>| Recommendation::Wants {
-            count: current,
-            reason,
-            inputs,
+        let view = input.metric(&self.metric);
+        let r = Reading {
+            input,
+            view,
+            not_before,
+            period: view.period_secs().unwrap_or(60),
+            hi: self.target * (1.0 + self.tolerance),
+            lo: self.target * (1.0 - self.tolerance),
+            tol: num(self.tolerance * 100.0),
         };
-        let missing = |n: usize| Recommendation::Missing {
-            metric: self.metric.clone(),
-            reason: format!("{} has no value for one of its last {n} periods", self.metric),
+        let out = match self.slots(&r, self.scale_out_datapoints) {
+            Ok(s) => s,
+            Err(answer) => return answer,
         };
-        let warming = |t: chrono::DateTime<chrono::Utc>| {
-            hold(
-                format!(
-                    "{}: waiting for datapoints after the warm-up ({}) of the last scale-out",
-                    self.metric,
-                    t.format("%H:%M:%S")
-                ),
-                vec![],
-            )
-        };
-
-        let Some(out) = m.window(self.scale_out_datapoints, not_before) else {
-            return missing(self.scale_out_datapoints);
-        };
-        if out.len() < self.scale_out_datapoints {
-            return warming(not_before.unwrap_or(input.now));
+        if let Some(answer) = self.scale_out(&r, &out) {
+            return answer;
         }
-        let latest = out.last().copied().unwrap_or(0.0);
-        if !out.is_empty() && out.iter().all(|v| *v > hi) {
-            let avg = mean(&out);
-            let want = ((f64::from(current) * avg / self.target).ceil() as u32).max(current + 1);
-            let n = out.len();
-            return Recommendation::Wants {
-                count: want,
+        let latest = out.last().map_or(0.0, |(_, v)| *v);
+        if self.disable_scale_in && latest <= r.hi {
+            // It only ever asks for more: it neither votes for nor blocks a scale-in.
+            return Recommendation::Abstain {
                 reason: format!(
-                    "{} {} > target {} (+{tol}%) for {n}/{n} datapoints → {current} → {want}",
+                    "{} {} ≤ target {} (+{}%), and its scale-in is disabled",
                     self.metric,
-                    num(avg),
-                    num(self.target)
+                    num(latest),
+                    num(self.target),
+                    r.tol
                 ),
-                inputs: vec![(self.metric.clone(), avg)],
             };
         }
-
-        let Some(inw) = m.window(self.scale_in_datapoints, not_before) else {
-            return missing(self.scale_in_datapoints);
+        let inw = match self.slots(&r, self.scale_in_datapoints) {
+            Ok(s) => s,
+            Err(answer) => return answer,
         };
-        if inw.len() < self.scale_in_datapoints {
-            return warming(not_before.unwrap_or(input.now));
-        }
-        if !inw.is_empty() && inw.iter().all(|v| *v < lo) {
-            let peak = inw.iter().copied().fold(f64::MIN, f64::max);
-            let want = (f64::from(current) * peak / self.target).ceil() as u32;
-            let n = inw.len();
-            if self.disable_scale_in {
-                return Recommendation::Abstain {
-                    reason: format!(
-                        "{} ≤ {} < target {} but scale-in is disabled",
-                        self.metric,
-                        num(peak),
-                        num(self.target)
-                    ),
-                };
-            }
-            if want < current {
-                return Recommendation::Wants {
-                    count: want,
-                    reason: format!(
-                        "{} ≤ {} < target {} (−{tol}%) for {n}/{n} datapoints → {current} → {want}",
-                        self.metric,
-                        num(peak),
-                        num(self.target)
-                    ),
-                    inputs: vec![(self.metric.clone(), peak)],
-                };
-            }
-        }
-        // Outside the band, but not for long enough yet; or inside it.
-        let reason = if latest > hi {
-            let k = out.iter().filter(|v| **v > hi).count();
-            format!(
-                "{} {} > target {} (+{tol}%) for {k}/{} datapoints: not yet",
-                self.metric,
-                num(latest),
-                num(self.target),
-                out.len()
-            )
-        } else if latest < lo && !self.disable_scale_in {
-            let k = inw.iter().filter(|v| **v < lo).count();
-            format!(
-                "{} {} < target {} (−{tol}%) for {k}/{} datapoints: not yet",
-                self.metric,
-                num(latest),
-                num(self.target),
-                inw.len()
-            )
-        } else {
-            format!(
-                "{} {} within target {} ± {tol}%",
-                self.metric,
-                num(latest),
-                num(self.target)
-            )
-        };
-        hold(reason, vec![(self.metric.clone(), latest)])
+        self.scale_in(&r, &inw)
+            .unwrap_or_else(|| self.holding(&r, &out, &inw))
     }
 
     fn metrics(&self) -> Vec<&str> {
@@ -214,5 +437,150 @@ impl Policy for TargetTracking {
 
     fn tracks(&self) -> Option<(&str, f64)> {
         Some((&self.metric, self.target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use chrono::{DateTime, TimeDelta, Utc};
+
+    use crate::eval_io::{MetricSet, Observation};
+    use crate::evaluate::{decide, TargetState};
+    use crate::model::{Action, Decision, Sample};
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-25T12:00:00Z".parse().unwrap()
+    }
+
+    fn policy(rules: &str) -> crate::policy::TargetPolicy {
+        let text = format!("target: {{cluster: c, service: s}}\nmin: 1\nmax: 40\ncooldown: {{scale_out: 0s, scale_in: 0s}}\nscale_in_stabilization: 0s\nmax_step: {{out: unlimited, in: unlimited}}\nrules:\n{rules}");
+        crate::policy::load_str(&text, "t.yaml", Path::new("."))
+            .unwrap()
+            .remove(0)
+    }
+
+    /// 1-minute values ending with the minute before `now`.
+    fn series(values: &[f64]) -> Vec<Sample> {
+        let n = values.len() as i64;
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Sample {
+                timestamp: now() - TimeDelta::minutes(n - i as i64),
+                value: *v,
+            })
+            .collect()
+    }
+
+    /// One decision on `cpu` (per task when `per_task`), with the running counts seen before.
+    fn decide_on(
+        rules: &str,
+        cpu: &[f64],
+        per_task: bool,
+        counts: &[(i64, u32)],
+        current: u32,
+        running: u32,
+    ) -> Decision {
+        let p = policy(rules);
+        let s = series(cpu);
+        let mut set = MetricSet::uniform([("cpu", s.as_slice())], 60, now());
+        if per_task {
+            set.mark_per_task(&["cpu".to_string()]);
+        }
+        let mut state = TargetState::default();
+        for (mins_ago, r) in counts {
+            state.running.observe(now() - TimeDelta::minutes(*mins_ago), *r);
+        }
+        let obs = Observation {
+            now: now(),
+            current,
+            running,
+            pending: current.saturating_sub(running),
+            metrics: &set,
+        };
+        decide(&p, &obs, &state, &BTreeMap::new())
+    }
+
+    const CPU: &str = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 60, warmup: 0s}\n";
+
+    #[test]
+    fn a_killed_task_inflates_the_per_task_value_but_not_the_demand() {
+        // 10 tasks at 60 %; 3 die two minutes ago: the 7 left run at 60 × 10/7 while ECS
+        // replaces the 3 (desired stays 10).
+        let cpu = [60.0, 60.0, 60.0, 85.7, 85.7];
+        let d = decide_on(CPU, &cpu, true, &[(30, 10), (2, 7)], 10, 7);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        assert!(
+            d.reason.contains("over 7 running") && d.reason.contains("already carry"),
+            "{}",
+            d.reason
+        );
+        // Read over the count in force instead, the same values ask for 15.
+        let d = decide_on(CPU, &cpu, false, &[(30, 10), (2, 7)], 10, 7);
+        assert_eq!((d.action, d.desired), (Action::ScaleOut, 15), "{}", d.reason);
+    }
+
+    #[test]
+    fn tasks_still_starting_after_a_scale_out_are_not_counted_twice() {
+        // 5 → 10 a minute ago; the new 5 are still starting, the old 5 run at 90 %: demand
+        // 450 % of a task is 8 at 60 %, fewer than the 10 already set.
+        let d = decide_on(CPU, &[90.0, 90.0], true, &[(10, 5)], 10, 5);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        // Once they run and the load is still 90 % over all 10, it grows again.
+        let d = decide_on(CPU, &[90.0, 90.0], true, &[(10, 10)], 10, 10);
+        assert_eq!((d.action, d.desired), (Action::ScaleOut, 15), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_saturated_datapoint_asks_for_twice_the_tasks_at_once() {
+        let rules = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 60, saturation: 95, scale_out_datapoints: 3, warmup: 0s}\n";
+        // One datapoint at 100 %: no need for three, and not just 100/60 more.
+        let d = decide_on(rules, &[50.0, 55.0, 100.0], true, &[(30, 6)], 6, 6);
+        assert_eq!((d.action, d.desired), (Action::ScaleOut, 12), "{}", d.reason);
+        assert!(d.reason.contains("saturated"), "{}", d.reason);
+        // Without `saturation`, it waits for three datapoints above the band.
+        let d = decide_on(
+            &rules.replace(", saturation: 95", ""),
+            &[50.0, 55.0, 100.0],
+            true,
+            &[(30, 6)],
+            6,
+            6,
+        );
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    }
+
+    #[test]
+    fn a_steady_rise_is_met_ahead_but_a_jump_is_not_projected() {
+        let rules = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 60, tolerance: 10%, lead: 3m, warmup: 0s}\n";
+        // +2 points a minute up to 64, inside the band (54..66): in 3 minutes it will be over.
+        let ramp: Vec<f64> = (0..10).map(|k| 46.0 + 2.0 * k as f64).collect();
+        let d = decide_on(rules, &ramp, true, &[(30, 10)], 10, 10);
+        assert_eq!(d.action, Action::ScaleOut, "{}", d.reason);
+        assert!(d.reason.contains("rising"), "{}", d.reason);
+        // Flat, a jump, flat at 64: no trend to project, and 64 is within the band.
+        let step = [50.0, 50.0, 50.0, 50.0, 50.0, 64.0, 64.0, 64.0, 64.0, 64.0];
+        let d = decide_on(rules, &step, true, &[(30, 10)], 10, 10);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        // Noise around 60 is not a trend either.
+        let noise = [58.0, 63.0, 57.0, 62.0, 59.0, 64.0, 56.0, 61.0, 60.0, 63.0];
+        let d = decide_on(rules, &noise, true, &[(30, 10)], 10, 10);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    }
+
+    #[test]
+    fn a_rule_with_scale_in_disabled_neither_votes_for_nor_blocks_a_scale_in() {
+        let rules = format!(
+            "{CPU}  - {{name: other, kind: target_tracking, metric: cpu, target: 40, disable_scale_in: true, warmup: 0s}}\n"
+        );
+        // CPU 30 % on 10 tasks: `cpu` wants 5; `other` (target 40, in its band's lower part)
+        // abstains instead of holding.
+        let d = decide_on(&rules, &[30.0; 5], true, &[(30, 10)], 10, 10);
+        assert_eq!((d.action, d.desired), (Action::ScaleIn, 5), "{}", d.reason);
+        let other = d.votes.iter().find(|v| v.rule == "other").unwrap();
+        assert_eq!(other.status, "abstains", "{other:?}");
     }
 }

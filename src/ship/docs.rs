@@ -437,6 +437,8 @@ mod tests {
                 period_secs: 60,
                 unit: Some("Percent".into()),
                 status: "Complete".into(),
+                per_task: false,
+                history: None,
                 complete_until: at,
                 samples: (1..=3)
                     .map(|k| Sample {

@@ -41,6 +41,10 @@ pub struct Spec {
     pub instance_boot: Duration,
     /// A minute's datapoint becomes visible this long after the minute ends.
     pub metric_lag: Duration,
+    /// ECS's high-resolution service metrics: CPU and memory published per window of this
+    /// length (instead of per minute), each visible `high_resolution_lag` after it ends.
+    pub high_resolution: Option<Duration>,
+    pub high_resolution_lag: Duration,
     /// A request that would wait longer than this in a task's queue is refused (503).
     pub max_queue_wait: Duration,
     pub seed: u64,
@@ -70,6 +74,8 @@ impl Spec {
             task_start: Duration::from_secs(30),
             instance_boot: Duration::from_secs(90),
             metric_lag: Duration::from_secs(45),
+            high_resolution: Some(Duration::from_secs(20)),
+            high_resolution_lag: Duration::from_secs(20),
             max_queue_wait: Duration::from_secs(2),
             seed: 7,
         }

@@ -9,10 +9,11 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
-/// One task's counters.
+/// One task's counters: since the last published minute, and since the last published
+/// high-resolution window.
 #[derive(Debug, Default)]
 pub struct TaskMeter {
-    counts: Mutex<TaskCounts>,
+    counts: Mutex<[TaskCounts; 2]>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -25,20 +26,30 @@ pub struct TaskCounts {
 }
 
 impl TaskMeter {
+    /// Requests that reached the task, and the seconds of work they took.
     pub fn served(&self, requests: f64, busy: f64) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        c.requests += requests;
-        c.busy += busy;
+        let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for c in g.iter_mut() {
+            c.requests += requests;
+            c.busy += busy;
+        }
     }
 
     pub fn running_for(&self, secs: f64) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        c.up += secs;
+        let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for c in g.iter_mut() {
+            c.up += secs;
+        }
     }
 
-    /// The counts since the last call.
+    /// The counts since the last call (the minute's).
     pub fn take(&self) -> TaskCounts {
-        std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut self.counts.lock().unwrap_or_else(|p| p.into_inner())[0])
+    }
+
+    /// The counts since the last call (the high-resolution window's).
+    pub fn take_window(&self) -> TaskCounts {
+        std::mem::take(&mut self.counts.lock().unwrap_or_else(|p| p.into_inner())[1])
     }
 }
 

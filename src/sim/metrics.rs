@@ -1,6 +1,8 @@
-//! The simulator's CloudWatch: per-minute statistic sets, each visible from the time the
-//! simulated service would have published it, read back with GetMetricData's semantics (period
-//! buckets aligned on the request's start, one value per bucket with data, the statistic asked).
+//! The simulator's CloudWatch: statistic sets per minute (or per 20 s for high-resolution
+//! series), each visible from the time the simulated service would have published it, read back
+//! with GetMetricData's semantics (period buckets aligned on the request's start, one value per
+//! bucket with data, the statistic asked; a period finer than the series' resolution, or not a
+//! multiple of it, is refused).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -55,8 +57,15 @@ impl StatSet {
 }
 
 type Key = (String, String, Vec<(String, String)>);
-/// Minute start → (statistics, visible from).
+/// Period start → (statistics, visible from).
 type Minutes = BTreeMap<DateTime<Utc>, (StatSet, DateTime<Utc>)>;
+
+/// One series: its resolution (s) and datapoints.
+#[derive(Debug, Default)]
+struct Stored {
+    resolution: u32,
+    points: Minutes,
+}
 
 fn key(namespace: &str, name: &str, dims: &[(&str, &str)]) -> Key {
     let mut d: Vec<(String, String)> = dims.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -66,7 +75,7 @@ fn key(namespace: &str, name: &str, dims: &[(&str, &str)]) -> Key {
 
 #[derive(Debug, Default)]
 pub struct MetricStore {
-    series: HashMap<Key, Minutes>,
+    series: HashMap<Key, Stored>,
 }
 
 impl MetricStore {
@@ -80,10 +89,21 @@ impl MetricStore {
         stats: StatSet,
         visible: DateTime<Utc>,
     ) {
-        self.series
-            .entry(key(namespace, name, dims))
-            .or_default()
-            .insert(minute, (stats, visible));
+        self.put_at(60, (namespace, name, dims), minute, stats, visible);
+    }
+
+    /// Publishes the `resolution`-second period starting at `start`, visible from `visible`.
+    pub fn put_at(
+        &mut self,
+        resolution: u32,
+        (namespace, name, dims): (&str, &str, &[(&str, &str)]),
+        start: DateTime<Utc>,
+        stats: StatSet,
+        visible: DateTime<Utc>,
+    ) {
+        let s = self.series.entry(key(namespace, name, dims)).or_default();
+        s.resolution = resolution;
+        s.points.insert(start, (stats, visible));
     }
 
     /// One value per period bucket `[start + k·period, …)` that has data visible at `now`.
@@ -101,11 +121,13 @@ impl MetricStore {
                     points: Vec::new(),
                     messages: Vec::new(),
                 };
-                if q.period_secs < 60 || q.period_secs % 60 != 0 {
+                // A series not published yet has no resolution to check against: no data.
+                let resolution = self.series.get(&k).map_or(1, |s| s.resolution.max(1));
+                if q.period_secs < resolution || q.period_secs % resolution != 0 {
                     result.status = "InternalError".into();
                     result.messages.push(format!(
-                        "the simulator publishes 1-minute datapoints: period {} s is not a multiple of 60",
-                        q.period_secs
+                        "the simulator publishes {}/{} every {resolution} s: period {} s is not a multiple of it",
+                        q.namespace, q.metric_name, q.period_secs
                     ));
                     return result;
                 }
@@ -117,22 +139,34 @@ impl MetricStore {
                     ));
                     return result;
                 }
-                let Some(series) = self.series.get(&k) else {
+                let Some(series) = self.series.get(&k).map(|s| &s.points) else {
                     return result;
                 };
-                let period = TimeDelta::seconds(i64::from(q.period_secs));
-                let mut bucket = request.start;
-                while bucket < request.end {
-                    let merged = series
-                        .range(bucket..bucket + period)
-                        .filter(|(_, (_, visible))| *visible <= now)
-                        .map(|(_, (s, _))| *s)
-                        .reduce(|a, b| a.merge(&b));
-                    if let Some(v) = merged.and_then(|s| s.stat(&q.stat)) {
-                        result.points.push((bucket, v));
+                // One pass over the stored points in the window, merged per period bucket.
+                let period = i64::from(q.period_secs);
+                let mut open: Option<(DateTime<Utc>, StatSet)> = None;
+                let close = |b: Option<(DateTime<Utc>, StatSet)>, out: &mut Vec<(DateTime<Utc>, f64)>| {
+                    if let Some(v) = b.and_then(|(t, s)| s.stat(&q.stat).map(|v| (t, v))) {
+                        out.push(v);
                     }
-                    bucket += period;
+                };
+                if request.start < request.end {
+                    for (t, (stats, visible)) in series.range(request.start..request.end) {
+                        if *visible > now {
+                            continue;
+                        }
+                        let k = (*t - request.start).num_seconds().div_euclid(period);
+                        let bucket = request.start + TimeDelta::seconds(k * period);
+                        match &mut open {
+                            Some((b, s)) if *b == bucket => *s = s.merge(stats),
+                            _ => {
+                                close(open.take(), &mut result.points);
+                                open = Some((bucket, *stats));
+                            }
+                        }
+                    }
                 }
+                close(open, &mut result.points);
                 result
             })
             .collect()

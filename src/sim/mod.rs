@@ -104,8 +104,9 @@ pub struct Inner {
     /// The load balancer's counts for the current minute.
     pub lb: LbMinute,
     pub rows: Vec<Row>,
-    /// Start of the minute being counted.
+    /// Start of the minute being counted, and of the high-resolution window.
     minute: DateTime<Utc>,
+    window: DateTime<Utc>,
     /// Meter seconds per simulated second: 1/speed for real requests, 1 for the fluid model.
     base: f64,
 }
@@ -143,6 +144,7 @@ impl Sim {
                 lb: LbMinute::default(),
                 rows: Vec::new(),
                 minute: start,
+                window: start,
                 base,
             }),
             clock,
@@ -188,9 +190,54 @@ impl Inner {
             }
         }
         self.cluster.advance(now);
+        if let Some(w) = self.cluster.spec.high_resolution {
+            let w = TimeDelta::from_std(w).unwrap_or(TimeDelta::seconds(20));
+            while self.window + w <= now {
+                self.publish_window(w);
+                self.window += w;
+            }
+        }
         while self.minute + TimeDelta::minutes(1) <= now {
             self.publish();
             self.minute += TimeDelta::minutes(1);
+        }
+    }
+
+    /// The service's CPU and memory over the tasks that ran more than 5 % of `span`.
+    fn utilization(counts: &[load::TaskCounts], span: f64) -> (Option<StatSet>, Option<StatSet>) {
+        let utils: Vec<f64> = counts
+            .iter()
+            .filter(|c| c.up > span * 0.05)
+            .map(|c| 2.0 + 98.0 * (c.busy / c.up).min(1.0))
+            .collect();
+        let mem: Vec<f64> = utils.iter().map(|u| 30.0 + 0.2 * u).collect();
+        (StatSet::of(&utils), StatSet::of(&mem))
+    }
+
+    /// Publishes the high-resolution window starting at `self.window`.
+    fn publish_window(&mut self, w: TimeDelta) {
+        let spec = &self.cluster.spec;
+        let visible = self.window + w + TimeDelta::from_std(spec.high_resolution_lag).unwrap_or_default();
+        let counts: Vec<load::TaskCounts> = self
+            .cluster
+            .tasks
+            .iter()
+            .map(|t| t.meter.take_window())
+            .chain(self.cluster.retired.iter().map(|m| m.take_window()))
+            .collect();
+        let span = w.num_milliseconds() as f64 / 1000.0 * self.base;
+        let (cpu, mem) = Self::utilization(&counts, span);
+        let (cluster, service) = (spec.cluster.clone(), spec.service.clone());
+        let svc = [
+            ("ClusterName", cluster.as_str()),
+            ("ServiceName", service.as_str()),
+        ];
+        let res = w.num_seconds() as u32;
+        for (name, stats) in [("CPUUtilization", cpu), ("MemoryUtilization", mem)] {
+            if let Some(s) = stats {
+                self.store
+                    .put_at(res, ("AWS/ECS", name, &svc), self.window, s, visible);
+            }
         }
     }
 
@@ -208,11 +255,7 @@ impl Inner {
             .map(|t| t.meter.take())
             .chain(self.cluster.retired.drain(..).map(|m| m.take()))
             .collect();
-        let utils: Vec<f64> = counts
-            .iter()
-            .filter(|c| c.up > window * 0.05)
-            .map(|c| 2.0 + 98.0 * (c.busy / c.up).min(1.0))
-            .collect();
+        let (cpu, mem) = Self::utilization(&counts, window);
         let served: f64 = counts.iter().map(|c| c.requests).sum();
         let up: f64 = counts.iter().map(|c| c.up).sum();
         let (cluster, service) = (spec.cluster.clone(), spec.service.clone());
@@ -221,14 +264,12 @@ impl Inner {
             ("ClusterName", cluster.as_str()),
             ("ServiceName", service.as_str()),
         ];
-        let cpu = StatSet::of(&utils);
-        if let Some(s) = cpu {
-            self.store
-                .put("AWS/ECS", "CPUUtilization", &svc, minute, s, visible);
-            let mem: Vec<f64> = utils.iter().map(|u| 30.0 + 0.2 * u).collect();
-            if let Some(m) = StatSet::of(&mem) {
-                self.store
-                    .put("AWS/ECS", "MemoryUtilization", &svc, minute, m, visible);
+        // With high-resolution metrics the service's CPU and memory went out per window.
+        if spec.high_resolution.is_none() {
+            for (name, stats) in [("CPUUtilization", cpu), ("MemoryUtilization", mem)] {
+                if let Some(s) = stats {
+                    self.store.put("AWS/ECS", name, &svc, minute, s, visible);
+                }
             }
         }
         let with_lb = [("LoadBalancer", lb.as_str()), ("TargetGroup", tg.as_str())];

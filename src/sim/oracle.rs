@@ -192,3 +192,32 @@ impl super::cluster::Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steady(rps: f64) -> Vec<f64> {
+        vec![rps; 12]
+    }
+
+    #[test]
+    fn the_count_is_the_fewest_that_keeps_the_slo_by_the_fluid_model() {
+        let spec = Spec::example(); // 40 requests/s per task at full CPU
+        let need = |rps: f64| tasks_needed(&spec, &steady(rps), 5.0, 250.0, 1, 100);
+        // 100 requests/s: 3 tasks would run at 83 % (p95 over 250 ms), 4 at 63 %.
+        assert_eq!(need(100.0), 4);
+        // More load never needs fewer tasks; and the count found keeps the SLO while one less
+        // does not (it comes from the model, not from a fixed utilization).
+        let mut last = 0;
+        for rps in (10..1200).step_by(37) {
+            let n = need(rps as f64);
+            assert!(n >= last, "{rps}: {n} < {last}");
+            last = n;
+            assert!(rps as f64 / (f64::from(n) * 40.0) < 0.9, "{rps}: {n}");
+        }
+        // The bounds hold: never under min, and max when nothing keeps the SLO.
+        assert_eq!(tasks_needed(&spec, &steady(5.0), 5.0, 250.0, 3, 10), 3);
+        assert_eq!(tasks_needed(&spec, &steady(5000.0), 5.0, 250.0, 3, 10), 10);
+    }
+}

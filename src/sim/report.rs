@@ -340,17 +340,36 @@ pub fn checks(
         what: format!("it scaled back in after the load fell: {peak} → {last} tasks"),
     });
     let svc: Vec<&ActionRow> = o.actions.iter().filter(|a| a.target == service).collect();
-    let flips = svc
-        .windows(2)
+    // Flapping is going back and forth: out, in, out (or in, out, in) within 10 minutes. One
+    // correction after the end of a ramp is not.
+    let up = |a: &ActionRow| a.to > a.from;
+    let flaps = svc
+        .windows(3)
         .filter(|w| {
-            (w[0].to > w[0].from) != (w[1].to > w[1].from) && w[1].at - w[0].at < TimeDelta::minutes(10)
+            up(w[0]) != up(w[1]) && up(w[1]) != up(w[2]) && w[2].at - w[0].at < TimeDelta::minutes(10)
         })
         .count();
     out.push(Check {
-        passed: flips == 0,
-        what: format!("no flapping: {flips} reversal(s) of direction within 10 minutes"),
+        passed: flaps == 0,
+        what: format!("no flapping: {flaps} back-and-forth change(s) of direction within 10 minutes"),
     });
     for (at, what) in faults {
+        // A loss is not demand: no scale-out above the count set before it, while it is replaced.
+        let before = row_at(&o.rows, *at - TimeDelta::minutes(1)).map_or(0, |r| r.desired);
+        let after = o
+            .rows
+            .iter()
+            .filter(|r| r.t >= *at && r.t < *at + TimeDelta::minutes(5))
+            .map(|r| r.desired)
+            .max()
+            .unwrap_or(0);
+        out.push(Check {
+            passed: after <= before,
+            what: format!(
+                "{what} at {}: no scale-out for the loss ({before} desired before, at most {after} in the 5 minutes after)",
+                at.format("%H:%M")
+            ),
+        });
         let later = *at + TimeDelta::minutes(4);
         let r = row_at(&o.rows, later);
         let ok = r.is_some_and(|r| r.running >= r.desired);

@@ -47,6 +47,7 @@ collect:
   period: 60s
   delay: 60s
   lookback: 20m
+  high_resolution: {hires}
 clusters:
   - name: {cluster}
     services:
@@ -71,6 +72,7 @@ sink:
         lb = spec.load_balancer(),
         tg = spec.target_group_arn(),
         asg = spec.auto_scaling_group,
+        hires = spec.high_resolution.is_some(),
     )
 }
 

@@ -33,6 +33,30 @@ pub struct TraceLoad {
 }
 
 impl TraceLoad {
+    /// Reads `column` (requests per period) of a trace file, and its first recorded count.
+    pub fn read(path: &std::path::Path, column: &str) -> anyhow::Result<(TraceLoad, Option<u32>)> {
+        let t = crate::evaluate::trace::read(path)?;
+        let Some(samples) = t.series.get(column) else {
+            anyhow::bail!(
+                "{}: no `{column}` column (the load, requests per period); columns: {}",
+                path.display(),
+                t.series.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        };
+        if samples.is_empty() {
+            anyhow::bail!("{}: `{column}` has no values", path.display());
+        }
+        let name = path
+            .file_stem()
+            .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into());
+        let load = TraceLoad {
+            name,
+            period_secs: t.period_secs.max(1),
+            samples: Arc::new(samples.clone()),
+        };
+        Ok((load, t.recorded_count.values().next().copied()))
+    }
+
     pub fn start(&self) -> DateTime<Utc> {
         self.samples.first().map_or(DateTime::UNIX_EPOCH, |s| s.timestamp)
     }

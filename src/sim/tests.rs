@@ -112,6 +112,15 @@ async fn under_a_ramp_the_service_scales_out_recovers_and_scales_back_in_without
     let first_in = svc.iter().position(|a| a.to < a.from).expect("a scale-in");
     assert!(svc[first_in..].iter().all(|a| a.to < a.from), "{t}");
     assert!(svc[..first_in].iter().all(|a| a.to > a.from), "{t}");
+    // a loss is not demand: no scale-out above the count set before each fault
+    for fault in [28, 32] {
+        let before = row(&out, fault - 1).desired;
+        let after = (fault..fault + 5).map(|m| row(&out, m).desired).max().unwrap();
+        assert!(
+            after <= before,
+            "minute {fault}: {before} before, {after} after\n{t}"
+        );
+    }
     // the killed task and instance were replaced: running = desired two minutes later
     for m in [30, 35] {
         let r = row(&out, m);
@@ -197,4 +206,201 @@ async fn the_aws_style_baseline_reacts_later_on_the_same_ramp() {
         "{}",
         table(&base)
     );
+}
+
+/// The example policies, the AWS-style baseline and the oracle on every trace of the suite.
+fn suite_jobs(policies: &[(&str, &str)], traces: &[super::suite::TraceLoad]) -> Vec<super::suite::Job> {
+    use super::suite::{Contender, Job, Setup};
+    let targets = run::policies(policies).unwrap();
+    let (services, capacity) = super::suite::split_targets(&targets, &Spec::example().auto_scaling_group);
+    let setup = Setup {
+        spec: Spec::example(),
+        slo_ms: SLO_MS,
+        min: services[0].min,
+        max: services[0].max,
+        initial: None,
+    };
+    let mut jobs = Vec::new();
+    for trace in traces {
+        for contender in [
+            Contender::Ecscale(targets.clone()),
+            Contender::Baseline {
+                cpu_target: 60.0,
+                capacity: capacity.clone(),
+            },
+            Contender::Oracle,
+        ] {
+            jobs.push(Job {
+                setup: setup.clone(),
+                trace: trace.clone(),
+                contender,
+            });
+        }
+    }
+    jobs
+}
+
+fn suite_traces(names: &[&str]) -> Vec<super::suite::TraceLoad> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/traces");
+    names
+        .iter()
+        .map(|n| {
+            super::suite::TraceLoad::read(&dir.join(format!("{n}.csv")), "request_count")
+                .unwrap()
+                .0
+        })
+        .collect()
+}
+
+/// SLO minutes after the first day of a run.
+fn after_first_day(o: &Outcome) -> usize {
+    let start = o.rows.first().map(|r| r.t).unwrap();
+    o.rows
+        .iter()
+        .filter(|r| r.t >= start + TimeDelta::days(1) && run::violates(r, SLO_MS))
+        .count()
+}
+
+#[test]
+fn on_every_load_shape_the_oracle_bounds_both_scalers_and_the_example_policy_meets_its_goals() {
+    let names = [
+        "diurnal-spike",
+        "step",
+        "herd",
+        "sawtooth",
+        "bursts",
+        "slow-ramp",
+        "multi-day",
+    ];
+    let traces = suite_traces(&names);
+    let out: Vec<Outcome> = super::suite::run_all(
+        suite_jobs(&[run::WEB_POLICY, run::CAPACITY_POLICY], &traces),
+        super::suite::threads(),
+    )
+    .into_iter()
+    .map(|r| r.unwrap())
+    .collect();
+    let mut report = String::new();
+    let (mut ours_total, mut theirs_total) = (0, 0);
+    for (name, o) in names.iter().zip(out.chunks(3)) {
+        let (e, b, oracle) = (&o[0].totals, &o[1].totals, &o[2].totals);
+        report += &format!(
+            "{name}: SLO minutes {} / {} / {}, task-hours {:.1} / {:.1} / {:.1}\n",
+            e.slo_violation_minutes,
+            b.slo_violation_minutes,
+            oracle.slo_violation_minutes,
+            e.task_hours,
+            b.task_hours,
+            oracle.task_hours
+        );
+        ours_total += e.slo_violation_minutes;
+        theirs_total += b.slo_violation_minutes;
+        // The oracle is a bound: if a scaler beats it, the oracle is wrong.
+        assert!(
+            oracle.slo_violation_minutes <= e.slo_violation_minutes.min(b.slo_violation_minutes),
+            "{report}"
+        );
+        assert!(oracle.task_hours <= e.task_hours.min(b.task_hours), "{report}");
+        // The example policy: no more SLO minutes than the baseline, at most 1.3× the oracle's
+        // task-hours.
+        assert!(e.slo_violation_minutes <= b.slo_violation_minutes, "{report}");
+        assert!(e.task_hours <= 1.3 * oracle.task_hours, "{report}");
+    }
+    assert!(
+        2 * ours_total <= theirs_total,
+        "at most half the baseline's SLO minutes\n{report}"
+    );
+    // The multi-day trace: within 1.15× the oracle, and nothing over the SLO after its first day.
+    let md = &out[out.len() - 3..];
+    assert!(
+        md[0].totals.task_hours <= 1.15 * md[2].totals.task_hours,
+        "{report}"
+    );
+    assert_eq!(after_first_day(&md[0]), 0, "{report}");
+}
+
+#[test]
+fn predictive_beats_reactive_only_on_the_multi_day_trace() {
+    // policies/web.yaml without its predictive rule.
+    let web = run::WEB_POLICY.1;
+    let reactive = &web[..web.find("  - name: forecast").unwrap()];
+    assert!(!reactive.contains("kind: predictive"));
+    let traces = suite_traces(&["multi-day"]);
+    let mut jobs = suite_jobs(&[run::WEB_POLICY, run::CAPACITY_POLICY], &traces);
+    jobs.truncate(1);
+    jobs.extend(
+        suite_jobs(&[("reactive.yaml", reactive), run::CAPACITY_POLICY], &traces)
+            .into_iter()
+            .take(1),
+    );
+    let out: Vec<Outcome> = super::suite::run_all(jobs, super::suite::threads())
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let (with, without) = (&out[0], &out[1]);
+    assert!(
+        after_first_day(with) < after_first_day(without)
+            && with.totals.slo_violation_minutes < without.totals.slo_violation_minutes,
+        "with the forecast {} ({} after day 1), reactive only {} ({} after day 1)",
+        with.totals.slo_violation_minutes,
+        after_first_day(with),
+        without.totals.slo_violation_minutes,
+        after_first_day(without)
+    );
+    // Its votes say what the model saw: a daily pattern, from the day of history the simulated
+    // CloudWatch holds.
+    assert!(
+        with.actions
+            .iter()
+            .any(|a| a.rule.as_deref() == Some("forecast") && a.reason.contains("daily")),
+        "{:?}",
+        with.actions
+            .iter()
+            .filter(|a| a.rule.as_deref() == Some("forecast"))
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn high_resolution_cpu_is_published_collected_and_acted_on_within_a_minute() {
+    // A step from 60 to 300 requests/s at minute 5.
+    let step = |t: DateTime<Utc>| if t < at(5.0) { 60.0 } else { 300.0 };
+    let (sim, worker) = setup(&[run::WEB_POLICY, run::CAPACITY_POLICY]).await;
+    let opts = LoopOptions {
+        until: at(8.0),
+        tick: Duration::from_secs(15),
+        step: Duration::from_secs(5),
+        slo_p95_ms: SLO_MS,
+        faults: Vec::new(),
+    };
+    let out = closed_loop(&sim, Scaler::Ecscale(Box::new(worker)), &step, &opts).await;
+    // The simulated CloudWatch holds CPU per 20 s: three datapoints a minute.
+    let q = crate::api::MetricDataRequest {
+        queries: vec![crate::api::MetricQuery {
+            id: "c".into(),
+            namespace: "AWS/ECS".into(),
+            metric_name: "CPUUtilization".into(),
+            dimensions: vec![
+                ("ClusterName".into(), "production".into()),
+                ("ServiceName".into(), "web".into()),
+            ],
+            stat: "Average".into(),
+            period_secs: 20,
+            unit: None,
+        }],
+        start: at(5.0),
+        end: at(6.0),
+    };
+    let points = sim.lock().store.query(&q, at(8.0)).remove(0).points;
+    assert_eq!(points.len(), 3, "{points:?}");
+    // The worker read them at 20 s and acted on the first hot one: with 1-minute CPU and its
+    // 60 s delay the step's first datapoint would only be seen two minutes after it began.
+    let first = out.actions.iter().find(|a| a.target == "production/web").unwrap();
+    assert!(
+        first.at - at(5.0) <= TimeDelta::seconds(60),
+        "{first:?}\n{}",
+        table(&out)
+    );
+    assert_eq!(first.rule.as_deref(), Some("cpu"), "{first:?}");
 }

@@ -30,8 +30,9 @@ use crate::actuate::capacity::CapacityActuator;
 use crate::actuate::ecs_service::ServiceActuator;
 use crate::actuate::{Alone, Fence, RateLimiter};
 use crate::api::{AppAutoScalingApi, AutoScalingApi, CloudWatchApi, EcsApi, EcsWriteApi};
-use crate::collect::Collector;
+use crate::collect::{Collector, HistoryNeed};
 use crate::config::{Config, Schedule, StateBackend};
+use crate::model::{ServiceKey, TargetKey};
 use crate::policy::TargetPolicy;
 use crate::ship::docs::Doc;
 use crate::ship::{ShipError, Shipper};
@@ -189,6 +190,33 @@ pub struct Parts {
     pub ship: Option<mpsc::Sender<Vec<Doc>>>,
 }
 
+/// The long windows the policies' rules need (predictive rules): per service and metric, the
+/// longest window any rule asks for, read again as often as the most demanding rule wants.
+fn history_needs(policies: &[TargetPolicy]) -> Vec<HistoryNeed> {
+    let mut needs: Vec<HistoryNeed> = Vec::new();
+    for p in policies {
+        let TargetKey::Service { cluster, service } = &p.target else {
+            continue;
+        };
+        for (metric, window, refresh) in p.rules.iter().filter_map(|r| r.spec.policy().history()) {
+            let key = ServiceKey::new(cluster, service);
+            match needs.iter_mut().find(|n| n.key == key && n.metric == metric) {
+                Some(n) => {
+                    n.window = n.window.max(window);
+                    n.refresh = n.refresh.min(refresh);
+                }
+                None => needs.push(HistoryNeed {
+                    key,
+                    metric: metric.to_string(),
+                    window,
+                    refresh,
+                }),
+            }
+        }
+    }
+    needs
+}
+
 impl Worker {
     /// Builds a worker: loads its state (an unreadable state is an error, not a fresh start),
     /// and, with a lease, does not act until it leads.
@@ -225,13 +253,15 @@ impl Worker {
             Some(l) => Arc::new(LeaseFence(l.clone())),
             None => Arc::new(Alone),
         };
+        let needs = history_needs(&policies);
         Ok(Worker {
             collector: Collector::new(
                 &config,
                 clients.ecs.clone(),
                 clients.cloudwatch.clone(),
                 clients.meter.clone(),
-            ),
+            )
+            .with_history(needs),
             services: ServiceActuator::new(
                 clients.ecs_write.clone(),
                 clients.app_autoscaling.clone(),

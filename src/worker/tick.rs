@@ -86,6 +86,8 @@ fn metric_set<'a>(snapshot: &'a Snapshot, key: &'a ServiceKey) -> MetricSet<'a> 
                 samples: &s.samples,
                 period_secs: i64::try_from(s.period_secs).unwrap_or(60),
                 complete_until: s.complete_until,
+                per_task: s.per_task,
+                history: s.history.as_ref().map(|h| h.as_slice()),
             },
         );
     }

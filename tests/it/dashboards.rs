@@ -125,6 +125,8 @@ fn series(cluster: &str, service: &str, id: &str, now: DateTime<Utc>, base: f64)
         period_secs: 60,
         unit: Some("Percent".into()),
         status: "Complete".into(),
+        per_task: false,
+        history: None,
         complete_until: now,
         samples: (1..=10)
             .map(|k| Sample {
@@ -228,6 +230,7 @@ async fn seed(prefix: &str, es: &str) {
                 target: TargetKey::service("prod", "web"),
                 at,
                 current: 4,
+                running: 4,
                 desired: 5 + minute as u32,
                 action: Action::ScaleOut,
                 min: 1,

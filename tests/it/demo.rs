@@ -52,7 +52,8 @@ async fn the_demo_scales_survives_kills_ships_and_writes_a_report_that_renders()
     for s in [
         "<pre id=\"summary\">",
         "Decisions (ecscale)",
-        "request_count_per_target",
+        "cpu ",
+        "target 70 (+6%)",
         "killed (failed its health check)",
         "<svg",
     ] {

@@ -81,8 +81,8 @@ async fn every_example_policy_is_parsed_and_evaluated() {
                 ("request_count_per_target", vec![900.0; 10]),
             ],
             action: Action::ScaleOut,
-            desired: 8,
-            reason: "cpu 85 > target 60 (+10%) for 2/2 datapoints → 5 → 8",
+            desired: 7,
+            reason: "cpu 85 > target 70 (+6%) for 2/2 datapoints → 5 → 7",
         },
         Scenario {
             file: "worker.yaml",
@@ -533,7 +533,7 @@ fn validate_checks_policies_against_the_config() {
     assert_eq!(code, 2, "{stderr}");
     let web = dir.path().join("policies/web.yaml");
     let web = web.display();
-    assert!(stderr.contains(&format!("{web}:6:5: rules[1]: rule `expression` reads `queu_depth`, which is not collected for production/web (collected: cpu, memory; request_count_per_target when ECS reports a target group)")), "{stderr}");
+    assert!(stderr.contains(&format!("{web}:6:5: rules[1]: rule `expression` reads `queu_depth`, which is not collected for production/web (collected: cpu, memory; request_count_per_target, request_count when ECS reports a target group)")), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "{web}:8:1: target.cluster: cluster `staging` is not in {}",

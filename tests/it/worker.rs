@@ -612,3 +612,104 @@ async fn two_workers_one_leader_and_a_takeover_within_the_lease() {
     assert_eq!(item["expires"].as_n().unwrap(), "0", "released at shutdown");
     assert!(log.contains("released the leader lease"), "{log}");
 }
+
+/// The number after `name` in a Prometheus text page (0 when absent).
+fn prometheus_value(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn predictive_history_is_one_long_window_call_per_metric_read_once_per_bucket() {
+    let s = stage("eu-north-1", "it-history").await;
+    let t0 = minute(Utc::now());
+    // Two days of two load metrics, every 5 minutes, with a daily shape.
+    for (name, scale) in [("Requests", 1.0), ("Orders", 0.1)] {
+        let points: Vec<(DateTime<Utc>, f64)> = (1..=576)
+            .map(|k| {
+                let t = t0 - mins(5 * k);
+                let phase = (t.timestamp() % 86_400) as f64 / 86_400.0 * std::f64::consts::TAU;
+                (t, scale * (1000.0 + 500.0 * phase.sin()))
+            })
+            .collect();
+        s.moto
+            .put_points("App", name, &[("Service", "web")], StandardUnit::Count, &points)
+            .await
+            .unwrap();
+    }
+    let rule = |name: &str, metric: &str| {
+        format!("  - {{name: {name}, kind: predictive, metric: {metric}, target_per_task: 400, horizon: 10m, bucket: 5m, min_history: 1d, history: 3d}}\n")
+    };
+    write(
+        s.dir.path(),
+        "policies.yaml",
+        &format!(
+            "target: {{cluster: {c}, service: web}}\nmin: 1\nmax: 8\nrules:\n{}{}",
+            rule("requests", "requests"),
+            rule("orders", "orders"),
+            c = s.cluster
+        ),
+    );
+    let path = write(
+        s.dir.path(),
+        "ecscale.yaml",
+        &format!(
+            "aws:\n  region: {region}\n  endpoint_url: {url}\n  retry: {{max_attempts: 1}}\nschedule: {{interval: 15s}}\nclusters:\n  - name: {cluster}\n    default_metrics: false\n    services:\n      - name: web\n        metrics:\n          - {{id: requests, namespace: App, metric_name: Requests, stat: Sum, dimensions: {{Service: web}}}}\n          - {{id: orders, namespace: App, metric_name: Orders, stat: Sum, dimensions: {{Service: web}}}}\npolicies: [policies.yaml]\nsink: {{spool: {{dir: spool}}}}\nworker:\n  metrics_addr: 'off'\n",
+            region = s.moto.region,
+            url = s.proxy.url,
+            cluster = s.cluster,
+        ),
+    );
+    let (mut w, _) = worker(&path, "it-h", false).await;
+    let on_wire = || {
+        s.proxy
+            .seen()
+            .get("CloudWatch.GetMetricData")
+            .copied()
+            .unwrap_or(0)
+    };
+    let counted = |w: &Worker| {
+        prometheus_value(
+            &w.metrics().render(),
+            "ecscale_aws_calls_total{operation=\"CloudWatch.GetMetricData\"}",
+        )
+    };
+
+    // First tick: the pass's one call (both lookback windows together) and one long-window
+    // call per predictive metric; both rules forecast from the two days.
+    let r = w.tick(t0).await;
+    assert_eq!(on_wire(), 3, "{:?}", s.proxy.seen());
+    assert_eq!(counted(&w), 3.0);
+    let (d, _) = service(&r, "web");
+    for name in ["requests", "orders"] {
+        let v = d.votes.iter().find(|v| v.rule == name).unwrap();
+        assert!(
+            v.reason.contains("forecast peak") && v.reason.contains("daily"),
+            "{v:?}"
+        );
+    }
+    let metrics_after_one = prometheus_value(
+        &w.metrics().render(),
+        "ecscale_cloudwatch_metrics_requested_total",
+    );
+    assert_eq!(
+        metrics_after_one, 4.0,
+        "2 queries in the pass, 1 in each long call"
+    );
+
+    // Within the same 5-minute bucket: the cached history, only the pass's call.
+    for k in 1..=3 {
+        w.tick(t0 + TimeDelta::seconds(15 * k)).await;
+    }
+    assert_eq!(on_wire(), 6);
+    // A bucket later: the long windows are read again, once each.
+    let r = w.tick(t0 + mins(5)).await;
+    assert_eq!(on_wire(), 9);
+    assert_eq!(counted(&w), 9.0);
+    assert!(service(&r, "web")
+        .0
+        .votes
+        .iter()
+        .all(|v| v.reason.contains("forecast peak")));
+}

@@ -287,6 +287,7 @@ async fn a_capacity_policy_is_a_floor() {
         },
         at: Utc::now(),
         current: 2,
+        running: 2,
         desired: 4,
         action: Action::ScaleOut,
         min: 1,

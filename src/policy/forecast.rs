@@ -1,0 +1,727 @@
+//! The forecasting model of the `predictive` rule: fitted once per history, evaluated per tick.
+//!
+//! A linear trend, a daily profile (the mean residual per `bucket` of the day, once a day of
+//! history exists) and a weekly profile (the mean remaining residual per day of the week, once a
+//! week exists). It is fitted twice, on the values and on their logarithms (a multiplicative
+//! pattern: the same shape at another level on a quiet day), and the one with the smaller
+//! relative residual is kept.
+//!
+//! A *short cycle* is looked for in the last hours of what is left: a load repeating every 5
+//! minutes to 2 hours (cron jobs, clients polling in step), found as the first peak of the
+//! residuals' autocorrelation that reaches 0.6 with at least three cycles in view, and whose
+//! profile explains at least half the variance of those hours. Its profile
+//! (the mean residual per minute of the cycle) joins the forecast, and such a cycle is enough
+//! to forecast from before a day of history exists.
+//!
+//! The forecast adds the *current level*: the mean residual of the last hour, so a day running
+//! above or below its usual level (a weekend before a week of history exists, a busy day) moves
+//! the forecast with it. The spread of what is left (residual minus its trailing-hour mean) gives
+//! an upper bound at `confidence` (a normal quantile).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use crate::model::Sample;
+
+pub const DAY: i64 = 86_400;
+const WEEK: i64 = 7 * DAY;
+/// The window of the current level.
+const LEVEL: i64 = 3600;
+/// Where short cycles are looked for, how long they may be, and how clear they must be.
+const CYCLE_WINDOW: i64 = 6 * 3600;
+const CYCLE_MIN: i64 = 300;
+const CYCLE_MAX: i64 = 2 * 3600;
+const CYCLE_STRENGTH: f64 = 0.6;
+/// A cycle must leave at most this share of the window's variance.
+const CYCLE_EXPLAINS: f64 = 0.5;
+
+/// A load repeating every `period` seconds over the last hours.
+#[derive(Debug, Clone, PartialEq)]
+struct Cycle {
+    period: i64,
+    /// The mean residual per minute of the cycle, the phase counted from `anchor`.
+    profile: Vec<f64>,
+    anchor: i64,
+}
+
+impl Cycle {
+    fn at(&self, t: i64) -> f64 {
+        let k = ((t - self.anchor).rem_euclid(self.period) / 60) as usize;
+        self.profile.get(k).copied().unwrap_or(0.0)
+    }
+}
+
+/// The per-minute means of the residuals of the window's minutes (`None` where none fell).
+fn minutes(ts: &[i64], residual: &[f64], from: i64, n: usize) -> Vec<Option<f64>> {
+    let mut bins = vec![(0.0, 0u32); n];
+    for (t, r) in ts.iter().zip(residual).filter(|(t, _)| **t >= from) {
+        let k = (((t - from) / 60) as usize).min(n - 1);
+        bins[k].0 += r;
+        bins[k].1 += 1;
+    }
+    bins.into_iter()
+        .map(|(s, c)| (c > 0).then(|| s / f64::from(c)))
+        .collect()
+}
+
+/// The autocorrelation of `x` at `lag`, over the pairs that both have a value.
+fn autocorrelation(x: &[Option<f64>], mean: f64, lag: usize) -> f64 {
+    let (mut num, mut den) = (0.0, 0.0);
+    for i in 0..x.len() {
+        let Some(a) = x[i] else { continue };
+        den += (a - mean).powi(2);
+        if let Some(Some(b)) = x.get(i + lag) {
+            num += (a - mean) * (b - mean);
+        }
+    }
+    if den > 0.0 {
+        num / den * x.len() as f64 / (x.len() - lag).max(1) as f64
+    } else {
+        0.0
+    }
+}
+
+/// A clear short cycle in the last [`CYCLE_WINDOW`] of the residuals, if there is one.
+fn find_cycle(ts: &[i64], residual: &[f64]) -> Option<Cycle> {
+    let end = *ts.last()?;
+    let from = (end - CYCLE_WINDOW).max(ts[0]);
+    let n = ((end - from) / 60 + 1) as usize;
+    let x = minutes(ts, residual, from, n);
+    let filled: Vec<f64> = x.iter().flatten().copied().collect();
+    if filled.len() * 10 < n * 9 {
+        return None;
+    }
+    let m = mean(filled.iter().copied());
+    let (lo, hi) = ((CYCLE_MIN / 60) as usize, ((CYCLE_MAX / 60) as usize).min(n / 3));
+    if lo + 1 >= hi {
+        return None;
+    }
+    let r: Vec<f64> = (lo - 1..=hi + 1).map(|lag| autocorrelation(&x, m, lag)).collect();
+    // The first local peak that is clear enough: the fundamental, not a multiple of it.
+    let lag =
+        (1..r.len() - 1).find(|&i| r[i] >= CYCLE_STRENGTH && r[i] > r[i - 1] && r[i] >= r[i + 1])? + lo - 1;
+    let period = lag as i64 * 60;
+    let mut sums = vec![(0.0, 0u32); lag];
+    for (t, r) in ts.iter().zip(residual).filter(|(t, _)| **t >= from) {
+        let k = ((t - end).rem_euclid(period) / 60) as usize % lag;
+        sums[k].0 += r;
+        sums[k].1 += 1;
+    }
+    let profile = sums
+        .into_iter()
+        .map(|(s, c)| if c > 0 { s / f64::from(c) } else { 0.0 })
+        .collect();
+    let cycle = Cycle {
+        period,
+        profile,
+        anchor: end,
+    };
+    // A cycle worth the name explains the load: at least half the variance of the window.
+    let window: Vec<(i64, f64)> = ts
+        .iter()
+        .zip(residual)
+        .filter(|(t, _)| **t >= from)
+        .map(|(t, r)| (*t, *r))
+        .collect();
+    let m = mean(window.iter().map(|(_, r)| *r));
+    let before: f64 = window.iter().map(|(_, r)| (r - m).powi(2)).sum();
+    let after: f64 = window.iter().map(|(t, r)| (r - cycle.at(*t) - m).powi(2)).sum();
+    (after <= CYCLE_EXPLAINS * before).then_some(cycle)
+}
+
+/// What the model saw and expects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    /// Per bucket over the horizon: (time, expected value).
+    pub points: Vec<(DateTime<Utc>, f64)>,
+    /// The highest upper bound over the horizon.
+    pub peak: f64,
+    /// Residual standard deviation (in the model's space).
+    pub sigma: f64,
+    /// Trend, per hour, in the metric's units at `now`.
+    pub slope_per_hour: f64,
+    pub daily: bool,
+    pub weekly: bool,
+    /// The period of a short cycle in the last hours, when one was found.
+    pub cycle: Option<Duration>,
+    /// Fitted on logarithms (a multiplicative pattern).
+    pub multiplicative: bool,
+    /// The current level against the usual one: a factor (multiplicative) or an offset.
+    pub level: f64,
+}
+
+/// A fitted model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    t0: i64,
+    log: bool,
+    /// Added before the logarithm, so zeros are allowed.
+    offset: f64,
+    intercept: f64,
+    /// Per hour, in the model's space.
+    slope: f64,
+    bucket: i64,
+    daily: Option<Vec<f64>>,
+    weekly: Option<[f64; 7]>,
+    cycle: Option<Cycle>,
+    sigma: f64,
+    /// Per bucket of the day (at least `sigma`): some hours are more volatile than others.
+    sigmas: Vec<f64>,
+    /// The last hour's residuals at the end of the history: (time, residual).
+    tail: Vec<(i64, f64)>,
+}
+
+fn weekday(t: i64) -> usize {
+    DateTime::from_timestamp(t, 0).map_or(0, |d| d.weekday().num_days_from_monday() as usize)
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        s / n as f64
+    }
+}
+
+/// The least-squares line `(intercept, slope)` through `(x, y)`.
+fn line(xs: &[f64], ys: &[f64]) -> (f64, f64) {
+    let (mx, my) = (mean(xs.iter().copied()), mean(ys.iter().copied()));
+    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    let sxy: f64 = xs.iter().zip(ys).map(|(x, v)| (x - mx) * (v - my)).sum();
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (my - slope * mx, slope)
+}
+
+/// Mean residual per class (`of` maps a time to its class), and the residuals without it.
+fn profile(ts: &[i64], residual: &mut [f64], classes: usize, of: impl Fn(i64) -> usize) -> Vec<f64> {
+    let mut sums = vec![(0.0, 0u32); classes];
+    for (t, r) in ts.iter().zip(residual.iter()) {
+        let e = &mut sums[of(*t) % classes];
+        e.0 += r;
+        e.1 += 1;
+    }
+    let p: Vec<f64> = sums
+        .into_iter()
+        .map(|(s, n)| if n > 0 { s / f64::from(n) } else { 0.0 })
+        .collect();
+    for (t, r) in ts.iter().zip(residual.iter_mut()) {
+        *r -= p[of(*t) % classes];
+    }
+    p
+}
+
+/// The spread of residuals around their trailing-hour mean (what the level correction leaves):
+/// over all of them, and per bucket of the day (`buckets` classes by `of`) where a bucket has
+/// enough of them; a bucket's is never below the overall one.
+fn spread(ts: &[i64], residual: &[f64], buckets: usize, of: impl Fn(i64) -> usize) -> (f64, Vec<f64>) {
+    let (mut lo, mut sum) = (0usize, 0.0);
+    let mut dev = Vec::with_capacity(residual.len());
+    for i in 0..residual.len() {
+        while ts[i] - ts[lo] > LEVEL {
+            sum -= residual[lo];
+            lo += 1;
+        }
+        if i > lo {
+            dev.push((ts[i], residual[i] - sum / (i - lo) as f64));
+        }
+        sum += residual[i];
+    }
+    let m = mean(dev.iter().map(|(_, d)| *d));
+    let var = mean(dev.iter().map(|(_, d)| (d - m).powi(2)));
+    let overall = if var.is_finite() { var.sqrt() } else { 0.0 };
+    let mut per = vec![(0.0, 0u32); buckets];
+    for (t, d) in &dev {
+        let e = &mut per[of(*t) % buckets];
+        e.0 += (d - m).powi(2);
+        e.1 += 1;
+    }
+    let per = per
+        .into_iter()
+        .map(|(s, n)| {
+            if n >= 3 {
+                (s / f64::from(n)).sqrt().max(overall)
+            } else {
+                overall
+            }
+        })
+        .collect();
+    (overall, per)
+}
+
+impl Model {
+    /// Fits one model to `history` (oldest first), in the values' space or their logarithms'.
+    fn fit_in(history: &[Sample], bucket: Duration, log: bool) -> Option<Model> {
+        let t0 = history.first()?.timestamp.timestamp();
+        let ts: Vec<i64> = history.iter().map(|s| s.timestamp.timestamp()).collect();
+        let scale = mean(history.iter().map(|s| s.value.abs()));
+        let offset = 1e-3 * scale + 1e-9;
+        let y: Vec<f64> = history
+            .iter()
+            .map(|s| {
+                if log {
+                    (s.value.max(0.0) + offset).ln()
+                } else {
+                    s.value
+                }
+            })
+            .collect();
+        let xs: Vec<f64> = ts.iter().map(|t| (t - t0) as f64 / 3600.0).collect();
+        let span = ts.last()? - t0;
+        let bucket = (bucket.as_secs() as i64).max(1);
+        let buckets = (DAY / bucket).max(1) as usize;
+        let day_of = |t: i64| (t.rem_euclid(DAY) / bucket) as usize;
+        let mut daily = (span >= DAY).then(|| vec![0.0; buckets]);
+        let mut weekly = (span >= WEEK).then_some([0.0; 7]);
+        let seasonal = |t: i64, d: &Option<Vec<f64>>, w: &Option<[f64; 7]>| {
+            d.as_ref().map_or(0.0, |d| d[day_of(t) % d.len()]) + w.as_ref().map_or(0.0, |w| w[weekday(t)])
+        };
+        // Backfitting: the trend of what the profiles leave, the profiles of what the trend
+        // leaves (a trend fitted first would take part of a daily cycle for growth).
+        let (mut intercept, mut slope) = (0.0, 0.0);
+        let mut residual = vec![0.0; y.len()];
+        for _ in 0..3 {
+            let rest: Vec<f64> = ts
+                .iter()
+                .zip(&y)
+                .map(|(t, v)| v - seasonal(*t, &daily, &weekly))
+                .collect();
+            (intercept, slope) = line(&xs, &rest);
+            for (r, (x, v)) in residual.iter_mut().zip(xs.iter().zip(&y)) {
+                *r = v - intercept - slope * x;
+            }
+            // What the trend leaves, without the other profile.
+            let less = |d: &Option<Vec<f64>>, w: &Option<[f64; 7]>| -> Vec<f64> {
+                ts.iter()
+                    .zip(&residual)
+                    .map(|(t, r)| r - seasonal(*t, d, w))
+                    .collect()
+            };
+            if daily.is_some() {
+                let mut r = less(&None, &weekly);
+                daily = Some(profile(&ts, &mut r, buckets, day_of));
+            }
+            if weekly.is_some() {
+                let mut r = less(&daily, &None);
+                let p = profile(&ts, &mut r, 7, weekday);
+                weekly = Some([p[0], p[1], p[2], p[3], p[4], p[5], p[6]]);
+            }
+        }
+        for (r, t) in residual.iter_mut().zip(&ts) {
+            *r -= seasonal(*t, &daily, &weekly);
+        }
+        let cycle = find_cycle(&ts, &residual);
+        if let Some(c) = &cycle {
+            for (r, t) in residual.iter_mut().zip(&ts) {
+                *r -= c.at(*t);
+            }
+        }
+        let (sigma, sigmas) = spread(&ts, &residual, buckets, day_of);
+        let end = *ts.last()?;
+        let tail = ts
+            .iter()
+            .zip(&residual)
+            .filter(|(t, _)| end - **t < LEVEL)
+            .map(|(t, r)| (*t, *r))
+            .collect();
+        Some(Model {
+            t0,
+            log,
+            offset,
+            intercept,
+            slope,
+            bucket,
+            daily,
+            weekly,
+            cycle,
+            sigma,
+            sigmas,
+            tail,
+        })
+    }
+
+    /// Fits both spaces and keeps the one that forecasts better: both are fitted again on the
+    /// first three quarters of the history and scored on the last quarter (each datapoint
+    /// forecast with the level of the hour before it, as live). Below two days of history, or
+    /// with negative values, the score cannot tell much: multiplicative where the values allow
+    /// it (loads are users × their rate). `None` with fewer than two datapoints.
+    pub fn fit(history: &[Sample], bucket: Duration) -> Option<Model> {
+        Model::fit_as(history, bucket, None)
+    }
+
+    /// [`Model::fit`], or only in the space given (a choice made earlier on this history).
+    pub fn fit_as(history: &[Sample], bucket: Duration, multiplicative: Option<bool>) -> Option<Model> {
+        if history.len() < 2 {
+            return None;
+        }
+        if let Some(log) = multiplicative {
+            let positive = history.iter().all(|s| s.value >= 0.0);
+            return Model::fit_in(history, bucket, log && positive);
+        }
+        let linear = Model::fit_in(history, bucket, false)?;
+        let positive = history.iter().all(|s| s.value >= 0.0);
+        let Some(log) = positive.then(|| Model::fit_in(history, bucket, true)).flatten() else {
+            return Some(linear);
+        };
+        let span = history[history.len() - 1].timestamp - history[0].timestamp;
+        if span < TimeDelta::days(2) {
+            return Some(log);
+        }
+        let cut = history[0].timestamp + span * 3 / 4;
+        let split = history.partition_point(|s| s.timestamp < cut);
+        let (train, test) = history.split_at(split);
+        let score =
+            |log: bool| Model::fit_in(train, bucket, log).map_or(f64::INFINITY, |m| m.error(history, test));
+        Some(if score(true) <= score(false) { log } else { linear })
+    }
+
+    /// The mean relative error forecasting each of `test` with the level of the hour of
+    /// `all` before it.
+    fn error(&self, all: &[Sample], test: &[Sample]) -> f64 {
+        let mut lo = 0usize;
+        let mut sum = 0.0;
+        let mut hi = 0usize;
+        let mut errors = Vec::with_capacity(test.len());
+        for s in test {
+            let t = s.timestamp.timestamp();
+            while hi < all.len() && all[hi].timestamp.timestamp() < t {
+                sum += self.transform(all[hi].value) - self.base(all[hi].timestamp.timestamp());
+                hi += 1;
+            }
+            while lo < hi && t - all[lo].timestamp.timestamp() > LEVEL {
+                sum -= self.transform(all[lo].value) - self.base(all[lo].timestamp.timestamp());
+                lo += 1;
+            }
+            let level = if hi > lo { sum / (hi - lo) as f64 } else { 0.0 };
+            let want = s.value.abs().max(f64::MIN_POSITIVE);
+            errors.push((self.to_value(self.base(t) + level) - s.value).abs() / want);
+        }
+        mean(errors.into_iter())
+    }
+
+    /// The model's value at `t`, in its own space (before the level).
+    fn base(&self, t: i64) -> f64 {
+        let mut v = self.intercept + self.slope * (t - self.t0) as f64 / 3600.0;
+        if let Some(d) = &self.daily {
+            v += d[(t.rem_euclid(DAY) / self.bucket) as usize % d.len()];
+        }
+        if let Some(w) = &self.weekly {
+            v += w[weekday(t)];
+        }
+        if let Some(c) = &self.cycle {
+            v += c.at(t);
+        }
+        v
+    }
+
+    /// The period of the short cycle found, if any.
+    pub fn cycle(&self) -> Option<Duration> {
+        self.cycle.as_ref().map(|c| Duration::from_secs(c.period as u64))
+    }
+
+    fn to_value(&self, v: f64) -> f64 {
+        if self.log {
+            (v.exp() - self.offset).max(0.0)
+        } else {
+            v
+        }
+    }
+
+    fn transform(&self, v: f64) -> f64 {
+        if self.log {
+            (v.max(0.0) + self.offset).ln()
+        } else {
+            v
+        }
+    }
+
+    /// The mean residual of the hour before `now`: from `recent` where it has datapoints then,
+    /// else from the end of the fitted history.
+    fn level(&self, recent: &[Sample], now: DateTime<Utc>) -> f64 {
+        let now = now.timestamp();
+        let fresh: Vec<f64> = recent
+            .iter()
+            .map(|s| (s.timestamp.timestamp(), s.value))
+            .filter(|(t, _)| *t <= now && now - t < LEVEL)
+            .map(|(t, v)| self.transform(v) - self.base(t))
+            .collect();
+        if !fresh.is_empty() {
+            return mean(fresh.into_iter());
+        }
+        mean(
+            self.tail
+                .iter()
+                .filter(|(t, _)| *t <= now && now - t < LEVEL)
+                .map(|(_, r)| *r),
+        )
+    }
+
+    fn bucket_of(&self, t: i64) -> usize {
+        (t.rem_euclid(DAY) / self.bucket) as usize
+    }
+
+    /// Fitted on logarithms.
+    pub fn multiplicative(&self) -> bool {
+        self.log
+    }
+
+    /// Forecasts each bucket overlapping `[now, now + horizon]`.
+    pub fn forecast(
+        &self,
+        recent: &[Sample],
+        now: DateTime<Utc>,
+        horizon: Duration,
+        confidence: f64,
+    ) -> Forecast {
+        let level = self.level(recent, now);
+        let z = Normal::standard().inverse_cdf(confidence);
+        let end = now + TimeDelta::from_std(horizon).unwrap_or(TimeDelta::MAX);
+        // Per bucket, or per minute where a cycle moves faster than the buckets.
+        let res = if self.cycle.is_some() {
+            self.bucket.min(60)
+        } else {
+            self.bucket
+        };
+        let step = TimeDelta::seconds(res);
+        let mut points = Vec::new();
+        let mut peak = f64::MIN;
+        let mut b =
+            DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(res), 0).unwrap_or(now);
+        while b <= end {
+            let at = b.max(now);
+            let v = self.base(at.timestamp()) + level;
+            points.push((at, self.to_value(v)));
+            let sigma = self
+                .sigmas
+                .get(self.bucket_of(at.timestamp()))
+                .copied()
+                .unwrap_or(self.sigma);
+            peak = peak.max(self.to_value(v + z * sigma));
+            b += step;
+        }
+        let here = self.to_value(self.base(now.timestamp()) + level);
+        Forecast {
+            points,
+            peak,
+            sigma: self.sigma,
+            slope_per_hour: if self.log {
+                self.slope * (here + self.offset)
+            } else {
+                self.slope
+            },
+            daily: self.daily.is_some(),
+            weekly: self.weekly.is_some(),
+            cycle: self.cycle(),
+            multiplicative: self.log,
+            level: if self.log { level.exp() } else { level },
+        }
+    }
+}
+
+/// Fits `history` and forecasts `[now, now + horizon]` (the level from its own last hour).
+pub fn forecast(
+    history: &[Sample],
+    now: DateTime<Utc>,
+    horizon: Duration,
+    bucket: Duration,
+    confidence: f64,
+) -> Option<Forecast> {
+    Some(Model::fit(history, bucket)?.forecast(history, now, horizon, confidence))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(days: i64, f: impl Fn(i64) -> f64) -> Vec<Sample> {
+        let start = DateTime::from_timestamp(1_767_225_600, 0).unwrap(); // 2026-01-01 00:00 UTC, a Thursday
+        (0..days * 288)
+            .map(|i| {
+                let t = start + TimeDelta::minutes(5 * i);
+                Sample {
+                    timestamp: t,
+                    value: f(t.timestamp()),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_daily_cycle_is_learned_and_forecast() {
+        // 1000 at night, 3000 at 14:00, a smooth day.
+        let day_curve = |t: i64| {
+            let h = (t.rem_euclid(DAY)) as f64 / 3600.0;
+            2000.0 - 1000.0 * ((h - 2.0) / 24.0 * std::f64::consts::TAU).cos()
+        };
+        let h = series(14, day_curve);
+        let now = h.last().unwrap().timestamp;
+        // Forecast 13:00..15:00 of the next day.
+        let at = now + TimeDelta::hours(13);
+        let f = forecast(
+            &h,
+            at,
+            Duration::from_secs(2 * 3600),
+            Duration::from_secs(900),
+            0.8,
+        )
+        .unwrap();
+        assert!(f.daily && f.weekly);
+        assert!(f.slope_per_hour.abs() < 1.0, "no trend: {}", f.slope_per_hour);
+        for (t, v) in &f.points {
+            let want = day_curve(t.timestamp());
+            assert!((v - want).abs() < 60.0, "{t}: {v} vs {want}");
+        }
+        assert!((f.peak - 3000.0).abs() < 80.0, "peak {}", f.peak);
+    }
+
+    #[test]
+    fn a_weekly_pattern_and_a_trend_are_learned() {
+        // Weekends at half load, plus growth of 10 per hour.
+        let start = 1_767_225_600;
+        let load = |t: i64| {
+            let weekday = DateTime::from_timestamp(t, 0)
+                .unwrap()
+                .weekday()
+                .num_days_from_monday();
+            let base = if weekday >= 5 { 500.0 } else { 1000.0 };
+            base + 10.0 * (t - start) as f64 / 3600.0
+        };
+        let h = series(21, load);
+        let now = h.last().unwrap().timestamp; // the end of a Wednesday
+        let f = forecast(
+            &h,
+            now + TimeDelta::days(3),
+            Duration::from_secs(3600),
+            Duration::from_secs(900),
+            0.5,
+        )
+        .unwrap();
+        let (t, v) = f.points[0];
+        let want = load(t.timestamp());
+        assert!((v - want).abs() < 0.08 * want, "{t}: {v} vs {want}");
+        assert!(
+            (f.slope_per_hour - 10.0).abs() < 1.5,
+            "slope {}",
+            f.slope_per_hour
+        );
+    }
+
+    #[test]
+    fn the_bound_widens_with_noise() {
+        let noisy = series(2, |t| 1000.0 + if t % 600 == 0 { 200.0 } else { -200.0 });
+        let quiet = series(2, |_| 1000.0);
+        let f = |h: &[Sample]| {
+            forecast(
+                h,
+                h.last().unwrap().timestamp,
+                Duration::from_secs(1800),
+                Duration::from_secs(900),
+                0.9,
+            )
+            .unwrap()
+        };
+        assert!(f(&quiet).peak < 1000.5);
+        assert!(f(&noisy).peak > 1200.0, "{}", f(&noisy).peak);
+    }
+
+    #[test]
+    fn a_quiet_day_scales_the_learned_shape_by_its_current_level() {
+        // Two days of a shape with a 09:00 surge, then a day at 60 % of it: by 08:30 the last
+        // hour says "60 %", and the 09:00 surge is forecast at 60 % too.
+        let shape = |t: i64| {
+            let h = (t.rem_euclid(DAY)) as f64 / 3600.0;
+            100.0
+                + 50.0 * (h / 24.0 * std::f64::consts::TAU).sin().abs()
+                + if (9.0..10.0).contains(&h) { 300.0 } else { 0.0 }
+        };
+        let mut h = series(2, shape);
+        let day3 = h.last().unwrap().timestamp + TimeDelta::minutes(5);
+        let mut t = day3;
+        while t < day3 + TimeDelta::minutes(8 * 60 + 30) {
+            h.push(Sample {
+                timestamp: t,
+                value: 0.6 * shape(t.timestamp()),
+            });
+            t += TimeDelta::minutes(5);
+        }
+        let now = h.last().unwrap().timestamp; // 08:25
+        let f = forecast(&h, now, Duration::from_secs(3600), Duration::from_secs(300), 0.8).unwrap();
+        assert!(f.multiplicative, "{f:?}");
+        // Relative to the fit, which already took in part of this morning: below the usual.
+        assert!(f.level < 0.9, "level {}", f.level);
+        let surge = f
+            .points
+            .iter()
+            .find(|(t, _)| t.timestamp().rem_euclid(DAY) == 9 * 3600)
+            .unwrap()
+            .1;
+        let want = 0.6 * shape(day3.timestamp() + 9 * 3600);
+        assert!((surge - want).abs() < 0.1 * want, "surge {surge} vs {want}");
+        assert!(f.peak >= want, "the bound covers the surge: {} vs {want}", f.peak);
+    }
+}
+
+#[cfg(test)]
+mod cycle_tests {
+    use super::*;
+
+    fn minutes(n: i64, f: impl Fn(i64) -> f64) -> Vec<Sample> {
+        let start = DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+        (0..n)
+            .map(|k| Sample {
+                timestamp: start + TimeDelta::minutes(k),
+                value: f(k),
+            })
+            .collect()
+    }
+
+    /// Deterministic noise in [-1, 1] (xorshift, so without a period of its own).
+    fn noise(k: i64) -> f64 {
+        let mut x = (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+
+    #[test]
+    fn a_herd_every_20_minutes_is_found_and_forecast_before_it_comes() {
+        // 4 hours: 80 requests, a jump to 320 every 20 minutes decaying back, ±3 % noise.
+        let h = minutes(240, |k| {
+            (320.0 - 240.0 * ((k % 20) as f64 / 20.0)) * (1.0 + 0.03 * noise(k))
+        });
+        let m = Model::fit(&h, Duration::from_secs(300)).unwrap();
+        assert_eq!(m.cycle(), Some(Duration::from_secs(1200)));
+        // Two minutes before the next jump, the forecast over the next 3 minutes sees it.
+        let now = h[0].timestamp + TimeDelta::minutes(258);
+        let f = m.forecast(&h, now, Duration::from_secs(180), 0.8);
+        assert!(f.peak > 280.0, "{f:?}");
+        // Right after the jump has decayed, it does not expect one.
+        let f = m.forecast(
+            &h,
+            h[0].timestamp + TimeDelta::minutes(250),
+            Duration::from_secs(180),
+            0.8,
+        );
+        assert!(f.peak < 250.0, "{f:?}");
+    }
+
+    #[test]
+    fn noise_and_a_ramp_have_no_cycle() {
+        let noisy = minutes(240, |k| 200.0 * (1.0 + 0.1 * noise(k)));
+        assert_eq!(
+            Model::fit(&noisy, Duration::from_secs(300)).unwrap().cycle(),
+            None
+        );
+        let ramp = minutes(240, |k| 50.0 + k as f64 + 5.0 * noise(k));
+        assert_eq!(Model::fit(&ramp, Duration::from_secs(300)).unwrap().cycle(), None);
+        // Too short a history to see three cycles of anything longer than 20 minutes.
+        let short = minutes(50, |k| if k % 30 < 5 { 300.0 } else { 100.0 });
+        assert_eq!(
+            Model::fit(&short, Duration::from_secs(300)).unwrap().cycle(),
+            None
+        );
+    }
+}
