@@ -442,7 +442,20 @@ impl CapacityActuator {
             Ok(s) => s,
             Err(e) => return self.no_action(out, e),
         };
-        let (demands, overhead, unknown) = demand(t.cluster, t.desired, &active);
+        let (mut demands, overhead, unknown) = demand(t.cluster, t.desired, &active);
+        if let Some(largest) = demands
+            .iter()
+            .map(|d| d.size)
+            .max_by_key(|s| (s.cpu, s.memory_mib))
+        {
+            if t.spec.spare_tasks > 0 {
+                demands.push(Demand {
+                    name: "spare".into(),
+                    size: largest,
+                    count: t.spec.spare_tasks,
+                });
+            }
+        }
         let mut bins: Vec<Bin> = active
             .iter()
             .map(|c| Bin {
@@ -730,8 +743,18 @@ fn describe(
     policy: Option<&Decision>,
 ) -> String {
     let tasks: u32 = demands.iter().map(|d| d.count).sum();
+    let spare: u32 = demands
+        .iter()
+        .filter(|d| d.name == "spare")
+        .map(|d| d.count)
+        .sum();
+    let tasks = if spare > 0 {
+        format!("{} tasks and room for {spare} more", tasks - spare)
+    } else {
+        format!("{tasks} tasks")
+    };
     let mut s = format!(
-        "{tasks} tasks need {} instance(s) of {} CPU / {} MiB ({}% headroom)",
+        "{tasks} need {} instance(s) of {} CPU / {} MiB ({}% headroom)",
         p.needed(),
         size.cpu,
         size.memory_mib,

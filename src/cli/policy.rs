@@ -106,6 +106,16 @@ pub(super) struct BacktestArgs {
     /// With --simulate: the AWS-style baseline's CPU target (%).
     #[arg(long, default_value_t = 60.0, requires = "simulate")]
     pub(super) baseline_target: f64,
+    /// With --simulate: the resolution of ECS's service CPU and memory in the simulator (20s:
+    /// ECS's high-resolution metrics, which the embedded config then reads; 60s: without them).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, requires = "simulate")]
+    pub(super) resolution: std::time::Duration,
+    /// With --simulate: the capacity stage's headroom per instance (a fraction: 0.1).
+    #[arg(long, default_value_t = 0.1, requires = "simulate")]
+    pub(super) headroom: f64,
+    /// With --simulate: room the capacity stage keeps for this many more tasks (warm capacity).
+    #[arg(long, default_value_t = 0, requires = "simulate")]
+    pub(super) spare_tasks: u32,
     /// With --simulate: write an HTML report (the three runs' charts, decisions and events).
     #[arg(long, value_name = "OUT.html", requires = "simulate")]
     pub(super) report: Option<PathBuf>,

@@ -74,6 +74,18 @@ fn subject(path: &Path, args: &BacktestArgs) -> Result<Subject, Failure> {
     spec.cluster = cluster.clone();
     spec.service = name.clone();
     spec.task_rps = args.task_rps;
+    spec.headroom = args.headroom;
+    spec.spare_tasks = args.spare_tasks;
+    spec.high_resolution = match args.resolution.as_secs() {
+        20 => Some(args.resolution),
+        60 => None,
+        _ => {
+            return Err(invalid(anyhow::anyhow!(
+                "--resolution {}: 20s (ECS's high-resolution metrics) or 60s",
+                humantime::format_duration(args.resolution)
+            )))
+        }
+    };
     let setup = Setup {
         spec,
         slo_ms: args.slo_p95.as_secs_f64() * 1000.0,
@@ -97,6 +109,12 @@ pub(super) async fn backtest(args: BacktestArgs) -> Result<u8, Failure> {
         return Err(invalid(anyhow::anyhow!(
             "--task-rps {}: must be a positive number",
             args.task_rps
+        )));
+    }
+    if !(0.0..1.0).contains(&args.headroom) {
+        return Err(invalid(anyhow::anyhow!(
+            "--headroom {}: a fraction from 0 to below 1 (0.1 is 10 %)",
+            args.headroom
         )));
     }
     if !(args.baseline_target > 0.0 && args.baseline_target < 100.0) {

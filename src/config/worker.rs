@@ -16,6 +16,9 @@ pub struct CapacitySpec {
     pub cluster: String,
     /// Spare CPU and memory kept beyond what tasks reserve (a fraction, 0.1 = 10 %).
     pub headroom: f64,
+    /// Room kept for this many more tasks (of the cluster's largest task size): warm capacity,
+    /// so a scale-out of that many needs no instance to boot.
+    pub spare_tasks: u32,
     /// What one instance offers to tasks. When absent: learned from the cluster's registered
     /// container instances, else from the group's instance type.
     pub instance: Option<Resources>,
@@ -245,6 +248,7 @@ fn read_capacity_one(node: &Node, path: &str, cx: &mut Cx) -> Option<CapacitySpe
             memory_mib: memory_mib?,
         })
     });
+    let spare_tasks = m.or(cx, "spare_tasks", 0u32);
     let drain_timeout = m
         .opt_with(cx, "drain_timeout", positive)
         .unwrap_or(Duration::from_secs(600));
@@ -257,6 +261,7 @@ fn read_capacity_one(node: &Node, path: &str, cx: &mut Cx) -> Option<CapacitySpe
             "auto_scaling_group",
             "cluster",
             "headroom",
+            "spare_tasks",
             "instance",
             "drain_timeout",
             "scale_in_cooldown",
@@ -266,6 +271,7 @@ fn read_capacity_one(node: &Node, path: &str, cx: &mut Cx) -> Option<CapacitySpe
         auto_scaling_group: auto_scaling_group?,
         cluster: cluster?,
         headroom,
+        spare_tasks,
         instance,
         drain_timeout,
         scale_in_cooldown,

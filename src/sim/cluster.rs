@@ -47,6 +47,10 @@ pub struct Spec {
     pub high_resolution_lag: Duration,
     /// A request that would wait longer than this in a task's queue is refused (503).
     pub max_queue_wait: Duration,
+    /// The embedded worker config's capacity settings for the group: headroom per instance
+    /// (a fraction) and room kept for spare tasks.
+    pub headroom: f64,
+    pub spare_tasks: u32,
     pub seed: u64,
 }
 
@@ -76,6 +80,8 @@ impl Spec {
             metric_lag: Duration::from_secs(45),
             high_resolution: Some(Duration::from_secs(20)),
             high_resolution_lag: Duration::from_secs(20),
+            headroom: 0.1,
+            spare_tasks: 0,
             max_queue_wait: Duration::from_secs(2),
             seed: 7,
         }

@@ -57,7 +57,8 @@ clusters:
 capacity:
   - auto_scaling_group: {asg}
     cluster: {cluster}
-    headroom: 10%
+    headroom: {headroom}
+    spare_tasks: {spare}
     drain_timeout: 10m
     scale_in_cooldown: 5m
 worker:
@@ -73,6 +74,8 @@ sink:
         tg = spec.target_group_arn(),
         asg = spec.auto_scaling_group,
         hires = spec.high_resolution.is_some(),
+        headroom = spec.headroom,
+        spare = spec.spare_tasks,
     )
 }
 

@@ -20,6 +20,7 @@ fn spec() -> CapacitySpec {
         auto_scaling_group: "prod-asg".into(),
         cluster: "prod".into(),
         headroom: 0.1,
+        spare_tasks: 0,
         instance: None,
         drain_timeout: std::time::Duration::from_secs(600),
         scale_in_cooldown: std::time::Duration::from_secs(300),
@@ -63,11 +64,22 @@ async fn tick(
     state: &mut GroupState,
     now: DateTime<Utc>,
 ) -> GroupOutcome {
+    tick_with(&spec(), w, c, desired, policy, state, now).await
+}
+
+async fn tick_with(
+    spec: &CapacitySpec,
+    w: &World,
+    c: &ClusterSnapshot,
+    desired: &[(&str, u32)],
+    policy: Option<&Decision>,
+    state: &mut GroupState,
+    now: DateTime<Utc>,
+) -> GroupOutcome {
     let group = w.asg.info();
     let desired: BTreeMap<String, u32> = desired.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    let spec = spec();
     let t = GroupTick {
-        spec: &spec,
+        spec,
         group: &group,
         cluster: c,
         desired: &desired,
@@ -105,6 +117,51 @@ async fn scale_out_counts_the_tasks_the_decisions_add() {
     assert_eq!(out.applied, Applied::Unchanged, "{}", out.decision.reason);
     assert_eq!(out.decision.inputs["instances_booting"], 1.0);
     assert_eq!(w.asg.desired_calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn spare_tasks_keep_warm_room_beyond_what_the_tasks_need() {
+    // 14 tasks fit on 2 instances (7 each with 10 % headroom): no change without spare room.
+    let w = world(&["i-1", "i-2"], 1, 10, false);
+    let c = cluster(14, vec![ci("i-1", 7), ci("i-2", 7)]);
+    let out = tick(
+        &w,
+        &c,
+        &[("web", 14)],
+        None,
+        &mut GroupState::default(),
+        Utc::now(),
+    )
+    .await;
+    assert_eq!(out.applied, Applied::Unchanged, "{}", out.decision.reason);
+    // Room for 4 more kept warm: a third instance, before any task waits for it.
+    let spec = CapacitySpec {
+        spare_tasks: 4,
+        ..spec()
+    };
+    let out = tick_with(
+        &spec,
+        &w,
+        &c,
+        &[("web", 14)],
+        None,
+        &mut GroupState::default(),
+        Utc::now(),
+    )
+    .await;
+    assert_eq!(
+        out.applied,
+        Applied::Updated { from: 2, to: 3 },
+        "{}",
+        out.decision.reason
+    );
+    assert!(
+        out.decision
+            .reason
+            .contains("14 tasks and room for 4 more need 3 instance(s)"),
+        "{}",
+        out.decision.reason
+    );
 }
 
 #[tokio::test]
