@@ -206,6 +206,14 @@ impl RunningHistory {
         self.set(since, running);
     }
 
+    /// This history with the look at `at` recorded too: the counts a decision made at `at`
+    /// reads (the look that came with it included; `record` keeps it afterwards).
+    pub fn with_look(&self, at: DateTime<Utc>, running: u32) -> RunningHistory {
+        let mut h = self.clone();
+        h.observe(at, running);
+        h
+    }
+
     /// Records a change the engine itself made at `at` (a scale-in stops tasks at once).
     pub fn changed(&mut self, at: DateTime<Utc>, running: u32) {
         self.seen = Some(self.seen.map_or(at, |t| t.max(at)));

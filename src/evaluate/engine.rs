@@ -80,6 +80,7 @@ pub fn decide(
     let mut blockers: Vec<String> = Vec::new();
     let mut holds: Vec<String> = Vec::new();
     let mut freeze: Option<(&Rule, String)> = None;
+    let served = state.running.with_look(now, obs.running);
 
     for rule in &policy.rules {
         let kind = rule.spec.kind();
@@ -130,7 +131,7 @@ pub fn decide(
         input.min = bounds.min;
         input.max = bounds.max;
         input.last_scale_out = state.last_scale_out;
-        input.served = &state.running;
+        input.served = &served;
         let rec = rule.spec.policy().evaluate(&input);
         let forecast_only = !rule.spec.policy().counts();
         match rec {

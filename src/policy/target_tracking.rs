@@ -147,8 +147,12 @@ impl Reading<'_, '_> {
         slots
             .iter()
             .map(|(start, v)| {
-                let tasks = if self.view.per_task() {
-                    self.input.served_during(*start, self.period)
+                // A per-task datapoint was measured over tasks that ran: a recorded count under
+                // one task means the looks missed them (a count that lags), so the count in
+                // force is the better estimate.
+                let served = self.input.served_during(*start, self.period);
+                let tasks = if self.view.per_task() && served >= 0.5 {
+                    served
                 } else {
                     f64::from(self.input.current)
                 };
@@ -521,6 +525,13 @@ mod tests {
         // Read over the count in force instead, the same values ask for 15.
         let d = decide_on(CPU, &cpu, false, &[(30, 10), (2, 7)], 10, 7);
         assert_eq!((d.action, d.desired), (Action::ScaleOut, 15), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_count_of_no_running_task_under_a_datapoint_is_not_believed() {
+        // CPU at 90 % says tasks ran; the looks saw none (a lagging count): the count in force.
+        let d = decide_on(CPU, &[90.0, 90.0], true, &[(10, 0)], 2, 0);
+        assert_eq!((d.action, d.desired), (Action::ScaleOut, 3), "{}", d.reason);
     }
 
     #[test]

@@ -35,7 +35,7 @@ fn the_example_config_is_valid() {
         "{stdout}"
     );
     assert!(
-        stdout.starts_with("examples/ecscale.yaml: valid: 1 cluster, 6 named services and 1 discovery rule (22 metrics on named services), every 30s"),
+        stdout.starts_with("examples/ecscale.yaml: valid: 1 cluster, 6 named services and 1 discovery rule (23 metrics on named services), every 30s"),
         "{stdout}"
     );
 }

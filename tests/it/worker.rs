@@ -296,7 +296,8 @@ async fn the_loop_scales_out_and_in_survives_a_restart_and_the_iam_policy_is_exa
     // 4. CPU 20 %: web 8 → 4. Its 8 tasks still run when the decision is made, so the group
     //    keeps its instances this tick.
     let r = w.tick(t0 + mins(20)).await;
-    assert_eq!(service(&r, "web").1, Applied::Updated { from: 8, to: 4 });
+    let (d, a) = service(&r, "web");
+    assert_eq!(*a, Applied::Updated { from: 8, to: 4 }, "{}", d.reason);
     assert_eq!(
         r.groups[0].applied,
         Applied::Unchanged,
