@@ -15,6 +15,18 @@ pub fn short_number(v: f64, decimals: usize) -> String {
     }
 }
 
+/// A size for people: `512 B`, `64 KiB`, `1.5 MiB`, `2 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", short_number(v, 1), UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::short_number;

@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::{invalid, Failure, EXIT_FAILURE};
-use crate::ship::docs::Doc;
 use crate::ship::Shipper;
 use crate::sim::http::Fleet;
 use crate::sim::report::{self, Check, Run};
 use crate::sim::run::{self, actions_of, inject, ActionRow, Fault};
 use crate::sim::{Clock, Sim, Spec};
 use crate::stress::{self, Progress};
+use crate::worker::ship::ShipStage;
 
 /// The demo's SLO: p95 latency at the load balancer.
 pub const DEMO_SLO_MS: f64 = 250.0;
@@ -126,7 +126,7 @@ pub(super) async fn demo(a: DemoArgs) -> Result<u8, Failure> {
         )));
     }
     if let Some(url) = &a.es {
-        crate::config::check_http_url(url).map_err(|e| invalid(anyhow::anyhow!("--es {url}: {e}")))?;
+        crate::config::check_http_url(url).map_err(|e| invalid(anyhow::anyhow!("--es: {e}")))?;
     }
     let scenario = Scenario::standard();
     let spec = Spec::example();
@@ -144,22 +144,11 @@ pub(super) async fn demo(a: DemoArgs) -> Result<u8, Failure> {
     let policies = run::policies(&[run::WEB_POLICY, run::CAPACITY_POLICY])?;
 
     // The ship stage: each tick's documents through a bounded queue, as in `ecscale run`.
-    let shipper = Shipper::start(&config.sink)?;
-    let (ship_tx, mut ship_rx) = mpsc::channel::<Vec<Doc>>(16);
-    let ship_task = tokio::spawn(async move {
-        let mut failed = 0usize;
-        while let Some(docs) = ship_rx.recv().await {
-            if let Err(e) = shipper.ship(&docs).await {
-                failed += docs.len();
-                tracing::error!("ship stage: {} documents not spooled: {e}", docs.len());
-            }
-        }
-        (shipper, failed)
-    });
+    let (ship_stage, ship_queue) = ShipStage::start(Shipper::start(&config.sink)?);
     let mut stress_sink = config.sink.clone();
     stress_sink.spool.dir = a.spool.join("stress");
     let stress_shipper = Shipper::start(&stress_sink)?;
-    let mut worker = run::worker(config, policies, &sim, Some(ship_tx)).await?;
+    let mut worker = run::worker(config, policies, &sim, Some(ship_queue)).await?;
 
     let mut fleet = Fleet::start(sim.clone(), 0).await?;
     let url = format!("http://{}", fleet.lb_addr);
@@ -311,13 +300,13 @@ pub(super) async fn demo(a: DemoArgs) -> Result<u8, Failure> {
     };
     fleet.stop();
     drop(worker);
-    let (shipper, ship_failed) = ship_task.await.map_err(|e| anyhow::anyhow!("ship stage: {e}"))?;
     let drain = if a.es.is_some() {
         Duration::from_secs(30)
     } else {
-        Duration::ZERO
+        Duration::from_secs(5)
     };
-    let stats = shipper.close(drain).await;
+    let stats = ship_stage.finish(tokio::time::Instant::now() + drain).await;
+    let ship_failed = stats.not_spooled;
 
     let outcome = run::outcome(&sim, actions, Vec::new(), DEMO_SLO_MS);
     let hold = scenario.span("hold");

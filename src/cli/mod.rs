@@ -120,6 +120,8 @@ enum ShipCommand {
         dir: PathBuf,
         #[command(flatten)]
         es: ship::EsArgs,
+        #[command(flatten)]
+        replay: ship::ReplayArgs,
     },
 }
 
@@ -259,8 +261,8 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
         Command::Demo(args) => demo::demo(args).await,
         Command::Setup(es) => ship::setup(es, vars).await,
         Command::Ship {
-            command: ShipCommand::Replay { dir, es },
-        } => ship::replay(dir, es, vars).await,
+            command: ShipCommand::Replay { dir, es, replay },
+        } => ship::replay(dir, es, replay, vars).await,
         Command::Dashboards { command } => match command {
             DashboardsCommand::Check { dir } => ship::dashboards_check(dir),
             DashboardsCommand::Export { dir, prefix } => ship::dashboards_export(dir, &prefix),
@@ -287,8 +289,37 @@ fn load_config(path: &std::path::Path, vars: &Vars) -> Result<Config, Failure> {
     })
 }
 
+/// What `validate` and `run` both check of the sink beyond the file's syntax: the
+/// Elasticsearch client can be built (its credentials' variables are set, its CA file reads),
+/// and the spool can hold a tick's documents (twice: one batch sent while the next is written).
+fn check_sink(config: &crate::config::Config) -> Result<(), Failure> {
+    let file = config.file.display();
+    if let Some(es) = &config.sink.elasticsearch {
+        crate::ship::elasticsearch::Es::connect(es, es.timeout)
+            .map_err(|e| invalid(anyhow::anyhow!("{file}: sink.elasticsearch: {e}")))?;
+    }
+    let (docs, bytes) = crate::ship::first_tick(config);
+    let need = 2 * bytes;
+    if config.sink.spool.max_bytes < need {
+        let discovered = if config.clusters.iter().any(|c| c.discover.is_some()) {
+            ", not counting discovered services"
+        } else {
+            ""
+        };
+        return Err(invalid(anyhow::anyhow!(
+            "{file}: sink.spool.max_size {} cannot hold a tick's documents: about {docs} documents ({}) on the first tick (collect.lookback {}{discovered}); give at least {}",
+            crate::format::bytes(config.sink.spool.max_bytes),
+            crate::format::bytes(bytes),
+            humantime::format_duration(config.collect.lookback),
+            crate::format::bytes(need)
+        )));
+    }
+    Ok(())
+}
+
 fn validate(path: &std::path::Path, vars: &Vars) -> Result<u8, Failure> {
     let config = load_config(path, vars)?;
+    check_sink(&config)?;
     let policies = crate::policy::load_for(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
     let targets: usize = policies.iter().map(|p| p.targets.len()).sum();
     println!("{}", render::summary(&config, targets));
@@ -334,6 +365,7 @@ async fn run_worker(
 ) -> Result<u8, Failure> {
     let config = load_config(path, vars)?;
     let files = crate::policy::load_for(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
+    check_sink(&config)?;
     let policies = files.into_iter().flat_map(|f| f.targets).collect();
     let aws = AwsContext::connect(&config.aws, ApiMeter::default())
         .await

@@ -63,6 +63,19 @@ impl EsArgs {
     }
 }
 
+/// How a replay goes.
+#[derive(Debug, clap::Args)]
+pub(super) struct ReplayArgs {
+    /// Send the documents of the spool's dead-letter file instead (once their cause is fixed);
+    /// those refused again stay in it.
+    #[arg(long)]
+    dead_letters: bool,
+    /// Stop (exit 1, the documents stay in the spool) after this long without progress: an
+    /// Elasticsearch that stays unreachable, or refuses the credentials.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    max_wait: Duration,
+}
+
 fn template_options(s: &ElasticsearchSettings, prefix: &str) -> TemplateOptions {
     TemplateOptions {
         prefix: prefix.to_string(),
@@ -84,7 +97,7 @@ pub(super) async fn setup(args: EsArgs, vars: &Vars) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub(super) async fn replay(dir: PathBuf, args: EsArgs, vars: &Vars) -> Result<u8, Failure> {
+pub(super) async fn replay(dir: PathBuf, args: EsArgs, how: ReplayArgs, vars: &Vars) -> Result<u8, Failure> {
     if !dir.is_dir() {
         return Err(invalid(anyhow::anyhow!(
             "{}: not a spool directory",
@@ -110,18 +123,37 @@ pub(super) async fn replay(dir: PathBuf, args: EsArgs, vars: &Vars) -> Result<u8
         max_in_flight: s.max_in_flight,
         flush_interval: Duration::ZERO,
         templates: template_options(&s, &prefix),
+        give_up_after: Some(how.max_wait),
     };
+    let letters = dir.join(ship::spool::DEAD_LETTERS);
+    if how.dead_letters {
+        let stats = ship::replay_dead_letters(&dir, es, opts).await?;
+        println!(
+            "{}: {} documents delivered, {} refused again (kept in {} with their new reason)",
+            letters.display(),
+            stats.delivered,
+            stats.dead_lettered,
+            letters.display(),
+        );
+        return Ok(if stats.dead_lettered > 0 { EXIT_FAILURE } else { 0 });
+    }
     let stats = ship::replay(&dir, es, opts).await?;
+    let errors: Vec<String> = stats.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!(
-        "{}: {} documents delivered, {} retried, {} dead-lettered ({} in {}), {} requests ({} failed)",
+        "{}: {} documents delivered, {} retried, {} dead-lettered ({} in {}), {} requests ({} failed{})",
         dir.display(),
         stats.delivered,
         stats.retried,
         stats.dead_lettered,
         stats.dead_letter_file,
-        dir.join("deadletter.ndjson").display(),
+        letters.display(),
         stats.requests,
-        stats.failed_requests
+        stats.failed_requests,
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", errors.join(", "))
+        }
     );
     Ok(if stats.dead_lettered > 0 { EXIT_FAILURE } else { 0 })
 }

@@ -15,7 +15,7 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-pub use parse::{check_http_url, is_region, parse_cron};
+pub use parse::{check_http_url, is_region, parse_cron, redact_url};
 pub use parse_clusters::{check_placeholders, is_stat};
 pub use read::{Diagnostic, Diagnostics};
 pub use schema::*;

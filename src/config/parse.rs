@@ -135,13 +135,36 @@ pub fn is_region(r: &str) -> bool {
 
 /// An `http://` or `https://` URL with a host.
 pub fn check_http_url(s: &str) -> Result<(), String> {
+    // The one rule for credentials in URLs, wherever a URL comes from (file, variable, flag):
+    // refused, and never shown.
+    let shown = redact_url(s);
     match url::Url::parse(s) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(format!(
+            "`{shown}`: credentials in a URL are not accepted (they would end up in logs and messages); for Elasticsearch give sink.elasticsearch.username with password_env, or api_key_env"
+        )),
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
         Ok(u) => Err(format!(
-            "`{s}` must be an http:// or https:// URL with a host (scheme `{}`)",
+            "`{shown}` must be an http:// or https:// URL with a host (scheme `{}`)",
             u.scheme()
         )),
-        Err(e) => Err(format!("`{s}` is not a URL: {e}")),
+        Err(e) => Err(format!("`{shown}` is not a URL: {e}")),
+    }
+}
+
+/// `s` with whatever stands between `://` and the host's `@` replaced by `***`: safe to show,
+/// even when `s` is not a valid URL.
+pub fn redact_url(s: &str) -> String {
+    let Some(i) = s.find("://") else {
+        return match s.rfind('@') {
+            Some(at) => format!("***{}", &s[at..]),
+            None => s.to_string(),
+        };
+    };
+    let rest = &s[i + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}***{}", &s[..i + 3], &rest[at..]),
+        None => s.to_string(),
     }
 }
 

@@ -4,9 +4,9 @@
 //! A bulk answer is read item by item: 2xx is delivered; 429 and 5xx are retried (with
 //! backoff, only those items); any other 4xx (a mapping or parse error) goes, with its reason,
 //! to the `PREFIX-deadletter-*` index, or to `deadletter.ndjson` in the spool when even that
-//! fails. Every document ends up counted in exactly one of: sent, dead-lettered, dropped.
+//! fails (see [`super::sender`] for whole requests refused). Every document ends up counted in
+//! exactly one of: sent, dead-lettered, dropped.
 
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -347,23 +347,6 @@ pub fn dead_letters(refused: &[Refused], prefix: &str, now: chrono::DateTime<chr
         out.push(b'\n');
     }
     out
-}
-
-/// Writes refused documents to `deadletter.ndjson` in `dir` (when the index refuses them too).
-pub fn dead_letter_file(dir: &Path, letters: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("deadletter.ndjson"))?;
-    // Keep only the letters (the source lines), one JSON object per line.
-    for (i, line) in letters.split(|b| *b == b'\n').enumerate() {
-        if i % 2 == 1 && !line.is_empty() {
-            f.write_all(line)?;
-            f.write_all(b"\n")?;
-        }
-    }
-    f.sync_data()
 }
 
 #[cfg(test)]

@@ -1,11 +1,18 @@
-//! The ship stage: documents to Elasticsearch/OpenSearch, nothing lost.
+//! The ship stage: documents to Elasticsearch/OpenSearch, nothing lost and nothing silent.
 //!
 //! Sits beside evaluate, fed by collect (metrics), evaluate (decisions) and stress. A
-//! [`Shipper`] appends every document to the on-disk [`spool::Spool`] first; a background
-//! sender seals segments by size (`bulk_max_size`) or age (`flush_interval`) and sends them,
-//! `max_in_flight` at a time, each as one bulk request, deleting a segment only when every
-//! document in it was delivered or dead-lettered. Elasticsearch down or slow: segments wait on
-//! disk (bounded, `on_full`) and go when it is back, also after a restart. With no
+//! [`Shipper`] appends every document to the on-disk [`spool::Spool`] first (atomically per
+//! batch; a full or read-only disk waits or drops the oldest, as `on_full` says, counted); a
+//! background sender seals segments by size (`bulk_max_size`) or age (`flush_interval`) and sends
+//! them, `max_in_flight` at a time, each as one bulk request, deleting a segment only when every
+//! document in it was delivered or dead-lettered.
+//!
+//! The sender never gives up while it runs: every failure is logged when it starts and when it
+//! ends, counted by kind ([`Stats`]), retried with backoff, and reported as the shipper's current
+//! trouble (the worker's `/healthz`). Only a document Elasticsearch refuses on its own (a mapping
+//! or parse error, per item) is dead-lettered, with its reason; a request refused as a whole for
+//! a reason that may pass (unreachable, 401/403, 404, 429, 5xx) is retried, one too large (413)
+//! is split, one that is malformed (400) is split until the bad document is found. With no
 //! Elasticsearch configured the spool only fills; `ecscale ship replay DIR --es URL` sends it.
 //!
 //! Deterministic ids and daily indices chosen by each document's timestamp make sending twice
@@ -13,22 +20,23 @@
 
 pub mod docs;
 pub mod elasticsearch;
+pub mod sender;
 pub mod spool;
 pub mod templates;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 
 pub use docs::{Doc, Stream};
-use elasticsearch::{dead_letter_file, dead_letters, read_answer, Es, EsError};
-use spool::{count_docs, Segment, Spool, SpoolError};
+use elasticsearch::{Es, EsError};
+use spool::{count_docs, Spool, SpoolError};
 use templates::TemplateOptions;
 
 use crate::config::{OnFull, SinkSettings};
@@ -40,6 +48,8 @@ pub enum ShipError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Es(#[from] EsError),
+    #[error("{0}")]
+    GaveUp(String),
 }
 
 /// How the sender behaves.
@@ -49,46 +59,138 @@ pub struct SendOptions {
     pub max_in_flight: usize,
     pub flush_interval: Duration,
     pub templates: TemplateOptions,
+    /// Stop (the documents stay on disk) after this long without any progress; `None`: never
+    /// (the worker's sender).
+    pub give_up_after: Option<Duration>,
 }
 
-/// Counters of a shipper (or a replay).
+/// What is going wrong now, and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trouble {
+    /// As counted in the errors: `auth`, `unreachable`, `no_space`, ...
+    pub kind: &'static str,
+    pub message: String,
+    pub since: SystemTime,
+}
+
+/// Counters of a shipper (or a replay), and its current trouble. Shared with whoever reports
+/// them (the worker's `/metrics`, `/healthz` and shutdown summary).
 #[derive(Debug, Default)]
 pub struct Stats {
     pub queued: AtomicU64,
+    pub spooled: AtomicU64,
+    pub not_spooled: AtomicU64,
     pub delivered: AtomicU64,
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub dead_letter_file: AtomicU64,
     pub requests: AtomicU64,
     pub failed_requests: AtomicU64,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+    trouble: Mutex<Option<Trouble>>,
+    last_progress: Mutex<Option<SystemTime>>,
 }
 
 /// The counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StatsSnapshot {
-    /// Documents handed to the shipper.
+    /// Documents handed to the ship stage.
     pub queued: u64,
+    /// Of those, the ones written to the spool.
+    pub spooled: u64,
+    /// ... and the ones that never reached it (the ship stage's queue was full, or the disk
+    /// refused them until the end). Metric samples among them are read again from CloudWatch.
+    pub not_spooled: u64,
+    /// Handed over, neither spooled nor given up yet (in memory).
+    pub pending: u64,
     /// Documents Elasticsearch took.
     pub delivered: u64,
     /// Document retries (429 and 5xx items).
     pub retried: u64,
-    /// Documents refused (mapping, parse errors), written to the dead-letter index or file.
+    /// Documents refused (mapping, parse errors), kept with their reason in the dead-letter
+    /// index or file.
     pub dead_lettered: u64,
     /// Of those, the ones only the dead-letter file holds (the index refused them too).
     pub dead_letter_file: u64,
-    /// Documents lost to `on_full: drop_oldest`.
+    /// Documents deleted from the spool by `on_full: drop_oldest`.
     pub dropped: u64,
     pub requests: u64,
     pub failed_requests: u64,
-    /// Bytes waiting in the spool.
+    /// Bytes on disk: documents waiting, and dead letters.
     pub spool_bytes: u64,
+    /// Failures by kind (each one counted when it happens).
+    pub errors: BTreeMap<String, u64>,
+    /// What is going wrong now (none: documents move).
+    pub trouble: Option<String>,
+    pub trouble_since: Option<DateTime<Utc>>,
 }
 
 impl Stats {
-    fn snapshot(&self, spool: &Spool) -> StatsSnapshot {
+    /// Documents handed to the ship stage.
+    pub fn handed(&self, n: u64) {
+        self.queued.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Documents that will not reach the spool: counted, and logged with why.
+    pub fn not_spooled(&self, n: u64, why: &str) {
+        self.not_spooled.fetch_add(n, Ordering::Relaxed);
+        self.failed("not_spooled", format!("{n} documents not spooled: {why}"));
+    }
+
+    /// A failure of `kind`: counted; logged when this kind of trouble starts.
+    pub fn failed(&self, kind: &'static str, message: String) {
+        *self.lock_errors().entry(kind).or_default() += 1;
+        let mut t = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        let since = match &*t {
+            Some(old) if old.kind == kind => old.since,
+            _ => {
+                tracing::error!("ship stage: {message}");
+                SystemTime::now()
+            }
+        };
+        *t = Some(Trouble { kind, message, since });
+    }
+
+    /// Documents moved (delivered, spooled): whatever went wrong is over.
+    pub fn progressed(&self) {
+        *self.last_progress.lock().unwrap_or_else(|p| p.into_inner()) = Some(SystemTime::now());
+        if let Some(t) = self.trouble.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let took = t.since.elapsed().unwrap_or_default();
+            tracing::info!(
+                "ship stage: recovered after {} ({})",
+                humantime::format_duration(Duration::from_secs(took.as_secs())),
+                t.message
+            );
+        }
+    }
+
+    fn lock_errors(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, u64>> {
+        self.errors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The time since documents last moved, `None` before they ever did.
+    pub fn since_progress(&self) -> Option<Duration> {
+        let last = *self.last_progress.lock().unwrap_or_else(|p| p.into_inner());
+        last.map(|t| t.elapsed().unwrap_or_default())
+    }
+
+    pub fn snapshot(&self, spool: &Spool) -> StatsSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (queued, spooled, not_spooled) = (get(&self.queued), get(&self.spooled), get(&self.not_spooled));
+        let mut trouble = self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(b) = spool.blocked() {
+            // The spool waiting for room is the trouble, whatever the sender says.
+            trouble = Some(Trouble {
+                kind: b.kind,
+                message: b.message,
+                since: b.since,
+            });
+        }
         StatsSnapshot {
-            queued: get(&self.queued),
+            queued,
+            spooled,
+            not_spooled,
+            pending: queued.saturating_sub(spooled + not_spooled),
             delivered: get(&self.delivered),
             retried: get(&self.retried),
             dead_lettered: get(&self.dead_lettered),
@@ -97,215 +199,52 @@ impl Stats {
             requests: get(&self.requests),
             failed_requests: get(&self.failed_requests),
             spool_bytes: spool.size(),
-        }
-    }
-}
-
-/// Keeps refused documents with their reason: in the dead-letter index when `es` takes them,
-/// else in `deadletter.ndjson` in the spool. Counts them either way.
-async fn dead_letter(
-    es: Option<&Es>,
-    spool: &Spool,
-    prefix: &str,
-    refused: &[elasticsearch::Refused],
-    stats: &Stats,
-) -> Result<(), SpoolError> {
-    let n = refused.len() as u64;
-    let letters = Bytes::from(dead_letters(refused, prefix, chrono::Utc::now()));
-    let indexed = match es {
-        Some(es) => match es.bulk(letters.clone()).await {
-            Ok(a) => read_answer(&letters, &a).is_ok_and(|x| x.delivered == n),
-            Err(_) => false,
-        },
-        None => false,
-    };
-    if !indexed {
-        dead_letter_file(spool.dir(), &letters).map_err(|source| SpoolError::Io {
-            path: spool.dir().join("deadletter.ndjson"),
-            source,
-        })?;
-        stats.dead_letter_file.fetch_add(n, Ordering::Relaxed);
-    }
-    stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
-    Ok(())
-}
-
-/// Sends one claimed segment until every document in it is delivered or dead-lettered; `false`
-/// when stopped first (the segment stays in the spool).
-async fn deliver(
-    es: &Es,
-    spool: &Spool,
-    seg: &Segment,
-    opts: &SendOptions,
-    stats: &Stats,
-    stop: &watch::Receiver<bool>,
-) -> Result<bool, SpoolError> {
-    let mut body = Bytes::from(std::fs::read(&seg.path).map_err(|source| SpoolError::Io {
-        path: seg.path.clone(),
-        source,
-    })?);
-    let mut backoff = Duration::from_millis(100);
-    let mut logged = false;
-    loop {
-        if body.is_empty() {
-            return Ok(true);
-        }
-        stats.requests.fetch_add(1, Ordering::Relaxed);
-        let answer = es.bulk(body.clone()).await;
-        let outcome = match answer {
-            Ok(a) => read_answer(&body, &a).map_err(|e| EsError::Request {
-                url: es.url.clone(),
-                message: e,
-            }),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(o) => {
-                stats.delivered.fetch_add(o.delivered, Ordering::Relaxed);
-                if !o.refused.is_empty() {
-                    for r in &o.refused {
-                        tracing::warn!(
-                            "Elasticsearch refused a document ({} {}): dead-lettered",
-                            r.status,
-                            r.error["reason"].as_str().unwrap_or("no reason given")
-                        );
-                    }
-                    dead_letter(Some(es), spool, &opts.prefix, &o.refused, stats).await?;
-                }
-                if o.retry_docs == 0 {
-                    return Ok(true);
-                }
-                stats.retried.fetch_add(o.retry_docs, Ordering::Relaxed);
-                body = Bytes::from(o.retry);
-            }
-            Err(e) if !e.retryable() => {
-                // Refused as a whole, and it will not change its mind: every document goes to
-                // the dead-letter file with the reason, so none is lost and the spool moves on.
-                stats.failed_requests.fetch_add(1, Ordering::Relaxed);
-                let status = match &e {
-                    EsError::Status { status, .. } => *status,
-                    _ => 0,
-                };
-                let refused: Vec<elasticsearch::Refused> = elasticsearch::pairs(&body)
-                    .into_iter()
-                    .map(|(a, s)| elasticsearch::Refused {
-                        action: body.slice(a),
-                        source: body.slice(s),
-                        status,
-                        error: serde_json::json!({"type": "request_refused", "reason": e.to_string()}),
-                    })
+            errors: {
+                let mut e: BTreeMap<String, u64> = self
+                    .lock_errors()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
                     .collect();
-                tracing::error!(
-                    "{e}: {} documents kept in {}",
-                    refused.len(),
-                    spool.dir().join("deadletter.ndjson").display()
-                );
-                dead_letter(None, spool, &opts.prefix, &refused, stats).await?;
-                return Ok(true);
-            }
-            Err(e) => {
-                stats.failed_requests.fetch_add(1, Ordering::Relaxed);
-                if !logged {
-                    tracing::warn!("{e}; the documents wait in the spool and are retried");
-                    logged = true;
+                for (k, v) in spool.failures() {
+                    *e.entry(k.to_string()).or_default() += v;
                 }
-            }
+                e
+            },
+            trouble_since: trouble.as_ref().map(|t| DateTime::<Utc>::from(t.since)),
+            trouble: trouble.map(|t| t.message),
         }
-        if *stop.borrow() {
-            return Ok(false);
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
-/// Records a finished delivery task.
-fn note(done: Result<Result<bool, SpoolError>, tokio::task::JoinError>, abandoned: &mut bool) {
-    match done {
-        Ok(Ok(sent)) => *abandoned |= !sent,
-        Ok(Err(e)) => tracing::error!("{e}"),
-        Err(e) => tracing::error!("a delivery task failed: {e}"),
+impl StatsSnapshot {
+    /// Why shipping is degraded, if it is: documents are not moving.
+    pub fn degraded(&self) -> Option<String> {
+        let trouble = self.trouble.as_ref()?;
+        let since = self
+            .trouble_since
+            .map(|t| format!(" since {}", t.format("%H:%M:%S")))
+            .unwrap_or_default();
+        Some(format!(
+            "shipping: {trouble}{since}; {} bytes waiting in the spool, {} documents not on disk yet",
+            self.spool_bytes, self.pending
+        ))
     }
 }
 
-/// The sender loop: seals by age, keeps up to `max_in_flight` segments in flight. Returns once
-/// the spool is empty, if `exit_when_empty` (a replay) or once stopped (a closing shipper, which
-/// gives up on Elasticsearch failures: what is left stays on disk).
-async fn run_sender(
-    es: Es,
-    spool: Arc<Spool>,
-    opts: SendOptions,
+/// A shipper's counters, readable while it runs.
+#[derive(Clone)]
+pub struct StatsHandle {
     stats: Arc<Stats>,
-    mut stop: watch::Receiver<bool>,
-    exit_when_empty: bool,
-) -> Result<(), ShipError> {
-    let slots = Arc::new(Semaphore::new(opts.max_in_flight.max(1)));
-    // Each task answers whether its segment went out (false: abandoned at shutdown).
-    let mut tasks: JoinSet<Result<bool, SpoolError>> = JoinSet::new();
-    let mut abandoned = false;
-    let mut templates_ok = false;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let stopping = *stop.borrow();
-        spool.seal_if_older(if stopping {
-            Duration::ZERO
-        } else {
-            opts.flush_interval
-        })?;
-        if !templates_ok {
-            match templates::ensure(&es, &opts.templates).await {
-                Ok(_) => templates_ok = true,
-                Err(e) if e.retryable() => {
-                    if stopping {
-                        return Ok(());
-                    }
-                    tracing::warn!("cannot install the index templates yet: {e}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        while let Ok(permit) = slots.clone().try_acquire_owned() {
-            let Some(seg) = spool.claim()? else {
-                drop(permit);
-                break;
-            };
-            let (es, spool, opts, stats, stop) = (
-                es.clone(),
-                spool.clone(),
-                opts.clone(),
-                stats.clone(),
-                stop.clone(),
-            );
-            tasks.spawn(async move {
-                let _permit = permit;
-                if deliver(&es, &spool, &seg, &opts, &stats, &stop).await? {
-                    spool.remove(&seg)?;
-                    Ok(true)
-                } else {
-                    spool.release(&seg);
-                    Ok(false)
-                }
-            });
-        }
-        while let Some(done) = tasks.try_join_next() {
-            note(done, &mut abandoned);
-        }
-        if stopping && abandoned && tasks.is_empty() {
-            // Elasticsearch failed during shutdown: the rest waits on disk for the next start.
-            return Ok(());
-        }
-        if (stopping || exit_when_empty) && tasks.is_empty() && spool.is_empty()? {
-            return Ok(());
-        }
-        tokio::select! {
-            _ = spool.changed.notified() => {}
-            _ = stop.changed() => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => note(done, &mut abandoned),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
+    spool: Arc<Spool>,
+}
+
+impl StatsHandle {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.stats.snapshot(&self.spool)
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 }
 
@@ -316,6 +255,8 @@ pub struct Shipper {
     stats: Arc<Stats>,
     stop: watch::Sender<bool>,
     sender: Option<tokio::task::JoinHandle<Result<(), ShipError>>>,
+    /// Batches are written in chunks of at most this (a segment's size).
+    chunk: u64,
 }
 
 /// Spool segments are sealed at the bulk size: one segment, one bulk request.
@@ -328,11 +269,12 @@ impl Shipper {
     /// Opens the spool and, when Elasticsearch is configured, starts sending. Must run inside a
     /// tokio runtime.
     pub fn start(sink: &SinkSettings) -> Result<Shipper, ShipError> {
+        let chunk = segment_bytes(sink);
         let spool = Arc::new(Spool::open(
             &sink.spool.dir,
             sink.spool.max_bytes,
             sink.spool.on_full,
-            segment_bytes(sink),
+            chunk,
         )?);
         let stats = Arc::new(Stats::default());
         let (stop, stop_rx) = watch::channel(false);
@@ -349,8 +291,9 @@ impl Shipper {
                         replicas: es_settings.replicas,
                         ilm_policy: es_settings.ilm_policy.clone(),
                     },
+                    give_up_after: None,
                 };
-                Some(tokio::spawn(run_sender(
+                Some(tokio::spawn(sender::run(
                     es,
                     spool.clone(),
                     opts,
@@ -367,23 +310,53 @@ impl Shipper {
             stats,
             stop,
             sender,
+            chunk,
         })
     }
 
-    /// Hands documents over. Once this returns they are on disk: a crash does not lose them.
+    /// Hands documents over and writes them to the spool. Once this returns `Ok` they are on
+    /// disk: a crash does not lose them.
     pub async fn ship(&self, docs: &[Doc]) -> Result<(), ShipError> {
-        if docs.is_empty() {
-            return Ok(());
+        self.stats.handed(docs.len() as u64);
+        self.spool_batch(docs).await
+    }
+
+    /// Writes documents already counted as handed over to the spool, in whole-document chunks
+    /// of at most a segment (each one atomic). Waits while there is no room (as `on_full`
+    /// says); what another failure keeps off the disk is counted as not spooled.
+    pub async fn spool_batch(&self, docs: &[Doc]) -> Result<(), ShipError> {
+        let mut buf = Vec::with_capacity((self.chunk as usize).min(docs.len() * 1024 + 64));
+        let mut start = 0;
+        for (i, d) in docs.iter().enumerate() {
+            d.write_bulk(&self.prefix, &mut buf);
+            let last = i + 1 == docs.len();
+            if buf.len() as u64 >= self.chunk || last {
+                if let Err(e) = self.spool.append(&buf).await {
+                    let left = (docs.len() - start) as u64;
+                    self.stats.not_spooled(left, &format!("{e}"));
+                    return Err(e.into());
+                }
+                self.stats
+                    .spooled
+                    .fetch_add((i + 1 - start) as u64, Ordering::Relaxed);
+                self.stats.progressed();
+                start = i + 1;
+                buf.clear();
+            }
         }
-        let mut buf = Vec::with_capacity(docs.len() * 1024);
-        docs::write_bulk_all(docs, &self.prefix, &mut buf);
-        self.spool.append(&buf).await?;
-        self.stats.queued.fetch_add(docs.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot(&self.spool)
+    }
+
+    /// The counters, to read while the shipper runs.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            stats: self.stats.clone(),
+            spool: self.spool.clone(),
+        }
     }
 
     /// Whether everything handed over has been delivered or dead-lettered.
@@ -394,7 +367,10 @@ impl Shipper {
     /// Seals what is pending and sends it, waiting at most `drain` for the spool to empty;
     /// what is left stays on disk for the next start.
     pub async fn close(mut self, drain: Duration) -> StatsSnapshot {
-        let _ = self.spool.seal();
+        if let Err(e) = self.spool.seal() {
+            self.stats
+                .failed(e.kind(), format!("sealing the last segment: {e}"));
+        }
         let _ = self.stop.send(true);
         if let Some(sender) = self.sender.take() {
             match tokio::time::timeout(drain, sender).await {
@@ -438,7 +414,46 @@ pub async fn replay(dir: &Path, es: Es, opts: SendOptions) -> Result<StatsSnapsh
         .sum();
     let stats = Arc::new(Stats::default());
     stats.queued.store(queued, Ordering::Relaxed);
+    stats.spooled.store(queued, Ordering::Relaxed);
     let (_stop, stop_rx) = watch::channel(false);
-    run_sender(es, spool.clone(), opts, stats.clone(), stop_rx, true).await?;
+    let result = sender::run(es, spool.clone(), opts, stats.clone(), stop_rx, true).await;
+    let snap = stats.snapshot(&spool);
+    result.map(|_| snap)
+}
+
+/// Sends the documents of a spool's dead-letter file again (their cause fixed); those refused
+/// again stay in it, with their new reason.
+pub async fn replay_dead_letters(dir: &Path, es: Es, opts: SendOptions) -> Result<StatsSnapshot, ShipError> {
+    let spool = Spool::open(dir, u64::MAX, OnFull::Block, u64::MAX)?;
+    let stats = Stats::default();
+    sender::resend_dead_letters(&es, &spool, &opts, &stats).await?;
     Ok(stats.snapshot(&spool))
+}
+
+/// About how large a bulk line pair of a document is (a sample with its dimensions, ~0.6 KB;
+/// decisions with their votes, more): an upper estimate.
+const DOC_BYTES: u64 = 1100;
+
+/// About how many documents, and bytes, a worker's first tick hands to the ship stage (the
+/// whole `lookback` of every metric of the named services, their service documents, the
+/// clusters' capacity documents, a decision and target documents per service and group).
+/// Services found by discovery are not counted (they are not known before the worker runs).
+pub fn first_tick(config: &crate::config::Config) -> (u64, u64) {
+    let lookback = config.collect.lookback.as_secs().max(1);
+    let samples = |period: Duration| lookback / period.as_secs().max(1);
+    let mut docs = 0u64;
+    for c in &config.clusters {
+        for s in &c.services {
+            let metrics = c.metrics_of(Some(s), &config.collect, s.target_group.is_some());
+            docs += metrics.iter().map(|m| samples(m.period)).sum::<u64>();
+            // The service document, its decision, a few target documents.
+            docs += 1 + 1 + 3;
+        }
+        docs += 1;
+    }
+    for _ in &config.capacity {
+        let metrics = crate::config::capacity_metrics(&config.collect);
+        docs += metrics.iter().map(|m| samples(m.period)).sum::<u64>() + 1;
+    }
+    (docs, docs * DOC_BYTES)
 }

@@ -7,9 +7,18 @@
 //! document and sealed. The files are plain `_bulk` bodies: `ecscale ship replay DIR` sends a
 //! spool a worker wrote without Elasticsearch.
 //!
-//! The spool is bounded: when full, `block` makes appends wait for room (freed by the sender,
-//! or by a replay in another process), `drop_oldest` deletes the oldest sealed segments and
-//! counts the documents lost.
+//! The spool is bounded, by `max_size` and by the disk itself: when either is full, `block`
+//! makes appends wait for room (freed by the sender, by a replay in another process, or by
+//! whoever frees the disk), `drop_oldest` deletes the oldest sealed segments and counts the
+//! documents it dropped. A read-only disk makes appends wait too.
+//!
+//! An append is atomic per batch: a write that fails (the disk filled, an I/O error) is cut back
+//! to where it started, so the open segment never holds a partial document and later appends
+//! land after whole ones. A cut that fails (a read-only disk) is repaired before the next write,
+//! as a crash's leftovers are when the spool opens.
+//!
+//! Refused documents the dead-letter index did not take are kept in `deadletter.ndjson` here,
+//! inside the same size bound; `ecscale ship replay --dead-letters` sends them again.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -43,6 +52,36 @@ pub enum SpoolError {
     },
 }
 
+impl SpoolError {
+    /// What kind of failure: `no_space` (the disk or `max_size`), `read_only`, or `io`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SpoolError::Full { .. } => "no_space",
+            SpoolError::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => "no_space",
+                std::io::ErrorKind::ReadOnlyFilesystem => "read_only",
+                _ => "io",
+            },
+        }
+    }
+
+    /// Whether waiting for room (or for the disk to come back) may help.
+    pub fn no_room(&self) -> bool {
+        matches!(self.kind(), "no_space" | "read_only")
+    }
+}
+
+/// What keeps appends waiting right now, and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocked {
+    pub kind: &'static str,
+    pub message: String,
+    pub since: std::time::SystemTime,
+}
+
+/// The dead-letter file of a spool.
+pub const DEAD_LETTERS: &str = "deadletter.ndjson";
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
         path: path.to_path_buf(),
@@ -68,6 +107,9 @@ struct Open {
 struct Writer {
     open: Option<Open>,
     next_seq: u64,
+    /// A segment a failed write may have left with a partial document (the cut failed too):
+    /// repaired before anything else is written.
+    dirty: Option<PathBuf>,
 }
 
 /// The spool of one worker (or one replay).
@@ -80,6 +122,9 @@ pub struct Spool {
     in_flight: Mutex<HashSet<u64>>,
     size: AtomicU64,
     dropped_docs: AtomicU64,
+    blocked: Mutex<Option<Blocked>>,
+    /// Appends that found no room, by kind (`no_space`, `read_only`).
+    failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Signalled when a segment is sealed (work for the sender) or removed (room for writers).
     pub changed: Notify,
 }
@@ -104,6 +149,27 @@ pub fn count_docs(bytes: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', bytes).count() as u64 / 2
 }
 
+/// Cuts a segment back to its complete documents; removes it when none is left. Returns the
+/// bytes kept.
+fn repair(path: &Path) -> Result<u64, SpoolError> {
+    let bytes = fs::read(path).map_err(io(path))?;
+    let keep = complete_pairs_len(&bytes);
+    if keep == 0 {
+        fs::remove_file(path).map_err(io(path))?;
+        return Ok(0);
+    }
+    if keep < bytes.len() {
+        let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+        f.set_len(keep as u64).map_err(io(path))?;
+        tracing::warn!(
+            "spool {}: cut {} bytes of an incomplete document",
+            path.display(),
+            bytes.len() - keep
+        );
+    }
+    Ok(keep as u64)
+}
+
 impl Spool {
     /// Opens (creating) the spool in `dir`, sealing what a crashed writer left open.
     pub fn open(
@@ -121,38 +187,35 @@ impl Spool {
             next_seq = next_seq.max(seq + 1);
             match path.extension().and_then(|e| e.to_str()) {
                 Some("open") => {
-                    let bytes = fs::read(&path).map_err(io(&path))?;
-                    let keep = complete_pairs_len(&bytes);
+                    // Left by a crash (or a failed cut): whole documents only, then sealed.
+                    let keep = repair(&path)?;
                     if keep == 0 {
-                        fs::remove_file(&path).map_err(io(&path))?;
                         continue;
-                    }
-                    if keep < bytes.len() {
-                        let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
-                        f.set_len(keep as u64).map_err(io(&path))?;
-                        tracing::warn!(
-                            "spool {}: cut {} bytes of an incomplete document left by a crash",
-                            path.display(),
-                            bytes.len() - keep
-                        );
                     }
                     let sealed = path.with_extension("ndjson");
                     fs::rename(&path, &sealed).map_err(io(&path))?;
-                    size += keep as u64;
+                    size += keep;
                 }
                 Some("ndjson") => size += entry_len(&path)?,
                 _ => {}
             }
         }
+        size += fs::metadata(dir.join(DEAD_LETTERS)).map_or(0, |m| m.len());
         Ok(Spool {
             dir: dir.to_path_buf(),
             max_bytes,
             segment_bytes: segment_bytes.max(1),
             on_full,
-            writer: Mutex::new(Writer { open: None, next_seq }),
+            writer: Mutex::new(Writer {
+                open: None,
+                next_seq,
+                dirty: None,
+            }),
             in_flight: Mutex::new(HashSet::new()),
             size: AtomicU64::new(size),
             dropped_docs: AtomicU64::new(0),
+            blocked: Mutex::new(None),
+            failures: Mutex::new(Default::default()),
             changed: Notify::new(),
         })
     }
@@ -180,66 +243,186 @@ impl Spool {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends whole documents (bulk lines). Waits, drops or fails when full, per `on_full`.
+    /// What keeps appends waiting now (a full or read-only disk, `max_size`), if anything.
+    pub fn blocked(&self) -> Option<Blocked> {
+        self.blocked.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Appends that found no room so far, by kind.
+    pub fn failures(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_blocked(&self, b: Option<Blocked>) {
+        if let Some(b) = &b {
+            *self
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(b.kind)
+                .or_default() += 1;
+        }
+        let mut g = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        match (&*g, &b) {
+            (None, Some(b)) => tracing::warn!("spool {}: {}; documents wait", self.dir.display(), b.message),
+            (Some(_), None) => tracing::info!("spool {}: writable again", self.dir.display()),
+            _ => {}
+        }
+        // Keep the first `since` of an episode.
+        *g = match (g.take(), b) {
+            (Some(old), Some(new)) if old.kind == new.kind => Some(Blocked {
+                since: old.since,
+                ..new
+            }),
+            (_, b) => b,
+        };
+    }
+
+    /// Appends whole documents (bulk lines), atomically. When there is no room (`max_size`, a
+    /// full disk) or the disk is read-only, waits (`block`) or drops the oldest segments
+    /// (`drop_oldest`, counted) until it can; other failures are returned, the spool unchanged.
     pub async fn append(&self, bytes: &[u8]) -> Result<(), SpoolError> {
         let need = bytes.len() as u64;
         loop {
-            if self.size() + need <= self.max_bytes {
-                break;
-            }
-            match self.on_full {
-                OnFull::DropOldest => {
-                    if !self.drop_oldest()? {
-                        return Err(SpoolError::Full {
-                            dir: self.dir.clone(),
-                            size: self.size(),
-                            max: self.max_bytes,
-                            need,
-                        });
-                    }
-                }
-                OnFull::Block => {
-                    // Room comes from the sender, or from a replay in another process: look
-                    // at the disk again now and then.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.changed.notified()).await;
-                    self.rescan()?;
-                }
-            }
-        }
-        let sealed = {
-            let mut w = self.writer();
-            let mut open = match w.open.take() {
-                Some(o) => o,
-                None => {
-                    let seq = w.next_seq;
-                    w.next_seq += 1;
-                    let path = self.dir.join(format!("{seq:020}.open"));
-                    let file = OpenOptions::new()
-                        .create_new(true)
-                        .append(true)
-                        .open(&path)
-                        .map_err(io(&path))?;
-                    Open {
-                        file,
-                        path,
-                        bytes: 0,
-                        opened: Instant::now(),
-                    }
-                }
+            let result = if self.size() + need > self.max_bytes {
+                Err(SpoolError::Full {
+                    dir: self.dir.clone(),
+                    size: self.size(),
+                    max: self.max_bytes,
+                    need,
+                })
+            } else {
+                self.try_append(bytes)
             };
-            let written = open.file.write_all(bytes).map_err(io(&open.path));
-            if written.is_ok() {
-                open.bytes += need;
-                self.size.fetch_add(need, Ordering::Relaxed);
+            match result {
+                Ok(sealed) => {
+                    self.set_blocked(None);
+                    if sealed {
+                        self.changed.notify_waiters();
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.no_room() => {
+                    self.set_blocked(Some(Blocked {
+                        kind: e.kind(),
+                        message: e.to_string(),
+                        since: std::time::SystemTime::now(),
+                    }));
+                    if self.on_full == OnFull::DropOldest && e.kind() == "no_space" && self.drop_oldest()? {
+                        continue;
+                    }
+                    // Room comes from the sender, a replay in another process, or whoever
+                    // frees the disk: look again now and then.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.changed.notified()).await;
+                    let _ = self.rescan();
+                }
+                Err(e) => return Err(e),
             }
-            let full = open.bytes >= self.segment_bytes;
-            w.open = Some(open);
-            written?;
-            full && self.seal_locked(&mut w)?
-        };
-        if sealed {
-            self.changed.notify_waiters();
         }
+    }
+
+    /// One attempt: the bytes end up in the open segment whole, or not at all. `true` when the
+    /// segment was sealed after.
+    fn try_append(&self, bytes: &[u8]) -> Result<bool, SpoolError> {
+        let need = bytes.len() as u64;
+        let mut w = self.writer();
+        if let Some(path) = w.dirty.clone() {
+            repair(&path)?;
+            w.dirty = None;
+            self.rescan_locked(&w)?;
+        }
+        let mut open = match w.open.take() {
+            Some(o) => o,
+            None => {
+                let seq = w.next_seq;
+                let path = self.dir.join(format!("{seq:020}.open"));
+                let file = OpenOptions::new()
+                    .create_new(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(io(&path))?;
+                w.next_seq += 1;
+                Open {
+                    file,
+                    path,
+                    bytes: 0,
+                    opened: Instant::now(),
+                }
+            }
+        };
+        if let Err(e) = open.file.write_all(bytes) {
+            // Cut back to the last whole document; if even that fails, repair it later and
+            // start a new segment meanwhile.
+            if open.file.set_len(open.bytes).is_err() {
+                w.dirty = Some(open.path.clone());
+            } else {
+                w.open = Some(open);
+            }
+            return Err(SpoolError::Io {
+                path: self.dir.clone(),
+                source: e,
+            });
+        }
+        open.bytes += need;
+        self.size.fetch_add(need, Ordering::Relaxed);
+        let full = open.bytes >= self.segment_bytes;
+        w.open = Some(open);
+        if full {
+            self.seal_locked(&mut w)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Keeps refused documents (`letters`: bulk pairs of dead-letter documents, whose source
+    /// lines are written) in the dead-letter file, atomically, inside the size bound.
+    pub fn write_dead_letters(&self, letters: &[u8]) -> Result<(), SpoolError> {
+        let mut lines = Vec::with_capacity(letters.len());
+        for (i, line) in letters.split(|b| *b == b'\n').enumerate() {
+            if i % 2 == 1 && !line.is_empty() {
+                lines.extend_from_slice(line);
+                lines.push(b'\n');
+            }
+        }
+        let need = lines.len() as u64;
+        if self.size() + need > self.max_bytes {
+            return Err(SpoolError::Full {
+                dir: self.dir.clone(),
+                size: self.size(),
+                max: self.max_bytes,
+                need,
+            });
+        }
+        let path = self.dir.join(DEAD_LETTERS);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let before = f.metadata().map_err(io(&path))?.len();
+        let written = f.write_all(&lines).and_then(|_| f.sync_data());
+        if let Err(e) = written {
+            let _ = f.set_len(before);
+            return Err(io(&path)(e));
+        }
+        self.size.fetch_add(need, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Replaces the dead-letter file with `lines` (those still refused after a replay).
+    pub fn rewrite_dead_letters(&self, lines: &[u8]) -> Result<(), SpoolError> {
+        let path = self.dir.join(DEAD_LETTERS);
+        if lines.is_empty() {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        } else {
+            crate::worker::state::write_atomically(&path, lines).map_err(io(&path))?;
+        }
+        self.rescan()?;
+        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -322,8 +505,15 @@ impl Spool {
     }
 
     fn rescan(&self) -> Result<(), SpoolError> {
+        let w = self.writer();
+        self.rescan_locked(&w)
+    }
+
+    /// The size from the disk: sealed segments, the open one, the dead letters.
+    fn rescan_locked(&self, w: &Writer) -> Result<(), SpoolError> {
         let mut total: u64 = self.sealed()?.iter().map(|s| s.bytes).sum();
-        total += self.writer().open.as_ref().map_or(0, |o| o.bytes);
+        total += w.open.as_ref().map_or(0, |o| o.bytes);
+        total += fs::metadata(self.dir.join(DEAD_LETTERS)).map_or(0, |m| m.len());
         self.size.store(total, Ordering::Relaxed);
         Ok(())
     }

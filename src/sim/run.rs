@@ -118,7 +118,7 @@ pub async fn worker(
     config: Config,
     policies: Vec<TargetPolicy>,
     sim: &Arc<Sim>,
-    ship: Option<tokio::sync::mpsc::Sender<Vec<crate::ship::docs::Doc>>>,
+    ship: Option<crate::worker::ship::ShipQueue>,
 ) -> anyhow::Result<Worker> {
     let parts = Parts {
         store: Box::new(MemoryStore::default()),

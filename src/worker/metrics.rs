@@ -1,7 +1,7 @@
 //! The worker's own metrics, served as Prometheus text on `/metrics`, and `/healthz`.
 //!
 //! Counters are kept here and rendered on request; AWS calls come from the shared
-//! [`crate::usage::ApiMeter`], shipping counts from the shipper's last stats.
+//! [`crate::usage::ApiMeter`], shipping counts live from the shipper.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::ship::StatsSnapshot;
+use crate::ship::StatsHandle;
 use crate::usage::ApiMeter;
 
 /// Upper bounds of the tick duration histogram, in seconds.
@@ -85,7 +85,7 @@ pub struct Metrics {
     decisions: Labeled,
     actions: Labeled,
     errors: Labeled,
-    ship: Mutex<Option<StatsSnapshot>>,
+    ship: Mutex<Option<StatsHandle>>,
 }
 
 impl Metrics {
@@ -169,8 +169,17 @@ impl Metrics {
         self.ticks.load(Ordering::Relaxed)
     }
 
-    pub fn set_ship(&self, s: StatsSnapshot) {
+    /// Where the shipping counters and trouble are read, live.
+    pub fn set_ship(&self, s: StatsHandle) {
         *self.ship.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+
+    fn ship_snapshot(&self) -> Option<crate::ship::StatsSnapshot> {
+        self.ship
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|h| h.snapshot())
     }
 
     /// `(healthy, text)` for `/healthz`.
@@ -195,7 +204,15 @@ impl Metrics {
             "worker"
         };
         if now - at <= stale {
-            (true, format!("ok: {role}, last tick finished {ago:.1}s ago"))
+            // Shipping in trouble does not make the worker unhealthy (it scales on regardless:
+            // restarting it would not help), but it is said.
+            match self.ship_snapshot().and_then(|s| s.degraded()) {
+                Some(why) => (
+                    true,
+                    format!("degraded: {why}; {role}, last tick finished {ago:.1}s ago"),
+                ),
+                None => (true, format!("ok: {role}, last tick finished {ago:.1}s ago")),
+            }
         } else {
             (
                 false,
@@ -352,25 +369,65 @@ impl Metrics {
             "ecscale_cloudwatch_metrics_requested_total {}",
             usage.cloudwatch_metrics_requested
         );
-        if let Some(s) = self.ship.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            head(
-                &mut o,
-                "ecscale_ship_documents_total",
-                "counter",
-                "Documents handed to the shipper, by what became of them.",
-            );
-            for (state, v) in [
-                ("queued", s.queued),
-                ("delivered", s.delivered),
-                ("retried", s.retried),
-                ("dead_lettered", s.dead_lettered),
-                ("dropped", s.dropped),
-            ] {
-                let _ = writeln!(o, "ecscale_ship_documents_total{{state=\"{state}\"}} {v}");
-            }
+        if let Some(s) = self.ship_snapshot() {
+            render_ship(&mut o, &s);
         }
         o
     }
+}
+
+/// The shipping counters: documents by what became of them, failures by kind, what waits.
+fn render_ship(o: &mut String, s: &crate::ship::StatsSnapshot) {
+    let head = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    head(
+        o,
+        "ecscale_ship_documents_total",
+        "counter",
+        "Documents handed to the ship stage (queued), and what became of them: spooled or not_spooled; of the spooled, delivered, dead_lettered or dropped (drop_oldest); retried counts retries.",
+    );
+    for (state, v) in [
+        ("queued", s.queued),
+        ("spooled", s.spooled),
+        ("not_spooled", s.not_spooled),
+        ("delivered", s.delivered),
+        ("retried", s.retried),
+        ("dead_lettered", s.dead_lettered),
+        ("dropped", s.dropped),
+    ] {
+        let _ = writeln!(o, "ecscale_ship_documents_total{{state=\"{state}\"}} {v}");
+    }
+    head(
+        o,
+        "ecscale_ship_pending_documents",
+        "gauge",
+        "Handed over, not on disk yet (in memory).",
+    );
+    let _ = writeln!(o, "ecscale_ship_pending_documents {}", s.pending);
+    head(
+        o,
+        "ecscale_ship_spool_bytes",
+        "gauge",
+        "Bytes in the spool: documents waiting and dead letters.",
+    );
+    let _ = writeln!(o, "ecscale_ship_spool_bytes {}", s.spool_bytes);
+    head(
+        o,
+        "ecscale_ship_errors_total",
+        "counter",
+        "Shipping failures by kind, each counted when it happens.",
+    );
+    for (kind, v) in &s.errors {
+        let _ = writeln!(o, "ecscale_ship_errors_total{{kind=\"{}\"}} {v}", escape(kind));
+    }
+    head(
+        o,
+        "ecscale_ship_degraded",
+        "gauge",
+        "1 while documents are not moving (the reason is on /healthz).",
+    );
+    let _ = writeln!(o, "ecscale_ship_degraded {}", u8::from(s.trouble.is_some()));
 }
 
 async fn answer(

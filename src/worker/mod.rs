@@ -17,6 +17,7 @@
 
 pub mod leader;
 pub mod metrics;
+pub mod ship;
 pub mod state;
 pub mod tick;
 
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::actuate::capacity::CapacityActuator;
 use crate::actuate::ecs_service::ServiceActuator;
@@ -34,17 +35,16 @@ use crate::collect::{Collector, HistoryNeed};
 use crate::config::{Config, Schedule, StateBackend};
 use crate::model::{ServiceKey, TargetKey};
 use crate::policy::TargetPolicy;
-use crate::ship::docs::Doc;
 use crate::ship::{ShipError, Shipper};
 use crate::usage::ApiMeter;
 
 use leader::{Lease, LeaseFence};
 use metrics::Metrics;
+use ship::{ShipQueue, ShipStage};
 use state::{DynamoStore, FileStore, StateStore};
 pub use tick::{TickReport, Worker};
 
 /// Ticks of documents the ship queue holds before dropping.
-const SHIP_QUEUE_TICKS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -95,28 +95,6 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Stop after this many ticks (trial runs, tests).
     pub max_ticks: Option<u64>,
-}
-
-/// The bounded queue between the ticks and the shipper.
-pub(crate) struct ShipQueue {
-    tx: mpsc::Sender<Vec<Doc>>,
-}
-
-impl ShipQueue {
-    /// Queues a tick's documents; `false` (logged and counted) when the shipper is too far behind.
-    fn send(&self, docs: Vec<Doc>, metrics: &Metrics) -> bool {
-        let n = docs.len();
-        match self.tx.try_send(docs) {
-            Ok(()) => true,
-            Err(_) => {
-                tracing::error!(
-                    "the ship stage is {SHIP_QUEUE_TICKS} ticks behind (spool full and Elasticsearch unreachable?): this tick's {n} documents are dropped; scaling goes on"
-                );
-                metrics.error("ship");
-                false
-            }
-        }
-    }
 }
 
 /// A worker's id in the lease: the configured one, else host name and process id.
@@ -187,7 +165,7 @@ pub struct Parts {
     pub lease: Option<Arc<Lease>>,
     pub metrics: Arc<Metrics>,
     /// Where each tick's documents go (none: not shipped).
-    pub ship: Option<mpsc::Sender<Vec<Doc>>>,
+    pub ship: Option<ShipQueue>,
 }
 
 /// The long windows the policies' rules need (predictive rules): per service and metric, the
@@ -279,7 +257,7 @@ impl Worker {
             lease,
             fence,
             metrics,
-            ship: ship.map(|tx| ShipQueue { tx }),
+            ship,
             state,
             loaded_fencing: None,
             config,
@@ -333,16 +311,8 @@ pub async fn run(
         }
         None => None,
     };
-    let shipper = Shipper::start(&config.sink)?;
-    let (ship_tx, mut ship_rx) = mpsc::channel::<Vec<Doc>>(SHIP_QUEUE_TICKS);
-    let ship_task = tokio::spawn(async move {
-        while let Some(docs) = ship_rx.recv().await {
-            if let Err(e) = shipper.ship(&docs).await {
-                tracing::error!("ship stage: {} documents not spooled: {e}", docs.len());
-            }
-        }
-        shipper
-    });
+    let (ship_stage, ship_queue) = ShipStage::start(Shipper::start(&config.sink)?);
+    metrics.set_ship(ship_stage.stats());
 
     let store = store(&config, clients.dynamodb.as_ref())?;
     let lease = match (&config.worker.leader, &clients.dynamodb) {
@@ -376,7 +346,7 @@ pub async fn run(
         store,
         lease: lease.clone(),
         metrics: metrics.clone(),
-        ship: Some(ship_tx),
+        ship: Some(ship_queue),
     };
     let mut worker = Worker::new(config, policies, clients, parts, &opts).await?;
     if let Some(l) = &lease {
@@ -442,21 +412,15 @@ pub async fn run(
     // Drain: the ship queue, the shipper, the lease.
     let deadline = tokio::time::Instant::now() + grace;
     drop(worker);
-    match tokio::time::timeout_at(deadline, ship_task).await {
-        Ok(Ok(shipper)) => {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let stats = shipper.close(left).await;
-            metrics.set_ship(stats.clone());
-            tracing::info!(
-                "shipped: {} documents queued, {} delivered",
-                stats.queued,
-                stats.delivered
-            );
-        }
-        Ok(Err(e)) => tracing::error!("ship stage: {e}"),
-        Err(_) => tracing::warn!(
-            "the ship stage did not drain within worker.shutdown_grace; the spool keeps the rest"
-        ),
+    let s = ship_stage.finish(deadline).await;
+    let summary = format!(
+        "ship stage: {} documents handed over: {} spooled, {} not spooled; {} delivered, {} dead-lettered, {} dropped (drop_oldest); {} bytes left in the spool for the next start",
+        s.queued, s.spooled, s.not_spooled, s.delivered, s.dead_lettered, s.dropped, s.spool_bytes
+    );
+    if s.not_spooled > 0 || s.dropped > 0 {
+        tracing::warn!("{summary}");
+    } else {
+        tracing::info!("{summary}");
     }
     if let Some(l) = &lease {
         l.release().await;

@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::leader::Lease;
+use super::ship::{ShipBatch, ShipQueue};
 use super::state::{LastAction, StateError, StateStore, WorkerState};
-use super::ShipQueue;
 use crate::actuate::capacity::{CapacityActuator, GroupOutcome, GroupTick};
 use crate::actuate::ecs_service::ServiceActuator;
 use crate::actuate::{Applied, Fence};
@@ -403,6 +403,11 @@ impl Worker {
         let Some(queue) = &self.ship else {
             return;
         };
+        // Samples count as shipped once they are on disk: those after that are sent again.
+        for (k, t) in queue.durable() {
+            let e = self.state.shipped_until.entry(k).or_insert(t);
+            *e = (*e).max(t);
+        }
         let shipped = &self.state.shipped_until;
         let mut docs: Vec<Doc> = snapshot_docs(snapshot, &|k| shipped.get(k).copied());
         for p in &self.policies {
@@ -414,14 +419,14 @@ impl Worker {
         for g in &report.groups {
             docs.push(decision_doc(&g.decision, Some(&g.applied)));
         }
-        if queue.send(docs, &self.metrics) {
-            for s in &snapshot.series {
-                if let Some(last) = s.latest() {
-                    self.state
-                        .shipped_until
-                        .insert(format!("{}:{}", s.target(), s.id), last.timestamp);
-                }
-            }
-        }
+        let marks = snapshot
+            .series
+            .iter()
+            .filter_map(|s| {
+                s.latest()
+                    .map(|last| (format!("{}:{}", s.target(), s.id), last.timestamp))
+            })
+            .collect();
+        queue.send(ShipBatch { docs, marks }, &self.metrics);
     }
 }

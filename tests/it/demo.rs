@@ -77,7 +77,7 @@ fn the_demo_refuses_a_bad_speed_or_url_before_starting() {
     );
     let (code, _, stderr) = run(ecscale().args(["demo", "--es", "ftp://x"]));
     assert_eq!(code, 2);
-    assert!(stderr.contains("--es ftp://x"), "{stderr}");
+    assert!(stderr.contains("--es: `ftp://x`"), "{stderr}");
 }
 
 fn simulate_with(policy: &Path, trace: &Path, extra: &[&str]) -> (i32, String, String) {

@@ -23,7 +23,11 @@ async fn config(region: &str, dir: &std::path::Path, extra: &str) -> PathBuf {
     write(dir, "ecscale.yaml", &yaml)
 }
 
-fn spawn(path: &std::path::Path, log: &std::path::Path, env: &[(&str, &str)]) -> tokio::process::Child {
+pub(crate) fn spawn(
+    path: &std::path::Path,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
     let mut cmd = ecscale();
     cmd.args(["--log", "info", "run", "--config"])
         .arg(path)

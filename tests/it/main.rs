@@ -13,6 +13,7 @@ mod docs;
 mod policy;
 mod services;
 mod ship;
+mod ship_faults;
 mod stress;
 mod support;
 mod validate;

@@ -36,8 +36,21 @@ pub(crate) async fn count(es: &str, pattern: &str) -> u64 {
     v["count"].as_u64().unwrap_or_else(|| panic!("{pattern}: {v}"))
 }
 
+/// The sources of an index pattern's documents (refreshed first).
+pub(crate) async fn search(es: &str, pattern: &str) -> Vec<Value> {
+    count(es, pattern).await;
+    let v = get(&format!(
+        "{es}/{pattern}/_search?size=1000&ignore_unavailable=true&allow_no_indices=true"
+    ))
+    .await;
+    v["hits"]["hits"]
+        .as_array()
+        .map(|h| h.iter().map(|x| x["_source"].clone()).collect())
+        .unwrap_or_default()
+}
+
 /// About 1.2 KB each, over two days (two daily indices), deterministic ids.
-fn docs(prefix_run: &str, from: usize, to: usize) -> Vec<Doc> {
+pub(crate) fn docs(prefix_run: &str, from: usize, to: usize) -> Vec<Doc> {
     let start: DateTime<Utc> = "2026-11-24T22:00:00Z".parse().unwrap();
     (from..to)
         .map(|i| {
@@ -507,11 +520,17 @@ async fn setup_installs_the_templates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_as_a_whole_goes_to_the_dead_letter_file() {
+    // Every request answered 400 (malformed, as the endpoint says): split down to single
+    // documents, each refused on its own, so each is dead-lettered with the reason, in the file
+    // (the dead-letter index refuses too), which stays inside the spool's size bound.
     let (url, _) = fake_es(400).await;
     let dir = tempfile::tempdir().unwrap();
     let shipper = Shipper::start(&sink(dir.path(), Some(&url), "whole")).unwrap();
     shipper.ship(&docs("whole", 0, 25)).await.unwrap();
     let stats = shipper.close(Duration::from_secs(20)).await;
+    let letters = std::fs::metadata(dir.path().join("deadletter.ndjson"))
+        .unwrap()
+        .len();
     assert_eq!(
         (
             stats.delivered,
@@ -519,9 +538,11 @@ async fn a_request_refused_as_a_whole_goes_to_the_dead_letter_file() {
             stats.dead_letter_file,
             stats.spool_bytes
         ),
-        (0, 25, 25, 0),
+        (0, 25, 25, letters),
         "{stats:?}"
     );
+    // One request for the 25, then halves down to each document alone: 49 in all.
+    assert_eq!(stats.requests, 49, "{stats:?}");
     let kept = std::fs::read_to_string(dir.path().join("deadletter.ndjson")).unwrap();
     let letters: Vec<Value> = kept.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(letters.len(), 25);

@@ -2,6 +2,7 @@
 //! seeding moto, and a proxy that counts (and can throttle) the AWS calls on the wire.
 
 pub mod fake;
+pub mod gate;
 pub mod moto;
 pub mod proxy;
 

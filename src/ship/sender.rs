@@ -1,0 +1,458 @@
+//! The sender: spool segments to Elasticsearch, one bulk request each, until every document in
+//! a segment is delivered or dead-lettered. It never ends on a failure while it runs: each one is
+//! counted by kind, reported as the shipper's trouble, and retried with backoff.
+//!
+//! What a failed bulk request leads to, by what Elasticsearch said:
+//! - unreachable, 401/403 (auth), 404/405 (wrong endpoint), 408, 429, 5xx, an answer that is not
+//!   a bulk answer: the same documents again, after a backoff (never dead-lettered);
+//! - 413 (too large), 400/422 (malformed): the body split in two, each half sent on its own,
+//!   until the document at fault is alone; that one is dead-lettered with the reason.
+//!
+//! Per-item answers: 2xx delivered, 429/5xx retried (those items only), other 4xx dead-lettered.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use super::elasticsearch::{dead_letters, pairs, read_answer, Es, EsError, Outcome, Refused};
+use super::spool::{Segment, Spool, SpoolError, DEAD_LETTERS};
+use super::{templates, SendOptions, ShipError, Stats};
+
+/// The kind of a failed request, as counted.
+pub fn es_kind(e: &EsError) -> &'static str {
+    match e {
+        EsError::Request { .. } => "unreachable",
+        EsError::Status { status, .. } => match status {
+            401 | 403 => "auth",
+            404 | 405 => "endpoint",
+            413 => "too_large",
+            429 => "throttled",
+            400 | 422 => "malformed",
+            s if *s >= 500 => "server",
+            _ => "refused",
+        },
+        EsError::Settings(_) => "settings",
+    }
+}
+
+/// Whether a request refused as a whole is about its content (split it to find the document
+/// at fault) rather than about the moment or the endpoint (try again).
+fn about_content(e: &EsError) -> bool {
+    matches!(
+        e,
+        EsError::Status {
+            status: 400 | 413 | 422,
+            ..
+        }
+    )
+}
+
+/// Sleeps `backoff` (doubling it, up to 30 s) unless stopped first; `false` when stopped.
+async fn pause(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = stop.changed() => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(30));
+    !*stop.borrow()
+}
+
+/// One bulk request and its answer read item by item.
+async fn send(es: &Es, body: &Bytes) -> Result<Outcome, EsError> {
+    let answer = es.bulk(body.clone()).await?;
+    read_answer(body, &answer).map_err(|message| EsError::Request {
+        url: es.url.clone(),
+        message: format!("an answer that is not a bulk answer: {message}"),
+    })
+}
+
+/// Keeps refused documents with their reason: in the dead-letter index when `es` takes them,
+/// else in the spool's dead-letter file; while neither can, retried. `false` when stopped first.
+async fn dead_letter(
+    es: Option<&Es>,
+    spool: &Spool,
+    prefix: &str,
+    refused: &[Refused],
+    stats: &Stats,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let n = refused.len() as u64;
+    let letters = Bytes::from(dead_letters(refused, prefix, chrono::Utc::now()));
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if let Some(es) = es {
+            if send(es, &letters).await.is_ok_and(|o| o.delivered == n) {
+                stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+                return true;
+            }
+        }
+        match spool.write_dead_letters(&letters) {
+            Ok(()) => {
+                stats.dead_letter_file.fetch_add(n, Ordering::Relaxed);
+                stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+                return true;
+            }
+            Err(e) => stats.failed(
+                e.kind(),
+                format!("cannot keep {n} refused documents in {DEAD_LETTERS}: {e}; retried"),
+            ),
+        }
+        if !pause(&mut backoff, stop).await {
+            return false;
+        }
+    }
+}
+
+/// The body's first half of documents and the rest.
+fn split(body: &Bytes) -> (Bytes, Bytes) {
+    let p = pairs(body);
+    let cut = p.get(p.len() / 2).map_or(body.len(), |(action, _)| action.start);
+    (body.slice(..cut), body.slice(cut..))
+}
+
+/// Sends one claimed segment until every document in it is delivered or dead-lettered; `false`
+/// when stopped first (the segment stays in the spool).
+async fn deliver(
+    es: &Es,
+    spool: &Spool,
+    seg: &Segment,
+    opts: &SendOptions,
+    stats: &Stats,
+    mut stop: watch::Receiver<bool>,
+) -> Result<bool, SpoolError> {
+    let body = Bytes::from(std::fs::read(&seg.path).map_err(|source| SpoolError::Io {
+        path: seg.path.clone(),
+        source,
+    })?);
+    let mut work = vec![body];
+    let mut backoff = Duration::from_millis(100);
+    while let Some(body) = work.pop() {
+        if body.is_empty() {
+            continue;
+        }
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        match send(es, &body).await {
+            Ok(o) => {
+                stats.delivered.fetch_add(o.delivered, Ordering::Relaxed);
+                if o.delivered > 0 {
+                    stats.progressed();
+                }
+                for r in &o.refused {
+                    tracing::warn!(
+                        "Elasticsearch refused a document ({} {}): dead-lettered",
+                        r.status,
+                        r.error["reason"].as_str().unwrap_or("no reason given")
+                    );
+                }
+                if !o.refused.is_empty()
+                    && !dead_letter(Some(es), spool, &opts.prefix, &o.refused, stats, &mut stop).await
+                {
+                    return Ok(false);
+                }
+                if o.retry_docs > 0 {
+                    stats.retried.fetch_add(o.retry_docs, Ordering::Relaxed);
+                    work.push(Bytes::from(o.retry));
+                    if !pause(&mut backoff, &mut stop).await {
+                        return Ok(false);
+                    }
+                } else {
+                    backoff = Duration::from_millis(100);
+                }
+            }
+            Err(e) if about_content(&e) => {
+                stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                let docs = pairs(&body);
+                if docs.len() > 1 {
+                    // Find the document at fault: each half on its own.
+                    let (a, b) = split(&body);
+                    work.push(b);
+                    work.push(a);
+                    continue;
+                }
+                let refused: Vec<Refused> = docs
+                    .into_iter()
+                    .map(|(a, s)| Refused {
+                        action: body.slice(a),
+                        source: body.slice(s),
+                        status: match &e {
+                            EsError::Status { status, .. } => *status,
+                            _ => 0,
+                        },
+                        error: serde_json::json!({"type": "request_refused", "reason": e.to_string()}),
+                    })
+                    .collect();
+                tracing::warn!("{e}: the document at fault is dead-lettered");
+                if !dead_letter(Some(es), spool, &opts.prefix, &refused, stats, &mut stop).await {
+                    return Ok(false);
+                }
+            }
+            Err(e) => {
+                stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                stats.failed(
+                    es_kind(&e),
+                    format!("{e}; the documents wait in the spool and are retried"),
+                );
+                work.push(body);
+                if !pause(&mut backoff, &mut stop).await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// What the loop keeps between turns.
+struct Loop {
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<Result<bool, SpoolError>>,
+    /// The segment each task sends, by task id.
+    sending: HashMap<tokio::task::Id, Segment>,
+    /// Delivered segments whose removal failed (a read-only disk): removed later, never sent
+    /// again.
+    delivered: Vec<Segment>,
+    abandoned: bool,
+}
+
+impl Loop {
+    fn finished(
+        &mut self,
+        done: Result<(tokio::task::Id, Result<bool, SpoolError>), tokio::task::JoinError>,
+        spool: &Spool,
+        stats: &Stats,
+    ) {
+        let id = match &done {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let Some(seg) = self.sending.remove(&id) else {
+            return;
+        };
+        match done {
+            Ok((_, Ok(true))) => self.delivered.push(seg),
+            Ok((_, Ok(false))) => {
+                self.abandoned = true;
+                spool.release(&seg);
+            }
+            Ok((_, Err(e))) => {
+                stats.failed(e.kind(), format!("sending {}: {e}; retried", seg.path.display()));
+                spool.release(&seg);
+            }
+            Err(e) => {
+                stats.failed("internal", format!("a delivery task failed: {e}; retried"));
+                spool.release(&seg);
+            }
+        }
+    }
+
+    /// Removes delivered segments (retried while the disk refuses).
+    fn remove_delivered(&mut self, spool: &Spool, stats: &Stats) {
+        self.delivered.retain(|seg| match spool.remove(seg) {
+            Ok(()) => false,
+            Err(e) => {
+                stats.failed(e.kind(), format!("removing a delivered segment: {e}; retried"));
+                true
+            }
+        });
+    }
+}
+
+/// The sender loop: seals by age, keeps up to `max_in_flight` segments in flight. Returns once
+/// the spool is empty, if `exit_when_empty` (a replay); once stopped (a closing shipper, which
+/// gives up on Elasticsearch failures: what is left stays on disk); or when `give_up_after`
+/// passed with no progress.
+pub async fn run(
+    es: Es,
+    spool: Arc<Spool>,
+    opts: SendOptions,
+    stats: Arc<Stats>,
+    mut stop: watch::Receiver<bool>,
+    exit_when_empty: bool,
+) -> Result<(), ShipError> {
+    let mut l = Loop {
+        slots: Arc::new(Semaphore::new(opts.max_in_flight.max(1))),
+        tasks: JoinSet::new(),
+        sending: HashMap::new(),
+        delivered: Vec::new(),
+        abandoned: false,
+    };
+    let mut templates_ok = false;
+    let mut backoff = Duration::from_millis(200);
+    let started = Instant::now();
+    loop {
+        let stopping = *stop.borrow();
+        if let Some(limit) = opts.give_up_after {
+            let idle = stats.since_progress().unwrap_or_else(|| started.elapsed());
+            let waiting = !l.tasks.is_empty() || !templates_ok;
+            if idle > limit && waiting {
+                return Err(ShipError::GaveUp(format!(
+                    "no progress for {}: {}; the documents stay in {}",
+                    humantime::format_duration(limit),
+                    stats
+                        .snapshot(&spool)
+                        .trouble
+                        .unwrap_or_else(|| "nothing moved".into()),
+                    spool.dir().display()
+                )));
+            }
+        }
+        let age = if stopping {
+            Duration::ZERO
+        } else {
+            opts.flush_interval
+        };
+        if let Err(e) = spool.seal_if_older(age) {
+            stats.failed(e.kind(), format!("sealing a segment: {e}; retried"));
+        }
+        l.remove_delivered(&spool, &stats);
+        if !templates_ok {
+            match templates::ensure(&es, &opts.templates).await {
+                Ok(_) => templates_ok = true,
+                Err(e) => {
+                    stats.failed(
+                        es_kind(&e),
+                        format!("installing the index templates: {e}; retried"),
+                    );
+                    if !pause(&mut backoff, &mut stop).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+        }
+        claim(&mut l, &es, &spool, &opts, &stats, &stop);
+        while let Some(done) = l.tasks.try_join_next_with_id() {
+            l.finished(done, &spool, &stats);
+        }
+        l.remove_delivered(&spool, &stats);
+        let busy = !l.tasks.is_empty() || !l.delivered.is_empty();
+        if stopping && l.abandoned && !busy {
+            // Elasticsearch failed during shutdown: the rest waits on disk for the next start.
+            return Ok(());
+        }
+        if (stopping || exit_when_empty) && !busy && spool.is_empty().unwrap_or(false) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = spool.changed.notified() => {}
+            _ = stop.changed() => {}
+            Some(done) = l.tasks.join_next_with_id(), if !l.tasks.is_empty() => l.finished(done, &spool, &stats),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// Claims segments for every free slot and starts sending them.
+fn claim(
+    l: &mut Loop,
+    es: &Es,
+    spool: &Arc<Spool>,
+    opts: &SendOptions,
+    stats: &Arc<Stats>,
+    stop: &watch::Receiver<bool>,
+) {
+    while let Ok(permit) = l.slots.clone().try_acquire_owned() {
+        let seg = match spool.claim() {
+            Ok(Some(seg)) => seg,
+            Ok(None) => break,
+            Err(e) => {
+                stats.failed(e.kind(), format!("reading the spool: {e}; retried"));
+                break;
+            }
+        };
+        let (es, spool, opts, stats, stop, s) = (
+            es.clone(),
+            spool.clone(),
+            opts.clone(),
+            stats.clone(),
+            stop.clone(),
+            seg.clone(),
+        );
+        let handle = l.tasks.spawn(async move {
+            let _permit = permit;
+            deliver(&es, &spool, &s, &opts, &stats, stop).await
+        });
+        l.sending.insert(handle.id(), seg);
+    }
+}
+
+/// Sends the dead-letter file's documents again; those refused again stay, with their reason.
+pub async fn resend_dead_letters(
+    es: &Es,
+    spool: &Spool,
+    opts: &SendOptions,
+    stats: &Stats,
+) -> Result<(), ShipError> {
+    let path = spool.dir().join(DEAD_LETTERS);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(SpoolError::Io { path, source }.into()),
+    };
+    templates::ensure(es, &opts.templates).await?;
+    let letters: Vec<serde_json::Value> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap_or(serde_json::Value::Null))
+        .collect();
+    let mut kept = Vec::new();
+    for chunk in letters.chunks(1000) {
+        let mut body = Vec::new();
+        for letter in chunk {
+            let action = serde_json::json!({"index": {"_index": letter["index"], "_id": letter["id"]}});
+            let _ = serde_json::to_writer(&mut body, &action);
+            body.push(b'\n');
+            body.extend_from_slice(
+                letter["document"]
+                    .as_str()
+                    .unwrap_or("{}")
+                    .replace('\n', " ")
+                    .as_bytes(),
+            );
+            body.push(b'\n');
+        }
+        let body = Bytes::from(body);
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        let o = send(es, &body).await?;
+        stats.delivered.fetch_add(o.delivered, Ordering::Relaxed);
+        // What is refused again stays, with the new reason.
+        for r in &o.refused {
+            let id = serde_json::from_slice::<serde_json::Value>(&r.action).ok();
+            let id = id.as_ref().map(|a| &a["index"]["_id"]);
+            if let Some(mut letter) = chunk.iter().find(|l| Some(&l["id"]) == id).cloned() {
+                letter["status"] = r.status.into();
+                letter["error"] = r.error.to_string().into();
+                letter["error_type"] = r.error["type"].clone();
+                letter["error_reason"] = r.error["reason"].clone();
+                let _ = serde_json::to_writer(&mut kept, &letter);
+                kept.push(b'\n');
+                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for _ in 0..o.retry_docs {
+            // Retried items (429, 5xx): left for the next replay as they were.
+            stats.retried.fetch_add(1, Ordering::Relaxed);
+        }
+        if o.retry_docs > 0 {
+            let retry = pairs(&o.retry);
+            for (a, _) in retry {
+                let id = serde_json::from_slice::<serde_json::Value>(&o.retry[a]).ok();
+                let id = id.as_ref().map(|v| &v["index"]["_id"]);
+                if let Some(letter) = chunk.iter().find(|l| Some(&l["id"]) == id) {
+                    let _ = serde_json::to_writer(&mut kept, letter);
+                    kept.push(b'\n');
+                }
+            }
+        }
+    }
+    spool.rewrite_dead_letters(&kept)?;
+    Ok(())
+}
