@@ -87,8 +87,22 @@ pub struct Stats {
     pub requests: AtomicU64,
     pub failed_requests: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
-    trouble: Mutex<Option<Trouble>>,
+    /// What is going wrong on each side: writing the spool, and sending it. Each side's own
+    /// progress ends its trouble (documents spooled say nothing of Elasticsearch).
+    trouble: Mutex<[Option<Trouble>; 2]>,
     last_progress: Mutex<Option<SystemTime>>,
+}
+
+/// How long documents dropped by `drop_oldest` keep the ship stage degraded.
+pub const DROP_LINGER: Duration = Duration::from_secs(300);
+
+/// The two halves of the ship stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Writing documents to the spool.
+    Spool = 0,
+    /// Sending the spool to Elasticsearch.
+    Send = 1,
 }
 
 /// The counters at one moment.
@@ -134,13 +148,23 @@ impl Stats {
     /// Documents that will not reach the spool: counted, and logged with why.
     pub fn not_spooled(&self, n: u64, why: &str) {
         self.not_spooled.fetch_add(n, Ordering::Relaxed);
-        self.failed("not_spooled", format!("{n} documents not spooled: {why}"));
+        self.failed_on(
+            Side::Spool,
+            "not_spooled",
+            format!("{n} documents not spooled: {why}"),
+        );
     }
 
-    /// A failure of `kind`: counted; logged when this kind of trouble starts.
+    /// A failure of `kind` sending the spool: counted; logged when this kind of trouble starts.
     pub fn failed(&self, kind: &'static str, message: String) {
+        self.failed_on(Side::Send, kind, message);
+    }
+
+    /// A failure of `kind` on `side`: counted; logged when this kind of trouble starts.
+    pub fn failed_on(&self, side: Side, kind: &'static str, message: String) {
         *self.lock_errors().entry(kind).or_default() += 1;
-        let mut t = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        let t = &mut all[side as usize];
         let since = match &*t {
             Some(old) if old.kind == kind => old.since,
             _ => {
@@ -151,10 +175,12 @@ impl Stats {
         *t = Some(Trouble { kind, message, since });
     }
 
-    /// Documents moved (delivered, spooled): whatever went wrong is over.
-    pub fn progressed(&self) {
-        *self.last_progress.lock().unwrap_or_else(|p| p.into_inner()) = Some(SystemTime::now());
-        if let Some(t) = self.trouble.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    /// Documents moved on `side` (spooled, or delivered): what went wrong there is over.
+    pub fn progressed(&self, side: Side) {
+        if side == Side::Send {
+            *self.last_progress.lock().unwrap_or_else(|p| p.into_inner()) = Some(SystemTime::now());
+        }
+        if let Some(t) = self.trouble.lock().unwrap_or_else(|p| p.into_inner())[side as usize].take() {
             let took = t.since.elapsed().unwrap_or_default();
             tracing::info!(
                 "ship stage: recovered after {} ({})",
@@ -168,7 +194,7 @@ impl Stats {
         self.errors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The time since documents last moved, `None` before they ever did.
+    /// The time since documents were last delivered, `None` before they ever were.
     pub fn since_progress(&self) -> Option<Duration> {
         let last = *self.last_progress.lock().unwrap_or_else(|p| p.into_inner());
         last.map(|t| t.elapsed().unwrap_or_default())
@@ -177,7 +203,36 @@ impl Stats {
     pub fn snapshot(&self, spool: &Spool) -> StatsSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (queued, spooled, not_spooled) = (get(&self.queued), get(&self.spooled), get(&self.not_spooled));
-        let mut trouble = self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let [spooling, sending] = self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Both sides in trouble: the spool's first (documents wait in memory), the other said.
+        let mut trouble = match (spooling, sending) {
+            (Some(mut a), Some(b)) => {
+                a.message = format!("{}; and {}", a.message, b.message);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = spool
+            .last_drop()
+            .filter(|t| t.elapsed().unwrap_or_default() < DROP_LINGER)
+        {
+            // Documents lost to drop_oldest: degraded for a while after the last drop, though
+            // appends go on.
+            let dropped = format!(
+                "the spool is full: {} documents dropped so far (sink.spool.on_full: drop_oldest), the last at {}",
+                spool.dropped_docs(),
+                DateTime::<Utc>::from(at).format("%H:%M:%S")
+            );
+            let message = match &trouble {
+                Some(t) => format!("{dropped}; and {}", t.message),
+                None => dropped,
+            };
+            trouble = Some(Trouble {
+                kind: "dropped",
+                message,
+                since: at,
+            });
+        }
         if let Some(b) = spool.blocked() {
             // The spool waiting for room is the trouble, whatever the sender says.
             trouble = Some(Trouble {
@@ -339,7 +394,7 @@ impl Shipper {
                 self.stats
                     .spooled
                     .fetch_add((i + 1 - start) as u64, Ordering::Relaxed);
-                self.stats.progressed();
+                self.stats.progressed(Side::Spool);
                 start = i + 1;
                 buf.clear();
             }
@@ -369,7 +424,7 @@ impl Shipper {
     pub async fn close(mut self, drain: Duration) -> StatsSnapshot {
         if let Err(e) = self.spool.seal() {
             self.stats
-                .failed(e.kind(), format!("sealing the last segment: {e}"));
+                .failed_on(Side::Spool, e.kind(), format!("sealing the last segment: {e}"));
         }
         let _ = self.stop.send(true);
         if let Some(sender) = self.sender.take() {
@@ -456,4 +511,31 @@ pub fn first_tick(config: &crate::config::Config) -> (u64, u64) {
         docs += metrics.iter().map(|m| samples(m.period)).sum::<u64>() + 1;
     }
     (docs, docs * DOC_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_side_ends_only_its_own_trouble() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20, OnFull::Block, 1 << 10).unwrap();
+        let stats = Stats::default();
+        stats.failed("connect", "Elasticsearch is down".into());
+        // Documents still reach the disk: that says nothing of Elasticsearch.
+        stats.progressed(Side::Spool);
+        let s = stats.snapshot(&spool);
+        assert_eq!(s.trouble.as_deref(), Some("Elasticsearch is down"));
+        stats.not_spooled(3, "the queue was full");
+        let s = stats.snapshot(&spool);
+        assert_eq!(
+            s.trouble.as_deref(),
+            Some("3 documents not spooled: the queue was full; and Elasticsearch is down")
+        );
+        stats.progressed(Side::Send);
+        stats.progressed(Side::Spool);
+        let s = stats.snapshot(&spool);
+        assert_eq!((s.trouble, s.errors.len()), (None, 2));
+    }
 }

@@ -143,7 +143,7 @@ async fn deliver(
             Ok(o) => {
                 stats.delivered.fetch_add(o.delivered, Ordering::Relaxed);
                 if o.delivered > 0 {
-                    stats.progressed();
+                    stats.progressed(super::Side::Send);
                 }
                 for r in &o.refused {
                     tracing::warn!(

@@ -122,6 +122,8 @@ pub struct Spool {
     in_flight: Mutex<HashSet<u64>>,
     size: AtomicU64,
     dropped_docs: AtomicU64,
+    /// When `drop_oldest` last deleted documents.
+    last_drop: Mutex<Option<std::time::SystemTime>>,
     blocked: Mutex<Option<Blocked>>,
     /// Appends that found no room, by kind (`no_space`, `read_only`).
     failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
@@ -214,6 +216,7 @@ impl Spool {
             in_flight: Mutex::new(HashSet::new()),
             size: AtomicU64::new(size),
             dropped_docs: AtomicU64::new(0),
+            last_drop: Mutex::new(None),
             blocked: Mutex::new(None),
             failures: Mutex::new(Default::default()),
             changed: Notify::new(),
@@ -232,6 +235,11 @@ impl Spool {
     /// Documents deleted by `drop_oldest`.
     pub fn dropped_docs(&self) -> u64 {
         self.dropped_docs.load(Ordering::Relaxed)
+    }
+
+    /// When `drop_oldest` last deleted documents, if it ever did.
+    pub fn last_drop(&self) -> Option<std::time::SystemTime> {
+        *self.last_drop.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
@@ -534,6 +542,7 @@ impl Spool {
         fs::remove_file(&seg.path).map_err(io(&seg.path))?;
         self.size.fetch_sub(seg.bytes.min(self.size()), Ordering::Relaxed);
         self.dropped_docs.fetch_add(docs, Ordering::Relaxed);
+        *self.last_drop.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::SystemTime::now());
         tracing::warn!(
             "spool {} is full: dropped the oldest {docs} documents ({}; sink.spool.on_full: drop_oldest)",
             self.dir.display(),

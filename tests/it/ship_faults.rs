@@ -241,7 +241,13 @@ async fn a_full_spool_disk_waits_then_frees_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_frees_a_full_disk_and_counts_exactly_what_it_dropped() {
     let (s, metrics, health, _) = disk_fills(OnFull::DropOldest).await;
-    assert!(health.starts_with("degraded:"), "{health}");
+    // Degraded while documents are being dropped (or the disk refuses the append that
+    // makes room), though appends go on.
+    assert!(
+        health.starts_with("degraded: shipping:")
+            && (health.contains("documents dropped so far") || health.contains("No space left")),
+        "{health}\n{metrics}"
+    );
     assert!(s.dropped > 0, "{s:?}\n{metrics}");
     // What was not dropped was delivered, and Elasticsearch holds exactly that (checked above).
     assert_eq!(s.delivered + s.dropped, 2_000, "{s:?}");
