@@ -296,6 +296,9 @@ pub struct EvalInput<'a> {
     /// When the target last scaled out: datapoints from before `last_scale_out + warmup`
     /// include tasks still warming up.
     pub last_scale_out: Option<DateTime<Utc>>,
+    /// When the target last scaled in: a trend across it mixes the load with the change of
+    /// count, so projections do not reach back past it.
+    pub last_scale_in: Option<DateTime<Utc>>,
     /// The running counts seen at earlier ticks.
     pub served: &'a RunningHistory,
     pub(crate) metrics: &'a MetricSet<'a>,
@@ -323,6 +326,7 @@ impl<'a> EvalInput<'a> {
             min: 0,
             max: u32::MAX,
             last_scale_out: None,
+            last_scale_in: None,
             served: &NO_HISTORY,
             metrics,
             assume,

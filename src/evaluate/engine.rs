@@ -131,6 +131,7 @@ pub fn decide(
         input.min = bounds.min;
         input.max = bounds.max;
         input.last_scale_out = state.last_scale_out;
+        input.last_scale_in = state.last_scale_in;
         input.served = &served;
         let rec = rule.spec.policy().evaluate(&input);
         let forecast_only = !rule.spec.policy().counts();

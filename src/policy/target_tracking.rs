@@ -214,13 +214,19 @@ impl TargetTracking {
     }
 
     /// The demand `lead` ahead by the trend of the datapoints covering twice the lead (at
-    /// least 9), when it rises steadily (scale-in never rests on a projection).
+    /// least 9), when it rises steadily (scale-in never rests on a projection). A window that
+    /// reaches back past the last scale-in projects nothing: while tasks stop, the per-task
+    /// values rise by the change of count itself, and the trend would undo the scale-in.
     fn projection(&self, r: &Reading<'_, '_>) -> Option<Projection> {
         let lead = self.lead?;
         let n = ((2.0 * lead.as_secs_f64() / r.period as f64).ceil() as usize)
             .max(self.scale_out_datapoints)
             .max(9);
         let slots = r.view.slots(n, r.not_before)?;
+        let first = slots.first()?.0;
+        if r.input.last_scale_in.is_some_and(|t| first < t) {
+            return None;
+        }
         let demand = r.demand(&slots);
         let x =
             |t: DateTime<Utc>| (t - r.input.now).num_milliseconds() as f64 / 1000.0 + r.period as f64 / 2.0;
@@ -488,13 +494,31 @@ mod tests {
         current: u32,
         running: u32,
     ) -> Decision {
+        decide_after(
+            rules,
+            cpu,
+            per_task,
+            counts,
+            (current, running),
+            TargetState::default(),
+        )
+    }
+
+    /// [`decide_on`] with the target's memory (its last actions) given.
+    fn decide_after(
+        rules: &str,
+        cpu: &[f64],
+        per_task: bool,
+        counts: &[(i64, u32)],
+        (current, running): (u32, u32),
+        mut state: TargetState,
+    ) -> Decision {
         let p = policy(rules);
         let s = series(cpu);
         let mut set = MetricSet::uniform([("cpu", s.as_slice())], 60, now());
         if per_task {
             set.mark_per_task(&["cpu".to_string()]);
         }
-        let mut state = TargetState::default();
         for (mins_ago, r) in counts {
             state.running.observe(now() - TimeDelta::minutes(*mins_ago), *r);
         }
@@ -580,6 +604,24 @@ mod tests {
         let noise = [58.0, 63.0, 57.0, 62.0, 59.0, 64.0, 56.0, 61.0, 60.0, 63.0];
         let d = decide_on(rules, &noise, true, &[(30, 10)], 10, 10);
         assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    }
+
+    #[test]
+    fn a_trend_is_not_projected_across_the_last_scale_in() {
+        let rules = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 60, tolerance: 10%, lead: 3m, warmup: 0s}\n";
+        let ramp: Vec<f64> = (0..10).map(|k| 46.0 + 2.0 * k as f64).collect();
+        let after = |mins: i64| TargetState {
+            last_scale_in: Some(now() - TimeDelta::minutes(mins)),
+            ..TargetState::default()
+        };
+        // The same rise, inside the band: a scale-in 4 minutes ago lies inside the window (the
+        // per-task values rose as tasks stopped), so nothing is projected and nothing is done.
+        let d = decide_after(rules, &ramp, true, &[(30, 10)], (10, 10), after(4));
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        // One older than the window leaves the trend whole: met ahead as before.
+        let d = decide_after(rules, &ramp, true, &[(30, 10)], (10, 10), after(30));
+        assert_eq!(d.action, Action::ScaleOut, "{}", d.reason);
+        assert!(d.reason.contains("rising"), "{}", d.reason);
     }
 
     #[test]
