@@ -15,6 +15,8 @@ pub mod dashboards;
 pub mod eval_io;
 pub mod evaluate;
 pub mod format;
+#[cfg(test)]
+mod fuzz;
 pub mod model;
 pub mod plot;
 pub mod policy;

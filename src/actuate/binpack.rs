@@ -45,6 +45,9 @@ pub struct Packing {
     /// Tasks that only the existing (larger) instances could hold, and they are full: more
     /// instances of the size the group launches would not place them. (name, count)
     pub unplaced: Vec<(String, u32)>,
+    /// Tasks left without room by a cap on the number of instances ([`pack_within`]).
+    /// (name, count)
+    pub waiting: Vec<(String, u32)>,
 }
 
 impl Packing {
@@ -121,6 +124,28 @@ pub fn pack(
     new_instance: Resources,
     headroom: f64,
 ) -> Result<Packing, TooLarge> {
+    pack_capped(demands, existing, new_instance, headroom, usize::MAX)
+}
+
+/// As [`pack`], with at most `max_instances` in all (the existing ones count): what does not
+/// fit is listed in [`Packing::waiting`], largest tasks first as they are placed.
+pub fn pack_within(
+    demands: &[Demand],
+    existing: &[Bin],
+    new_instance: Resources,
+    headroom: f64,
+    max_instances: u32,
+) -> Result<Packing, TooLarge> {
+    pack_capped(demands, existing, new_instance, headroom, max_instances as usize)
+}
+
+fn pack_capped(
+    demands: &[Demand],
+    existing: &[Bin],
+    new_instance: Resources,
+    headroom: f64,
+    cap: usize,
+) -> Result<Packing, TooLarge> {
     // The largest dimension relative to a new instance decides the order (ties: CPU, then memory).
     let scale = |v: u32, of: u32| f64::from(v) / f64::from(of.max(1));
     let weight =
@@ -145,6 +170,7 @@ pub fn pack(
     let mut rooms: Vec<Room> = bins.iter().map(|b| Room::new(b.capacity, headroom)).collect();
     let existing_count = rooms.len();
     let mut unplaced = Vec::new();
+    let mut waiting: Vec<(String, u32)> = Vec::new();
 
     for d in order {
         let fits_somewhere =
@@ -172,6 +198,14 @@ pub fn pack(
                         unplaced.push((d.name.clone(), d.count - placed));
                         break;
                     }
+                    if rooms.len() >= cap {
+                        // Smaller tasks after it may still fit in what is left.
+                        match waiting.last_mut() {
+                            Some((name, n)) if *name == d.name => *n += 1,
+                            _ => waiting.push((d.name.clone(), 1)),
+                        }
+                        continue;
+                    }
                     let mut r = Room::new(new_instance, headroom);
                     r.take(d.size);
                     rooms.push(r);
@@ -193,6 +227,7 @@ pub fn pack(
         unused,
         new_instances: (rooms.len() - existing_count) as u32,
         unplaced,
+        waiting,
     })
 }
 
@@ -218,6 +253,33 @@ mod tests {
             capacity: r(cpu, mem),
             tasks,
         }
+    }
+
+    #[test]
+    fn a_cap_on_instances_says_how_many_tasks_wait() {
+        // 2 vCPU instances hold 4 tasks of 512 each: 40 tasks on at most 3 instances, 12 fit.
+        let p = pack_within(&[d("web", 512, 256, 40)], &[], r(2048, 8192), 0.0, 3).unwrap();
+        assert_eq!(
+            (p.needed(), p.waiting.clone()),
+            (3, vec![("web".to_string(), 28)])
+        );
+        // Small tasks still fill what the large ones leave: 3 large (1536) on 3 instances,
+        // then 512-unit tasks only in the 512 left on each.
+        let p = pack_within(
+            &[d("large", 1536, 256, 5), d("small", 512, 256, 6)],
+            &[],
+            r(2048, 8192),
+            0.0,
+            3,
+        )
+        .unwrap();
+        assert_eq!(
+            p.waiting,
+            vec![("large".to_string(), 2), ("small".to_string(), 3)]
+        );
+        // Within the cap, nothing waits.
+        let p = pack_within(&[d("web", 512, 256, 12)], &[], r(2048, 8192), 0.0, 3).unwrap();
+        assert!(p.waiting.is_empty());
     }
 
     #[test]

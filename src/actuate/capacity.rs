@@ -69,6 +69,46 @@ pub struct GroupOutcome {
     pub reactivated: Vec<String>,
     /// Calls that failed, per instance or step; the rest of the group's work went on.
     pub errors: Vec<String>,
+    /// Tasks that the group's max leaves without room: (service name, or `task ID` for a
+    /// standalone task, count).
+    pub waiting: Vec<(String, u32)>,
+}
+
+/// The tasks (of services, not spare room) that `max` instances leave without room.
+fn waiting_at(
+    demands: &[Demand],
+    bins: &[Bin],
+    new_instance: Resources,
+    headroom: f64,
+    max: u32,
+) -> Vec<(String, u32)> {
+    let cap = max.max(bins.len() as u32);
+    match crate::actuate::binpack::pack_within(demands, bins, new_instance, headroom, cap) {
+        Ok(p) => p
+            .waiting
+            .into_iter()
+            .filter(|(name, _)| name != "spare")
+            .map(|(name, n)| match name.strip_prefix("service ") {
+                Some(service) => (service.to_string(), n),
+                None => (name, n),
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// " (capped at the group's max 3: 28 tasks will wait for room: web 28)".
+fn capped_note(max: u32, waiting: &[(String, u32)]) -> String {
+    let n: u32 = waiting.iter().map(|(_, n)| n).sum();
+    if n == 0 {
+        return format!(" (capped at the group's max {max})");
+    }
+    let each: Vec<String> = waiting.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    format!(
+        " (capped at the group's max {max}: {n} task{} will wait for room: {})",
+        if n == 1 { "" } else { "s" },
+        each.join(", ")
+    )
 }
 
 /// CPU units and MiB that ECS offers on common instance types, for a group none of whose
@@ -400,6 +440,7 @@ impl CapacityActuator {
             terminated: Vec::new(),
             reactivated: Vec::new(),
             errors: Vec::new(),
+            waiting: Vec::new(),
         };
         self.progress_drains(t, state, fence, &mut out).await;
 
@@ -503,15 +544,16 @@ impl CapacityActuator {
         d.inputs.insert("overhead_cpu".into(), f64::from(overhead.cpu));
         d.inputs
             .insert("overhead_memory_mib".into(), f64::from(overhead.memory_mib));
-        let why = describe(&packing, &demands, size, t.spec.headroom, floor, t.policy);
+        let mut why = describe(&packing, &demands, size, t.spec.headroom, floor, t.policy);
         let have = active.len() as u32 + booting;
+        if wanted > g.max {
+            out.waiting = waiting_at(&demands, &bins, sub(size, overhead), t.spec.headroom, g.max);
+            let n: u32 = out.waiting.iter().map(|(_, n)| n).sum();
+            out.decision.inputs.insert("tasks_waiting".into(), f64::from(n));
+            why.push_str(&capped_note(g.max, &out.waiting));
+        }
 
         if target > have {
-            let why = if wanted > g.max {
-                format!("{why} (capped at the group's max {})", g.max)
-            } else {
-                why
-            };
             self.scale_out(t, state, fence, &mut out, have, target, why).await;
         } else if target < have {
             let blocked = if booting > 0 {

@@ -100,7 +100,7 @@ impl CloudWatchApi for AwsCloudWatch {
                     "CloudWatch.GetMetricData",
                     resource,
                     &self.endpoint,
-                    self.calls,
+                    &self.calls,
                 )
             })?;
         let results = out

@@ -52,7 +52,7 @@ impl AwsEcs {
             + Sync
             + 'static,
     {
-        api_error(e, operation, resource, &self.endpoint, self.calls)
+        api_error(e, operation, resource, &self.endpoint, &self.calls)
     }
 }
 

@@ -9,6 +9,7 @@ mod cloudwatch;
 mod ecs;
 mod meter;
 mod scaling;
+mod silence;
 
 use std::fmt;
 
@@ -92,37 +93,43 @@ impl AwsContext {
                 .clone()
                 .unwrap_or_else(|| format!("https://{service}.{region}.amazonaws.com"))
         };
+        let silences = silence::Silences::new(settings.timeouts.operation);
         let calls = CallSettings {
             max_attempts: settings.retry.max_attempts,
+            silences: silences.clone(),
         };
         let interceptor = meter::MeterInterceptor::new(meter.clone());
         let ecs_client = aws_sdk_ecs::Client::from_conf(
             aws_sdk_ecs::config::Builder::from(&sdk)
                 .interceptor(interceptor.clone())
+                .interceptor(silences.guard(endpoint("ecs")))
                 .build(),
         );
         let cw_client = aws_sdk_cloudwatch::Client::from_conf(
             aws_sdk_cloudwatch::config::Builder::from(&sdk)
                 .interceptor(interceptor.clone())
+                .interceptor(silences.guard(endpoint("monitoring")))
                 .build(),
         );
         let autoscaling = AwsAutoScaling {
             client: aws_sdk_autoscaling::Client::from_conf(
                 aws_sdk_autoscaling::config::Builder::from(&sdk)
                     .interceptor(interceptor.clone())
+                    .interceptor(silences.guard(endpoint("autoscaling")))
                     .build(),
             ),
             endpoint: endpoint("autoscaling"),
-            calls,
+            calls: calls.clone(),
         };
         let app_autoscaling = AwsAppAutoScaling {
             client: aws_sdk_applicationautoscaling::Client::from_conf(
                 aws_sdk_applicationautoscaling::config::Builder::from(&sdk)
                     .interceptor(interceptor.clone())
+                    .interceptor(silences.guard(endpoint("application-autoscaling")))
                     .build(),
             ),
             endpoint: endpoint("application-autoscaling"),
-            calls,
+            calls: calls.clone(),
         };
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&sdk)
@@ -130,7 +137,7 @@ impl AwsContext {
                 .build(),
         );
         Ok(AwsContext {
-            ecs: AwsEcs::new(ecs_client, endpoint("ecs"), calls),
+            ecs: AwsEcs::new(ecs_client, endpoint("ecs"), calls.clone()),
             cloudwatch: AwsCloudWatch::new(cw_client, endpoint("monitoring"), calls),
             autoscaling,
             app_autoscaling,
@@ -141,10 +148,11 @@ impl AwsContext {
     }
 }
 
-/// What error messages need to know about the call policy.
-#[derive(Debug, Clone, Copy)]
+/// What error messages need to know about the call policy, and the endpoints gone silent.
+#[derive(Debug, Clone)]
 struct CallSettings {
     max_attempts: u32,
+    silences: silence::Silences,
 }
 
 /// Classifies an AWS error code.
@@ -190,7 +198,7 @@ fn api_error<E>(
     operation: &str,
     resource: String,
     endpoint: &str,
-    calls: CallSettings,
+    calls: &CallSettings,
 ) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -210,16 +218,32 @@ where
             }
             (kind, code, message)
         }
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => (
-            ErrorKind::Unreachable,
-            None,
-            format!("no answer after {attempts} attempts: {}", error_chain(&err)),
-        ),
-        SdkError::TimeoutError(_) => (
-            ErrorKind::Unreachable,
-            None,
-            format!("timed out (see aws.timeouts): {}", error_chain(&err)),
-        ),
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
+            if d.is_timeout() {
+                calls.silences.mark(endpoint, operation);
+            }
+            let text = error_chain(&err);
+            (
+                ErrorKind::Unreachable,
+                None,
+                format!("no answer after {attempts} attempts: {text}"),
+            )
+        }
+        SdkError::TimeoutError(_) => {
+            calls.silences.mark(endpoint, operation);
+            let text = error_chain(&err);
+            (
+                ErrorKind::Unreachable,
+                None,
+                format!("timed out (see aws.timeouts): {text}"),
+            )
+        }
+        _ if silence::not_tried(&err).is_some() => {
+            let text = silence::not_tried(&err)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            (ErrorKind::Unreachable, None, text)
+        }
         _ => {
             let text = error_chain(&err);
             if text.contains("credentials") {

@@ -31,7 +31,7 @@ impl AutoScalingApi for AwsAutoScaling {
                 op,
                 format!("Auto Scaling group {name}"),
                 &self.endpoint,
-                self.calls,
+                &self.calls,
             )
         };
         let out = self
@@ -77,7 +77,7 @@ impl AutoScalingApi for AwsAutoScaling {
                         "AutoScaling.DescribeLaunchConfigurations",
                         format!("launch configuration {lc}"),
                         &self.endpoint,
-                        self.calls,
+                        &self.calls,
                     )
                 })?;
             if let Some(t) = out
@@ -112,7 +112,7 @@ impl AutoScalingApi for AwsAutoScaling {
                     "AutoScaling.SetDesiredCapacity",
                     format!("Auto Scaling group {name} to {desired}"),
                     &self.endpoint,
-                    self.calls,
+                    &self.calls,
                 )
             })?;
         Ok(())
@@ -131,7 +131,7 @@ impl AutoScalingApi for AwsAutoScaling {
                     "AutoScaling.TerminateInstanceInAutoScalingGroup",
                     format!("instance {instance_id}"),
                     &self.endpoint,
-                    self.calls,
+                    &self.calls,
                 )
             })?;
         Ok(())
@@ -179,7 +179,7 @@ impl AppAutoScalingApi for AwsAppAutoScaling {
                     "ApplicationAutoScaling.DescribeScalableTargets",
                     what,
                     &self.endpoint,
-                    self.calls,
+                    &self.calls,
                 )
             })?;
         Ok(out
@@ -218,7 +218,7 @@ impl AppAutoScalingApi for AwsAppAutoScaling {
                     "ApplicationAutoScaling.RegisterScalableTarget",
                     format!("service {cluster}/{service}"),
                     &self.endpoint,
-                    self.calls,
+                    &self.calls,
                 )
             })?;
         Ok(())

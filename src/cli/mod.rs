@@ -289,6 +289,30 @@ fn load_config(path: &std::path::Path, vars: &Vars) -> Result<Config, Failure> {
     })
 }
 
+/// A config with mistakes: those and, as far as the config names them, the policy files'
+/// mistakes too (every mistake at once).
+fn config_and_policy_mistakes(path: &std::path::Path, d: config::Diagnostics) -> Failure {
+    let files = config::policy_files_in(path);
+    let policy = crate::policy::load_files(&files).err().unwrap_or_default();
+    let (n, m) = (d.0.len(), policy.0.len());
+    let plural = |k: usize| if k == 1 { "" } else { "s" };
+    let mut text = d.to_string();
+    if m > 0 {
+        text.push_str(&format!("\n{policy}"));
+    }
+    text.push_str(&format!("\n{n} mistake{} in {}", plural(n), path.display()));
+    if m > 0 {
+        text.push_str(&format!(", {m} in the policy files"));
+    } else if !files.is_empty() {
+        text.push_str(&format!(
+            ", none in its {} policy file{}",
+            files.len(),
+            plural(files.len())
+        ));
+    }
+    invalid(anyhow::anyhow!(text))
+}
+
 /// What `validate` and `run` both check of the sink beyond the file's syntax: the
 /// Elasticsearch client can be built (its credentials' variables are set, its CA file reads),
 /// and the spool can hold a tick's documents (twice: one batch sent while the next is written).
@@ -318,7 +342,10 @@ fn check_sink(config: &crate::config::Config) -> Result<(), Failure> {
 }
 
 fn validate(path: &std::path::Path, vars: &Vars) -> Result<u8, Failure> {
-    let config = load_config(path, vars)?;
+    let config = match config::load(path, vars) {
+        Ok(c) => c,
+        Err(d) => return Err(config_and_policy_mistakes(path, d)),
+    };
     check_sink(&config)?;
     let policies = crate::policy::load_for(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
     let targets: usize = policies.iter().map(|p| p.targets.len()).sum();

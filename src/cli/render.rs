@@ -65,8 +65,22 @@ pub fn summary(c: &Config, policy_targets: usize) -> String {
         plural(named, "named service", "named services"),
         plural(discovery, "discovery rule", "discovery rules"),
         plural(metrics, "metric", "metrics"),
-        c.schedule,
+        schedule(&c.schedule),
     )
+}
+
+/// The schedule and, for a cron, when it fires next.
+fn schedule(s: &crate::config::Schedule) -> String {
+    match s {
+        crate::config::Schedule::Cron { schedule, .. } => {
+            let next = schedule.next_after(chrono_tz::Tz::UTC, chrono::Utc::now());
+            let next = next.map_or("never".to_string(), |t| {
+                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            });
+            format!("{s}, next at {next}")
+        }
+        crate::config::Schedule::Interval(_) => s.to_string(),
+    }
 }
 
 /// Left-aligned columns, two spaces apart.

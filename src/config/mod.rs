@@ -5,6 +5,7 @@
 //! `file:line:column` and the field path; unknown keys are rejected. `ECSCALE_*` variables
 //! override runtime knobs after the file is read (see [`env`]).
 
+pub mod cron;
 pub mod env;
 mod parse;
 mod parse_clusters;
@@ -36,15 +37,32 @@ pub fn load(path: &Path, vars: &env::Vars) -> Result<Config, Diagnostics> {
     load_str(&source, &display, &base_dir, vars)
 }
 
+/// The policy files a config file names, found as far as its mistakes allow: `validate` lists
+/// their mistakes beside the config's own.
+pub fn policy_files_in(path: &Path) -> Vec<PathBuf> {
+    let Ok(source) = read::read_source(path, "the config file") else {
+        return Vec::new();
+    };
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut cx = Cx::new(path.display().to_string());
+    let Some(docs) = read::parse_yaml(&source, &mut cx) else {
+        return Vec::new();
+    };
+    let Some(yaml::Value::Map(entries)) = docs.first().map(|d| &d.value) else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter(|(k, _)| k.as_scalar() == Some("policies"))
+        .flat_map(|(_, v)| parse::policy_paths(v, "policies", &mut cx, &base_dir).0)
+        .collect()
+}
+
 /// As [`load`], from text already read. `base_dir` anchors relative paths (policy files, spool).
 pub fn load_str(source: &str, file: &str, base_dir: &Path, vars: &env::Vars) -> Result<Config, Diagnostics> {
     let mut cx = Cx::new(file);
-    let docs = match yaml::parse_documents(source) {
-        Ok(docs) => docs,
-        Err(e) => {
-            cx.error(e.span, "(syntax)", format!("invalid YAML: {}", e.message));
-            return Err(Diagnostics(cx.diags));
-        }
+    let Some(docs) = crate::config::read::parse_yaml(source, &mut cx) else {
+        return Err(Diagnostics(cx.diags));
     };
     let root = match docs.as_slice() {
         [one] => one,

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use super::parse_clusters::read_clusters;
@@ -287,20 +286,10 @@ impl FromNode for Schedule {
     }
 }
 
-/// Parses a cron expression: 5 fields (minute hour day month weekday, as in crontab) or the
-/// `cron` crate's 6/7 fields (with seconds first, and an optional year).
-pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
-    let fields = expr.split_whitespace().count();
-    let full = match fields {
-        5 => format!("0 {expr}"),
-        6 | 7 => expr.to_string(),
-        n => {
-            return Err(format!(
-                "`{expr}` has {n} fields; write 5 (min hour day month weekday) or 6 (sec min hour day month weekday)"
-            ))
-        }
-    };
-    cron::Schedule::from_str(&full).map_err(|e| format!("`{expr}` is not a valid cron expression: {e}"))
+/// Parses a cron expression: 5 fields as in crontab, or 6 with seconds first (see
+/// [`super::cron`]).
+pub fn parse_cron(expr: &str) -> Result<super::cron::Cron, String> {
+    super::cron::Cron::parse(expr)
 }
 
 impl FromNode for CollectSettings {
@@ -562,6 +551,12 @@ fn read_spool(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<S
 }
 
 fn read_policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<Vec<PathBuf>> {
+    let (files, ok) = policy_paths(node, path, cx, base_dir);
+    ok.then_some(files)
+}
+
+/// The files `policies` names, and whether every entry named some.
+pub(super) fn policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> (Vec<PathBuf>, bool) {
     let super::yaml::Value::Seq(items) = &node.value else {
         cx.error(
             node.span,
@@ -571,7 +566,7 @@ fn read_policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> O
                 node.describe()
             ),
         );
-        return None;
+        return (Vec::new(), false);
     };
     let mut files = BTreeSet::new();
     let mut ok = true;
@@ -602,5 +597,5 @@ fn read_policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> O
             }
         }
     }
-    ok.then(|| files.into_iter().collect())
+    (files.into_iter().collect(), ok)
 }

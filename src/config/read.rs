@@ -50,9 +50,34 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-/// Reads a whole input file; failing that, one diagnostic naming it (`what`: "the config file").
+/// The largest YAML file read (config, policy files, stress plans): far above any real one.
+pub const MAX_YAML_BYTES: u64 = 16 << 20;
+
+/// Reads a whole text file of at most `limit` bytes, without reading past it (a huge file or a
+/// device never fills memory). The error says what went wrong, for the caller to place.
+pub fn read_bounded(path: &std::path::Path, limit: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "larger than {}, the most this file may hold",
+            crate::format::bytes(limit)
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!("not UTF-8 text (byte {at})")
+    })
+}
+
+/// Reads a whole YAML input file; failing that, one diagnostic naming it (`what`: "the config
+/// file").
 pub fn read_source(path: &std::path::Path, what: &str) -> Result<String, Diagnostics> {
-    std::fs::read_to_string(path).map_err(|e| {
+    read_bounded(path, MAX_YAML_BYTES).map_err(|e| {
         Diagnostics(vec![Diagnostic {
             file: path.display().to_string(),
             span: Span::default(),
@@ -60,6 +85,16 @@ pub fn read_source(path: &std::path::Path, what: &str) -> Result<String, Diagnos
             message: format!("cannot read {what}: {e}"),
         }])
     })
+}
+
+/// Parses a YAML stream, recording its mistakes in `cx` (every tab in the indentation, then the
+/// mistake that stopped the parser, if any). The documents, when the parser got through.
+pub fn parse_yaml(source: &str, cx: &mut Cx) -> Option<Vec<Node>> {
+    let parsed = super::yaml::parse_lenient(source);
+    for e in parsed.errors {
+        cx.error(e.span, "(syntax)", format!("invalid YAML: {}", e.message));
+    }
+    parsed.documents
 }
 
 /// The reading context: which file, and the mistakes found so far.

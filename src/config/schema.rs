@@ -107,7 +107,7 @@ pub enum Schedule {
     Cron {
         /// As written in the file.
         expression: String,
-        schedule: Box<cron::Schedule>,
+        schedule: Box<super::cron::Cron>,
     },
 }
 

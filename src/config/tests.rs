@@ -51,7 +51,7 @@ fn each_mistake_is_reported_where_it_is() {
         ),
         (
             "schedule: {cron: 'every minute'}\nclusters: [{name: a, services: [b]}]\n",
-            &["1:18 schedule.cron: `every minute` has 2 fields; write 5 (min hour day month weekday) or 6 (sec min hour day month weekday)"],
+            &["1:18 schedule.cron: `every minute` has 2 fields; write 5 (minute hour day month weekday) or 6 (second minute hour day month weekday)"],
         ),
         (
             "schedule: {interval: 500ms}\nclusters: [{name: a, services: [b]}]\n",
@@ -150,7 +150,8 @@ fn cron_takes_crontab_and_seconds_forms() {
     let five = parse_cron("*/5 * * * *").unwrap();
     let six = parse_cron("0 */5 * * * *").unwrap();
     let after = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-    assert_eq!(five.after(&after).next(), six.after(&after).next());
+    let utc = chrono_tz::Tz::UTC;
+    assert_eq!(five.next_after(utc, after), six.next_after(utc, after));
     assert!(parse_cron("0 0 25 * * *")
         .unwrap_err()
         .contains("not a valid cron expression"));

@@ -83,38 +83,255 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// How much a YAML stream may make: a hostile file (an alias bomb, a deep nesting) is refused
+/// with a position instead of exhausting memory or the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Nodes in all documents, those that aliases repeat included.
+    pub nodes: usize,
+    /// Nodes that aliases repeat.
+    pub alias_nodes: usize,
+    /// Collections inside collections.
+    pub depth: usize,
+}
+
+/// Far above any real config or policy file (10,000 targets are about 300,000 nodes).
+pub const LIMITS: Limits = Limits {
+    nodes: 1_000_000,
+    alias_nodes: 100_000,
+    depth: 64,
+};
+
 /// Parses every document of a YAML stream (`---` separated). An empty stream yields no documents.
 pub fn parse_documents(source: &str) -> Result<Vec<Node>, SyntaxError> {
-    let mut builder = Builder::default();
+    parse_documents_within(source, LIMITS)
+}
+
+/// As [`parse_documents`], within `limits`.
+pub fn parse_documents_within(source: &str, limits: Limits) -> Result<Vec<Node>, SyntaxError> {
+    let mut builder = Builder::new(limits, end_of(source));
     let mut parser = Parser::new_from_str(source);
-    if let Err(e) = parser.load(&mut builder, true) {
-        let m = e.marker();
-        return Err(SyntaxError {
-            span: Span::from_marker(*m),
-            message: e.info().to_string(),
-        });
-    }
+    let parsed = parser.load(&mut builder, true);
+    // The builder's own refusal comes first: the parser may go on to a later mistake.
     if let Some(err) = builder.error {
         return Err(err);
+    }
+    if let Err(e) = parsed {
+        let m = e.marker();
+        return Err(SyntaxError {
+            span: within(Span::from_marker(*m), end_of(source)),
+            message: e.info().to_string(),
+        });
     }
     Ok(builder.documents)
 }
 
+/// Where the stream ends: its last line (lines as YAML breaks them, a lone CR included) and
+/// the column after its last character. The scanner reads an implicit line break at the end,
+/// so a mistake found there is put on this position, not on a line the file does not have.
+fn end_of(source: &str) -> Span {
+    let breaks = source.replace("\r\n", "\n").matches(['\n', '\r']).count();
+    let last = source.rsplit(['\n', '\r']).next().unwrap_or("");
+    Span {
+        line: breaks + 1,
+        col: last.chars().count() + 1,
+    }
+}
+
+fn within(span: Span, end: Span) -> Span {
+    if span.line > end.line {
+        end
+    } else {
+        span
+    }
+}
+
+/// What a lenient read found: the documents (none when a mistake stopped the parser) and every
+/// mistake. A tab in the indentation is reported at its own position, then read as one level of
+/// the file's own indentation so that reading goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub documents: Option<Vec<Node>>,
+    pub errors: Vec<SyntaxError>,
+}
+
+/// How many indentation tabs one read reports (and reads past) before it stops.
+const MAX_TABS: usize = 50;
+
+/// Parses as [`parse_documents`], reading on past tabs in the indentation.
+pub fn parse_lenient(source: &str) -> Parsed {
+    let unit = indent_unit(source);
+    let mut text = std::borrow::Cow::Borrowed(source);
+    let mut errors = Vec::new();
+    loop {
+        match parse_documents(&text) {
+            Ok(documents) => {
+                return Parsed {
+                    documents: Some(documents),
+                    errors,
+                }
+            }
+            Err(e) => {
+                let untabbed = (errors.len() < MAX_TABS && e.message.contains("tab"))
+                    .then(|| untab(&text, e.span.line, unit))
+                    .flatten();
+                let Some((line, col, fixed)) = untabbed else {
+                    errors.push(e);
+                    return Parsed {
+                        documents: None,
+                        errors,
+                    };
+                };
+                errors.push(SyntaxError {
+                    span: Span { line, col },
+                    message: "a tab in the indentation: YAML indents with spaces only".into(),
+                });
+                text = std::borrow::Cow::Owned(fixed);
+            }
+        }
+    }
+}
+
+/// The file's indentation step: the most common increase between space-indented lines (2 when
+/// there is none).
+fn indent_unit(source: &str) -> usize {
+    let mut counts: HashMap<usize, usize> = HashMap::new();
+    let mut last = 0;
+    for line in source.lines() {
+        let content = line.trim_start_matches(' ');
+        if content.is_empty() || content.starts_with(['#', '\t']) {
+            continue;
+        }
+        let indent = line.len() - content.len();
+        if indent > last {
+            *counts.entry(indent - last).or_default() += 1;
+        }
+        last = indent;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(step, n)| (n, std::cmp::Reverse(step)))
+        .map_or(2, |(step, _)| step)
+}
+
+/// `source` with the tabs in the indentation of the first line from `from` on that has one
+/// replaced by `unit` spaces each (the parser may name the line before, still scanning it), and
+/// that line and the tab's column; `None` when no such line.
+fn untab(source: &str, from: usize, unit: usize) -> Option<(usize, usize, String)> {
+    let mut out = String::with_capacity(source.len() + unit * 4);
+    let mut found = None;
+    // The indentation the tab most likely stands for: one level under a line that opens a
+    // block (`services:`), else the same as the line before.
+    let mut guess = 0;
+    for (i, l) in source.split_inclusive('\n').enumerate() {
+        let content = l.trim_start_matches([' ', '\t']);
+        let indent = &l[..l.len() - content.len()];
+        let width = match indent.find('\t') {
+            Some(c) if found.is_none() && i + 1 >= from => {
+                found = Some((i + 1, c + 1));
+                out.push_str(&" ".repeat(guess));
+                out.push_str(content);
+                guess
+            }
+            _ => {
+                out.push_str(l);
+                l.len() - l.trim_start_matches(' ').len()
+            }
+        };
+        let text = content.split(" #").next().unwrap_or("").trim_end();
+        if !text.is_empty() && !text.starts_with('#') {
+            guess = if text.ends_with(':') { width + unit } else { width };
+        }
+    }
+    found.map(|(line, col)| (line, col, out))
+}
+
+/// A node with its size: how many nodes it holds, itself included, and how deep it goes.
+#[derive(Clone)]
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    depth: usize,
+}
+
+/// An open collection: the node under construction, a mapping's key waiting for its value, its
+/// anchor, and the nodes and depth inside it so far.
+struct Open {
+    node: Node,
+    key: Option<Node>,
+    anchor: usize,
+    nodes: usize,
+    depth: usize,
+}
+
 /// Collects parser events into [`Node`]s.
-#[derive(Default)]
 struct Builder {
+    limits: Limits,
     documents: Vec<Node>,
-    /// Open collections: the node under construction and, for mappings, a key waiting for its value.
-    stack: Vec<(Node, Option<Node>, usize)>,
-    anchors: HashMap<usize, Node>,
+    stack: Vec<Open>,
+    anchors: HashMap<usize, Anchored>,
+    /// Nodes made so far, and of those, the ones aliases repeated.
+    made: usize,
+    repeated: usize,
     error: Option<SyntaxError>,
+    /// Where the stream ends (spans past it are put there).
+    end: Span,
 }
 
 impl Builder {
+    fn new(limits: Limits, end: Span) -> Self {
+        Builder {
+            limits,
+            end,
+            documents: Vec::new(),
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            made: 0,
+            repeated: 0,
+            error: None,
+        }
+    }
+
     fn fail(&mut self, span: Span, message: String) {
         if self.error.is_none() {
             self.error = Some(SyntaxError { span, message });
         }
+    }
+
+    /// Counts `nodes` more nodes, `depth` deep below the open collections; `false` (and the
+    /// error) past a limit.
+    fn admit(&mut self, span: Span, nodes: usize, depth: usize, by_alias: bool) -> bool {
+        let l = self.limits;
+        if self.stack.len() + depth > l.depth {
+            self.fail(
+                span,
+                format!(
+                    "nested deeper than {} levels (a hostile or generated file?)",
+                    l.depth
+                ),
+            );
+            return false;
+        }
+        if by_alias && self.repeated + nodes > l.alias_nodes {
+            self.fail(
+                span,
+                format!(
+                    "this alias would repeat {nodes} more nodes ({} in all), past the {} that aliases may repeat in one file (an alias bomb?)",
+                    self.repeated + nodes,
+                    l.alias_nodes
+                ),
+            );
+            return false;
+        }
+        if self.made + nodes > l.nodes {
+            self.fail(span, format!("more than {} nodes in one file", l.nodes));
+            return false;
+        }
+        self.made += nodes;
+        if by_alias {
+            self.repeated += nodes;
+        }
+        true
     }
 
     fn open(&mut self, value: Value, span: Span, anchor: usize, tag: Option<Tag>) {
@@ -122,18 +339,48 @@ impl Builder {
             self.fail(span, "YAML tags on collections are not supported".into());
             return;
         }
-        self.stack.push((Node { value, span }, None, anchor));
+        if !self.admit(span, 1, 1, false) {
+            return;
+        }
+        self.stack.push(Open {
+            node: Node { value, span },
+            key: None,
+            anchor,
+            nodes: 1,
+            depth: 1,
+        });
+    }
+
+    fn close(&mut self) {
+        if let Some(open) = self.stack.pop() {
+            let sized = Anchored {
+                node: open.node,
+                nodes: open.nodes,
+                depth: open.depth,
+            };
+            self.push(sized, open.anchor);
+        }
     }
 
     /// Places a finished node into its parent (or as a document root).
-    fn push(&mut self, node: Node, anchor: usize) {
+    fn push(&mut self, sized: Anchored, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, sized.clone());
         }
-        let Some((parent, pending_key, _)) = self.stack.last_mut() else {
+        let Anchored { node, nodes, depth } = sized;
+        let Some(Open {
+            node: parent,
+            key: pending_key,
+            nodes: parent_nodes,
+            depth: parent_depth,
+            ..
+        }) = self.stack.last_mut()
+        else {
             self.documents.push(node);
             return;
         };
+        *parent_nodes += nodes;
+        *parent_depth = (*parent_depth).max(depth + 1);
         match &mut parent.value {
             Value::Seq(items) => items.push(node),
             Value::Map(entries) => match pending_key.take() {
@@ -153,6 +400,23 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// Repeats an anchored node, if the limits allow it: its size is checked before it is copied.
+    fn alias(&mut self, id: usize, span: Span) {
+        let Some((nodes, depth)) = self.anchors.get(&id).map(|a| (a.nodes, a.depth)) else {
+            self.fail(span, "alias to an unknown anchor".into());
+            return;
+        };
+        if !self.admit(span, nodes, depth, true) {
+            return;
+        }
+        if let Some(mut sized) = self.anchors.get(&id).cloned() {
+            sized.node.span = span;
+            self.push(sized, 0);
+        }
+    }
+}
+
 fn tag_is_str(tag: &Option<Tag>) -> Option<bool> {
     match tag {
         None => Some(false),
@@ -167,7 +431,7 @@ impl MarkedEventReceiver for Builder {
         if self.error.is_some() {
             return;
         }
-        let span = Span::from_marker(mark);
+        let span = within(Span::from_marker(mark), self.end);
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let Some(forced_str) = tag_is_str(&tag) else {
@@ -180,22 +444,22 @@ impl MarkedEventReceiver for Builder {
                 } else {
                     Value::Scalar { text, quoted }
                 };
-                self.push(Node { value, span }, anchor);
+                if self.admit(span, 1, 0, false) {
+                    let node = Node { value, span };
+                    self.push(
+                        Anchored {
+                            node,
+                            nodes: 1,
+                            depth: 0,
+                        },
+                        anchor,
+                    );
+                }
             }
             Event::SequenceStart(anchor, tag) => self.open(Value::Seq(Vec::new()), span, anchor, tag),
             Event::MappingStart(anchor, tag) => self.open(Value::Map(Vec::new()), span, anchor, tag),
-            Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((node, _, anchor)) = self.stack.pop() {
-                    self.push(node, anchor);
-                }
-            }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(mut node) => {
-                    node.span = span;
-                    self.push(node, 0);
-                }
-                None => self.fail(span, "alias to an unknown anchor".into()),
-            },
+            Event::SequenceEnd | Event::MappingEnd => self.close(),
+            Event::Alias(id) => self.alias(id, span),
             Event::Nothing
             | Event::StreamStart
             | Event::StreamEnd
@@ -273,6 +537,75 @@ mod tests {
                 quoted: true
             }
         );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_the_alias_before_it_grows() {
+        let mut src = String::from("a: &a [x, x, x, x, x, x, x, x, x]\n");
+        for (prev, name) in "abcdefgh".chars().zip("bcdefghi".chars()) {
+            let refs = vec![format!("*{prev}"); 9].join(", ");
+            src.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        let e = parse_documents(&src).unwrap_err();
+        // 9⁵ = 59,049 strings repeated by `f` alone would pass 100,000 with `e`'s: line 6.
+        assert_eq!(e.span, Span { line: 6, col: 8 }, "{}", e.message);
+        assert!(e.message.contains("alias bomb"), "{}", e.message);
+        // Within the limits, aliases still work.
+        let small = Limits {
+            nodes: 100,
+            alias_nodes: 20,
+            depth: 64,
+        };
+        assert!(parse_documents_within("a: &a [1, 2]\nb: [*a, *a]\n", small).is_ok());
+        let e = parse_documents_within("a: &a [1, 2, 3, 4, 5]\nb: [*a, *a, *a, *a]\n", small).unwrap_err();
+        assert_eq!(e.span, Span { line: 2, col: 17 });
+    }
+
+    #[test]
+    fn deep_nesting_and_too_many_nodes_are_refused_with_a_position() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let e = parse_documents(&deep).unwrap_err();
+        assert_eq!(e.span, Span { line: 1, col: 65 }, "{}", e.message);
+        assert!(e.message.contains("deeper than 64"), "{}", e.message);
+        // An alias of a deep node placed deep counts its own depth.
+        let small = Limits {
+            nodes: 1000,
+            alias_nodes: 1000,
+            depth: 4,
+        };
+        let e = parse_documents_within("a: &a [[1]]\nb: [[*a]]\n", small).unwrap_err();
+        assert_eq!(e.span, Span { line: 2, col: 6 }, "{}", e.message);
+        let list = format!("[{}]", vec!["1"; 2000].join(","));
+        let Err(e) = parse_documents_within(&list, small) else {
+            panic!("2,001 nodes read within a limit of 1,000");
+        };
+        assert_eq!(e.span, Span { line: 1, col: 2000 }, "{}", e.message);
+        assert_eq!(e.message, "more than 1000 nodes in one file");
+    }
+
+    #[test]
+    fn tabs_in_the_indentation_are_reported_where_they_are_and_reading_goes_on() {
+        let src = "a:\n  b: 1\n\tc: 2\nd:\n  - 1\n\t- 2\n";
+        let p = parse_lenient(src);
+        let at: Vec<Span> = p.errors.iter().map(|e| e.span).collect();
+        assert_eq!(
+            at,
+            [Span { line: 3, col: 1 }, Span { line: 6, col: 1 }],
+            "{:?}",
+            p.errors
+        );
+        let docs = p.documents.expect("read past the tabs");
+        let Value::Map(m) = &docs[0].value else {
+            panic!("not a map")
+        };
+        assert_eq!(m.len(), 2, "{m:?}");
+        // A tab where YAML allows one (in a quoted string) is no mistake.
+        let p = parse_lenient("a: \"x\ty\"\n");
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        // Other mistakes stop the read, after the tabs before them.
+        let p = parse_lenient("a:\n\tb: 1\nc: [1\n");
+        assert_eq!(p.errors.len(), 2, "{:?}", p.errors);
+        assert!(p.documents.is_none());
     }
 
     #[test]

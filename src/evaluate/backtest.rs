@@ -76,10 +76,7 @@ pub struct Report {
 /// Replays `trace` through one target policy.
 pub async fn run(policy: &TargetPolicy, trace: &Trace, opts: &Options, runner: &PluginRunner) -> Report {
     let period = trace.period_secs.max(1);
-    let first_recorded = trace
-        .timestamps
-        .first()
-        .and_then(|t| trace.recorded_count.get(t).copied());
+    let first_recorded = trace.recorded_count.values().next().copied();
     let initial = opts.initial.or(first_recorded).unwrap_or(policy.min);
     let mut current = initial;
     let mut state = TargetState::default();
@@ -89,17 +86,21 @@ pub async fn run(policy: &TargetPolicy, trace: &Trace, opts: &Options, runner: &
     let mut decisions = Vec::with_capacity(trace.timestamps.len());
     let mut values: BTreeMap<String, Vec<(DateTime<Utc>, f64)>> = BTreeMap::new();
 
+    // One tick per period from the first row to the last, rows or not: each period holds at
+    // most one row (rows are at least a period apart).
     for &t in &trace.timestamps {
+        let end = t + TimeDelta::seconds(period);
+        let recorded = trace.recorded_count.range(t..end).next().map(|(_, c)| *c);
         // The datapoints of period `t`, rescaled to the simulated count where per-task.
         for (id, samples) in &trace.series {
             let i = cursor.entry(id.as_str()).or_insert(0);
-            if let Some(s) = samples.get(*i).filter(|s| s.timestamp == t) {
+            if let Some(s) = samples.get(*i).filter(|s| s.timestamp < end) {
                 *i += 1;
                 let mut v = s.value;
                 if opts.per_task.iter().any(|p| p == id) {
-                    if let Some(recorded) = trace.recorded_count.get(&t) {
+                    if let Some(recorded) = recorded {
                         if current > 0 {
-                            v = v * f64::from(*recorded) / f64::from(current);
+                            v = v * f64::from(recorded) / f64::from(current);
                         }
                     }
                 }
@@ -112,7 +113,7 @@ pub async fn run(policy: &TargetPolicy, trace: &Trace, opts: &Options, runner: &
                 values.entry(id.clone()).or_default().push((t, v));
             }
         }
-        let now = t + TimeDelta::seconds(period);
+        let now = end;
         let mut metrics = MetricSet::uniform(
             seen.iter().map(|(id, s)| (id.as_str(), s.as_slice())),
             period,

@@ -169,8 +169,8 @@ fn cases() -> Vec<Case> {
         Case { name: "below the minimum moves up whatever the metrics", policy: "min: 3\nmax: 20\nrules:\n  - {kind: target_tracking, metric: cpu, target: 60}\n", current: 1, action: Action::ScaleOut, desired: 3, reason: "raised to the minimum 3 (min)", ..Case::default() },
         Case { name: "above the maximum moves down whatever the metrics", policy: "min: 1\nmax: 5\nrules:\n  - {kind: target_tracking, metric: cpu, target: 60}\n", current: 8, action: Action::ScaleIn, desired: 5, reason: "limited to the maximum 5 (max)", ..Case::default() },
         // external (answers fetched beforehand)
-        Case { name: "external: an answer is a vote", policy: "min: 1\nmax: 20\nrules:\n  - {name: model, kind: external, command: [model]}\n", externals: BTreeMap::from([("model".to_string(), Ok(Answer { desired: 7, reason: "model says so".into() }))]), action: Action::ScaleOut, desired: 7, reason: "plugin: model says so → 4 → 7", ..Case::default() },
-        Case { name: "external: an error is a hold", policy: "min: 1\nmax: 20\nrules:\n  - {name: model, kind: external, command: [model]}\n", externals: BTreeMap::from([("model".to_string(), Err("plugin model exited with status 3".to_string()))]), reason: "plugin model exited with status 3; holding", ..Case::default() },
+        Case { name: "external: an answer is a vote", policy: "min: 1\nmax: 20\nrules:\n  - {name: model, kind: external, command: [sh]}\n", externals: BTreeMap::from([("model".to_string(), Ok(Answer { desired: 7, reason: "model says so".into() }))]), action: Action::ScaleOut, desired: 7, reason: "plugin: model says so → 4 → 7", ..Case::default() },
+        Case { name: "external: an error is a hold", policy: "min: 1\nmax: 20\nrules:\n  - {name: model, kind: external, command: [sh]}\n", externals: BTreeMap::from([("model".to_string(), Err("plugin model exited with status 3".to_string()))]), reason: "plugin model exited with status 3; holding", ..Case::default() },
     ]
 }
 

@@ -47,7 +47,8 @@ impl std::error::Error for TraceError {}
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
     pub file: String,
-    /// Every timestamp with at least one value, ascending.
+    /// Every period from the first row to the last, ascending: a row with no value, or none
+    /// at all, is a period all the same.
     pub timestamps: Vec<DateTime<Utc>>,
     /// By metric id, ascending, one sample per timestamp at most.
     pub series: BTreeMap<String, Vec<Sample>>,
@@ -83,10 +84,17 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     ))
 }
 
+/// The largest trace file read: 14 days of 20-second rows for a dozen metrics is about 50 MiB.
+pub const MAX_TRACE_BYTES: u64 = 256 << 20;
+/// The most periods a trace may span (from its first row to its last): two years of minutes.
+pub const MAX_PERIODS: i64 = 1_051_200;
+/// The most datapoints a trace may hold.
+pub const MAX_DATAPOINTS: usize = 5_000_000;
+
 /// Reads a trace; the format follows the extension (`.csv`, `.ndjson`/`.jsonl`/`.json`).
 pub fn read(path: &Path) -> Result<Trace, TraceError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| TraceError {
+    let text = crate::config::read::read_bounded(path, MAX_TRACE_BYTES).map_err(|e| TraceError {
         file: file.clone(),
         line: 0,
         message: format!("cannot read the metrics file: {e}"),
@@ -111,6 +119,9 @@ struct Builder {
     file: String,
     points: BTreeMap<String, BTreeMap<DateTime<Utc>, f64>>,
     counts: BTreeMap<DateTime<Utc>, u32>,
+    /// Every row's time, values or not.
+    rows: std::collections::BTreeSet<DateTime<Utc>>,
+    datapoints: usize,
 }
 
 impl Builder {
@@ -119,7 +130,17 @@ impl Builder {
             file: file.to_string(),
             points: BTreeMap::new(),
             counts: BTreeMap::new(),
+            rows: Default::default(),
+            datapoints: 0,
         }
+    }
+
+    /// A row at `t`, with or without values.
+    fn row(&mut self, line: usize, t: DateTime<Utc>) -> Result<(), TraceError> {
+        if self.rows.insert(t) && self.rows.len() > MAX_PERIODS as usize {
+            return Err(self.err(line, format!("more than {MAX_PERIODS} rows")));
+        }
+        Ok(())
     }
 
     fn err(&self, line: usize, message: impl Into<String>) -> TraceError {
@@ -133,6 +154,10 @@ impl Builder {
     fn add(&mut self, line: usize, t: DateTime<Utc>, metric: &str, v: f64) -> Result<(), TraceError> {
         if !v.is_finite() {
             return Err(self.err(line, format!("{metric}: {v} is not a finite number")));
+        }
+        self.datapoints += 1;
+        if self.datapoints > MAX_DATAPOINTS {
+            return Err(self.err(line, format!("more than {MAX_DATAPOINTS} datapoints")));
         }
         if COUNT_COLUMNS.contains(&metric) {
             if v < 0.0 || v.fract() != 0.0 {
@@ -160,26 +185,34 @@ impl Builder {
     }
 
     fn finish(self) -> Result<Trace, TraceError> {
-        let mut all: Vec<DateTime<Utc>> = self
-            .points
-            .values()
-            .flat_map(|m| m.keys().copied())
-            .chain(self.counts.keys().copied())
-            .collect();
-        all.sort();
-        all.dedup();
-        if all.is_empty() || self.points.is_empty() {
+        if self.points.is_empty() {
             return Err(self.err(0, "the file holds no datapoints"));
         }
-        let period_secs = all
+        let rows: Vec<DateTime<Utc>> = self.rows.iter().copied().collect();
+        let period_secs = rows
             .windows(2)
             .map(|w| (w[1] - w[0]).num_seconds())
             .filter(|d| *d > 0)
             .min()
             .unwrap_or(60);
+        let (first, last) = (rows[0], rows[rows.len() - 1]);
+        let periods = (last - first).num_seconds() / period_secs + 1;
+        if periods > MAX_PERIODS {
+            return Err(self.err(
+                0,
+                format!(
+                    "from {} to {} at one row every {period_secs}s is {periods} periods; at most {MAX_PERIODS}",
+                    first.to_rfc3339(),
+                    last.to_rfc3339()
+                ),
+            ));
+        }
+        let timestamps = (0..periods)
+            .map(|k| first + chrono::TimeDelta::seconds(k * period_secs))
+            .collect();
         Ok(Trace {
             file: self.file,
-            timestamps: all,
+            timestamps,
             series: self
                 .points
                 .into_iter()
@@ -236,6 +269,7 @@ pub fn parse_csv(text: &str, file: &str) -> Result<Trace, TraceError> {
             ));
         }
         let t = parse_time(cells[0]).map_err(|e| b.err(n, e))?;
+        b.row(n, t)?;
         for (col, cell) in cols.iter().zip(&cells).skip(1) {
             if cell.is_empty() {
                 continue;
@@ -267,6 +301,7 @@ pub fn parse_ndjson(text: &str, file: &str) -> Result<Trace, TraceError> {
             Some(serde_json::Value::Number(x)) => parse_time(&x.to_string()).map_err(|e| b.err(n, e))?,
             _ => return Err(b.err(n, "missing \"timestamp\"")),
         };
+        b.row(n, t)?;
         if let (Some(metric), Some(value)) = (obj.get("metric"), obj.get("value")) {
             let metric = metric
                 .as_str()
@@ -299,7 +334,7 @@ mod tests {
     #[test]
     fn csv_with_gaps_counts_and_forms_of_time() {
         let t = parse_csv(
-            "timestamp,cpu,running\n2026-11-20T10:00:00Z,40,4\n2026-11-20 10:01,,4\n1795255320,42.5,5\n",
+            "timestamp,cpu,running\n2026-11-20T10:00:00Z,40,4\n2026-11-20 10:01,,4\n1795168920,42.5,5\n",
             "t.csv",
         )
         .unwrap();

@@ -2,7 +2,8 @@
 //! a list) reads the evaluation input as JSON on stdin; an HTTP endpoint receives it as a POST
 //! body. Either answers `{"desired": N, "reason": "..."}`. A plugin that times out, exits
 //! non-zero, answers too much or answers something else is an error: the target holds, it never
-//! scales because of it.
+//! scales because of it. A program runs in a process group of its own, killed when its call
+//! ends: nothing it started survives the call.
 //!
 //! Plugins do I/O, so they are called before the (pure) engine runs: [`fetch_answers`] for a
 //! target, whose results the engine reads by rule name.
@@ -65,6 +66,14 @@ impl External {
             if program.is_relative() && argv[0].contains('/') {
                 argv[0] = base_dir.join(program).to_string_lossy().into_owned();
             }
+            if let Err(e) = check_program(&argv[0]) {
+                let at = match &n.value {
+                    Value::Seq(items) => items.first().map_or(n.span, |i| i.span),
+                    _ => n.span,
+                };
+                cx.error(at, &format!("{p}[0]"), e);
+                return None;
+            }
             Some(argv)
         });
         let url = m.opt_with(cx, "url", |n, p, cx| {
@@ -119,6 +128,43 @@ impl External {
             timeout,
             max_output,
         })
+    }
+}
+
+/// The program can be run: a path to an executable file, or a name found on `PATH`.
+fn check_program(program: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let path = Path::new(program);
+        return match std::fs::metadata(path) {
+            Err(e) => Err(format!("plugin {program}: {e}")),
+            Ok(m) if !m.is_file() => Err(format!("plugin {program} is not a file")),
+            Ok(_) if !executable(path) => Err(format!("plugin {program} is not executable (chmod +x it)")),
+            Ok(_) => Ok(()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| executable(&dir.join(program))) {
+        Ok(())
+    } else {
+        Err(format!("plugin {program}: no executable of that name on PATH"))
+    }
+}
+
+/// The plugin's process group, killed when the call ends however it ends: what the plugin
+/// started (a shell's children) never outlives its call.
+struct Group(Option<u32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // The group the plugin leads has its pid for id; it exists until its last member is
+        // gone, so the id is not reused meanwhile. Gone already: nothing to do.
+        let pid = self.0.and_then(|p| i32::try_from(p).ok());
+        if let Some(pgid) = pid.and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
     }
 }
 
@@ -211,8 +257,10 @@ impl PluginRunner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("plugin {program} could not start: {e}"))?;
+        let group = Group(child.id());
         let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let cap = ext.max_output;
         let exchange = async {
@@ -240,16 +288,16 @@ impl PluginRunner {
         let (out, too_much, err) = match tokio::time::timeout(ext.timeout, exchange).await {
             Ok(r) => r,
             Err(_) => {
-                let _ = child.start_kill();
+                drop(group);
                 let _ = child.wait().await;
                 return Err(format!(
-                    "plugin {program} gave no answer within {} (killed)",
+                    "plugin {program} gave no answer within {} (killed with its process group)",
                     humantime::format_duration(ext.timeout)
                 ));
             }
         };
         if too_much {
-            let _ = child.start_kill();
+            drop(group);
             let _ = child.wait().await;
             return Err(format!(
                 "plugin {program} answered more than {} bytes (max_output)",
@@ -260,10 +308,10 @@ impl PluginRunner {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(format!("plugin {program}: {e}")),
             Err(_) => {
-                let _ = child.start_kill();
+                drop(group);
                 let _ = child.wait().await;
                 return Err(format!(
-                    "plugin {program} did not exit within {} after answering (killed)",
+                    "plugin {program} did not exit within {} after answering (killed with its process group)",
                     humantime::format_duration(ext.timeout)
                 ));
             }

@@ -10,7 +10,7 @@ use super::{
     RuleSpec, StepLimit, TargetPolicy, KINDS,
 };
 use crate::config::read::{join, one_of, Cx, Diagnostics, FromNode, MapReader};
-use crate::config::yaml::{self, Node, Span, Value};
+use crate::config::yaml::{Node, Span, Value};
 use crate::model::TargetKey;
 
 /// The target policies of one file.
@@ -34,12 +34,8 @@ pub fn load_file(path: &Path) -> Result<PolicyFile, Diagnostics> {
 /// Reads policy documents from text; `base_dir` anchors relative plugin paths.
 pub fn load_str(source: &str, file: &str, base_dir: &Path) -> Result<Vec<TargetPolicy>, Diagnostics> {
     let mut cx = Cx::new(file);
-    let docs = match yaml::parse_documents(source) {
-        Ok(d) => d,
-        Err(e) => {
-            cx.error(e.span, "(syntax)", format!("invalid YAML: {}", e.message));
-            return Err(Diagnostics(cx.diags));
-        }
+    let Some(docs) = crate::config::read::parse_yaml(source, &mut cx) else {
+        return Err(Diagnostics(cx.diags));
     };
     if docs.is_empty() {
         cx.error(

@@ -8,7 +8,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 
 use super::Policy;
@@ -21,7 +21,7 @@ use crate::eval_io::{ActiveWindow, EvalInput, Recommendation};
 pub enum When {
     Cron {
         expression: String,
-        schedule: Box<cron::Schedule>,
+        schedule: Box<crate::config::cron::Cron>,
         duration: Duration,
     },
     Once {
@@ -52,6 +52,7 @@ const WINDOW_KEYS: &[&str] = &[
 ];
 
 /// `2026-11-27T08:00`, `2026-11-27 08:00:00` (in the rule's time zone) or RFC 3339 with an offset.
+/// A local time in a daylight-saving gap is the gap's end; a repeated one, its first occurrence.
 fn parse_instant(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
@@ -63,11 +64,7 @@ fn parse_instant(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
         "%Y-%m-%d %H:%M",
     ] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
-            return tz
-                .from_local_datetime(&naive)
-                .earliest()
-                .map(|t| t.with_timezone(&Utc))
-                .ok_or_else(|| format!("`{s}` does not exist in {tz} (a daylight-saving gap)"));
+            return Ok(crate::config::cron::place(tz, naive));
         }
     }
     Err(format!(
@@ -231,14 +228,12 @@ impl Scheduled {
                 When::Cron {
                     schedule, duration, ..
                 } => {
+                    // The latest start, if its window (in real time) still runs: a start in a
+                    // daylight-saving gap at the gap's end, one in a repeated hour once.
                     let d = TimeDelta::from_std(*duration).unwrap_or(TimeDelta::MAX);
-                    // The first start after `now - duration`, if not after `now`, is in force.
-                    let since = (now - d).with_timezone(&self.timezone);
                     schedule
-                        .after(&since)
-                        .next()
-                        .map(|s| s.with_timezone(&Utc))
-                        .filter(|s| *s <= now)
+                        .last_at_or_before(self.timezone, now)
+                        .filter(|s| now < *s + d)
                         .map(|s| (s, s + d))
                 }
             };
@@ -273,7 +268,9 @@ impl Policy for Scheduled {
                 let mut s = format!(
                     "{} until {}",
                     w.name,
-                    w.ends.with_timezone(&self.timezone).format("%Y-%m-%d %H:%M %Z")
+                    w.ends
+                        .with_timezone(&self.timezone)
+                        .format("%Y-%m-%d %H:%M %Z (%:z)")
                 );
                 for (k, v) in [("min", w.min), ("max", w.max), ("desired", w.desired)] {
                     if let Some(v) = v {
@@ -325,5 +322,123 @@ impl Policy for Scheduled {
 
     fn is_schedule(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::cron::Cron;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// One daily window `cron` of `minutes` in `zone`, with a desired count.
+    fn daily(zone: &str, cron: &str, minutes: u64) -> Scheduled {
+        Scheduled {
+            timezone: zone.parse().unwrap(),
+            windows: vec![Window {
+                name: "w".into(),
+                when: When::Cron {
+                    expression: cron.into(),
+                    schedule: Box::new(Cron::parse(cron).unwrap()),
+                    duration: Duration::from_secs(minutes * 60),
+                },
+                min: Some(5),
+                max: None,
+                desired: Some(8),
+                span: Span::default(),
+            }],
+        }
+    }
+
+    /// Every minute from `from` for `minutes`: the (start, end) in force, if any, as RFC 3339.
+    fn minute_by_minute(s: &Scheduled, from: &str, minutes: i64) -> Vec<(String, Option<(String, String)>)> {
+        let t0 = utc(from);
+        (0..minutes)
+            .map(|k| {
+                let now = t0 + TimeDelta::minutes(k);
+                let w = s.active(now).first().map(|w| {
+                    (
+                        w.started.format("%H:%MZ").to_string(),
+                        w.ends.format("%H:%MZ").to_string(),
+                    )
+                });
+                (now.format("%H:%MZ").to_string(), w)
+            })
+            .collect()
+    }
+
+    /// The distinct windows seen minute by minute: (start, end, minutes in force).
+    fn windows_seen(s: &Scheduled, from: &str, minutes: i64) -> Vec<(String, String, usize)> {
+        let mut out: Vec<(String, String, usize)> = Vec::new();
+        for (_, w) in minute_by_minute(s, from, minutes) {
+            let Some((a, b)) = w else { continue };
+            match out.last_mut() {
+                Some(last) if last.0 == a => last.2 += 1,
+                _ => out.push((a, b, 1)),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn new_york_spring_gap_starts_the_window_when_the_gap_ends() {
+        // 2026-03-08 02:00 EST → 03:00 EDT (07:00 UTC): 02:30 does not exist that day.
+        let s = daily("America/New_York", "30 2 * * *", 20);
+        let seen = windows_seen(&s, "2026-03-08T05:00:00Z", 180);
+        assert_eq!(seen, [("07:00Z".to_string(), "07:20Z".to_string(), 20)]);
+        // The next day, 02:30 EDT again.
+        let seen = windows_seen(&s, "2026-03-09T05:00:00Z", 180);
+        assert_eq!(seen, [("06:30Z".to_string(), "06:50Z".to_string(), 20)]);
+    }
+
+    #[test]
+    fn new_york_autumn_overlap_starts_the_window_once_for_its_real_duration() {
+        // 2026-11-01 02:00 EDT → 01:00 EST (06:00 UTC): 01:30 comes at 05:30 and 06:30 UTC.
+        let s = daily("America/New_York", "30 1 * * *", 20);
+        let seen = windows_seen(&s, "2026-11-01T04:00:00Z", 240);
+        assert_eq!(seen, [("05:30Z".to_string(), "05:50Z".to_string(), 20)]);
+        // One start, so one `desired` to apply: a single key all day.
+        let keys: std::collections::BTreeSet<DateTime<Utc>> = (0..240)
+            .flat_map(|k| s.active(utc("2026-11-01T04:00:00Z") + TimeDelta::minutes(k)))
+            .map(|w| w.started)
+            .collect();
+        assert_eq!(keys.len(), 1);
+    }
+
+    #[test]
+    fn sydney_transitions_are_handled_the_same_way() {
+        // 2026-10-04 02:00 AEST → 03:00 AEDT (16:00 UTC the day before): 02:30 does not exist.
+        let s = daily("Australia/Sydney", "30 2 * * *", 20);
+        let seen = windows_seen(&s, "2026-10-03T14:00:00Z", 240);
+        assert_eq!(seen, [("16:00Z".to_string(), "16:20Z".to_string(), 20)]);
+        // 2026-04-05 03:00 AEDT → 02:00 AEST (16:00 UTC the day before): 02:30 comes twice,
+        // at 15:30 and 16:30 UTC; the window runs once, from the first.
+        let seen = windows_seen(&s, "2026-04-04T14:00:00Z", 240);
+        assert_eq!(seen, [("15:30Z".to_string(), "15:50Z".to_string(), 20)]);
+    }
+
+    #[test]
+    fn reasons_show_the_offset_in_force() {
+        let s = daily("America/New_York", "30 1 * * *", 20);
+        let reason = |now: &str| {
+            let metrics = crate::eval_io::MetricSet::uniform(std::iter::empty(), 60, utc(now));
+            let externals = Default::default();
+            let input = EvalInput::new(utc(now), 4, &metrics, &|_| None, &externals);
+            match s.evaluate(&input) {
+                Recommendation::Abstain { reason } => reason,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            reason("2026-11-01T05:40:00Z"),
+            "in force: w until 2026-11-01 01:50 EDT (-04:00) min 5 desired 8"
+        );
+        assert_eq!(
+            reason("2026-11-02T06:40:00Z"),
+            "in force: w until 2026-11-02 01:50 EST (-05:00) min 5 desired 8"
+        );
     }
 }

@@ -136,7 +136,7 @@ fn seq_of(path: &Path) -> Option<u64> {
 }
 
 /// The length of the longest prefix made of complete document pairs (action line + source line).
-fn complete_pairs_len(bytes: &[u8]) -> usize {
+pub(crate) fn complete_pairs_len(bytes: &[u8]) -> usize {
     let mut end_of_pair = 0usize;
     for (n, i) in memchr::memchr_iter(b'\n', bytes).enumerate() {
         if n % 2 == 1 {
@@ -183,24 +183,31 @@ impl Spool {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut next_seq = 0;
         let mut size = 0;
+        let mut open = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
             let path = entry.map_err(io(dir))?.path();
             let Some(seq) = seq_of(&path) else { continue };
             next_seq = next_seq.max(seq + 1);
             match path.extension().and_then(|e| e.to_str()) {
-                Some("open") => {
-                    // Left by a crash (or a failed cut): whole documents only, then sealed.
-                    let keep = repair(&path)?;
-                    if keep == 0 {
-                        continue;
-                    }
-                    let sealed = path.with_extension("ndjson");
-                    fs::rename(&path, &sealed).map_err(io(&path))?;
-                    size += keep;
-                }
+                Some("open") => open.push(path),
                 Some("ndjson") => size += entry_len(&path)?,
                 _ => {}
             }
+        }
+        for path in open {
+            // Left by a crash (or a failed cut): whole documents only, then sealed, under a
+            // new number when a sealed segment already holds its own (never over it).
+            let keep = repair(&path)?;
+            if keep == 0 {
+                continue;
+            }
+            let mut sealed = path.with_extension("ndjson");
+            if sealed.exists() {
+                sealed = dir.join(format!("{next_seq:020}.ndjson"));
+                next_seq += 1;
+            }
+            fs::rename(&path, &sealed).map_err(io(&path))?;
+            size += keep;
         }
         size += fs::metadata(dir.join(DEAD_LETTERS)).map_or(0, |m| m.len());
         Ok(Spool {

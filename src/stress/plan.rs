@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::read::{join, Cx, Diagnostics, FromNode, MapReader};
-use crate::config::yaml::{self, Node, Span};
+use crate::config::yaml::{Node, Span};
 
 use super::check::{Assertion, Threshold, MAX_WINDOW};
 use super::profile::{Load, Schedule, Shape};
@@ -132,12 +132,8 @@ const TOP: &[&str] = &[
 /// Reads a plan from text; `base` anchors the watch's config path.
 pub fn load_str(source: &str, file: &str, base: &Path) -> Result<Plan, Diagnostics> {
     let mut cx = Cx::new(file);
-    let docs = match yaml::parse_documents(source) {
-        Ok(d) => d,
-        Err(e) => {
-            cx.error(e.span, "(syntax)", format!("invalid YAML: {}", e.message));
-            return Err(Diagnostics(cx.diags));
-        }
+    let Some(docs) = crate::config::read::parse_yaml(source, &mut cx) else {
+        return Err(Diagnostics(cx.diags));
     };
     let plan = match docs.as_slice() {
         [doc] => read_plan(doc, &mut cx, base),

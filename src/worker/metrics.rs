@@ -35,6 +35,10 @@ impl Labeled {
             .or_default() += n;
     }
 
+    fn set(&self, labels: Vec<(&'static str, String)>, n: u64) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(labels, n);
+    }
+
     fn get(&self, labels: &[(&'static str, &str)]) -> u64 {
         let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         m.iter()
@@ -85,6 +89,8 @@ pub struct Metrics {
     decisions: Labeled,
     actions: Labeled,
     errors: Labeled,
+    /// Tasks waiting for room at the group's max, by cluster and service (a gauge).
+    waiting: Labeled,
     ship: Mutex<Option<StatsHandle>>,
 }
 
@@ -105,6 +111,7 @@ impl Metrics {
             decisions: Labeled::default(),
             actions: Labeled::default(),
             errors: Labeled::default(),
+            waiting: Labeled::default(),
             ship: Mutex::new(None),
         }
     }
@@ -155,6 +162,16 @@ impl Metrics {
     /// A failure, by stage (`collect`, `evaluate`, `actuate`, `state`, `ship`, `lease`).
     pub fn error(&self, stage: &str) {
         self.errors.add(vec![("stage", stage.into())], 1);
+    }
+
+    /// Tasks of a service that its cluster's group, at its max, leaves without room.
+    pub fn set_waiting(&self, cluster: &str, service: &str, n: u64) {
+        self.waiting
+            .set(vec![("cluster", cluster.into()), ("service", service.into())], n);
+    }
+
+    pub fn waiting(&self, cluster: &str, service: &str) -> u64 {
+        self.waiting.get(&[("cluster", cluster), ("service", service)])
     }
 
     pub fn errors(&self, stage: &str) -> u64 {
@@ -329,6 +346,13 @@ impl Metrics {
         self.actions.render(&mut o, "ecscale_actions_total");
         head(&mut o, "ecscale_errors_total", "counter", "Failures, by stage.");
         self.errors.render(&mut o, "ecscale_errors_total");
+        head(
+            &mut o,
+            "ecscale_tasks_waiting",
+            "gauge",
+            "Tasks decided for a service that its cluster's Auto Scaling group, at its max, leaves without room.",
+        );
+        self.waiting.render(&mut o, "ecscale_tasks_waiting");
         let usage = self.meter.usage();
         head(
             &mut o,
@@ -505,8 +529,13 @@ mod tests {
         m.action("service", "updated");
         m.error("collect");
         m.set_leader(true);
+        m.set_waiting("prod", "web", 26);
+        m.set_waiting("prod", "api", 3);
+        m.set_waiting("prod", "api", 0);
         let text = m.render();
         for line in [
+            "ecscale_tasks_waiting{cluster=\"prod\",service=\"web\"} 26",
+            "ecscale_tasks_waiting{cluster=\"prod\",service=\"api\"} 0",
             "ecscale_ticks_total 1",
             "ecscale_tick_duration_seconds_bucket{le=\"0.25\"} 0",
             "ecscale_tick_duration_seconds_bucket{le=\"0.5\"} 1",

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
 use tokio::sync::watch;
 
 use crate::actuate::capacity::CapacityActuator;
@@ -132,8 +133,8 @@ fn expected_gap(schedule: &Schedule) -> Duration {
     match schedule {
         Schedule::Interval(d) => *d,
         Schedule::Cron { schedule, .. } => {
-            let mut next = schedule.upcoming(Utc);
-            match (next.next(), next.next()) {
+            let a = schedule.next_after(Tz::UTC, Utc::now());
+            match (a, a.and_then(|a| schedule.next_after(Tz::UTC, a))) {
                 (Some(a), Some(b)) => (b - a).to_std().unwrap_or(Duration::from_secs(60)),
                 _ => Duration::from_secs(60),
             }
@@ -154,7 +155,9 @@ pub fn next_after(schedule: &Schedule, start: DateTime<Utc>, t: DateTime<Utc>) -
             let k = (t - start).num_milliseconds() / step.num_milliseconds() + 1;
             start + step * i32::try_from(k).unwrap_or(i32::MAX)
         }
-        Schedule::Cron { schedule, .. } => schedule.after(&t).next().unwrap_or(t + TimeDelta::days(365)),
+        Schedule::Cron { schedule, .. } => schedule
+            .next_after(Tz::UTC, t)
+            .unwrap_or(t + TimeDelta::days(365)),
     }
 }
 
@@ -358,6 +361,11 @@ pub async fn run(
 
     let start = Utc::now();
     let mut next = start;
+    eprintln!(
+        "ecscale: ticking {}: the first tick now, the next at {}",
+        schedule,
+        next_after(&schedule, start, start).format("%Y-%m-%dT%H:%M:%SZ")
+    );
     let mut ticks = 0u64;
     let mut stop_rx = stop.clone();
     loop {

@@ -98,6 +98,30 @@ fn has_externals(p: &TargetPolicy) -> bool {
     p.rules.iter().any(|r| matches!(r.spec, RuleSpec::External(_)))
 }
 
+/// Tells each service of the group's cluster how many of its decided tasks the group's max
+/// leaves without room (in its decision's reason and in `/metrics`).
+fn note_waiting(
+    pending: &mut [(usize, Decision, &ServiceState)],
+    spec: &crate::config::CapacitySpec,
+    outcome: &crate::actuate::capacity::GroupOutcome,
+    metrics: &Metrics,
+) {
+    for (_, d, s) in pending.iter_mut().filter(|(_, _, s)| s.cluster == spec.cluster) {
+        let n = outcome
+            .waiting
+            .iter()
+            .find(|(name, _)| *name == s.name)
+            .map_or(0, |(_, n)| *n);
+        metrics.set_waiting(&s.cluster, &s.name, n.into());
+        if n > 0 {
+            d.reason.push_str(&format!(
+                "; {n} of its {} tasks will wait for room: asg/{} is at its max",
+                d.desired, spec.auto_scaling_group
+            ));
+        }
+    }
+}
+
 fn kind(t: &TargetKey) -> &'static str {
     match t {
         TargetKey::Service { .. } => "service",
@@ -115,13 +139,24 @@ impl Worker {
         &self.metrics
     }
 
-    /// Decides for one target, from this tick's observation.
-    async fn decide(&self, policy: &TargetPolicy, obs: &Observation<'_>) -> Decision {
+    /// Decides for one target, from this tick's observation. A plugin that failed is logged,
+    /// counted and listed in `problems` (its rule votes "error", so the target holds).
+    async fn decide(
+        &self,
+        policy: &TargetPolicy,
+        obs: &Observation<'_>,
+        problems: &mut Vec<String>,
+    ) -> Decision {
         let externals = if has_externals(policy) {
             fetch_answers(&self.plugins, policy, obs).await
         } else {
             BTreeMap::new()
         };
+        for (rule, e) in externals.iter().filter_map(|(r, a)| Some((r, a.as_ref().err()?))) {
+            tracing::warn!(target = %policy.target, rule = %rule, "{e}");
+            self.metrics.error("plugin");
+            problems.push(format!("{}: rule {rule}: {e}", policy.target));
+        }
         let state = self
             .state
             .targets
@@ -245,7 +280,7 @@ impl Worker {
                 pending: svc.pending,
                 metrics: &metrics,
             };
-            pending.push((i, self.decide(policy, &obs).await, svc));
+            pending.push((i, self.decide(policy, &obs, &mut report.problems).await, svc));
         }
 
         stage(&mut report, "evaluate");
@@ -293,7 +328,10 @@ impl Worker {
                             .count() as u32,
                         metrics: &metrics,
                     };
-                    Some((i, self.decide(&self.policies[i], &obs).await))
+                    Some((
+                        i,
+                        self.decide(&self.policies[i], &obs, &mut report.problems).await,
+                    ))
                 }
                 None => None,
             };
@@ -351,6 +389,7 @@ impl Worker {
                     result: applied.result().to_string(),
                 });
             }
+            note_waiting(&mut pending, spec, &outcome, &self.metrics);
             report.groups.push(outcome);
         }
 

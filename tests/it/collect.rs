@@ -390,6 +390,58 @@ async fn an_unreachable_endpoint_is_named_after_the_configured_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_endpoint_costs_one_timeout_per_pass_and_later_calls_are_not_sent() {
+    // A host that accepts TCP and never answers: every connection is held open, unread.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            conns.push(c);
+        }
+    });
+    let yaml = format!(
+        "aws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  retry: {{max_attempts: 2, initial_backoff: 20ms, max_backoff: 100ms}}\n  timeouts: {{connect: 1s, attempt: 500ms, operation: 1s}}\nschedule: {{interval: 30s}}\nclusters:\n  - name: prod\n    services: [web]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "ecscale.yaml", &yaml);
+    let mut cmd = ecscale();
+    cmd.args(["collect", "--once", "--format", "json", "--config"])
+        .arg(&path);
+    let (code, stdout, stderr) = run_async(cmd).await;
+    held.abort();
+    assert_eq!(code, 1, "{stderr}");
+    // The first call uses its timeout; the next one to the same endpoint is not sent at all,
+    // and says why and until when.
+    assert!(
+        stderr.contains("ECS.DescribeServices (cluster prod, services web)")
+            && stderr.contains("timed out (see aws.timeouts)"),
+        "{stderr}"
+    );
+    let want = format!(
+        "ECS.ListContainerInstances (cluster prod) at {endpoint}: not tried: {endpoint} left ECS.DescribeServices unanswered at "
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    assert!(
+        stderr.contains("(aws.timeouts.operation 1s); calls to it resume at "),
+        "{stderr}"
+    );
+    let snap: Value = serde_json::from_str(&stdout).unwrap();
+    let ops = &snap["usage"]["operations"];
+    assert!(
+        ops["ECS.DescribeServices"]["attempts"].as_u64().unwrap() >= 1,
+        "{ops}"
+    );
+    assert_eq!(
+        ops["ECS.ListContainerInstances"]["attempts"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "a call to a silent endpoint is never sent: {ops}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_shows_services_instances_metrics_and_calls() {
     let region = "ap-southeast-2";
     let moto = Moto::new(&moto_url(), region);

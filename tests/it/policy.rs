@@ -212,7 +212,7 @@ async fn an_executable_plugin_answers_and_every_failure_is_a_hold() {
         (
             "slow.sh",
             "    timeout: 500ms\n",
-            "gave no answer within 500ms (killed)",
+            "gave no answer within 500ms (killed with its process group)",
         ),
         (
             "garbage.sh",
@@ -229,7 +229,6 @@ async fn an_executable_plugin_answers_and_every_failure_is_a_hold() {
             "    max_output: 1KiB\n",
             "answered more than 1024 bytes (max_output)",
         ),
-        ("does-not-exist", "", "could not start"),
     ];
     for (program, extra, want) in cases {
         let started = Instant::now();
@@ -251,6 +250,56 @@ async fn an_executable_plugin_answers_and_every_failure_is_a_hold() {
             "{program} was not cut off"
         );
     }
+}
+
+/// A plugin that is not there or cannot run is refused when the policy is read, at the command's
+/// position; one that stops being executable after that fails its call (a hold).
+#[tokio::test]
+async fn a_plugin_that_cannot_run_is_refused_when_read_and_holds_when_called() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write(
+        dir.path(),
+        "plain.sh",
+        "#!/bin/sh\necho '{\"desired\": 3, \"reason\": \"x\"}'\n",
+    );
+    let body = |program: &str| {
+        format!("target: {{cluster: c, service: s}}\nmin: 1\nmax: 50\nrules:\n  - name: model\n    kind: external\n    command: ['{program}']\n")
+    };
+    let cases = [
+        (
+            dir.path().join("missing.sh").display().to_string(),
+            "No such file or directory".to_string(),
+        ),
+        (
+            plain.display().to_string(),
+            "is not executable (chmod +x it)".to_string(),
+        ),
+        (dir.path().display().to_string(), "is not a file".to_string()),
+        (
+            "no-such-plugin-on-path".to_string(),
+            "no executable of that name on PATH".to_string(),
+        ),
+    ];
+    for (program, want) in cases {
+        let e = load_str(&body(&program), "p.yaml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.yaml:7:15: rules[0].command[0]: plugin "), "{e}");
+        assert!(e.contains(&want), "{program}: «{e}» lacks «{want}»");
+    }
+    std::fs::set_permissions(&plain, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let policy = load_str(&body(&plain.display().to_string()), "p.yaml", Path::new("."))
+        .unwrap()
+        .remove(0);
+    std::fs::set_permissions(&plain, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let now = at("2026-11-25T12:00:00Z");
+    let d = tick(&policy, now, 4, &BTreeMap::new()).await;
+    assert_eq!((d.action, d.desired), (Action::Hold, 4), "{}", d.reason);
+    assert!(
+        d.reason.contains("could not start: Permission denied"),
+        "{}",
+        d.reason
+    );
 }
 
 /// A plugin endpoint on a free port: `/good` answers, `/slow` sleeps, `/broken` fails.
@@ -425,6 +474,53 @@ fn backtest_replays_the_trace_into_the_expected_decisions() {
         "{table}"
     );
     assert!(table.contains("totals: 1 scale-outs, 4 scale-ins, 2.37 task-hours over 30 min, count 2..6; cpu above 60 for 2 min"), "{table}");
+}
+
+/// A 10-minute hole in the rows and a row whose cells are all empty are periods all the same:
+/// one tick each, from the first row to the last, so totals cover the whole span.
+#[test]
+fn backtest_ticks_every_period_through_missing_and_empty_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("timestamp,cpu,running\n");
+    for m in (0..5).chain(15..20) {
+        let row = if m == 17 {
+            format!("2026-11-20T10:{m:02}:00Z,,\n")
+        } else {
+            format!("2026-11-20T10:{m:02}:00Z,55,4\n")
+        };
+        csv.push_str(&row);
+    }
+    let trace = write(dir.path(), "gap.csv", &csv);
+    let (code, stdout, stderr) = run(ecscale()
+        .args([
+            "backtest",
+            "--policy",
+            "tests/fixtures/backtest/policy.yaml",
+            "--metrics",
+        ])
+        .arg(&trace)
+        .args(["--format", "json"]));
+    assert_eq!(code, 0, "{stderr}");
+    let reports: Value = serde_json::from_str(&stdout).unwrap();
+    let r = &reports[0];
+    let at: Vec<&str> = r["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["at"].as_str().unwrap())
+        .collect();
+    assert_eq!(at.len(), 20, "{at:?}");
+    assert_eq!((at[0], at[19]), ("2026-11-20T10:01:00Z", "2026-11-20T10:20:00Z"));
+    let totals = &r["totals"];
+    assert_eq!(
+        (totals["steps"].as_u64(), totals["minutes"].as_f64()),
+        (Some(20), Some(20.0))
+    );
+    // 55 % is within the tolerance of 60: 4 tasks all along, 80 task-minutes.
+    assert!(
+        (totals["task_hours"].as_f64().unwrap() - 80.0 / 60.0).abs() < 1e-9,
+        "{totals}"
+    );
 }
 
 #[test]

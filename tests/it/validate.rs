@@ -94,3 +94,111 @@ fn collect_without_once_points_at_the_worker() {
         "{stderr}"
     );
 }
+
+/// One case of `tests/fixtures/bad/`: the file, the command, the exact error lines, and the
+/// most memory reading it may take.
+struct BadCase {
+    file: String,
+    run: Vec<String>,
+    errors: Vec<String>,
+    max_rss_mib: Option<u64>,
+}
+
+fn bad_cases() -> Vec<BadCase> {
+    let dir = repo().join("tests/fixtures/bad");
+    let mut cases = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(file) = name.strip_suffix(".expect") else {
+            continue;
+        };
+        let f = format!("tests/fixtures/bad/{file}");
+        assert!(repo().join(&f).is_file(), "{name} names no file");
+        let mut case = BadCase {
+            file: f.clone(),
+            run: Vec::new(),
+            errors: Vec::new(),
+            max_rss_mib: None,
+        };
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let line = line.replace("{f}", &f);
+            if let Some(cmd) = line.strip_prefix("run: ") {
+                case.run = cmd.split_whitespace().map(str::to_string).collect();
+            } else if let Some(e) = line.strip_prefix("error: ") {
+                case.errors.push(e.to_string());
+            } else if let Some(m) = line.strip_prefix("max_rss_mib: ") {
+                case.max_rss_mib = Some(m.parse().unwrap());
+            } else {
+                assert!(line.is_empty() || line.starts_with('#'), "{name}: `{line}`");
+            }
+        }
+        assert!(
+            !case.run.is_empty() && !case.errors.is_empty(),
+            "{name}: run and error"
+        );
+        cases.push(case);
+    }
+    cases.sort_by(|a, b| a.file.cmp(&b.file));
+    cases
+}
+
+/// Runs ecscale with `args` under a Python parent that reports the child's peak RSS (KiB):
+/// (exit code, stdout, stderr without the report, peak RSS in KiB).
+fn run_measured(args: &[String]) -> (i32, String, String, u64) {
+    const MEASURE: &str = "import resource, subprocess, sys\n\
+        r = subprocess.run(sys.argv[1:])\n\
+        sys.stderr.write('\\nmaxrss_kib=%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+        sys.exit(r.returncode)\n";
+    let bin = ecscale().get_program().to_owned();
+    let (code, stdout, stderr) = run(std::process::Command::new("python3")
+        .args(["-c", MEASURE])
+        .arg(bin)
+        .args(args)
+        .current_dir(repo()));
+    let (text, rss) = stderr.rsplit_once("\nmaxrss_kib=").expect("the measure line");
+    (code, stdout, text.to_string(), rss.trim().parse().unwrap())
+}
+
+#[test]
+fn every_bad_input_gets_its_exact_positioned_error_exit_2_and_bounded_memory() {
+    let cases = bad_cases();
+    assert!(cases.len() >= 9, "the corpus is there: {}", cases.len());
+    for c in &cases {
+        let (code, stdout, stderr, rss_kib) = run_measured(&c.run);
+        assert_eq!(code, 2, "{}: {stderr}", c.file);
+        assert!(stdout.is_empty(), "{}: nothing on stdout: {stdout}", c.file);
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+            .collect();
+        assert_eq!(lines, c.errors, "{}", c.file);
+        if let Some(mib) = c.max_rss_mib {
+            assert!(
+                rss_kib < mib * 1024,
+                "{}: peak RSS {rss_kib} KiB over {mib} MiB",
+                c.file
+            );
+        }
+    }
+}
+
+#[test]
+fn a_file_over_the_size_bound_is_refused_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.yaml");
+    // 1 GiB of holes: refused after reading 16 MiB of it.
+    std::fs::File::create(&path).unwrap().set_len(1 << 30).unwrap();
+    let args = ["validate", "--config", path.to_str().unwrap()].map(str::to_string);
+    let (code, _, stderr, rss_kib) = run_measured(&args);
+    assert_eq!(code, 2, "{stderr}");
+    let want = format!(
+        "error: {}: (file): cannot read the config file: larger than 16 MiB, the most this file may hold",
+        path.display()
+    );
+    assert_eq!(stderr.lines().next(), Some(want.as_str()), "{stderr}");
+    assert!(rss_kib < 96 * 1024, "peak RSS {rss_kib} KiB");
+}

@@ -714,3 +714,94 @@ async fn predictive_history_is_one_long_window_call_per_metric_read_once_per_buc
         .iter()
         .all(|v| v.reason.contains("forecast peak")));
 }
+
+/// The processes alive (not zombies) in process group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces, so read after its `)`.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A plugin (a shell script) that starts children and never answers: on its timeout the whole
+/// process group goes, and the failure is logged with its target and rule, counted under
+/// `ecscale_errors_total{stage="plugin"}` and listed in the tick's problems.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_times_out_leaves_no_process_and_is_logged_counted_and_listed() {
+    let s = stage("eu-north-1", "it-plugin").await;
+    let path = s.config(&["web"], "");
+    let script = write(
+        s.dir.path(),
+        "model.sh",
+        "#!/bin/sh\necho $$ > \"$1\"\nsleep 30 &\nsleep 30 | cat\necho '{\"desired\": 9, \"reason\": \"late\"}'\n",
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pidfile = s.dir.path().join("plugin.pid");
+    write(
+        s.dir.path(),
+        "policies.yaml",
+        &format!(
+            "target: {{cluster: {}, service: web}}\nmin: 1\nmax: 8\nrules:\n  - name: model\n    kind: external\n    command: ['{}', '{}']\n    timeout: 500ms\n",
+            s.cluster,
+            script.display(),
+            pidfile.display()
+        ),
+    );
+    let (mut w, _) = worker(&path, "it-plugin", false).await;
+    let r = w.tick(Utc::now()).await;
+    let (d, a) = service(&r, "web");
+    assert_eq!((d.action, a), (Action::Hold, &Applied::Unchanged), "{}", d.reason);
+    let listed: Vec<&String> = r.problems.iter().filter(|p| p.contains("rule model")).collect();
+    assert_eq!(listed.len(), 1, "{:?}", r.problems);
+    assert!(
+        listed[0].contains("gave no answer within 500ms (killed with its process group)"),
+        "{}",
+        listed[0]
+    );
+    assert_eq!(w.metrics().errors("plugin"), 1);
+    assert!(
+        w.metrics()
+            .render()
+            .contains("ecscale_errors_total{stage=\"plugin\"} 1"),
+        "{}",
+        w.metrics().render()
+    );
+    // The script, its background sleep and its pipeline: all gone.
+    let pgid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !group_members(pgid).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        group_members(pgid),
+        Vec::<u32>::new(),
+        "the plugin's group survived"
+    );
+
+    // As `ecscale run` logs it, at warn (the default filter), naming the target and the rule.
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["run", "--dry-run", "--ticks", "1", "--config"])
+        .arg(&path);
+    let (code, _, stderr) = crate::support::run_async(cmd).await;
+    assert_eq!(code, 0, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("gave no answer"))
+        .unwrap_or_else(|| panic!("not logged: {stderr}"));
+    assert!(line.contains("WARN") && line.contains("rule=model"), "{line}");
+    assert!(line.contains(&format!("{}/web", s.cluster)), "{line}");
+}

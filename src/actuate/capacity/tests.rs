@@ -176,6 +176,31 @@ async fn capped_at_the_group_max() {
         "{}",
         out.decision.reason
     );
+    // Two instances of 4096 CPU units with 10 % headroom hold 7 tasks of 512 each: 14 of the 40
+    // are placed, and the other 26 are named as waiting, in the reason and in the inputs.
+    assert_eq!(out.waiting, vec![("web".to_string(), 26)]);
+    assert!(
+        out.decision
+            .reason
+            .contains("26 tasks will wait for room: web 26"),
+        "{}",
+        out.decision.reason
+    );
+    assert_eq!(out.decision.inputs.get("tasks_waiting"), Some(&26.0));
+}
+
+#[tokio::test]
+async fn under_the_group_max_nothing_waits() {
+    let w = world(&["i-1"], 1, 10, false);
+    let c = cluster(4, vec![ci("i-1", 4)]);
+    let mut st = GroupState::default();
+    let out = tick(&w, &c, &[("web", 40)], None, &mut st, Utc::now()).await;
+    assert!(out.waiting.is_empty(), "{:?}", out.waiting);
+    assert!(
+        !out.decision.reason.contains("wait for room"),
+        "{}",
+        out.decision.reason
+    );
 }
 
 #[tokio::test]
