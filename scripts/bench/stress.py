@@ -3,9 +3,12 @@
 loopback, in one run, interleaved.
 
 1. Throughput: 50 connections, DURATION (10 s), REPS (3) rounds, the tool order rotated each
-   round: requests/s, generator CPU per request (user+sys of the tool's process), peak RSS.
+   round: requests/s, generator CPU per request (user+sys of the tool's process), peak RSS;
+   over plain HTTP/1.1, then over HTTPS (TLS 1.3, keep-alive; nginx with a self-signed
+   certificate made here with openssl; ecscale trusts it with --cacert, wrk does not check,
+   oha with --insecure).
 2. Constant rate: 20,000 req/s for DURATION with 50 connections, ecscale --rate vs oha -q
-   (with --latency-correction): achieved rate against the plan, CPU per request.
+   (with --latency-correction): achieved rate against the plan, CPU per request; both schemes.
 3. Memory with run length: ecscale's peak RSS at DURATION and at 3 x DURATION.
 
 Usage: stress.py ECSCALE WRK OHA NGINX [DURATION_S] [REPS]
@@ -31,8 +34,20 @@ def free_port():
     return p
 
 
+def make_cert(work):
+    """A self-signed P-256 certificate for localhost and 127.0.0.1: (cert, key)."""
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
 def start_nginx(nginx, work):
-    port = free_port()
+    port, tls_port = free_port(), free_port()
+    cert, key = make_cert(work)
     conf = os.path.join(work, "nginx.conf")
     with open(conf, "w") as f:
         f.write(
@@ -53,6 +68,13 @@ http {{
     listen 127.0.0.1:{port};
     location / {{ return 200 "container-1\\n"; }}
   }}
+  server {{
+    listen 127.0.0.1:{tls_port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    location / {{ return 200 "container-1\\n"; }}
+  }}
 }}
 """
         )
@@ -62,7 +84,7 @@ http {{
             import urllib.request
 
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
-            return proc, f"http://127.0.0.1:{port}/"
+            return proc, f"http://127.0.0.1:{port}/", f"https://localhost:{tls_port}/", cert
         except Exception:
             time.sleep(0.05)
     proc.kill()
@@ -122,6 +144,8 @@ def run_wrk(wrk, url, secs, conns):
 
 def run_oha(oha, url, secs, conns, rate=None):
     argv = [oha, "--no-tui", "--output-format", "json", "-c", str(conns), "-z", f"{secs}s"]
+    if url.startswith("https:"):
+        argv += ["--insecure"]
     if rate:
         argv += ["-q", str(rate), "--latency-correction"]
     out, cpu, rss, _ = measure(argv + [url])
@@ -130,10 +154,15 @@ def run_oha(oha, url, secs, conns, rate=None):
     return n, n / secs, cpu, rss
 
 
+CACERT = None
+
+
 def run_ecscale(ecscale, url, secs, conns, work, rate=None):
     out_json = os.path.join(work, "ecscale.json")
     argv = [ecscale, "stress", "--url", url, "--duration", f"{secs}s", "--connections", str(conns)]
     argv += ["--progress", "off", "--json", out_json]
+    if url.startswith("https:"):
+        argv += ["--cacert", CACERT]
     if rate:
         argv += ["--rate", str(rate)]
     _, cpu, rss, _ = measure(argv)
@@ -143,63 +172,81 @@ def run_ecscale(ecscale, url, secs, conns, work, rate=None):
     return n, n / secs, cpu, rss
 
 
+def spread(xs):
+    return f"{min(xs):,.0f}–{max(xs):,.0f}"
+
+
+def throughput(tools, reps, conns, secs, label):
+    names = list(tools)
+    results = {n: [] for n in names}
+    for r in range(reps):
+        order = names[r % 3 :] + names[: r % 3]
+        for n in order:
+            res = tools[n]()
+            results[n].append(res)
+            print(f"{label} round {r + 1} {n:8} {res[1]:>10,.0f} req/s  {1e6 * res[2] / res[0]:6.2f} µs CPU/req  {res[3]:7.1f} MiB", flush=True)
+    print(f"\n## Throughput over {label}: {conns} connections, {secs} s, {reps} interleaved rounds, medians (spread)")
+    print("| tool | requests/s | CPU per request | peak RSS |")
+    print("|---|---|---|---|")
+    med = {}
+    for n in names:
+        rs = results[n]
+        rps = [x[1] for x in rs]
+        cpus = [1e6 * x[2] / x[0] for x in rs]
+        rss = max(x[3] for x in rs)
+        med[n] = (statistics.median(rps), statistics.median(cpus), rss)
+        print(f"| {n} | {med[n][0]:,.0f} ({spread(rps)}) | {med[n][1]:.2f} µs ({min(cpus):.2f}–{max(cpus):.2f}) | {rss:.1f} MiB |")
+    best = max(med["wrk"][0], med["oha"][0])
+    print(f"\n{label}: ecscale / wrk requests/s {med['ecscale'][0] / med['wrk'][0]:.3f}, / best peer {med['ecscale'][0] / best:.3f}")
+    print(f"{label}: ecscale / wrk CPU per request {med['ecscale'][1] / med['wrk'][1]:.3f}, / oha {med['ecscale'][1] / med['oha'][1]:.3f}")
+
+
+def constant_rate(oha, ecscale, url, secs, conns, work, label):
+    rate = 20000
+    print(f"\n## Constant rate over {label}: {rate:,} req/s planned, {conns} connections, {secs} s, 3 interleaved rounds, medians (spread)")
+    print("| tool | achieved req/s | of plan | CPU per request | peak RSS |")
+    print("|---|---|---|---|---|")
+    tools = [
+        ("oha -q --latency-correction", lambda: run_oha(oha, url, secs, conns, rate)),
+        ("ecscale --rate", lambda: run_ecscale(ecscale, url, secs, conns, work, rate)),
+    ]
+    runs = {n: [] for n, _ in tools}
+    for r in range(3):
+        for n, f in tools[r % 2 :] + tools[: r % 2]:
+            runs[n].append(f())
+    for n, _ in tools:
+        rs = runs[n]
+        rps = [x[1] for x in rs]
+        cpus = [1e6 * x[2] / x[0] for x in rs]
+        print(f"| {n} | {statistics.median(rps):,.0f} ({spread(rps)}) | {100 * statistics.median(rps) / rate:.2f}% | {statistics.median(cpus):.2f} µs ({min(cpus):.2f}–{max(cpus):.2f}) | {max(x[3] for x in rs):.1f} MiB |")
+
+
 def main():
+    global CACERT
     ecscale, wrk, oha, nginx = sys.argv[1:5]
     secs = int(sys.argv[5]) if len(sys.argv) > 5 else 10
     reps = int(sys.argv[6]) if len(sys.argv) > 6 else 3
     conns = 50
     work = tempfile.mkdtemp(prefix="ecscale-bench-stress-")
-    proc, url = start_nginx(nginx, work)
+    proc, url, tls_url, CACERT = start_nginx(nginx, work)
     try:
-        tools = {
-            "wrk": lambda: run_wrk(wrk, url, secs, conns),
-            "oha": lambda: run_oha(oha, url, secs, conns),
-            "ecscale": lambda: run_ecscale(ecscale, url, secs, conns, work),
-        }
-        names = list(tools)
-        results = {n: [] for n in names}
-        for r in range(reps):
-            order = names[r % 3 :] + names[: r % 3]
-            for n in order:
-                res = tools[n]()
-                results[n].append(res)
-                print(f"round {r + 1} {n:8} {res[1]:>10,.0f} req/s  {1e6 * res[2] / res[0]:6.2f} µs CPU/req  {res[3]:7.1f} MiB", flush=True)
-        print(f"\n## Throughput: {conns} connections, {secs} s, {reps} interleaved rounds, medians")
-        print("| tool | requests/s | CPU per request | peak RSS |")
-        print("|---|---|---|---|")
-        med = {}
-        for n in names:
-            rs = results[n]
-            rps = statistics.median(x[1] for x in rs)
-            cpu = statistics.median(1e6 * x[2] / x[0] for x in rs)
-            rss = max(x[3] for x in rs)
-            med[n] = (rps, cpu, rss)
-            print(f"| {n} | {rps:,.0f} | {cpu:.2f} µs | {rss:.1f} MiB |")
-        best = max(med["wrk"][0], med["oha"][0])
-        print(f"\necscale / best peer requests/s: {med['ecscale'][0] / best:.3f} (goal >= 0.98)")
-        print(f"ecscale / oha CPU per request: {med['ecscale'][1] / med['oha'][1]:.3f} (goal <= 1)")
-
-        rate = 20000
-        print(f"\n## Constant rate: {rate:,} req/s planned, {conns} connections, {secs} s")
-        print("| tool | achieved req/s | of plan | CPU per request | peak RSS |")
-        print("|---|---|---|---|---|")
-        rr = {}
-        for n, f in [
-            ("oha -q --latency-correction", lambda: run_oha(oha, url, secs, conns, rate)),
-            ("ecscale --rate", lambda: run_ecscale(ecscale, url, secs, conns, work, rate)),
-        ]:
-            runs = [f() for _ in range(2)]
-            rps = statistics.median(x[1] for x in runs)
-            cpu = statistics.median(1e6 * x[2] / x[0] for x in runs)
-            rr[n] = (rps, cpu)
-            print(f"| {n} | {rps:,.0f} | {100 * rps / rate:.2f}% | {cpu:.2f} µs | {max(x[3] for x in runs):.1f} MiB |")
+        for label, u in [("HTTP/1.1", url), ("HTTPS", tls_url)]:
+            tools = {
+                "wrk": lambda u=u: run_wrk(wrk, u, secs, conns),
+                "oha": lambda u=u: run_oha(oha, u, secs, conns),
+                "ecscale": lambda u=u: run_ecscale(ecscale, u, secs, conns, work),
+            }
+            throughput(tools, reps, conns, secs, label)
+        for label, u in [("HTTP/1.1", url), ("HTTPS", tls_url)]:
+            constant_rate(oha, ecscale, u, secs, conns, work, label)
 
         print(f"\n## ecscale's memory with run length (max connections, {conns})")
-        short = run_ecscale(ecscale, url, secs, conns, work)
-        long = run_ecscale(ecscale, url, 3 * secs, conns, work)
-        print(f"| run | requests | peak RSS |\n|---|---|---|")
-        print(f"| {secs} s | {short[0]:,} | {short[3]:.1f} MiB |")
-        print(f"| {3 * secs} s | {long[0]:,} | {long[3]:.1f} MiB |")
+        for label, u in [("HTTP/1.1", url), ("HTTPS", tls_url)]:
+            short = run_ecscale(ecscale, u, secs, conns, work)
+            long = run_ecscale(ecscale, u, 3 * secs, conns, work)
+            print(f"| {label} run | requests | peak RSS |\n|---|---|---|")
+            print(f"| {secs} s | {short[0]:,} | {short[3]:.1f} MiB |")
+            print(f"| {3 * secs} s | {long[0]:,} | {long[3]:.1f} MiB |")
     finally:
         proc.terminate()
         proc.wait()

@@ -33,7 +33,7 @@ report is still written)"
 )]
 pub struct StressArgs {
     /// A plan file (YAML): targets, phases, thresholds, the service to watch and scaling assertions.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "rate", "users", "duration", "connections", "http2", "method", "headers", "body", "thresholds", "timeout"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "rate", "users", "duration", "connections", "http2", "method", "headers", "body", "thresholds", "timeout", "cacert", "insecure", "cert", "key", "resolve"])]
     plan: Option<PathBuf>,
     /// Target URL (repeat for a mix, equal weights).
     #[arg(long, value_name = "URL")]
@@ -62,9 +62,24 @@ pub struct StressArgs {
     /// Connections (HTTP/1.1: requests in flight at most).
     #[arg(long, value_name = "C")]
     connections: Option<usize>,
-    /// HTTP/2 over cleartext (h2c, prior knowledge), 10 streams per connection.
+    /// HTTP/2, 10 streams per connection: h2c (prior knowledge) over http://, h2 by ALPN over https://.
     #[arg(long)]
     http2: bool,
+    /// CA certificates (PEM) trusted besides the platform's, for https:// targets.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Accept any server certificate (said in the summary and the report).
+    #[arg(long)]
+    insecure: bool,
+    /// A client certificate (PEM chain) for mutual TLS, with --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM), with --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// HOST:PORT:ADDR (curl's form): connect to ADDR for HOST:PORT; the URL's host stays the TLS name and Host header (repeatable).
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    resolve: Vec<String>,
     /// Request timeout.
     #[arg(long, value_name = "DURATION")]
     timeout: Option<humantime::Duration>,
@@ -177,6 +192,17 @@ fn plan_from_flags(a: &StressArgs) -> Result<Plan, String> {
         thresholds,
         watch: None,
         assertions: vec![],
+        tls: crate::stress::plan::TlsOptions {
+            cacert: a.cacert.clone(),
+            insecure: a.insecure,
+            cert: a.cert.clone(),
+            key: a.key.clone(),
+        },
+        resolve: a
+            .resolve
+            .iter()
+            .map(|r| crate::stress::tls::parse_resolve(r).map_err(|e| format!("--resolve {e}")))
+            .collect::<Result<Vec<_>, _>>()?,
     })
 }
 
@@ -217,6 +243,9 @@ pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
     };
     check_output(&a.json, "--json")?;
     check_output(&a.report, "--report")?;
+    if plan.uses_tls() {
+        crate::stress::tls::Tls::new(&plan.tls, plan.http).map_err(|e| invalid(anyhow::anyhow!(e)))?;
+    }
 
     let ecs: Option<Arc<dyn crate::api::EcsApi>> = match &plan.watch {
         Some(w) => {
@@ -251,7 +280,7 @@ pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
         "stress: stopping: writing the report (a second signal exits at once)",
     );
     eprintln!(
-        "stress: {} over {} s, {} phase{}, HTTP/{}, {} connections",
+        "stress: {} over {} s, {} phase{}, HTTP/{}, {} connections{}",
         plan.targets
             .iter()
             .map(|t| format!("{} {}", t.method, t.url))
@@ -265,7 +294,12 @@ pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
         } else {
             "1.1"
         },
-        plan.connections
+        plan.connections,
+        if plan.uses_tls() && plan.tls.insecure {
+            "; TLS certificates NOT checked (--insecure)"
+        } else {
+            ""
+        }
     );
     let report = crate::stress::run(
         &plan,

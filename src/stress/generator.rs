@@ -18,20 +18,23 @@ use hyper::client::conn::{http1, http2};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Mutex};
 
-use super::plan::{HttpVersion, Plan, Target};
+use super::plan::{HttpVersion, Plan, Resolve, Target};
 use super::profile::{Load, Schedule};
 use super::stats::{ErrorKind, Outcome, Recorder};
+use super::tls::{Negotiated, Stream, Tls};
 
-/// A request ready to clone and send.
+/// A request ready to clone and send (HTTP/2), or to write as it is (HTTP/1.1).
 struct Prepared {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
     origin: usize,
+    encoded: super::h1::Encoded,
 }
 
 /// Where connections go.
@@ -39,6 +42,16 @@ struct Prepared {
 struct Origin {
     host: String,
     port: u16,
+    tls: bool,
+    /// `--resolve`: the address to connect to instead of the host's.
+    connect_to: Option<std::net::IpAddr>,
+}
+
+impl Origin {
+    fn name(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
 }
 
 /// The weighted mix of requests, shared by all slots.
@@ -50,7 +63,7 @@ pub struct Mix {
 }
 
 impl Mix {
-    pub fn new(targets: &[Target], http: HttpVersion) -> Result<Mix, String> {
+    pub fn new(targets: &[Target], http: HttpVersion, resolve: &[Resolve]) -> Result<Mix, String> {
         let mut origins: Vec<Origin> = Vec::new();
         let mut requests = Vec::new();
         let mut cumulative = Vec::new();
@@ -58,7 +71,17 @@ impl Mix {
         for t in targets {
             let host = t.url.host_str().unwrap_or_default().to_string();
             let port = t.url.port_or_known_default().unwrap_or(80);
-            let o = Origin { host, port };
+            let connect_to = resolve
+                .iter()
+                .find(|r| r.host.eq_ignore_ascii_case(&host) && r.port == port)
+                .map(|r| r.addr);
+            let tls = t.url.scheme() == "https";
+            let o = Origin {
+                host,
+                port,
+                tls,
+                connect_to,
+            };
             let origin = match origins.iter().position(|x| *x == o) {
                 Some(i) => i,
                 None => {
@@ -89,12 +112,17 @@ impl Mix {
             let method = Method::from_bytes(t.method.as_bytes()).map_err(|e| format!("{}: {e}", t.method))?;
             sum += u64::from(t.weight.max(1));
             cumulative.push(sum);
+            let fields: Vec<(&str, &[u8])> =
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+            let path = &t.url[url::Position::BeforePath..url::Position::AfterQuery];
+            let encoded = super::h1::encode(method.as_str(), path, &fields, &t.body);
             requests.push(Prepared {
                 method,
                 uri,
                 headers,
                 body: Bytes::from(t.body.clone()),
                 origin,
+                encoded,
             });
         }
         if requests.is_empty() {
@@ -131,7 +159,7 @@ type H2Cell = Arc<Mutex<Option<http2::SendRequest<Full<Bytes>>>>>;
 /// One request in flight at a time, with its connections (one per origin, made when needed).
 pub struct Slot {
     pub id: usize,
-    h1: Vec<Option<http1::SendRequest<Full<Bytes>>>>,
+    h1: Vec<Option<super::h1::Conn<Stream>>>,
     h2: Vec<H2Cell>,
 }
 
@@ -144,37 +172,181 @@ pub struct Shared {
     pub connect_timeout: Duration,
     /// Connections made, for the report.
     pub connects: AtomicU64,
+    /// The TLS client, when a target is https://.
+    tls: Option<Tls>,
+    /// TLS handshake times (µs) and what the first handshake negotiated.
+    handshakes: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    negotiated: std::sync::OnceLock<Negotiated>,
+}
+
+/// Why a connection could not be made, with the words for the user.
+#[derive(Debug)]
+pub struct DialError {
+    pub kind: ErrorKind,
+    pub detail: String,
 }
 
 impl Shared {
     pub fn new(plan: &Plan, start: Instant) -> Result<Shared, String> {
+        let tls = if plan.uses_tls() {
+            Some(Tls::new(&plan.tls, plan.http)?)
+        } else {
+            None
+        };
+        let handshakes = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+            .map_err(|e| format!("histogram: {e}"))?;
         Ok(Shared {
-            mix: Mix::new(&plan.targets, plan.http)?,
+            mix: Mix::new(&plan.targets, plan.http, &plan.resolve)?,
             recorder: Recorder::new(start),
             http: plan.http,
             timeout: plan.timeout,
             connect_timeout: plan.connect_timeout,
             connects: AtomicU64::new(0),
+            tls,
+            handshakes: std::sync::Mutex::new(handshakes),
+            negotiated: std::sync::OnceLock::new(),
         })
     }
 
-    async fn dial(&self, origin: usize) -> Result<TokioIo<TcpStream>, ErrorKind> {
+    async fn dial(&self, origin: usize) -> Result<Stream, ErrorKind> {
+        self.dial_detailed(origin).await.map_err(|e| e.kind)
+    }
+
+    /// A connection to `origin`: TCP (to the `--resolve` address if one is given), then the TLS
+    /// handshake with the URL's host as SNI.
+    async fn dial_detailed(&self, origin: usize) -> Result<Stream, DialError> {
         let o = &self.mix.origins[origin];
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect((o.host.as_str(), o.port)),
-        )
-        .await
-        .map_err(|_| ErrorKind::Connect)?
-        .map_err(|_| ErrorKind::Connect)?;
+        let connect = async {
+            match o.connect_to {
+                Some(addr) => TcpStream::connect((addr, o.port)).await,
+                None => TcpStream::connect((o.host.as_str(), o.port)).await,
+            }
+        };
+        let fail = |kind, detail: String| DialError { kind, detail };
+        let stream = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                fail(
+                    ErrorKind::Connect,
+                    format!("no connection within {:?}", self.connect_timeout),
+                )
+            })?
+            .map_err(|e| fail(ErrorKind::Connect, e.to_string()))?;
         let _ = stream.set_nodelay(true);
         self.connects.fetch_add(1, Ordering::Relaxed);
-        Ok(TokioIo::new(stream))
+        let stream = match (&self.tls, o.tls) {
+            (Some(tls), true) => {
+                let (s, took, negotiated) =
+                    tokio::time::timeout(self.connect_timeout, tls.connect(&o.host, stream))
+                        .await
+                        .map_err(|_| {
+                            fail(
+                                ErrorKind::Tls,
+                                format!("no TLS handshake within {:?}", self.connect_timeout),
+                            )
+                        })?
+                        .map_err(|e| fail(ErrorKind::Tls, e))?;
+                if let Ok(mut h) = self.handshakes.lock() {
+                    let _ = h.record((took.as_micros() as u64).max(1));
+                }
+                let _ = self.negotiated.set(negotiated);
+                s
+            }
+            _ => Stream::Plain(stream),
+        };
+        Ok(stream)
+    }
+
+    /// Before the run: one connection and one request (not counted) to each https:// origin,
+    /// so a certificate or handshake failure is reported at once instead of as errors of every
+    /// request. Other failures are left to the run, which counts them.
+    pub async fn probe_tls(&self) -> Result<(), String> {
+        for (i, o) in self.mix.origins.iter().enumerate().filter(|(_, o)| o.tls) {
+            let failed = |detail: String| format!("tls: {}: {detail}", o.name());
+            let mut stream = match self.dial_detailed(i).await {
+                Ok(s) => s,
+                Err(e) if e.kind == ErrorKind::Tls => return Err(failed(e.detail)),
+                Err(_) => continue,
+            };
+            // TLS 1.3 settles a client certificate after the handshake: a refusal is an alert
+            // (then a close) the server sends before any request.
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(150), stream.read(&mut byte)).await {
+                Err(_) => {}
+                Ok(Ok(0)) => {
+                    return Err(failed(
+                        "the server closed the connection after the handshake (does it require a client certificate? --cert/--key)"
+                            .into(),
+                    ))
+                }
+                Ok(Err(e)) => {
+                    return Err(failed(match super::tls::rustls_error(&e) {
+                        Some(r) => super::tls::describe(r),
+                        None => format!("the connection failed after the handshake: {e}"),
+                    }))
+                }
+                Ok(Ok(_)) => continue,
+            }
+            let io = TokioIo::new(stream);
+            let Some(p) = self.mix.requests.iter().find(|p| p.origin == i) else {
+                continue;
+            };
+            let exchange = async {
+                match self.http {
+                    HttpVersion::Http1 => {
+                        let (mut s, c) = http1::handshake(io).await?;
+                        tokio::spawn(c);
+                        s.send_request(p.request()).await.map(|r| r.status())
+                    }
+                    HttpVersion::Http2 => {
+                        let (mut s, c) = http2::handshake(TokioExecutor::new(), io).await?;
+                        tokio::spawn(c);
+                        s.send_request(p.request()).await.map(|r| r.status())
+                    }
+                }
+            };
+            if let Ok(Err(e)) = tokio::time::timeout(self.timeout, exchange).await {
+                if let Some(r) = super::tls::rustls_error(&e) {
+                    return Err(failed(super::tls::describe(r)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What TLS did in the run, for the report.
+    pub fn tls_summary(&self, insecure: bool, duration_s: f64) -> Option<super::report::TlsReport> {
+        self.tls.as_ref()?;
+        let h = self.handshakes.lock().ok()?;
+        let ms = |q: f64| (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0);
+        let n = self.negotiated.get();
+        Some(super::report::TlsReport {
+            version: n.map(|n| n.version.clone()),
+            cipher: n.map(|n| n.cipher.clone()),
+            alpn: n.and_then(|n| n.alpn.clone()),
+            insecure,
+            handshakes: h.len(),
+            handshake_ms_p50: ms(0.5),
+            handshake_ms_p99: ms(0.99),
+            new_connections_per_s: self.connects.load(Ordering::Relaxed) as f64 / duration_s.max(1e-3),
+        })
+    }
+}
+
+impl Prepared {
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
     }
 }
 
 fn classify(e: &hyper::Error) -> ErrorKind {
-    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+    if super::tls::rustls_error(e).is_some() {
+        ErrorKind::Tls
+    } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
         ErrorKind::Protocol
     } else if e.is_timeout() {
         ErrorKind::Timeout
@@ -237,11 +409,7 @@ impl Slot {
     /// Sends ticket `k`'s request and reads the whole answer.
     async fn request(&mut self, shared: &Shared, k: u64) -> Outcome {
         let p = shared.mix.pick(k);
-        let mut req = Request::new(Full::new(p.body.clone()));
-        *req.method_mut() = p.method.clone();
-        *req.uri_mut() = p.uri.clone();
-        *req.headers_mut() = p.headers.clone();
-        match tokio::time::timeout(shared.timeout, self.exchange(shared, p.origin, req)).await {
+        match tokio::time::timeout(shared.timeout, self.exchange(shared, p)).await {
             Ok(Ok(status)) => Outcome::Status(status),
             Ok(Err(kind)) => Outcome::Failed(kind),
             Err(_) => {
@@ -254,46 +422,50 @@ impl Slot {
         }
     }
 
-    async fn exchange(
-        &mut self,
-        shared: &Shared,
-        origin: usize,
-        req: Request<Full<Bytes>>,
-    ) -> Result<u16, ErrorKind> {
-        let response = match shared.http {
-            HttpVersion::Http1 => {
-                let conn = &mut self.h1[origin];
-                let usable = match conn {
-                    Some(s) => s.ready().await.is_ok(),
-                    None => false,
-                };
-                if !usable {
-                    let io = shared.dial(origin).await?;
-                    let (sender, connection) = http1::handshake(io).await.map_err(|e| classify(&e))?;
-                    tokio::spawn(connection);
-                    *conn = Some(sender);
+    /// HTTP/1.1: the encoded request straight onto the slot's own connection.
+    async fn exchange_h1(&mut self, shared: &Shared, p: &Prepared) -> Result<u16, ErrorKind> {
+        let slot = &mut self.h1[p.origin];
+        // A kept connection the server has closed since (keep-alive timeout) is dialled again.
+        if slot.as_ref().is_some_and(|c| c.closed_by_peer()) {
+            *slot = None;
+        }
+        let conn = match slot {
+            Some(c) => c,
+            None => slot.insert(super::h1::Conn::new(shared.dial(p.origin).await?)),
+        };
+        match conn.exchange(&p.encoded).await {
+            Ok((status, reusable)) => {
+                if !reusable {
+                    *slot = None;
                 }
-                let Some(sender) = conn.as_mut() else {
-                    return Err(ErrorKind::Connect);
-                };
-                match sender.send_request(req).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        *conn = None;
-                        return Err(classify(&e));
-                    }
-                }
+                Ok(status)
             }
+            Err(kind) => {
+                *slot = None;
+                Err(kind)
+            }
+        }
+    }
+
+    async fn exchange(&mut self, shared: &Shared, p: &Prepared) -> Result<u16, ErrorKind> {
+        let origin = p.origin;
+        let response = match shared.http {
+            HttpVersion::Http1 => return self.exchange_h1(shared, p).await,
             HttpVersion::Http2 => {
+                let req = p.request();
                 let cell = &self.h2[origin];
                 let mut sender = {
                     let mut g = cell.lock().await;
                     let alive = g.as_ref().is_some_and(|s| !s.is_closed());
                     if !alive {
-                        let io = shared.dial(origin).await?;
-                        let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
-                            .await
-                            .map_err(|_| ErrorKind::Connect)?;
+                        let io = TokioIo::new(shared.dial(origin).await?);
+                        let (sender, connection) =
+                            http2::handshake(TokioExecutor::new(), io).await.map_err(|e| {
+                                match classify(&e) {
+                                    ErrorKind::Tls => ErrorKind::Tls,
+                                    _ => ErrorKind::Connect,
+                                }
+                            })?;
                         tokio::spawn(connection);
                         *g = Some(sender);
                     }
@@ -480,6 +652,7 @@ mod tests {
                 target("http://localhost:9/c", 1),
             ],
             HttpVersion::Http1,
+            &[],
         )
         .unwrap();
         assert_eq!(mix.origins.len(), 2);

@@ -11,10 +11,12 @@
 
 pub mod check;
 pub mod generator;
+pub mod h1;
 pub mod plan;
 pub mod profile;
 pub mod report;
 pub mod stats;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::io::Write as _;
@@ -273,6 +275,9 @@ impl<'p> Aggregator<'p> {
 
 /// Runs a plan to its end (or until interrupted or aborted) and reports.
 pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
+    // A certificate or handshake failure is one clear error before the run (the probe's
+    // connections and requests are not the run's).
+    Shared::new(plan, Instant::now())?.probe_tls().await?;
     // A short lead lets every slot be spawned before the first request is due.
     let lead = Duration::from_millis(100);
     let start = Instant::now() + lead;
@@ -476,6 +481,7 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
         },
         connections: plan.connections,
         connects: shared.connects.load(Ordering::Relaxed),
+        tls: shared.tls_summary(plan.tls.insecure, elapsed),
         targets: plan
             .targets
             .iter()

@@ -63,6 +63,26 @@ pub struct Watch {
     pub every: Duration,
 }
 
+/// TLS settings for `https://` targets.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsOptions {
+    /// A PEM file of CA certificates, added to the platform's roots.
+    pub cacert: Option<PathBuf>,
+    /// Accept any server certificate (shown in the summary and the report).
+    pub insecure: bool,
+    /// A client certificate chain (PEM) and its key, for mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// `--resolve HOST:PORT:ADDR`: connections to HOST:PORT go to ADDR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolve {
+    pub host: String,
+    pub port: u16,
+    pub addr: std::net::IpAddr,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub name: String,
@@ -78,9 +98,16 @@ pub struct Plan {
     pub thresholds: Vec<Threshold>,
     pub watch: Option<Watch>,
     pub assertions: Vec<Assertion>,
+    pub tls: TlsOptions,
+    pub resolve: Vec<Resolve>,
 }
 
 impl Plan {
+    /// True when a target is `https://`.
+    pub fn uses_tls(&self) -> bool {
+        self.targets.iter().any(|t| t.url.scheme() == "https")
+    }
+
     pub fn duration(&self) -> Duration {
         self.phases.iter().map(|p| p.duration).sum()
     }
@@ -127,6 +154,8 @@ const TOP: &[&str] = &[
     "thresholds",
     "watch",
     "assertions",
+    "tls",
+    "resolve",
 ];
 
 /// Reads a plan from text; `base` anchors the watch's config path.
@@ -204,6 +233,19 @@ fn read_plan(doc: &Node, cx: &mut Cx, base: &Path) -> Option<Plan> {
             "scaling assertions need a `watch:` (config, cluster, service) to observe",
         );
     }
+    let tls = m
+        .opt_with(cx, "tls", |n, p, cx| read_tls(n, p, cx, base))
+        .unwrap_or_default();
+    let resolve = m
+        .opt_with(cx, "resolve", |n, p, cx| {
+            list(n, p, cx, "HOST:PORT:ADDR", |n, p, cx| {
+                let s = scalar(n, p, cx)?;
+                super::tls::parse_resolve(s)
+                    .map_err(|e| cx.error(n.span, p, e))
+                    .ok()
+            })
+        })
+        .unwrap_or_default();
     m.finish(cx, TOP);
     Some(Plan {
         name,
@@ -217,7 +259,31 @@ fn read_plan(doc: &Node, cx: &mut Cx, base: &Path) -> Option<Plan> {
         thresholds,
         watch,
         assertions,
+        tls,
+        resolve,
     })
+}
+
+/// `tls: {cacert, insecure, cert, key}`; paths from the plan's folder.
+fn read_tls(n: &Node, p: &str, cx: &mut Cx, base: &Path) -> Option<TlsOptions> {
+    let mut m = cx.map(n, p)?;
+    let path = |s: Option<String>| s.map(|s| base.join(s));
+    let tls = TlsOptions {
+        cacert: path(m.opt(cx, "cacert")),
+        insecure: m.or(cx, "insecure", false),
+        cert: path(m.opt(cx, "cert")),
+        key: path(m.opt(cx, "key")),
+    };
+    if tls.cert.is_some() != tls.key.is_some() {
+        let at = if tls.cert.is_some() { "cert" } else { "key" };
+        cx.error(
+            m.span_of(at),
+            &join(p, at),
+            "`cert` and `key` go together (a client certificate and its key)",
+        );
+    }
+    m.finish(cx, &["cacert", "insecure", "cert", "key"]);
+    Some(tls)
 }
 
 fn scalar<'n>(n: &'n Node, p: &str, cx: &mut Cx) -> Option<&'n str> {
@@ -251,13 +317,8 @@ fn list<T>(
 pub fn parse_url(s: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
     match u.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "`{s}`: https targets are not supported yet (plain http/1.1 and h2c only); test the service behind its load balancer over http"
-            ))
-        }
-        other => return Err(format!("`{s}`: scheme {other} is not http")),
+        "http" | "https" => {}
+        other => return Err(format!("`{s}`: scheme {other} is not http or https")),
     }
     if u.host_str().is_none() {
         return Err(format!("`{s}` has no host"));

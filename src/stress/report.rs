@@ -31,6 +31,8 @@ pub struct Report {
     pub connections: usize,
     /// TCP connections made (reconnections included).
     pub connects: u64,
+    /// TLS, when a target is https://.
+    pub tls: Option<TlsReport>,
     pub targets: Vec<String>,
     pub totals: Totals,
     pub phases: Vec<PhaseReport>,
@@ -43,6 +45,46 @@ pub struct Report {
     pub seconds: Vec<Second>,
     /// The watched service's task counts over time (seconds from the start).
     pub tasks: Vec<TaskPoint>,
+}
+
+/// What TLS did in a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TlsReport {
+    /// `TLS 1.3`, as the first handshake negotiated.
+    pub version: Option<String>,
+    pub cipher: Option<String>,
+    pub alpn: Option<String>,
+    /// Server certificates were not checked (`--insecure`).
+    pub insecure: bool,
+    pub handshakes: u64,
+    pub handshake_ms_p50: Option<f64>,
+    pub handshake_ms_p99: Option<f64>,
+    pub new_connections_per_s: f64,
+}
+
+impl TlsReport {
+    /// `TLS 1.3 TLS13_AES_128_GCM_SHA256 (ALPN h2), 50 handshakes p50 1.20ms p99 3.10ms, 1.0 new connections/s`.
+    pub fn line(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}ms"));
+        format!(
+            "{} {}{}, {} handshakes p50 {} p99 {}, {} new connections/s{}",
+            self.version.as_deref().unwrap_or("(no handshake)"),
+            self.cipher.as_deref().unwrap_or(""),
+            self.alpn
+                .as_ref()
+                .map(|a| format!(" (ALPN {a})"))
+                .unwrap_or_default(),
+            self.handshakes,
+            ms(self.handshake_ms_p50),
+            ms(self.handshake_ms_p99),
+            fmt1(self.new_connections_per_s),
+            if self.insecure {
+                "; certificates NOT checked (--insecure)"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -272,6 +314,9 @@ pub fn text(r: &Report) -> String {
             )
         }
     );
+    if let Some(tls) = &r.tls {
+        let _ = writeln!(s, "  tls {}", tls.line());
+    }
     let l = &t.summary.latency_ms;
     let sv = &t.summary.service_time_ms;
     let _ = writeln!(
@@ -471,6 +516,14 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
         r.connects,
         esc(&r.targets.join(", "))
     );
+    if let Some(tls) = &r.tls {
+        let _ = writeln!(
+            h,
+            "<p class=\"{}\">TLS: {}</p>",
+            if tls.insecure { "verdict fail" } else { "tls" },
+            esc(&tls.line())
+        );
+    }
     let t = &r.totals;
     let l = &t.summary.latency_ms;
     let sv = &t.summary.service_time_ms;

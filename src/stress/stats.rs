@@ -29,15 +29,18 @@ pub enum ErrorKind {
     Http4xx,
     /// 5xx status.
     Http5xx,
+    /// A certificate or TLS handshake failure (or a TLS alert mid-connection).
+    Tls,
 }
 
-pub const KINDS: [ErrorKind; 6] = [
+pub const KINDS: [ErrorKind; 7] = [
     ErrorKind::Connect,
     ErrorKind::Timeout,
     ErrorKind::Io,
     ErrorKind::Protocol,
     ErrorKind::Http4xx,
     ErrorKind::Http5xx,
+    ErrorKind::Tls,
 ];
 
 impl ErrorKind {
@@ -49,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::Http4xx => "http_4xx",
             ErrorKind::Http5xx => "http_5xx",
+            ErrorKind::Tls => "tls",
         }
     }
 }

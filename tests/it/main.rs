@@ -15,6 +15,7 @@ mod services;
 mod ship;
 mod ship_faults;
 mod stress;
+mod stress_tls;
 mod support;
 mod validate;
 mod worker;

@@ -1,0 +1,438 @@
+//! TLS for stress targets (rustls, no OpenSSL): the client configuration a plan asks for, the
+//! handshake with SNI and ALPN, and the stream the HTTP layers run over.
+//!
+//! Roots are the platform's (the system store) plus `--cacert`; `--insecure` checks nothing
+//! (and says so in the summary and the report); `--cert/--key` present a client certificate.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::plan::{HttpVersion, TlsOptions};
+
+/// What the handshake settled on, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    pub version: String,
+    pub cipher: String,
+    pub alpn: Option<String>,
+}
+
+/// The client side of every TLS connection of a run.
+#[derive(Clone)]
+pub struct Tls {
+    config: Arc<ClientConfig>,
+    http: HttpVersion,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The certificates of a PEM file, named in every error.
+fn certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let it = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{flag} {}: cannot read it: {e}", path.display()))?;
+    let certs = it
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{flag} {}: not PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{flag} {}: no certificate in it (PEM `BEGIN CERTIFICATE`)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The platform's roots plus `cacert`'s, and `cacert`'s certificates themselves (pinned).
+fn roots(cacert: Option<&Path>) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
+    let mut roots = RootCertStore::empty();
+    // The platform's store; a store that cannot be read leaves only --cacert.
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    let mut pinned = Vec::new();
+    if let Some(p) = cacert {
+        for c in certificates(p, "--cacert")? {
+            roots
+                .add(c.clone())
+                .map_err(|e| format!("--cacert {}: not a certificate rustls accepts: {e}", p.display()))?;
+            pinned.push(c);
+        }
+    }
+    Ok((roots, pinned))
+}
+
+/// The usual chain check, and a server certificate given itself in `--cacert` (a self-signed
+/// one made with `openssl req -x509`, which marks it a CA) is trusted as it is, for the names
+/// it carries.
+#[derive(Debug)]
+struct Verifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(_) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+impl Tls {
+    /// The configuration for `options`, with ALPN for `http` (h2, or http/1.1).
+    pub fn new(options: &TlsOptions, http: HttpVersion) -> Result<Tls, String> {
+        let provider = provider();
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?;
+        let builder = if options.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        } else {
+            {
+                let (roots, pinned) = roots(options.cacert.as_deref())?;
+                let webpki =
+                    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| format!("TLS roots: {e}"))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(Verifier { webpki, pinned }))
+            }
+        };
+        let mut config = match (&options.cert, &options.key) {
+            (Some(cert), Some(key)) => {
+                let chain = certificates(cert, "--cert")?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("--key {}: no private key in it (PEM): {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("--cert/--key: {e}"))?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => return Err("--cert and --key go together (a client certificate and its key)".into()),
+        };
+        config.alpn_protocols = match http {
+            HttpVersion::Http2 => vec![b"h2".to_vec()],
+            HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
+        };
+        Ok(Tls {
+            config: Arc::new(config),
+            http,
+        })
+    }
+
+    /// The handshake over `tcp` with `host` as SNI: the stream, how long it took and what was
+    /// negotiated. Over HTTP/2 the server must choose h2.
+    pub async fn connect(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> Result<(Stream, Duration, Negotiated), String> {
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| format!("`{host}` cannot be a TLS server name: {e}"))?;
+        let t = Instant::now();
+        let s = tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| match rustls_error(&e) {
+                Some(rustls::Error::NoApplicationProtocol)
+                | Some(rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol))
+                    if self.http == HttpVersion::Http2 =>
+                {
+                    "the server did not offer h2 over ALPN: use `http: 1.1` (no --http2)".to_string()
+                }
+                _ => handshake_error(&e),
+            })?;
+        let took = t.elapsed();
+        let (_, conn) = s.get_ref();
+        let negotiated = Negotiated {
+            version: conn.protocol_version().map_or("?".into(), |v| {
+                v.as_str()
+                    .unwrap_or("?")
+                    .replace('_', ".")
+                    .replace("TLSv", "TLS ")
+            }),
+            cipher: conn
+                .negotiated_cipher_suite()
+                .map_or("?".into(), |c| format!("{:?}", c.suite())),
+            alpn: conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+        };
+        if self.http == HttpVersion::Http2 && negotiated.alpn.as_deref() != Some("h2") {
+            return Err(format!(
+                "the server did not offer h2 over ALPN (it chose {}): use `http: 1.1` (no --http2)",
+                negotiated.alpn.as_deref().unwrap_or("nothing")
+            ));
+        }
+        Ok((Stream::Tls(Box::new(s)), took, negotiated))
+    }
+}
+
+/// The rustls error inside an I/O error, if any.
+pub fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(r) = c.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(io) = c.downcast_ref::<io::Error>() {
+            if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return Some(r);
+            }
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// What went wrong in the handshake, in words an SRE acts on.
+fn handshake_error(e: &io::Error) -> String {
+    match rustls_error(e) {
+        Some(r) => describe(r),
+        None => format!("TLS handshake failed: {e}"),
+    }
+}
+
+/// A rustls error with what to do about it.
+pub fn describe(r: &rustls::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let hint = match r {
+        E::InvalidCertificate(C::UnknownIssuer) => {
+            "the server's certificate is not signed by a trusted CA: give its CA with --cacert FILE (or --insecure)"
+        }
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "the server's certificate has expired",
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "the server's certificate is not valid yet (check the clocks)"
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "the server's certificate is not valid for the URL's host (with --resolve, the URL keeps the name)"
+        }
+        E::AlertReceived(A::CertificateRequired | A::BadCertificate | A::UnknownCA | A::HandshakeFailure) => {
+            "the server refused the handshake (does it require a client certificate? --cert/--key)"
+        }
+        E::NoApplicationProtocol | E::AlertReceived(A::NoApplicationProtocol) => {
+            "the server offers none of the protocols asked for over ALPN"
+        }
+        _ => "",
+    };
+    if hint.is_empty() {
+        format!("TLS handshake failed: {r}")
+    } else {
+        format!("{hint} ({r})")
+    }
+}
+
+/// `--insecure`: every certificate is taken; signatures are still checked to be well formed.
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A connection to a target: plain TCP or TLS over it.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// `HOST:PORT:ADDR` (curl's `--resolve`): connections to HOST:PORT go to ADDR (IPv6 in
+/// brackets), the TLS name and the Host header stay HOST.
+pub fn parse_resolve(s: &str) -> Result<super::plan::Resolve, String> {
+    let form = || format!("`{s}`: write HOST:PORT:ADDR (curl's form), e.g. api.example.com:443:10.0.0.5");
+    let (host, rest) = s.split_once(':').ok_or_else(form)?;
+    let (port, addr) = rest.split_once(':').ok_or_else(form)?;
+    let port: u16 = port.parse().map_err(|_| form())?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| form())?;
+    if host.is_empty() {
+        return Err(form());
+    }
+    Ok(super::plan::Resolve {
+        host: host.to_ascii_lowercase(),
+        port,
+        addr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_takes_curls_form() {
+        let r = parse_resolve("API.example.com:443:10.0.0.5").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.port, r.addr.to_string().as_str()),
+            ("api.example.com", 443, "10.0.0.5")
+        );
+        let r = parse_resolve("h:8443:[::1]").unwrap();
+        assert_eq!(r.addr.to_string(), "::1");
+        for bad in ["h:443", "h:x:1.2.3.4", ":443:1.2.3.4", "h:443:not-an-ip"] {
+            let e = parse_resolve(bad).unwrap_err();
+            assert!(e.contains("HOST:PORT:ADDR"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn cert_without_key_and_missing_files_are_named() {
+        let o = TlsOptions {
+            cert: Some("c.pem".into()),
+            ..TlsOptions::default()
+        };
+        let e = Tls::new(&o, HttpVersion::Http1).unwrap_err();
+        assert!(e.contains("--cert and --key go together"), "{e}");
+        let o = TlsOptions {
+            cacert: Some("/nonexistent/ca.pem".into()),
+            ..TlsOptions::default()
+        };
+        let e = Tls::new(&o, HttpVersion::Http1).unwrap_err();
+        assert!(
+            e.starts_with("--cacert /nonexistent/ca.pem: cannot read it"),
+            "{e}"
+        );
+    }
+}
