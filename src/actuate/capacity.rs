@@ -186,6 +186,16 @@ fn sub(a: Resources, b: Resources) -> Resources {
     }
 }
 
+/// A service whose tasks all run on Fargate (its launch type, or a strategy of Fargate
+/// providers only) needs no instance of the group. A mixed strategy is counted whole.
+fn on_fargate(s: &crate::model::ServiceState) -> bool {
+    s.launch_type.as_deref() == Some("FARGATE")
+        || (!s.capacity_providers.is_empty()
+            && s.capacity_providers
+                .iter()
+                .all(|c| c == "FARGATE" || c == "FARGATE_SPOT"))
+}
+
 /// The tasks the cluster will run, and the per-instance overhead nobody explains.
 fn demand(
     cluster: &ClusterSnapshot,
@@ -196,7 +206,7 @@ fn demand(
     let mut unknown = Vec::new();
     let (mut explained_cpu, mut explained_mem) = (0u64, 0u64);
     for s in &cluster.services {
-        if s.status != "ACTIVE" {
+        if s.status != "ACTIVE" || on_fargate(s) {
             continue;
         }
         let Some(size) = s.task_reservation else {

@@ -5,6 +5,7 @@ use chrono::{TimeDelta, Utc};
 use super::*;
 use crate::actuate::testing::{instance, service, FakeAsg, FakeEcs};
 use crate::actuate::Alone;
+use crate::model::ServiceState;
 
 fn r(cpu: u32, memory_mib: u32) -> Resources {
     Resources { cpu, memory_mib }
@@ -187,6 +188,51 @@ async fn capped_at_the_group_max() {
         out.decision.reason
     );
     assert_eq!(out.decision.inputs.get("tasks_waiting"), Some(&26.0));
+}
+
+#[tokio::test]
+async fn fargate_services_add_no_instance_demand() {
+    // web's 20 tasks need 3 instances (see above); 40 tasks of a Fargate service, by launch
+    // type or by a strategy of Fargate providers only, add none.
+    for fargate in [
+        ServiceState {
+            launch_type: Some("FARGATE".into()),
+            ..service("prod", "api", 40)
+        },
+        ServiceState {
+            launch_type: None,
+            capacity_providers: vec!["FARGATE".into(), "FARGATE_SPOT".into()],
+            ..service("prod", "api", 40)
+        },
+    ] {
+        let w = world(&["i-1", "i-2"], 1, 10, false);
+        let mut c = cluster(4, vec![ci("i-1", 2), ci("i-2", 2)]);
+        c.services.push(fargate);
+        let mut st = GroupState::default();
+        let out = tick(&w, &c, &[("web", 20), ("api", 40)], None, &mut st, Utc::now()).await;
+        assert_eq!(
+            out.applied,
+            Applied::Updated { from: 2, to: 3 },
+            "{}",
+            out.decision.reason
+        );
+    }
+    // A strategy that mixes Fargate with the group's own provider is counted whole.
+    let w = world(&["i-1", "i-2"], 1, 10, false);
+    let mut c = cluster(4, vec![ci("i-1", 2), ci("i-2", 2)]);
+    c.services.push(ServiceState {
+        launch_type: None,
+        capacity_providers: vec!["FARGATE".into(), "prod-asg-provider".into()],
+        ..service("prod", "api", 7)
+    });
+    let mut st = GroupState::default();
+    let out = tick(&w, &c, &[("web", 20), ("api", 7)], None, &mut st, Utc::now()).await;
+    assert_eq!(
+        out.applied,
+        Applied::Updated { from: 2, to: 4 },
+        "{}",
+        out.decision.reason
+    );
 }
 
 #[tokio::test]
