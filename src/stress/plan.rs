@@ -647,4 +647,39 @@ mod tests {
         );
         assert!(e.contains("phases[1].think: think time goes with users"), "{e}");
     }
+
+    #[test]
+    fn tls_and_resolve_keys_read_from_the_plans_folder_and_their_mistakes_are_positioned() {
+        let p = load_str(
+            "targets: ['https://web.internal/']\nphases: [{duration: 1s, rate: 5}]\ntls: {cacert: ca.pem, cert: c.pem, key: c.key}\nresolve: ['web.internal:443:10.0.3.17']\n",
+            "p.yaml",
+            Path::new("plans"),
+        )
+        .unwrap();
+        assert!(p.uses_tls());
+        assert_eq!(p.tls.cacert.as_deref(), Some(Path::new("plans/ca.pem")));
+        assert_eq!(p.tls.key.as_deref(), Some(Path::new("plans/c.key")));
+        assert!(!p.tls.insecure);
+        assert_eq!(
+            p.resolve,
+            vec![Resolve {
+                host: "web.internal".into(),
+                port: 443,
+                addr: "10.0.3.17".parse().unwrap()
+            }]
+        );
+        let e = load_str(
+            "targets: ['https://w/']\nphases: [{duration: 1s, rate: 5}]\ntls: {cert: c.pem, insecure: maybe}\nresolve: ['w:443']\n",
+            "p.yaml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("p.yaml:3:") && e.contains("tls.insecure"), "{e}");
+        assert!(e.contains("tls.cert: `cert` and `key` go together"), "{e}");
+        assert!(
+            e.contains("p.yaml:4:11: resolve[0]: `w:443`: write HOST:PORT:ADDR"),
+            "{e}"
+        );
+    }
 }
