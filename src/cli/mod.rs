@@ -9,6 +9,7 @@ mod policy;
 mod render;
 mod ship;
 mod simulate;
+mod status;
 mod stress;
 
 use std::path::PathBuf;
@@ -83,6 +84,14 @@ enum Command {
         /// One pass, then exit (the only mode: continuous collection is `ecscale run`).
         #[arg(long)]
         once: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// What the worker is doing now: each target's counts, last decision, cooldowns and windows (a running worker's /status, else its state).
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -253,6 +262,7 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
             }
             collect_once(&config.config, vars, format).await
         }
+        Command::Status { config, format } => status::status(&config.config, vars, format).await,
         Command::Policy {
             command: PolicyCommand::Check { files },
         } => policy::check(&files),

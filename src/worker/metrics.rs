@@ -84,6 +84,8 @@ pub struct Metrics {
     last_tick_ms: AtomicI64,
     last_tick_seconds: Mutex<f64>,
     leader: AtomicBool,
+    /// What `/status` answers: the last tick's targets, clocks and problems.
+    status: Mutex<super::status::Status>,
     /// The last tick's seconds per stage.
     stages: Mutex<BTreeMap<String, f64>>,
     decisions: Labeled,
@@ -107,6 +109,7 @@ impl Metrics {
             last_tick_ms: AtomicI64::new(0),
             last_tick_seconds: Mutex::new(0.0),
             leader: AtomicBool::new(false),
+            status: Mutex::new(super::status::Status::default()),
             stages: Mutex::new(BTreeMap::new()),
             decisions: Labeled::default(),
             actions: Labeled::default(),
@@ -165,6 +168,19 @@ impl Metrics {
     }
 
     /// Tasks of a service that its cluster's group, at its max, leaves without room.
+    /// What `/status` answers from now on.
+    pub fn set_status(&self, s: super::status::Status) {
+        if let Ok(mut g) = self.status.lock() {
+            *g = s;
+        }
+    }
+
+    /// `/status` as JSON.
+    pub fn status_json(&self) -> String {
+        let s = self.status.lock().map(|g| g.clone()).unwrap_or_default();
+        serde_json::to_string_pretty(&s).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+    }
+
     pub fn set_waiting(&self, cluster: &str, service: &str, n: u64) {
         self.waiting
             .set(vec![("cluster", cluster.into()), ("service", service.into())], n);
@@ -460,6 +476,7 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, ctype, body) = match (req.method().as_str(), req.uri().path()) {
         ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", m.render()),
+        ("GET", "/status") => (StatusCode::OK, "application/json", m.status_json()),
         ("GET", "/healthz") => {
             let (ok, text) = m.health();
             let status = if ok {
@@ -472,7 +489,7 @@ async fn answer(
         ("GET", _) => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics or /healthz\n".into(),
+            "not found: try /metrics, /healthz or /status\n".into(),
         ),
         _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n".into()),
     };

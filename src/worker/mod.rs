@@ -19,6 +19,7 @@ pub mod leader;
 pub mod metrics;
 pub mod ship;
 pub mod state;
+pub mod status;
 pub mod tick;
 
 use std::sync::Arc;

@@ -237,7 +237,9 @@ impl Worker {
         let started = Instant::now();
         if !self.leading().await {
             self.metrics.tick_done(started.elapsed());
-            return TickReport::idle(now);
+            let report = TickReport::idle(now);
+            self.metrics.set_status(self.status(&report, started.elapsed()));
+            return report;
         }
         let mut report = TickReport::idle(now);
         report.acted = true;
@@ -419,7 +421,40 @@ impl Worker {
         }
         self.ship(&snapshot, &report);
         self.metrics.tick_done(started.elapsed());
+        self.metrics.set_status(self.status(&report, started.elapsed()));
         report
+    }
+
+    /// `/status` after a tick: every target with its decision, clocks and last action.
+    fn status(&self, report: &TickReport, took: std::time::Duration) -> super::status::Status {
+        let mut decisions: Vec<(&Decision, &str)> =
+            report.services.iter().map(|(d, a)| (d, a.result())).collect();
+        decisions.extend(report.groups.iter().map(|g| (&g.decision, g.applied.result())));
+        let mut targets = super::status::build(&self.policies, &self.state, &decisions, report.at);
+        // Groups sized by the capacity stage alone (no policy of their own).
+        for (d, applied) in &decisions {
+            if !self.policies.iter().any(|p| p.target == d.target) {
+                let mut t = super::status::TargetStatus {
+                    target: d.target.to_string(),
+                    ..Default::default()
+                };
+                super::status::with_decision(&mut t, d, applied);
+                t.last_action = self
+                    .state
+                    .targets
+                    .get(&t.target)
+                    .and_then(|r| r.last_action.clone());
+                targets.push(t);
+            }
+        }
+        super::status::Status {
+            source: "worker".into(),
+            leader: report.acted,
+            last_tick: Some(report.at),
+            tick_ms: Some(took.as_secs_f64() * 1000.0),
+            problems: report.problems.clone(),
+            targets,
+        }
     }
 
     async fn save(&mut self, report: &mut TickReport) {

@@ -805,3 +805,115 @@ async fn a_plugin_that_times_out_leaves_no_process_and_is_logged_counted_and_lis
     assert!(line.contains("WARN") && line.contains("rule=model"), "{line}");
     assert!(line.contains(&format!("{}/web", s.cluster)), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_a_running_worker_and_then_its_state_file() {
+    let s = stage("eu-north-1", "it-status").await;
+    let port = free_port();
+    let path = s.config_named(
+        "status.yaml",
+        &s.proxy.url,
+        &["web"],
+        1,
+        &format!("  metrics_addr: '127.0.0.1:{port}'\n  state: {{file: state.json}}\n"),
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("  metrics_addr: 'off'\n", "", 1);
+    std::fs::write(&path, text).unwrap();
+    let t0 = minute(Utc::now());
+    s.cpu("web", t0 - mins(15), t0 + mins(10), 90.0).await;
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["run", "--config"]).arg(&path);
+    cmd.stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let mut run = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = |format: &'static str| {
+        let mut cmd = crate::support::ecscale();
+        cmd.args(["status", "--format", format, "--config"]).arg(&path);
+        crate::support::run_async(cmd)
+    };
+    // Until the worker has scaled web out (2 → 4 at 90 % CPU for a target of 50 %).
+    let start = std::time::Instant::now();
+    let json = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no scale-out seen in /status"
+        );
+        let (code, stdout, stderr) = status("json").await;
+        if code == 0 {
+            let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            if v["targets"][0]["last_action"]["to"] == 4 {
+                break v;
+            }
+        } else {
+            assert!(
+                stderr.contains("no worker answering") || stderr.is_empty(),
+                "{stderr}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let target = format!("{}/web", s.cluster);
+    assert_eq!(
+        json["source"],
+        format!("worker at http://127.0.0.1:{port}/status")
+    );
+    assert_eq!(json["leader"], true);
+    let web = &json["targets"][0];
+    assert_eq!(web["target"], target.as_str());
+    assert_eq!(
+        (web["current"].as_u64(), web["desired"].as_u64()),
+        (Some(2), Some(4)),
+        "{web}"
+    );
+    assert!(web["reason"].as_str().unwrap().contains("cpu"), "{web}");
+    // The scale-out's 5-minute cooldown holds from the action on.
+    let at: DateTime<Utc> = web["last_action"]["at"].as_str().unwrap().parse().unwrap();
+    let until: DateTime<Utc> = web["scale_out_cooldown_until"].as_str().unwrap().parse().unwrap();
+    assert_eq!(until - at, mins(5), "{web}");
+    let (code, table, _) = status("table").await;
+    assert_eq!(code, 0);
+    assert!(
+        table.starts_with(&format!(
+            "worker at http://127.0.0.1:{port}/status: leading, last tick "
+        )),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&target) && l.contains(&until.format("%H:%M:%S").to_string())),
+        "{table}"
+    );
+
+    // Stopped: the same clocks from the state file, and who said so.
+    let pid = run.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::timeout(Duration::from_secs(30), run.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let (code, stdout, stderr) = status("json").await;
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let source = v["source"].as_str().unwrap();
+    assert!(
+        source.starts_with("file ") && source.contains("state.json (no worker answering: "),
+        "{source}"
+    );
+    let again: DateTime<Utc> = v["targets"][0]["scale_out_cooldown_until"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(again, until);
+    assert_eq!(v["targets"][0]["last_action"]["to"], 4);
+}

@@ -1,0 +1,233 @@
+//! "What is it doing right now": the worker's `GET /status` (JSON) after every tick, and
+//! `ecscale status`, which reads a running worker's `/status`, or the state backend when no
+//! worker answers.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::state::{LastAction, WorkerState};
+use crate::evaluate::TargetState;
+use crate::model::Decision;
+use crate::policy::TargetPolicy;
+
+/// The worker as of its last tick (or as its state has it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Where this came from: `worker at http://…/status`, or `state file …`.
+    #[serde(default)]
+    pub source: String,
+    pub leader: bool,
+    pub last_tick: Option<DateTime<Utc>>,
+    pub tick_ms: Option<f64>,
+    pub problems: Vec<String>,
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One target: its counts, the last decision, and the clocks that hold it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    pub target: String,
+    pub current: Option<u32>,
+    pub desired: Option<u32>,
+    pub running: Option<u32>,
+    pub action: Option<String>,
+    pub reason: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    /// What became of the decision: `updated`, `unchanged`, `dry_run`, `refused`, `failed`.
+    pub applied: Option<String>,
+    pub last_action: Option<LastAction>,
+    /// No scale-out before this.
+    pub scale_out_cooldown_until: Option<DateTime<Utc>>,
+    /// No scale-in before this.
+    pub scale_in_cooldown_until: Option<DateTime<Utc>>,
+    /// Scale-in goes no lower than the window's highest recommendation until this.
+    pub stabilization_until: Option<DateTime<Utc>>,
+    /// Scheduled windows in force, as their rules say.
+    pub windows: Vec<String>,
+}
+
+fn after(t: Option<DateTime<Utc>>, d: std::time::Duration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let until = t? + TimeDelta::from_std(d).ok()?;
+    (until > now).then_some(until)
+}
+
+/// The cooldown and stabilization clocks of a target still running at `now`.
+fn clocks(p: &TargetPolicy, s: &TargetState, now: DateTime<Utc>, t: &mut TargetStatus) {
+    t.scale_out_cooldown_until = after(s.last_scale_out, p.cooldown.scale_out, now);
+    t.scale_in_cooldown_until = after(s.last_scale_in.max(s.last_scale_out), p.cooldown.scale_in, now);
+    // The floor is the highest recommendation still inside the window: it holds until that
+    // one leaves it.
+    let highest = s
+        .recommendations
+        .iter()
+        .filter(|(at, _)| after(Some(*at), p.scale_in_stabilization, now).is_some())
+        .max_by_key(|(at, n)| (*n, *at));
+    t.stabilization_until = highest.and_then(|(at, _)| after(Some(*at), p.scale_in_stabilization, now));
+}
+
+/// The decision of this tick into `t`.
+pub fn with_decision(t: &mut TargetStatus, d: &Decision, applied: &str) {
+    t.current = Some(d.current);
+    t.desired = Some(d.desired);
+    t.running = Some(d.running);
+    t.action = Some(d.action.to_string());
+    t.reason = Some(d.reason.clone());
+    t.decided_at = Some(d.at);
+    t.applied = Some(applied.to_string());
+    t.windows = d
+        .votes
+        .iter()
+        .filter(|v| v.kind == "scheduled" && v.reason.contains("in force"))
+        .map(|v| format!("{}: {}", v.rule, v.reason))
+        .collect();
+}
+
+/// Every target of `policies` as `state` remembers it at `now`, with the decisions of a tick.
+pub fn build(
+    policies: &[TargetPolicy],
+    state: &WorkerState,
+    decisions: &[(&Decision, &str)],
+    now: DateTime<Utc>,
+) -> Vec<TargetStatus> {
+    policies
+        .iter()
+        .map(|p| {
+            let key = p.target.to_string();
+            let mut t = TargetStatus {
+                target: key.clone(),
+                ..TargetStatus::default()
+            };
+            if let Some(r) = state.targets.get(&key) {
+                clocks(p, &r.engine, now, &mut t);
+                t.last_action = r.last_action.clone();
+            }
+            if let Some((d, applied)) = decisions.iter().find(|(d, _)| d.target == p.target) {
+                with_decision(&mut t, d, applied);
+            }
+            t
+        })
+        .collect()
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or("-".into(), |t| t.format("%H:%M:%S").to_string())
+}
+
+fn count(n: Option<u32>) -> String {
+    n.map_or("-".into(), |n| n.to_string())
+}
+
+/// The table `ecscale status` prints.
+pub fn render(s: &Status) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{}: {}, last tick {}{}, {} problem{}",
+        s.source,
+        if s.leader { "leading" } else { "not leading" },
+        s.last_tick
+            .map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+        s.tick_ms.map(|ms| format!(" ({ms:.0} ms)")).unwrap_or_default(),
+        s.problems.len(),
+        if s.problems.len() == 1 { "" } else { "s" }
+    );
+    for p in &s.problems {
+        let _ = writeln!(o, "  problem: {p}");
+    }
+    let _ = writeln!(
+        o,
+        "{:<28} {:>7} {:>7} {:>7}  {:<9} {:<9} {:<9} {:<9}  last decision",
+        "target", "current", "desired", "running", "out-cool", "in-cool", "stable", "decided"
+    );
+    for t in &s.targets {
+        let last = match (&t.action, &t.reason) {
+            (Some(a), Some(r)) => format!("{a}: {r}"),
+            _ => t.last_action.as_ref().map_or("-".into(), |l| {
+                format!(
+                    "last action {} → {} ({}) at {}",
+                    l.from,
+                    l.to,
+                    l.result,
+                    l.at.format("%H:%M:%S")
+                )
+            }),
+        };
+        let _ = writeln!(
+            o,
+            "{:<28} {:>7} {:>7} {:>7}  {:<9} {:<9} {:<9} {:<9}  {last}",
+            t.target,
+            count(t.current),
+            count(t.desired),
+            count(t.running),
+            time(t.scale_out_cooldown_until),
+            time(t.scale_in_cooldown_until),
+            time(t.stabilization_until),
+            time(t.decided_at),
+        );
+        for w in &t.windows {
+            let _ = writeln!(o, "{:<28} window {w}", "");
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::TargetState;
+    use crate::worker::state::TargetRecord;
+
+    fn policy() -> TargetPolicy {
+        let src = "target: {cluster: prod, service: web}\nmin: 1\nmax: 10\ncooldown: {scale_out: 1m, scale_in: 5m}\nscale_in_stabilization: 2m\nrules:\n  - {name: cpu, kind: target_tracking, metric: cpu, target: 60}\n";
+        crate::policy::load_str(src, "p.yaml", std::path::Path::new("."))
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn clocks_run_from_the_last_actions_and_the_highest_recommendation() {
+        let now: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().unwrap();
+        let ago = |s: i64| now - TimeDelta::seconds(s);
+        let mut state = WorkerState::default();
+        state.targets.insert(
+            "prod/web".into(),
+            TargetRecord {
+                engine: TargetState {
+                    last_scale_out: Some(ago(30)),
+                    recommendations: [(ago(100), 6), (ago(50), 4)].into_iter().collect(),
+                    ..TargetState::default()
+                },
+                last_action: None,
+            },
+        );
+        let t = build(&[policy()], &state, &[], now).remove(0);
+        assert_eq!(t.target, "prod/web");
+        assert_eq!(t.scale_out_cooldown_until, Some(ago(30) + TimeDelta::minutes(1)));
+        assert_eq!(t.scale_in_cooldown_until, Some(ago(30) + TimeDelta::minutes(5)));
+        // 6, 100 s ago, is the highest within 2 minutes: the floor lasts until it leaves.
+        assert_eq!(t.stabilization_until, Some(ago(100) + TimeDelta::minutes(2)));
+        // Long after, nothing holds.
+        let later = build(&[policy()], &state, &[], now + TimeDelta::hours(1)).remove(0);
+        assert_eq!(
+            (
+                later.scale_out_cooldown_until,
+                later.scale_in_cooldown_until,
+                later.stabilization_until
+            ),
+            (None, None, None)
+        );
+        let text = render(&Status {
+            source: "state file s.json".into(),
+            targets: vec![t],
+            ..Status::default()
+        });
+        assert!(
+            text.starts_with("state file s.json: not leading, last tick never, 0 problems\n"),
+            "{text}"
+        );
+        assert!(text.contains("prod/web"), "{text}");
+        assert!(text.contains("12:00:30"), "the scale-out cooldown's end: {text}");
+    }
+}
