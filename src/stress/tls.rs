@@ -64,12 +64,18 @@ fn certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
+/// The platform's store, read once per process (a store that cannot be read leaves only
+/// `--cacert`).
+fn platform_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+}
+
 /// The platform's roots plus `cacert`'s, and `cacert`'s certificates themselves (pinned).
 fn roots(cacert: Option<&Path>) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = RootCertStore::empty();
-    // The platform's store; a store that cannot be read leaves only --cacert.
-    for c in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(c);
+    for c in platform_roots() {
+        let _ = roots.add(c.clone());
     }
     let mut pinned = Vec::new();
     if let Some(p) = cacert {
@@ -83,13 +89,15 @@ fn roots(cacert: Option<&Path>) -> Result<(RootCertStore, Vec<CertificateDer<'st
     Ok((roots, pinned))
 }
 
-/// The usual chain check, and a server certificate given itself in `--cacert` (a self-signed
-/// one made with `openssl req -x509`, which marks it a CA) is trusted as it is, for the names
-/// it carries.
+/// The server's certificate: the usual chain check, and one given itself in `--cacert` (a
+/// self-signed one made with `openssl req -x509`, which marks it a CA) is trusted as it is, for
+/// the names it carries. Without a chain check (`--insecure`) every certificate is taken.
+/// Handshake signatures are checked either way.
 #[derive(Debug)]
 struct Verifier {
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     pinned: Vec<CertificateDer<'static>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for Verifier {
@@ -101,10 +109,10 @@ impl ServerCertVerifier for Verifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .webpki
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(webpki) = &self.webpki else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(_) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
                 let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
                 rustls::client::verify_server_name(&parsed, server_name)?;
@@ -120,7 +128,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -129,11 +137,34 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl Verifier {
+    fn new(options: &TlsOptions, provider: &Arc<CryptoProvider>) -> Result<Verifier, String> {
+        let algorithms = provider.signature_verification_algorithms;
+        if options.insecure {
+            return Ok(Verifier {
+                webpki: None,
+                pinned: Vec::new(),
+                algorithms,
+            });
+        }
+        let (roots, pinned) = roots(options.cacert.as_deref())?;
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| format!("TLS roots: {e}"))?;
+        Ok(Verifier {
+            webpki: Some(webpki),
+            pinned,
+            algorithms,
+        })
     }
 }
 
@@ -144,22 +175,9 @@ impl Tls {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?;
-        let builder = if options.insecure {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        } else {
-            {
-                let (roots, pinned) = roots(options.cacert.as_deref())?;
-                let webpki =
-                    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .map_err(|e| format!("TLS roots: {e}"))?;
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(Verifier { webpki, pinned }))
-            }
-        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier::new(options, &provider)?));
         let mut config = match (&options.cert, &options.key) {
             (Some(cert), Some(key)) => {
                 let chain = certificates(cert, "--cert")?;
@@ -281,45 +299,6 @@ pub fn describe(r: &rustls::Error) -> String {
         format!("TLS handshake failed: {r}")
     } else {
         format!("{hint} ({r})")
-    }
-}
-
-/// `--insecure`: every certificate is taken; signatures are still checked to be well formed.
-#[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

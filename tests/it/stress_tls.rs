@@ -181,6 +181,13 @@ async fn stress(args: &[&str]) -> (i32, String, String) {
     run_async(cmd).await
 }
 
+/// `stress` against `url` at `rate` for one second, with `extra` flags.
+async fn for_a_second(url: &str, rate: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["--url", url, "--rate", rate, "--duration", "1s"];
+    args.extend_from_slice(extra);
+    stress(&args).await
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -256,17 +263,7 @@ async fn a_wrong_ca_or_an_expired_certificate_fails_before_the_run_and_insecure_
     ];
     for (server, cacert, want) in cases {
         let url = format!("https://localhost:{}/", server.port);
-        let (code, stdout, stderr) = stress(&[
-            "--url",
-            &url,
-            "--rate",
-            "100",
-            "--duration",
-            "1s",
-            "--cacert",
-            cacert,
-        ])
-        .await;
+        let (code, stdout, stderr) = for_a_second(&url, "100", &["--cacert", cacert]).await;
         assert_eq!(code, 1, "{stdout}\n{stderr}");
         let line = format!("tls: https://localhost:{}: {want}", server.port);
         assert!(stderr.contains(&line), "«{line}» not in:\n{stderr}");
@@ -277,19 +274,17 @@ async fn a_wrong_ca_or_an_expired_certificate_fails_before_the_run_and_insecure_
     let out = dir.path().join("insecure.json");
     let html = dir.path().join("insecure.html");
     let url = format!("https://localhost:{}/", good.port);
-    let (code, stdout, stderr) = stress(&[
-        "--url",
+    let (code, stdout, stderr) = for_a_second(
         &url,
-        "--rate",
         "200",
-        "--duration",
-        "1s",
-        "--insecure",
-        "--json",
-        path_str(&out),
-        "--report",
-        path_str(&html),
-    ])
+        &[
+            "--insecure",
+            "--json",
+            path_str(&out),
+            "--report",
+            path_str(&html),
+        ],
+    )
     .await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     all_answered(&json(&out));
@@ -363,20 +358,18 @@ async fn resolve_sends_the_urls_name_as_sni_to_the_chosen_address() {
     // `api.test` resolves nowhere: only --resolve gets the connection to the server.
     let url = format!("https://api.test:{}/", server.port);
     let resolve = format!("api.test:{}:127.0.0.1", server.port);
-    let (code, stdout, stderr) = stress(&[
-        "--url",
+    let (code, stdout, stderr) = for_a_second(
         &url,
-        "--rate",
         "200",
-        "--duration",
-        "1s",
-        "--cacert",
-        &cacert,
-        "--resolve",
-        &resolve,
-        "--json",
-        path_str(&out),
-    ])
+        &[
+            "--cacert",
+            &cacert,
+            "--resolve",
+            &resolve,
+            "--json",
+            path_str(&out),
+        ],
+    )
     .await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     all_answered(&json(&out));
@@ -393,18 +386,7 @@ async fn h2_is_refused_clearly_when_the_server_offers_only_http1() {
     let dir = tempfile::tempdir().unwrap();
     let cacert = ca.write_pem(dir.path(), "ca.pem");
     let url = format!("https://localhost:{}/", server.port);
-    let (code, stdout, stderr) = stress(&[
-        "--url",
-        &url,
-        "--http2",
-        "--rate",
-        "100",
-        "--duration",
-        "1s",
-        "--cacert",
-        &cacert,
-    ])
-    .await;
+    let (code, stdout, stderr) = for_a_second(&url, "100", &["--http2", "--cacert", &cacert]).await;
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     // A rustls server ends the handshake with no_application_protocol; another may pick
     // http/1.1: either way, one clear line.
@@ -478,34 +460,17 @@ async fn a_self_signed_server_certificate_given_with_cacert_is_trusted_for_its_n
     .await;
     let out = dir.path().join("run.json");
     let url = format!("https://localhost:{}/", server.port);
-    let (code, stdout, stderr) = stress(&[
-        "--url",
+    let (code, stdout, stderr) = for_a_second(
         &url,
-        "--rate",
         "200",
-        "--duration",
-        "1s",
-        "--cacert",
-        path_str(&cacert),
-        "--json",
-        path_str(&out),
-    ])
+        &["--cacert", path_str(&cacert), "--json", path_str(&out)],
+    )
     .await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     all_answered(&json(&out));
     // The same certificate for a name it does not carry: refused before the run.
     let url = format!("https://127.0.0.1:{}/", server.port);
-    let (code, _, stderr) = stress(&[
-        "--url",
-        &url,
-        "--rate",
-        "100",
-        "--duration",
-        "1s",
-        "--cacert",
-        path_str(&cacert),
-    ])
-    .await;
+    let (code, _, stderr) = for_a_second(&url, "100", &["--cacert", path_str(&cacert)]).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("the server's certificate is not valid for the URL's host"),
