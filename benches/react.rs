@@ -167,6 +167,7 @@ async fn main() {
             lease: None,
             metrics: Arc::new(Metrics::new(aws.meter.clone(), Duration::from_secs(60))),
             ship: None,
+            notify: None,
         };
         let mut w = Worker::new(
             config.clone(),

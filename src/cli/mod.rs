@@ -326,8 +326,11 @@ fn config_and_policy_mistakes(path: &std::path::Path, d: config::Diagnostics) ->
 /// What `validate` and `run` both check of the sink beyond the file's syntax: the
 /// Elasticsearch client can be built (its credentials' variables are set, its CA file reads),
 /// and the spool can hold a tick's documents (twice: one batch sent while the next is written).
+/// What `run` needs beyond a valid file: the sink's and the notification targets' secrets
+/// set, a spool that holds a tick. `validate` checks the same.
 fn check_sink(config: &crate::config::Config) -> Result<(), Failure> {
     let file = config.file.display();
+    crate::worker::notify::check(&config.notify).map_err(|e| invalid(anyhow::anyhow!("{file}: {e}")))?;
     if let Some(es) = &config.sink.elasticsearch {
         crate::ship::elasticsearch::Es::connect(es, es.timeout)
             .map_err(|e| invalid(anyhow::anyhow!("{file}: sink.elasticsearch: {e}")))?;
@@ -394,6 +397,21 @@ async fn collect_once(path: &std::path::Path, vars: &Vars, format: Format) -> Re
     Ok(EXIT_FAILURE)
 }
 
+/// How a running worker reads its files again: as `run` reads them at start.
+fn reloader(path: &std::path::Path, vars: &Vars) -> crate::worker::reload::Loader {
+    let (path, vars) = (path.to_path_buf(), vars.clone());
+    std::sync::Arc::new(move || {
+        let lines = |d: config::Diagnostics| d.0.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let config = config::load(&path, &vars).map_err(lines)?;
+        let files = crate::policy::load_for(&config).map_err(lines)?;
+        check_sink(&config).map_err(|f| vec![f.error.to_string()])?;
+        Ok(crate::worker::reload::Loaded {
+            policies: files.into_iter().flat_map(|f| f.targets).collect(),
+            config,
+        })
+    })
+}
+
 async fn run_worker(
     path: &std::path::Path,
     vars: &Vars,
@@ -403,6 +421,8 @@ async fn run_worker(
     let config = load_config(path, vars)?;
     let files = crate::policy::load_for(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
     check_sink(&config)?;
+    crate::worker::notify::check(&config.notify)
+        .map_err(|e| invalid(anyhow::anyhow!("{}: {e}", config.file.display())))?;
     let policies = files.into_iter().flat_map(|f| f.targets).collect();
     let aws = AwsContext::connect(&config.aws, ApiMeter::default())
         .await
@@ -412,6 +432,6 @@ async fn run_worker(
         dry_run,
         max_ticks: ticks,
     };
-    crate::worker::run(config, policies, clients, opts).await?;
+    crate::worker::run(config, policies, clients, opts, Some(reloader(path, vars))).await?;
     Ok(0)
 }

@@ -58,8 +58,19 @@ pub fn summary(c: &Config, policy_targets: usize) -> String {
         ),
         None => String::new(),
     };
+    let notify = match c.notify.len() {
+        0 => String::new(),
+        _ => format!(
+            ", notifying {}",
+            c.notify
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     format!(
-        "{}: valid: {}, {} and {} ({} on named services), {}, region {region}, endpoint {endpoint}, sink {sink}, {policies}, {capacity}, {state}{leader}",
+        "{}: valid: {}, {} and {} ({} on named services), {}, region {region}, endpoint {endpoint}, sink {sink}, {policies}, {capacity}, {state}{leader}{notify}",
         c.file.display(),
         plural(c.clusters.len(), "cluster", "clusters"),
         plural(named, "named service", "named services"),

@@ -74,6 +74,26 @@ impl HistoryCache {
         }
     }
 
+    /// The entries of `old` whose need is the same here.
+    pub fn carry_from(&self, old: &HistoryCache) {
+        let old_entries = old.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut mine = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        for ((key, metric), c) in old_entries.iter() {
+            let same = |n: &&HistoryNeed| &n.key == key && &n.metric == metric;
+            if let (Some(a), Some(b)) = (self.needs.iter().find(same), old.needs.iter().find(same)) {
+                if a == b {
+                    mine.insert(
+                        (key.clone(), metric.clone()),
+                        Cached {
+                            fetched_at: c.fetched_at,
+                            samples: c.samples.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
     /// Whether a rule needs this metric's history.
     pub fn needs(&self, m: &ResolvedMetric) -> bool {
         self.need(m).is_some()

@@ -70,6 +70,12 @@ impl Collector {
         self
     }
 
+    /// Takes over the history `old` read for the needs both share (a reload does not read
+    /// long windows again).
+    pub fn carry_history(&self, old: &Collector) {
+        self.history.carry_from(&old.history);
+    }
+
     /// Runs `call` once a slot among `collect.concurrency` is free.
     async fn limited<F: Future>(&self, call: F) -> F::Output {
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, running

@@ -7,6 +7,7 @@
 
 pub mod cron;
 pub mod env;
+mod notify;
 mod parse;
 mod parse_clusters;
 pub mod read;
@@ -16,6 +17,7 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use notify::{EventKind, NotifyFormat, NotifyTarget, UrlSource};
 pub use parse::{check_http_url, is_region, parse_cron, redact_url};
 pub use parse_clusters::{check_placeholders, is_stat};
 pub use read::{Diagnostic, Diagnostics};

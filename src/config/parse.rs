@@ -12,7 +12,7 @@ use super::schema::*;
 use super::yaml::Node;
 
 const TOP_KEYS: &[&str] = &[
-    "aws", "schedule", "collect", "clusters", "capacity", "sink", "policies", "worker",
+    "aws", "schedule", "collect", "clusters", "capacity", "sink", "policies", "worker", "notify",
 ];
 
 pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathBuf) -> Option<Config> {
@@ -41,6 +41,9 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
             super::worker::read_worker(n, p, cx, base_dir)
         })
         .unwrap_or_else(|| super::WorkerSettings::defaults(base_dir));
+    let notify = m
+        .opt_with(cx, "notify", super::notify::read_notify)
+        .unwrap_or_default();
     for (i, c) in capacity.iter().enumerate() {
         if let Some(first) = capacity[..i].iter().find(|o| o.cluster == c.cluster) {
             cx.error(
@@ -78,6 +81,7 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
         policy_files,
         capacity,
         worker,
+        notify,
     })
 }
 
@@ -403,6 +407,17 @@ fn read_sink(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<Si
     })
 }
 
+/// The name of an environment variable that holds a secret (never the secret itself).
+pub(super) fn env_name(n: &Node, p: &str, cx: &mut Cx) -> Option<String> {
+    let s = String::from_node(n, p, cx)?;
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Some(s)
+    } else {
+        cx.error(n.span, p, format!("`{s}` is not an environment variable name: give the variable's name, never the secret itself"));
+        None
+    }
+}
+
 fn read_es(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<ElasticsearchSettings> {
     let mut m = cx.map(node, path)?;
     let url = m.req_with(cx, "url", |n, p, cx| {
@@ -415,15 +430,6 @@ fn read_es(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<Elas
             }
         }
     });
-    let env_name = |n: &Node, p: &str, cx: &mut Cx| {
-        let s = String::from_node(n, p, cx)?;
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            Some(s)
-        } else {
-            cx.error(n.span, p, format!("`{s}` is not an environment variable name: give the variable's name, never the secret itself"));
-            None
-        }
-    };
     let username = m.opt(cx, "username");
     let password_env = m.opt_with(cx, "password_env", env_name);
     let api_key_env = m.opt_with(cx, "api_key_env", env_name);

@@ -32,11 +32,13 @@ pub struct Config {
     pub capacity: Vec<super::CapacitySpec>,
     /// The scheduled worker's own settings.
     pub worker: super::WorkerSettings,
+    /// Where the worker pushes its events (chat webhooks).
+    pub notify: Vec<super::NotifyTarget>,
 }
 
 /// How to reach AWS. Credentials always come from the standard chain (environment, profile,
 /// web identity, ECS task role, EC2 instance role), never from this file.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AwsSettings {
     /// Region; when absent, the standard chain decides (`AWS_REGION`, the profile).
     pub region: Option<String>,
@@ -376,7 +378,7 @@ pub fn capacity_metrics(collect: &CollectSettings) -> Vec<MetricSpec> {
 }
 
 /// Where metrics, decisions and stress results go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkSettings {
     /// Prefix of the daily indices (`PREFIX-metrics-*`, `PREFIX-decisions-*`, `PREFIX-stress-*`);
     /// documents are named with it as they enter the spool, Elasticsearch or not.

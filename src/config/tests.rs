@@ -116,7 +116,7 @@ fn each_mistake_is_reported_where_it_is() {
         ),
         (
             "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nworkers: {}\n",
-            &["3:1 workers: unknown key `workers` (expected one of: aws, schedule, collect, clusters, capacity, sink, policies, worker); did you mean `worker`?"],
+            &["3:1 workers: unknown key `workers` (expected one of: aws, schedule, collect, clusters, capacity, sink, policies, worker, notify); did you mean `worker`?"],
         ),
         (
             "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nworker: {metrics_addr: localhost, update_rate: 0, leader: {dynamodb_table: t, lease: 1s}}\n",
@@ -201,4 +201,65 @@ fn bad_environment_values_are_mistakes_too() {
             "environment: ECSCALE_ES_URL: `es:9200` must be an http:// or https:// URL with a host (scheme `es`)",
         ]
     );
+}
+
+#[test]
+fn notification_targets_and_the_watch_setting_are_read_with_their_defaults() {
+    let c = load(&format!(
+        "{MINIMAL}worker: {{watch: 'off'}}\nnotify:\n  - {{name: chat, url_env: SLACK_URL, format: slack, events: [action, reload]}}\n  - {{name: hook, url: 'https://hooks.example.com/x', bearer_token_env: HOOK_TOKEN, per_minute: 6, queue: 10, timeout: 2s, retries: 0}}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.worker.watch, None);
+    assert_eq!(c.notify.len(), 2);
+    let (chat, hook) = (&c.notify[0], &c.notify[1]);
+    assert_eq!(chat.url, UrlSource::Env("SLACK_URL".into()));
+    assert_eq!(chat.format, NotifyFormat::Slack);
+    assert_eq!(chat.events, [EventKind::Action, EventKind::Reload]);
+    assert_eq!((chat.queue, chat.per_minute, chat.retries), (100, 30, 3));
+    assert_eq!(chat.timeout, Duration::from_secs(5));
+    assert_eq!(hook.url, UrlSource::Literal("https://hooks.example.com/x".into()));
+    assert_eq!(hook.events, EventKind::ALL);
+    assert_eq!(hook.bearer_token_env.as_deref(), Some("HOOK_TOKEN"));
+    assert_eq!((hook.queue, hook.per_minute, hook.retries), (10, 6, 0));
+    assert_eq!(load(MINIMAL).unwrap().worker.watch, Some(Duration::from_secs(2)));
+    let c = load(&format!("{MINIMAL}worker: {{watch: 500ms}}\n")).unwrap();
+    assert_eq!(c.worker.watch, Some(Duration::from_millis(500)));
+}
+
+#[test]
+fn each_notification_mistake_is_reported_where_it_is() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "notify: [{name: a, url: 'https://u:p@hooks.example.com/'}]\n",
+            &["3:25 notify[0].url: `https://***@hooks.example.com/`: credentials in a URL are not accepted (they would end up in logs and messages); for Elasticsearch give sink.elasticsearch.username with password_env, or api_key_env"],
+        ),
+        (
+            "notify: [{name: a, url: 'https://h/', url_env: H}]\n",
+            &["3:48 notify[0]: give `url` or `url_env`, not both"],
+        ),
+        ("notify: [{name: a}]\n", &["3:10 notify[0]: give `url`, or `url_env` naming a variable that holds it"]),
+        (
+            "notify: [{name: a, url_env: 'https://hooks.slack.com/T0/B0/x'}]\n",
+            &["3:29 notify[0].url_env: `https://hooks.slack.com/T0/B0/x` is not an environment variable name: give the variable's name, never the secret itself"],
+        ),
+        (
+            "notify: [{name: a, url: 'http://h/', events: [action, scale]}]\n",
+            &["3:55 notify[0].events[1]: unknown event kind `scale` (expected one of: action, refusal, error, leader, reload)"],
+        ),
+        (
+            "notify: [{name: a, url: 'http://h/', queue: 0, per_minute: 9000}]\n",
+            &[
+                "3:45 notify[0].queue: must be from 1 to 100000 events",
+                "3:60 notify[0].per_minute: must be from 1 to 6000 requests",
+            ],
+        ),
+        (
+            "notify: [{name: a, url: 'http://h/'}, {name: a, url: 'http://i/'}]\n",
+            &["3:39 notify[1].name: notification target `a` is already listed on line 3"],
+        ),
+        ("worker: {watch: 0s}\n", &["3:17 worker.watch: must be longer than zero"]),
+    ];
+    for (extra, want) in cases {
+        assert_eq!(mistakes(&format!("{MINIMAL}{extra}")), *want, "{extra}");
+    }
 }

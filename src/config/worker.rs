@@ -69,6 +69,9 @@ pub struct WorkerSettings {
     pub update_rate: f64,
     /// On the first SIGTERM/SIGINT: time to finish the tick and flush the spool.
     pub shutdown_grace: Duration,
+    /// How often the config and policy files are checked for changes (none: only SIGHUP and
+    /// `POST /reload` reload them).
+    pub watch: Option<Duration>,
 }
 
 impl WorkerSettings {
@@ -80,6 +83,7 @@ impl WorkerSettings {
             app_autoscaling: AppAutoScaling::Refuse,
             update_rate: 5.0,
             shutdown_grace: Duration::from_secs(30),
+            watch: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -186,6 +190,11 @@ pub(super) fn read_worker(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path)
     let shutdown_grace = m
         .opt_with(cx, "shutdown_grace", positive)
         .unwrap_or(d.shutdown_grace);
+    let watch = match m.take("watch") {
+        None => d.watch,
+        Some(n) if n.as_scalar() == Some("off") => None,
+        Some(n) => positive(n, &join(path, "watch"), cx),
+    };
     if matches!(state, StateBackend::File(_)) && leader.is_some() {
         cx.error(
             m.span_of("leader"),
@@ -202,6 +211,7 @@ pub(super) fn read_worker(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path)
             "app_autoscaling",
             "update_rate",
             "shutdown_grace",
+            "watch",
         ],
     );
     Some(WorkerSettings {
@@ -211,6 +221,7 @@ pub(super) fn read_worker(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path)
         app_autoscaling,
         update_rate,
         shutdown_grace,
+        watch,
     })
 }
 

@@ -125,6 +125,7 @@ pub async fn worker(
         lease: None,
         metrics: Arc::new(Metrics::new(sim.meter.clone(), Duration::from_secs(3600))),
         ship,
+        notify: None,
     };
     Ok(Worker::new(config, policies, clients(sim), parts, &RunOptions::default()).await?)
 }

@@ -15,6 +15,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::control::Trigger;
 
 use crate::ship::StatsHandle;
 use crate::usage::ApiMeter;
@@ -76,7 +79,7 @@ pub struct Metrics {
     meter: ApiMeter,
     started: chrono::DateTime<chrono::Utc>,
     /// A tick is late (unhealthy) once this long has passed since the last one finished.
-    stale_after: Duration,
+    stale_after: Mutex<Duration>,
     ticks: AtomicU64,
     skipped: AtomicU64,
     tick_buckets: [AtomicU64; BUCKETS.len()],
@@ -94,6 +97,11 @@ pub struct Metrics {
     /// Tasks waiting for room at the group's max, by cluster and service (a gauge).
     waiting: Labeled,
     ship: Mutex<Option<StatsHandle>>,
+    /// Notifications by target and result (`sent`, `failed`, `dropped`).
+    notifications: Labeled,
+    /// Reloads by result (`ok`, `unchanged`, `failed`).
+    reloads: Labeled,
+    reload: Mutex<Option<super::status::ReloadStatus>>,
 }
 
 impl Metrics {
@@ -101,7 +109,7 @@ impl Metrics {
         Metrics {
             meter,
             started: chrono::Utc::now(),
-            stale_after,
+            stale_after: Mutex::new(stale_after),
             ticks: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             tick_buckets: Default::default(),
@@ -116,6 +124,9 @@ impl Metrics {
             errors: Labeled::default(),
             waiting: Labeled::default(),
             ship: Mutex::new(None),
+            notifications: Labeled::default(),
+            reloads: Labeled::default(),
+            reload: Mutex::new(None),
         }
     }
 
@@ -177,8 +188,40 @@ impl Metrics {
 
     /// `/status` as JSON.
     pub fn status_json(&self) -> String {
-        let s = self.status.lock().map(|g| g.clone()).unwrap_or_default();
+        let mut s = self.status.lock().map(|g| g.clone()).unwrap_or_default();
+        s.reload = self.reload_status();
         serde_json::to_string_pretty(&s).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+    }
+
+    /// A notification's end: `sent`, `failed` or `dropped`.
+    pub fn notification(&self, target: &str, result: &str) {
+        self.notifications
+            .add(vec![("target", target.into()), ("result", result.into())], 1);
+    }
+
+    pub fn notifications(&self, target: &str, result: &str) -> u64 {
+        self.notifications.get(&[("target", target), ("result", result)])
+    }
+
+    /// A reload's result and the files in use after it.
+    pub fn reloaded(&self, r: super::status::ReloadStatus) {
+        if let Some(result) = &r.last_result {
+            self.reloads.add(vec![("result", result.clone())], 1);
+        }
+        *self.reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
+
+    pub fn reloads(&self, result: &str) -> u64 {
+        self.reloads.get(&[("result", result)])
+    }
+
+    pub fn reload_status(&self) -> Option<super::status::ReloadStatus> {
+        self.reload.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A new schedule: a tick is late after this long.
+    pub fn set_stale_after(&self, d: Duration) {
+        *self.stale_after.lock().unwrap_or_else(|p| p.into_inner()) = d;
     }
 
     pub fn set_waiting(&self, cluster: &str, service: &str, n: u64) {
@@ -215,11 +258,28 @@ impl Metrics {
             .map(|h| h.snapshot())
     }
 
+    /// What `/healthz` says of a failed last reload.
+    fn reload_trouble(&self) -> Option<String> {
+        let r = self.reload_status()?;
+        let first = r.mistakes.first()?;
+        let more = match r.mistakes.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        let loaded = r
+            .loaded_at
+            .map_or("-".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+        Some(format!(
+            "the last reload failed: {first}{more}; the files read at {loaded} keep running"
+        ))
+    }
+
     /// `(healthy, text)` for `/healthz`.
     pub fn health(&self) -> (bool, String) {
         let now = chrono::Utc::now();
         let last = self.last_tick_ms.load(Ordering::Relaxed);
-        let stale = chrono::TimeDelta::from_std(self.stale_after).unwrap_or(chrono::TimeDelta::MAX);
+        let stale_after = *self.stale_after.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = chrono::TimeDelta::from_std(stale_after).unwrap_or(chrono::TimeDelta::MAX);
         if last == 0 {
             let ok = now - self.started <= stale;
             let text = if ok {
@@ -239,19 +299,30 @@ impl Metrics {
         if now - at <= stale {
             // Shipping in trouble does not make the worker unhealthy (it scales on regardless:
             // restarting it would not help), but it is said.
-            match self.ship_snapshot().and_then(|s| s.degraded()) {
-                Some(why) => (
+            // So does a failed reload: the last good files keep running.
+            let why: Vec<String> = self
+                .ship_snapshot()
+                .and_then(|s| s.degraded())
+                .into_iter()
+                .chain(self.reload_trouble())
+                .collect();
+            if why.is_empty() {
+                (true, format!("ok: {role}, last tick finished {ago:.1}s ago"))
+            } else {
+                (
                     true,
-                    format!("degraded: {why}; {role}, last tick finished {ago:.1}s ago"),
-                ),
-                None => (true, format!("ok: {role}, last tick finished {ago:.1}s ago")),
+                    format!(
+                        "degraded: {}; {role}, last tick finished {ago:.1}s ago",
+                        why.join("; ")
+                    ),
+                )
             }
         } else {
             (
                 false,
                 format!(
                     "late: last tick finished {ago:.1}s ago (expected within {}s)",
-                    self.stale_after.as_secs()
+                    stale_after.as_secs()
                 ),
             )
         }
@@ -409,6 +480,20 @@ impl Metrics {
             "ecscale_cloudwatch_metrics_requested_total {}",
             usage.cloudwatch_metrics_requested
         );
+        head(
+            &mut o,
+            "ecscale_config_reloads_total",
+            "counter",
+            "Reloads of the config and policy files, by result (ok, unchanged, failed).",
+        );
+        self.reloads.render(&mut o, "ecscale_config_reloads_total");
+        head(
+            &mut o,
+            "ecscale_notifications_total",
+            "counter",
+            "Notifications, by target and result (sent, failed, dropped).",
+        );
+        self.notifications.render(&mut o, "ecscale_notifications_total");
         if let Some(s) = self.ship_snapshot() {
             render_ship(&mut o, &s);
         }
@@ -470,9 +555,37 @@ fn render_ship(o: &mut String, s: &crate::ship::StatsSnapshot) {
     let _ = writeln!(o, "ecscale_ship_degraded {}", u8::from(s.trouble.is_some()));
 }
 
+/// `POST /reload`: asks the worker to reload and waits for the result (the reload runs
+/// between ticks, so a running tick finishes first).
+async fn reload(tx: Option<&mpsc::Sender<Trigger>>) -> (StatusCode, String) {
+    let Some(tx) = tx else {
+        return (
+            StatusCode::NOT_FOUND,
+            "this worker does not reload its files\n".into(),
+        );
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if tx.send(Trigger::Http(reply)).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the worker is stopping\n".into());
+    }
+    match tokio::time::timeout(Duration::from_secs(60), answer).await {
+        Ok(Ok(o)) if o.result == "failed" => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("failed: the last good files keep running\n{}\n", o.text),
+        ),
+        Ok(Ok(o)) => (StatusCode::OK, format!("{}: {}\n", o.result, o.text)),
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "the worker is stopping\n".into()),
+        Err(_) => (
+            StatusCode::ACCEPTED,
+            "accepted: the reload runs once the current tick ends (see /status)\n".into(),
+        ),
+    }
+}
+
 async fn answer(
     req: Request<hyper::body::Incoming>,
     m: Arc<Metrics>,
+    reload_tx: Option<mpsc::Sender<Trigger>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, ctype, body) = match (req.method().as_str(), req.uri().path()) {
         ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", m.render()),
@@ -486,12 +599,20 @@ async fn answer(
             };
             (status, "text/plain", text + "\n")
         }
+        ("POST", "/reload") => {
+            let (status, text) = reload(reload_tx.as_ref()).await;
+            (status, "text/plain", text)
+        }
         ("GET", _) => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz or /status\n".into(),
+            "not found: try /metrics, /healthz or /status (GET), or /reload (POST)\n".into(),
         ),
-        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n".into()),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET /metrics, /healthz, /status and POST /reload\n".into(),
+        ),
     };
     Ok(Response::builder()
         .status(status)
@@ -506,6 +627,7 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    reload: Option<mpsc::Sender<Trigger>>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -521,9 +643,9 @@ pub async fn serve(
                 },
                 _ = stop.changed() => return,
             };
-            let m = metrics.clone();
+            let (m, r) = (metrics.clone(), reload.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| answer(req, m.clone()));
+                let service = hyper::service::service_fn(move |req| answer(req, m.clone(), r.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;

@@ -15,8 +15,11 @@
 //! `worker.shutdown_grace`), flushes the shipper and gives the lease up; a second one exits at
 //! once (status 130).
 
+pub mod control;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
+pub mod reload;
 pub mod ship;
 pub mod state;
 pub mod status;
@@ -27,7 +30,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::actuate::capacity::CapacityActuator;
 use crate::actuate::ecs_service::ServiceActuator;
@@ -42,6 +45,7 @@ use crate::usage::ApiMeter;
 
 use leader::{Lease, LeaseFence};
 use metrics::Metrics;
+use reload::{Loader, Reloading, Trigger};
 use ship::{ShipQueue, ShipStage};
 use state::{DynamoStore, FileStore, StateStore};
 pub use tick::{TickReport, Worker};
@@ -56,6 +60,8 @@ pub enum Error {
     Ship(#[from] ShipError),
     #[error("{0} needs a DynamoDB client, and none was given")]
     NoDynamoDb(String),
+    #[error("{0}")]
+    Notify(String),
     #[error("serving /metrics on {addr}: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -65,6 +71,7 @@ pub enum Error {
 }
 
 /// Everything the worker talks to.
+#[derive(Clone)]
 pub struct Clients {
     pub ecs: Arc<dyn EcsApi>,
     pub cloudwatch: Arc<dyn CloudWatchApi>,
@@ -170,6 +177,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// Where each tick's documents go (none: not shipped).
     pub ship: Option<ShipQueue>,
+    /// Where its events are pushed (none: nowhere).
+    pub notify: Option<Arc<notify::Notifications>>,
 }
 
 /// The long windows the policies' rules need (predictive rules): per service and metric, the
@@ -199,6 +208,25 @@ fn history_needs(policies: &[TargetPolicy]) -> Vec<HistoryNeed> {
     needs
 }
 
+/// The collector for a config and its policies' history needs.
+fn collector(config: &Config, policies: &[TargetPolicy], clients: &Clients) -> Collector {
+    Collector::new(
+        config,
+        clients.ecs.clone(),
+        clients.cloudwatch.clone(),
+        clients.meter.clone(),
+    )
+    .with_history(history_needs(policies))
+}
+
+/// The UpdateService rate limiter of a config: ECS's bucket for UpdateService holds 50
+/// (refilled at 5 per second), so a burst of up to 50 lets a spike on many services be
+/// answered at once; the rate holds after it.
+fn update_limiter(config: &Config) -> Arc<RateLimiter> {
+    let burst = (config.worker.update_rate * 10.0).clamp(1.0, 50.0);
+    Arc::new(RateLimiter::new(config.worker.update_rate, burst))
+}
+
 impl Worker {
     /// Builds a worker: loads its state (an unreadable state is an error, not a fresh start),
     /// and, with a lease, does not act until it leads.
@@ -214,6 +242,7 @@ impl Worker {
             lease,
             metrics,
             ship,
+            notify,
         } = parts;
         // A dry run reads the state (to decide as the acting worker would) but never writes it,
         // and takes no part in the leader election.
@@ -227,23 +256,13 @@ impl Worker {
         } else {
             store.load().await?
         };
-        // ECS's bucket for UpdateService holds 50 (refilled at 5 per second): a burst of up to 50
-        // lets a spike on many services be answered at once; the rate holds after it.
-        let burst = (config.worker.update_rate * 10.0).clamp(1.0, 50.0);
-        let limiter = Arc::new(RateLimiter::new(config.worker.update_rate, burst));
+        let limiter = update_limiter(&config);
         let fence: Arc<dyn Fence> = match &lease {
             Some(l) => Arc::new(LeaseFence(l.clone())),
             None => Arc::new(Alone),
         };
-        let needs = history_needs(&policies);
         Ok(Worker {
-            collector: Collector::new(
-                &config,
-                clients.ecs.clone(),
-                clients.cloudwatch.clone(),
-                clients.meter.clone(),
-            )
-            .with_history(needs),
+            collector: collector(&config, &policies, &clients),
             services: ServiceActuator::new(
                 clients.ecs_write.clone(),
                 clients.app_autoscaling.clone(),
@@ -257,6 +276,9 @@ impl Worker {
                 opts.dry_run,
             ),
             plugins: Default::default(),
+            clients,
+            dry_run: opts.dry_run,
+            notify: notify.unwrap_or_else(|| Arc::new(notify::Notifications::new("", None))),
             store,
             lease,
             fence,
@@ -289,12 +311,108 @@ pub fn watch_signals(stop: watch::Sender<bool>, first: &'static str) {
     });
 }
 
-/// Runs the worker until a signal (or `max_ticks`).
+/// Serves `/metrics`, `/healthz`, `/status` and `POST /reload` when the config asks for it.
+async fn serve_metrics(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    stop: &watch::Receiver<bool>,
+    reload: Option<mpsc::Sender<Trigger>>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    let Some(addr) = config.worker.metrics_addr else {
+        return Ok(None);
+    };
+    let (bound, task) = metrics::serve(addr, metrics.clone(), stop.clone(), reload)
+        .await
+        .map_err(|source| Error::Metrics { addr, source })?;
+    tracing::info!("serving /metrics, /healthz and /status on http://{bound}");
+    Ok(Some(task))
+}
+
+/// The lease of a config with a leader, or none (a dry run takes no part in the election).
+fn lease_of(config: &Config, clients: &Clients, opts: &RunOptions) -> Result<Option<Arc<Lease>>, Error> {
+    match (&config.worker.leader, &clients.dynamodb) {
+        (Some(_), _) if opts.dry_run => {
+            tracing::warn!(
+                "dry run: not taking part in the leader election; the state is read, never written"
+            );
+            Ok(None)
+        }
+        (Some(l), Some(client)) => Ok(Some(Arc::new(Lease::new(
+            client.clone(),
+            &l.table,
+            &worker_id(config),
+            l.lease,
+        )))),
+        (Some(l), None) => Err(Error::NoDynamoDb(format!(
+            "worker.leader.dynamodb_table {}",
+            l.table
+        ))),
+        (None, _) => Ok(None),
+    }
+}
+
+/// The notifier of a config's `notify:` targets.
+fn notifications(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<notify::Notifications>, Error> {
+    let id = worker_id(config);
+    let n = match config.notify.is_empty() {
+        true => None,
+        false => Some(notify::Notifier::start(&config.notify, &id, metrics.clone()).map_err(Error::Notify)?),
+    };
+    Ok(Arc::new(notify::Notifications::new(&id, n)))
+}
+
+/// When to tick: the schedule, the instant slots are aligned to, and the next slot.
+struct Clock {
+    schedule: Schedule,
+    start: DateTime<Utc>,
+    next: DateTime<Utc>,
+}
+
+impl Clock {
+    fn new(schedule: Schedule) -> Self {
+        let start = Utc::now();
+        Clock {
+            schedule,
+            start,
+            next: start,
+        }
+    }
+
+    /// After a tick that was due at `scheduled`: the next slot not yet passed, and how many
+    /// were skipped.
+    fn advance(&mut self, scheduled: DateTime<Utc>) -> u64 {
+        let now = Utc::now();
+        self.next = next_after(&self.schedule, self.start, scheduled);
+        let mut skipped = 0u64;
+        while self.next <= now {
+            skipped += 1;
+            self.next = next_after(&self.schedule, self.start, self.next);
+        }
+        skipped
+    }
+
+    /// A reloaded schedule: slots from now on, the first one a full period away.
+    fn reschedule(&mut self, schedule: &Schedule) {
+        if schedule.to_string() != self.schedule.to_string() {
+            *self = Clock::new(schedule.clone());
+            self.next = next_after(&self.schedule, self.start, self.start);
+            tracing::info!(
+                "ticking {} from now on: next at {}",
+                self.schedule,
+                self.next.format("%H:%M:%S")
+            );
+        }
+    }
+}
+
+/// Runs the worker until a signal (or `max_ticks`). With a `loader`, the config and policy
+/// files are reloaded on SIGHUP, `POST /reload` and (with `worker.watch`) when they change.
 pub async fn run(
     config: Config,
     policies: Vec<TargetPolicy>,
     clients: Clients,
     opts: RunOptions,
+    loader: Option<Loader>,
 ) -> Result<(), Error> {
     let (stop_tx, stop) = watch::channel(false);
     watch_signals(
@@ -305,52 +423,48 @@ pub async fn run(
         clients.meter.clone(),
         expected_gap(&config.schedule) * 3 + Duration::from_secs(60),
     ));
-    let server = match config.worker.metrics_addr {
-        Some(addr) => {
-            let (bound, task) = metrics::serve(addr, metrics.clone(), stop.clone())
-                .await
-                .map_err(|source| Error::Metrics { addr, source })?;
-            tracing::info!("serving /metrics and /healthz on http://{bound}");
-            Some(task)
-        }
-        None => None,
-    };
+    let (reload_tx, mut reload_rx) = mpsc::channel::<Trigger>(8);
+    let server = serve_metrics(
+        &config,
+        &metrics,
+        &stop,
+        loader.as_ref().map(|_| reload_tx.clone()),
+    )
+    .await?;
     let (ship_stage, ship_queue) = ShipStage::start(Shipper::start(&config.sink)?);
     metrics.set_ship(ship_stage.stats());
+    let notify = notifications(&config, &metrics)?;
 
     let store = store(&config, clients.dynamodb.as_ref())?;
-    let lease = match (&config.worker.leader, &clients.dynamodb) {
-        (Some(_), _) if opts.dry_run => {
-            tracing::warn!(
-                "dry run: not taking part in the leader election; the state is read, never written"
-            );
-            None
-        }
-        (Some(l), Some(client)) => Some(Arc::new(Lease::new(
-            client.clone(),
-            &l.table,
-            &worker_id(&config),
-            l.lease,
-        ))),
-        (Some(l), None) => {
-            return Err(Error::NoDynamoDb(format!(
-                "worker.leader.dynamodb_table {}",
-                l.table
-            )))
-        }
-        (None, _) => None,
-    };
+    let lease = lease_of(&config, &clients, &opts)?;
     let lease_task = lease.clone().map(|l| {
-        let m = metrics.clone();
-        tokio::spawn(l.keep(stop.clone(), move |leading| m.set_leader(leading)))
+        let (m, n) = (metrics.clone(), notify.clone());
+        tokio::spawn(l.keep(stop.clone(), move |leading| {
+            m.set_leader(leading);
+            n.leader(leading);
+        }))
     });
-    let grace = config.worker.shutdown_grace;
-    let schedule = config.schedule.clone();
+    let mut reloading = loader.map(|l| Reloading::new(l, &config));
+    let watcher = match (&reloading, config.worker.watch) {
+        (Some(r), Some(every)) => Some(reload::watch_files(
+            r.files(),
+            every,
+            reload_tx.clone(),
+            stop.clone(),
+        )),
+        _ => None,
+    };
+    if let Some(r) = &reloading {
+        reload::on_sighup(reload_tx.clone());
+        metrics.reloaded(r.status());
+    }
+    let mut clock = Clock::new(config.schedule.clone());
     let parts = Parts {
         store,
         lease: lease.clone(),
         metrics: metrics.clone(),
         ship: Some(ship_queue),
+        notify: Some(notify.clone()),
     };
     let mut worker = Worker::new(config, policies, clients, parts, &opts).await?;
     if let Some(l) = &lease {
@@ -360,67 +474,59 @@ pub async fn run(
         tracing::warn!("dry run: decisions are made and recorded, no mutating AWS call is made");
     }
 
-    let start = Utc::now();
-    let mut next = start;
     eprintln!(
         "ecscale: ticking {}: the first tick now, the next at {}",
-        schedule,
-        next_after(&schedule, start, start).format("%Y-%m-%dT%H:%M:%SZ")
+        clock.schedule,
+        next_after(&clock.schedule, clock.start, clock.start).format("%Y-%m-%dT%H:%M:%SZ")
     );
     let mut ticks = 0u64;
     let mut stop_rx = stop.clone();
     loop {
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        let wait = (clock.next - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop_rx.changed() => break,
+            Some(t) = reload_rx.recv() => {
+                // Between two ticks, so a tick never sees half of a reload.
+                if let Some(r) = &mut reloading {
+                    let grace = worker.config.worker.shutdown_grace;
+                    r.apply(&mut worker, t, &notify, grace).await;
+                    clock.reschedule(&worker.config.schedule);
+                    metrics.set_stale_after(expected_gap(&clock.schedule) * 3 + Duration::from_secs(60));
+                }
+                continue;
+            }
         }
         if *stop_rx.borrow() {
             break;
         }
-        let scheduled = next;
-        let tick = worker.tick(Utc::now());
-        tokio::pin!(tick);
-        let mut deadline: Option<tokio::time::Instant> = None;
-        let finished = loop {
-            tokio::select! {
-                r = &mut tick => break Some(r),
-                _ = stop_rx.changed(), if deadline.is_none() => {
-                    deadline = Some(tokio::time::Instant::now() + grace);
-                }
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                    tracing::error!("the tick did not finish within worker.shutdown_grace ({}): abandoned", humantime::format_duration(grace));
-                    break None;
-                }
-            }
+        let scheduled = clock.next;
+        let Some(r) = tick_within_grace(&mut worker, &mut stop_rx).await else {
+            break;
         };
-        if let Some(r) = &finished {
-            log_tick(r);
-        }
+        log_tick(&r);
         ticks += 1;
-        if finished.is_none() || *stop_rx.borrow() || opts.max_ticks.is_some_and(|m| ticks >= m) {
+        if *stop_rx.borrow() || opts.max_ticks.is_some_and(|m| ticks >= m) {
             break;
         }
-        let now = Utc::now();
-        next = next_after(&schedule, start, scheduled);
-        let mut skipped = 0u64;
-        while next <= now {
-            skipped += 1;
-            next = next_after(&schedule, start, next);
-        }
+        let skipped = clock.advance(scheduled);
         if skipped > 0 {
             tracing::warn!(
                 "the tick took {}s, past {skipped} scheduled tick(s): skipped, next at {}",
-                (now - scheduled).num_milliseconds() as f64 / 1000.0,
-                next.format("%H:%M:%S")
+                (Utc::now() - scheduled).num_milliseconds() as f64 / 1000.0,
+                clock.next.format("%H:%M:%S")
             );
             metrics.skipped(skipped);
         }
     }
 
-    // Drain: the ship queue, the shipper, the lease.
+    // Drain: the ship queue, the shipper, the notifications, the lease.
+    let grace = worker.config.worker.shutdown_grace;
     let deadline = tokio::time::Instant::now() + grace;
     drop(worker);
+    if let Some(w) = watcher {
+        w.abort();
+    }
     let s = ship_stage.finish(deadline).await;
     let summary = format!(
         "ship stage: {} documents handed over: {} spooled, {} not spooled; {} delivered, {} dead-lettered, {} dropped (drop_oldest); {} bytes left in the spool for the next start",
@@ -431,6 +537,7 @@ pub async fn run(
     } else {
         tracing::info!("{summary}");
     }
+    notify::retire(notify.replace(None), deadline).await;
     if let Some(l) = &lease {
         l.release().await;
     }
@@ -441,6 +548,27 @@ pub async fn run(
         t.abort();
     }
     Ok(())
+}
+
+/// One tick; a stop signal during it gives it `worker.shutdown_grace` to finish (none: it
+/// was abandoned).
+async fn tick_within_grace(worker: &mut Worker, stop_rx: &mut watch::Receiver<bool>) -> Option<TickReport> {
+    let grace = worker.config.worker.shutdown_grace;
+    let tick = worker.tick(Utc::now());
+    tokio::pin!(tick);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            r = &mut tick => return Some(r),
+            _ = stop_rx.changed(), if deadline.is_none() => {
+                deadline = Some(tokio::time::Instant::now() + grace);
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                tracing::error!("the tick did not finish within worker.shutdown_grace ({}): abandoned", humantime::format_duration(grace));
+                return None;
+            }
+        }
+    }
 }
 
 fn log_tick(r: &TickReport) {

@@ -23,6 +23,25 @@ pub struct Status {
     pub tick_ms: Option<f64>,
     pub problems: Vec<String>,
     pub targets: Vec<TargetStatus>,
+    /// The files in use and the last reload (a running worker only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadStatus>,
+}
+
+/// The config and policy files a worker runs, and how its last reload went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// When the files in use were read.
+    pub loaded_at: Option<DateTime<Utc>>,
+    pub files: Vec<String>,
+    /// The last reload: when, what asked for it (`sighup`, `http`, `watch`), and its result
+    /// (`ok`, `unchanged`, `failed`).
+    pub last_at: Option<DateTime<Utc>>,
+    pub last_trigger: Option<String>,
+    pub last_result: Option<String>,
+    /// While the last reload failed: its mistakes (file:line: …). The files in use are those
+    /// loaded at `loaded_at`.
+    pub mistakes: Vec<String>,
 }
 
 /// One target: its counts, the last decision, and the clocks that hold it.
@@ -120,6 +139,17 @@ fn count(n: Option<u32>) -> String {
 }
 
 /// The table `ecscale status` prints.
+fn render_reload(o: &mut String, r: &ReloadStatus) {
+    let at = |t: Option<DateTime<Utc>>| t.map_or("-".into(), |t| t.format("%H:%M:%S").to_string());
+    let _ = writeln!(o, "  files read at {}: {}", at(r.loaded_at), r.files.join(", "));
+    if let (Some(result), Some(trigger)) = (&r.last_result, &r.last_trigger) {
+        let _ = writeln!(o, "  last reload at {} ({trigger}): {result}", at(r.last_at));
+    }
+    for m in &r.mistakes {
+        let _ = writeln!(o, "  reload mistake: {m}");
+    }
+}
+
 pub fn render(s: &Status) -> String {
     let mut o = String::new();
     let _ = writeln!(
@@ -135,6 +165,9 @@ pub fn render(s: &Status) -> String {
     );
     for p in &s.problems {
         let _ = writeln!(o, "  problem: {p}");
+    }
+    if let Some(r) = &s.reload {
+        render_reload(&mut o, r);
     }
     let _ = writeln!(
         o,

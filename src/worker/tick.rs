@@ -29,6 +29,8 @@ use crate::policy::{RuleSpec, TargetPolicy};
 use crate::ship::docs::{decision_doc, snapshot_docs, target_docs, Doc};
 
 use super::metrics::Metrics;
+use super::notify::Event;
+use crate::config::EventKind;
 
 /// What one tick did.
 #[derive(Debug, Clone)]
@@ -66,6 +68,10 @@ pub struct Worker {
     pub(super) services: ServiceActuator,
     pub(super) capacity: CapacityActuator,
     pub(super) plugins: PluginRunner,
+    /// Kept to rebuild the collector and actuators on a reload.
+    pub(super) clients: super::Clients,
+    pub(super) dry_run: bool,
+    pub(super) notify: Arc<super::notify::Notifications>,
     pub(super) store: Box<dyn StateStore>,
     pub(super) lease: Option<Arc<Lease>>,
     pub(super) fence: Arc<dyn Fence>,
@@ -120,6 +126,65 @@ fn note_waiting(
             ));
         }
     }
+}
+
+/// One decision as an event, when it did something worth saying.
+fn decision_event(d: &Decision, a: &Applied) -> Option<Event> {
+    let target = d.target.to_string();
+    let event = |kind, text: String| {
+        Event::new(kind, d.at, Some(target.clone()), text)
+            .with("from", d.current)
+            .with("to", d.desired)
+            .with("reason", d.reason.clone())
+            .with("result", a.result())
+    };
+    Some(match a {
+        Applied::Unchanged => return None,
+        Applied::Updated { from, to } => event(
+            EventKind::Action,
+            format!("{target}: {from} → {to}: {}", d.reason),
+        ),
+        Applied::DryRun { from, to } => event(
+            EventKind::Action,
+            format!("{target}: {from} → {to} (dry run, not applied): {}", d.reason),
+        ),
+        Applied::Refused { reason } => event(
+            EventKind::Refusal,
+            format!("{target}: {} → {} refused: {reason}", d.current, d.desired),
+        ),
+        Applied::Failed { error, .. } => event(
+            EventKind::Error,
+            format!("{target}: {} → {} failed: {error}", d.current, d.desired),
+        ),
+    })
+}
+
+/// What a tick did that people hear of: actions, refusals, failures and problems.
+fn tick_events(report: &TickReport) -> Vec<Event> {
+    let decisions = report
+        .services
+        .iter()
+        .map(|(d, a)| (d, a))
+        .chain(report.groups.iter().map(|g| (&g.decision, &g.applied)));
+    let mut out: Vec<Event> = decisions.filter_map(|(d, a)| decision_event(d, a)).collect();
+    for g in &report.groups {
+        let target = g.decision.target.to_string();
+        out.extend(g.errors.iter().map(|e| {
+            Event::new(
+                EventKind::Error,
+                report.at,
+                Some(target.clone()),
+                format!("{target}: {e}"),
+            )
+        }));
+    }
+    out.extend(
+        report
+            .problems
+            .iter()
+            .map(|p| Event::new(EventKind::Error, report.at, None, p.clone())),
+    );
+    out
 }
 
 fn kind(t: &TargetKey) -> &'static str {
@@ -420,6 +485,7 @@ impl Worker {
             self.metrics.stage(name, *ms / 1000.0);
         }
         self.ship(&snapshot, &report);
+        self.notify.tick(tick_events(&report));
         self.metrics.tick_done(started.elapsed());
         self.metrics.set_status(self.status(&report, started.elapsed()));
         report
@@ -454,6 +520,7 @@ impl Worker {
             tick_ms: Some(took.as_secs_f64() * 1000.0),
             problems: report.problems.clone(),
             targets,
+            reload: None,
         }
     }
 

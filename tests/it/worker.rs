@@ -29,16 +29,16 @@ use crate::support::moto::Moto;
 use crate::support::proxy::Proxy;
 use crate::support::{free_port, moto_url, repo, unique, write};
 
-fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp() - t.timestamp().rem_euclid(60), 0).unwrap()
 }
 
-fn mins(n: i64) -> TimeDelta {
+pub(crate) fn mins(n: i64) -> TimeDelta {
     TimeDelta::minutes(n)
 }
 
 /// Static credentials for the in-process clients (moto takes any).
-fn credentials() {
+pub(crate) fn credentials() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
@@ -47,17 +47,17 @@ fn credentials() {
 /// A cluster with service `web` (2 tasks of 2048 CPU / 2048 MiB: one per instance once the 10 %
 /// headroom is kept), an Auto Scaling group of 2 m5.large (min 1, max 6) whose instances are
 /// registered to the cluster, and a proxy in front of moto.
-struct Stage {
-    moto: Moto,
-    proxy: Proxy,
-    cluster: String,
-    group: String,
+pub(crate) struct Stage {
+    pub(crate) moto: Moto,
+    pub(crate) proxy: Proxy,
+    pub(crate) cluster: String,
+    pub(crate) group: String,
     /// A small task definition, for tasks the tests start on instances.
     small: String,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-async fn stage(region: &str, prefix: &str) -> Stage {
+pub(crate) async fn stage(region: &str, prefix: &str) -> Stage {
     let moto = Moto::new(&moto_url(), region);
     let cluster = unique(prefix);
     moto.cluster(&cluster).await.unwrap();
@@ -80,7 +80,7 @@ async fn stage(region: &str, prefix: &str) -> Stage {
 
 impl Stage {
     /// `web`'s CPU at `value` for every minute in `[from, until)`.
-    async fn cpu(&self, service: &str, from: DateTime<Utc>, until: DateTime<Utc>, value: f64) {
+    pub(crate) async fn cpu(&self, service: &str, from: DateTime<Utc>, until: DateTime<Utc>, value: f64) {
         let mut points = Vec::new();
         let mut t = from;
         while t < until {
@@ -106,7 +106,14 @@ impl Stage {
     }
 
     /// As [`Stage::config`], through `endpoint`, with the policies' `min`.
-    fn config_named(&self, name: &str, endpoint: &str, services: &[&str], min: u32, worker: &str) -> PathBuf {
+    pub(crate) fn config_named(
+        &self,
+        name: &str,
+        endpoint: &str,
+        services: &[&str],
+        min: u32,
+        worker: &str,
+    ) -> PathBuf {
         let mut policies = String::new();
         for s in services {
             policies.push_str(&format!(
@@ -126,7 +133,7 @@ impl Stage {
         write(self.dir.path(), name, &yaml)
     }
 
-    async fn desired(&self, service: &str) -> i32 {
+    pub(crate) async fn desired(&self, service: &str) -> i32 {
         self.moto
             .describe_service(&self.cluster, service)
             .await
@@ -162,6 +169,7 @@ async fn worker(path: &Path, id: &str, dry_run: bool) -> (Worker, Option<Arc<Lea
         lease: lease.clone(),
         metrics: Arc::new(Metrics::new(aws.meter.clone(), Duration::from_secs(60))),
         ship: None,
+        notify: None,
     };
     let opts = RunOptions {
         dry_run,

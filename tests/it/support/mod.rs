@@ -5,6 +5,7 @@ pub mod fake;
 pub mod gate;
 pub mod moto;
 pub mod proxy;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
