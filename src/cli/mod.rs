@@ -326,11 +326,13 @@ fn config_and_policy_mistakes(path: &std::path::Path, d: config::Diagnostics) ->
 /// What `validate` and `run` both check of the sink beyond the file's syntax: the
 /// Elasticsearch client can be built (its credentials' variables are set, its CA file reads),
 /// and the spool can hold a tick's documents (twice: one batch sent while the next is written).
-/// What `run` needs beyond a valid file: the sink's and the notification targets' secrets
-/// set, a spool that holds a tick. `validate` checks the same.
+/// What `run` needs beyond a valid file: the sink's, Prometheus's and the notification
+/// targets' secrets set, a spool that holds a tick. `validate` checks the same.
 fn check_sink(config: &crate::config::Config) -> Result<(), Failure> {
     let file = config.file.display();
     crate::worker::notify::check(&config.notify).map_err(|e| invalid(anyhow::anyhow!("{file}: {e}")))?;
+    crate::collect::prometheus::PromClient::new(&config.prometheus)
+        .map_err(|e| invalid(anyhow::anyhow!("{file}: {e}")))?;
     if let Some(es) = &config.sink.elasticsearch {
         crate::ship::elasticsearch::Es::connect(es, es.timeout)
             .map_err(|e| invalid(anyhow::anyhow!("{file}: sink.elasticsearch: {e}")))?;

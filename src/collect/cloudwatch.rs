@@ -55,27 +55,35 @@ pub fn metrics_for(
 
     let mut problems = Vec::new();
     let mut out = Vec::new();
-    'metrics: for mut spec in specs {
-        for value in spec.dimensions.values_mut() {
-            let filled = fill(value, &key, target_group.as_deref(), load_balancer.as_deref());
-            match filled {
-                Ok(v) => *value = v,
-                Err(missing) => {
-                    problems.push(Problem {
-                        scope: key.to_string(),
-                        message: format!(
-                            "metric `{}` not collected: it uses ${{{missing}}}, which this service does not have (set `{missing}` for it in the config)",
-                            spec.id
-                        ),
-                    });
-                    continue 'metrics;
+    let filled = |v: &str| fill(v, &key, target_group.as_deref(), load_balancer.as_deref());
+    for mut spec in specs {
+        // The dimensions, and a Prometheus metric's query.
+        let query = spec.prometheus.as_ref().map(|q| filled(&q.query)).transpose();
+        let dims: Result<Vec<(String, String)>, _> = spec
+            .dimensions
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), filled(v)?)))
+            .collect();
+        match (dims, query) {
+            (Ok(dims), Ok(query)) => {
+                spec.dimensions = dims.into_iter().collect();
+                if let (Some(q), Some(text)) = (&mut spec.prometheus, query) {
+                    q.query = text.clone();
+                    spec.metric_name = text;
                 }
+                out.push(ResolvedMetric {
+                    key: key.clone(),
+                    spec,
+                });
             }
+            (Err(missing), _) | (_, Err(missing)) => problems.push(Problem {
+                scope: key.to_string(),
+                message: format!(
+                    "metric `{}` not collected: it uses ${{{missing}}}, which this service does not have (set `{missing}` for it in the config)",
+                    spec.id
+                ),
+            }),
         }
-        out.push(ResolvedMetric {
-            key: key.clone(),
-            spec,
-        });
     }
     (out, problems)
 }

@@ -6,11 +6,13 @@
 //! the limits allow (500 queries, 100,800 datapoints per call), and each cluster's task
 //! definitions, container instances and pending tasks are read. Anything that fails is a
 //! [`Problem`] for its own scope; the pass goes on for the rest. The API calls the pass made are
-//! counted in [`Snapshot::usage`].
+//! counted in [`Snapshot::usage`]. Metrics with a `prometheus` query are read from Prometheus
+//! instead ([`prometheus`]), into the same kind of series.
 
 mod cloudwatch;
 mod ecs;
 mod history;
+pub mod prometheus;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,6 +44,8 @@ pub struct Collector {
     task_definitions: Mutex<HashMap<String, TaskDefinitionInfo>>,
     /// Long windows for predictive rules.
     history: history::HistoryCache,
+    /// The client of Prometheus metrics (or why there is none: a secret not set).
+    prometheus: Result<prometheus::PromClient, String>,
 }
 
 impl Collector {
@@ -61,6 +65,7 @@ impl Collector {
             limiter: Semaphore::new(config.collect.concurrency),
             task_definitions: Mutex::new(HashMap::new()),
             history: history::HistoryCache::default(),
+            prometheus: prometheus::PromClient::new(&config.prometheus),
         }
     }
 
@@ -107,6 +112,8 @@ impl Collector {
                 .iter()
                 .flat_map(|c| cluster_metrics(c, &self.settings)),
         );
+        let (from_prometheus, metrics): (Vec<_>, Vec<_>) =
+            metrics.into_iter().partition(|m| m.spec.prometheus.is_some());
         let wanted: Vec<ResolvedMetric> = metrics
             .iter()
             .filter(|m| self.history.needs(m))
@@ -115,9 +122,15 @@ impl Collector {
         let long = history::read(self, now, &wanted);
         let plan = plan(now, metrics, self.settings.lookback);
         let details = futures::future::join_all(resolved.into_iter().map(|r| ecs::details(self, r)));
-        let ((mut series, metric_problems), clusters, (histories, history_problems)) =
-            tokio::join!(cloudwatch::fetch(self, plan), details, long);
+        let ((mut series, metric_problems), (prom, prom_problems), clusters, (histories, history_problems)) = tokio::join!(
+            cloudwatch::fetch(self, plan),
+            prometheus::fetch(self, now, from_prometheus),
+            details,
+            long
+        );
+        series.extend(prom);
         problems.extend(metric_problems);
+        problems.extend(prom_problems);
         problems.extend(history_problems);
         for s in &mut series {
             s.history = histories.get(&(s.key(), s.id.clone())).cloned();

@@ -607,6 +607,7 @@ fn metric(id: &str, name: &str, period: u64) -> ResolvedMetric {
             unit: None,
             unit_filter: false,
             per_task: false,
+            prometheus: None,
         },
     }
 }

@@ -41,7 +41,13 @@ pub const VARIABLES: &[(&str, &str)] = &[
 ];
 
 /// Variables only the test suite reads (set by `scripts/test-services`).
-pub const TEST_VARIABLES: &[&str] = &["ECSCALE_TEST_MOTO_URL", "ECSCALE_TEST_ES_URL"];
+pub const TEST_VARIABLES: &[&str] = &[
+    "ECSCALE_TEST_MOTO_URL",
+    "ECSCALE_TEST_ES_URL",
+    "ECSCALE_TEST_PROMETHEUS_URL",
+    "ECSCALE_TEST_PROMETHEUS_TARGETS",
+    "ECSCALE_TEST_PROMTOOL",
+];
 
 /// A snapshot of the `ECSCALE_*` variables, so loading is a pure function of its inputs.
 #[derive(Debug, Clone, Default)]

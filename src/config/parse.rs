@@ -12,7 +12,16 @@ use super::schema::*;
 use super::yaml::Node;
 
 const TOP_KEYS: &[&str] = &[
-    "aws", "schedule", "collect", "clusters", "capacity", "sink", "policies", "worker", "notify",
+    "aws",
+    "schedule",
+    "collect",
+    "clusters",
+    "capacity",
+    "sink",
+    "policies",
+    "worker",
+    "notify",
+    "prometheus",
 ];
 
 pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathBuf) -> Option<Config> {
@@ -44,6 +53,10 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
     let notify = m
         .opt_with(cx, "notify", super::notify::read_notify)
         .unwrap_or_default();
+    let prometheus = m.opt_with(cx, "prometheus", read_prometheus).unwrap_or_default();
+    if let (Some(list), None) = (&clusters, &prometheus.url) {
+        check_prometheus_urls(list, cx);
+    }
     for (i, c) in capacity.iter().enumerate() {
         if let Some(first) = capacity[..i].iter().find(|o| o.cluster == c.cluster) {
             cx.error(
@@ -82,6 +95,7 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
         capacity,
         worker,
         notify,
+        prometheus,
     })
 }
 
@@ -405,6 +419,68 @@ fn read_sink(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<Si
         elasticsearch,
         spool,
     })
+}
+
+/// `prometheus:`: the server, its auth.
+fn read_prometheus(node: &Node, path: &str, cx: &mut Cx) -> Option<PrometheusSettings> {
+    let mut m = cx.map(node, path)?;
+    let url = m.opt_with(cx, "url", |n, p, cx| {
+        let u = String::from_node(n, p, cx)?;
+        check_http_url(&u).map_err(|e| cx.error(n.span, p, e)).ok()?;
+        Some(u)
+    });
+    let bearer_token_env = m.opt_with(cx, "bearer_token_env", env_name);
+    let username = m.opt::<String>(cx, "username");
+    let password_env = m.opt_with(cx, "password_env", env_name);
+    let timeout = read_positive(&mut m, cx, "timeout");
+    if username.is_some() != password_env.is_some() {
+        cx.error(
+            m.span(),
+            path,
+            "basic auth needs both `username` and `password_env`",
+        );
+    }
+    if bearer_token_env.is_some() && username.is_some() {
+        cx.error(
+            m.span_of("bearer_token_env"),
+            path,
+            "give basic auth (`username`, `password_env`) or `bearer_token_env`, not both",
+        );
+    }
+    m.finish(
+        cx,
+        &["url", "bearer_token_env", "username", "password_env", "timeout"],
+    );
+    Some(PrometheusSettings {
+        url,
+        bearer_token_env,
+        username,
+        password_env,
+        timeout,
+    })
+}
+
+/// Without a top-level `prometheus.url`, every Prometheus metric names its server.
+fn check_prometheus_urls(clusters: &[ClusterSpec], cx: &mut Cx) {
+    for c in clusters {
+        let lists =
+            std::iter::once((c.span, &c.metrics)).chain(c.services.iter().map(|s| (s.span, &s.metrics)));
+        for (span, metrics) in lists {
+            for m in metrics
+                .iter()
+                .filter(|m| m.prometheus.as_ref().is_some_and(|q| q.url.is_none()))
+            {
+                cx.error(
+                    span,
+                    "prometheus.url",
+                    format!(
+                        "metric `{}` reads Prometheus, but neither its `prometheus.url` nor a top-level `prometheus.url` is given",
+                        m.id
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// The name of an environment variable that holds a secret (never the secret itself).

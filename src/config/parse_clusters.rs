@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::parse::check_period;
-use super::read::{join, one_of, read_named_list, Cx, FromNode};
+use super::read::{join, one_of, read_named_list, Cx, FromNode, MapReader};
 use super::schema::*;
 use super::yaml::{Node, Value};
 
@@ -238,6 +238,10 @@ fn read_metric(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings) 
             None
         }
     });
+    if m.has("prometheus") {
+        let query = m.opt_with(cx, "prometheus", read_prom_query);
+        return prometheus_metric(m, cx, collect, id, query);
+    }
     let namespace = m.req::<String>(cx, "namespace");
     let metric_name = m.req::<String>(cx, "metric_name");
     let dimensions = m
@@ -300,6 +304,7 @@ fn read_metric(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings) 
             "delay",
             "unit",
             "per_task",
+            "prometheus",
         ],
     );
     Some(MetricSpec {
@@ -313,6 +318,80 @@ fn read_metric(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings) 
         unit_filter: unit.is_some(),
         unit,
         per_task,
+        prometheus: None,
+    })
+}
+
+/// `prometheus: {query, url?}` of a metric.
+fn read_prom_query(n: &Node, p: &str, cx: &mut Cx) -> Option<PromQuery> {
+    let mut q = cx.map(n, p)?;
+    let query = q.req_with(cx, "query", |n, p, cx| {
+        let s = String::from_node(n, p, cx)?;
+        let bad = if s.trim().is_empty() {
+            Some("an empty query".to_string())
+        } else if s.len() > 8192 {
+            Some(format!("a query of {} bytes (at most 8192)", s.len()))
+        } else {
+            check_placeholders(&s).err()
+        };
+        match bad {
+            Some(e) => {
+                cx.error(n.span, p, e);
+                None
+            }
+            None => Some(s),
+        }
+    });
+    let url = q.opt_with(cx, "url", |n, p, cx| {
+        let u = String::from_node(n, p, cx)?;
+        super::check_http_url(&u)
+            .map_err(|e| cx.error(n.span, p, e))
+            .ok()?;
+        Some(u)
+    });
+    q.finish(cx, &["query", "url"]);
+    Some(PromQuery { query: query?, url })
+}
+
+/// The rest of a metric read from Prometheus: CloudWatch's fields do not apply.
+fn prometheus_metric(
+    mut m: MapReader<'_>,
+    cx: &mut Cx,
+    collect: &CollectSettings,
+    id: Option<String>,
+    prometheus: Option<PromQuery>,
+) -> Option<MetricSpec> {
+    for key in ["namespace", "metric_name", "dimensions", "stat", "unit"] {
+        if m.has(key) {
+            cx.error(
+                m.span_of(key),
+                &join(m.path(), key),
+                format!("`{key}` is CloudWatch's: a metric with `prometheus` is its query alone"),
+            );
+            m.take(key);
+        }
+    }
+    let period = m
+        .opt_with(cx, "period", |n, p, cx| {
+            check_period(Duration::from_node(n, p, cx)?, n, p, cx)
+        })
+        .unwrap_or(collect.period);
+    let delay = m.or(cx, "delay", collect.delay);
+    let per_task = m.or(cx, "per_task", false);
+    m.finish(cx, &["id", "prometheus", "period", "delay", "per_task"]);
+    let (id, prometheus) = (id?, prometheus?);
+    Some(MetricSpec {
+        id,
+        namespace: "Prometheus".into(),
+        metric_name: prometheus.query.clone(),
+        dimensions: BTreeMap::new(),
+        stat: "value".into(),
+        period,
+        delay,
+        unit: None,
+        unit_filter: false,
+        per_task,
+        prometheus: Some(prometheus),
     })
 }
 

@@ -34,6 +34,8 @@ pub struct Config {
     pub worker: super::WorkerSettings,
     /// Where the worker pushes its events (chat webhooks).
     pub notify: Vec<super::NotifyTarget>,
+    /// The Prometheus server of metrics read from Prometheus.
+    pub prometheus: PrometheusSettings,
 }
 
 /// How to reach AWS. Credentials always come from the standard chain (environment, profile,
@@ -256,6 +258,31 @@ pub struct MetricSpec {
     /// An average or a count per task (CPU, memory, requests per target): it measures load
     /// spread over the tasks that were running, so rules read it over those tasks.
     pub per_task: bool,
+    /// Read from Prometheus instead of CloudWatch (then `namespace` is `Prometheus`,
+    /// `metric_name` the query, and there are no dimensions).
+    pub prometheus: Option<PromQuery>,
+}
+
+/// A metric's PromQL query, and the server when not `prometheus.url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromQuery {
+    /// May use `${cluster}`, `${service}`, `${target_group}`, `${load_balancer}`.
+    pub query: String,
+    pub url: Option<String>,
+}
+
+/// `prometheus:`: the server Prometheus metrics are read from, and how to authenticate.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PrometheusSettings {
+    /// The base URL (`http://prometheus:9090`, or Amazon Managed Prometheus's workspace URL).
+    pub url: Option<String>,
+    /// A variable holding a bearer token.
+    pub bearer_token_env: Option<String>,
+    /// Basic auth: the user, with the password in `password_env`.
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    /// One query's time limit.
+    pub timeout: Option<Duration>,
 }
 
 mod humantime_serde_secs {
@@ -287,6 +314,7 @@ pub fn default_metrics(
         unit: Some(unit.into()),
         unit_filter: false,
         per_task: matches!(id, "cpu" | "memory" | "request_count_per_target"),
+        prometheus: None,
     };
     let ecs = |mut m: MetricSpec| {
         if collect.high_resolution {
@@ -373,6 +401,7 @@ pub fn capacity_metrics(collect: &CollectSettings) -> Vec<MetricSpec> {
         unit: Some("Percent".into()),
         unit_filter: false,
         per_task: false,
+        prometheus: None,
     })
     .collect()
 }

@@ -116,7 +116,7 @@ fn each_mistake_is_reported_where_it_is() {
         ),
         (
             "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nworkers: {}\n",
-            &["3:1 workers: unknown key `workers` (expected one of: aws, schedule, collect, clusters, capacity, sink, policies, worker, notify); did you mean `worker`?"],
+            &["3:1 workers: unknown key `workers` (expected one of: aws, schedule, collect, clusters, capacity, sink, policies, worker, notify, prometheus); did you mean `worker`?"],
         ),
         (
             "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nworker: {metrics_addr: localhost, update_rate: 0, leader: {dynamodb_table: t, lease: 1s}}\n",
@@ -261,5 +261,59 @@ fn each_notification_mistake_is_reported_where_it_is() {
     ];
     for (extra, want) in cases {
         assert_eq!(mistakes(&format!("{MINIMAL}{extra}")), *want, "{extra}");
+    }
+}
+
+#[test]
+fn a_metric_can_be_a_prometheus_query_and_cloudwatch_fields_do_not_mix_with_it() {
+    let c = load(
+        "schedule: {interval: 30s}\nprometheus: {url: 'http://prom:9090', bearer_token_env: PROM_TOKEN, timeout: 5s}\nclusters:\n  - name: prod\n    services:\n      - name: web\n        metrics:\n          - {id: rps, prometheus: {query: 'sum(rate(http_requests_total{service=\"${service}\"}[1m]))'}, period: 60s}\n          - {id: lag, prometheus: {query: 'max(kafka_lag)', url: 'http://other:9090'}, per_task: true}\n",
+    )
+    .unwrap();
+    assert_eq!(c.prometheus.url.as_deref(), Some("http://prom:9090"));
+    assert_eq!(c.prometheus.bearer_token_env.as_deref(), Some("PROM_TOKEN"));
+    assert_eq!(c.prometheus.timeout, Some(Duration::from_secs(5)));
+    let m = &c.clusters[0].services[0].metrics;
+    let q = m[0].prometheus.as_ref().unwrap();
+    assert_eq!(
+        q.query,
+        "sum(rate(http_requests_total{service=\"${service}\"}[1m]))"
+    );
+    assert_eq!(
+        (m[0].namespace.as_str(), m[0].stat.as_str()),
+        ("Prometheus", "value")
+    );
+    assert_eq!(
+        m[1].prometheus.as_ref().unwrap().url.as_deref(),
+        Some("http://other:9090")
+    );
+    assert!(m[1].per_task);
+
+    let svc = |metric: &str| {
+        format!("schedule: {{interval: 30s}}\nclusters:\n  - name: prod\n    services:\n      - name: web\n        metrics:\n          - {metric}\n")
+    };
+    let cases: &[(String, &[&str])] = &[
+        (
+            svc("{id: rps, prometheus: {query: 'up'}}"),
+            &["5:9 prometheus.url: metric `rps` reads Prometheus, but neither its `prometheus.url` nor a top-level `prometheus.url` is given"],
+        ),
+        (
+            svc("{id: rps, prometheus: {query: 'up', url: 'http://p/'}, namespace: AWS/ECS, stat: Sum}"),
+            &[
+                "7:79 clusters[0].services[0].metrics[0].namespace: `namespace` is CloudWatch's: a metric with `prometheus` is its query alone",
+                "7:94 clusters[0].services[0].metrics[0].stat: `stat` is CloudWatch's: a metric with `prometheus` is its query alone",
+            ],
+        ),
+        (
+            svc("{id: rps, prometheus: {query: 'up{a=\"${pod}\"}', url: 'http://p/'}}"),
+            &["7:43 clusters[0].services[0].metrics[0].prometheus.query: `up{a=\"${pod}\"}`: unknown placeholder `${pod}` (known: ${cluster}, ${service}, ${target_group}, ${load_balancer})"],
+        ),
+        (
+            format!("prometheus: {{url: 'http://p/', username: u}}\n{}", svc("{id: rps, prometheus: {query: up}}")),
+            &["1:13 prometheus: basic auth needs both `username` and `password_env`"],
+        ),
+    ];
+    for (src, want) in cases {
+        assert_eq!(mistakes(src), *want, "{src}");
     }
 }

@@ -12,6 +12,7 @@ mod deploy;
 mod docs;
 mod notify;
 mod policy;
+mod prometheus;
 mod services;
 mod ship;
 mod ship_faults;

@@ -1,0 +1,285 @@
+//! Metrics from a real Prometheus server (Debian's, started by `scripts/test-services`), which
+//! scrapes exporters the tests run: the query → series → decision path, an empty result held as
+//! missing data, two series refused, and Prometheus scraping ecscale's own `/metrics`.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::support::{unique, write};
+use crate::worker::{stage, Stage};
+
+fn prometheus_url() -> String {
+    std::env::var("ECSCALE_TEST_PROMETHEUS_URL")
+        .expect("ECSCALE_TEST_PROMETHEUS_URL: run the tests through scripts/test-services")
+}
+
+/// Tells Prometheus to scrape `addr` every second, with label `it` = `name`.
+fn scrape(name: &str, addr: &str) {
+    let dir = PathBuf::from(std::env::var("ECSCALE_TEST_PROMETHEUS_TARGETS").unwrap());
+    let json = serde_json::json!([{ "targets": [addr], "labels": { "it": name } }]);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, json.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.json"))).unwrap();
+}
+
+/// An exporter serving `text` on /metrics (changeable while it runs).
+struct Exporter {
+    addr: String,
+    text: Arc<Mutex<String>>,
+}
+
+impl Exporter {
+    async fn start(text: &str) -> Exporter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let text = Arc::new(Mutex::new(text.to_string()));
+        let t = text.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        let body = t.lock().unwrap().clone();
+                        async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Exporter { addr, text }
+    }
+}
+
+/// An instant query's first value, if any.
+async fn instant(query: &str) -> Option<f64> {
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", prometheus_url()))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// Waits until `query` (an instant query) gives at least `min`.
+async fn until_at_least(query: &str, min: f64) {
+    let start = std::time::Instant::now();
+    while instant(query).await.is_none_or(|v| v < min) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "`{query}` never reached {min}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A config on the stage whose `web` reads metric `load` from Prometheus with `query`, and its
+/// policy: target tracking at 50 (min 1, max 8).
+fn config(s: &Stage, query: &str) -> PathBuf {
+    write(
+        s.dir.path(),
+        "policies.yaml",
+        &format!(
+            "target: {{cluster: {c}, service: web}}\nmin: 1\nmax: 8\ncooldown: {{scale_out: 0s, scale_in: 0s}}\nscale_in_stabilization: 0s\nrules:\n  - {{name: load, kind: target_tracking, metric: load, target: 50, scale_in_datapoints: 3, warmup: 0s}}\n",
+            c = s.cluster
+        ),
+    );
+    write(
+        s.dir.path(),
+        "ecscale.yaml",
+        &format!(
+            "aws:\n  region: {region}\n  endpoint_url: {moto}\n  retry: {{max_attempts: 1}}\nschedule: {{interval: 1s}}\nprometheus: {{url: '{prom}'}}\nclusters:\n  - name: {c}\n    default_metrics: false\n    services:\n      - name: web\n        metrics:\n          - {{id: load, prometheus: {{query: '{query}'}}, period: 1s, delay: 1s}}\npolicies: [policies.yaml]\nsink: {{spool: {{dir: spool}}}}\nworker:\n  metrics_addr: 'off'\n  state: {{file: state.json}}\n",
+            region = s.moto.region,
+            moto = s.proxy.url,
+            prom = prometheus_url(),
+            c = s.cluster,
+        ),
+    )
+}
+
+fn run_ticks(config: &std::path::Path, ticks: &str) -> (i32, String, String) {
+    let mut cmd = crate::support::ecscale();
+    cmd.args([
+        "--log",
+        "info,ecscale::worker=debug",
+        "run",
+        "--ticks",
+        ticks,
+        "--config",
+    ])
+    .arg(config);
+    crate::support::run(&mut cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_query_becomes_a_series_and_a_decision() {
+    let s = stage("ap-southeast-1", "it-prom").await;
+    let name = unique("load");
+    let exporter = Exporter::start("# TYPE ecscale_it_load gauge\necscale_it_load 90\n").await;
+    scrape(&name, &exporter.addr);
+    until_at_least(
+        &format!("count_over_time(ecscale_it_load{{it=\"{name}\"}}[30s])"),
+        8.0,
+    )
+    .await;
+    let config = config(&s, &format!("ecscale_it_load{{it=\"{name}\"}}"));
+    // The series as collected: one sample per complete second, each 90.
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["collect", "--once", "--format", "json", "--config"])
+        .arg(&config);
+    let (code, stdout, stderr) = crate::support::run(&mut cmd);
+    assert_eq!(code, 0, "{stderr}");
+    let snap: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let series = &snap["series"][0];
+    assert_eq!(series["namespace"], "Prometheus");
+    assert_eq!(series["status"], "Complete");
+    assert_eq!(series["period_secs"], 1);
+    let samples = series["samples"].as_array().unwrap();
+    assert!(samples.len() >= 5, "{series}");
+    assert!(samples.iter().all(|p| p["value"] == 90.0), "{series}");
+    assert_eq!(
+        snap["usage"]["operations"]["Prometheus.QueryRange"]["calls"], 1,
+        "{}",
+        snap["usage"]
+    );
+    // The decision: 90 against a target of 50 takes 2 tasks to 4.
+    let (code, _, log) = run_ticks(&config, "1");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("2 → 4: load 90 > target 50"), "{log}");
+    assert_eq!(s.desired("web").await, 4);
+
+    // The value falls: three low seconds later, a scale-in, as from CloudWatch.
+    *exporter.text.lock().unwrap() = "ecscale_it_load 10\n".into();
+    until_at_least(
+        &format!("count_over_time((ecscale_it_load{{it=\"{name}\"}} == 10)[30s:1s])"),
+        5.0,
+    )
+    .await;
+    let (code, _, log) = run_ticks(&config, "1");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("4 → 1"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_result_is_missing_data_not_zero_and_two_series_are_an_error() {
+    let s = stage("ap-southeast-1", "it-prom-empty").await;
+    let name = unique("pair");
+    let exporter = Exporter::start("ecscale_it_pair{pod=\"a\"} 1\necscale_it_pair{pod=\"b\"} 2\n").await;
+    scrape(&name, &exporter.addr);
+    until_at_least(
+        &format!("count(count_over_time(ecscale_it_pair{{it=\"{name}\"}}[30s]) >= 5)"),
+        2.0,
+    )
+    .await;
+
+    // Nothing matches: read as 0 it would take web from 2 to 1; as missing data, it holds.
+    let config_empty = config(&s, &format!("ecscale_it_pair{{it=\"{name}\", pod=\"gone\"}}"));
+    let (code, _, log) = run_ticks(&config_empty, "2");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("missing"), "{log}");
+    assert!(!log.contains("→ 1"), "{log}");
+    assert_eq!(s.desired("web").await, 2);
+
+    // Two series where one is expected: a problem naming them, and no decision on them.
+    let config_two = config(&s, &format!("ecscale_it_pair{{it=\"{name}\"}}"));
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["collect", "--once", "--format", "json", "--config"])
+        .arg(&config_two);
+    let (code, out, stderr) = crate::support::run(&mut cmd);
+    assert_eq!(code, 1, "{stderr}\n{out}");
+    assert!(
+        stderr.contains("metric `load`: the query gave 2 series ("),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pod=\"a\"") && stderr.contains("pod=\"b\""),
+        "{stderr}"
+    );
+    let (_, _, log) = run_ticks(&config_two, "1");
+    assert!(log.contains("2 series"), "{log}");
+    assert_eq!(s.desired("web").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_ecscale_metrics_and_promtool_finds_nothing_wrong() {
+    let s = stage("ap-southeast-1", "it-prom-self").await;
+    let name = unique("self");
+    let exporter = Exporter::start("ecscale_it_load 40\n").await;
+    scrape(&format!("{name}-load"), &exporter.addr);
+    let config = config(&s, &format!("ecscale_it_load{{it=\"{name}-load\"}}"));
+    let port = crate::support::free_port();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "metrics_addr: 'off'",
+        &format!("metrics_addr: '127.0.0.1:{port}'"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["run", "--config"]).arg(&config);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _worker = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    scrape(&name, &format!("127.0.0.1:{port}"));
+    // Scraped without errors, ticks and Prometheus queries counted.
+    until_at_least(&format!("up{{it=\"{name}\"}}"), 1.0).await;
+    until_at_least(&format!("ecscale_ticks_total{{it=\"{name}\"}}"), 3.0).await;
+    until_at_least(
+        &format!("ecscale_aws_calls_total{{it=\"{name}\", operation=\"Prometheus.QueryRange\"}}"),
+        1.0,
+    )
+    .await;
+    // Every sample of the text was taken (as many as its sample lines, give or take the
+    // label sets a tick adds in between).
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines = body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count() as f64;
+    let scraped = instant(&format!("scrape_samples_scraped{{it=\"{name}\"}}"))
+        .await
+        .unwrap();
+    assert!(
+        (scraped - lines).abs() <= 10.0,
+        "{scraped} samples scraped of {lines}"
+    );
+    // promtool's lint of the same text.
+    let mut promtool = std::process::Command::new(std::env::var("ECSCALE_TEST_PROMTOOL").unwrap())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{body}"
+    );
+}
