@@ -67,6 +67,15 @@ impl EcsWriteApi for Timed {
     async fn instance_tasks(&self, cluster: &str, ci: &str) -> Result<Vec<TaskInfo>, ApiError> {
         self.inner.instance_tasks(cluster, ci).await
     }
+    async fn capacity_providers(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<ecscale::api::CapacityProvider>, ApiError> {
+        self.inner.capacity_providers(cluster).await
+    }
+    async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {
+        self.inner.disable_managed_scaling(provider).await
+    }
 }
 
 /// Every fifth service runs hot, spread over the list (so neither side finds them first).

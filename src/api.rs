@@ -211,6 +211,32 @@ pub trait EcsWriteApi: Send + Sync {
         cluster: &str,
         container_instance: &str,
     ) -> Result<Vec<TaskInfo>, ApiError>;
+    /// DescribeClusters + DescribeCapacityProviders: the cluster's Auto Scaling group
+    /// capacity providers.
+    async fn capacity_providers(&self, cluster: &str) -> Result<Vec<CapacityProvider>, ApiError>;
+    /// UpdateCapacityProvider: its managed scaling DISABLED (ECS stops sizing the group).
+    async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError>;
+}
+
+/// An ECS capacity provider backed by an Auto Scaling group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapacityProvider {
+    pub name: String,
+    /// The group's ARN (`…:autoScalingGroupName/NAME`).
+    pub auto_scaling_group_arn: String,
+    /// Managed scaling ENABLED: ECS sizes the group itself.
+    pub managed_scaling: bool,
+}
+
+impl CapacityProvider {
+    /// Whether it is backed by the group named `group` (a name or an ARN).
+    pub fn backs(&self, group: &str) -> bool {
+        self.auto_scaling_group_arn == group
+            || self
+                .auto_scaling_group_arn
+                .rsplit_once(":autoScalingGroupName/")
+                .is_some_and(|(_, name)| name == group)
+    }
 }
 
 /// An instance of an Auto Scaling group.

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use super::binpack::{pack, Bin, Demand, Packing};
 use super::{Applied, Fence};
-use crate::api::{AutoScalingApi, EcsWriteApi, GroupInfo};
-use crate::config::CapacitySpec;
+use crate::api::{ApiError, AutoScalingApi, EcsWriteApi, GroupInfo};
+use crate::config::{CapacitySpec, ManagedScaling};
 use crate::model::{Action, ClusterSnapshot, ContainerInstance, Decision, Resources, TargetKey};
 
 /// An instance on its way out.
@@ -258,6 +258,38 @@ fn demand(
     (out, overhead, unknown)
 }
 
+/// A group's outcome before anything is done: its decision holds at the current count.
+fn base_outcome(t: &GroupTick<'_>) -> GroupOutcome {
+    let g = t.group;
+    GroupOutcome {
+        decision: Decision {
+            target: TargetKey::AutoScalingGroup { name: g.name.clone() },
+            at: t.now,
+            current: g.desired,
+            running: g
+                .instances
+                .iter()
+                .filter(|i| i.lifecycle_state == "InService")
+                .count() as u32,
+            desired: g.desired,
+            action: Action::Hold,
+            min: g.min,
+            max: g.max,
+            rule: None,
+            reason: String::new(),
+            recommendation: g.desired,
+            inputs: BTreeMap::new(),
+            votes: t.policy.map(|p| p.votes.clone()).unwrap_or_default(),
+        },
+        applied: Applied::Unchanged,
+        drained: Vec::new(),
+        terminated: Vec::new(),
+        reactivated: Vec::new(),
+        errors: Vec::new(),
+        waiting: Vec::new(),
+    }
+}
+
 /// Sizes one group per tick. Holds the clients; the per-group memory is the caller's.
 pub struct CapacityActuator {
     ecs: Arc<dyn EcsWriteApi>,
@@ -279,6 +311,42 @@ pub struct GroupTick<'a> {
 }
 
 impl CapacityActuator {
+    /// Whether ECS sizes the group itself: a capacity provider backed by it with managed
+    /// scaling ENABLED. `Some(reason)`: leave the group alone this tick (`refuse`). `None`:
+    /// size it (not managed, or, with `take_over`, managed scaling just disabled).
+    pub async fn managed_refusal(&self, spec: &CapacitySpec) -> Result<Option<String>, ApiError> {
+        let providers = self.ecs.capacity_providers(&spec.cluster).await?;
+        let Some(p) = providers
+            .iter()
+            .find(|p| p.managed_scaling && p.backs(&spec.auto_scaling_group))
+        else {
+            return Ok(None);
+        };
+        let group = &spec.auto_scaling_group;
+        match spec.capacity_provider {
+            ManagedScaling::Refuse => Ok(Some(format!(
+                "capacity provider {} sizes asg/{group} itself (managed scaling ENABLED): ecscale leaves the group to ECS; disable managed scaling, or set capacity[].capacity_provider: take_over",
+                p.name
+            ))),
+            ManagedScaling::TakeOver if self.dry_run => {
+                tracing::warn!("dry run: would disable managed scaling of capacity provider {} (capacity_provider: take_over) and size asg/{group}", p.name);
+                Ok(None)
+            }
+            ManagedScaling::TakeOver => {
+                self.ecs.disable_managed_scaling(&p.name).await?;
+                tracing::warn!("capacity provider {}: managed scaling DISABLED (capacity_provider: take_over); ecscale sizes asg/{group} from now on", p.name);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The outcome of a group left alone on purpose this tick.
+    pub fn refused(&self, t: &GroupTick<'_>, reason: String) -> GroupOutcome {
+        let mut out = base_outcome(t);
+        out.decision.reason.clone_from(&reason);
+        out.applied = Applied::Refused { reason };
+        out
+    }
     pub fn new(ecs: Arc<dyn EcsWriteApi>, asg: Arc<dyn AutoScalingApi>, dry_run: bool) -> Self {
         CapacityActuator { ecs, asg, dry_run }
     }
@@ -425,33 +493,7 @@ impl CapacityActuator {
     /// One tick of one group.
     pub async fn apply(&self, t: &GroupTick<'_>, state: &mut GroupState, fence: &dyn Fence) -> GroupOutcome {
         let g = t.group;
-        let mut out = GroupOutcome {
-            decision: Decision {
-                target: TargetKey::AutoScalingGroup { name: g.name.clone() },
-                at: t.now,
-                current: g.desired,
-                running: g
-                    .instances
-                    .iter()
-                    .filter(|i| i.lifecycle_state == "InService")
-                    .count() as u32,
-                desired: g.desired,
-                action: Action::Hold,
-                min: g.min,
-                max: g.max,
-                rule: None,
-                reason: String::new(),
-                recommendation: g.desired,
-                inputs: BTreeMap::new(),
-                votes: t.policy.map(|p| p.votes.clone()).unwrap_or_default(),
-            },
-            applied: Applied::Unchanged,
-            drained: Vec::new(),
-            terminated: Vec::new(),
-            reactivated: Vec::new(),
-            errors: Vec::new(),
-            waiting: Vec::new(),
-        };
+        let mut out = base_outcome(t);
         self.progress_drains(t, state, fence, &mut out).await;
 
         // The group's registered instances, ACTIVE or draining.

@@ -64,6 +64,9 @@ pub struct FakeEcs {
     /// Tasks per container instance ARN.
     pub tasks: Mutex<HashMap<String, Vec<TaskInfo>>>,
     pub daemons: Mutex<Vec<String>>,
+    /// The cluster's capacity providers, and those whose managed scaling was disabled.
+    pub providers: Mutex<Vec<crate::api::CapacityProvider>>,
+    pub disabled: Mutex<Vec<String>>,
 }
 
 impl FakeEcs {
@@ -122,6 +125,27 @@ impl EcsWriteApi for FakeEcs {
 
     async fn daemon_services(&self, _cluster: &str) -> Result<Vec<String>, ApiError> {
         Ok(self.daemons.lock().unwrap().clone())
+    }
+
+    async fn capacity_providers(
+        &self,
+        _cluster: &str,
+    ) -> Result<Vec<crate::api::CapacityProvider>, ApiError> {
+        Ok(self.providers.lock().unwrap().clone())
+    }
+
+    async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {
+        for p in self
+            .providers
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .filter(|p| p.name == provider)
+        {
+            p.managed_scaling = false;
+        }
+        self.disabled.lock().unwrap().push(provider.into());
+        Ok(())
     }
 
     async fn instance_tasks(

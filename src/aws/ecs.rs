@@ -474,6 +474,74 @@ impl crate::api::EcsWriteApi for AwsEcs {
         }
         Ok(out)
     }
+
+    async fn capacity_providers(&self, cluster: &str) -> Result<Vec<crate::api::CapacityProvider>, ApiError> {
+        let described = self
+            .client
+            .describe_clusters()
+            .clusters(cluster)
+            .send()
+            .await
+            .map_err(|e| self.err(e, "ECS.DescribeClusters", format!("cluster {cluster}")))?;
+        let names: Vec<String> = described
+            .clusters()
+            .iter()
+            .flat_map(|c| c.capacity_providers().iter().cloned())
+            .filter(|n| !n.starts_with("FARGATE"))
+            .collect();
+        let mut out = Vec::new();
+        // DescribeCapacityProviders takes at most 100 names per call.
+        for chunk in names.chunks(100) {
+            let page = self
+                .client
+                .describe_capacity_providers()
+                .set_capacity_providers(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| {
+                    self.err(
+                        e,
+                        "ECS.DescribeCapacityProviders",
+                        format!("cluster {cluster}, {} capacity providers", chunk.len()),
+                    )
+                })?;
+            out.extend(page.capacity_providers().iter().filter_map(|p| {
+                let asg = p.auto_scaling_group_provider()?;
+                Some(crate::api::CapacityProvider {
+                    name: p.name()?.to_string(),
+                    auto_scaling_group_arn: asg.auto_scaling_group_arn().to_string(),
+                    managed_scaling: asg
+                        .managed_scaling()
+                        .and_then(|m| m.status())
+                        .is_some_and(|s| *s == ecs::ManagedScalingStatus::Enabled),
+                })
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {
+        let managed = ecs::ManagedScaling::builder()
+            .status(ecs::ManagedScalingStatus::Disabled)
+            .build();
+        let update = ecs::AutoScalingGroupProviderUpdate::builder()
+            .managed_scaling(managed)
+            .build();
+        self.client
+            .update_capacity_provider()
+            .name(provider)
+            .auto_scaling_group_provider(update)
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(
+                    e,
+                    "ECS.UpdateCapacityProvider",
+                    format!("capacity provider {provider}: managed scaling to DISABLED"),
+                )
+            })?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

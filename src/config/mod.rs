@@ -22,7 +22,9 @@ pub use parse::{check_http_url, is_region, parse_cron, redact_url};
 pub use parse_clusters::{check_placeholders, is_stat};
 pub use read::{Diagnostic, Diagnostics};
 pub use schema::*;
-pub use worker::{AppAutoScaling, CapacitySpec, LeaderSettings, StateBackend, WorkerSettings};
+pub use worker::{
+    AppAutoScaling, CapacitySpec, LeaderSettings, ManagedScaling, StateBackend, WorkerSettings,
+};
 
 use read::Cx;
 use yaml::Span;

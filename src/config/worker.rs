@@ -26,7 +26,18 @@ pub struct CapacitySpec {
     pub drain_timeout: Duration,
     /// No instance is taken away within this long of the last scale-out or scale-in.
     pub scale_in_cooldown: Duration,
+    /// What to do when a capacity provider with managed scaling sizes the group.
+    pub capacity_provider: ManagedScaling,
     pub span: Span,
+}
+
+/// A group that ECS sizes itself (a capacity provider with managed scaling ENABLED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagedScaling {
+    /// Leave the group to ECS (and say so in its decision every tick).
+    Refuse,
+    /// Disable managed scaling (UpdateCapacityProvider), then size the group.
+    TakeOver,
 }
 
 /// Where the engine's memory (cooldown clocks, recent recommendations) is kept.
@@ -266,6 +277,15 @@ fn read_capacity_one(node: &Node, path: &str, cx: &mut Cx) -> Option<CapacitySpe
     let scale_in_cooldown = m
         .opt_with(cx, "scale_in_cooldown", Duration::from_node)
         .unwrap_or(Duration::from_secs(300));
+    let capacity_provider = match m
+        .opt_with(cx, "capacity_provider", |n, p, cx| {
+            one_of(n, p, cx, &["refuse", "take_over"])
+        })
+        .as_deref()
+    {
+        Some("take_over") => ManagedScaling::TakeOver,
+        _ => ManagedScaling::Refuse,
+    };
     m.finish(
         cx,
         &[
@@ -276,6 +296,7 @@ fn read_capacity_one(node: &Node, path: &str, cx: &mut Cx) -> Option<CapacitySpe
             "instance",
             "drain_timeout",
             "scale_in_cooldown",
+            "capacity_provider",
         ],
     );
     Some(CapacitySpec {
@@ -286,6 +307,7 @@ fn read_capacity_one(node: &Node, path: &str, cx: &mut Cx) -> Option<CapacitySpe
         instance,
         drain_timeout,
         scale_in_cooldown,
+        capacity_provider,
         span: node.span,
     })
 }

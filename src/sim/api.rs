@@ -355,6 +355,23 @@ impl EcsWriteApi for Sim {
         self.op("ECS.DescribeTasks");
         Ok(ks.into_iter().map(|k| self.task_info(k)).collect())
     }
+
+    /// The simulated cluster has no capacity providers (its group is sized by ecscale).
+    async fn capacity_providers(&self, cluster: &str) -> Result<Vec<crate::api::CapacityProvider>, ApiError> {
+        self.op("ECS.DescribeClusters");
+        self.check_cluster("ECS.DescribeClusters", cluster)?;
+        Ok(Vec::new())
+    }
+
+    async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {
+        self.op("ECS.UpdateCapacityProvider");
+        Err(self.not_found(
+            "ECS.UpdateCapacityProvider",
+            format!("capacity provider {provider}"),
+            "ClientException",
+            "The specified capacity provider does not exist.".into(),
+        ))
+    }
 }
 
 #[async_trait]

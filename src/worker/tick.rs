@@ -416,7 +416,21 @@ impl Worker {
                 policy: floor.as_ref().map(|(_, d)| d),
                 now,
             };
-            let outcome = self.capacity.apply(&tick, &mut gstate, self.fence.as_ref()).await;
+            let outcome = match self.capacity.managed_refusal(spec).await {
+                Ok(None) => self.capacity.apply(&tick, &mut gstate, self.fence.as_ref()).await,
+                Ok(Some(reason)) => self.capacity.refused(&tick, reason),
+                Err(e) => {
+                    // Not knowing whether ECS sizes the group, leave it alone this tick.
+                    let msg = format!(
+                        "asg/{}: capacity providers not known, the group is not sized this tick: {e}",
+                        spec.auto_scaling_group
+                    );
+                    tracing::error!("{msg}");
+                    self.metrics.error("actuate");
+                    report.problems.push(msg);
+                    continue;
+                }
+            };
             self.state.groups.insert(spec.auto_scaling_group.clone(), gstate);
             if let Some((i, d)) = &floor {
                 // The policy's own clocks start when the group moved its way.

@@ -188,6 +188,51 @@ fn service<'a>(r: &'a TickReport, name: &str) -> &'a (ecscale::model::Decision, 
         .unwrap_or_else(|| panic!("no decision for {name}: {r:#?}"))
 }
 
+/// The config's capacity group with `capacity_provider: take_over`.
+fn take_over_capacity(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find("capacity:\n  - {").unwrap();
+    let end = start + text[start..].find("}\n").unwrap();
+    let text = format!("{}, capacity_provider: take_over{}", &text[..end], &text[end..]);
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test]
+async fn a_group_that_ecs_sizes_is_left_alone_and_every_decision_says_why() {
+    let s = stage("ca-central-1", "it-managed").await;
+    let provider = s
+        .moto
+        .capacity_provider(&s.cluster, &s.group, true)
+        .await
+        .unwrap();
+    let path = s.config(&["web"], "");
+    let t0 = minute(Utc::now());
+    s.cpu("web", t0 - mins(15), t0 + mins(10), 90.0).await;
+    let (mut w, _) = worker(&path, "it-managed", false).await;
+    for at in [t0, t0 + mins(1)] {
+        let r = w.tick(at).await;
+        // The service scales (ECS's managed scaling adds the instances for its tasks)...
+        assert_eq!(service(&r, "web").0.desired, 4);
+        // ...and the group is refused, with the reason, on every tick.
+        let g = &r.groups[0];
+        let Applied::Refused { reason } = &g.applied else {
+            panic!("{:?}: {}", g.applied, g.decision.reason)
+        };
+        assert!(
+            reason.starts_with(&format!(
+                "capacity provider {provider} sizes asg/{} itself (managed scaling ENABLED)",
+                s.group
+            )),
+            "{reason}"
+        );
+        assert_eq!(&g.decision.reason, reason);
+    }
+    assert_eq!(s.group_desired().await, 2);
+    assert_eq!(s.proxy.seen().get("AutoScaling.SetDesiredCapacity"), None);
+    assert_eq!(s.proxy.seen().get("ECS.UpdateCapacityProvider"), None);
+    assert!(s.moto.provider_managed(&provider).await.unwrap());
+}
+
 /// `ECS.UpdateService` → `ecs:UpdateService`.
 fn iam_action(op: &str) -> String {
     let (service, action) = op.split_once('.').unwrap();
@@ -227,14 +272,21 @@ async fn the_loop_scales_out_and_in_survives_a_restart_and_the_iam_policy_is_exa
     let s = stage("us-west-1", "it-loop").await;
     let table = unique("ecscale");
     s.moto.table(&table).await.unwrap();
-    // Application Auto Scaling also targets web: with take_over it is suspended first.
+    // Application Auto Scaling also targets web: with take_over it is suspended first. And a
+    // capacity provider with managed scaling sizes the group: with take_over it is disabled.
     s.moto.scalable_target(&s.cluster, "web").await.unwrap();
+    let provider = s
+        .moto
+        .capacity_provider(&s.cluster, &s.group, true)
+        .await
+        .unwrap();
     let path = s.config(
         &["web"],
         &format!(
             "  state: {{dynamodb_table: {table}}}\n  leader: {{dynamodb_table: {table}, lease: 30s}}\n  app_autoscaling: take_over\n"
         ),
     );
+    take_over_capacity(&path);
     let t0 = minute(Utc::now());
     s.cpu("web", t0 - mins(15), t0 + mins(10), 90.0).await;
     s.cpu("web", t0 + mins(10), t0 + mins(30), 20.0).await;
@@ -258,6 +310,8 @@ async fn the_loop_scales_out_and_in_survives_a_restart_and_the_iam_policy_is_exa
     assert_eq!(s.desired("web").await, 4);
     assert_eq!(s.group_desired().await, 4);
     assert!(s.moto.scalable_target_suspended(&s.cluster, "web").await.unwrap());
+    assert!(!s.moto.provider_managed(&provider).await.unwrap());
+    assert_eq!(s.proxy.seen().get("ECS.UpdateCapacityProvider"), Some(&1));
     s.moto.register_group(&s.cluster, &s.group).await.unwrap();
 
     // 2. Restart one minute later: the new worker reads the cooldown from DynamoDB and holds.

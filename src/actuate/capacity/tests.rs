@@ -25,6 +25,7 @@ fn spec() -> CapacitySpec {
         instance: None,
         drain_timeout: std::time::Duration::from_secs(600),
         scale_in_cooldown: std::time::Duration::from_secs(300),
+        capacity_provider: crate::config::ManagedScaling::Refuse,
         span: Default::default(),
     }
 }
@@ -456,4 +457,42 @@ fn instance_types() {
     );
     assert_eq!(instance_type_resources("x1.large"), None);
     assert_eq!(instance_type_resources("nonsense"), None);
+}
+
+fn managed(group: &str, on: bool) -> crate::api::CapacityProvider {
+    crate::api::CapacityProvider {
+        name: "prod-cp".into(),
+        auto_scaling_group_arn: format!(
+            "arn:aws:autoscaling:us-east-1:1:autoScalingGroup:0f1e:autoScalingGroupName/{group}"
+        ),
+        managed_scaling: on,
+    }
+}
+
+#[tokio::test]
+async fn a_group_that_ecs_sizes_is_refused_or_taken_over_as_configured() {
+    let mut spec = spec();
+    // Not behind a provider, or behind one without managed scaling, or another group's: sized.
+    let w = world(&["i-1"], 1, 10, false);
+    assert_eq!(w.act.managed_refusal(&spec).await.unwrap(), None);
+    *w.ecs.providers.lock().unwrap() = vec![managed("prod-asg", false), managed("other-asg", true)];
+    assert_eq!(w.act.managed_refusal(&spec).await.unwrap(), None);
+    // Managed scaling on: refused with the reason, every tick, nothing changed.
+    *w.ecs.providers.lock().unwrap() = vec![managed("prod-asg", true)];
+    let reason = w.act.managed_refusal(&spec).await.unwrap().unwrap();
+    assert_eq!(
+        reason,
+        "capacity provider prod-cp sizes asg/prod-asg itself (managed scaling ENABLED): ecscale leaves the group to ECS; disable managed scaling, or set capacity[].capacity_provider: take_over"
+    );
+    assert!(w.ecs.disabled.lock().unwrap().is_empty());
+    // take_over in a dry run: said, not done.
+    spec.capacity_provider = crate::config::ManagedScaling::TakeOver;
+    let dry = world(&["i-1"], 1, 10, true);
+    *dry.ecs.providers.lock().unwrap() = vec![managed("prod-asg", true)];
+    assert_eq!(dry.act.managed_refusal(&spec).await.unwrap(), None);
+    assert!(dry.ecs.disabled.lock().unwrap().is_empty());
+    // take_over: managed scaling disabled, once; then the group is sized.
+    assert_eq!(w.act.managed_refusal(&spec).await.unwrap(), None);
+    assert_eq!(w.act.managed_refusal(&spec).await.unwrap(), None);
+    assert_eq!(*w.ecs.disabled.lock().unwrap(), ["prod-cp"]);
 }

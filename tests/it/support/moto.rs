@@ -269,6 +269,72 @@ impl Moto {
         Ok((g.desired_capacity().unwrap_or(0), ids))
     }
 
+    /// A capacity provider backed by `group`, with managed scaling on or off, attached to
+    /// `cluster`; returns its name.
+    pub async fn capacity_provider(
+        &self,
+        cluster: &str,
+        group: &str,
+        managed: bool,
+    ) -> Result<String, BoxError> {
+        use aws_sdk_ecs::types::{AutoScalingGroupProvider, ManagedScaling, ManagedScalingStatus};
+        let out = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group)
+            .send()
+            .await?;
+        let arn = out
+            .auto_scaling_groups()
+            .first()
+            .and_then(|g| g.auto_scaling_group_arn())
+            .ok_or("no such group")?
+            .to_string();
+        let name = format!("{group}-cp");
+        let status = if managed {
+            ManagedScalingStatus::Enabled
+        } else {
+            ManagedScalingStatus::Disabled
+        };
+        self.ecs
+            .create_capacity_provider()
+            .name(&name)
+            .auto_scaling_group_provider(
+                AutoScalingGroupProvider::builder()
+                    .auto_scaling_group_arn(arn)
+                    .managed_scaling(ManagedScaling::builder().status(status).build())
+                    .build()?,
+            )
+            .send()
+            .await?;
+        self.ecs
+            .put_cluster_capacity_providers()
+            .cluster(cluster)
+            .capacity_providers(&name)
+            .set_default_capacity_provider_strategy(Some(Vec::new()))
+            .send()
+            .await?;
+        Ok(name)
+    }
+
+    /// Whether a capacity provider's managed scaling is ENABLED.
+    pub async fn provider_managed(&self, name: &str) -> Result<bool, BoxError> {
+        let out = self
+            .ecs
+            .describe_capacity_providers()
+            .capacity_providers(name)
+            .send()
+            .await?;
+        let p = out
+            .capacity_providers()
+            .first()
+            .ok_or("no such capacity provider")?;
+        Ok(p.auto_scaling_group_provider()
+            .and_then(|a| a.managed_scaling())
+            .and_then(|m| m.status())
+            .is_some_and(|s| *s == aws_sdk_ecs::types::ManagedScalingStatus::Enabled))
+    }
+
     /// Registers the group's instances that are not registered to `cluster` yet (what the ECS
     /// agent does when an instance boots); returns the container instance ARNs by instance id.
     pub async fn register_group(
