@@ -11,6 +11,7 @@ mod ship;
 mod simulate;
 mod status;
 mod stress;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,6 +120,17 @@ enum Command {
         #[command(subcommand)]
         command: DashboardsCommand,
     },
+    /// Traces for backtest: export a service's history from CloudWatch or Elasticsearch.
+    Trace {
+        #[command(subcommand)]
+        command: TraceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TraceCommand {
+    /// Write a service's metrics and running count over a window as the CSV or NDJSON backtest reads.
+    Export(trace::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,7 +278,10 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
         Command::Policy {
             command: PolicyCommand::Check { files },
         } => policy::check(&files),
-        Command::Backtest(args) => policy::backtest(args).await,
+        Command::Backtest(args) => policy::backtest(args, vars).await,
+        Command::Trace {
+            command: TraceCommand::Export(args),
+        } => trace::export_command(args, vars).await,
         Command::Stress(args) => stress::stress(args, vars).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Setup(es) => ship::setup(es, vars).await,

@@ -1,13 +1,12 @@
 //! `ecscale policy check` and `ecscale backtest`.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{invalid, Failure, Format, EXIT_FAILURE};
 use crate::config::Diagnostics;
 use crate::eval_io::num;
 use crate::evaluate::backtest::{self, Options, Report};
-use crate::evaluate::trace;
 use crate::model::Action;
 use crate::plot::{self, Axis, Chart, Line, Marker, Style, COLORS};
 use crate::policy::{external::PluginRunner, load_files as load_policies, RuleSpec, TargetPolicy};
@@ -66,8 +65,14 @@ pub(super) struct BacktestArgs {
     pub(super) policy: Vec<PathBuf>,
     /// Recorded metrics: .csv (timestamp,METRIC,...) or .ndjson (with --simulate, repeat it, or
     /// name a folder, to run a suite of traces).
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "from")]
     pub(super) metrics: Vec<PathBuf>,
+    /// Instead of --metrics: the service's own history, read from CloudWatch or from what
+    /// ecscale shipped to Elasticsearch (with --config, --service, --since; as `trace export`).
+    #[arg(long, value_enum, conflicts_with = "metrics")]
+    pub(super) from: Option<super::trace::Source>,
+    #[command(flatten)]
+    pub(super) window: super::trace::Window,
     /// Also draw the metric, its target and the count over time: OUT.svg or OUT.png.
     #[arg(long, value_name = "OUT")]
     plot: Option<PathBuf>,
@@ -121,18 +126,25 @@ pub(super) struct BacktestArgs {
     pub(super) report: Option<PathBuf>,
 }
 
-pub(super) async fn backtest(args: BacktestArgs) -> Result<u8, Failure> {
+pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars) -> Result<u8, Failure> {
     if args.simulate {
-        return super::simulate::backtest(args).await;
+        return super::simulate::backtest(args, vars).await;
     }
-    let ([policy], [metrics]) = (args.policy.as_slice(), args.metrics.as_slice()) else {
+    let ([policy], metrics) = (args.policy.as_slice(), args.metrics.as_slice()) else {
         return Err(invalid(anyhow::anyhow!(
             "backtest replays one policy file on one trace (several are for --simulate)"
         )));
     };
+    if metrics.len() > 1 {
+        return Err(invalid(anyhow::anyhow!(
+            "backtest replays one policy file on one trace (several are for --simulate)"
+        )));
+    }
     let policies = load_policies(std::slice::from_ref(policy))
         .map_err(|d| mistakes(d, &policy.display().to_string()))?;
-    let trace = trace::read(metrics).map_err(invalid)?;
+    let from = args.from.map(|s| (s, &args.window));
+    let trace = super::trace::backtest_trace(metrics.first().map(PathBuf::as_path), from, vars).await?;
+    let metrics = Path::new(&trace.file).to_path_buf();
     let opts = Options {
         initial: args.initial,
         per_task: args.per_task.clone(),

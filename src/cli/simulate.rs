@@ -104,7 +104,7 @@ fn subject(path: &Path, args: &BacktestArgs) -> Result<Subject, Failure> {
     })
 }
 
-pub(super) async fn backtest(args: BacktestArgs) -> Result<u8, Failure> {
+pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars) -> Result<u8, Failure> {
     if !(args.task_rps > 0.0 && args.task_rps.is_finite()) {
         return Err(invalid(anyhow::anyhow!(
             "--task-rps {}: must be a positive number",
@@ -129,8 +129,16 @@ pub(super) async fn backtest(args: BacktestArgs) -> Result<u8, Failure> {
         .map(|p| subject(p, &args))
         .collect::<Result<Vec<_>, _>>()?;
     let mut traces = Vec::new();
-    for path in trace_files(&args.metrics)? {
-        traces.push(read_trace(&path, &args.load)?);
+    match args.from {
+        Some(source) => {
+            let t = super::trace::export(source, &args.window, vars).await?;
+            traces.push(TraceLoad::of(&t, &t.file, &args.load).map_err(invalid)?);
+        }
+        None => {
+            for path in trace_files(&args.metrics)? {
+                traces.push(read_trace(&path, &args.load)?);
+            }
+        }
     }
     if subjects.len() == 1 && traces.len() == 1 {
         let (subject, (trace, recorded)) = (&subjects[0], &traces[0]);

@@ -327,6 +327,110 @@ pub fn parse_ndjson(text: &str, file: &str) -> Result<Trace, TraceError> {
     b.finish()
 }
 
+/// A trace from series read elsewhere (CloudWatch, Elasticsearch): every period from the
+/// first sample to the last, at the finest period among them.
+pub fn from_series(
+    file: &str,
+    series: BTreeMap<String, Vec<Sample>>,
+    running: BTreeMap<DateTime<Utc>, u32>,
+    period_secs: i64,
+) -> Trace {
+    let first = series
+        .values()
+        .flatten()
+        .map(|s| s.timestamp)
+        .chain(running.keys().copied())
+        .min();
+    let last = series
+        .values()
+        .flatten()
+        .map(|s| s.timestamp)
+        .chain(running.keys().copied())
+        .max();
+    let mut timestamps = Vec::new();
+    if let (Some(mut t), Some(last)) = (first, last) {
+        while t <= last {
+            timestamps.push(t);
+            t += chrono::TimeDelta::seconds(period_secs.max(1));
+        }
+    }
+    Trace {
+        file: file.to_string(),
+        timestamps,
+        series,
+        recorded_count: running,
+        period_secs,
+    }
+}
+
+/// One row per period: the value of each metric (empty where missing), and `running` when known.
+fn rows(t: &Trace) -> impl Iterator<Item = (DateTime<Utc>, Vec<Option<f64>>, Option<u32>)> + '_ {
+    let at: Vec<BTreeMap<DateTime<Utc>, f64>> = t
+        .series
+        .values()
+        .map(|v| v.iter().map(|s| (s.timestamp, s.value)).collect())
+        .collect();
+    t.timestamps.iter().map(move |ts| {
+        let cells = at.iter().map(|m| m.get(ts).copied()).collect();
+        (*ts, cells, t.recorded_count.get(ts).copied())
+    })
+}
+
+/// The trace as CSV, as [`parse_csv`] reads it.
+pub fn to_csv(t: &Trace) -> String {
+    let mut out = String::from("timestamp");
+    for id in t.series.keys() {
+        out.push(',');
+        out.push_str(id);
+    }
+    let with_running = !t.recorded_count.is_empty();
+    if with_running {
+        out.push_str(",running");
+    }
+    out.push('\n');
+    for (ts, cells, running) in rows(t) {
+        out.push_str(&ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        for c in cells {
+            out.push(',');
+            if let Some(v) = c {
+                out.push_str(&v.to_string());
+            }
+        }
+        if with_running {
+            out.push(',');
+            if let Some(r) = running {
+                out.push_str(&r.to_string());
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The trace as wide NDJSON, as [`parse_ndjson`] reads it (missing values left out).
+pub fn to_ndjson(t: &Trace) -> String {
+    let ids: Vec<&String> = t.series.keys().collect();
+    let mut out = String::new();
+    for (ts, cells, running) in rows(t) {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "timestamp".into(),
+            ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into(),
+        );
+        for (id, c) in ids.iter().zip(cells) {
+            if let Some(v) = c {
+                m.insert((*id).clone(), v.into());
+            }
+        }
+        if let Some(r) = running {
+            m.insert("running".into(), r.into());
+        }
+        out.push_str(&serde_json::Value::Object(m).to_string());
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,5 +482,51 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.to_string(), "t.ndjson:1: cpu: `\"hot\"` is not a number");
+    }
+
+    #[test]
+    fn a_trace_written_as_csv_or_ndjson_reads_back_the_same() {
+        let t0 = parse_time("2026-11-20T10:00:00Z").unwrap();
+        let at = |m: i64| t0 + chrono::TimeDelta::minutes(m);
+        let series = BTreeMap::from([
+            (
+                "cpu".to_string(),
+                vec![
+                    Sample {
+                        timestamp: at(0),
+                        value: 41.5,
+                    },
+                    Sample {
+                        timestamp: at(2),
+                        value: 60.0,
+                    },
+                ],
+            ),
+            (
+                "request_count".to_string(),
+                vec![Sample {
+                    timestamp: at(1),
+                    value: 1200.0,
+                }],
+            ),
+        ]);
+        let running = BTreeMap::from([(at(0), 4), (at(2), 5)]);
+        let t = from_series("export", series, running, 60);
+        assert_eq!(t.timestamps, [at(0), at(1), at(2)]);
+        let csv = to_csv(&t);
+        assert_eq!(
+            csv,
+            "timestamp,cpu,request_count,running\n2026-11-20T10:00:00Z,41.5,,4\n2026-11-20T10:01:00Z,,1200,\n2026-11-20T10:02:00Z,60,,5\n"
+        );
+        for back in [
+            parse_csv(&csv, "a.csv").unwrap(),
+            parse_ndjson(&to_ndjson(&t), "a.ndjson").unwrap(),
+        ] {
+            assert_eq!(
+                (&back.timestamps, &back.series, &back.recorded_count),
+                (&t.timestamps, &t.series, &t.recorded_count)
+            );
+            assert_eq!(back.period_secs, 60);
+        }
     }
 }

@@ -36,19 +36,29 @@ impl TraceLoad {
     /// Reads `column` (requests per period) of a trace file, and its first recorded count.
     pub fn read(path: &std::path::Path, column: &str) -> anyhow::Result<(TraceLoad, Option<u32>)> {
         let t = crate::evaluate::trace::read(path)?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into());
+        Self::of(&t, &name, column)
+    }
+
+    /// `column` of a trace read already (a file, or an export), named `name`.
+    pub fn of(
+        t: &crate::evaluate::trace::Trace,
+        name: &str,
+        column: &str,
+    ) -> anyhow::Result<(TraceLoad, Option<u32>)> {
         let Some(samples) = t.series.get(column) else {
             anyhow::bail!(
                 "{}: no `{column}` column (the load, requests per period); columns: {}",
-                path.display(),
+                t.file,
                 t.series.keys().cloned().collect::<Vec<_>>().join(", ")
             );
         };
         if samples.is_empty() {
-            anyhow::bail!("{}: `{column}` has no values", path.display());
+            anyhow::bail!("{}: `{column}` has no values", t.file);
         }
-        let name = path
-            .file_stem()
-            .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into());
+        let name = name.to_string();
         let load = TraceLoad {
             name,
             period_secs: t.period_secs.max(1),

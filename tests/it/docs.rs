@@ -102,6 +102,7 @@ fn help_lists_exactly_the_working_subcommands() {
             "setup",
             "ship",
             "dashboards",
+            "trace",
             "help"
         ]
     );
@@ -122,6 +123,7 @@ fn help_lists_exactly_the_working_subcommands() {
         "ecscale stress --plan",
         "ecscale demo",
         "ecscale backtest --simulate --policy",
+        "ecscale trace export --config",
     ] {
         assert!(readme.contains(c), "README shows `{c}`");
     }

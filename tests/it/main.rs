@@ -19,6 +19,7 @@ mod ship_faults;
 mod stress;
 mod stress_tls;
 mod support;
+mod trace;
 mod validate;
 mod worker;
 mod worker_live;
