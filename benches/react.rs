@@ -76,6 +76,21 @@ impl EcsWriteApi for Timed {
     async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {
         self.inner.disable_managed_scaling(provider).await
     }
+    async fn started_by(&self, cluster: &str, by: &str) -> Result<Vec<TaskInfo>, ApiError> {
+        self.inner.started_by(cluster, by).await
+    }
+    async fn start_tasks(
+        &self,
+        cluster: &str,
+        td: &str,
+        on: &[String],
+        by: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        self.inner.start_tasks(cluster, td, on, by).await
+    }
+    async fn stop_task(&self, cluster: &str, task: &str, reason: &str) -> Result<(), ApiError> {
+        self.inner.stop_task(cluster, task, reason).await
+    }
 }
 
 /// Every fifth service runs hot, spread over the list (so neither side finds them first).

@@ -216,6 +216,20 @@ pub trait EcsWriteApi: Send + Sync {
     async fn capacity_providers(&self, cluster: &str) -> Result<Vec<CapacityProvider>, ApiError>;
     /// UpdateCapacityProvider: its managed scaling DISABLED (ECS stops sizing the group).
     async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError>;
+    /// ListTasks(startedBy, desired RUNNING) + DescribeTasks: a task group's tasks.
+    async fn started_by(&self, cluster: &str, started_by: &str) -> Result<Vec<TaskInfo>, ApiError>;
+    /// StartTask: one task of `task_definition` on each of these container instances (at most
+    /// 10), tagged `started_by`. Returns the tasks started and ECS's reasons for those it did
+    /// not start (`ARN: RESOURCE:MEMORY`).
+    async fn start_tasks(
+        &self,
+        cluster: &str,
+        task_definition: &str,
+        container_instances: &[String],
+        started_by: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ApiError>;
+    /// StopTask.
+    async fn stop_task(&self, cluster: &str, task: &str, reason: &str) -> Result<(), ApiError>;
 }
 
 /// An ECS capacity provider backed by an Auto Scaling group.

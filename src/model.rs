@@ -183,6 +183,10 @@ pub struct ContainerInstance {
     pub pending_tasks: u32,
     pub capacity_provider: Option<String>,
     pub registered_at: Option<DateTime<Utc>>,
+    /// Its attributes (`ecs.availability-zone`, `ecs.instance-type`, custom ones), for
+    /// placement constraints.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// A task not yet running (PROVISIONING, PENDING or ACTIVATING).
@@ -260,8 +264,18 @@ impl Series {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TargetKey {
-    Service { cluster: String, service: String },
-    AutoScalingGroup { name: String },
+    Service {
+        cluster: String,
+        service: String,
+    },
+    AutoScalingGroup {
+        name: String,
+    },
+    /// Standalone tasks that ecscale places itself (`groups:` in the config).
+    TaskGroup {
+        cluster: String,
+        group: String,
+    },
 }
 
 impl TargetKey {
@@ -278,6 +292,7 @@ impl fmt::Display for TargetKey {
         match self {
             TargetKey::Service { cluster, service } => write!(f, "{cluster}/{service}"),
             TargetKey::AutoScalingGroup { name } => write!(f, "asg/{name}"),
+            TargetKey::TaskGroup { cluster, group } => write!(f, "{cluster}/group:{group}"),
         }
     }
 }

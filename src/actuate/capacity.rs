@@ -200,11 +200,23 @@ fn on_fargate(s: &crate::model::ServiceState) -> bool {
 fn demand(
     cluster: &ClusterSnapshot,
     desired: &BTreeMap<String, u32>,
+    groups: &[TaskGroupDemand],
     instances: &[&ContainerInstance],
 ) -> (Vec<Demand>, Resources, Vec<String>) {
     let mut out = Vec::new();
     let mut unknown = Vec::new();
     let (mut explained_cpu, mut explained_mem) = (0u64, 0u64);
+    for g in groups {
+        let placed = g.tasks.len() as u64;
+        explained_cpu += placed * u64::from(g.size.cpu);
+        explained_mem += placed * u64::from(g.size.memory_mib);
+        out.push(Demand {
+            name: format!("group {}", g.name),
+            size: g.size,
+            count: g.wanted.max(g.tasks.len() as u32),
+        });
+    }
+    let grouped = |arn: &str| groups.iter().any(|g| g.tasks.iter().any(|t| t == arn));
     for s in &cluster.services {
         if s.status != "ACTIVE" || on_fargate(s) {
             continue;
@@ -229,7 +241,11 @@ fn demand(
             count,
         });
     }
-    for t in cluster.pending_tasks.iter().filter(|t| t.service.is_none()) {
+    for t in cluster
+        .pending_tasks
+        .iter()
+        .filter(|t| t.service.is_none() && !grouped(&t.arn))
+    {
         match t.reservation {
             Some(size) => out.push(Demand {
                 name: format!("task {}", crate::model::arn_name(&t.arn)),
@@ -307,7 +323,20 @@ pub struct GroupTick<'a> {
     pub desired: &'a BTreeMap<String, u32>,
     /// The group's capacity policy's decision, if it has one.
     pub policy: Option<&'a Decision>,
+    /// The cluster's task groups (tasks ecscale places): their size, tasks and count wanted.
+    pub task_groups: &'a [TaskGroupDemand],
     pub now: DateTime<Utc>,
+}
+
+/// A task group's share of the demand on a cluster's instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskGroupDemand {
+    pub name: String,
+    pub size: Resources,
+    /// Its tasks now (their ARNs: not counted again among the cluster's pending tasks).
+    pub tasks: Vec<String>,
+    /// The count this tick's decision wants.
+    pub wanted: u32,
 }
 
 impl CapacityActuator {
@@ -535,7 +564,7 @@ impl CapacityActuator {
             Ok(s) => s,
             Err(e) => return self.no_action(out, e),
         };
-        let (mut demands, overhead, unknown) = demand(t.cluster, t.desired, &active);
+        let (mut demands, overhead, unknown) = demand(t.cluster, t.desired, t.task_groups, &active);
         if let Some(largest) = demands
             .iter()
             .map(|d| d.size)

@@ -14,6 +14,8 @@
 pub mod binpack;
 pub mod capacity;
 pub mod ecs_service;
+pub mod placement;
+pub mod task_group;
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -52,6 +52,7 @@ pub fn instance(id: &str, registered: Resources, reserved: Resources, tasks: u32
         pending_tasks: 0,
         capacity_provider: None,
         registered_at: None,
+        attributes: Default::default(),
     }
 }
 
@@ -67,6 +68,9 @@ pub struct FakeEcs {
     /// The cluster's capacity providers, and those whose managed scaling was disabled.
     pub providers: Mutex<Vec<crate::api::CapacityProvider>>,
     pub disabled: Mutex<Vec<String>>,
+    /// Task groups' tasks by startedBy, and the tasks stopped.
+    pub group_tasks: Mutex<HashMap<String, Vec<TaskInfo>>>,
+    pub stopped: Mutex<Vec<String>>,
 }
 
 impl FakeEcs {
@@ -132,6 +136,54 @@ impl EcsWriteApi for FakeEcs {
         _cluster: &str,
     ) -> Result<Vec<crate::api::CapacityProvider>, ApiError> {
         Ok(self.providers.lock().unwrap().clone())
+    }
+
+    async fn started_by(&self, _cluster: &str, started_by: &str) -> Result<Vec<TaskInfo>, ApiError> {
+        Ok(self
+            .group_tasks
+            .lock()
+            .unwrap()
+            .get(started_by)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn start_tasks(
+        &self,
+        _cluster: &str,
+        td: &str,
+        on: &[String],
+        by: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        let mut tasks = self.group_tasks.lock().unwrap();
+        let list = tasks.entry(by.to_string()).or_default();
+        let mut out = Vec::new();
+        for ci in on {
+            let arn = format!(
+                "arn:aws:ecs:us-east-1:1:task/prod/{by}-{}",
+                list.len() + self.stopped.lock().unwrap().len()
+            );
+            list.push(TaskInfo {
+                arn: arn.clone(),
+                group: Some(format!("family:{td}")),
+                last_status: "PENDING".into(),
+                task_definition: td.into(),
+                cpu: None,
+                memory_mib: None,
+                container_instance: Some(ci.clone()),
+                created_at: None,
+            });
+            out.push(arn);
+        }
+        Ok((out, Vec::new()))
+    }
+
+    async fn stop_task(&self, _cluster: &str, task: &str, _reason: &str) -> Result<(), ApiError> {
+        for list in self.group_tasks.lock().unwrap().values_mut() {
+            list.retain(|t| t.arn != task);
+        }
+        self.stopped.lock().unwrap().push(task.into());
+        Ok(())
     }
 
     async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {

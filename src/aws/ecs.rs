@@ -21,6 +21,19 @@ pub struct AwsEcs {
 }
 
 impl AwsEcs {
+    /// DescribeTasks of any number of tasks, in batches.
+    async fn describe_all(&self, cluster: &str, arns: &[String]) -> Result<Vec<TaskInfo>, ApiError> {
+        let mut out = Vec::new();
+        for chunk in arns.chunks(crate::api::DESCRIBE_BATCH) {
+            out.extend(
+                crate::api::EcsApi::describe_tasks(self, cluster, chunk)
+                    .await?
+                    .items,
+            );
+        }
+        Ok(out)
+    }
+
     pub(super) fn new(client: aws_sdk_ecs::Client, endpoint: String, calls: CallSettings) -> Self {
         AwsEcs {
             client,
@@ -203,6 +216,11 @@ fn container_instance(cluster: &str, ci: &ecs::ContainerInstance) -> ContainerIn
         pending_tasks: count(ci.pending_tasks_count()),
         capacity_provider: ci.capacity_provider_name().map(str::to_string),
         registered_at: ci.registered_at().and_then(from_smithy),
+        attributes: ci
+            .attributes()
+            .iter()
+            .filter_map(|a| Some((a.name().to_string(), a.value()?.to_string())))
+            .collect(),
     }
 }
 
@@ -464,15 +482,7 @@ impl crate::api::EcsWriteApi for AwsEcs {
                 )
             })?;
         let arns = listed.task_arns().to_vec();
-        let mut out = Vec::new();
-        for chunk in arns.chunks(crate::api::DESCRIBE_BATCH) {
-            out.extend(
-                crate::api::EcsApi::describe_tasks(self, cluster, chunk)
-                    .await?
-                    .items,
-            );
-        }
-        Ok(out)
+        self.describe_all(cluster, &arns).await
     }
 
     async fn capacity_providers(&self, cluster: &str) -> Result<Vec<crate::api::CapacityProvider>, ApiError> {
@@ -518,6 +528,87 @@ impl crate::api::EcsWriteApi for AwsEcs {
             }));
         }
         Ok(out)
+    }
+
+    async fn started_by(&self, cluster: &str, started_by: &str) -> Result<Vec<TaskInfo>, ApiError> {
+        let mut arns = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_tasks()
+                .cluster(cluster)
+                .started_by(started_by)
+                .desired_status(ecs::DesiredStatus::Running)
+                .max_results(100)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    self.err(
+                        e,
+                        "ECS.ListTasks",
+                        format!("cluster {cluster}, tasks started by {started_by}"),
+                    )
+                })?;
+            arns.extend(page.task_arns().iter().cloned());
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        self.describe_all(cluster, &arns).await
+    }
+
+    async fn start_tasks(
+        &self,
+        cluster: &str,
+        task_definition: &str,
+        container_instances: &[String],
+        started_by: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        let out = self
+            .client
+            .start_task()
+            .cluster(cluster)
+            .task_definition(task_definition)
+            .set_container_instances(Some(container_instances.to_vec()))
+            .started_by(started_by)
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(
+                    e,
+                    "ECS.StartTask",
+                    format!(
+                        "{task_definition} on {} instances of {cluster}",
+                        container_instances.len()
+                    ),
+                )
+            })?;
+        let started: Vec<String> = out
+            .tasks()
+            .iter()
+            .filter_map(|t| t.task_arn().map(str::to_string))
+            .collect();
+        let failures: Vec<String> = out
+            .failures()
+            .iter()
+            .map(|f| format!("{}: {}", f.arn().unwrap_or("?"), f.reason().unwrap_or("?")))
+            .collect();
+        Ok((started, failures))
+    }
+
+    async fn stop_task(&self, cluster: &str, task: &str, reason: &str) -> Result<(), ApiError> {
+        self.client
+            .stop_task()
+            .cluster(cluster)
+            .task(task)
+            .reason(reason)
+            .send()
+            .await
+            .map_err(|e| self.err(e, "ECS.StopTask", format!("task {task}")))?;
+        Ok(())
     }
 
     async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {

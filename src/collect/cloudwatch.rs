@@ -106,6 +106,29 @@ pub fn cluster_metrics(cluster: &str, collect: &CollectSettings) -> Vec<Resolved
         .collect()
 }
 
+/// A task group's metrics, under the key `CLUSTER/group:NAME`; `${service}` is the group's name.
+pub fn group_metrics(g: &crate::config::GroupSpec) -> Vec<ResolvedMetric> {
+    let key = g.metrics_key();
+    let named = ServiceKey::new(&g.cluster, &g.name);
+    g.metrics
+        .iter()
+        .filter_map(|spec| {
+            let mut spec = spec.clone();
+            for v in spec.dimensions.values_mut() {
+                *v = fill(v, &named, None, None).ok()?;
+            }
+            if let Some(q) = &mut spec.prometheus {
+                q.query = fill(&q.query, &named, None, None).ok()?;
+                spec.metric_name.clone_from(&q.query);
+            }
+            Some(ResolvedMetric {
+                key: key.clone(),
+                spec,
+            })
+        })
+        .collect()
+}
+
 /// Fills `${cluster}`, `${service}`, `${target_group}`, `${load_balancer}`; names the missing one.
 /// `${cluster}` is the cluster's *name* even when the config gives its ARN, as CloudWatch's
 /// `ClusterName` dimension wants.

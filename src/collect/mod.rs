@@ -46,6 +46,8 @@ pub struct Collector {
     history: history::HistoryCache,
     /// The client of Prometheus metrics (or why there is none: a secret not set).
     prometheus: Result<prometheus::PromClient, String>,
+    /// Task groups: their metrics are collected too (as `CLUSTER/group:NAME`).
+    groups: Vec<crate::config::GroupSpec>,
 }
 
 impl Collector {
@@ -66,6 +68,7 @@ impl Collector {
             task_definitions: Mutex::new(HashMap::new()),
             history: history::HistoryCache::default(),
             prometheus: prometheus::PromClient::new(&config.prometheus),
+            groups: config.groups.clone(),
         }
     }
 
@@ -112,6 +115,7 @@ impl Collector {
                 .iter()
                 .flat_map(|c| cluster_metrics(c, &self.settings)),
         );
+        metrics.extend(self.groups.iter().flat_map(cloudwatch::group_metrics));
         let (from_prometheus, metrics): (Vec<_>, Vec<_>) =
             metrics.into_iter().partition(|m| m.spec.prometheus.is_some());
         let wanted: Vec<ResolvedMetric> = metrics

@@ -575,6 +575,7 @@ async fn container_instances_are_listed_and_described_in_hundreds() {
             pending_tasks: 0,
             capacity_provider: None,
             registered_at: None,
+            attributes: Default::default(),
         })
         .collect();
     let ecs = FakeEcs {

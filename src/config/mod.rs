@@ -7,6 +7,7 @@
 
 pub mod cron;
 pub mod env;
+mod groups;
 mod notify;
 mod parse;
 mod parse_clusters;
@@ -17,6 +18,7 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use groups::{parse_attribute, AttrOp, AttributeExpr, Constraint, Field, GroupSpec, Placement, SpreadBy};
 pub use notify::{EventKind, NotifyFormat, NotifyTarget, UrlSource};
 pub use parse::{check_http_url, is_region, parse_cron, redact_url};
 pub use parse_clusters::{check_placeholders, is_stat};

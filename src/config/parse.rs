@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "worker",
     "notify",
     "prometheus",
+    "groups",
 ];
 
 pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathBuf) -> Option<Config> {
@@ -54,6 +55,14 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
         .opt_with(cx, "notify", super::notify::read_notify)
         .unwrap_or_default();
     let prometheus = m.opt_with(cx, "prometheus", read_prometheus).unwrap_or_default();
+    let groups = m
+        .opt_with(cx, "groups", |n, p, cx| {
+            super::groups::read_groups(n, p, cx, &collect)
+        })
+        .unwrap_or_default();
+    if let Some(list) = &clusters {
+        super::groups::check_clusters(&groups, list, cx);
+    }
     if let (Some(list), None) = (&clusters, &prometheus.url) {
         check_prometheus_urls(list, cx);
     }
@@ -96,6 +105,7 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
         worker,
         notify,
         prometheus,
+        groups,
     })
 }
 

@@ -166,7 +166,12 @@ impl FromNode for Discovery {
     }
 }
 
-fn read_metrics(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings) -> Option<Vec<MetricSpec>> {
+pub(super) fn read_metrics(
+    node: &Node,
+    path: &str,
+    cx: &mut Cx,
+    collect: &CollectSettings,
+) -> Option<Vec<MetricSpec>> {
     read_named_list(
         node,
         path,

@@ -36,6 +36,8 @@ pub struct Config {
     pub notify: Vec<super::NotifyTarget>,
     /// The Prometheus server of metrics read from Prometheus.
     pub prometheus: PrometheusSettings,
+    /// Standalone tasks that ecscale places itself.
+    pub groups: Vec<super::GroupSpec>,
 }
 
 /// How to reach AWS. Credentials always come from the standard chain (environment, profile,

@@ -116,7 +116,7 @@ fn each_mistake_is_reported_where_it_is() {
         ),
         (
             "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nworkers: {}\n",
-            &["3:1 workers: unknown key `workers` (expected one of: aws, schedule, collect, clusters, capacity, sink, policies, worker, notify, prometheus); did you mean `worker`?"],
+            &["3:1 workers: unknown key `workers` (expected one of: aws, schedule, collect, clusters, capacity, sink, policies, worker, notify, prometheus, groups); did you mean `worker`?"],
         ),
         (
             "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\nworker: {metrics_addr: localhost, update_rate: 0, leader: {dynamodb_table: t, lease: 1s}}\n",
@@ -315,5 +315,39 @@ fn a_metric_can_be_a_prometheus_query_and_cloudwatch_fields_do_not_mix_with_it()
     ];
     for (src, want) in cases {
         assert_eq!(mistakes(src), *want, "{src}");
+    }
+}
+
+#[test]
+fn task_groups_are_read_and_their_mistakes_are_positioned() {
+    let c = load(&format!(
+        "{MINIMAL}groups:\n  - name: worker\n    cluster: prod\n    task_definition: worker:3\n    placement: {{strategy: binpack, field: cpu}}\n    constraints: [distinct_instance, 'attribute:ecs.instance-type in [m5.large, m5.xlarge]']\n  - {{name: agent, cluster: prod, task_definition: agent, placement: {{strategy: daemon}}}}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.groups.len(), 2);
+    assert_eq!(c.groups[0].placement, Placement::Binpack(Field::Cpu));
+    assert_eq!(c.groups[0].constraints.len(), 2);
+    assert_eq!(c.groups[0].started_by(), "ecscale/worker");
+    assert_eq!(c.groups[1].placement, Placement::Daemon);
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "groups: [{name: w, cluster: nope, task_definition: t, placement: {strategy: daemon}}]\n",
+            &["3:10 groups.w: cluster `nope` is not in `clusters`"],
+        ),
+        (
+            "groups: [{name: w, cluster: prod, task_definition: t, placement: {strategy: spread, field: cpu}}]\n",
+            &["3:66 groups[0].placement: `spread` takes `by` (zone or instance), not `field`"],
+        ),
+        (
+            "groups: [{name: w, cluster: prod, task_definition: t, placement: {strategy: daemon}, constraints: ['attribute:x =~ y']}]\n",
+            &["3:100 groups[0].constraints[0]: `attribute:x =~ y`: after `attribute:x`, expected ==, !=, in, not_in or exists, found `=~ y` (or `distinct_instance`)"],
+        ),
+        (
+            "groups: [{name: 'w w', cluster: prod, task_definition: t, placement: {strategy: daemon}}]\n",
+            &["3:17 groups[0].name: `w w`: 1 to 64 letters, digits, - and _ (it goes into ECS's startedBy)"],
+        ),
+    ];
+    for (extra, want) in cases {
+        assert_eq!(mistakes(&format!("{MINIMAL}{extra}")), *want, "{extra}");
     }
 }

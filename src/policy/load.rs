@@ -198,17 +198,19 @@ fn read_target(n: &Node, p: &str, cx: &mut Cx) -> Option<TargetKey> {
     let mut m = cx.map(n, p)?;
     let cluster = m.opt::<String>(cx, "cluster");
     let service = m.opt::<String>(cx, "service");
+    let group = m.opt::<String>(cx, "group");
     let asg = m.opt::<String>(cx, "auto_scaling_group");
     let span = m.span();
-    m.finish(cx, &["cluster", "service", "auto_scaling_group"]);
-    match (cluster, service, asg) {
-        (Some(c), Some(s), None) => Some(TargetKey::service(c, s)),
-        (None, None, Some(name)) => Some(TargetKey::AutoScalingGroup { name }),
+    m.finish(cx, &["cluster", "service", "group", "auto_scaling_group"]);
+    match (cluster, service, group, asg) {
+        (Some(c), Some(s), None, None) => Some(TargetKey::service(c, s)),
+        (Some(cluster), None, Some(group), None) => Some(TargetKey::TaskGroup { cluster, group }),
+        (None, None, None, Some(name)) => Some(TargetKey::AutoScalingGroup { name }),
         _ => {
             cx.error(
                 span,
                 p,
-                "give `cluster` and `service` (an ECS service), or `auto_scaling_group` (EC2 capacity)",
+                "give `cluster` and `service` (an ECS service), `cluster` and `group` (tasks ecscale places, `groups:` in the config), or `auto_scaling_group` (EC2 capacity)",
             );
             None
         }

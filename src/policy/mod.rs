@@ -307,6 +307,28 @@ pub fn check_against_config(
 ) -> Vec<crate::config::Diagnostic> {
     use crate::config::Diagnostic;
     let mut out = Vec::new();
+    // A group that is not a daemon is counted by its policy: without one nothing is placed.
+    for g in config
+        .groups
+        .iter()
+        .filter(|g| g.placement != crate::config::Placement::Daemon)
+    {
+        let target = TargetKey::TaskGroup {
+            cluster: g.cluster.clone(),
+            group: g.name.clone(),
+        };
+        if !files.iter().flat_map(|f| &f.targets).any(|t| t.target == target) {
+            out.push(Diagnostic {
+                file: config.file.display().to_string(),
+                span: g.span,
+                path: format!("groups.{}", g.name),
+                message: format!(
+                    "no policy file has a policy for it (target: {{cluster: {}, group: {}}}); only a daemon group needs none",
+                    g.cluster, g.name
+                ),
+            });
+        }
+    }
     for file in files {
         for t in &file.targets {
             let at = |span: Span, path: String, message: String| Diagnostic {
@@ -319,6 +341,10 @@ pub fn check_against_config(
                 TargetKey::Service { cluster, service } => (cluster, service),
                 TargetKey::AutoScalingGroup { name } => {
                     out.extend(check_group(config, t, name, &at));
+                    continue;
+                }
+                TargetKey::TaskGroup { cluster, group } => {
+                    out.extend(check_task_group(config, t, cluster, group, &at));
                     continue;
                 }
             };
@@ -384,6 +410,62 @@ pub fn check_against_config(
                         ));
                     }
                 }
+            }
+        }
+    }
+    out
+}
+
+/// A task group's policy: the group must be in `groups:`, its metrics among the group's.
+fn check_task_group(
+    config: &crate::config::Config,
+    t: &TargetPolicy,
+    cluster: &str,
+    group: &str,
+    at: &dyn Fn(Span, String, String) -> crate::config::Diagnostic,
+) -> Vec<crate::config::Diagnostic> {
+    let Some(spec) = config
+        .groups
+        .iter()
+        .find(|g| g.name == group && g.cluster == cluster)
+    else {
+        let known: Vec<String> = config
+            .groups
+            .iter()
+            .map(|g| format!("{}/{}", g.cluster, g.name))
+            .collect();
+        return vec![at(
+            t.span,
+            "target.group".into(),
+            format!(
+                "task group `{group}` of cluster `{cluster}` is not in `groups` of {} ({})",
+                config.file.display(),
+                if known.is_empty() {
+                    "which names none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )];
+    };
+    let ids: Vec<&str> = spec.metrics.iter().map(|m| m.id.as_str()).collect();
+    let mut out = Vec::new();
+    for (i, rule) in t.rules.iter().enumerate() {
+        for metric in rule.spec.policy().metrics() {
+            if !ids.contains(&metric) {
+                out.push(at(
+                    rule.span,
+                    format!("rules[{i}]"),
+                    format!(
+                        "rule `{}` reads `{metric}`, which group {group}'s metrics do not include ({})",
+                        rule.name,
+                        if ids.is_empty() {
+                            "it has none".to_string()
+                        } else {
+                            ids.join(", ")
+                        }
+                    ),
+                ));
             }
         }
     }

@@ -176,6 +176,13 @@ fn target_fields(t: &TargetKey) -> TargetFields<'_> {
             service: None,
             auto_scaling_group: Some(name),
         },
+        TargetKey::TaskGroup { cluster, group } => TargetFields {
+            target: t.to_string(),
+            target_kind: "task_group",
+            cluster: Some(cluster),
+            service: Some(group),
+            auto_scaling_group: None,
+        },
     }
 }
 

@@ -228,6 +228,7 @@ impl EcsApi for Sim {
                 pending_tasks: pending,
                 capacity_provider: None,
                 registered_at: i.registered_at,
+                attributes: [("ecs.instance-type".to_string(), self.spec.instance_type.clone())].into(),
             });
         }
         Ok(out)
@@ -361,6 +362,39 @@ impl EcsWriteApi for Sim {
         self.op("ECS.DescribeClusters");
         self.check_cluster("ECS.DescribeClusters", cluster)?;
         Ok(Vec::new())
+    }
+
+    /// The simulated cluster runs one service; task groups are not simulated (yet).
+    async fn started_by(&self, cluster: &str, _started_by: &str) -> Result<Vec<TaskInfo>, ApiError> {
+        self.op("ECS.ListTasks");
+        self.check_cluster("ECS.ListTasks", cluster)?;
+        Ok(Vec::new())
+    }
+
+    async fn start_tasks(
+        &self,
+        cluster: &str,
+        td: &str,
+        _on: &[String],
+        _by: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        self.op("ECS.StartTask");
+        Err(self.not_found(
+            "ECS.StartTask",
+            format!("cluster {cluster}, task definition {td}"),
+            "ClientException",
+            "the simulated cluster does not run task groups".into(),
+        ))
+    }
+
+    async fn stop_task(&self, cluster: &str, task: &str, _reason: &str) -> Result<(), ApiError> {
+        self.op("ECS.StopTask");
+        Err(self.not_found(
+            "ECS.StopTask",
+            format!("cluster {cluster}, task {task}"),
+            "ClientException",
+            "the simulated cluster does not run task groups".into(),
+        ))
     }
 
     async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {

@@ -16,6 +16,7 @@
 //! once (status 130).
 
 pub mod control;
+pub mod groups;
 pub mod leader;
 pub mod metrics;
 pub mod notify;
@@ -276,6 +277,11 @@ impl Worker {
                 opts.dry_run,
             ),
             plugins: Default::default(),
+            task_groups: crate::actuate::task_group::TaskGroupActuator::new(
+                clients.ecs.clone(),
+                clients.ecs_write.clone(),
+                opts.dry_run,
+            ),
             clients,
             dry_run: opts.dry_run,
             notify: notify.unwrap_or_else(|| Arc::new(notify::Notifications::new("", None))),

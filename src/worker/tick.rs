@@ -68,6 +68,7 @@ pub struct Worker {
     pub(super) services: ServiceActuator,
     pub(super) capacity: CapacityActuator,
     pub(super) plugins: PluginRunner,
+    pub(super) task_groups: crate::actuate::task_group::TaskGroupActuator,
     /// Kept to rebuild the collector and actuators on a reload.
     pub(super) clients: super::Clients,
     pub(super) dry_run: bool,
@@ -83,7 +84,7 @@ pub struct Worker {
 }
 
 /// The metrics of one target as the engine reads them.
-fn metric_set<'a>(snapshot: &'a Snapshot, key: &'a ServiceKey) -> MetricSet<'a> {
+pub(super) fn metric_set<'a>(snapshot: &'a Snapshot, key: &'a ServiceKey) -> MetricSet<'a> {
     let mut set = MetricSet::new();
     for s in snapshot.series_of(key) {
         set.insert(
@@ -191,6 +192,7 @@ fn kind(t: &TargetKey) -> &'static str {
     match t {
         TargetKey::Service { .. } => "service",
         TargetKey::AutoScalingGroup { .. } => "auto_scaling_group",
+        TargetKey::TaskGroup { .. } => "task_group",
     }
 }
 
@@ -206,7 +208,7 @@ impl Worker {
 
     /// Decides for one target, from this tick's observation. A plugin that failed is logged,
     /// counted and listed in `problems` (its rule votes "error", so the target holds).
-    async fn decide(
+    pub(super) async fn decide(
         &self,
         policy: &TargetPolicy,
         obs: &Observation<'_>,
@@ -232,7 +234,7 @@ impl Worker {
     }
 
     /// Records a decision and what became of it.
-    fn record(&mut self, policy_index: usize, d: &Decision, applied: &Applied, took_effect: bool) {
+    pub(super) fn record(&mut self, policy_index: usize, d: &Decision, applied: &Applied, took_effect: bool) {
         let policy = &self.policies[policy_index];
         let record = self.state.targets.entry(d.target.to_string()).or_default();
         record.engine.record(policy, d, took_effect);
@@ -350,6 +352,7 @@ impl Worker {
             pending.push((i, self.decide(policy, &obs, &mut report.problems).await, svc));
         }
 
+        let groups = self.decide_groups(&snapshot, now, &mut report.problems).await;
         stage(&mut report, "evaluate");
 
         // 2. Capacity, for the counts just decided.
@@ -408,12 +411,14 @@ impl Worker {
                 .get(&spec.auto_scaling_group)
                 .cloned()
                 .unwrap_or_default();
+            let task_groups = super::groups::demands(&groups, &self.config.groups, &spec.cluster);
             let tick = GroupTick {
                 spec,
                 group: &group,
                 cluster,
                 desired: &desired,
                 policy: floor.as_ref().map(|(_, d)| d),
+                task_groups: &task_groups,
                 now,
             };
             let outcome = match self.capacity.managed_refusal(spec).await {
@@ -489,6 +494,7 @@ impl Worker {
             self.record(i, &d, &a, a.took_effect());
             report.services.push((d, a));
         }
+        self.apply_groups(groups, &snapshot, &mut report).await;
 
         stage(&mut report, "actuate");
 

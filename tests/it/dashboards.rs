@@ -188,6 +188,7 @@ async fn seed(prefix: &str, es: &str) {
             pending_tasks: 0,
             capacity_provider: None,
             registered_at: None,
+            attributes: Default::default(),
         };
         let mut usage = ecscale::usage::ApiUsage::default();
         usage.operations.insert(

@@ -188,6 +188,82 @@ fn service<'a>(r: &'a TickReport, name: &str) -> &'a (ecscale::model::Decision, 
         .unwrap_or_else(|| panic!("no decision for {name}: {r:#?}"))
 }
 
+/// Actions only task groups call (the group test checks the policy allows them).
+const GROUP_ONLY: &[&str] = &["ecs:StartTask", "ecs:StopTask"];
+
+#[tokio::test]
+async fn a_task_group_is_placed_with_start_task_adopted_after_a_restart_and_scaled_in_with_stop_task() {
+    let s = stage("eu-south-1", "it-groups").await;
+    let group_block = format!(
+        "groups:\n  - name: worker\n    cluster: {c}\n    task_definition: {td}\n    placement: {{strategy: spread, by: instance}}\n",
+        c = s.cluster,
+        td = s.small
+    );
+    let policy = |min: u32, max: u32| {
+        format!(
+            "---\ntarget: {{cluster: {c}, group: worker}}\nmin: {min}\nmax: {max}\nrules:\n  - {{name: night, kind: scheduled, windows: [{{name: night, cron: '0 0 * * *', duration: 1m, min: {min}}}]}}\n",
+            c = s.cluster
+        )
+    };
+    let path = s.config(&["web"], "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}{group_block}")).unwrap();
+    let policies = s.dir.path().join("policies.yaml");
+    let web = std::fs::read_to_string(&policies).unwrap();
+    std::fs::write(&policies, format!("{web}{}", policy(3, 6))).unwrap();
+    let t0 = minute(Utc::now());
+    s.cpu("web", t0 - mins(15), t0 + mins(10), 40.0).await;
+
+    // 1. Three tasks, spread over the two instances, each StartTask naming its instances.
+    let (mut w, _) = worker(&path, "it-groups", false).await;
+    let r = w.tick(t0).await;
+    let (d, a) = service(&r, "group:worker");
+    assert_eq!(*a, Applied::Updated { from: 0, to: 3 }, "{}", d.reason);
+    let tasks = s.moto.started_by(&s.cluster, "ecscale/worker").await.unwrap();
+    assert_eq!(tasks.len(), 3);
+    let mut per_instance: BTreeMap<String, u32> = BTreeMap::new();
+    for (_, ci) in &tasks {
+        *per_instance.entry(ci.clone()).or_default() += 1;
+    }
+    let mut counts: Vec<u32> = per_instance.values().copied().collect();
+    counts.sort();
+    assert_eq!(counts, [1, 2], "{per_instance:?}");
+    let starts = s.proxy.seen().get("ECS.StartTask").copied().unwrap_or(0);
+    assert_eq!(starts, 2, "two calls: an instance appears once per call");
+
+    // 2. A restarted worker adopts them: nothing started.
+    drop(w);
+    let (mut w, _) = worker(&path, "it-groups-2", false).await;
+    let r = w.tick(t0 + mins(1)).await;
+    assert_eq!(service(&r, "group:worker").1, Applied::Unchanged);
+    assert_eq!(s.proxy.seen().get("ECS.StartTask").copied().unwrap_or(0), starts);
+
+    // 3. The policy now allows one: StopTask for two, from the instance with two.
+    std::fs::write(&policies, format!("{web}{}", policy(1, 1))).unwrap();
+    drop(w);
+    let (mut w, _) = worker(&path, "it-groups-3", false).await;
+    let r = w.tick(t0 + mins(2)).await;
+    assert_eq!(service(&r, "group:worker").1, Applied::Updated { from: 3, to: 1 });
+    assert_eq!(s.proxy.seen().get("ECS.StopTask"), Some(&2));
+    assert_eq!(
+        s.moto
+            .started_by(&s.cluster, "ecscale/worker")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The IAM policy allows what groups call.
+    let allowed = policy_actions();
+    for a in GROUP_ONLY {
+        assert!(allowed.contains(*a), "{a}");
+        assert!(
+            s.proxy.seen().keys().any(|op| iam_action(op) == *a),
+            "{a} never called"
+        );
+    }
+}
+
 /// The config's capacity group with `capacity_provider: take_over`.
 fn take_over_capacity(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap();
@@ -418,11 +494,15 @@ async fn the_loop_scales_out_and_in_survives_a_restart_and_the_iam_policy_is_exa
     assert!(w.state().groups[&s.group].draining.is_empty());
     lease.release().await;
 
-    // The IAM policy allows exactly the actions this worker called.
+    // The IAM policy allows exactly the actions this worker called, and those of task groups
+    // (the group test sees those).
     let seen: BTreeSet<String> = s.proxy.seen().keys().map(|op| iam_action(op)).collect();
     let allowed = policy_actions();
     let missing: Vec<&String> = seen.difference(&allowed).collect();
-    let unused: Vec<&String> = allowed.difference(&seen).collect();
+    let unused: Vec<&String> = allowed
+        .difference(&seen)
+        .filter(|a| !GROUP_ONLY.contains(&a.as_str()))
+        .collect();
     assert!(
         missing.is_empty() && unused.is_empty(),
         "deploy/iam-policy.json misses {missing:?} and allows {unused:?}, never called"

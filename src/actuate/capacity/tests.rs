@@ -86,6 +86,7 @@ async fn tick_with(
         cluster: c,
         desired: &desired,
         policy,
+        task_groups: &[],
         now,
     };
     w.act.apply(&t, state, &Alone).await
@@ -495,4 +496,54 @@ async fn a_group_that_ecs_sizes_is_refused_or_taken_over_as_configured() {
     assert_eq!(w.act.managed_refusal(&spec).await.unwrap(), None);
     assert_eq!(w.act.managed_refusal(&spec).await.unwrap(), None);
     assert_eq!(*w.ecs.disabled.lock().unwrap(), ["prod-cp"]);
+}
+
+#[tokio::test]
+async fn a_task_groups_tasks_are_sized_for_in_the_same_tick() {
+    // web's 4 tasks on two instances, as above, and a task group of tasks the same size
+    // (512 CPU / 1024 MiB) that wants 10 and has none yet.
+    let w = world(&["i-1", "i-2"], 1, 10, false);
+    let c = cluster(4, vec![ci("i-1", 2), ci("i-2", 2)]);
+    let group = w.asg.info();
+    let desired: BTreeMap<String, u32> = [("web".to_string(), 4)].into();
+    let groups = [super::TaskGroupDemand {
+        name: "worker".into(),
+        size: r(512, 1024),
+        tasks: Vec::new(),
+        wanted: 10,
+    }];
+    let spec = spec();
+    let t = GroupTick {
+        spec: &spec,
+        group: &group,
+        cluster: &c,
+        desired: &desired,
+        policy: None,
+        task_groups: &groups,
+        now: Utc::now(),
+    };
+    let out = w.act.apply(&t, &mut GroupState::default(), &Alone).await;
+    // 14 tasks at 7 per instance: 2 instances hold them all.
+    assert_eq!(out.applied, Applied::Unchanged, "{}", out.decision.reason);
+    assert!(
+        out.decision.reason.contains("14 tasks need 2 instance(s)"),
+        "{}",
+        out.decision.reason
+    );
+    // 20 wanted: 24 tasks need 4.
+    let groups = [super::TaskGroupDemand {
+        wanted: 20,
+        ..groups[0].clone()
+    }];
+    let t = GroupTick {
+        task_groups: &groups,
+        ..t
+    };
+    let out = w.act.apply(&t, &mut GroupState::default(), &Alone).await;
+    assert_eq!(
+        out.applied,
+        Applied::Updated { from: 2, to: 4 },
+        "{}",
+        out.decision.reason
+    );
 }

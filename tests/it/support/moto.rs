@@ -317,6 +317,42 @@ impl Moto {
         Ok(name)
     }
 
+    /// The tasks started by `started_by` still meant to run: (task ARN, container instance ARN).
+    pub async fn started_by(
+        &self,
+        cluster: &str,
+        started_by: &str,
+    ) -> Result<Vec<(String, String)>, BoxError> {
+        let listed = self
+            .ecs
+            .list_tasks()
+            .cluster(cluster)
+            .started_by(started_by)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .send()
+            .await?;
+        if listed.task_arns().is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(listed.task_arns().to_vec()))
+            .send()
+            .await?;
+        Ok(out
+            .tasks()
+            .iter()
+            .map(|t| {
+                (
+                    t.task_arn().unwrap_or_default().to_string(),
+                    t.container_instance_arn().unwrap_or_default().to_string(),
+                )
+            })
+            .collect())
+    }
+
     /// Whether a capacity provider's managed scaling is ENABLED.
     pub async fn provider_managed(&self, name: &str) -> Result<bool, BoxError> {
         let out = self
