@@ -224,6 +224,13 @@ impl Worker {
             }
             .to_string()
         }));
+        keep.extend(config.groups.iter().map(|g| {
+            TargetKey::TaskGroup {
+                cluster: g.cluster.clone(),
+                group: g.name.clone(),
+            }
+            .to_string()
+        }));
         self.state.targets.retain(|k, _| keep.contains(k));
         self.state
             .groups
