@@ -46,6 +46,8 @@ pub struct AwsContext {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub region: String,
     pub meter: ApiMeter,
+    /// The credential chain's provider (also signs Amazon Managed Prometheus queries).
+    pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl fmt::Debug for AwsContext {
@@ -142,9 +144,20 @@ impl AwsContext {
             autoscaling,
             app_autoscaling,
             dynamodb,
+            credentials: sdk.credentials_provider(),
             region,
             meter,
         })
+    }
+
+    /// What signs SigV4 requests (Amazon Managed Prometheus) with this context's credentials.
+    pub fn signer(&self) -> Option<crate::collect::prometheus::Signer> {
+        self.credentials
+            .clone()
+            .map(|provider| crate::collect::prometheus::Signer {
+                provider,
+                region: self.region.clone(),
+            })
     }
 }
 

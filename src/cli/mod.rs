@@ -394,7 +394,8 @@ async fn collect_once(path: &std::path::Path, vars: &Vars, format: Format) -> Re
         Arc::new(aws.ecs.clone()),
         Arc::new(aws.cloudwatch.clone()),
         meter,
-    );
+    )
+    .with_signer(aws.signer());
     let snapshot = collector.collect(chrono::Utc::now()).await;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&snapshot)?),

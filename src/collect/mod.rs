@@ -78,6 +78,12 @@ impl Collector {
         self
     }
 
+    /// Signs Prometheus queries with these AWS credentials (`prometheus.sigv4`).
+    pub fn with_signer(mut self, signer: Option<prometheus::Signer>) -> Self {
+        self.prometheus = self.prometheus.map(|p| p.with_signer(signer));
+        self
+    }
+
     /// Takes over the history `old` read for the needs both share (a reload does not read
     /// long windows again).
     pub fn carry_history(&self, old: &Collector) {

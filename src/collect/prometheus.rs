@@ -32,6 +32,60 @@ enum Auth {
     None,
     Bearer(String),
     Basic(String, String),
+    /// SigV4 with the AWS credential chain: the region (none: the AWS settings') and name.
+    SigV4 {
+        region: Option<String>,
+        service: String,
+    },
+}
+
+/// What signs SigV4 requests: the AWS credential chain's provider, and the default region.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    pub provider: aws_credential_types::provider::SharedCredentialsProvider,
+    pub region: String,
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+impl Signer {
+    /// The headers that sign a POST of `body` to `url` (`x-amz-date`, `authorization`, and
+    /// `x-amz-security-token` with temporary credentials).
+    pub async fn headers(
+        &self,
+        region: Option<&str>,
+        service: &str,
+        url: &str,
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, String> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        let creds = self
+            .provider
+            .provide_credentials()
+            .await
+            .map_err(|e| format!("no AWS credentials to sign with (prometheus.sigv4): {e}"))?;
+        let identity = creds.into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region.unwrap_or(&self.region))
+            .name(service)
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| format!("SigV4: {e}"))?
+            .into();
+        let headers = [("content-type", FORM)];
+        let req = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))
+            .map_err(|e| format!("SigV4: {e}"))?;
+        let (instructions, _) = sign(req, &params)
+            .map_err(|e| format!("SigV4: {e}"))?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
 }
 
 /// The HTTP client of the Prometheus metrics, with its auth read from the environment.
@@ -39,6 +93,7 @@ pub struct PromClient {
     http: reqwest::Client,
     url: Option<String>,
     auth: Auth,
+    signer: Option<Signer>,
 }
 
 fn secret(var: &str, field: &str) -> Result<String, String> {
@@ -52,9 +107,13 @@ fn secret(var: &str, field: &str) -> Result<String, String> {
 
 impl PromClient {
     pub fn new(s: &PrometheusSettings) -> Result<PromClient, String> {
-        let auth = match (&s.bearer_token_env, &s.username, &s.password_env) {
-            (Some(var), _, _) => Auth::Bearer(secret(var, "bearer_token_env")?),
-            (None, Some(user), Some(var)) => Auth::Basic(user.clone(), secret(var, "password_env")?),
+        let auth = match (&s.bearer_token_env, &s.username, &s.password_env, &s.sigv4) {
+            (Some(var), _, _, _) => Auth::Bearer(secret(var, "bearer_token_env")?),
+            (None, Some(user), Some(var), _) => Auth::Basic(user.clone(), secret(var, "password_env")?),
+            (_, _, _, Some(v)) => Auth::SigV4 {
+                region: v.region.clone(),
+                service: v.service.clone(),
+            },
             _ => Auth::None,
         };
         let timeout = s.timeout.unwrap_or(Duration::from_secs(10));
@@ -67,7 +126,14 @@ impl PromClient {
             http,
             url: s.url.clone(),
             auth,
+            signer: None,
         })
+    }
+
+    /// Signs with these credentials when `prometheus.sigv4` is set.
+    pub fn with_signer(mut self, signer: Option<Signer>) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// `query_range` of one query: its series, as (labels, points).
@@ -80,17 +146,31 @@ impl PromClient {
         step: i64,
     ) -> Result<Vec<PromSeries>, String> {
         let url = format!("{}/api/v1/query_range", base.trim_end_matches('/'));
-        let form = [
-            ("query", query.to_string()),
-            ("start", start.timestamp().to_string()),
-            ("end", end.timestamp().to_string()),
-            ("step", step.to_string()),
-        ];
-        let mut req = self.http.post(&url).form(&form);
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("query", query)
+            .append_pair("start", &start.timestamp().to_string())
+            .append_pair("end", &end.timestamp().to_string())
+            .append_pair("step", &step.to_string())
+            .finish();
+        let mut req = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, FORM)
+            .body(body.clone());
         req = match &self.auth {
             Auth::None => req,
             Auth::Bearer(t) => req.bearer_auth(t),
             Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+            Auth::SigV4 { region, service } => {
+                let signer = self
+                    .signer
+                    .as_ref()
+                    .ok_or("prometheus.sigv4: no AWS credential chain to sign with")?;
+                let headers = signer
+                    .headers(region.as_deref(), service, &url, body.as_bytes())
+                    .await?;
+                headers.into_iter().fold(req, |r, (k, v)| r.header(k, v))
+            }
         };
         let resp = req.send().await.map_err(|e| {
             if e.is_timeout() {
@@ -376,5 +456,108 @@ mod tests {
         m.spec.period = Duration::from_secs(1);
         let (from, until, _) = window(now, &m, Duration::from_secs(86_400));
         assert_eq!((until - from).num_seconds(), MAX_POINTS);
+    }
+
+    #[tokio::test]
+    async fn a_sigv4_query_carries_a_signature_that_recomputes_from_what_the_server_got() {
+        use aws_credential_types::provider::SharedCredentialsProvider;
+        use aws_credential_types::Credentials;
+        use http_body_util::BodyExt;
+        type Got = std::sync::Arc<std::sync::Mutex<Option<(Vec<(String, String)>, Vec<u8>)>>>;
+        let got: Got = Default::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let g = got.clone();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let g = g.clone();
+                async move {
+                    let headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                        .collect();
+                    let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
+                    *g.lock().unwrap() = Some((headers, body));
+                    let answer = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1700000040,"3"]]}]}}"#;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(answer),
+                    )))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+        let signer = Signer {
+            provider: SharedCredentialsProvider::new(Credentials::new(
+                "AKIDTEST", "s3cret", None, None, "test",
+            )),
+            region: "eu-west-1".into(),
+        };
+        let settings = PrometheusSettings {
+            url: Some(base.clone()),
+            sigv4: Some(crate::config::SigV4Settings {
+                region: None,
+                service: "aps".into(),
+            }),
+            ..Default::default()
+        };
+        let client = PromClient::new(&settings)
+            .unwrap()
+            .with_signer(Some(signer.clone()));
+        let t = DateTime::from_timestamp(1_700_000_040, 0).unwrap();
+        let series = client.query_range(&base, "sum(up)", t, t, 60).await.unwrap();
+        assert_eq!(series.len(), 1);
+        let (headers, body) = got.lock().unwrap().take().unwrap();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let auth = header("authorization");
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/"),
+            "{auth}"
+        );
+        assert!(auth.contains("/eu-west-1/aps/aws4_request"), "{auth}");
+        // The server's side: the same request, signed at the time it says, gives the same.
+        let date = header("x-amz-date");
+        let at = chrono::NaiveDateTime::parse_from_str(&date, "%Y%m%dT%H%M%SZ")
+            .unwrap()
+            .and_utc();
+        let identity = Credentials::new("AKIDTEST", "s3cret", None, None, "test").into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("eu-west-1")
+            .name("aps")
+            .time(std::time::SystemTime::from(at))
+            .settings(aws_sigv4::http_request::SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let url = format!("{base}/api/v1/query_range");
+        let req = aws_sigv4::http_request::SignableRequest::new(
+            "POST",
+            &url,
+            [("content-type", FORM)].into_iter(),
+            aws_sigv4::http_request::SignableBody::Bytes(&body),
+        )
+        .unwrap();
+        let (instructions, _) = aws_sigv4::http_request::sign(req, &params).unwrap().into_parts();
+        let expected = instructions
+            .headers()
+            .find(|(k, _)| *k == "authorization")
+            .unwrap()
+            .1
+            .to_string();
+        assert_eq!(auth, expected);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "query=sum%28up%29&start=1700000040&end=1700000040&step=60"
+        );
     }
 }

@@ -443,6 +443,30 @@ fn read_prometheus(node: &Node, path: &str, cx: &mut Cx) -> Option<PrometheusSet
     let username = m.opt::<String>(cx, "username");
     let password_env = m.opt_with(cx, "password_env", env_name);
     let timeout = read_positive(&mut m, cx, "timeout");
+    let sigv4 = m.opt_with(cx, "sigv4", |n, p, cx| {
+        let mut s = cx.map(n, p)?;
+        let region = s.opt_with(cx, "region", |n, p, cx| {
+            let r = String::from_node(n, p, cx)?;
+            is_region(&r).then_some(r.clone()).or_else(|| {
+                cx.error(
+                    n.span,
+                    p,
+                    format!("`{r}` does not look like an AWS region (e.g. us-east-1)"),
+                );
+                None
+            })
+        });
+        let service = s.or(cx, "service", "aps".to_string());
+        s.finish(cx, &["region", "service"]);
+        Some(SigV4Settings { region, service })
+    });
+    if sigv4.is_some() && (bearer_token_env.is_some() || username.is_some()) {
+        cx.error(
+            m.span_of("sigv4"),
+            path,
+            "give one of sigv4 (the AWS credential chain), bearer_token_env, or username with password_env",
+        );
+    }
     if username.is_some() != password_env.is_some() {
         cx.error(
             m.span(),
@@ -459,7 +483,14 @@ fn read_prometheus(node: &Node, path: &str, cx: &mut Cx) -> Option<PrometheusSet
     }
     m.finish(
         cx,
-        &["url", "bearer_token_env", "username", "password_env", "timeout"],
+        &[
+            "url",
+            "bearer_token_env",
+            "username",
+            "password_env",
+            "timeout",
+            "sigv4",
+        ],
     );
     Some(PrometheusSettings {
         url,
@@ -467,6 +498,7 @@ fn read_prometheus(node: &Node, path: &str, cx: &mut Cx) -> Option<PrometheusSet
         username,
         password_env,
         timeout,
+        sigv4,
     })
 }
 

@@ -285,6 +285,17 @@ pub struct PrometheusSettings {
     pub password_env: Option<String>,
     /// One query's time limit.
     pub timeout: Option<Duration>,
+    /// Sign queries with SigV4 through the AWS credential chain (Amazon Managed Prometheus).
+    pub sigv4: Option<SigV4Settings>,
+}
+
+/// SigV4 signing of Prometheus queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigV4Settings {
+    /// The workspace's region (default: the AWS settings' region).
+    pub region: Option<String>,
+    /// The signing name: `aps` for Amazon Managed Prometheus.
+    pub service: String,
 }
 
 mod humantime_serde_secs {

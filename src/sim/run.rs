@@ -110,6 +110,7 @@ pub fn clients(sim: &Arc<Sim>) -> Clients {
         app_autoscaling: sim.clone(),
         dynamodb: None,
         meter: sim.meter.clone(),
+        signer: None,
     }
 }
 

@@ -82,6 +82,8 @@ pub struct Clients {
     /// For the DynamoDB state and lease, when configured.
     pub dynamodb: Option<aws_sdk_dynamodb::Client>,
     pub meter: ApiMeter,
+    /// Signs Amazon Managed Prometheus queries (none: no AWS credential chain).
+    pub signer: Option<crate::collect::prometheus::Signer>,
 }
 
 impl Clients {
@@ -95,6 +97,7 @@ impl Clients {
             app_autoscaling: Arc::new(aws.app_autoscaling.clone()),
             dynamodb: Some(aws.dynamodb.clone()),
             meter: aws.meter.clone(),
+            signer: aws.signer(),
         }
     }
 }
@@ -218,6 +221,7 @@ fn collector(config: &Config, policies: &[TargetPolicy], clients: &Clients) -> C
         clients.meter.clone(),
     )
     .with_history(history_needs(policies))
+    .with_signer(clients.signer.clone())
 }
 
 /// The UpdateService rate limiter of a config: ECS's bucket for UpdateService holds 50
