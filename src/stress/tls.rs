@@ -89,6 +89,59 @@ fn roots(cacert: Option<&Path>) -> Result<(RootCertStore, Vec<CertificateDer<'st
     Ok((roots, pinned))
 }
 
+/// One DER element: its tag, its contents and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// An X.509 time (UTCTime or GeneralizedTime, UTC) as Unix seconds.
+fn der_time(tag: u8, body: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(body).ok()?.strip_suffix('Z')?;
+    let full = match tag {
+        // UTCTime: YYMMDDHHMMSS, years 1950-2049.
+        0x17 if text.len() == 12 => {
+            let yy: i32 = text[..2].parse().ok()?;
+            format!("{}{}", if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        0x18 if text.len() == 14 => text.to_string(),
+        _ => return None,
+    };
+    chrono::NaiveDateTime::parse_from_str(&full, "%Y%m%d%H%M%S")
+        .ok()
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// A certificate's (notBefore, notAfter), Unix seconds.
+fn validity(cert: &[u8]) -> Option<(i64, i64)> {
+    let (_, certificate, _) = der(cert)?;
+    let (_, tbs, _) = der(certificate)?;
+    let mut rest = tbs;
+    // [0] version (optional), serial, signature algorithm, issuer, then validity.
+    let (tag, _, after) = der(rest)?;
+    if tag == 0xa0 {
+        rest = after;
+    }
+    for _ in 0..3 {
+        rest = der(rest)?.2;
+    }
+    let (_, validity, _) = der(rest)?;
+    let (t1, b1, more) = der(validity)?;
+    let (t2, b2, _) = der(more)?;
+    Some((der_time(t1, b1)?, der_time(t2, b2)?))
+}
+
 /// The server's certificate: the usual chain check, and one given itself in `--cacert` (a
 /// self-signed one made with `openssl req -x509`, which marks it a CA) is trusted as it is, for
 /// the names it carries. Without a chain check (`--insecure`) every certificate is taken.
@@ -116,6 +169,21 @@ impl ServerCertVerifier for Verifier {
             Err(_) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
                 let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
                 rustls::client::verify_server_name(&parsed, server_name)?;
+                // Pinned is trusted as issuer, not as timeless: its validity still holds.
+                let (from, until) = validity(end_entity.as_ref()).ok_or(
+                    rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding),
+                )?;
+                let now = now.as_secs() as i64;
+                if now > until {
+                    return Err(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::Expired,
+                    ));
+                }
+                if now < from {
+                    return Err(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::NotValidYet,
+                    ));
+                }
                 Ok(ServerCertVerified::assertion())
             }
             other => other,
@@ -413,5 +481,18 @@ mod tests {
             e.starts_with("--cacert /nonexistent/ca.pem: cannot read it"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_certificates_validity_is_read_from_its_der() {
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2051, 6, 30);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        let (from, until) = validity(cert.der().as_ref()).unwrap();
+        assert_eq!(from, 1_577_836_800);
+        assert_eq!(until, 2_571_696_000, "GeneralizedTime after 2049");
+        assert_eq!(validity(&cert.der().as_ref()[..40]), None);
     }
 }

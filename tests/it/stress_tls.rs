@@ -437,19 +437,48 @@ async fn over_tls_a_one_second_stall_shows_in_p99_from_the_scheduled_time_only()
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_self_signed_server_certificate_given_with_cacert_is_trusted_for_its_names_only() {
-    // As `openssl req -x509` makes it: self-signed, marked a CA, used by the server itself.
+/// A certificate as `openssl req -x509` makes it: self-signed, marked a CA, used by the
+/// server itself; expired or not.
+fn self_signed(expired: bool) -> Leaf {
     let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    if expired {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
     let key = KeyPair::generate().unwrap();
     let cert = p.self_signed(&key).unwrap();
-    let leaf = Leaf {
+    Leaf {
         pem: cert.pem(),
         key_pem: key.serialize_pem(),
         der: cert.der().clone(),
         key_der: key.serialize_der(),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_self_signed_certificate_that_expired_is_refused() {
+    let leaf = self_signed(true);
+    let dir = tempfile::tempdir().unwrap();
+    let cacert = write(dir.path(), "old.pem", &leaf.pem);
+    let server = TlsServer::start(ServerTls {
+        leaf,
+        alpn: vec![b"http/1.1"],
+        client_ca: None,
+    })
+    .await;
+    let url = format!("https://localhost:{}/", server.port);
+    let (code, _, stderr) = for_a_second(&url, "100", &["--cacert", path_str(&cacert)]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the server's certificate has expired"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_server_certificate_given_with_cacert_is_trusted_for_its_names_only() {
+    let leaf = self_signed(false);
     let dir = tempfile::tempdir().unwrap();
     let cacert = write(dir.path(), "self.pem", &leaf.pem);
     let server = TlsServer::start(ServerTls {
