@@ -426,7 +426,7 @@ impl Slot {
     async fn exchange_h1(&mut self, shared: &Shared, p: &Prepared) -> Result<u16, ErrorKind> {
         let slot = &mut self.h1[p.origin];
         // A kept connection the server has closed since (keep-alive timeout) is dialled again.
-        if slot.as_ref().is_some_and(|c| c.closed_by_peer()) {
+        if slot.as_mut().is_some_and(|c| c.closed_by_peer()) {
             *slot = None;
         }
         let conn = match slot {

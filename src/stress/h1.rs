@@ -137,21 +137,22 @@ fn io_kind(e: &std::io::Error) -> ErrorKind {
     }
 }
 
-impl Conn<super::tls::Stream> {
-    /// The server closed this kept connection since its last answer (read without waiting:
-    /// plain TCP only; over TLS a close shows as an error of the next request). Looked at only
-    /// after a pause: servers close connections idle for seconds, not busy ones.
-    pub fn closed_by_peer(&self) -> bool {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// The server closed this kept connection since its last answer: one read that does not
+    /// wait (over TLS too: a close_notify or an EOF shows as a read of nothing). Looked at only
+    /// after a pause: servers close connections idle for seconds, not busy ones. Anything read
+    /// while no request is out makes the connection unusable as well.
+    pub fn closed_by_peer(&mut self) -> bool {
         if self.idle_since.elapsed() < IDLE_CHECK {
             return false;
         }
-        match &self.io {
-            super::tls::Stream::Plain(s) => {
-                let mut b = [0u8; 1];
-                !matches!(s.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            }
-            super::tls::Stream::Tls(_) => false,
-        }
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut b = [0u8; 1];
+        let mut rb = tokio::io::ReadBuf::new(&mut b);
+        std::pin::Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut rb)
+            .is_ready()
     }
 }
 

@@ -506,3 +506,96 @@ async fn a_self_signed_server_certificate_given_with_cacert_is_trusted_for_its_n
         "{stderr}"
     );
 }
+
+/// A TLS server that answers one request per connection read, keeps the connection, and closes
+/// it (close_notify) once it has been idle for `idle`; counts the connections it accepted.
+async fn closing_server(leaf: &Leaf, idle: Duration) -> (u16, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicU64::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let mut have = 0;
+                loop {
+                    // The next request, or a close once idle too long.
+                    let read = tokio::time::timeout(idle, tls.read(&mut buf[have..])).await;
+                    let Ok(Ok(n)) = read else {
+                        let _ = tls.shutdown().await;
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    have += n;
+                    if let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.copy_within(end + 4..have, 0);
+                        have -= end + 4;
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                        if tls.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_tls_connection_the_server_closed_while_idle_is_dialled_again_not_failed() {
+    let leaf = self_signed(false);
+    let dir = tempfile::tempdir().unwrap();
+    let cacert = write(dir.path(), "self.pem", &leaf.pem);
+    // The server closes connections idle for 300 ms; requests come one a second.
+    let (port, connections) = closing_server(&leaf, Duration::from_millis(300)).await;
+    let out = dir.path().join("run.json");
+    let url = format!("https://localhost:{port}/");
+    let args = [
+        "--url",
+        url.as_str(),
+        "--rate",
+        "1",
+        "--duration",
+        "4s",
+        "--connections",
+        "1",
+        "--cacert",
+        path_str(&cacert),
+        "--json",
+        path_str(&out),
+    ];
+    let (code, stdout, stderr) = stress(&args).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let r = json(&out);
+    let t = &r["totals"];
+    assert_eq!(t["requests"], 4, "{t}");
+    assert_eq!(
+        t["status_codes"]["200"], 4,
+        "every request answered, none on a dead connection: {t}"
+    );
+    // One connection per request, and the probe's.
+    assert!(
+        connections.load(Ordering::Relaxed) >= 4,
+        "{}",
+        connections.load(Ordering::Relaxed)
+    );
+}
