@@ -172,6 +172,8 @@ pub struct Shared {
     pub connect_timeout: Duration,
     /// Connections made, for the report.
     pub connects: AtomicU64,
+    /// TLS handshakes that resumed an earlier session.
+    pub resumed: AtomicU64,
     /// The TLS client, when a target is https://.
     tls: Option<Tls>,
     /// TLS handshake times (µs) and what the first handshake negotiated.
@@ -202,6 +204,7 @@ impl Shared {
             timeout: plan.timeout,
             connect_timeout: plan.connect_timeout,
             connects: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
             tls,
             handshakes: std::sync::Mutex::new(handshakes),
             negotiated: std::sync::OnceLock::new(),
@@ -248,6 +251,9 @@ impl Shared {
                         .map_err(|e| fail(ErrorKind::Tls, e))?;
                 if let Ok(mut h) = self.handshakes.lock() {
                     let _ = h.record((took.as_micros() as u64).max(1));
+                }
+                if negotiated.resumed {
+                    self.resumed.fetch_add(1, Ordering::Relaxed);
                 }
                 let _ = self.negotiated.set(negotiated);
                 s
@@ -326,6 +332,7 @@ impl Shared {
             alpn: n.and_then(|n| n.alpn.clone()),
             insecure,
             handshakes: h.len(),
+            resumed: self.resumed.load(Ordering::Relaxed),
             handshake_ms_p50: ms(0.5),
             handshake_ms_p99: ms(0.99),
             new_connections_per_s: self.connects.load(Ordering::Relaxed) as f64 / duration_s.max(1e-3),

@@ -27,6 +27,9 @@ pub struct Negotiated {
     pub version: String,
     pub cipher: String,
     pub alpn: Option<String>,
+    /// An abbreviated handshake: a session the client kept from an earlier one (resumption is
+    /// on: one client config, and its session cache, for every connection of a run).
+    pub resumed: bool,
 }
 
 /// The client side of every TLS connection of a run.
@@ -305,6 +308,7 @@ impl Tls {
             alpn: conn
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         };
         if self.http == HttpVersion::Http2 && negotiated.alpn.as_deref() != Some("h2") {
             return Err(format!(
