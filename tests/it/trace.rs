@@ -117,6 +117,8 @@ async fn a_seeded_week_of_cloudwatch_comes_back_as_a_trace_that_backtest_reads()
         "cloudwatch",
         "--since",
         "1d",
+        "--period",
+        "5m",
         "--policy",
     ])
     .arg(&policy)
@@ -126,7 +128,8 @@ async fn a_seeded_week_of_cloudwatch_comes_back_as_a_trace_that_backtest_reads()
     assert_eq!(code, 0, "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let ticks = report[0]["decisions"].as_array().unwrap().len();
-    assert!((1_430..=1_441).contains(&ticks), "{ticks}");
+    // A day of 5-minute periods, from the first datapoint to the last.
+    assert!((280..=289).contains(&ticks), "{ticks}");
 
     // A window CloudWatch does not keep at 1-minute periods is read coarser, and said.
     let mut cmd = crate::support::ecscale();
