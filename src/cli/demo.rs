@@ -382,6 +382,18 @@ pub(super) async fn demo(a: DemoArgs) -> Result<u8, Failure> {
     for c in &checks {
         summary.push_str(&format!("{} {}\n", if c.passed { "✓" } else { "✗" }, c.what));
     }
+    // On the charts, short: which kind was killed (the summary names it).
+    let chart_marks: Vec<(DateTime<Utc>, String)> = fault_marks
+        .iter()
+        .map(|(at, w)| {
+            let kind = if w.contains("instance") {
+                "instance"
+            } else {
+                "task"
+            };
+            (*at, format!("{kind} killed"))
+        })
+        .collect();
     let charts = report::charts(
         &[Run {
             name: "ecscale",
@@ -389,6 +401,7 @@ pub(super) async fn demo(a: DemoArgs) -> Result<u8, Failure> {
         }],
         DEMO_SLO_MS,
         Some(60.0),
+        &chart_marks,
     );
     let html = report::html(
         "ecscale demo",

@@ -350,5 +350,6 @@ pub fn chart(t: &TargetPolicy, r: &Report) -> Chart {
         right_label: "count".into(),
         lines,
         markers,
+        events: Vec::new(),
     }
 }

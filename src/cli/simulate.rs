@@ -382,7 +382,7 @@ SLO-violation minutes: {} vs {} ({}), oracle {}; task-hours: {:.2} vs {:.2} ({:+
                 outcome: &oracle,
             },
         ];
-        let charts = report::charts(&runs, subject.setup.slo_ms, Some(args.baseline_target));
+        let charts = report::charts(&runs, subject.setup.slo_ms, Some(args.baseline_target), &[]);
         let html = report::html("ecscale backtest --simulate", &summary, &[], &charts, &runs);
         crate::worker::state::write_atomically(out, html.as_bytes())
             .map_err(|e| anyhow::anyhow!("writing the report {}: {e}", out.display()))?;

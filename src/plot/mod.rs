@@ -20,6 +20,25 @@ pub enum Style {
     Dashed,
     /// Holds each value until the next point (counts).
     Step,
+    /// A step line drawn dashed, so one under it still shows (desired over running).
+    DashedStep,
+}
+
+impl Style {
+    fn step(self) -> bool {
+        matches!(self, Style::Step | Style::DashedStep)
+    }
+
+    fn dashed(self) -> bool {
+        matches!(self, Style::Dashed | Style::DashedStep)
+    }
+}
+
+/// Something that happened at one instant (a fault): a vertical line across the panel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub label: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +67,7 @@ pub struct Chart {
     pub right_label: String,
     pub lines: Vec<Line>,
     pub markers: Vec<Marker>,
+    pub events: Vec<Event>,
 }
 
 /// Colours that stay apart for people with common colour blindness.
@@ -160,7 +180,8 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
         .lines
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.0))
-        .chain(c.markers.iter().map(|m| m.at));
+        .chain(c.markers.iter().map(|m| m.at))
+        .chain(c.events.iter().map(|e| e.at));
     let (Some(t_lo), Some(t_hi)) = (times.clone().min(), times.max()) else {
         let _ = write!(
             s,
@@ -274,7 +295,7 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
                 (_, None) => {
                     let _ = write!(d, "M{xx:.1},{yy:.1}");
                 }
-                (Style::Step, Some(_)) => {
+                (style, Some(_)) if style.step() => {
                     let _ = write!(d, " H{xx:.1} V{yy:.1}");
                 }
                 (_, Some(_)) => {
@@ -283,15 +304,15 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
             }
             prev_y = Some(yy);
         }
-        if l.style == Style::Step && prev_y.is_some() {
+        if l.style.step() && prev_y.is_some() {
             let _ = write!(d, " H{right:.1}");
         }
-        let dash = if l.style == Style::Dashed {
+        let dash = if l.style.dashed() {
             r#" stroke-dasharray="6 4""#
         } else {
             ""
         };
-        let width = if l.style == Style::Step { 2.5 } else { 1.8 };
+        let width = if l.style.step() { 2.5 } else { 1.8 };
         let _ = write!(
             s,
             r#"<path d="{d}" fill="none" stroke="{}" stroke-width="{width}"{dash}/>"#,
@@ -331,11 +352,26 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
         };
         let _ = write!(s, r#"<polygon points="{pts}" fill="{}"/>"#, m.color);
     }
+    // Events: a dashed vertical line, labelled near its foot (staggered: close ones apart).
+    for (k, e) in c.events.iter().enumerate() {
+        let xx = x(e.at);
+        let _ = write!(
+            s,
+            r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{bottom}" stroke="#444" stroke-width="1.2" stroke-dasharray="3 3"/>"##
+        );
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#444">{}</text>"##,
+            xx + 3.0,
+            bottom - 6.0 - 14.0 * (k % 3) as f64,
+            esc(&e.label)
+        );
+    }
     // Legend.
     let mut lx = left + 8.0;
     for l in &c.lines {
         let ly = top + 16.0;
-        let dash = if l.style == Style::Dashed {
+        let dash = if l.style.dashed() {
             r#" stroke-dasharray="6 4""#
         } else {
             ""
@@ -400,5 +436,39 @@ mod tests {
         assert_eq!(nice_ticks(2.0, 9.0, 5), [2.0, 4.0, 6.0, 8.0, 10.0]);
         assert_eq!(nice_ticks(0.0, 6.3, 5), [0.0, 2.0, 4.0, 6.0, 8.0]);
         assert_eq!(nice_ticks(5.0, 5.0, 5), [4.0, 4.5, 5.0, 5.5, 6.0]);
+    }
+
+    #[test]
+    fn events_are_drawn_across_the_panel_and_a_dashed_step_stays_a_step() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let at = |m: i64| t0 + chrono::TimeDelta::minutes(m);
+        let chart = Chart {
+            title: "Tasks".into(),
+            lines: vec![Line {
+                label: "desired".into(),
+                points: vec![(at(0), 2.0), (at(5), 4.0), (at(10), 4.0)],
+                axis: Axis::Left,
+                style: Style::DashedStep,
+                color: COLORS[0],
+            }],
+            events: vec![Event {
+                at: at(5),
+                label: "killed task t-3".into(),
+            }],
+            ..Default::default()
+        };
+        let svg = svg(&[chart]);
+        assert!(svg.contains("killed task t-3"), "{svg}");
+        assert_eq!(
+            svg.matches(r#"stroke-dasharray="3 3""#).count(),
+            1,
+            "one event line"
+        );
+        let path = svg.split("<path ").nth(1).unwrap();
+        assert!(
+            path.contains(" H") && path.contains(" V"),
+            "drawn as steps: {path}"
+        );
+        assert!(path.contains(r#"stroke-dasharray="6 4""#), "and dashed: {path}");
     }
 }

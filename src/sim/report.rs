@@ -37,7 +37,12 @@ fn line(
 }
 
 /// Load and latency, CPU, tasks, instances: one chart each, every run drawn on it.
-pub fn charts(runs: &[Run<'_>], slo_ms: f64, cpu_target: Option<f64>) -> Vec<Chart> {
+pub fn charts(
+    runs: &[Run<'_>],
+    slo_ms: f64,
+    cpu_target: Option<f64>,
+    faults: &[(DateTime<Utc>, String)],
+) -> Vec<Chart> {
     let two = runs.len() > 1;
     let name = |r: &Run<'_>, what: &str| {
         if two {
@@ -72,10 +77,18 @@ pub fn charts(runs: &[Run<'_>], slo_ms: f64, cpu_target: Option<f64>) -> Vec<Cha
         Style::Line,
         COLORS[3],
     ));
+    // p95 is drawn up to 4 × the SLO (one outage would flatten every other minute), and the
+    // legend says so with the true worst.
+    let clip = slo_ms * 4.0;
     for (i, r) in runs.iter().enumerate() {
-        load.lines.push(line(
+        let label = clipped_label(
             name(r, "p95"),
-            series(&r.outcome.rows, |x| x.p95_ms.map(|p| p.min(slo_ms * 4.0))),
+            r.outcome.rows.iter().filter_map(|x| Some((x.p95_ms?, x.t))),
+            clip,
+        );
+        load.lines.push(line(
+            label,
+            series(&r.outcome.rows, |x| x.p95_ms.map(|p| p.min(clip))),
             Axis::Right,
             style(i),
             [COLORS[1], COLORS[4]][i.min(1)],
@@ -123,19 +136,20 @@ pub fn charts(runs: &[Run<'_>], slo_ms: f64, cpu_target: Option<f64>) -> Vec<Cha
     };
     for (i, r) in runs.iter().enumerate() {
         let rows = &r.outcome.rows;
-        tasks.lines.push(line(
-            name(r, "desired"),
-            series(rows, |x| Some(f64::from(x.desired))),
-            Axis::Left,
-            Style::Step,
-            [COLORS[0], COLORS[4]][i.min(1)],
-        ));
+        // Running first, desired dashed over it: both show where they are equal.
         tasks.lines.push(line(
             name(r, "running"),
             series(rows, |x| Some(f64::from(x.running))),
             Axis::Left,
             Style::Step,
             [COLORS[2], COLORS[3]][i.min(1)],
+        ));
+        tasks.lines.push(line(
+            name(r, "desired"),
+            series(rows, |x| Some(f64::from(x.desired))),
+            Axis::Left,
+            Style::DashedStep,
+            [COLORS[0], COLORS[4]][i.min(1)],
         ));
         if i == 0 {
             tasks.lines.push(line(
@@ -179,7 +193,28 @@ pub fn charts(runs: &[Run<'_>], slo_ms: f64, cpu_target: Option<f64>) -> Vec<Cha
             ));
         }
     }
-    vec![load, cpu, tasks, instances]
+    let mut charts = vec![load, cpu, tasks, instances];
+    for c in &mut charts {
+        c.events = faults
+            .iter()
+            .map(|(at, label)| crate::plot::Event {
+                at: *at,
+                label: label.clone(),
+            })
+            .collect();
+    }
+    charts
+}
+
+/// A line's legend, saying so when some of its values are drawn cut at `clip`.
+fn clipped_label(name: String, values: impl Iterator<Item = (f64, DateTime<Utc>)>, clip: f64) -> String {
+    match values.max_by(|a, b| a.0.total_cmp(&b.0)) {
+        Some((v, at)) if v > clip => format!(
+            "{name} (drawn up to {clip:.0} ms; worst {v:.0} ms at {})",
+            at.format("%H:%M")
+        ),
+        _ => name,
+    }
 }
 
 /// The totals as text lines.
@@ -398,4 +433,21 @@ pub fn checks(
         what: format!("capacity in time: tasks waited for an instance at most {longest} minute(s) in a row"),
     });
     out
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::*;
+
+    #[test]
+    fn a_line_cut_at_the_top_of_its_chart_says_so_with_its_worst_value() {
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let quiet = [(120.0, t), (300.0, t)];
+        assert_eq!(clipped_label("p95".into(), quiet.into_iter(), 1000.0), "p95");
+        let spike = [(120.0, t), (3412.4, t + TimeDelta::minutes(3))];
+        assert_eq!(
+            clipped_label("p95".into(), spike.into_iter(), 1000.0),
+            "p95 (drawn up to 1000 ms; worst 3412 ms at 22:16)"
+        );
+    }
 }
