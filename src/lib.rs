@@ -8,6 +8,7 @@
 pub mod actuate;
 pub mod api;
 pub mod aws;
+pub mod bounded;
 pub mod cli;
 pub mod collect;
 pub mod config;

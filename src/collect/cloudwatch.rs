@@ -56,31 +56,17 @@ pub fn metrics_for(
     let mut problems = Vec::new();
     let mut out = Vec::new();
     let filled = |v: &str| fill(v, &key, target_group.as_deref(), load_balancer.as_deref());
-    for mut spec in specs {
-        // The dimensions, and a Prometheus metric's query.
-        let query = spec.prometheus.as_ref().map(|q| filled(&q.query)).transpose();
-        let dims: Result<Vec<(String, String)>, _> = spec
-            .dimensions
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), filled(v)?)))
-            .collect();
-        match (dims, query) {
-            (Ok(dims), Ok(query)) => {
-                spec.dimensions = dims.into_iter().collect();
-                if let (Some(q), Some(text)) = (&mut spec.prometheus, query) {
-                    q.query = text.clone();
-                    spec.metric_name = text;
-                }
-                out.push(ResolvedMetric {
-                    key: key.clone(),
-                    spec,
-                });
-            }
-            (Err(missing), _) | (_, Err(missing)) => problems.push(Problem {
+    for spec in specs {
+        let id = spec.id.clone();
+        match resolve(spec, filled) {
+            Ok(spec) => out.push(ResolvedMetric {
+                key: key.clone(),
+                spec,
+            }),
+            Err(missing) => problems.push(Problem {
                 scope: key.to_string(),
                 message: format!(
-                    "metric `{}` not collected: it uses ${{{missing}}}, which this service does not have (set `{missing}` for it in the config)",
-                    spec.id
+                    "metric `{id}` not collected: it uses ${{{missing}}}, which this service does not have (set `{missing}` for it in the config)"
                 ),
             }),
         }
@@ -113,20 +99,29 @@ pub fn group_metrics(g: &crate::config::GroupSpec) -> Vec<ResolvedMetric> {
     g.metrics
         .iter()
         .filter_map(|spec| {
-            let mut spec = spec.clone();
-            for v in spec.dimensions.values_mut() {
-                *v = fill(v, &named, None, None).ok()?;
-            }
-            if let Some(q) = &mut spec.prometheus {
-                q.query = fill(&q.query, &named, None, None).ok()?;
-                spec.metric_name.clone_from(&q.query);
-            }
+            let spec = resolve(spec.clone(), |v| fill(v, &named, None, None)).ok()?;
             Some(ResolvedMetric {
                 key: key.clone(),
                 spec,
             })
         })
         .collect()
+}
+
+/// `spec` with its placeholders filled (its dimensions, and a Prometheus metric's query, which
+/// is then also its metric name); the first missing placeholder otherwise.
+fn resolve(
+    mut spec: MetricSpec,
+    fill: impl Fn(&str) -> Result<String, &'static str>,
+) -> Result<MetricSpec, &'static str> {
+    for v in spec.dimensions.values_mut() {
+        *v = fill(v)?;
+    }
+    if let Some(q) = &mut spec.prometheus {
+        q.query = fill(&q.query)?;
+        spec.metric_name.clone_from(&q.query);
+    }
+    Ok(spec)
 }
 
 /// Fills `${cluster}`, `${service}`, `${target_group}`, `${load_balancer}`; names the missing one.

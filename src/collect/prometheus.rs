@@ -97,12 +97,7 @@ pub struct PromClient {
 }
 
 fn secret(var: &str, field: &str) -> Result<String, String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        _ => Err(format!(
-            "environment variable {var} (named by prometheus.{field}) is not set"
-        )),
-    }
+    crate::config::env::secret(var, &format!("prometheus.{field}"))
 }
 
 impl PromClient {
@@ -206,15 +201,11 @@ impl PromClient {
 }
 
 /// The body, up to [`MAX_BODY`].
-async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.without_url().to_string())? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("the answer is larger than {} MiB", MAX_BODY >> 20));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn read_bounded(resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    crate::bounded::read(resp, MAX_BODY).await.map_err(|e| match e {
+        crate::bounded::BodyError::TooLarge => format!("the answer is larger than {} MiB", MAX_BODY >> 20),
+        crate::bounded::BodyError::Read(e) => e.without_url().to_string(),
+    })
 }
 
 #[derive(Deserialize)]

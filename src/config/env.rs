@@ -40,6 +40,17 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
 ];
 
+/// A secret from the environment variable `var` that the setting `field` names: set and not
+/// empty, or an error naming both (never the value).
+pub fn secret(var: &str, field: &str) -> Result<String, String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => Err(format!(
+            "environment variable {var} (named by {field}) is not set"
+        )),
+    }
+}
+
 /// Variables only the test suite reads (set by `scripts/test-services`).
 pub const TEST_VARIABLES: &[&str] = &[
     "ECSCALE_TEST_MOTO_URL",

@@ -172,19 +172,21 @@ fn read_one(node: &Node, path: &str, cx: &mut Cx) -> Option<NotifyTarget> {
     let per_minute = m.or(cx, "per_minute", 30u32);
     let timeout = m.or(cx, "timeout", Duration::from_secs(5));
     let retries = m.or(cx, "retries", 3u32);
-    for (key, bad) in [
-        ("queue", queue == 0 || queue > 100_000),
-        ("per_minute", per_minute == 0 || per_minute > 6_000),
-        ("timeout", timeout.is_zero() || timeout > Duration::from_secs(60)),
-        ("retries", retries > 10),
+    for (key, bad, bounds) in [
+        ("queue", queue == 0 || queue > 100_000, "from 1 to 100000 events"),
+        (
+            "per_minute",
+            per_minute == 0 || per_minute > 6_000,
+            "from 1 to 6000 requests",
+        ),
+        (
+            "timeout",
+            timeout.is_zero() || timeout > Duration::from_secs(60),
+            "above 0s and at most 60s",
+        ),
+        ("retries", retries > 10, "at most 10"),
     ] {
         if bad {
-            let bounds = match key {
-                "queue" => "from 1 to 100000 events",
-                "per_minute" => "from 1 to 6000 requests",
-                "timeout" => "above 0s and at most 60s",
-                _ => "at most 10",
-            };
             cx.error(
                 m.span_of(key),
                 &super::read::join(path, key),

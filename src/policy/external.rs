@@ -334,7 +334,7 @@ impl PluginRunner {
 
     async fn post(&self, url: &str, ext: &External, body: Vec<u8>) -> Result<Answer, String> {
         let exchange = async {
-            let mut resp = self
+            let resp = self
                 .http
                 .post(url)
                 .header("content-type", "application/json")
@@ -343,16 +343,15 @@ impl PluginRunner {
                 .await
                 .map_err(|e| format!("plugin {url}: {}", crate::aws::error_chain(&e)))?;
             let status = resp.status();
-            let mut buf = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| format!("plugin {url}: {e}"))? {
-                if buf.len() + chunk.len() > ext.max_output {
-                    return Err(format!(
+            let buf = crate::bounded::read(resp, ext.max_output)
+                .await
+                .map_err(|e| match e {
+                    crate::bounded::BodyError::TooLarge => format!(
                         "plugin {url} answered more than {} bytes (max_output)",
                         ext.max_output
-                    ));
-                }
-                buf.extend_from_slice(&chunk);
-            }
+                    ),
+                    crate::bounded::BodyError::Read(e) => format!("plugin {url}: {e}"),
+                })?;
             if !status.is_success() {
                 return Err(format!("plugin {url} answered HTTP {status}: {}", excerpt(&buf)));
             }

@@ -71,12 +71,7 @@ impl std::fmt::Debug for Es {
 }
 
 fn secret(var: &str, field: &str) -> Result<String, EsError> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        _ => Err(EsError::Settings(format!(
-            "environment variable {var} (named by sink.elasticsearch.{field}) is not set"
-        ))),
-    }
+    crate::config::env::secret(var, &format!("sink.elasticsearch.{field}")).map_err(EsError::Settings)
 }
 
 impl Es {

@@ -137,32 +137,18 @@ impl Worker {
                     out.plan.waiting
                 ));
             }
-            for e in &out.errors {
-                tracing::error!(target = %d.target, "{e}");
-                self.metrics.error("actuate");
+            // A failure of the whole placement is logged and counted by `record`; the others
+            // (calls that failed while others went through) here.
+            let whole = usize::from(matches!(out.applied, Applied::Failed { .. }));
+            for (k, e) in out.errors.iter().enumerate() {
+                if k >= whole {
+                    tracing::error!(target = %d.target, "{e}");
+                    self.metrics.error("actuate");
+                }
                 report.problems.push(format!("{}: {e}", d.target));
             }
-            match g.policy {
-                Some(i) => self.record(i, &d, &out.applied, out.applied.took_effect()),
-                None => self.log_unrecorded(&d, &out.applied),
-            }
+            self.record(g.policy, &d, &out.applied, out.applied.took_effect());
             report.services.push((d, out.applied));
-        }
-    }
-
-    /// A daemon group's decision, counted and logged (it has no engine state).
-    fn log_unrecorded(&mut self, d: &Decision, applied: &Applied) {
-        self.metrics.decision("task_group", &d.action.to_string());
-        self.metrics.action("task_group", applied.result());
-        if !matches!(applied, Applied::Unchanged) {
-            tracing::info!(target = %d.target, "{applied}: {}", d.reason);
-            let record = self.state.targets.entry(d.target.to_string()).or_default();
-            record.last_action = Some(super::state::LastAction {
-                at: d.at,
-                from: d.current,
-                to: d.desired,
-                result: applied.result().to_string(),
-            });
         }
     }
 }

@@ -98,12 +98,7 @@ struct Sink {
 }
 
 fn env_secret(var: &str, field: &str, name: &str) -> Result<String, String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        _ => Err(format!(
-            "notify `{name}`: environment variable {var} (named by {field}) is not set"
-        )),
-    }
+    crate::config::env::secret(var, field).map_err(|e| format!("notify `{name}`: {e}"))
 }
 
 impl Sink {

@@ -233,11 +233,19 @@ impl Worker {
         decide(policy, obs, &state, &externals)
     }
 
-    /// Records a decision and what became of it.
-    pub(super) fn record(&mut self, policy_index: usize, d: &Decision, applied: &Applied, took_effect: bool) {
-        let policy = &self.policies[policy_index];
+    /// Records a decision and what became of it; with its policy, in the engine's state too
+    /// (a daemon group has none).
+    pub(super) fn record(
+        &mut self,
+        policy_index: Option<usize>,
+        d: &Decision,
+        applied: &Applied,
+        took_effect: bool,
+    ) {
         let record = self.state.targets.entry(d.target.to_string()).or_default();
-        record.engine.record(policy, d, took_effect);
+        if let Some(policy) = policy_index.map(|i| &self.policies[i]) {
+            record.engine.record(policy, d, took_effect);
+        }
         if !matches!(applied, Applied::Unchanged) {
             record.last_action = Some(LastAction {
                 at: d.at,
@@ -491,7 +499,7 @@ impl Worker {
         .await;
         let decided: Vec<(usize, Decision)> = pending.into_iter().map(|(i, d, _)| (i, d)).collect();
         for ((i, d), a) in decided.into_iter().zip(applied) {
-            self.record(i, &d, &a, a.took_effect());
+            self.record(Some(i), &d, &a, a.took_effect());
             report.services.push((d, a));
         }
         self.apply_groups(groups, &snapshot, &mut report).await;

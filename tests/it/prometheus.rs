@@ -35,27 +35,13 @@ struct Exporter {
 
 impl Exporter {
     async fn start(text: &str) -> Exporter {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let text = Arc::new(Mutex::new(text.to_string()));
         let t = text.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let t = t.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_req| {
-                        let body = t.lock().unwrap().clone();
-                        async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let addr = crate::support::serve(move |_req| {
+            let body = t.lock().unwrap().clone();
+            async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
+        })
+        .await;
         Exporter { addr, text }
     }
 }

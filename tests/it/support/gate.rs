@@ -29,8 +29,6 @@ pub struct Gate {
 
 impl Gate {
     pub async fn start(upstream: &str, mode: Mode) -> Gate {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let mode = Arc::new(Mutex::new(mode));
         let refused = Arc::new(AtomicU64::new(0));
         let (m, r, up) = (
@@ -39,22 +37,9 @@ impl Gate {
             upstream.trim_end_matches('/').to_string(),
         );
         let client = reqwest::Client::new();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (m, r, up, client) = (m.clone(), r.clone(), up.clone(), client.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        forward(req, m.clone(), r.clone(), up.clone(), client.clone())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let addr =
+            super::serve(move |req| forward(req, m.clone(), r.clone(), up.clone(), client.clone())).await;
+        let url = format!("http://{addr}");
         Gate { url, mode, refused }
     }
 

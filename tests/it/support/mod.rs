@@ -159,3 +159,29 @@ pub fn screenshot(html: &std::path::Path, dir: &std::path::Path) -> (Vec<Vec<u8>
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Serves HTTP/1.1 on a free loopback port with `handler` for every request, until the test
+/// ends; returns the address (`127.0.0.1:PORT`).
+pub async fn serve<F, Fut>(handler: F) -> String
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible>,
+        > + Send
+        + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(handler);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}

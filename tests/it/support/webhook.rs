@@ -26,24 +26,10 @@ pub struct Webhook {
 
 impl Webhook {
     pub async fn start(answer: Answer) -> Webhook {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let got = Arc::new(Mutex::new(Vec::new()));
+        let got: Received = Arc::default();
         let g = got.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let g = g.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| receive(req, g.clone(), answer));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let addr = super::serve(move |req| receive(req, g.clone(), answer)).await;
+        let url = format!("http://{addr}/hook");
         Webhook { url, got }
     }
 
