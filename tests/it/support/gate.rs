@@ -71,6 +71,21 @@ async fn forward(
             .body(Full::new(Bytes::from(body.to_string())))
             .unwrap()
     };
+    // The whole request is read first, refused or not: answering before the body is read
+    // makes the client see a broken pipe instead of the status (a race, not the fault meant).
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let m = *mode.lock().unwrap();
     match m {
         Mode::RefuseBulk(status) if path.starts_with("/_bulk") => {
@@ -86,19 +101,6 @@ async fn forward(
         }
         _ => {}
     }
-    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_string();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
     let resp = client
         .request(method, format!("{upstream}{path}"))
         .header("content-type", content_type)
