@@ -38,8 +38,11 @@ pub struct PlacementPlan {
     pub stop: Vec<String>,
     /// Tasks wanted that no eligible instance has room for.
     pub waiting: u32,
-    /// Tasks stopped because their instance is no longer eligible (replaced first).
+    /// Tasks stopped because their instance is no longer eligible, or to even out a spread
+    /// (replaced first): the first `moved` of `stop`.
     pub moved: u32,
+    /// Of those, the last ones are moves that even out a spread.
+    pub rebalanced: u32,
     /// The count this plan reaches (for daemon groups: the eligible instances).
     pub target: u32,
 }
@@ -167,10 +170,57 @@ pub fn plan(
                 None => out.waiting += 1,
             }
         }
+    }
+    if have <= target {
+        rebalance(spec, &mut room, &kept, size, &mut out);
     } else {
         out.stop.extend(scale_in(spec, &room, &kept, have - target));
     }
     out
+}
+
+/// A spread that drifted (a zone or instance had no room when tasks were started) is evened
+/// out, one move per tick: a task starts where the spread has the fewest and room is, and one
+/// from where it has the most stops once that one started.
+fn rebalance(
+    spec: &GroupSpec,
+    room: &mut Room<'_>,
+    kept: &[&GroupTask],
+    size: Resources,
+    out: &mut PlacementPlan,
+) {
+    let Placement::Spread(by) = spec.placement else {
+        return;
+    };
+    let weight = |room: &Room<'_>, k: usize| match by {
+        SpreadBy::Zone => room.zone_count(room.zone(k)),
+        SpreadBy::Instance => room.count[k],
+    };
+    let Some(to) = room.pick(spec, size) else {
+        return;
+    };
+    let from = kept
+        .iter()
+        .filter_map(|t| {
+            let k = room
+                .instances
+                .iter()
+                .position(|i| Some(&i.arn) == t.instance.as_ref())?;
+            Some((weight(room, k), room.count[k], t.arn.clone(), k))
+        })
+        .max();
+    let Some((most, _, arn, k)) = from else {
+        return;
+    };
+    if most < weight(room, to) + 2 {
+        return;
+    }
+    out.start.push(room.instances[to].arn.clone());
+    room.place(to, size);
+    room.count[k] -= 1;
+    out.stop.insert(out.moved as usize, arn);
+    out.moved += 1;
+    out.rebalanced += 1;
 }
 
 /// The `n` tasks a scale-in stops, as the strategy says.
@@ -354,6 +404,49 @@ mod tests {
         let p = plan(&g, &instances, &tasks, 4, SMALL);
         assert_eq!(p.stop.len(), 1);
         assert!(p.stop[0] == "c" || p.stop[0] == "d", "{p:?}");
+    }
+
+    #[test]
+    fn a_spread_that_drifted_is_evened_out_one_move_at_a_time_where_room_is() {
+        let g = group(Placement::Spread(SpreadBy::Zone), vec![]);
+        let tasks = [
+            task("a", "i-3", "RUNNING"),
+            task("b", "i-3", "RUNNING"),
+            task("c", "i-4", "RUNNING"),
+        ];
+        // z1 had no room when they started: all three went to z2.
+        let full = [
+            inst("i-1", "z1", 0, "ACTIVE"),
+            inst("i-3", "z2", 2048, "ACTIVE"),
+            inst("i-4", "z2", 2048, "ACTIVE"),
+        ];
+        let p = plan(&g, &full, &tasks, 3, SMALL);
+        assert!(
+            p.start.is_empty() && p.stop.is_empty(),
+            "no room in z1: nothing moves {p:?}"
+        );
+        // z1 has room now: one task starts there, and one from z2's fuller instance stops.
+        let roomy = [
+            inst("i-1", "z1", 2048, "ACTIVE"),
+            inst("i-3", "z2", 2048, "ACTIVE"),
+            inst("i-4", "z2", 2048, "ACTIVE"),
+        ];
+        let p = plan(&g, &roomy, &tasks, 3, SMALL);
+        assert_eq!(p.start, ["i-1"], "{p:?}");
+        assert_eq!((p.stop.len(), p.moved, p.rebalanced), (1, 1, 1), "{p:?}");
+        assert!(p.stop[0] == "a" || p.stop[0] == "b", "{p:?}");
+        // Once moved (1 and 2), the zones are within one: no further move.
+        let moved = [
+            task("n", "i-1", "PENDING"),
+            task("b", "i-3", "RUNNING"),
+            task("c", "i-4", "RUNNING"),
+        ];
+        let p = plan(&g, &roomy, &moved, 3, SMALL);
+        assert!(p.start.is_empty() && p.stop.is_empty(), "{p:?}");
+        // A scale-out in the same tick comes first; the move goes with it.
+        let p = plan(&g, &roomy, &tasks, 4, SMALL);
+        assert_eq!(p.start, ["i-1", "i-1"], "{p:?}");
+        assert_eq!(p.stop.len(), 1, "{p:?}");
     }
 
     #[test]

@@ -185,7 +185,10 @@ impl TaskGroupActuator {
             if moving && !moved_ok {
                 continue;
             }
-            let reason = if moving {
+            let evening = k >= (out.plan.moved - out.plan.rebalanced) as usize;
+            let reason = if moving && evening {
+                format!("ecscale: group {} evens out its spread", spec.name)
+            } else if moving {
                 format!(
                     "ecscale: group {} moves it off an instance that is no longer eligible",
                     spec.name

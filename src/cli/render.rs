@@ -58,6 +58,18 @@ pub fn summary(c: &Config, policy_targets: usize) -> String {
         ),
         None => String::new(),
     };
+    let groups = match c.groups.len() {
+        0 => String::new(),
+        n => format!(
+            ", {} placed by ecscale ({})",
+            plural(n, "task group", "task groups"),
+            c.groups
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     let notify = match c.notify.len() {
         0 => String::new(),
         _ => format!(
@@ -70,7 +82,7 @@ pub fn summary(c: &Config, policy_targets: usize) -> String {
         ),
     };
     format!(
-        "{}: valid: {}, {} and {} ({} on named services), {}, region {region}, endpoint {endpoint}, sink {sink}, {policies}, {capacity}, {state}{leader}{notify}",
+        "{}: valid: {}, {} and {} ({} on named services), {}, region {region}, endpoint {endpoint}, sink {sink}, {policies}, {capacity}{groups}, {state}{leader}{notify}",
         c.file.display(),
         plural(c.clusters.len(), "cluster", "clusters"),
         plural(named, "named service", "named services"),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use super::cluster::{InstanceStatus, TaskStatus};
+use super::cluster::{Cluster, InstanceStatus, Task, TaskStatus};
 use super::Sim;
 use crate::api::{
     ApiError, AppAutoScalingApi, AutoScalingApi, CloudWatchApi, Described, EcsApi, EcsWriteApi, ErrorKind,
@@ -101,19 +101,40 @@ impl Sim {
         s
     }
 
-    fn task_info(&self, k: usize) -> TaskInfo {
-        let g = self.lock();
-        let t = &g.cluster.tasks[k];
+    /// What DescribeTasks says of a task (of the service or of a group).
+    fn task_info(c: &Cluster, t: &Task) -> TaskInfo {
+        let (group, td) = match &t.group {
+            Some((g, _)) => {
+                let family = &c.spec.groups[*g].family;
+                (format!("family:{family}"), c.spec.family_arn(family))
+            }
+            None => (
+                format!("service:{}", c.spec.service),
+                c.spec.task_definition_arn(),
+            ),
+        };
         TaskInfo {
             arn: t.arn.clone(),
-            group: Some(format!("service:{}", self.spec.service)),
+            group: Some(group),
             last_status: t.status.as_str().into(),
-            task_definition: self.spec.task_definition_arn(),
-            cpu: Some(self.spec.task.cpu),
-            memory_mib: Some(self.spec.task.memory_mib),
-            container_instance: t.instance.map(|i| g.cluster.instances[i].arn.clone()),
+            task_definition: td,
+            cpu: Some(t.size.cpu),
+            memory_mib: Some(t.size.memory_mib),
+            container_instance: t.instance.map(|i| c.instances[i].arn.clone()),
             created_at: Some(t.created_at),
         }
+    }
+
+    /// The infos of the live tasks (service and groups) that `keep` selects.
+    fn tasks_where(&self, keep: impl Fn(&Cluster, &Task) -> bool) -> Vec<TaskInfo> {
+        let g = self.lock();
+        let c = &g.cluster;
+        c.tasks
+            .iter()
+            .chain(&c.standalone)
+            .filter(|t| t.status != TaskStatus::Stopped && keep(c, t))
+            .map(|t| Self::task_info(c, t))
+            .collect()
     }
 }
 
@@ -149,20 +170,31 @@ impl EcsApi for Sim {
     async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinitionInfo, ApiError> {
         self.op("ECS.DescribeTaskDefinition");
         let arn = self.spec.task_definition_arn();
-        if task_definition != arn && task_definition != format!("{}:1", self.spec.service) {
-            return Err(self.not_found(
+        if task_definition == arn || task_definition == format!("{}:1", self.spec.service) {
+            return Ok(TaskDefinitionInfo {
+                arn,
+                family: self.spec.service.clone(),
+                revision: 1,
+                reservation: self.spec.task,
+            });
+        }
+        match self.spec.group_of(task_definition) {
+            Some(g) => {
+                let g = &self.spec.groups[g];
+                Ok(TaskDefinitionInfo {
+                    arn: self.spec.family_arn(&g.family),
+                    family: g.family.clone(),
+                    revision: 1,
+                    reservation: g.task,
+                })
+            }
+            None => Err(self.not_found(
                 "ECS.DescribeTaskDefinition",
                 format!("task definition {task_definition}"),
                 "ClientException",
                 "Unable to describe task definition.".into(),
-            ));
+            )),
         }
-        Ok(TaskDefinitionInfo {
-            arn,
-            family: self.spec.service.clone(),
-            revision: 1,
-            reservation: self.spec.task,
-        })
     }
 
     async fn list_container_instances(
@@ -228,7 +260,11 @@ impl EcsApi for Sim {
                 pending_tasks: pending,
                 capacity_provider: None,
                 registered_at: i.registered_at,
-                attributes: [("ecs.instance-type".to_string(), self.spec.instance_type.clone())].into(),
+                attributes: [
+                    ("ecs.instance-type".to_string(), self.spec.instance_type.clone()),
+                    ("ecs.availability-zone".to_string(), i.zone.clone()),
+                ]
+                .into(),
             });
         }
         Ok(out)
@@ -237,9 +273,8 @@ impl EcsApi for Sim {
     async fn list_tasks(&self, cluster: &str, _next: Option<String>) -> Result<Page<String>, ApiError> {
         self.op("ECS.ListTasks");
         self.check_cluster("ECS.ListTasks", cluster)?;
-        let g = self.lock();
         Ok(Page {
-            items: g.cluster.live_tasks().map(|t| t.arn.clone()).collect(),
+            items: self.tasks_where(|_, _| true).into_iter().map(|t| t.arn).collect(),
             next_token: None,
         })
     }
@@ -248,10 +283,10 @@ impl EcsApi for Sim {
         self.op("ECS.DescribeTasks");
         self.check_cluster("ECS.DescribeTasks", cluster)?;
         let mut out = Described::default();
+        let mut found = self.tasks_where(|_, t| arns.contains(&t.arn));
         for arn in arns {
-            let k = self.lock().cluster.tasks.iter().position(|t| t.arn == *arn);
-            match k {
-                Some(k) => out.items.push(self.task_info(k)),
+            match found.iter().position(|t| t.arn == *arn) {
+                Some(k) => out.items.push(found.swap_remove(k)),
                 None => out.failures.push((arn.clone(), "MISSING".into())),
             }
         }
@@ -337,24 +372,14 @@ impl EcsWriteApi for Sim {
     ) -> Result<Vec<TaskInfo>, ApiError> {
         self.op("ECS.ListTasks");
         self.check_cluster("ECS.ListTasks", cluster)?;
-        let ks: Vec<usize> = {
-            let g = self.lock();
-            let c = &g.cluster;
-            c.tasks
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| {
-                    t.instance
-                        .is_some_and(|i| c.instances[i].arn == container_instance)
-                })
-                .map(|(k, _)| k)
-                .collect()
-        };
-        if ks.is_empty() {
-            return Ok(Vec::new());
+        let on = self.tasks_where(|c, t| {
+            t.instance
+                .is_some_and(|i| c.instances[i].arn == container_instance)
+        });
+        if !on.is_empty() {
+            self.op("ECS.DescribeTasks");
         }
-        self.op("ECS.DescribeTasks");
-        Ok(ks.into_iter().map(|k| self.task_info(k)).collect())
+        Ok(on)
     }
 
     /// The simulated cluster has no capacity providers (its group is sized by ecscale).
@@ -364,37 +389,78 @@ impl EcsWriteApi for Sim {
         Ok(Vec::new())
     }
 
-    /// The simulated cluster runs one service; task groups are not simulated (yet).
-    async fn started_by(&self, cluster: &str, _started_by: &str) -> Result<Vec<TaskInfo>, ApiError> {
+    /// ListTasks with `startedBy`, then DescribeTasks (when any are listed).
+    async fn started_by(&self, cluster: &str, started_by: &str) -> Result<Vec<TaskInfo>, ApiError> {
         self.op("ECS.ListTasks");
         self.check_cluster("ECS.ListTasks", cluster)?;
-        Ok(Vec::new())
+        let tasks = self.tasks_where(|_, t| t.group.as_ref().is_some_and(|(_, by)| by == started_by));
+        if !tasks.is_empty() {
+            self.op("ECS.DescribeTasks");
+        }
+        Ok(tasks)
     }
 
+    /// StartTask: one task of the group whose task definition is `td` on each instance of `on`
+    /// (at most 10, as ECS takes); the started ARNs, and a failure (`ARN: REASON`) for each
+    /// instance that could not take one.
     async fn start_tasks(
         &self,
         cluster: &str,
         td: &str,
-        _on: &[String],
-        _by: &str,
+        on: &[String],
+        by: &str,
     ) -> Result<(Vec<String>, Vec<String>), ApiError> {
-        self.op("ECS.StartTask");
-        Err(self.not_found(
-            "ECS.StartTask",
-            format!("cluster {cluster}, task definition {td}"),
-            "ClientException",
-            "the simulated cluster does not run task groups".into(),
-        ))
+        let op = "ECS.StartTask";
+        self.op(op);
+        self.check_cluster(op, cluster)?;
+        let invalid = |message: String| ApiError {
+            operation: op.into(),
+            resource: format!("cluster {cluster}, task definition {td}"),
+            endpoint: ENDPOINT.into(),
+            kind: ErrorKind::Other,
+            code: Some("InvalidParameterException".into()),
+            message,
+        };
+        let Some(g) = self.spec.group_of(td) else {
+            return Err(self.not_found(
+                op,
+                format!("task definition {td}"),
+                "ClientException",
+                "TaskDefinition not found.".into(),
+            ));
+        };
+        if on.is_empty() || on.len() > 10 {
+            return Err(invalid(format!(
+                "containerInstances must name 1 to 10 instances, not {}",
+                on.len()
+            )));
+        }
+        let mut guard = self.lock();
+        let (mut started, mut failed) = (Vec::new(), Vec::new());
+        for arn in on {
+            match guard.cluster.start_task(g, arn, by) {
+                Ok(task) => started.push(task),
+                Err(reason) => failed.push(format!("{arn}: {reason}")),
+            }
+        }
+        Ok((started, failed))
     }
 
-    async fn stop_task(&self, cluster: &str, task: &str, _reason: &str) -> Result<(), ApiError> {
-        self.op("ECS.StopTask");
-        Err(self.not_found(
-            "ECS.StopTask",
-            format!("cluster {cluster}, task {task}"),
-            "ClientException",
-            "the simulated cluster does not run task groups".into(),
-        ))
+    async fn stop_task(&self, cluster: &str, task: &str, reason: &str) -> Result<(), ApiError> {
+        let op = "ECS.StopTask";
+        self.op(op);
+        self.check_cluster(op, cluster)?;
+        if self.lock().cluster.stop_by_arn(task, reason) {
+            return Ok(());
+        }
+        Err(ApiError {
+            operation: op.into(),
+            resource: format!("task {task}"),
+            endpoint: ENDPOINT.into(),
+            kind: ErrorKind::Other,
+            code: Some("InvalidParameterException".into()),
+            message: "The referenced task was not found.".into(),
+        })
     }
 
     async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {

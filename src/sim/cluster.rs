@@ -1,5 +1,6 @@
-//! The simulated cluster's state machine: one ECS service on the EC2 instances of one Auto
-//! Scaling group.
+//! The simulated cluster's state machine: one ECS service and any number of task groups
+//! (standalone tasks that ecscale places with StartTask) of different task sizes, sharing the
+//! EC2 instances of one Auto Scaling group.
 //!
 //! [`Cluster::advance`] moves it to a given time, in the order ECS and EC2 Auto Scaling would:
 //! booted instances register (ACTIVE), the group launches or terminates instances towards its
@@ -7,6 +8,9 @@
 //! their replacements elsewhere), the service scheduler starts or stops tasks towards the desired
 //! count, waiting tasks are placed (binpack on CPU, then memory) where they fit (a task that fits
 //! nowhere stays PROVISIONING), and placed tasks turn RUNNING once their start time has passed.
+//! Standalone tasks are placed only by [`Cluster::start_task`], onto the instance it names, and
+//! are never replaced by ECS: a task that dies, or sits on a DRAINING instance, is its starter's
+//! business (as in ECS). Each group works off a queue that the service's answered requests feed.
 //! Everything that happens is an [`Event`].
 
 use std::sync::Arc;
@@ -52,6 +56,42 @@ pub struct Spec {
     pub headroom: f64,
     pub spare_tasks: u32,
     pub seed: u64,
+    /// Task groups sharing the instances with the service.
+    pub groups: Vec<GroupWorkload>,
+}
+
+/// A group of standalone tasks in the simulated cluster (a `groups:` entry of the worker's
+/// config): a queue worker. Each request the service answers puts `jobs_per_request` jobs on its
+/// SQS queue; each RUNNING task works off `jobs_per_task_s` jobs per second.
+#[derive(Debug, Clone)]
+pub struct GroupWorkload {
+    /// The group's name in ecscale's config (its tasks are started by `ecscale/NAME`).
+    pub name: String,
+    /// Its task definition's family (revision 1).
+    pub family: String,
+    pub task: Resources,
+    /// The SQS queue's name (`QueueName` in CloudWatch).
+    pub queue: String,
+    pub jobs_per_request: f64,
+    pub jobs_per_task_s: f64,
+}
+
+impl GroupWorkload {
+    /// A queue worker of 1 vCPU and 2 GiB (twice the example service's task): a job per four
+    /// answered requests, 15 jobs per second per task.
+    pub fn queue_worker() -> Self {
+        GroupWorkload {
+            name: "queue-worker".into(),
+            family: "queue-worker".into(),
+            task: Resources {
+                cpu: 1024,
+                memory_mib: 2048,
+            },
+            queue: "jobs".into(),
+            jobs_per_request: 0.25,
+            jobs_per_task_s: 15.0,
+        }
+    }
 }
 
 impl Spec {
@@ -84,7 +124,39 @@ impl Spec {
             spare_tasks: 0,
             max_queue_wait: Duration::from_secs(2),
             seed: 7,
+            groups: Vec::new(),
         }
+    }
+
+    /// [`Spec::example`] with a queue-worker group ([`GroupWorkload::queue_worker`]) on the same
+    /// instances: two workloads of different task sizes. No headroom: every instance the
+    /// capacity stage launches is one the tasks need (headroom is room kept empty on purpose,
+    /// and ECS's binpack keeps it as whole empty instances).
+    pub fn two_workloads() -> Self {
+        Spec {
+            groups: vec![GroupWorkload::queue_worker()],
+            headroom: 0.0,
+            ..Spec::example()
+        }
+    }
+
+    /// The availability zones instances are launched into (balanced, as Auto Scaling does).
+    pub fn zones(&self) -> [String; 3] {
+        ["a", "b", "c"].map(|z| format!("{}{z}", self.region))
+    }
+
+    /// The group whose task definition `td` names (`family`, `family:1` or its ARN).
+    pub fn group_of(&self, td: &str) -> Option<usize> {
+        self.groups.iter().position(|g| {
+            td == g.family || td == format!("{}:1", g.family) || td == self.family_arn(&g.family)
+        })
+    }
+
+    pub fn family_arn(&self, family: &str) -> String {
+        format!(
+            "arn:aws:ecs:{}:{}:task-definition/{family}:1",
+            self.region, self.account
+        )
     }
 
     pub fn cluster_arn(&self) -> String {
@@ -102,10 +174,7 @@ impl Spec {
     }
 
     pub fn task_definition_arn(&self) -> String {
-        format!(
-            "arn:aws:ecs:{}:{}:task-definition/{}:1",
-            self.region, self.account, self.service
-        )
+        self.family_arn(&self.service)
     }
 
     /// The target group's `targetgroup/NAME/ID`, as CloudWatch names it.
@@ -170,6 +239,10 @@ pub struct Task {
     /// When a placed task turns RUNNING.
     pub ready_at: Option<DateTime<Utc>>,
     pub meter: Arc<TaskMeter>,
+    /// What it reserves.
+    pub size: Resources,
+    /// A standalone task: the index of its group in [`Spec::groups`], and its `startedBy`.
+    pub group: Option<(usize, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +263,19 @@ pub struct Instance {
     pub status: InstanceStatus,
     pub launched_at: DateTime<Utc>,
     pub registered_at: Option<DateTime<Utc>>,
+    /// Its availability zone.
+    pub zone: String,
+    /// When a task was first placed on it.
+    pub first_task_at: Option<DateTime<Utc>>,
+}
+
+/// A group's SQS queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Queue {
+    pub depth: f64,
+    /// Jobs sent and jobs worked off since the minute started.
+    pub sent: f64,
+    pub done: f64,
 }
 
 /// Something that happened in the cluster.
@@ -209,7 +295,12 @@ pub struct Cluster {
     pub now: DateTime<Utc>,
     pub desired: u32,
     pub group_desired: u32,
+    /// The service's tasks.
     pub tasks: Vec<Task>,
+    /// The groups' standalone tasks (not stopped).
+    pub standalone: Vec<Task>,
+    /// Each group's queue: jobs waiting, and jobs sent in the current minute.
+    pub queues: Vec<Queue>,
     pub instances: Vec<Instance>,
     pub events: Vec<Event>,
     /// Task-seconds spent placed (PENDING or RUNNING), and instance-seconds launched.
@@ -223,6 +314,10 @@ pub struct Cluster {
     next_id: u64,
     /// A waiting task was reported once (not on every advance).
     waiting_reported: bool,
+    /// The longest a service task waited for an instance with room, once placed.
+    longest_wait: TimeDelta,
+    /// Group-task-seconds placed (PENDING or RUNNING).
+    pub group_task_seconds: f64,
 }
 
 fn ids(rng: &mut u64, digits: usize) -> String {
@@ -244,6 +339,14 @@ pub fn next_u64(state: &mut u64) -> u64 {
     x.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
+/// Places `t` on instance `i` at `now`: PENDING until its start time has passed.
+fn put_on(now: DateTime<Utc>, start: Duration, t: &mut Task, instances: &mut [Instance], i: usize) {
+    t.instance = Some(i);
+    t.status = TaskStatus::Pending;
+    t.ready_at = Some(now + TimeDelta::from_std(start).unwrap_or_default());
+    instances[i].first_task_at.get_or_insert(now);
+}
+
 impl Cluster {
     /// The cluster with its initial instances registered and its initial tasks running.
     pub fn new(spec: Spec, now: DateTime<Utc>) -> Self {
@@ -251,6 +354,8 @@ impl Cluster {
             desired: spec.initial_tasks,
             group_desired: spec.initial_instances,
             tasks: Vec::new(),
+            standalone: Vec::new(),
+            queues: vec![Queue::default(); spec.groups.len()],
             instances: Vec::new(),
             events: Vec::new(),
             task_seconds: 0.0,
@@ -261,6 +366,8 @@ impl Cluster {
             rng: spec.seed.max(1),
             next_id: 0,
             waiting_reported: false,
+            longest_wait: TimeDelta::zero(),
+            group_task_seconds: 0.0,
             now,
             spec,
         };
@@ -293,6 +400,12 @@ impl Cluster {
 
     fn launch(&mut self) -> usize {
         let id = format!("i-0{}", ids(&mut self.rng, 16));
+        let zones = self.spec.zones();
+        let zone = zones
+            .iter()
+            .min_by_key(|z| self.group_instances().filter(|(_, i)| i.zone == **z).count())
+            .cloned()
+            .unwrap_or_default();
         let arn = format!(
             "arn:aws:ecs:{}:{}:container-instance/{}/{}",
             self.spec.region,
@@ -306,11 +419,13 @@ impl Cluster {
             status: InstanceStatus::Booting,
             launched_at: self.now,
             registered_at: None,
+            zone,
+            first_task_at: None,
         });
         self.instances.len() - 1
     }
 
-    fn create_task(&mut self) {
+    fn new_task(&mut self, size: Resources, group: Option<(usize, String)>) -> Task {
         self.next_id += 1;
         let id = ids(&mut self.rng, 32);
         let arn = format!(
@@ -318,7 +433,7 @@ impl Cluster {
             self.spec.region, self.spec.account, self.spec.cluster, id
         );
         let container_id = ids(&mut self.rng, 12);
-        self.tasks.push(Task {
+        Task {
             id,
             arn,
             container_id,
@@ -327,7 +442,94 @@ impl Cluster {
             created_at: self.now,
             ready_at: None,
             meter: Arc::new(TaskMeter::default()),
-        });
+            size,
+            group,
+        }
+    }
+
+    fn create_task(&mut self) {
+        let t = self.new_task(self.spec.task, None);
+        self.tasks.push(t);
+    }
+
+    /// StartTask of one task of group `g` onto the container instance `arn`, started by `by`:
+    /// the task's ARN, or ECS's failure reason (`MISSING`, `INACTIVE`, `RESOURCE:CPU`,
+    /// `RESOURCE:MEMORY`).
+    pub fn start_task(&mut self, g: usize, arn: &str, by: &str) -> Result<String, &'static str> {
+        let i = self
+            .instances
+            .iter()
+            .position(|i| {
+                i.arn == arn && i.status != InstanceStatus::Terminated && i.status != InstanceStatus::Booting
+            })
+            .ok_or("MISSING")?;
+        if self.instances[i].status != InstanceStatus::Active {
+            return Err("INACTIVE");
+        }
+        let size = self.spec.groups[g].task;
+        let (used, _, _) = self.used(i);
+        let room = self.spec.instance_resources();
+        if used.cpu + size.cpu > room.cpu {
+            return Err("RESOURCE:CPU");
+        }
+        if used.memory_mib + size.memory_mib > room.memory_mib {
+            return Err("RESOURCE:MEMORY");
+        }
+        let mut t = self.new_task(size, Some((g, by.to_string())));
+        put_on(self.now, self.spec.task_start, &mut t, &mut self.instances, i);
+        let text = format!(
+            "task {} of group {} placed on {} ({}) by StartTask",
+            &t.id[..8],
+            self.spec.groups[g].name,
+            self.instances[i].id,
+            self.instances[i].zone
+        );
+        let arn = t.arn.clone();
+        self.standalone.push(t);
+        self.event("group_task_placed", text);
+        Ok(arn)
+    }
+
+    /// StopTask: a standalone task stops for good, a service task is replaced by the service.
+    pub fn stop_by_arn(&mut self, arn: &str, reason: &str) -> bool {
+        if let Some(k) = self.standalone.iter().position(|t| t.arn == arn) {
+            let t = &mut self.standalone[k];
+            t.status = TaskStatus::Stopped;
+            let text = format!("task {} of a group stopped by StopTask: {reason}", &t.id[..8]);
+            self.event("group_task_stopped", text);
+            return true;
+        }
+        match self.tasks.iter().position(|t| t.arn == arn) {
+            Some(k) => {
+                self.stop_task(k, "task_stopped", reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The live standalone tasks of group `g`.
+    pub fn group_tasks(&self, g: usize) -> impl Iterator<Item = &Task> {
+        self.standalone.iter().filter(move |t| {
+            t.group.as_ref().is_some_and(|(k, _)| *k == g) && t.status != TaskStatus::Stopped
+        })
+    }
+
+    /// Moves every group's queue on by `real_s` seconds in which the service answered
+    /// `answered` requests.
+    pub fn work_queues(&mut self, answered: f64, real_s: f64) {
+        for (g, spec) in self.spec.groups.iter().enumerate() {
+            let running = self
+                .group_tasks(g)
+                .filter(|t| t.status == TaskStatus::Running)
+                .count() as f64;
+            let q = &mut self.queues[g];
+            let sent = answered * spec.jobs_per_request;
+            let done = (q.depth + sent).min(running * spec.jobs_per_task_s * real_s);
+            q.depth += sent - done;
+            q.sent += sent;
+            q.done += done;
+        }
     }
 
     /// Tasks not stopped.
@@ -355,14 +557,15 @@ impl Cluster {
     pub fn used(&self, i: usize) -> (Resources, u32, u32) {
         let mut used = Resources::default();
         let (mut running, mut pending) = (0, 0);
-        for t in self.tasks.iter().filter(|t| t.instance == Some(i)) {
+        let all = self.tasks.iter().chain(&self.standalone);
+        for t in all.filter(|t| t.instance == Some(i)) {
             match t.status {
                 TaskStatus::Running => running += 1,
                 TaskStatus::Pending => pending += 1,
                 _ => continue,
             }
-            used.cpu += self.spec.task.cpu;
-            used.memory_mib += self.spec.task.memory_mib;
+            used.cpu += t.size.cpu;
+            used.memory_mib += t.size.memory_mib;
         }
         (used, running, pending)
     }
@@ -429,11 +632,38 @@ impl Cluster {
             self.instances[i].id
         );
         self.event("instance_killed", text);
+        self.stop_on(i);
+    }
+
+    /// Every task on instance `i` stops: it was terminated.
+    fn stop_on(&mut self, i: usize) {
         for k in 0..self.tasks.len() {
             if self.tasks[k].instance == Some(i) {
                 self.stop_task(k, "task_stopped", "its instance was terminated");
             }
         }
+        let mut lost = Vec::new();
+        for t in self.standalone.iter_mut() {
+            if t.instance == Some(i) && t.status != TaskStatus::Stopped {
+                t.status = TaskStatus::Stopped;
+                lost.push(format!(
+                    "task {} of a group stopped: its instance was terminated",
+                    &t.id[..8]
+                ));
+            }
+        }
+        for text in lost {
+            self.event("group_task_stopped", text);
+        }
+    }
+
+    /// The longest a service task has waited for an instance with room (placed or still waiting).
+    pub fn longest_wait(&self) -> TimeDelta {
+        self.tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Provisioning)
+            .map(|t| self.now - t.created_at)
+            .fold(self.longest_wait, TimeDelta::max)
     }
 
     pub fn set_desired(&mut self, n: u32) {
@@ -470,11 +700,7 @@ impl Cluster {
             self.instances[i].id, self.group_desired
         );
         self.event("instance_terminated", text);
-        for k in 0..self.tasks.len() {
-            if self.tasks[k].instance == Some(i) {
-                self.stop_task(k, "task_stopped", "its instance was terminated");
-            }
-        }
+        self.stop_on(i);
     }
 
     /// Moves the cluster to `now`.
@@ -489,6 +715,12 @@ impl Cluster {
             .filter(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Running))
             .count();
         self.task_seconds += placed as f64 * dt;
+        let group_placed = self
+            .standalone
+            .iter()
+            .filter(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Running))
+            .count();
+        self.group_task_seconds += group_placed as f64 * dt;
         self.instance_seconds += self.group_instances().count() as f64 * dt;
         self.now = now;
 
@@ -529,11 +761,7 @@ impl Cluster {
                     self.instances[k].id, self.group_desired
                 );
                 self.event("instance_terminated", text);
-                for t in 0..self.tasks.len() {
-                    if self.tasks[t].instance == Some(k) {
-                        self.stop_task(t, "task_stopped", "its instance was terminated");
-                    }
-                }
+                self.stop_on(k);
             }
         }
         // Tasks on draining instances move.
@@ -569,6 +797,17 @@ impl Cluster {
                 self.event("task_started", text);
             }
         }
+        let mut up = Vec::new();
+        for t in self.standalone.iter_mut() {
+            if t.status == TaskStatus::Pending && t.ready_at.is_some_and(|r| r <= now) {
+                t.status = TaskStatus::Running;
+                up.push(format!("task {} of a group RUNNING", &t.id[..8]));
+            }
+        }
+        for text in up {
+            self.event("group_task_started", text);
+        }
+        self.standalone.retain(|t| t.status != TaskStatus::Stopped);
         let (stopped, live): (Vec<Task>, Vec<Task>) = std::mem::take(&mut self.tasks)
             .into_iter()
             .partition(|t| t.status == TaskStatus::Stopped);
@@ -579,7 +818,6 @@ impl Cluster {
     /// Places waiting tasks: binpack (the fullest instance that still has room).
     fn place(&mut self) {
         let room = self.spec.instance_resources();
-        let start = TimeDelta::from_std(self.spec.task_start).unwrap_or_default();
         let mut waiting = 0;
         for k in 0..self.tasks.len() {
             if self.tasks[k].status != TaskStatus::Provisioning {
@@ -600,9 +838,8 @@ impl Cluster {
             match best {
                 Some(i) => {
                     let t = &mut self.tasks[k];
-                    t.instance = Some(i);
-                    t.status = TaskStatus::Pending;
-                    t.ready_at = Some(self.now + start);
+                    self.longest_wait = self.longest_wait.max(self.now - t.created_at);
+                    put_on(self.now, self.spec.task_start, t, &mut self.instances, i);
                 }
                 None => waiting += 1,
             }

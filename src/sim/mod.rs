@@ -66,6 +66,78 @@ pub struct Row {
     pub draining: u32,
     pub group_desired: u32,
     pub cpu_reservation: Option<f64>,
+    /// The task groups sharing the instances.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupRow>,
+}
+
+/// One minute of a task group.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupRow {
+    pub name: String,
+    pub running: u32,
+    pub pending: u32,
+    /// Jobs waiting at the minute's end, and sent and worked off during it.
+    pub queue: f64,
+    pub sent: f64,
+    pub done: f64,
+    /// Per availability zone: the group's live tasks, and the ACTIVE instances.
+    pub zones: Vec<ZoneCount>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ZoneCount {
+    pub zone: String,
+    pub tasks: u32,
+    pub instances: u32,
+    /// How many more of the group's tasks its ACTIVE instances have room for.
+    pub room: u32,
+}
+
+impl GroupRow {
+    fn of(c: &Cluster, g: usize) -> GroupRow {
+        let tasks: Vec<&cluster::Task> = c.group_tasks(g).collect();
+        let size = c.spec.groups[g].task;
+        let total = c.spec.instance_resources();
+        let fits = |i: usize| {
+            let used = c.used(i).0;
+            let cpu = total.cpu.saturating_sub(used.cpu) / size.cpu.max(1);
+            cpu.min(total.memory_mib.saturating_sub(used.memory_mib) / size.memory_mib.max(1))
+        };
+        let zones = c
+            .spec
+            .zones()
+            .into_iter()
+            .map(|zone| ZoneCount {
+                tasks: tasks
+                    .iter()
+                    .filter(|t| t.instance.is_some_and(|i| c.instances[i].zone == zone))
+                    .count() as u32,
+                instances: c
+                    .instances
+                    .iter()
+                    .filter(|i| i.zone == zone && i.status == InstanceStatus::Active)
+                    .count() as u32,
+                room: (0..c.instances.len())
+                    .filter(|&i| {
+                        c.instances[i].zone == zone && c.instances[i].status == InstanceStatus::Active
+                    })
+                    .map(fits)
+                    .sum(),
+                zone,
+            })
+            .collect();
+        let q = c.queues[g];
+        GroupRow {
+            name: c.spec.groups[g].name.clone(),
+            running: tasks.iter().filter(|t| t.status == TaskStatus::Running).count() as u32,
+            pending: tasks.iter().filter(|t| t.status == TaskStatus::Pending).count() as u32,
+            queue: q.depth,
+            sent: q.sent,
+            done: q.done,
+            zones,
+        }
+    }
 }
 
 impl Row {
@@ -85,7 +157,21 @@ impl Row {
             self.instances,
             self.booting,
             self.draining
-        )
+        ) + &self
+            .groups
+            .iter()
+            .map(|g| {
+                let zones: Vec<String> = g.zones.iter().map(|z| z.tasks.to_string()).collect();
+                format!(
+                    "  {} {:>2} running, {} starting (by zone {}), queue {:>5.0}",
+                    g.name,
+                    g.running,
+                    g.pending,
+                    zones.join("/"),
+                    g.queue
+                )
+            })
+            .collect::<String>()
     }
 }
 
@@ -109,6 +195,8 @@ pub struct Inner {
     window: DateTime<Utc>,
     /// Meter seconds per simulated second: 1/speed for real requests, 1 for the fluid model.
     base: f64,
+    /// The requests answered this minute that have fed the groups' queues.
+    fed: f64,
 }
 
 /// The simulated cluster and its CloudWatch.
@@ -146,6 +234,7 @@ impl Sim {
                 minute: start,
                 window: start,
                 base,
+                fed: 0.0,
             }),
             clock,
             start,
@@ -190,6 +279,9 @@ impl Inner {
             }
         }
         self.cluster.advance(now);
+        let answered = self.lb.requests - self.lb.errors;
+        self.cluster.work_queues(answered - self.fed, dt);
+        self.fed = answered;
         if let Some(w) = self.cluster.spec.high_resolution {
             let w = TimeDelta::from_std(w).unwrap_or(TimeDelta::seconds(20));
             while self.window + w <= now {
@@ -238,6 +330,28 @@ impl Inner {
                 self.store
                     .put_at(res, ("AWS/ECS", name, &svc), self.window, s, visible);
             }
+        }
+    }
+
+    /// Each group's queue as SQS publishes it: messages visible (the depth at the minute's end)
+    /// and sent during it. Per real second of load, like the requests: divided by `base`.
+    fn publish_queues(&mut self, minute: DateTime<Utc>, visible: DateTime<Utc>) {
+        for (g, spec) in self.cluster.spec.groups.iter().enumerate() {
+            let q = std::mem::take(&mut self.cluster.queues[g]);
+            let dims = [("QueueName", spec.queue.as_str())];
+            let depth = StatSet::one(q.depth);
+            let sent = StatSet::one(q.sent / self.base);
+            self.store.put(
+                "AWS/SQS",
+                "ApproximateNumberOfMessagesVisible",
+                &dims,
+                minute,
+                depth,
+                visible,
+            );
+            self.store
+                .put("AWS/SQS", "NumberOfMessagesSent", &dims, minute, sent, visible);
+            self.cluster.queues[g].depth = q.depth;
         }
     }
 
@@ -379,8 +493,11 @@ impl Inner {
             draining: c.instances_in(InstanceStatus::Draining),
             group_desired: c.group_desired,
             cpu_reservation: reservation.map(|(cpu, _)| cpu),
+            groups: (0..c.spec.groups.len()).map(|g| GroupRow::of(c, g)).collect(),
         });
+        self.publish_queues(minute, visible);
         self.lb = LbMinute::default();
+        self.fed = 0.0;
     }
 }
 

@@ -32,6 +32,36 @@ pub const CAPACITY_POLICY: (&str, &str) = (
     "policies/capacity.yaml",
     include_str!("../../policies/capacity.yaml"),
 );
+/// The queue-worker group's policy ([`super::cluster::GroupWorkload::queue_worker`]).
+pub const QUEUE_WORKER_POLICY: (&str, &str) = (
+    "policies/queue-worker.yaml",
+    include_str!("../../policies/queue-worker.yaml"),
+);
+
+/// The `groups:` section for the simulated groups: spread over zones, their queue's metrics.
+fn groups_yaml(spec: &Spec) -> String {
+    let mut out = String::new();
+    if !spec.groups.is_empty() {
+        out.push_str("groups:\n");
+    }
+    for g in &spec.groups {
+        out.push_str(&format!(
+            "  - name: {name}
+    cluster: {cluster}
+    task_definition: {family}:1
+    placement: {{strategy: spread, by: zone}}
+    metrics:
+      - {{id: queue_depth, namespace: AWS/SQS, metric_name: ApproximateNumberOfMessagesVisible, dimensions: {{QueueName: {queue}}}, stat: Maximum}}
+      - {{id: messages_sent, namespace: AWS/SQS, metric_name: NumberOfMessagesSent, dimensions: {{QueueName: {queue}}}, stat: Sum}}
+",
+            name = g.name,
+            cluster = spec.cluster,
+            family = g.family,
+            queue = g.queue,
+        ));
+    }
+    out
+}
 
 /// The worker's configuration for the simulated cluster: its one service (with its load
 /// balancer), its Auto Scaling group under `capacity:`, ticks every `tick`, and `sink` (YAML
@@ -61,7 +91,7 @@ capacity:
     spare_tasks: {spare}
     drain_timeout: 10m
     scale_in_cooldown: 5m
-worker:
+{groups}worker:
   metrics_addr: off
   update_rate: 50
 sink:
@@ -76,6 +106,7 @@ sink:
         hires = spec.high_resolution.is_some(),
         headroom = spec.headroom,
         spare = spec.spare_tasks,
+        groups = groups_yaml(spec),
     )
 }
 
@@ -279,6 +310,40 @@ pub struct Outcome {
     pub totals: Totals,
     /// Tick problems (collection gaps, failed calls), deduplicated, with counts.
     pub problems: Vec<(String, usize)>,
+    /// After each tick, every task group's decided count and its tasks in the cluster.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupTick>,
+}
+
+/// A task group after a tick: the count ecscale decided, and the tasks the cluster holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupTick {
+    pub at: DateTime<Utc>,
+    pub group: String,
+    pub desired: u32,
+    pub placed: u32,
+}
+
+/// The task groups of a tick's decisions, as they stand in the cluster after it.
+fn group_ticks(sim: &Sim, report: &TickReport) -> Vec<GroupTick> {
+    let g = sim.lock();
+    let c = &g.cluster;
+    report
+        .services
+        .iter()
+        .filter_map(|(d, _)| match &d.target {
+            crate::model::TargetKey::TaskGroup { group, .. } => {
+                let k = c.spec.groups.iter().position(|w| w.name == *group)?;
+                Some(GroupTick {
+                    at: d.at,
+                    group: group.clone(),
+                    desired: d.desired,
+                    placed: c.group_tasks(k).count() as u32,
+                })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The load in requests per second at a simulated time.
@@ -308,6 +373,7 @@ pub async fn closed_loop(
     faults.sort_by_key(|(at, _)| *at);
     let mut actions = Vec::new();
     let mut problems: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut groups = Vec::new();
     while t < opts.until {
         while faults.first().is_some_and(|(at, _)| *at <= t) {
             let (_, f) = faults.remove(0);
@@ -344,12 +410,15 @@ pub async fn closed_loop(
                 Scaler::Oracle(_) => continue,
             };
             actions.extend(actions_of(&report));
+            groups.extend(group_ticks(sim, &report));
             for p in report.problems {
                 *problems.entry(p).or_default() += 1;
             }
         }
     }
-    outcome(sim, actions, problems.into_iter().collect(), opts.slo_p95_ms)
+    let mut out = outcome(sim, actions, problems.into_iter().collect(), opts.slo_p95_ms);
+    out.groups = groups;
+    out
 }
 
 /// What the simulated cluster went through, with the actions taken on it.
@@ -362,5 +431,6 @@ pub fn outcome(sim: &Sim, actions: Vec<ActionRow>, problems: Vec<(String, usize)
         events: g.cluster.events.clone(),
         totals,
         problems,
+        groups: Vec::new(),
     }
 }

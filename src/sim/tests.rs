@@ -34,7 +34,10 @@ fn ramp(t: DateTime<Utc>) -> f64 {
 
 /// A fresh simulated cluster and a worker on it with these policies.
 async fn setup(policies: &[(&str, &str)]) -> (Arc<Sim>, crate::worker::Worker) {
-    let spec = Spec::example();
+    setup_spec(Spec::example(), policies).await
+}
+
+async fn setup_spec(spec: Spec, policies: &[(&str, &str)]) -> (Arc<Sim>, crate::worker::Worker) {
     let sim = Sim::new(spec.clone(), t0(), Clock::Manual);
     let config = run::config(
         &spec,
@@ -403,4 +406,113 @@ async fn high_resolution_cpu_is_published_collected_and_acted_on_within_a_minute
         table(&out)
     );
     assert_eq!(first.rule.as_deref(), Some("cpu"), "{first:?}");
+}
+
+/// The longest run of consecutive ticks (per group) with fewer tasks placed than decided.
+fn longest_short(out: &Outcome) -> TimeDelta {
+    let mut since: std::collections::BTreeMap<&str, DateTime<Utc>> = Default::default();
+    let mut worst = TimeDelta::zero();
+    for g in &out.groups {
+        if g.placed >= g.desired {
+            since.remove(g.group.as_str());
+            continue;
+        }
+        let from = *since.entry(&g.group).or_insert(g.at);
+        worst = worst.max(g.at - from);
+    }
+    worst
+}
+
+#[tokio::test]
+async fn two_workloads_of_different_sizes_share_the_instances_under_a_ramp() {
+    let spec = Spec::two_workloads();
+    // The capacity stage alone sizes the instances, for the tasks (no reservation target:
+    // that keeps room empty on purpose).
+    let policies = [run::WEB_POLICY, run::QUEUE_WORKER_POLICY];
+    let (sim, worker) = setup_spec(spec.clone(), &policies).await;
+    let opts = LoopOptions {
+        until: at(90.0),
+        tick: Duration::from_secs(15),
+        step: Duration::from_secs(5),
+        slo_p95_ms: SLO_MS,
+        faults: vec![(at(30.0), Fault::KillInstance)],
+    };
+    let out = closed_loop(&sim, Scaler::Ecscale(Box::new(worker)), &ramp, &opts).await;
+    let t = table(&out)
+        + &out
+            .groups
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} {} {}/{}\n",
+                    g.at.format("%H:%M:%S"),
+                    g.group,
+                    g.placed,
+                    g.desired
+                )
+            })
+            .collect::<String>();
+    assert!(out.problems.is_empty(), "{t}");
+    // Both workloads scale out with the load and back in after it: at 400 requests/s the
+    // queue receives 100 jobs/s, 7 tasks' work at 15 a second.
+    let peak = |f: &dyn Fn(&Row) -> u32| out.rows.iter().map(f).max().unwrap();
+    assert!(peak(&|r| r.desired) >= 15, "{t}");
+    let group_peak = peak(&|r| r.groups[0].running);
+    assert!((7..=12).contains(&group_peak), "group peak {group_peak}\n{t}");
+    let last = out.rows.last().unwrap();
+    assert_eq!(last.desired, 3, "{t}");
+    assert!(last.groups[0].running <= 3, "{last:?}\n{t}");
+    // The queue is worked off: no more than a minute of arrivals waits at the end.
+    let sent: f64 = out.rows.iter().map(|r| r.groups[0].sent).sum();
+    let done: f64 = out.rows.iter().map(|r| r.groups[0].done).sum();
+    assert!(last.groups[0].queue <= 60.0 * 15.0, "{last:?}\n{t}");
+    assert!(
+        (sent - done - last.groups[0].queue).abs() < 1e-6 * sent,
+        "jobs accounted"
+    );
+    // No task waits more than 3 minutes for an instance: service tasks PROVISIONING, and
+    // group tasks decided but not placed.
+    let c = &sim.lock().cluster;
+    assert!(
+        c.longest_wait() <= TimeDelta::minutes(3),
+        "service {:?}\n{t}",
+        c.longest_wait()
+    );
+    assert!(
+        longest_short(&out) <= TimeDelta::minutes(3),
+        "group {:?}\n{t}",
+        longest_short(&out)
+    );
+    // Spread by zone holds at every minute: the group's counts per zone differ by at most 1,
+    // except where the emptier zone has no room for one more of its tasks (then the task goes
+    // where room is, and moves back once the zone has room: within a minute).
+    let mut drifted = 0;
+    for r in &out.rows {
+        let zones = &r.groups[0].zones;
+        let hi = zones.iter().map(|z| z.tasks).max().unwrap();
+        let short = zones.iter().any(|z| z.tasks + 1 < hi && z.room > 0);
+        drifted = if short { drifted + 1 } else { 0 };
+        assert!(drifted <= 1, "{} {zones:?}\n{t}", r.t);
+    }
+    // Every instance the capacity stage launched had a task within its scale-in cooldown
+    // (5 minutes) of registering, unless the run ended first.
+    let boot = TimeDelta::from_std(spec.instance_boot).unwrap();
+    let cooldown = TimeDelta::minutes(5);
+    for i in c.instances.iter().filter(|i| i.launched_at > t0()) {
+        let due = i.launched_at + boot + cooldown;
+        let used = i.first_task_at.is_some_and(|f| f <= due);
+        assert!(
+            used || due > c.now
+                || i.status == super::cluster::InstanceStatus::Terminated && i.registered_at.is_none(),
+            "instance {} launched {} never used by {due}\n{t}",
+            i.id,
+            i.launched_at
+        );
+    }
+    // The kill took group tasks with it; they were replaced.
+    let kinds: Vec<&str> = out.events.iter().map(|e| e.kind).collect();
+    assert!(
+        kinds.contains(&"group_task_placed") && kinds.contains(&"group_task_stopped"),
+        "{t}"
+    );
 }

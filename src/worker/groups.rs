@@ -131,6 +131,12 @@ impl Worker {
                 .apply(&spec, &g.observed, cluster, &g.decision, fence.as_ref())
                 .await;
             let mut d = g.decision;
+            if out.plan.rebalanced > 0 {
+                d.reason.push_str(&format!(
+                    "; {} of its tasks moved to even out its spread",
+                    out.plan.rebalanced
+                ));
+            }
             if out.plan.waiting > 0 {
                 d.reason.push_str(&format!(
                     "; {} of its tasks wait: no eligible instance has room",

@@ -94,6 +94,18 @@ async fn every_example_policy_is_parsed_and_evaluated() {
             reason: "queue_depth 2700 ≥ 2000 for 3/3 datapoints",
         },
         Scenario {
+            file: "queue-worker.yaml",
+            now: "2026-11-25T12:00:00Z",
+            current: 6,
+            metrics: vec![
+                ("messages_sent", vec![6000.0; 3]),
+                ("queue_depth", vec![900.0; 3]),
+            ],
+            action: Action::ScaleOut,
+            desired: 10,
+            reason: "`ceil(messages_sent / 60 / 12 + queue_depth / 900)` = 10",
+        },
+        Scenario {
             file: "api.yaml",
             now: "2026-11-28T15:00:00Z",
             current: 4,
@@ -366,7 +378,7 @@ fn policy_check_summarizes_every_example() {
     }
     let (code, stdout, stderr) = run(&mut cmd);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout.lines().count(), 7, "{stdout}");
+    assert_eq!(stdout.lines().count(), 8, "{stdout}");
     assert!(stdout.lines().all(|l| l.starts_with("policies/")), "{stdout}");
     assert!(
         stdout.contains("production/web min 3 max 40")

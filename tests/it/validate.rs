@@ -30,7 +30,7 @@ fn the_example_config_is_valid() {
     assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
     assert!(
         stdout.trim_end().ends_with(
-            "7 policy files with 7 targets, 1 Auto Scaling group (production-ecs-m5), state in examples/ecscale-state.json"
+            "8 policy files with 8 targets, 1 Auto Scaling group (production-ecs-m5), 1 task group placed by ecscale (queue-worker), state in examples/ecscale-state.json"
         ),
         "{stdout}"
     );
