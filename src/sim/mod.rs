@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod oracle;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod suite;
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -435,6 +435,86 @@ pub fn checks(
     out
 }
 
+/// The longest run of minutes in which a group's spread over zones was off by more than one
+/// task although the emptier zone had room for one more (drift ecscale could have mended).
+pub fn spread_drift(rows: &[Row], g: usize) -> usize {
+    let (mut streak, mut longest) = (0, 0);
+    for r in rows {
+        let Some(zones) = r.groups.get(g).map(|g| &g.zones) else {
+            continue;
+        };
+        let hi = zones.iter().map(|z| z.tasks).max().unwrap_or(0);
+        let short = zones.iter().any(|z| z.tasks + 1 < hi && z.room > 0);
+        streak = if short { streak + 1 } else { 0 };
+        longest = longest.max(streak);
+    }
+    longest
+}
+
+/// The longest time a group had fewer tasks placed than decided, over the ticks.
+pub fn longest_short(ticks: &[super::run::GroupTick], group: &str) -> TimeDelta {
+    let mut since: Option<DateTime<Utc>> = None;
+    let mut worst = TimeDelta::zero();
+    for t in ticks.iter().filter(|t| t.group == group) {
+        if t.placed >= t.desired {
+            since = None;
+            continue;
+        }
+        let from = *since.get_or_insert(t.at);
+        worst = worst.max(t.at - from);
+    }
+    worst
+}
+
+/// What a run with task groups must show of each (spread over zones, as the simulated groups
+/// are): it followed its queue out and back, its placement held its strategy, and its tasks
+/// were placed in time.
+pub fn group_checks(o: &Outcome, spec: &super::Spec) -> Vec<Check> {
+    let mut out = Vec::new();
+    for (g, w) in spec.groups.iter().enumerate() {
+        let running = |r: &Row| r.groups.get(g).map_or(0, |x| x.running);
+        let peak = o.rows.iter().map(running).max().unwrap_or(0);
+        let last = o.rows.last().map_or(0, running);
+        out.push(Check {
+            passed: peak > last && last > 0,
+            what: format!(
+                "group {}: followed its queue, out to {peak} tasks and back to {last}",
+                w.name
+            ),
+        });
+        let drift = spread_drift(&o.rows, g);
+        out.push(Check {
+            passed: drift <= 1,
+            what: format!(
+                "group {}: placed as its strategy says (spread over zones within one task wherever room was), off for at most {drift} minute(s) in a row",
+                w.name
+            ),
+        });
+        let short = longest_short(&o.groups, &w.name);
+        out.push(Check {
+            passed: short <= TimeDelta::minutes(3),
+            what: format!(
+                "group {}: every task it decided was placed within {} s",
+                w.name,
+                short.num_seconds()
+            ),
+        });
+        let queue = o
+            .rows
+            .last()
+            .and_then(|r| r.groups.get(g))
+            .map_or(0.0, |x| x.queue);
+        out.push(Check {
+            passed: queue <= 60.0 * w.jobs_per_task_s,
+            what: format!(
+                "group {}: its queue worked off, {queue:.0} jobs waiting at the end",
+                w.name
+            ),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod clip_tests {
     use super::*;

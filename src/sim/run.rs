@@ -171,6 +171,15 @@ pub enum Fault {
     KillInstance,
 }
 
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::KillTask => "a task killed",
+            Fault::KillInstance => "an instance killed",
+        }
+    }
+}
+
 /// Injects a fault now; what was hit, or `None` when there was nothing to hit.
 pub fn inject(sim: &Sim, fault: Fault) -> Option<String> {
     let mut g = sim.lock();
@@ -325,7 +334,7 @@ pub struct GroupTick {
 }
 
 /// The task groups of a tick's decisions, as they stand in the cluster after it.
-fn group_ticks(sim: &Sim, report: &TickReport) -> Vec<GroupTick> {
+pub fn group_ticks(sim: &Sim, report: &TickReport) -> Vec<GroupTick> {
     let g = sim.lock();
     let c = &g.cluster;
     report

@@ -408,21 +408,6 @@ async fn high_resolution_cpu_is_published_collected_and_acted_on_within_a_minute
     assert_eq!(first.rule.as_deref(), Some("cpu"), "{first:?}");
 }
 
-/// The longest run of consecutive ticks (per group) with fewer tasks placed than decided.
-fn longest_short(out: &Outcome) -> TimeDelta {
-    let mut since: std::collections::BTreeMap<&str, DateTime<Utc>> = Default::default();
-    let mut worst = TimeDelta::zero();
-    for g in &out.groups {
-        if g.placed >= g.desired {
-            since.remove(g.group.as_str());
-            continue;
-        }
-        let from = *since.entry(&g.group).or_insert(g.at);
-        worst = worst.max(g.at - from);
-    }
-    worst
-}
-
 #[tokio::test]
 async fn two_workloads_of_different_sizes_share_the_instances_under_a_ramp() {
     let spec = Spec::two_workloads();
@@ -478,22 +463,13 @@ async fn two_workloads_of_different_sizes_share_the_instances_under_a_ramp() {
         "service {:?}\n{t}",
         c.longest_wait()
     );
-    assert!(
-        longest_short(&out) <= TimeDelta::minutes(3),
-        "group {:?}\n{t}",
-        longest_short(&out)
-    );
+    let short = super::report::longest_short(&out.groups, "queue-worker");
+    assert!(short <= TimeDelta::minutes(3), "group {short:?}\n{t}");
     // Spread by zone holds at every minute: the group's counts per zone differ by at most 1,
     // except where the emptier zone has no room for one more of its tasks (then the task goes
     // where room is, and moves back once the zone has room: within a minute).
-    let mut drifted = 0;
-    for r in &out.rows {
-        let zones = &r.groups[0].zones;
-        let hi = zones.iter().map(|z| z.tasks).max().unwrap();
-        let short = zones.iter().any(|z| z.tasks + 1 < hi && z.room > 0);
-        drifted = if short { drifted + 1 } else { 0 };
-        assert!(drifted <= 1, "{} {zones:?}\n{t}", r.t);
-    }
+    let drift = super::report::spread_drift(&out.rows, 0);
+    assert!(drift <= 1, "spread off for {drift} minutes\n{t}");
     // Every instance the capacity stage launched had a task within its scale-in cooldown
     // (5 minutes) of registering, unless the run ended first.
     let boot = TimeDelta::from_std(spec.instance_boot).unwrap();

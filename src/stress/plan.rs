@@ -294,7 +294,7 @@ fn scalar<'n>(n: &'n Node, p: &str, cx: &mut Cx) -> Option<&'n str> {
     s
 }
 
-fn list<T>(
+pub(crate) fn list<T>(
     n: &Node,
     p: &str,
     cx: &mut Cx,
@@ -515,7 +515,8 @@ fn read_shape(kind: &str, n: &Node, p: &str, cx: &mut Cx, duration: Option<Durat
 
 const LOADS: &[&str] = &["rate", "ramp", "steps", "spike", "sine", "users", "max"];
 
-fn read_phase(n: &Node, p: &str, cx: &mut Cx) -> Option<Phase> {
+/// One phase of a plan's `phases:` (also read by the demo's scenario file).
+pub(crate) fn read_phase(n: &Node, p: &str, cx: &mut Cx) -> Option<Phase> {
     let mut m = cx.map(n, p)?;
     let name: Option<String> = m.opt(cx, "name");
     let duration: Option<Duration> = m.req(cx, "duration");

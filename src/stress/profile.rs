@@ -49,6 +49,37 @@ pub enum Shape {
     },
 }
 
+impl Shape {
+    /// The same shape with its times (a spike's start and length, a sine's period) divided by
+    /// `speed`: the shape of a phase run `speed` times faster.
+    pub fn compressed(&self, speed: f64) -> Shape {
+        let c = |d: Duration| d.div_f64(speed);
+        match self.clone() {
+            Shape::Spike {
+                base,
+                peak,
+                at,
+                length,
+            } => Shape::Spike {
+                base,
+                peak,
+                at: c(at),
+                length: c(length),
+            },
+            Shape::Sine {
+                mean,
+                amplitude,
+                period,
+            } => Shape::Sine {
+                mean,
+                amplitude,
+                period: c(period),
+            },
+            other => other,
+        }
+    }
+}
+
 /// An open phase's schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {

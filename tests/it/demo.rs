@@ -31,6 +31,10 @@ async fn the_demo_scales_survives_kills_ships_and_writes_a_report_that_renders()
         "✓ the killed task at ",
         "✓ the killed instance at ",
         "✓ capacity in time",
+        "✓ group queue-worker: followed its queue, out to ",
+        "✓ group queue-worker: placed as its strategy says",
+        "✓ group queue-worker: every task it decided was placed within",
+        "✓ group queue-worker: its queue worked off",
     ] {
         assert!(stdout.contains(line), "{line}\n{stdout}");
     }
@@ -68,6 +72,45 @@ async fn the_demo_scales_survives_kills_ships_and_writes_a_report_that_renders()
         let n = pixels.iter().filter(|p| near(p, rgb)).count();
         assert!(n > 300, "{name} plot pixels: {n}");
     }
+}
+
+#[test]
+fn the_demo_scenario_is_read_by_the_users_readers_and_a_mistake_starts_nothing() {
+    // A copy whose config names a group the scenario does not describe, and a fault of an
+    // unknown kind: both named with their line, exit 2, no report written.
+    let dir = tempfile::tempdir().unwrap();
+    let demo = repo().join("examples/demo");
+    let scenario = std::fs::read_to_string(demo.join("scenario.yaml")).unwrap();
+    let scenario = scenario
+        .replace(
+            "../../policies/",
+            &format!("{}/", repo().join("policies").display()),
+        )
+        .replace("kill: instance", "kill: zone");
+    let path = write(dir.path(), "scenario.yaml", &scenario);
+    std::fs::copy(demo.join("ecscale.yaml"), dir.path().join("ecscale.yaml")).unwrap();
+    let report = dir.path().join("r.html");
+    let (code, _, stderr) = run(ecscale().args([
+        "demo",
+        "--scenario",
+        path_str(&path),
+        "--report",
+        path_str(&report),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("scenario.yaml:42:22: faults[1].kill: `zone` is not one of: task, instance"),
+        "{stderr}"
+    );
+    assert!(!report.exists());
+    let scenario = scenario
+        .replace("kill: zone", "kill: instance")
+        .replace("name: queue-worker\n      task", "name: other\n      task");
+    let path = write(dir.path(), "scenario.yaml", &scenario);
+    let (code, _, stderr) = run(ecscale().args(["demo", "--scenario", path_str(&path)]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("task group `queue-worker` of"), "{stderr}");
+    assert!(stderr.contains("`other` is not a task group of"), "{stderr}");
 }
 
 #[test]
