@@ -18,6 +18,7 @@ use crate::sim::http::Fleet;
 use crate::sim::report::{self, Check, Run};
 use crate::sim::run::{self, actions_of, group_ticks, inject, ActionRow, GroupTick};
 use crate::sim::scenario::{self, Scenario, Source};
+use crate::sim::visits::{Audit, VisitStore};
 use crate::sim::{Clock, Sim};
 use crate::stress::plan::{HttpVersion, Phase, Plan, Target};
 use crate::stress::profile::Load;
@@ -185,6 +186,17 @@ struct Live {
     stress: tokio::task::JoinHandle<Result<stress::report::Report, String>>,
     stopped: watch::Receiver<bool>,
     start: DateTime<Utc>,
+    visits: std::sync::Arc<VisitStore>,
+}
+
+/// What the run left, once stopped.
+struct Stopped {
+    sim: std::sync::Arc<Sim>,
+    stress: Option<stress::report::Report>,
+    ship: ShipStats,
+    /// The visit store against the load balancer's answers (or why it could not be read).
+    visits: Result<Audit, String>,
+    visits_path: PathBuf,
 }
 
 impl Live {
@@ -199,7 +211,10 @@ impl Live {
         // The ship stage: each tick's documents through a bounded queue, as in `ecscale run`.
         let (ship, queue) = ShipStage::start(Shipper::start(&config.sink)?);
         let worker = run::worker(config, s.policies.clone(), &sim, Some(queue)).await?;
-        let fleet = Fleet::start(sim.clone(), 0).await?;
+        let visits = std::sync::Arc::new(
+            VisitStore::create(&a.spool.join("visits.sqlite")).map_err(|e| anyhow::anyhow!(e))?,
+        );
+        let fleet = Fleet::start(sim.clone(), 0, Some(visits.clone())).await?;
         let url = url::Url::parse(&format!("http://{}/", fleet.lb_addr)).map_err(anyhow::Error::from)?;
         let plan = plan(s, url);
         let (interrupt_tx, interrupt) = watch::channel(false);
@@ -226,6 +241,7 @@ impl Live {
             stress,
             stopped,
             start,
+            visits,
         })
     }
 
@@ -280,8 +296,8 @@ impl Live {
         }
     }
 
-    /// Stops the servers, waits for the stress run, drains the ship stage.
-    async fn stop(self, es: bool) -> (std::sync::Arc<Sim>, Option<stress::report::Report>, ShipStats) {
+    /// Stops the servers, waits for the stress run, drains the ship stage, audits the visits.
+    async fn stop(self, es: bool) -> Stopped {
         let report = match self.stress.await {
             Ok(Ok(r)) => Some(r),
             Ok(Err(e)) => {
@@ -293,11 +309,18 @@ impl Live {
                 None
             }
         };
+        let answered = self.fleet.answered();
         self.fleet.stop();
         drop(self.worker);
         let drain = Duration::from_secs(if es { 30 } else { 5 });
         let stats = self.ship.finish(tokio::time::Instant::now() + drain).await;
-        (self.sim, report, stats)
+        Stopped {
+            sim: self.sim,
+            stress: report,
+            ship: stats,
+            visits: self.visits.audit(&answered),
+            visits_path: self.visits.path.clone(),
+        }
     }
 }
 
@@ -312,16 +335,24 @@ pub(super) async fn demo(a: DemoArgs) -> Result<u8, Failure> {
     }
     let start = live.start;
     let rec = live.run(&s, a.quiet).await?;
-    let (sim, stress_report, stats) = live.stop(a.es.is_some()).await;
+    let end = live.stop(a.es.is_some()).await;
     let mut outcome = run::outcome(
-        &sim,
+        &end.sim,
         rec.actions.clone(),
         Vec::new(),
         s.slo_p95.as_secs_f64() * 1000.0,
     );
     outcome.groups = rec.groups.clone();
-    let checks = checks(&s, &outcome, &rec, start, stats.not_spooled);
-    let summary = summary(&a, &s, &outcome, stress_report.as_ref(), &rec, &stats, &checks);
+    let mut checks = checks(&s, &outcome, &rec, start, end.ship.not_spooled);
+    let client_ok = end
+        .stress
+        .as_ref()
+        .map(|r| r.totals.summary.requests.saturating_sub(r.totals.summary.errors));
+    checks.insert(
+        checks.len() - 1,
+        visits_check(&end.visits, &end.visits_path, client_ok),
+    );
+    let summary = summary(&a, &s, &outcome, end.stress.as_ref(), &rec, &end.ship, &checks);
     write_report(&a, &s, &outcome, &rec, &summary, &checks)?;
     println!("\n{summary}report: {}", a.report.display());
     Ok(if checks.iter().all(|c| c.passed) {
@@ -435,6 +466,32 @@ fn checks(
         ),
     });
     checks
+}
+
+/// Every answered request saved exactly once, none lost when a task or an instance died.
+fn visits_check(audit: &Result<Audit, String>, path: &std::path::Path, client_ok: Option<u64>) -> Check {
+    match audit {
+        Ok(v) => Check {
+            passed: v.exactly_once(),
+            what: format!(
+                "every answered request recorded exactly once in the visit store {} across the kills: {} answered ({} successes counted by the stress client), {} of them missing, {} answered twice, {} second saves refused; {} rows from {} containers ({} saved by a task that died before its answer got out: the client saw those fail), {} saves failed",
+                path.display(),
+                v.answered,
+                client_ok.map_or("no".into(), |n| n.to_string()),
+                v.missing,
+                v.answered_twice,
+                v.duplicates,
+                v.rows,
+                v.containers,
+                v.unanswered_rows,
+                v.failures
+            ),
+        },
+        Err(e) => Check {
+            passed: false,
+            what: format!("the visit store could not be audited: {e}"),
+        },
+    }
 }
 
 fn summary(

@@ -8,11 +8,15 @@
 //! So latency grows for real as a task saturates, and a task's CPU (published each minute) is
 //! the share of real time it spent serving. The load balancer counts every request's latency and
 //! failure for the minute; a stopped task's port closes (its in-flight requests fail with 502).
+//!
+//! With a [`VisitStore`], the load balancer gives every request an id (`x-visit-id`, as an ALB
+//! adds a trace id) and each task saves the visit before it answers ([`super::visits`]); the
+//! load balancer keeps the ids it got a 200 for, to audit the store against.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -26,7 +30,11 @@ use tokio::time::Instant;
 
 use super::cluster::{next_u64, TaskStatus};
 use super::load::TaskMeter;
+use super::visits::{Saved, VisitStore};
 use super::Sim;
+
+/// The header carrying the load balancer's id of a request.
+const VISIT_ID: &str = "x-visit-id";
 
 /// One task's CPU: a first-come-first-served queue.
 struct TaskCpu {
@@ -36,6 +44,7 @@ struct TaskCpu {
     max_wait: Duration,
     state: Mutex<(Instant, u64)>,
     meter: Arc<TaskMeter>,
+    visits: Option<Arc<VisitStore>>,
 }
 
 impl TaskCpu {
@@ -58,17 +67,39 @@ impl TaskCpu {
     }
 }
 
-async fn task_answer(cpu: Arc<TaskCpu>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// The answer to a served request: the visit saved first, when there is a store.
+fn served(cpu: &TaskCpu, visit: Option<u64>) -> (StatusCode, String) {
+    let answer = |v: &str| {
+        format!(
+            "{{\"container\":\"{}\",\"task\":\"{}\"{v}}}\n",
+            cpu.container_id, cpu.task_arn
+        )
+    };
+    let (Some(store), Some(id)) = (&cpu.visits, visit) else {
+        return match cpu.visits {
+            Some(_) => (StatusCode::BAD_REQUEST, format!("no {VISIT_ID} header\n")),
+            None => (StatusCode::OK, answer("")),
+        };
+    };
+    match store.save(id, &cpu.container_id, &cpu.task_arn) {
+        Saved::Ok => (StatusCode::OK, answer(&format!(",\"visit\":{id}"))),
+        Saved::Duplicate => (StatusCode::CONFLICT, format!("visit {id} was saved before\n")),
+        Saved::Failed(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+async fn task_answer(
+    cpu: Arc<TaskCpu>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let visit = req
+        .headers()
+        .get(VISIT_ID)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let (status, body) = match cpu.admit() {
         Some(done) => {
             tokio::time::sleep_until(done).await;
-            (
-                StatusCode::OK,
-                format!(
-                    "{{\"container\":\"{}\",\"task\":\"{}\"}}\n",
-                    cpu.container_id, cpu.task_arn
-                ),
-            )
+            served(&cpu, visit)
         }
         None => (StatusCode::SERVICE_UNAVAILABLE, "overloaded\n".to_string()),
     };
@@ -109,7 +140,7 @@ struct Backend {
 }
 
 impl Backend {
-    async fn send(&self, path: &str) -> Result<(StatusCode, Bytes), String> {
+    async fn send(&self, path: &str, visit: u64) -> Result<(StatusCode, Bytes), String> {
         let mut sender = loop {
             let candidate = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match candidate {
@@ -128,6 +159,7 @@ impl Backend {
         };
         let req = Request::get(path)
             .header("host", self.addr.to_string())
+            .header(VISIT_ID, visit)
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
@@ -147,6 +179,9 @@ struct Lb {
     sim: Arc<Sim>,
     targets: RwLock<Vec<Arc<Backend>>>,
     next: AtomicUsize,
+    /// The last visit id given, and the ids a task answered 200 for.
+    visit: AtomicU64,
+    answered: Mutex<Vec<u64>>,
 }
 
 async fn lb_answer(
@@ -154,6 +189,7 @@ async fn lb_answer(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
+    let visit = lb.visit.fetch_add(1, Ordering::Relaxed) + 1;
     let target = {
         let t = lb.targets.read().unwrap_or_else(|p| p.into_inner());
         (!t.is_empty()).then(|| t[lb.next.fetch_add(1, Ordering::Relaxed) % t.len()].clone())
@@ -168,7 +204,7 @@ async fn lb_answer(
             StatusCode::SERVICE_UNAVAILABLE,
             Bytes::from_static(b"no healthy target\n"),
         ),
-        Some(b) => match b.send(&path).await {
+        Some(b) => match b.send(&path, visit).await {
             Ok(answer) => answer,
             Err(e) => (
                 StatusCode::BAD_GATEWAY,
@@ -180,6 +216,7 @@ async fn lb_answer(
         let mut g = lb.sim.lock();
         if status.is_success() {
             g.lb.answered(started.elapsed().as_secs_f64(), 1);
+            lb.answered.lock().unwrap_or_else(|p| p.into_inner()).push(visit);
         } else {
             g.lb.failed(1.0);
         }
@@ -198,17 +235,21 @@ pub struct Fleet {
     lb_task: JoinHandle<()>,
     pub lb_addr: SocketAddr,
     seed: u64,
+    visits: Option<Arc<VisitStore>>,
 }
 
 impl Fleet {
-    /// Binds the load balancer on `127.0.0.1:port` (0: any free port).
-    pub async fn start(sim: Arc<Sim>, port: u16) -> std::io::Result<Fleet> {
+    /// Binds the load balancer on `127.0.0.1:port` (0: any free port); its tasks save each
+    /// visit in `visits`, if given.
+    pub async fn start(sim: Arc<Sim>, port: u16, visits: Option<Arc<VisitStore>>) -> std::io::Result<Fleet> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let lb_addr = listener.local_addr()?;
         let lb = Arc::new(Lb {
             sim: sim.clone(),
             targets: RwLock::new(Vec::new()),
             next: AtomicUsize::new(0),
+            visit: AtomicU64::new(0),
+            answered: Mutex::new(Vec::new()),
         });
         let l = lb.clone();
         let lb_task = tokio::spawn(serve(listener, move |req| lb_answer(l.clone(), req)));
@@ -220,6 +261,7 @@ impl Fleet {
             lb_task,
             lb_addr,
             seed,
+            visits,
         };
         fleet.reconcile().await?;
         Ok(fleet)
@@ -267,12 +309,13 @@ impl Fleet {
                 max_wait: self.sim.spec.max_queue_wait,
                 state: Mutex::new((Instant::now(), self.seed | 1)),
                 meter,
+                visits: self.visits.clone(),
             });
             self.servers.insert(
                 id,
                 (
                     addr,
-                    tokio::spawn(serve(listener, move |_req| task_answer(cpu.clone()))),
+                    tokio::spawn(serve(listener, move |req| task_answer(cpu.clone(), req))),
                 ),
             );
             changed = true;
@@ -308,6 +351,11 @@ impl Fleet {
     /// The ports of the RUNNING tasks (task id → address).
     pub fn task_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.servers.iter().map(|(id, (a, _))| (id.clone(), *a)).collect()
+    }
+
+    /// The visit ids the tasks answered 200 for, in the order answered.
+    pub fn answered(&self) -> Vec<u64> {
+        self.lb.answered.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Closes every port.

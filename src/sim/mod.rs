@@ -28,6 +28,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod suite;
+pub mod visits;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

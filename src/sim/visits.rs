@@ -117,7 +117,9 @@ impl VisitStore {
     /// The rows held against the ids the load balancer got a 200 for.
     pub fn audit(&self, answered: &[u64]) -> Result<Audit, String> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn.prepare("SELECT id FROM visits").map_err(|e| sql(e, &self.path))?;
+        let mut stmt = conn
+            .prepare("SELECT id FROM visits")
+            .map_err(|e| sql(e, &self.path))?;
         let ids = stmt
             .query_map([], |r| r.get::<_, i64>(0))
             .map_err(|e| sql(e, &self.path))?

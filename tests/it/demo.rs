@@ -35,10 +35,27 @@ async fn the_demo_scales_survives_kills_ships_and_writes_a_report_that_renders()
         "✓ group queue-worker: placed as its strategy says",
         "✓ group queue-worker: every task it decided was placed within",
         "✓ group queue-worker: its queue worked off",
+        "✓ every answered request recorded exactly once in the visit store",
     ] {
         assert!(stdout.contains(line), "{line}\n{stdout}");
     }
     assert!(!stdout.contains('✗'), "{stdout}");
+    // The store is a real SQLite file: one row per visit id, as many as the check counted.
+    let visits = dir.path().join("spool/visits.sqlite");
+    let db = rusqlite::Connection::open(&visits).unwrap();
+    let (rows, ids): (i64, i64) = db
+        .query_row("SELECT COUNT(*), COUNT(DISTINCT id) FROM visits", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(rows, ids);
+    let line = stdout.lines().find(|l| l.contains("visit store")).unwrap();
+    assert!(
+        line.contains(&format!(
+            "0 of them missing, 0 answered twice, 0 second saves refused; {rows} rows from "
+        )),
+        "{line}"
+    );
     // Every decision reached OpenSearch, beside the metrics and the stress seconds.
     let decisions = count(&es, &format!("{prefix}-decisions-*")).await;
     let metrics = count(&es, &format!("{prefix}-metrics-*")).await;
