@@ -19,7 +19,6 @@ use super::fluid::Fluid;
 use super::oracle::Oracle;
 use super::{Event, Row, Sim, Spec};
 use crate::actuate::Applied;
-use crate::config::env::Vars;
 use crate::config::Config;
 use crate::policy::TargetPolicy;
 use crate::worker::metrics::Metrics;
@@ -38,87 +37,40 @@ pub const QUEUE_WORKER_POLICY: (&str, &str) = (
     include_str!("../../policies/queue-worker.yaml"),
 );
 
-/// The `groups:` section for the simulated groups: spread over zones, their queue's metrics.
-fn groups_yaml(spec: &Spec) -> String {
-    let mut out = String::new();
-    if !spec.groups.is_empty() {
-        out.push_str("groups:\n");
+/// The worker's configuration for the simulated cluster: the demo's `examples/demo/ecscale.yaml`
+/// (compiled in, read by the config reader), with the spec's capacity room, high-resolution
+/// setting and groups, ticking every `tick`. Its names must be the spec's (the simulator stands
+/// for them): a spec that names others is refused.
+pub fn config(spec: &Spec, tick: Duration) -> anyhow::Result<Config> {
+    let mut c = super::scenario::embedded_config()
+        .map_err(|d| anyhow::anyhow!("the simulator's own configuration is invalid (a bug):\n{d}"))?;
+    c.schedule = crate::config::Schedule::Interval(tick);
+    c.collect.high_resolution = spec.high_resolution.is_some();
+    for cap in &mut c.capacity {
+        cap.headroom = spec.headroom;
+        cap.spare_tasks = spec.spare_tasks;
     }
-    for g in &spec.groups {
-        out.push_str(&format!(
-            "  - name: {name}
-    cluster: {cluster}
-    task_definition: {family}:1
-    placement: {{strategy: spread, by: zone}}
-    metrics:
-      - {{id: queue_depth, namespace: AWS/SQS, metric_name: ApproximateNumberOfMessagesVisible, dimensions: {{QueueName: {queue}}}, stat: Maximum}}
-      - {{id: messages_sent, namespace: AWS/SQS, metric_name: NumberOfMessagesSent, dimensions: {{QueueName: {queue}}}, stat: Sum}}
-",
-            name = g.name,
-            cluster = spec.cluster,
-            family = g.family,
-            queue = g.queue,
-        ));
-    }
-    out
-}
-
-/// The worker's configuration for the simulated cluster: its one service (with its load
-/// balancer), its Auto Scaling group under `capacity:`, ticks every `tick`, and `sink` (YAML
-/// lines of the `sink:` section, indented by two spaces).
-pub fn config_yaml(spec: &Spec, tick: Duration, sink: &str) -> String {
-    format!(
-        "# The simulated cluster (ecscale's embedded default).
-aws:
-  region: {region}
-schedule:
-  interval: {tick}
-collect:
-  period: 60s
-  delay: 60s
-  lookback: 20m
-  high_resolution: {hires}
-clusters:
-  - name: {cluster}
-    services:
-      - name: {service}
-        target_group: {tg}
-        load_balancer: {lb}
-capacity:
-  - auto_scaling_group: {asg}
-    cluster: {cluster}
-    headroom: {headroom}
-    spare_tasks: {spare}
-    drain_timeout: 10m
-    scale_in_cooldown: 5m
-{groups}worker:
-  metrics_addr: off
-  update_rate: 50
-sink:
-{sink}",
-        region = spec.region,
-        tick = humantime::format_duration(tick),
-        cluster = spec.cluster,
-        service = spec.service,
-        lb = spec.load_balancer(),
-        tg = spec.target_group_arn(),
-        asg = spec.auto_scaling_group,
-        hires = spec.high_resolution.is_some(),
-        headroom = spec.headroom,
-        spare = spec.spare_tasks,
-        groups = groups_yaml(spec),
-    )
-}
-
-/// Reads the embedded configuration (a mistake in it is ours: the message says so).
-pub fn config(spec: &Spec, tick: Duration, sink: &str, base: &Path) -> anyhow::Result<Config> {
-    crate::config::load_str(
-        &config_yaml(spec, tick, sink),
-        "(simulator config)",
-        base,
-        &Vars::default(),
-    )
-    .map_err(|d| anyhow::anyhow!("the simulator's own configuration is invalid (a bug):\n{d}"))
+    c.groups.retain(|g| spec.groups.iter().any(|w| w.name == g.name));
+    let names = (
+        c.clusters.first().map(|k| k.name.as_str()),
+        c.clusters
+            .first()
+            .and_then(|k| k.services.first())
+            .map(|s| s.name.as_str()),
+        c.capacity.first().map(|k| k.auto_scaling_group.as_str()),
+    );
+    let want = (
+        Some(spec.cluster.as_str()),
+        Some(spec.service.as_str()),
+        Some(spec.auto_scaling_group.as_str()),
+    );
+    anyhow::ensure!(
+        names == want && c.groups.len() == spec.groups.len(),
+        "the simulator's config names {names:?} and {} group(s), its cluster {want:?} and {}",
+        c.groups.len(),
+        spec.groups.len()
+    );
+    Ok(c)
 }
 
 /// Reads policies from text (`(file name, YAML)`).

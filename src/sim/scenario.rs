@@ -96,6 +96,12 @@ impl Scenario {
     }
 }
 
+/// The demo's worker config (`examples/demo/ecscale.yaml`), as compiled in.
+pub fn embedded_config() -> Result<Config, Diagnostics> {
+    let (path, text) = EMBEDDED[1];
+    crate::config::load_str(text, path, Path::new("examples/demo"), &Vars::default())
+}
+
 /// `a/b/../c` → `a/c`, without touching the disk (to find compiled-in files).
 fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();

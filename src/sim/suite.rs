@@ -173,15 +173,13 @@ pub async fn run_one(setup: &Setup, trace: &TraceLoad, contender: &Contender) ->
         faults: Vec::new(),
     };
     let sim = Sim::new(spec.clone(), trace.start(), Clock::Manual);
-    let base = std::path::Path::new(".");
-    let sink = "  index_prefix: ecscale\n";
     let scaler = match contender {
         Contender::Ecscale(policies) => {
-            let config = run::config(&spec, TICK, sink, base)?;
+            let config = run::config(&spec, TICK)?;
             Scaler::Ecscale(Box::new(run::worker(config, policies.clone(), &sim, None).await?))
         }
         Contender::Baseline { cpu_target, capacity } => {
-            let config = run::config(&spec, TICK, sink, base)?;
+            let config = run::config(&spec, TICK)?;
             let capacity = run::worker(config, capacity.clone(), &sim, None).await?;
             let baseline = Baseline::new(Settings::cpu(&sim, *cpu_target, setup.min, setup.max));
             Scaler::Baseline {

@@ -39,12 +39,7 @@ async fn setup(policies: &[(&str, &str)]) -> (Arc<Sim>, crate::worker::Worker) {
 
 async fn setup_spec(spec: Spec, policies: &[(&str, &str)]) -> (Arc<Sim>, crate::worker::Worker) {
     let sim = Sim::new(spec.clone(), t0(), Clock::Manual);
-    let config = run::config(
-        &spec,
-        Duration::from_secs(15),
-        "  index_prefix: ecscale\n",
-        std::path::Path::new("."),
-    );
+    let config = run::config(&spec, Duration::from_secs(15));
     let worker = run::worker(config.unwrap(), run::policies(policies).unwrap(), &sim, None).await;
     (sim, worker.unwrap())
 }
