@@ -160,7 +160,8 @@ pub fn charts(
                 COLORS[1],
             ));
         }
-        for a in r.outcome.actions.iter().filter(|a| !a.target.starts_with("asg/")) {
+        let service = |a: &&ActionRow| !a.target.starts_with("asg/") && !a.target.contains("/group:");
+        for a in r.outcome.actions.iter().filter(service) {
             tasks.markers.push(Marker {
                 at: a.at,
                 value: f64::from(a.to),
@@ -194,6 +195,7 @@ pub fn charts(
         }
     }
     let mut charts = vec![load, cpu, tasks, instances];
+    charts.extend(group_charts(first.outcome));
     for c in &mut charts {
         c.events = faults
             .iter()
@@ -204,6 +206,58 @@ pub fn charts(
             .collect();
     }
     charts
+}
+
+/// One chart per task group: its tasks (running, starting) with its decisions, and its queue.
+fn group_charts(o: &Outcome) -> Vec<Chart> {
+    let names: Vec<String> = o
+        .rows
+        .first()
+        .map(|r| r.groups.iter().map(|g| g.name.clone()).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let of = |f: fn(&super::GroupRow) -> f64| series(&o.rows, move |r| r.groups.get(k).map(f));
+        let mut c = Chart {
+            title: format!("Task group {name}, placed by ecscale (▲▼ its decisions)"),
+            left_label: "tasks".into(),
+            right_label: "jobs waiting".into(),
+            ..Default::default()
+        };
+        c.lines.push(line(
+            "running".into(),
+            of(|g| f64::from(g.running)),
+            Axis::Left,
+            Style::Step,
+            COLORS[2],
+        ));
+        c.lines.push(line(
+            "starting".into(),
+            of(|g| f64::from(g.pending)),
+            Axis::Left,
+            Style::Step,
+            COLORS[1],
+        ));
+        c.lines.push(line(
+            "queue".into(),
+            of(|g| g.queue),
+            Axis::Right,
+            Style::Line,
+            COLORS[0],
+        ));
+        let target = format!("/group:{name}");
+        for a in o.actions.iter().filter(|a| a.target.ends_with(&target)) {
+            c.markers.push(Marker {
+                at: a.at,
+                value: f64::from(a.to),
+                axis: Axis::Left,
+                up: a.to > a.from,
+                color: if a.to > a.from { COLORS[1] } else { COLORS[2] },
+            });
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A line's legend, saying so when some of its values are drawn cut at `clip`.

@@ -80,9 +80,11 @@ async fn the_demo_scales_survives_kills_ships_and_writes_a_report_that_renders()
     ] {
         assert!(page.contains(s), "{s}");
     }
-    // Both kills are marked on every chart (4 charts), desired drawn dashed over running.
+    // Both kills are marked on every chart (4 charts and the task group's), desired drawn
+    // dashed over running.
     let fault_lines = page.matches(r#"stroke-dasharray="3 3""#).count();
-    assert_eq!(fault_lines, 8, "fault lines on the charts");
+    assert_eq!(fault_lines, 10, "fault lines on the charts");
+    assert!(page.contains("Task group queue-worker, placed by ecscale"));
     let (pixels, near) = crate::support::screenshot(&html, dir.path());
     // The load line (#0072b2) and the p95 line (#d55e00) were drawn.
     for (name, rgb) in [("blue", [0x00, 0x72, 0xb2]), ("vermillion", [0xd5, 0x5e, 0x00])] {
