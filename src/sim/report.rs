@@ -160,16 +160,8 @@ pub fn charts(
                 COLORS[1],
             ));
         }
-        let service = |a: &&ActionRow| !a.target.starts_with("asg/") && !a.target.contains("/group:");
-        for a in r.outcome.actions.iter().filter(service) {
-            tasks.markers.push(Marker {
-                at: a.at,
-                value: f64::from(a.to),
-                axis: Axis::Left,
-                up: a.to > a.from,
-                color: if a.to > a.from { COLORS[1] } else { COLORS[2] },
-            });
-        }
+        let service = |a: &ActionRow| !a.target.starts_with("asg/") && !a.target.contains("/group:");
+        tasks.markers.extend(decisions(&r.outcome.actions, service));
         instances.lines.push(line(
             name(r, "in service"),
             series(rows, |x| Some(f64::from(x.instances + x.draining))),
@@ -206,6 +198,21 @@ pub fn charts(
             .collect();
     }
     charts
+}
+
+/// The changes `keep` selects, as ▲▼ markers at the count they set.
+fn decisions(actions: &[ActionRow], keep: impl Fn(&ActionRow) -> bool) -> Vec<Marker> {
+    actions
+        .iter()
+        .filter(|a| keep(a))
+        .map(|a| Marker {
+            at: a.at,
+            value: f64::from(a.to),
+            axis: Axis::Left,
+            up: a.to > a.from,
+            color: if a.to > a.from { COLORS[1] } else { COLORS[2] },
+        })
+        .collect()
 }
 
 /// One chart per task group: its tasks (running, starting) with its decisions, and its queue.
@@ -246,15 +253,8 @@ fn group_charts(o: &Outcome) -> Vec<Chart> {
             COLORS[0],
         ));
         let target = format!("/group:{name}");
-        for a in o.actions.iter().filter(|a| a.target.ends_with(&target)) {
-            c.markers.push(Marker {
-                at: a.at,
-                value: f64::from(a.to),
-                axis: Axis::Left,
-                up: a.to > a.from,
-                color: if a.to > a.from { COLORS[1] } else { COLORS[2] },
-            });
-        }
+        c.markers
+            .extend(decisions(&o.actions, |a| a.target.ends_with(&target)));
         out.push(c);
     }
     out
