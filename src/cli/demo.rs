@@ -225,11 +225,9 @@ impl Live {
         let stopped = interrupt.clone();
         let stress = tokio::spawn(async move {
             let opts = stress::Options {
-                progress: Progress::Off,
-                interrupt,
-                ecs: None,
                 shipper: Some(stress_shipper),
                 plain_every: Duration::from_secs(3600),
+                ..stress::Options::new(Progress::Off, interrupt)
             };
             stress::run(&plan, opts).await
         });

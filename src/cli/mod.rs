@@ -105,7 +105,7 @@ enum Command {
     /// Replay recorded metrics through a policy file: what the engine would have decided, and totals.
     Backtest(policy::BacktestArgs),
     /// Generate HTTP load (open or closed model) with thresholds and scaling assertions; JSON and HTML reports.
-    Stress(stress::StressArgs),
+    Stress(Box<stress::StressArgs>),
     /// Run the whole loop on a simulated cluster with real HTTP traffic: worker, stress ramp, a task and an instance killed; live view and HTML report.
     Demo(demo::DemoArgs),
     /// Install ecscale's index templates in Elasticsearch/OpenSearch.
@@ -282,7 +282,7 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
         Command::Trace {
             command: TraceCommand::Export(args),
         } => trace::export_command(args, vars).await,
-        Command::Stress(args) => stress::stress(args, vars).await,
+        Command::Stress(args) => stress::stress(*args, vars).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Setup(es) => ship::setup(es, vars).await,
         Command::Ship {

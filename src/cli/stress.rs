@@ -25,13 +25,62 @@ pub enum ProgressArg {
     Off,
 }
 
+/// Where a distributed run's agents run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnArg {
+    /// Child processes on this machine (every core, and tests).
+    Local,
+    /// ECS tasks (RunTask): not built yet.
+    Ecs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StressCommand {
+    /// Run as an agent of a distributed run: join the coordinator, send this agent's share of
+    /// its plan, stream each second back.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The coordinator's address (http://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    coordinator: String,
+    /// The environment variable that holds the shared secret.
+    #[arg(long, value_name = "VAR")]
+    token_env: String,
+    /// This agent's name, as the coordinator knows it.
+    #[arg(long)]
+    name: String,
+}
+
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 every threshold and assertion held · 1 failed to run · 2 invalid plan or \
-flags · 3 a threshold failed (or aborted the run) · 4 a scaling assertion failed · 130 interrupted (the \
-report is still written)"
+    args_conflicts_with_subcommands = true,
+    after_help = "Exit codes: 0 every threshold and assertion held · 1 failed to run (or an agent did not \
+finish) · 2 invalid plan or flags · 3 a threshold failed (or aborted the run) · 4 a scaling assertion failed · \
+130 interrupted (the report is still written)"
 )]
 pub struct StressArgs {
+    #[command(subcommand)]
+    command: Option<StressCommand>,
+    /// Distributed: this many agents share the plan (`--plan` needed); this process coordinates
+    /// and merges their histograms exactly.
+    #[arg(long, value_name = "N", requires = "plan")]
+    agents: Option<usize>,
+    /// Where the agents run.
+    #[arg(long, value_enum, default_value_t = OnArg::Local, requires = "agents")]
+    on: OnArg,
+    /// The coordinator's listening address (agents connect to it).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", requires = "agents")]
+    listen: std::net::SocketAddr,
+    /// The environment variable holding the secret agents authenticate with (a random one
+    /// for local agents otherwise).
+    #[arg(long, value_name = "VAR", requires = "agents")]
+    token_env: Option<String>,
+    /// How long the start barrier waits for every agent to join.
+    #[arg(long, value_name = "DURATION", default_value = "30s", requires = "agents")]
+    join_timeout: humantime::Duration,
     /// A plan file (YAML): targets, phases, thresholds, the service to watch and scaling assertions.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "rate", "users", "duration", "connections", "http2", "method", "headers", "body", "thresholds", "timeout", "cacert", "insecure", "cert", "key", "resolve"])]
     plan: Option<PathBuf>,
@@ -229,7 +278,53 @@ fn write(path: &Path, text: &str) -> Result<(), Failure> {
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()).into())
 }
 
+/// The secret in the environment variable `var` (named in the error when it is unset).
+fn secret(var: &str) -> Result<String, Failure> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(invalid(anyhow::anyhow!(
+            "--token-env {var}: the variable is not set (or empty)"
+        ))),
+    }
+}
+
+async fn agent(a: &AgentArgs) -> Result<u8, Failure> {
+    let token = secret(&a.token_env)?;
+    crate::stress::coordinate::agent(&a.coordinator, &token, &a.name)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(0)
+}
+
+/// The distributed run's settings, checked before anything starts.
+fn distributed(a: &StressArgs, n: usize) -> Result<crate::stress::coordinate::Distributed, Failure> {
+    if a.on == OnArg::Ecs {
+        return Err(invalid(anyhow::anyhow!(
+            "--on ecs: not built yet (agents as ECS tasks); use --on local"
+        )));
+    }
+    if !(1..=64).contains(&n) {
+        return Err(invalid(anyhow::anyhow!(
+            "--agents {n}: between 1 and 64 on one machine"
+        )));
+    }
+    let token = match &a.token_env {
+        Some(var) => secret(var)?,
+        None => crate::stress::coordinate::random_token().map_err(|e| anyhow::anyhow!(e))?,
+    };
+    Ok(crate::stress::coordinate::Distributed {
+        agents: n,
+        listen: a.listen,
+        token,
+        join_timeout: a.join_timeout.into(),
+    })
+}
+
 pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
+    if let Some(StressCommand::Agent(args)) = &a.command {
+        return agent(args).await;
+    }
+    let dist = a.agents.map(|n| distributed(&a, n)).transpose()?;
     let plan = match &a.plan {
         Some(file) => plan::load(file).map_err(|d| {
             let n = d.0.len();
@@ -301,17 +396,23 @@ pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
             ""
         }
     );
-    let report = crate::stress::run(
-        &plan,
-        Options {
-            progress,
-            interrupt,
-            ecs,
-            shipper,
-            plain_every: Duration::from_secs(5),
-        },
-    )
-    .await
+    let report = match (&dist, &a.plan) {
+        (Some(d), Some(file)) => {
+            let text = crate::config::read::read_bounded(file, 1 << 20).map_err(|e| anyhow::anyhow!(e))?;
+            let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            let base = std::fs::canonicalize(&base).unwrap_or(base);
+            crate::stress::coordinate::coordinate(&plan, text, &base, d, interrupt, progress).await
+        }
+        _ => {
+            let opts = Options {
+                ecs,
+                shipper,
+                plain_every: Duration::from_secs(5),
+                ..Options::new(progress, interrupt)
+            };
+            crate::stress::run(&plan, opts).await
+        }
+    }
     .map_err(|e| anyhow::anyhow!(e))?;
     if let Some(p) = &a.json {
         write(p, &serde_json::to_string_pretty(&report)?)?;

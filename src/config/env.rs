@@ -35,6 +35,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     ("ECSCALE_SPOOL_DIR", "Overrides `sink.spool.dir`."),
     (
+        "ECSCALE_STRESS_TOKEN",
+        "The secret a distributed stress run's local agents authenticate with (the coordinator sets it for the agents it starts).",
+    ),
+    (
         "ECSCALE_METRICS_ADDR",
         "Overrides `worker.metrics_addr` (`off`: no `/metrics` endpoint).",
     ),

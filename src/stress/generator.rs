@@ -371,10 +371,10 @@ pub struct Slots {
 }
 
 impl Slots {
-    pub fn new(plan: &Plan, origins: usize) -> Slots {
+    pub fn new(plan: &Plan, origins: usize, segment: super::Segment) -> Slots {
         let cells = match plan.http {
             HttpVersion::Http1 => Vec::new(),
-            HttpVersion::Http2 => (0..plan.connections)
+            HttpVersion::Http2 => (0..segment.share(plan.connections))
                 .map(|_| (0..origins).map(|_| Arc::new(Mutex::new(None))).collect())
                 .collect(),
         };
@@ -499,6 +499,8 @@ pub struct PhaseRun {
     pub total: u64,
     pub start: Instant,
     pub end: Instant,
+    /// The requests of an open phase this process sends: index ≡ `segment.index` (mod count).
+    pub segment: super::Segment,
 }
 
 /// tokio's timer resolution.
@@ -530,11 +532,12 @@ pub async fn drive(
         let due = match (&run.load, &run.schedule) {
             (Load::Open(_), Some(schedule)) => {
                 let ticket = run.next.fetch_add(1, Ordering::Relaxed);
-                if ticket >= run.total {
+                let index = run.segment.index + ticket * run.segment.count;
+                if index >= run.total {
                     break;
                 }
-                k = ticket;
-                let due = run.start + Duration::from_secs_f64(schedule.due(ticket));
+                k = index;
+                let due = run.start + Duration::from_secs_f64(schedule.due(index));
                 // Past the phase's end, what is still due is not sent: the achieved rate says so.
                 if Instant::now() >= run.end {
                     break;
@@ -621,13 +624,13 @@ impl Workers {
     }
 }
 
-/// How many slots a phase uses.
-pub fn slots_for(load: &Load, plan: &Plan) -> usize {
+/// How many slots a phase uses (this segment's share of them).
+pub fn slots_for(load: &Load, plan: &Plan, segment: super::Segment) -> usize {
     match load {
-        Load::Closed { users, .. } => *users,
+        Load::Closed { users, .. } => segment.share(*users),
         _ => match plan.http {
-            HttpVersion::Http1 => plan.connections,
-            HttpVersion::Http2 => plan.connections * plan.streams,
+            HttpVersion::Http1 => segment.share(plan.connections),
+            HttpVersion::Http2 => segment.share(plan.connections) * plan.streams,
         },
     }
 }

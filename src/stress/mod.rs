@@ -10,6 +10,8 @@
 //! still written). 1 and 2 keep their meaning for every command (failure, bad input).
 
 pub mod check;
+pub mod coordinate;
+pub mod dist;
 pub mod generator;
 pub mod h1;
 pub mod plan;
@@ -66,6 +68,72 @@ pub struct Options {
     pub shipper: Option<Shipper>,
     /// Plain progress lines this often.
     pub plain_every: Duration,
+    /// The share of the plan this process sends (an agent's; the whole plan by default).
+    pub segment: Segment,
+    /// When the load starts (an agent's common start; by default 100 ms from now).
+    pub start_at: Option<Instant>,
+    /// Each second's counts and histograms as recorded, for an agent to stream.
+    pub tap: Option<tokio::sync::mpsc::UnboundedSender<(u64, Acc)>>,
+}
+
+/// One of `count` disjoint shares of a plan (an execution segment): open phases send the
+/// requests whose index is `index` modulo `count`, closed-model users and connections are
+/// divided, so that the shares together send exactly the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Segment {
+    pub const WHOLE: Segment = Segment { index: 0, count: 1 };
+
+    /// This share of `n` things (users, connections): `n / count`, the first `n % count`
+    /// shares one more, at least one.
+    pub fn share(self, n: usize) -> usize {
+        let (n, c, i) = (n as u64, self.count.max(1), self.index);
+        (n / c + u64::from(i < n % c)).max(1) as usize
+    }
+
+    /// Requests of this share among the first `total` of an open phase.
+    pub fn requests(self, total: u64) -> u64 {
+        let c = self.count.max(1);
+        total / c + u64::from(self.index < total % c)
+    }
+}
+
+#[cfg(test)]
+mod segment_tests {
+    use super::Segment;
+
+    #[test]
+    fn segments_share_users_connections_and_requests_exactly() {
+        let seg = |index| Segment { index, count: 3 };
+        let users: Vec<usize> = (0..3).map(|i| seg(i).share(7)).collect();
+        assert_eq!(users, [3, 2, 2]);
+        let requests: Vec<u64> = (0..3).map(|i| seg(i).requests(301)).collect();
+        assert_eq!(requests, [101, 100, 100]);
+        assert_eq!(requests.iter().sum::<u64>(), 301);
+        // Fewer things than shares: every share still gets one (a user, a connection).
+        assert_eq!(seg(2).share(2), 1);
+        assert_eq!(Segment::WHOLE.share(50), 50);
+    }
+}
+
+impl Options {
+    /// The whole plan, started now, nothing streamed.
+    pub fn new(progress: Progress, interrupt: watch::Receiver<bool>) -> Options {
+        Options {
+            progress,
+            interrupt,
+            ecs: None,
+            shipper: None,
+            plain_every: Duration::from_secs(10),
+            segment: Segment::WHOLE,
+            start_at: None,
+            tap: None,
+        }
+    }
 }
 
 /// The exit code a report stands for.
@@ -280,8 +348,10 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
     Shared::new(plan, Instant::now())?.probe_tls().await?;
     // A short lead lets every slot be spawned before the first request is due.
     let lead = Duration::from_millis(100);
-    let start = Instant::now() + lead;
-    let started_at: DateTime<Utc> = Utc::now() + chrono::TimeDelta::from_std(lead).unwrap_or_default();
+    let start = opts.start_at.unwrap_or_else(|| Instant::now() + lead);
+    let until_start = start.saturating_duration_since(Instant::now());
+    let started_at: DateTime<Utc> = Utc::now() + chrono::TimeDelta::from_std(until_start).unwrap_or_default();
+    let segment = opts.segment;
     let run_id = format!("{}-{}", slug(&plan.name), started_at.format("%Y%m%dT%H%M%S%.3fZ"));
     let shared = Arc::new(Shared::new(plan, start)?);
     let (stop_tx, stop) = watch::channel(false);
@@ -314,7 +384,7 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
         let plan = plan.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut slots = Slots::new(&plan, generator::origins(&shared));
+            let mut slots = Slots::new(&plan, generator::origins(&shared), segment);
             for (phase, offset) in plan.phases.iter().zip(plan.starts()) {
                 let mut stop = stop.clone();
                 let pstart = start + offset;
@@ -333,8 +403,9 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
                     next: Arc::new(AtomicU64::new(0)),
                     start: pstart,
                     end: pstart + phase.duration,
+                    segment,
                 });
-                let n = generator::slots_for(&phase.load, &plan);
+                let n = generator::slots_for(&phase.load, &plan, segment);
                 let tasks: Vec<_> = slots
                     .take(n)
                     .into_iter()
@@ -372,6 +443,9 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
         let now = Instant::now();
         let span = (now.saturating_duration_since(start).as_secs_f64() - sec as f64).clamp(0.0, 1.0);
         let acc = shared.recorder.take_until(if finished { u64::MAX } else { sec });
+        if let Some(tap) = &opts.tap {
+            let _ = tap.send((sec, acc.clone()));
+        }
         let latest = points.lock().ok().and_then(|p| p.last().copied());
         if let Some(reason) = agg.push(sec, if finished { span.max(1e-3) } else { 1.0 }, acc, latest) {
             if aborted.is_none() {
@@ -456,49 +530,84 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
     }
 
     let elapsed = load_end.max(1e-3);
-    let tasks = points.lock().map(|p| p.clone()).unwrap_or_default();
-    let thresholds = agg.results(elapsed);
-    let starts = plan.starts();
-    let phases = plan
-        .phases
-        .iter()
-        .enumerate()
-        .map(|(i, p)| PhaseReport::new(p, starts[i], &agg.phases[i]))
-        .collect();
-    let mut report = Report {
+    let ending = Ending {
         run_id,
-        plan: plan.name.clone(),
         started_at,
-        planned_duration_s: plan.duration().as_secs_f64(),
-        duration_s: elapsed,
+        elapsed,
         interrupted,
         aborted,
-        exit_code: 0,
-        verdict: String::new(),
-        http: match plan.http {
-            plan::HttpVersion::Http1 => "1.1".into(),
-            plan::HttpVersion::Http2 => "2".into(),
-        },
-        connections: plan.connections,
         connects: shared.connects.load(Ordering::Relaxed),
         tls: shared.tls_summary(plan.tls.insecure, elapsed),
-        targets: plan
-            .targets
-            .iter()
-            .map(|t| format!("{} {}", t.method, t.url))
-            .collect(),
-        totals: report::Totals::new(&agg.total, elapsed, agg.planned(0.0, f64::MAX)),
-        phases,
-        thresholds,
         assertions,
         watch_errors: watch_errors.load(Ordering::Relaxed),
         shipping_error: docs_failed,
-        seconds: agg.seconds,
-        tasks,
+        tasks: points.lock().map(|p| p.clone()).unwrap_or_default(),
     };
-    report.exit_code = exit_code(&report);
-    report.verdict = report::verdict(&report);
-    Ok(report)
+    Ok(ending.report(plan, agg))
+}
+
+/// How a run ended, besides what its aggregator holds.
+struct Ending {
+    run_id: String,
+    started_at: DateTime<Utc>,
+    elapsed: f64,
+    interrupted: bool,
+    aborted: Option<String>,
+    connects: u64,
+    tls: Option<report::TlsReport>,
+    assertions: Vec<AssertionResult>,
+    watch_errors: u64,
+    shipping_error: Option<String>,
+    tasks: Vec<TaskPoint>,
+}
+
+impl Ending {
+    fn report(self, plan: &Plan, agg: Aggregator<'_>) -> Report {
+        let elapsed = self.elapsed;
+        let thresholds = agg.results(elapsed);
+        let starts = plan.starts();
+        let phases = plan
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PhaseReport::new(p, starts[i], &agg.phases[i]))
+            .collect();
+        let mut report = Report {
+            run_id: self.run_id,
+            plan: plan.name.clone(),
+            started_at: self.started_at,
+            planned_duration_s: plan.duration().as_secs_f64(),
+            duration_s: elapsed,
+            interrupted: self.interrupted,
+            aborted: self.aborted,
+            exit_code: 0,
+            verdict: String::new(),
+            http: match plan.http {
+                plan::HttpVersion::Http1 => "1.1".into(),
+                plan::HttpVersion::Http2 => "2".into(),
+            },
+            connections: plan.connections,
+            connects: self.connects,
+            tls: self.tls,
+            targets: plan
+                .targets
+                .iter()
+                .map(|t| format!("{} {}", t.method, t.url))
+                .collect(),
+            totals: report::Totals::new(&agg.total, elapsed, agg.planned(0.0, f64::MAX)),
+            phases,
+            thresholds,
+            assertions: self.assertions,
+            watch_errors: self.watch_errors,
+            shipping_error: self.shipping_error,
+            seconds: agg.seconds,
+            tasks: self.tasks,
+            agents: Vec::new(),
+        };
+        report.exit_code = exit_code(&report);
+        report.verdict = report::verdict(&report);
+        report
+    }
 }
 
 /// The ship stage's document for one second.

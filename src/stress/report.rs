@@ -45,6 +45,29 @@ pub struct Report {
     pub seconds: Vec<Second>,
     /// The watched service's task counts over time (seconds from the start).
     pub tasks: Vec<TaskPoint>,
+    /// A distributed run's agents (empty for one process).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentReport>,
+}
+
+/// One agent of a distributed run, as the coordinator saw it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AgentReport {
+    pub name: String,
+    /// Where it ran (`local pid 1234`, an ECS task ARN).
+    pub at: String,
+    /// Its share of the plan: segment `index` of `count`.
+    pub segment: String,
+    pub requests: u64,
+    pub errors: u64,
+    /// Its requests per second of the load.
+    pub rate: f64,
+    /// The coordinator's clock minus the agent's (ms), measured when it joined, and that
+    /// exchange's round trip.
+    pub clock_offset_ms: Option<f64>,
+    pub round_trip_ms: Option<f64>,
+    /// `finished`, or what became of it (`never joined`, `stopped reporting at 7 s: ...`).
+    pub status: String,
 }
 
 /// What TLS did in a run.
@@ -371,6 +394,30 @@ pub fn text(r: &Report) -> String {
             Verdict::Undecided => ("FAIL", "undecided when the run ended"),
         };
         let _ = writeln!(s, "  {tag} assertion {}: {detail}", a.assertion);
+    }
+    if !r.agents.is_empty() {
+        let _ = writeln!(
+            s,
+            "  {} agents (their per-second histograms added, never averaged):",
+            r.agents.len()
+        );
+    }
+    for a in &r.agents {
+        let clock = match (a.clock_offset_ms, a.round_trip_ms) {
+            (Some(o), Some(rtt)) => format!("clock offset {o:+.2} ms (round trip {rtt:.2} ms)"),
+            _ => "clock offset unknown".into(),
+        };
+        let _ = writeln!(
+            s,
+            "    {:<10} {:<22} segment {:<6} {:>9} requests ({:>8}/s) {:>6} errors  {clock}  {}",
+            a.name,
+            a.at,
+            a.segment,
+            a.requests,
+            fmt1(a.rate),
+            a.errors,
+            a.status
+        );
     }
     s
 }

@@ -17,6 +17,7 @@ mod services;
 mod ship;
 mod ship_faults;
 mod stress;
+mod stress_dist;
 mod stress_tls;
 mod support;
 mod trace;

@@ -19,21 +19,24 @@ use crate::support::{ecscale, moto_url, path_str, run_async, unique, write};
 /// A test server: answers `status` after `delay`, or holds every request that arrives in the
 /// stall window until the window ends.
 #[derive(Clone)]
-struct Server {
-    url: String,
-    requests: Arc<AtomicU64>,
+pub(crate) struct Server {
+    pub(crate) url: String,
+    pub(crate) requests: Arc<AtomicU64>,
     stall: Arc<Mutex<Option<(Instant, Instant)>>>,
-    status: Arc<AtomicU64>,
+    pub(crate) status: Arc<AtomicU64>,
+    /// Every answer waits this long (µs).
+    pub(crate) delay_us: Arc<AtomicU64>,
 }
 
 impl Server {
-    async fn start(http2: bool) -> Server {
+    pub(crate) async fn start(http2: bool) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let s = Server {
             url: format!("http://{}/hello", listener.local_addr().unwrap()),
             requests: Arc::default(),
             stall: Arc::default(),
             status: Arc::new(AtomicU64::new(200)),
+            delay_us: Arc::default(),
         };
         let server = s.clone();
         tokio::spawn(async move {
@@ -48,6 +51,10 @@ impl Server {
                             let server = server.clone();
                             async move {
                                 server.requests.fetch_add(1, Ordering::Relaxed);
+                                let delay = server.delay_us.load(Ordering::Relaxed);
+                                if delay > 0 {
+                                    tokio::time::sleep(Duration::from_micros(delay)).await;
+                                }
                                 let window = *server.stall.lock().unwrap();
                                 if let Some((from, until)) = window {
                                     let now = Instant::now();

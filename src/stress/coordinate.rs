@@ -1,0 +1,432 @@
+//! The coordinator's run and the agent's, over [`super::dist`]'s API: the coordinator starts
+//! the agents (`--on local`: child processes of this binary), waits at the start barrier,
+//! merges every second, judges thresholds on the merged data and tells the agents to stop on
+//! abort or Ctrl-C; an agent joins, reads the plan, measures its clock offset, sends its segment
+//! from the common start and streams each second.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use super::dist::{self, now_us, Done, Join, Joined, Reply, SecondMsg, Start, State, WireAcc};
+use super::plan::{self, Plan};
+use super::report::{AgentReport, Report};
+use super::stats::Acc;
+use super::{Aggregator, Ending, Options, Progress, Segment, View};
+
+/// The environment variable local agents get the secret in.
+pub const TOKEN_VAR: &str = "ECSCALE_STRESS_TOKEN";
+
+/// How a distributed run is set up.
+#[derive(Debug, Clone)]
+pub struct Distributed {
+    pub agents: usize,
+    /// Where the coordinator listens (port 0: any free one).
+    pub listen: SocketAddr,
+    pub token: String,
+    /// How long the start barrier waits for every agent.
+    pub join_timeout: Duration,
+}
+
+/// A second is merged once every live agent sent it, or this long after it ended.
+const GRACE: Duration = Duration::from_millis(1500);
+/// An agent silent this long is taken for dead.
+const SILENT: Duration = Duration::from_secs(5);
+
+/// A fresh random secret (for local agents, when none is given).
+pub fn random_token() -> Result<String, String> {
+    let mut b = [0u8; 16];
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("reading /dev/urandom for a token: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn lock(s: &Arc<Mutex<State>>) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The agents as child processes of this binary, the secret in their environment.
+fn spawn_local(names: &[String], url: &str, token: &str) -> Result<Vec<tokio::process::Child>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding ecscale's own binary: {e}"))?;
+    names
+        .iter()
+        .map(|name| {
+            tokio::process::Command::new(&exe)
+                .args([
+                    "stress",
+                    "agent",
+                    "--coordinator",
+                    url,
+                    "--name",
+                    name,
+                    "--token-env",
+                    TOKEN_VAR,
+                ])
+                .env(TOKEN_VAR, token)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("starting agent {name}: {e}"))
+        })
+        .collect()
+}
+
+/// Marks the agents whose process ended before they said they were done.
+fn reap(s: &mut State, children: &mut [tokio::process::Child]) {
+    for (a, c) in s.agents.iter_mut().zip(children.iter_mut()) {
+        if let Ok(Some(status)) = c.try_wait() {
+            if !a.done && a.dead.is_none() {
+                let after = a
+                    .last
+                    .map_or("before its first second".into(), |l| format!("after second {l}"));
+                a.dead = Some(format!("its process ended ({status}) {after}"));
+            }
+        }
+    }
+}
+
+/// Runs `plan` (its file's text `plan_text`, relative paths from `base`) on `d.agents` local
+/// agents and reports as a single run does, with a table of the agents.
+pub async fn coordinate(
+    plan: &Plan,
+    plan_text: String,
+    base: &Path,
+    d: &Distributed,
+    mut interrupt: watch::Receiver<bool>,
+    progress: Progress,
+) -> Result<Report, String> {
+    if plan.watch.is_some() || !plan.assertions.is_empty() {
+        return Err("a distributed run does not watch a service yet: scaling assertions (watch:) run in one process only".into());
+    }
+    let names: Vec<String> = (1..=d.agents).map(|i| format!("agent-{i}")).collect();
+    let state = Arc::new(Mutex::new(State::new(
+        plan_text,
+        base.display().to_string(),
+        &names,
+    )));
+    let (listener, addr) = dist::bind(d.listen).await?;
+    let server = dist::serve(listener, state.clone(), d.token.clone());
+    let url = format!("http://{addr}");
+    let mut children = spawn_local(&names, &url, &d.token)?;
+    {
+        let mut s = lock(&state);
+        for (a, c) in s.agents.iter_mut().zip(&children) {
+            a.at = c.id().map_or("local".into(), |p| format!("local pid {p}"));
+        }
+    }
+    if progress != Progress::Off {
+        let pids: Vec<String> = lock(&state)
+            .agents
+            .iter()
+            .map(|a| format!("{} ({})", a.name, a.at))
+            .collect();
+        eprintln!("stress: coordinator at {url}; agents {}", pids.join(", "));
+    }
+    let start_us = dist::barrier(&state, d.join_timeout, Duration::from_millis(500), |s| {
+        reap(s, &mut children)
+    })
+    .await;
+    let start_us = match start_us {
+        Ok(s) => s,
+        Err(e) => {
+            server.abort();
+            return Err(e);
+        }
+    };
+    let start = Instant::now() + Duration::from_micros((start_us - now_us()).max(0) as u64);
+    let started_at = DateTime::<Utc>::from_timestamp_micros(start_us).unwrap_or_else(Utc::now);
+    let mut agg = Aggregator::new(plan);
+    let mut view = View::new(progress, Duration::from_secs(5), plan);
+    let (mut aborted, mut interrupted) = (None, false);
+    let mut sec = 0u64;
+    loop {
+        let ended = start + Duration::from_secs(sec + 1);
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if *interrupt.borrow_and_update() && !interrupted {
+                interrupted = true;
+                lock(&state).stop = true;
+            }
+            let mut s = lock(&state);
+            reap(&mut s, &mut children);
+            for a in s
+                .agents
+                .iter_mut()
+                .filter(|a| a.live() && a.last_seen.elapsed() > SILENT)
+            {
+                let after = a
+                    .last
+                    .map_or("before its first second".into(), |l| format!("after second {l}"));
+                a.dead = Some(format!("stopped reporting {after}"));
+            }
+            let ready = s
+                .agents
+                .iter()
+                .filter(|a| a.live())
+                .all(|a| a.last.is_some_and(|l| l >= sec));
+            let now = Instant::now();
+            if (ready && now >= ended) || now >= ended + GRACE || s.agents.iter().all(|a| !a.live()) {
+                break;
+            }
+        }
+        let (acc, finished) = {
+            let mut s = lock(&state);
+            let mut acc = Acc::default();
+            let later = s.pending.split_off(&(sec + 1));
+            for a in std::mem::replace(&mut s.pending, later).values() {
+                acc.add(a);
+            }
+            s.merged_until = sec + 1;
+            let finished = s.agents.iter().all(|a| !a.live()) && s.pending.is_empty();
+            (acc, finished)
+        };
+        if let Some(reason) = agg.push(sec, 1.0, acc, None) {
+            if aborted.is_none() {
+                aborted = Some(reason);
+                lock(&state).stop = true;
+            }
+        }
+        if let Some(last) = agg.seconds.last().cloned() {
+            view.second(&last, &agg, sec);
+        }
+        sec += 1;
+        if finished {
+            break;
+        }
+    }
+    view.done();
+    let elapsed = start.elapsed().as_secs_f64().min(sec as f64).max(1e-3);
+    for c in children.iter_mut() {
+        let _ = tokio::time::timeout(Duration::from_secs(3), c.wait()).await;
+        let _ = c.start_kill();
+    }
+    server.abort();
+    let s = lock(&state);
+    for r in &s.refused {
+        tracing::warn!("coordinator refused {r}");
+    }
+    let ending = Ending {
+        run_id: format!(
+            "{}-{}",
+            super::slug(&plan.name),
+            started_at.format("%Y%m%dT%H%M%S%.3fZ")
+        ),
+        started_at,
+        elapsed,
+        interrupted,
+        aborted,
+        connects: s.agents.iter().map(|a| a.connects).sum(),
+        tls: None,
+        assertions: Vec::new(),
+        watch_errors: 0,
+        shipping_error: None,
+        tasks: Vec::new(),
+    };
+    let mut report = ending.report(plan, agg);
+    report.agents = s
+        .agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AgentReport {
+            name: a.name.clone(),
+            at: a.at.clone(),
+            segment: format!("{}/{}", i + 1, s.agents.len()),
+            requests: a.requests,
+            errors: a.errors,
+            rate: a.requests as f64 / elapsed,
+            clock_offset_ms: a.offset_ms,
+            round_trip_ms: a.rtt_ms,
+            status: a.dead.clone().unwrap_or_else(|| "finished".into()),
+        })
+        .collect();
+    if report.agents.iter().any(|a| a.status != "finished") && report.exit_code == 0 {
+        report.exit_code = 1;
+        report.verdict = format!(
+            "{} (an agent did not finish: its share is missing)",
+            report.verdict
+        );
+    }
+    Ok(report)
+}
+
+/// The agent's side: joins `url`, sends its segment from the common start, streams each second,
+/// stops when told.
+pub async fn agent(url: &str, token: &str, name: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("agent {name}: {e}"))?;
+    let call = Call {
+        client: &client,
+        url: url.trim_end_matches('/'),
+        token,
+        name,
+    };
+    let t0 = now_us();
+    let joined: Joined = call
+        .post(
+            "/v1/join",
+            &Join {
+                name: name.into(),
+                sent_us: t0,
+            },
+        )
+        .await?;
+    let t2 = now_us();
+    let offset_us = joined.coordinator_us as f64 - (t0 + t2) as f64 / 2.0;
+    let rtt_us = (t2 - t0) as f64;
+    let mut plan = plan::load_str(
+        &joined.plan,
+        "(the coordinator's plan)",
+        &PathBuf::from(&joined.base),
+    )
+    .map_err(|d| format!("agent {name}: the coordinator's plan: {d}"))?;
+    // Thresholds and the watch are the coordinator's, on the merged data.
+    plan.thresholds.clear();
+    plan.phases.iter_mut().for_each(|p| p.thresholds.clear());
+    plan.watch = None;
+    plan.assertions.clear();
+    let start: Start = call.start().await?;
+    let local_start_us = start.start_us as f64 - offset_us;
+    let wait_us = (local_start_us - now_us() as f64).max(0.0);
+    let start_at = Instant::now() + Duration::from_micros(wait_us as u64);
+    let (tap, mut seconds) = tokio::sync::mpsc::unbounded_channel::<(u64, Acc)>();
+    let (stop_tx, stop) = watch::channel(false);
+    let forward = {
+        let (client, url, token, name) = (
+            client.clone(),
+            call.url.to_string(),
+            token.to_string(),
+            name.to_string(),
+        );
+        tokio::spawn(async move {
+            let call = Call {
+                client: &client,
+                url: &url,
+                token: &token,
+                name: &name,
+            };
+            while let Some((sec, acc)) = seconds.recv().await {
+                let msg = match WireAcc::encode(&acc) {
+                    Ok(acc) => SecondMsg {
+                        name: name.clone(),
+                        sec,
+                        acc,
+                        offset_us,
+                        rtt_us,
+                    },
+                    Err(e) => return Err(e),
+                };
+                let r: Reply = call.post("/v1/second", &msg).await?;
+                if r.stop {
+                    let _ = stop_tx.send(true);
+                }
+            }
+            Ok::<(), String>(())
+        })
+    };
+    let opts = Options {
+        segment: Segment {
+            index: joined.index,
+            count: joined.count,
+        },
+        start_at: Some(start_at),
+        tap: Some(tap),
+        ..Options::new(Progress::Off, stop)
+    };
+    let ran = super::run(&plan, opts).await;
+    let forwarded = forward.await.map_err(|e| e.to_string()).and_then(|r| r);
+    let (requests, connects, error) = match (&ran, &forwarded) {
+        (Ok(r), Ok(())) => (r.totals.summary.requests, r.connects, None),
+        (Err(e), _) | (_, Err(e)) => (0, 0, Some(e.clone())),
+    };
+    let _: Reply = call
+        .post(
+            "/v1/done",
+            &Done {
+                name: name.into(),
+                requests,
+                connects,
+                error: error.clone(),
+            },
+        )
+        .await?;
+    match error {
+        Some(e) => Err(format!("agent {name}: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// Calls to the coordinator, with the secret.
+struct Call<'a> {
+    client: &'a reqwest::Client,
+    url: &'a str,
+    token: &'a str,
+    name: &'a str,
+}
+
+impl Call<'_> {
+    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, String> {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("agent {}: coordinator {}{path}: {e}", self.name, self.url))?;
+        self.read(r, path).await
+    }
+
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        r: reqwest::Response,
+        path: &str,
+    ) -> Result<T, String> {
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(format!(
+                "agent {}: coordinator {}{path} answered {status}: {}",
+                self.name,
+                self.url,
+                text.trim()
+            ));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| format!("agent {}: coordinator {}{path}: {e}", self.name, self.url))
+    }
+
+    /// Polls until the start is set (the coordinator's bound applies; ours is 10 minutes).
+    async fn start(&self) -> Result<Start, String> {
+        let until = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < until {
+            let r = self
+                .client
+                .get(format!("{}/v1/start", self.url))
+                .bearer_auth(self.token)
+                .send()
+                .await
+                .map_err(|e| format!("agent {}: coordinator {}/v1/start: {e}", self.name, self.url))?;
+            if r.status() != reqwest::StatusCode::NO_CONTENT {
+                return self.read(r, "/v1/start").await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!(
+            "agent {}: no start from {} within 10 minutes",
+            self.name, self.url
+        ))
+    }
+}
