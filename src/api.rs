@@ -230,6 +230,38 @@ pub trait EcsWriteApi: Send + Sync {
     ) -> Result<(Vec<String>, Vec<String>), ApiError>;
     /// StopTask.
     async fn stop_task(&self, cluster: &str, task: &str, reason: &str) -> Result<(), ApiError>;
+    /// RunTask: `r.count` (at most 10) tasks of `r.task_definition`, the container's command and
+    /// environment overridden. Returns the tasks started and ECS's reasons for those it did not
+    /// start. Only AWS runs tasks; other implementations refuse.
+    async fn run_tasks(&self, r: &RunTasks) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        Err(ApiError {
+            operation: "ECS.RunTask".into(),
+            resource: format!("cluster {}, task definition {}", r.cluster, r.task_definition),
+            endpoint: "this client".into(),
+            kind: ErrorKind::Other,
+            code: None,
+            message: "this ECS client does not run tasks".into(),
+        })
+    }
+}
+
+/// A RunTask call: where, what, and the container's command and environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunTasks {
+    pub cluster: String,
+    pub task_definition: String,
+    pub count: u32,
+    pub started_by: String,
+    /// The container whose command and environment are overridden.
+    pub container: String,
+    pub command: Vec<String>,
+    pub environment: Vec<(String, String)>,
+    /// `FARGATE` or `EC2` (the cluster's default when absent).
+    pub launch_type: Option<String>,
+    /// awsvpc networking, when subnets are given.
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
 }
 
 /// An ECS capacity provider backed by an Auto Scaling group.

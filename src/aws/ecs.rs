@@ -611,6 +611,74 @@ impl crate::api::EcsWriteApi for AwsEcs {
         Ok(())
     }
 
+    async fn run_tasks(&self, r: &crate::api::RunTasks) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        let env = r
+            .environment
+            .iter()
+            .map(|(k, v)| ecs::KeyValuePair::builder().name(k).value(v).build())
+            .collect();
+        let container = ecs::ContainerOverride::builder()
+            .name(&r.container)
+            .set_command(Some(r.command.clone()))
+            .set_environment(Some(env))
+            .build();
+        let mut call = self
+            .client
+            .run_task()
+            .cluster(&r.cluster)
+            .task_definition(&r.task_definition)
+            .count(r.count as i32)
+            .started_by(&r.started_by)
+            .overrides(
+                ecs::TaskOverride::builder()
+                    .container_overrides(container)
+                    .build(),
+            );
+        if let Some(lt) = &r.launch_type {
+            call = call.launch_type(ecs::LaunchType::from(lt.as_str()));
+        }
+        if !r.subnets.is_empty() {
+            let vpc = ecs::AwsVpcConfiguration::builder()
+                .set_subnets(Some(r.subnets.clone()))
+                .set_security_groups((!r.security_groups.is_empty()).then(|| r.security_groups.clone()))
+                .assign_public_ip(if r.assign_public_ip {
+                    ecs::AssignPublicIp::Enabled
+                } else {
+                    ecs::AssignPublicIp::Disabled
+                })
+                .build()
+                .map_err(|e| ApiError {
+                    operation: "ECS.RunTask".into(),
+                    resource: format!("network configuration in cluster {}", r.cluster),
+                    endpoint: self.endpoint.clone(),
+                    kind: crate::api::ErrorKind::Other,
+                    code: None,
+                    message: e.to_string(),
+                })?;
+            call = call.network_configuration(
+                ecs::NetworkConfiguration::builder()
+                    .awsvpc_configuration(vpc)
+                    .build(),
+            );
+        }
+        let what = format!(
+            "{} tasks of {} in cluster {}",
+            r.count, r.task_definition, r.cluster
+        );
+        let out = call.send().await.map_err(|e| self.err(e, "ECS.RunTask", what))?;
+        let started = out
+            .tasks()
+            .iter()
+            .filter_map(|t| t.task_arn().map(str::to_string))
+            .collect();
+        let failures = out
+            .failures()
+            .iter()
+            .map(|f| format!("{}: {}", f.arn().unwrap_or("?"), f.reason().unwrap_or("?")))
+            .collect();
+        Ok((started, failures))
+    }
+
     async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {
         let managed = ecs::ManagedScaling::builder()
             .status(ecs::ManagedScalingStatus::Disabled)

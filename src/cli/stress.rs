@@ -30,7 +30,8 @@ pub enum ProgressArg {
 pub enum OnArg {
     /// Child processes on this machine (every core, and tests).
     Local,
-    /// ECS tasks (RunTask): not built yet.
+    /// ECS tasks started with RunTask (`--cluster`, `--task-definition`, `--advertise`; AWS
+    /// settings from `--config`).
     Ecs,
 }
 
@@ -49,9 +50,9 @@ pub struct AgentArgs {
     /// The environment variable that holds the shared secret.
     #[arg(long, value_name = "VAR")]
     token_env: String,
-    /// This agent's name, as the coordinator knows it.
+    /// This agent's name, as the coordinator knows it (without it, the coordinator names it).
     #[arg(long)]
-    name: String,
+    name: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +82,31 @@ pub struct StressArgs {
     /// How long the start barrier waits for every agent to join.
     #[arg(long, value_name = "DURATION", default_value = "30s", requires = "agents")]
     join_timeout: humantime::Duration,
+    /// --on ecs: the cluster the agents run in.
+    #[arg(long, requires = "agents")]
+    cluster: Option<String>,
+    /// --on ecs: the agents' task definition (`family:revision`, `family` or an ARN); its
+    /// container runs ecscale (deploy/stress-agent-task-definition.json).
+    #[arg(long, value_name = "TD", requires = "agents")]
+    task_definition: Option<String>,
+    /// --on ecs: the container whose command and environment are overridden.
+    #[arg(long, default_value = "agent", requires = "agents")]
+    container: String,
+    /// --on ecs: FARGATE or EC2 (the cluster's default without it).
+    #[arg(long, value_name = "TYPE", requires = "agents")]
+    launch_type: Option<String>,
+    /// --on ecs: awsvpc subnets (comma-separated; repeatable).
+    #[arg(long, value_delimiter = ',', requires = "agents")]
+    subnets: Vec<String>,
+    /// --on ecs: security groups (comma-separated; repeatable).
+    #[arg(long, value_delimiter = ',', requires = "agents")]
+    security_groups: Vec<String>,
+    /// --on ecs: give the agents public IPs (Fargate in public subnets).
+    #[arg(long, requires = "agents")]
+    assign_public_ip: bool,
+    /// --on ecs: HOST:PORT the agents reach the coordinator at (its --listen, as they see it).
+    #[arg(long, value_name = "HOST:PORT", requires = "agents")]
+    advertise: Option<String>,
     /// A plan file (YAML): targets, phases, thresholds, the service to watch and scaling assertions.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "rate", "users", "duration", "connections", "http2", "method", "headers", "body", "thresholds", "timeout", "cacert", "insecure", "cert", "key", "resolve"])]
     plan: Option<PathBuf>,
@@ -290,23 +316,64 @@ fn secret(var: &str) -> Result<String, Failure> {
 
 async fn agent(a: &AgentArgs) -> Result<u8, Failure> {
     let token = secret(&a.token_env)?;
-    crate::stress::coordinate::agent(&a.coordinator, &token, &a.name)
+    crate::stress::coordinate::agent(&a.coordinator, &token, a.name.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     Ok(0)
 }
 
+/// `--on ecs`: the RunTask call's template and the AWS client, checked before anything starts.
+async fn ecs_launch(a: &StressArgs, vars: &Vars) -> Result<crate::stress::coordinate::Launch, Failure> {
+    let need = |v: &Option<String>, flag: &str| {
+        v.clone()
+            .ok_or_else(|| invalid(anyhow::anyhow!("--on ecs needs {flag}")))
+    };
+    let cluster = need(&a.cluster, "--cluster")?;
+    let task_definition = need(&a.task_definition, "--task-definition")?;
+    let advertise = need(
+        &a.advertise,
+        "--advertise HOST:PORT (where the agents reach this coordinator)",
+    )?;
+    let Some(config) = &a.config else {
+        return Err(invalid(anyhow::anyhow!(
+            "--on ecs needs --config FILE (a worker config: its aws settings reach ECS)"
+        )));
+    };
+    let config = load_config(config, vars)?;
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .map_err(invalid)?;
+    Ok(crate::stress::coordinate::Launch::Ecs {
+        api: Arc::new(aws.ecs.clone()),
+        run: Box::new(crate::api::RunTasks {
+            cluster,
+            task_definition,
+            count: 0,
+            started_by: "ecscale-stress".into(),
+            container: a.container.clone(),
+            command: Vec::new(),
+            environment: Vec::new(),
+            launch_type: a.launch_type.clone(),
+            subnets: a.subnets.clone(),
+            security_groups: a.security_groups.clone(),
+            assign_public_ip: a.assign_public_ip,
+        }),
+        advertise,
+    })
+}
+
 /// The distributed run's settings, checked before anything starts.
-fn distributed(a: &StressArgs, n: usize) -> Result<crate::stress::coordinate::Distributed, Failure> {
-    if a.on == OnArg::Ecs {
-        return Err(invalid(anyhow::anyhow!(
-            "--on ecs: not built yet (agents as ECS tasks); use --on local"
-        )));
-    }
-    if !(1..=64).contains(&n) {
-        return Err(invalid(anyhow::anyhow!(
-            "--agents {n}: between 1 and 64 on one machine"
-        )));
+async fn distributed(
+    a: &StressArgs,
+    n: usize,
+    vars: &Vars,
+) -> Result<crate::stress::coordinate::Distributed, Failure> {
+    let (launch, most) = match a.on {
+        OnArg::Local => (crate::stress::coordinate::Launch::Local, 64),
+        OnArg::Ecs => (ecs_launch(a, vars).await?, 500),
+    };
+    if !(1..=most).contains(&n) {
+        return Err(invalid(anyhow::anyhow!("--agents {n}: between 1 and {most}")));
     }
     let token = match &a.token_env {
         Some(var) => secret(var)?,
@@ -314,6 +381,7 @@ fn distributed(a: &StressArgs, n: usize) -> Result<crate::stress::coordinate::Di
     };
     Ok(crate::stress::coordinate::Distributed {
         agents: n,
+        launch,
         listen: a.listen,
         token,
         join_timeout: a.join_timeout.into(),
@@ -324,7 +392,10 @@ pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
     if let Some(StressCommand::Agent(args)) = &a.command {
         return agent(args).await;
     }
-    let dist = a.agents.map(|n| distributed(&a, n)).transpose()?;
+    let dist = match a.agents {
+        Some(n) => Some(distributed(&a, n, vars).await?),
+        None => None,
+    };
     let plan = match &a.plan {
         Some(file) => plan::load(file).map_err(|d| {
             let n = d.0.len();

@@ -21,10 +21,25 @@ use super::{Aggregator, Ending, Options, Progress, Segment, View};
 /// The environment variable local agents get the secret in.
 pub const TOKEN_VAR: &str = "ECSCALE_STRESS_TOKEN";
 
+/// Where the agents run.
+#[derive(Clone)]
+pub enum Launch {
+    /// Child processes of this binary.
+    Local,
+    /// ECS tasks started with RunTask (`run`'s count, command and environment are filled in
+    /// here), reaching the coordinator at `advertise` (HOST:PORT).
+    Ecs {
+        api: Arc<dyn crate::api::EcsWriteApi>,
+        run: Box<crate::api::RunTasks>,
+        advertise: String,
+    },
+}
+
 /// How a distributed run is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Distributed {
     pub agents: usize,
+    pub launch: Launch,
     /// Where the coordinator listens (port 0: any free one).
     pub listen: SocketAddr,
     pub token: String,
@@ -58,16 +73,7 @@ fn spawn_local(names: &[String], url: &str, token: &str) -> Result<Vec<tokio::pr
         .iter()
         .map(|name| {
             tokio::process::Command::new(&exe)
-                .args([
-                    "stress",
-                    "agent",
-                    "--coordinator",
-                    url,
-                    "--name",
-                    name,
-                    "--token-env",
-                    TOKEN_VAR,
-                ])
+                .args(agent_command(url, Some(name)))
                 .env(TOKEN_VAR, token)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
@@ -76,6 +82,126 @@ fn spawn_local(names: &[String], url: &str, token: &str) -> Result<Vec<tokio::pr
                 .map_err(|e| format!("starting agent {name}: {e}"))
         })
         .collect()
+}
+
+/// What was started: local processes, or ECS tasks (their ARNs).
+enum Launched {
+    Local(Vec<tokio::process::Child>),
+    Ecs {
+        api: Arc<dyn crate::api::EcsWriteApi>,
+        cluster: String,
+        tasks: Vec<String>,
+    },
+}
+
+/// The command an agent runs (after the binary).
+fn agent_command(url: &str, name: Option<&str>) -> Vec<String> {
+    let mut c: Vec<String> = ["stress", "agent", "--coordinator", url, "--token-env", TOKEN_VAR]
+        .map(String::from)
+        .to_vec();
+    if let Some(n) = name {
+        c.extend(["--name".to_string(), n.to_string()]);
+    }
+    c
+}
+
+/// RunTask in calls of at most 10; a task ECS did not start leaves a place dead with why.
+async fn run_on_ecs(
+    api: &Arc<dyn crate::api::EcsWriteApi>,
+    template: &crate::api::RunTasks,
+    url: &str,
+    token: &str,
+    state: &Arc<Mutex<State>>,
+) -> Vec<String> {
+    let n = lock(state).agents.len();
+    let (mut started, mut failed) = (Vec::new(), Vec::new());
+    let mut left = n;
+    while left > 0 {
+        let count = left.min(10);
+        left -= count;
+        let run = crate::api::RunTasks {
+            count: count as u32,
+            command: agent_command(url, None),
+            environment: vec![(TOKEN_VAR.to_string(), token.to_string())],
+            ..template.clone()
+        };
+        match api.run_tasks(&run).await {
+            Ok((arns, failures)) => {
+                let short = count.saturating_sub(arns.len());
+                started.extend(arns);
+                let why = failures
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "no reason given".into());
+                failed.extend(std::iter::repeat_n(
+                    format!("RunTask did not start it: {why}"),
+                    short,
+                ));
+            }
+            Err(e) => failed.extend(std::iter::repeat_n(format!("RunTask failed: {e}"), count)),
+        }
+    }
+    let mut s = lock(state);
+    for (a, why) in s.agents.iter_mut().rev().zip(failed) {
+        a.dead = Some(why);
+    }
+    for a in s.agents.iter_mut().filter(|a| a.dead.is_none()) {
+        a.at = "an ECS task (not joined)".into();
+    }
+    started
+}
+
+impl Launched {
+    async fn start(
+        d: &Distributed,
+        url: &str,
+        names: &[String],
+        state: &Arc<Mutex<State>>,
+    ) -> Result<Launched, String> {
+        match &d.launch {
+            Launch::Local => {
+                let children = spawn_local(names, url, &d.token)?;
+                let mut s = lock(state);
+                for (a, c) in s.agents.iter_mut().zip(&children) {
+                    a.at = c.id().map_or("local".into(), |p| format!("local pid {p}"));
+                }
+                Ok(Launched::Local(children))
+            }
+            Launch::Ecs { api, run, .. } => Ok(Launched::Ecs {
+                api: api.clone(),
+                cluster: run.cluster.clone(),
+                tasks: run_on_ecs(api, run, url, &d.token, state).await,
+            }),
+        }
+    }
+
+    fn reap(&mut self, s: &mut State) {
+        if let Launched::Local(children) = self {
+            reap(s, children);
+        }
+    }
+
+    /// Waits a little for local agents to exit, then kills them; stops every ECS task.
+    async fn stop(&mut self) -> Vec<String> {
+        match self {
+            Launched::Local(children) => {
+                for c in children.iter_mut() {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), c.wait()).await;
+                    let _ = c.start_kill();
+                }
+                Vec::new()
+            }
+            Launched::Ecs { api, cluster, tasks } => {
+                let mut errors = Vec::new();
+                for t in tasks.iter() {
+                    if let Err(e) = api.stop_task(cluster, t, "ecscale stress: the run is over").await {
+                        errors.push(format!("StopTask {t}: {e}"));
+                    }
+                }
+                errors
+            }
+        }
+    }
 }
 
 /// Marks the agents whose process ended before they said they were done.
@@ -113,14 +239,17 @@ pub async fn coordinate(
     )));
     let (listener, addr) = dist::bind(d.listen).await?;
     let server = dist::serve(listener, state.clone(), d.token.clone());
-    let url = format!("http://{addr}");
-    let mut children = spawn_local(&names, &url, &d.token)?;
-    {
-        let mut s = lock(&state);
-        for (a, c) in s.agents.iter_mut().zip(&children) {
-            a.at = c.id().map_or("local".into(), |p| format!("local pid {p}"));
+    let url = match &d.launch {
+        Launch::Local => format!("http://{addr}"),
+        Launch::Ecs { advertise, .. } => format!("http://{advertise}"),
+    };
+    let mut launched = match Launched::start(d, &url, &names, &state).await {
+        Ok(l) => l,
+        Err(e) => {
+            server.abort();
+            return Err(e);
         }
-    }
+    };
     if progress != Progress::Off {
         let pids: Vec<String> = lock(&state)
             .agents
@@ -130,14 +259,15 @@ pub async fn coordinate(
         eprintln!("stress: coordinator at {url}; agents {}", pids.join(", "));
     }
     let start_us = dist::barrier(&state, d.join_timeout, Duration::from_millis(500), |s| {
-        reap(s, &mut children)
+        launched.reap(s)
     })
     .await;
     let start_us = match start_us {
         Ok(s) => s,
         Err(e) => {
+            let stopped = launched.stop().await;
             server.abort();
-            return Err(e);
+            return Err(stopped.into_iter().fold(e, |e, s| format!("{e}; {s}")));
         }
     };
     let start = Instant::now() + Duration::from_micros((start_us - now_us()).max(0) as u64);
@@ -155,7 +285,7 @@ pub async fn coordinate(
                 lock(&state).stop = true;
             }
             let mut s = lock(&state);
-            reap(&mut s, &mut children);
+            launched.reap(&mut s);
             for a in s
                 .agents
                 .iter_mut()
@@ -203,9 +333,8 @@ pub async fn coordinate(
     }
     view.done();
     let elapsed = start.elapsed().as_secs_f64().min(sec as f64).max(1e-3);
-    for c in children.iter_mut() {
-        let _ = tokio::time::timeout(Duration::from_secs(3), c.wait()).await;
-        let _ = c.start_kill();
+    for e in launched.stop().await {
+        eprintln!("stress: {e}");
     }
     server.abort();
     let s = lock(&state);
@@ -258,7 +387,25 @@ pub async fn coordinate(
 
 /// The agent's side: joins `url`, sends its segment from the common start, streams each second,
 /// stops when told.
-pub async fn agent(url: &str, token: &str, name: &str) -> Result<(), String> {
+/// Where this agent runs: its ECS task (from the task metadata endpoint), or its pid and host.
+async fn whereabouts(client: &reqwest::Client) -> String {
+    if let Ok(uri) = std::env::var("ECS_CONTAINER_METADATA_URI_V4") {
+        let arn = async {
+            let r = client.get(format!("{uri}/task")).send().await.ok()?;
+            let v: serde_json::Value = r.json().await.ok()?;
+            v["TaskARN"].as_str().map(str::to_string)
+        };
+        if let Some(a) = arn.await {
+            return a;
+        }
+    }
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("pid {} on {}", std::process::id(), host.trim())
+}
+
+/// Joins as `name`, or under the name the coordinator gives when `None`.
+pub async fn agent(url: &str, token: &str, name: Option<&str>) -> Result<(), String> {
+    let name = name.unwrap_or("");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -270,15 +417,19 @@ pub async fn agent(url: &str, token: &str, name: &str) -> Result<(), String> {
         name,
     };
     let t0 = now_us();
+    let at = whereabouts(&client).await;
     let joined: Joined = call
         .post(
             "/v1/join",
             &Join {
                 name: name.into(),
+                at,
                 sent_us: t0,
             },
         )
         .await?;
+    let name = joined.name.as_str();
+    let call = Call { name, ..call };
     let t2 = now_us();
     let offset_us = joined.coordinator_us as f64 - (t0 + t2) as f64 / 2.0;
     let rtt_us = (t2 - t0) as f64;

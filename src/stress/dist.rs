@@ -105,12 +105,18 @@ impl WireAcc {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Join {
+    /// Empty: the coordinator names it (agents started by one RunTask call share a command).
     pub name: String,
+    /// Where it runs (its ECS task ARN, or `pid N on HOST`).
+    #[serde(default)]
+    pub at: String,
     pub sent_us: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Joined {
+    /// Its name (the one it asked for, or the one it was given).
+    pub name: String,
     /// The plan file's text, and the folder its relative paths are read from.
     pub plan: String,
     pub base: String,
@@ -230,10 +236,24 @@ impl State {
         if self.start_us.is_some() {
             return Err(format!("agent {}: joined after the start", j.name));
         }
-        let (index, a) = self.agent(&j.name)?;
+        let name = if j.name.is_empty() {
+            let free = self.agents.iter().find(|a| !a.joined && a.dead.is_none());
+            free.map(|a| a.name.clone())
+                .ok_or_else(|| "every agent's place is taken".to_string())?
+        } else {
+            j.name.clone()
+        };
+        let (index, a) = self.agent(&name)?;
+        if a.joined {
+            return Err(format!("agent {name} joined already"));
+        }
         a.joined = true;
         a.last_seen = Instant::now();
+        if !j.at.is_empty() {
+            a.at = j.at.clone();
+        }
         Ok(Joined {
+            name,
             plan: self.plan.clone(),
             base: self.base.clone(),
             index: index as u64,
@@ -465,19 +485,17 @@ mod tests {
     fn a_late_second_joins_the_next_one_and_unknown_agents_are_refused() {
         let names = ["a".to_string(), "b".to_string()];
         let mut s = State::new("plan".into(), ".".into(), &names);
-        let j = s
-            .join(Join {
-                name: "b".into(),
-                sent_us: 0,
-            })
-            .unwrap();
+        let join = |name: &str| Join {
+            name: name.into(),
+            at: String::new(),
+            sent_us: 0,
+        };
+        let j = s.join(join("b")).unwrap();
         assert_eq!((j.index, j.count), (1, 2));
-        assert!(s
-            .join(Join {
-                name: "c".into(),
-                sent_us: 0
-            })
-            .is_err());
+        assert!(s.join(join("c")).is_err(), "unknown");
+        assert!(s.join(join("b")).is_err(), "twice");
+        assert_eq!(s.join(join("")).unwrap().name, "a", "named by the coordinator");
+        assert!(s.join(join("")).is_err(), "no place left");
         let mut acc = Acc::default();
         acc.record(1000, 900, Outcome::Status(200));
         let msg = |sec| SecondMsg {

@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::stress::Server;
-use crate::support::{ecscale, path_str, run_async, write};
+use crate::support::moto::Moto;
+use crate::support::{ecscale, moto_url, path_str, run_async, unique, write};
 
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -157,13 +158,22 @@ fn coordinator(args: &[&str], token: Option<(&str, &str)>) -> (std::process::Chi
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = String::new();
     let line = loop {
-        let l = lines.next().expect("the coordinator announces itself").unwrap();
+        let Some(Ok(l)) = lines.next() else {
+            panic!("the coordinator ended without announcing itself:\n{seen}");
+        };
         if l.contains("coordinator at ") {
             break l;
         }
+        seen.push_str(&l);
+        seen.push('\n');
     };
-    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            eprintln!("coordinator: {l}");
+        }
+    });
     let url = line
         .split("coordinator at ")
         .nth(1)
@@ -304,5 +314,284 @@ async fn a_wrong_token_is_refused_and_the_run_goes_on_with_the_right_one() {
     );
     let (code, _, stderr) = stress(&["--plan", path_str(&p), "--agents", "2", "--on", "ecs"]).await;
     assert_eq!(code, 2);
-    assert!(stderr.contains("--on ecs: not built yet"), "{stderr}");
+    assert!(stderr.contains("--on ecs needs --cluster"), "{stderr}");
+}
+
+/// The agents' tasks in moto: (ARN, command, environment, last status).
+async fn stress_tasks(
+    moto: &Moto,
+    cluster: &str,
+) -> Vec<(String, Vec<String>, Vec<(String, String)>, String)> {
+    let listed = moto
+        .ecs
+        .list_tasks()
+        .cluster(cluster)
+        .started_by("ecscale-stress")
+        .send()
+        .await
+        .unwrap();
+    if listed.task_arns().is_empty() {
+        return Vec::new();
+    }
+    let out = moto
+        .ecs
+        .describe_tasks()
+        .cluster(cluster)
+        .set_tasks(Some(listed.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    out.tasks()
+        .iter()
+        .map(|t| {
+            let o = t.overrides().and_then(|o| o.container_overrides().first());
+            (
+                t.task_arn().unwrap_or_default().to_string(),
+                o.map(|o| o.command().to_vec()).unwrap_or_default(),
+                o.map(|o| {
+                    o.environment()
+                        .iter()
+                        .map(|kv| {
+                            (
+                                kv.name().unwrap_or_default().to_string(),
+                                kv.value().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+                format!(
+                    "{} {} {:?} {}",
+                    t.last_status().unwrap_or_default(),
+                    t.task_definition_arn().unwrap_or_default(),
+                    t.launch_type(),
+                    t.attachments()
+                        .iter()
+                        .flat_map(|a| a.details())
+                        .map(|d| format!(
+                            "{}={}",
+                            d.name().unwrap_or_default(),
+                            d.value().unwrap_or_default()
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            )
+        })
+        .collect()
+}
+
+/// deploy/stress-agent-task-definition.json registered: its family, container, image and
+/// command (what RunTask and the agent depend on), cpu, memory and execution role.
+async fn agent_task_definition(moto: &Moto) -> String {
+    let text =
+        std::fs::read_to_string(crate::support::repo().join("deploy/stress-agent-task-definition.json"))
+            .unwrap();
+    let td: Value = serde_json::from_str(&text).unwrap();
+    let c = &td["containerDefinitions"][0];
+    assert_eq!(c["name"], "agent", "the container --container names by default");
+    assert_eq!(
+        (&c["command"][0], &c["command"][1]),
+        (&Value::from("stress"), &Value::from("agent"))
+    );
+    let container = aws_sdk_ecs::types::ContainerDefinition::builder()
+        .name(c["name"].as_str().unwrap())
+        .image(c["image"].as_str().unwrap())
+        .essential(true)
+        // moto sizes tasks from their containers (ECS takes the task-level cpu and memory)
+        .cpu(256)
+        .memory(512)
+        .set_command(
+            c["command"]
+                .as_array()
+                .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect()),
+        )
+        .build();
+    let out = moto
+        .ecs
+        .register_task_definition()
+        .family(td["family"].as_str().unwrap())
+        // The file's awsvpc and FARGATE are left out: with them moto 5.2.5 checks the
+        // subnets and then fails creating the task's network interface (AttributeError:
+        // 'NetworkInterface' object has no attribute 'private_dns_name'). The network
+        // configuration is checked on the wire instead.
+        .cpu(td["cpu"].as_str().unwrap())
+        .memory(td["memory"].as_str().unwrap())
+        .execution_role_arn(td["executionRoleArn"].as_str().unwrap())
+        .container_definitions(container)
+        .send()
+        .await
+        .unwrap();
+    out.task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_string()
+}
+
+/// `--on ecs` against moto, which does not run containers: the test starts local agents with
+/// exactly the command and environment RunTask was given.
+async fn ecs_run(
+    moto: &Moto,
+    cluster: &str,
+    dir: &Path,
+    phase: &str,
+    interrupt: bool,
+) -> (Option<i32>, Value, Vec<String>) {
+    let server = Server::start(false).await;
+    let td = agent_task_definition(moto).await;
+    // Ids moto does not check for a task definition without awsvpc.
+    let (subnet, sg) = ("subnet-0a1".to_string(), "sg-0b2".to_string());
+    // Through a proxy that keeps the request bodies: what RunTask was asked, on the wire.
+    let proxy = crate::support::proxy::Proxy::start(&moto.url).await;
+    let config = write(
+        dir,
+        "ecscale.yaml",
+        &format!(
+            "aws:\n  region: {}\n  endpoint_url: {}\n  retry: {{max_attempts: 1}}\nschedule: {{interval: 30s}}\nclusters:\n  - name: {cluster}\n    services: [web]\n",
+            moto.region, proxy.url
+        ),
+    );
+    let p = plan(dir, &server.url, phase, "");
+    let out = dir.join("r.json");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = [
+        "--plan",
+        path_str(&p),
+        "--agents",
+        "2",
+        "--on",
+        "ecs",
+        "--config",
+        path_str(&config),
+        "--cluster",
+        cluster,
+        "--task-definition",
+        &td,
+        "--container",
+        "agent",
+        "--launch-type",
+        "FARGATE",
+        "--subnets",
+        &subnet,
+        "--security-groups",
+        &sg,
+        "--listen",
+        &addr,
+        "--advertise",
+        &addr,
+        "--progress",
+        "plain",
+        "--json",
+        path_str(&out),
+    ];
+    let (child, _, _) = coordinator(&args, None);
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        tasks = stress_tasks(moto, cluster).await;
+        if tasks.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tasks.len(), 2, "one RunTask of 2 tasks");
+    let mut agents = Vec::new();
+    for (_, command, env, _) in &tasks {
+        assert_eq!(
+            command[..4],
+            ["stress", "agent", "--coordinator", &format!("http://{addr}")]
+        );
+        let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_ecscale"));
+        agent.args(command).stdout(Stdio::null()).stderr(Stdio::null());
+        for (k, v) in env {
+            agent.env(k, v);
+        }
+        agents.push(agent.spawn().unwrap());
+    }
+    let mut child = child;
+    if interrupt {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let pid = child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    for mut a in agents {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    let stopped = stress_tasks(moto, cluster)
+        .await
+        .into_iter()
+        .map(|t| t.3)
+        .collect();
+    // One RunTask for both, with the network configuration and the launch type asked for;
+    // a StopTask per task.
+    let run: Vec<Value> = proxy
+        .bodies("ECS.RunTask")
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(run.len(), 1);
+    let vpc = &run[0]["networkConfiguration"]["awsvpcConfiguration"];
+    assert_eq!(vpc["subnets"][0], subnet.as_str(), "{}", run[0]);
+    assert_eq!(vpc["securityGroups"][0], sg.as_str(), "{}", run[0]);
+    assert_eq!(
+        (run[0]["launchType"].as_str(), run[0]["count"].as_u64()),
+        (Some("FARGATE"), Some(2))
+    );
+    assert_eq!(run[0]["overrides"]["containerOverrides"][0]["name"], "agent");
+    assert_eq!(proxy.seen().get("ECS.StopTask"), Some(&2));
+    // The coordinator's IAM policy allows exactly the ECS actions it called (and PassRole,
+    // which IAM checks inside RunTask).
+    let called: std::collections::BTreeSet<String> = proxy
+        .seen()
+        .keys()
+        .map(|op| crate::worker::iam_action(op))
+        .collect();
+    let mut allowed = crate::worker::actions_of("deploy/iam-stress-coordinator.json");
+    assert!(allowed.remove("iam:PassRole"));
+    assert_eq!(called, allowed, "deploy/iam-stress-coordinator.json");
+    (status.code(), json(&out), stopped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_ecs_run_task_starts_the_agents_with_their_command_and_every_task_is_stopped_also_on_ctrl_c() {
+    let moto = Moto::new(&moto_url(), "eu-west-3");
+    let ours = |t: &String| {
+        t.starts_with("STOPPED")
+            && t.contains("task-definition/ecscale-stress-agent")
+            && t.contains("Fargate")
+    };
+    // To the end, then Ctrl-C mid-run: every task is stopped either way, the report written.
+    for (phase, interrupt) in [("2s", false), ("30s", true)] {
+        let cluster = unique("it-stress-ecs");
+        moto.cluster(&cluster).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let phase = format!("  - {{name: main, duration: {phase}, rate: 50}}\n");
+        let (code, r, stopped) = ecs_run(&moto, &cluster, dir.path(), &phase, interrupt).await;
+        assert_eq!(code, Some(if interrupt { 130 } else { 0 }), "{r}");
+        assert!(
+            stopped.len() == 2 && stopped.iter().all(ours),
+            "StopTask for every task (interrupted: {interrupt}): {stopped:?}"
+        );
+        if interrupt {
+            assert!(r["interrupted"].as_bool().unwrap());
+            assert!(r["duration_s"].as_f64().unwrap() < 20.0, "{r}");
+        } else {
+            assert_eq!(r["totals"]["requests"], 100, "{r}");
+            let agents = r["agents"].as_array().unwrap();
+            assert!(agents.iter().all(|a| a["status"] == "finished"), "{agents:?}");
+        }
+    }
 }

@@ -310,7 +310,7 @@ async fn a_group_that_ecs_sizes_is_left_alone_and_every_decision_says_why() {
 }
 
 /// `ECS.UpdateService` → `ecs:UpdateService`.
-fn iam_action(op: &str) -> String {
+pub(crate) fn iam_action(op: &str) -> String {
     let (service, action) = op.split_once('.').unwrap();
     let prefix = match service {
         "ECS" => "ecs",
@@ -325,7 +325,12 @@ fn iam_action(op: &str) -> String {
 
 /// Every action the deploy/ IAM policy allows.
 fn policy_actions() -> BTreeSet<String> {
-    let text = std::fs::read_to_string(repo().join("deploy/iam-policy.json")).unwrap();
+    actions_of("deploy/iam-policy.json")
+}
+
+/// Every action an IAM policy file of the repository allows.
+pub(crate) fn actions_of(file: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["Version"], "2012-10-17");
     let mut out = BTreeSet::new();

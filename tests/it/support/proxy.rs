@@ -22,6 +22,8 @@ struct State {
     log: Vec<(String, Instant)>,
     /// Error answers still to give, by `Service.Operation`: (times, error code).
     fail: HashMap<String, (u32, String)>,
+    /// Every request's body, by `Service.Operation`.
+    bodies: BTreeMap<String, Vec<String>>,
 }
 
 pub struct Proxy {
@@ -81,6 +83,17 @@ impl Proxy {
             .filter(|(op, _)| op == operation)
             .map(|(_, t)| *t)
             .collect()
+    }
+
+    /// The bodies of the requests of `operation`, in order.
+    pub fn bodies(&self, operation: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .bodies
+            .get(operation)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Requests seen per operation, throttled ones included.
@@ -155,6 +168,8 @@ async fn handle(
         let mut s = state.lock().unwrap();
         *s.seen.entry(op.clone()).or_default() += 1;
         s.log.push((op.clone(), Instant::now()));
+        let text = String::from_utf8_lossy(&body).into_owned();
+        s.bodies.entry(op.clone()).or_default().push(text);
         match s.fail.get_mut(&op) {
             Some((n, code)) if *n > 0 => {
                 *n -= 1;
