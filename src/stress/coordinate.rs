@@ -473,11 +473,22 @@ pub async fn agent(url: &str, token: &str, name: Option<&str>) -> Result<(), Str
                         offset_us,
                         rtt_us,
                     },
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        let _ = stop_tx.send(true);
+                        return Err(e);
+                    }
                 };
-                let r: Reply = call.post("/v1/second", &msg).await?;
-                if r.stop {
-                    let _ = stop_tx.send(true);
+                // A coordinator that cannot be reached (after retries) stops this agent: no
+                // load goes out that nobody counts.
+                match call.post_retrying::<_, Reply>("/v1/second", &msg).await {
+                    Ok(r) if r.stop => {
+                        let _ = stop_tx.send(true);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = stop_tx.send(true);
+                        return Err(e);
+                    }
                 }
             }
             Ok::<(), String>(())
@@ -538,6 +549,23 @@ impl Call<'_> {
             .await
             .map_err(|e| format!("agent {}: coordinator {}{path}: {e}", self.name, self.url))?;
         self.read(r, path).await
+    }
+
+    /// [`Call::post`], tried 3 times over about a second (a coordinator busy for a moment).
+    async fn post_retrying<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, String> {
+        let mut last = String::new();
+        for attempt in 0..3u64 {
+            match self.post(path, body).await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+        }
+        Err(last)
     }
 
     async fn read<T: serde::de::DeserializeOwned>(

@@ -595,3 +595,49 @@ async fn on_ecs_run_task_starts_the_agents_with_their_command_and_every_task_is_
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_whose_coordinator_died_stop_sending_within_seconds() {
+    let server = Server::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &server.url,
+        "  - {name: main, duration: 30s, rate: 100}\n",
+        "",
+    );
+    let (mut child, _, pids) = coordinator(
+        &["--plan", path_str(&p), "--agents", "2", "--progress", "plain"],
+        None,
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = std::time::Instant::now();
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists() && !zombie(pid);
+    while pids.iter().any(|p| alive(*p)) && killed_at.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "agents still running 15 s after their coordinator died"
+    );
+    let sent = server.requests.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        server.requests.load(Ordering::Relaxed),
+        sent,
+        "no load after they stopped"
+    );
+    assert!(
+        sent < 100 * 10,
+        "{sent} requests: they stopped long before the plan's 30 s"
+    );
+}
+
+/// A process that exited but was not reaped yet.
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
