@@ -296,14 +296,34 @@ impl TargetTracking {
             );
         }
         if let Some(s) = self.saturation.filter(|_| saturated) {
-            // The newest period's tasks ran flat out: the load may be any amount more.
-            let carried = d.last().copied().unwrap_or(0.0) / latest.max(f64::MIN_POSITIVE);
-            need = need.max((2.0 * carried).ceil() as u32);
-            let _ = write!(
-                what,
-                ", saturated (≥ {}: twice the tasks that carried it)",
-                num(s)
-            );
+            // The newest period's tasks ran flat out: the load may be any amount more. Unless
+            // fewer tasks carried it than in the period before: tasks were lost (a crash, an
+            // instance), and the loss explains the saturation; their replacements restore
+            // the capacity, and the demand above (what the survivors carried) sizes the rest.
+            let carried_by = |k: usize| d[k] / values[k].max(f64::MIN_POSITIVE);
+            let carried = carried_by(n - 1);
+            let lost = (n >= 2 && r.view.per_task())
+                .then(|| carried_by(n - 2) - carried)
+                .filter(|l| *l >= 0.5);
+            match lost {
+                Some(l) => {
+                    let _ = write!(
+                        what,
+                        ", saturated (≥ {}) on {} tasks, {} fewer than the period before: the loss explains it",
+                        num(s),
+                        num(carried),
+                        num(l)
+                    );
+                }
+                None => {
+                    need = need.max((2.0 * carried).ceil() as u32);
+                    let _ = write!(
+                        what,
+                        ", saturated (≥ {}: twice the tasks that carried it)",
+                        num(s)
+                    );
+                }
+            }
         }
         let want = if r.view.per_task() {
             need
@@ -567,6 +587,27 @@ mod tests {
         // Once they run and the load is still 90 % over all 10, it grows again.
         let d = decide_on(CPU, &[90.0, 90.0], true, &[(10, 10)], 10, 10);
         assert_eq!((d.action, d.desired), (Action::ScaleOut, 15), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_saturation_the_loss_of_tasks_explains_is_not_doubled() {
+        let rules =
+            "  - {name: cpu, kind: target_tracking, metric: cpu, target: 70, saturation: 95, warmup: 0s}\n";
+        // 13 tasks at 65 %; an instance with 4 of them dies half way through the last minute:
+        // the 9 left run flat out while their replacements start (11 on average that
+        // minute). What they carried asks for 14 at 70 %, not twice the tasks.
+        let cpu = [65.0, 65.0, 65.0, 100.0];
+        let d = decide_on(rules, &cpu, true, &[(30, 13), (1, 13), (0, 9)], 13, 9);
+        assert_eq!((d.action, d.desired), (Action::ScaleOut, 14), "{}", d.reason);
+        assert!(
+            d.reason
+                .contains("on 11 tasks, 2 fewer than the period before: the loss explains it"),
+            "{}",
+            d.reason
+        );
+        // The same 100 % on as many tasks as before is load beyond them: twice at once.
+        let d = decide_on(rules, &cpu, true, &[(30, 13)], 13, 13);
+        assert_eq!((d.action, d.desired), (Action::ScaleOut, 26), "{}", d.reason);
     }
 
     #[test]

@@ -218,6 +218,115 @@ fn reap(s: &mut State, children: &mut [tokio::process::Child]) {
     }
 }
 
+/// The merged run, once every agent finished (or died).
+struct Merged<'p> {
+    agg: Aggregator<'p>,
+    aborted: Option<String>,
+    interrupted: bool,
+    /// Seconds merged.
+    seconds: u64,
+}
+
+/// Merges the agents' seconds in order, judging thresholds on each, until none is live.
+async fn merge<'p>(
+    plan: &'p Plan,
+    state: &Arc<Mutex<State>>,
+    launched: &mut Launched,
+    start: Instant,
+    view: &mut View,
+    interrupt: &mut watch::Receiver<bool>,
+) -> Merged<'p> {
+    let mut m = Merged {
+        agg: Aggregator::new(plan),
+        aborted: None,
+        interrupted: false,
+        seconds: 0,
+    };
+    loop {
+        let sec = m.seconds;
+        let ended = start + Duration::from_secs(sec + 1);
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if *interrupt.borrow_and_update() && !m.interrupted {
+                m.interrupted = true;
+                lock(state).stop = true;
+            }
+            let mut s = lock(state);
+            launched.reap(&mut s);
+            if second_due(&mut s, sec, ended) {
+                break;
+            }
+        }
+        let (acc, finished) = take_second(&mut lock(state), sec);
+        if let Some(reason) = m.agg.push(sec, 1.0, acc, None) {
+            if m.aborted.is_none() {
+                m.aborted = Some(reason);
+                lock(state).stop = true;
+            }
+        }
+        if let Some(last) = m.agg.seconds.last().cloned() {
+            view.second(&last, &m.agg, sec);
+        }
+        m.seconds += 1;
+        if finished {
+            return m;
+        }
+    }
+}
+
+/// Whether second `sec` (ended at `ended`) can be merged: every live agent sent it, or the
+/// grace passed, or none is live. Agents silent too long are marked dead on the way.
+fn second_due(s: &mut State, sec: u64, ended: Instant) -> bool {
+    for a in s
+        .agents
+        .iter_mut()
+        .filter(|a| a.live() && a.last_seen.elapsed() > SILENT)
+    {
+        let after = a
+            .last
+            .map_or("before its first second".into(), |l| format!("after second {l}"));
+        a.dead = Some(format!("stopped reporting {after}"));
+    }
+    let ready = s
+        .agents
+        .iter()
+        .filter(|a| a.live())
+        .all(|a| a.last.is_some_and(|l| l >= sec));
+    let now = Instant::now();
+    (ready && now >= ended) || now >= ended + GRACE || s.agents.iter().all(|a| !a.live())
+}
+
+/// Second `sec`'s merged counts (with any late ones before it), and whether the run is over.
+fn take_second(s: &mut State, sec: u64) -> (Acc, bool) {
+    let mut acc = Acc::default();
+    let later = s.pending.split_off(&(sec + 1));
+    for a in std::mem::replace(&mut s.pending, later).values() {
+        acc.add(a);
+    }
+    s.merged_until = sec + 1;
+    let finished = s.agents.iter().all(|a| !a.live()) && s.pending.is_empty();
+    (acc, finished)
+}
+
+/// The report's table of agents.
+fn agent_rows(s: &State, elapsed: f64) -> Vec<AgentReport> {
+    s.agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AgentReport {
+            name: a.name.clone(),
+            at: a.at.clone(),
+            segment: format!("{}/{}", i + 1, s.agents.len()),
+            requests: a.requests,
+            errors: a.errors,
+            rate: a.requests as f64 / elapsed,
+            clock_offset_ms: a.offset_ms,
+            round_trip_ms: a.rtt_ms,
+            status: a.dead.clone().unwrap_or_else(|| "finished".into()),
+        })
+        .collect()
+}
+
 /// Runs `plan` (its file's text `plan_text`, relative paths from `base`) on `d.agents` local
 /// agents and reports as a single run does, with a table of the agents.
 pub async fn coordinate(
@@ -272,65 +381,9 @@ pub async fn coordinate(
     };
     let start = Instant::now() + Duration::from_micros((start_us - now_us()).max(0) as u64);
     let started_at = DateTime::<Utc>::from_timestamp_micros(start_us).unwrap_or_else(Utc::now);
-    let mut agg = Aggregator::new(plan);
     let mut view = View::new(progress, Duration::from_secs(5), plan);
-    let (mut aborted, mut interrupted) = (None, false);
-    let mut sec = 0u64;
-    loop {
-        let ended = start + Duration::from_secs(sec + 1);
-        loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if *interrupt.borrow_and_update() && !interrupted {
-                interrupted = true;
-                lock(&state).stop = true;
-            }
-            let mut s = lock(&state);
-            launched.reap(&mut s);
-            for a in s
-                .agents
-                .iter_mut()
-                .filter(|a| a.live() && a.last_seen.elapsed() > SILENT)
-            {
-                let after = a
-                    .last
-                    .map_or("before its first second".into(), |l| format!("after second {l}"));
-                a.dead = Some(format!("stopped reporting {after}"));
-            }
-            let ready = s
-                .agents
-                .iter()
-                .filter(|a| a.live())
-                .all(|a| a.last.is_some_and(|l| l >= sec));
-            let now = Instant::now();
-            if (ready && now >= ended) || now >= ended + GRACE || s.agents.iter().all(|a| !a.live()) {
-                break;
-            }
-        }
-        let (acc, finished) = {
-            let mut s = lock(&state);
-            let mut acc = Acc::default();
-            let later = s.pending.split_off(&(sec + 1));
-            for a in std::mem::replace(&mut s.pending, later).values() {
-                acc.add(a);
-            }
-            s.merged_until = sec + 1;
-            let finished = s.agents.iter().all(|a| !a.live()) && s.pending.is_empty();
-            (acc, finished)
-        };
-        if let Some(reason) = agg.push(sec, 1.0, acc, None) {
-            if aborted.is_none() {
-                aborted = Some(reason);
-                lock(&state).stop = true;
-            }
-        }
-        if let Some(last) = agg.seconds.last().cloned() {
-            view.second(&last, &agg, sec);
-        }
-        sec += 1;
-        if finished {
-            break;
-        }
-    }
+    let merged = merge(plan, &state, &mut launched, start, &mut view, &mut interrupt).await;
+    let (agg, aborted, interrupted, sec) = (merged.agg, merged.aborted, merged.interrupted, merged.seconds);
     view.done();
     let elapsed = start.elapsed().as_secs_f64().min(sec as f64).max(1e-3);
     for e in launched.stop().await {
@@ -359,22 +412,7 @@ pub async fn coordinate(
         tasks: Vec::new(),
     };
     let mut report = ending.report(plan, agg);
-    report.agents = s
-        .agents
-        .iter()
-        .enumerate()
-        .map(|(i, a)| AgentReport {
-            name: a.name.clone(),
-            at: a.at.clone(),
-            segment: format!("{}/{}", i + 1, s.agents.len()),
-            requests: a.requests,
-            errors: a.errors,
-            rate: a.requests as f64 / elapsed,
-            clock_offset_ms: a.offset_ms,
-            round_trip_ms: a.rtt_ms,
-            status: a.dead.clone().unwrap_or_else(|| "finished".into()),
-        })
-        .collect();
+    report.agents = agent_rows(&s, elapsed);
     if report.agents.iter().any(|a| a.status != "finished") && report.exit_code == 0 {
         report.exit_code = 1;
         report.verdict = format!(
@@ -385,8 +423,6 @@ pub async fn coordinate(
     Ok(report)
 }
 
-/// The agent's side: joins `url`, sends its segment from the common start, streams each second,
-/// stops when told.
 /// Where this agent runs: its ECS task (from the task metadata endpoint), or its pid and host.
 async fn whereabouts(client: &reqwest::Client) -> String {
     if let Ok(uri) = std::env::var("ECS_CONTAINER_METADATA_URI_V4") {
@@ -403,7 +439,8 @@ async fn whereabouts(client: &reqwest::Client) -> String {
     format!("pid {} on {}", std::process::id(), host.trim())
 }
 
-/// Joins as `name`, or under the name the coordinator gives when `None`.
+/// The agent's side: joins `url` as `name` (or under the name the coordinator gives when
+/// `None`), sends its segment from the common start, streams each second, stops when told.
 pub async fn agent(url: &str, token: &str, name: Option<&str>) -> Result<(), String> {
     let name = name.unwrap_or("");
     let client = reqwest::Client::builder()
