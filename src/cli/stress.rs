@@ -306,12 +306,14 @@ fn write(path: &Path, text: &str) -> Result<(), Failure> {
 
 /// The secret in the environment variable `var` (named in the error when it is unset).
 fn secret(var: &str) -> Result<String, Failure> {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => Ok(v),
-        _ => Err(invalid(anyhow::anyhow!(
-            "--token-env {var}: the variable is not set (or empty)"
-        ))),
-    }
+    crate::config::env::secret(var, "--token-env")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            invalid(anyhow::anyhow!(
+                "--token-env {var}: the variable is not set (or empty)"
+            ))
+        })
 }
 
 async fn agent(a: &AgentArgs) -> Result<u8, Failure> {

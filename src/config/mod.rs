@@ -25,7 +25,8 @@ pub use parse_clusters::{check_placeholders, is_stat};
 pub use read::{Diagnostic, Diagnostics};
 pub use schema::*;
 pub use worker::{
-    AppAutoScaling, CapacitySpec, LeaderSettings, ManagedScaling, StateBackend, WorkerSettings,
+    read_resources, AppAutoScaling, CapacitySpec, LeaderSettings, ManagedScaling, StateBackend,
+    WorkerSettings,
 };
 
 use read::Cx;

@@ -260,16 +260,7 @@ fn read_capacity_one(node: &Node, path: &str, cx: &mut Cx) -> Option<CapacitySpe
             }
         })
         .unwrap_or(0.1);
-    let instance = m.opt_with(cx, "instance", |n, p, cx| {
-        let mut i = cx.map(n, p)?;
-        let cpu = i.req::<u32>(cx, "cpu");
-        let memory_mib = i.req::<u32>(cx, "memory_mib");
-        i.finish(cx, &["cpu", "memory_mib"]);
-        Some(Resources {
-            cpu: cpu?,
-            memory_mib: memory_mib?,
-        })
-    });
+    let instance = m.opt_with(cx, "instance", read_resources);
     let spare_tasks = m.or(cx, "spare_tasks", 0u32);
     let drain_timeout = m
         .opt_with(cx, "drain_timeout", positive)
@@ -332,4 +323,16 @@ pub(super) fn read_capacity(node: &Node, path: &str, cx: &mut Cx) -> Option<Vec<
         |_, n, p, cx| read_capacity_one(n, p, cx),
         |c| &c.auto_scaling_group,
     )
+}
+
+/// `{cpu, memory_mib}`: CPU units and MiB (an instance's, a task's).
+pub fn read_resources(n: &Node, p: &str, cx: &mut Cx) -> Option<Resources> {
+    let mut m = cx.map(n, p)?;
+    let cpu = m.req::<u32>(cx, "cpu");
+    let memory_mib = m.req::<u32>(cx, "memory_mib");
+    m.finish(cx, &["cpu", "memory_mib"]);
+    Some(Resources {
+        cpu: cpu?,
+        memory_mib: memory_mib?,
+    })
 }

@@ -40,6 +40,17 @@ impl Sim {
         }
     }
 
+    fn invalid(&self, operation: &str, resource: String, message: String) -> ApiError {
+        ApiError {
+            operation: operation.into(),
+            resource,
+            endpoint: ENDPOINT.into(),
+            kind: ErrorKind::Other,
+            code: Some("InvalidParameterException".into()),
+            message,
+        }
+    }
+
     fn check_cluster(&self, operation: &str, cluster: &str) -> Result<(), ApiError> {
         if cluster == self.spec.cluster || cluster == self.spec.cluster_arn() {
             Ok(())
@@ -413,14 +424,6 @@ impl EcsWriteApi for Sim {
         let op = "ECS.StartTask";
         self.op(op);
         self.check_cluster(op, cluster)?;
-        let invalid = |message: String| ApiError {
-            operation: op.into(),
-            resource: format!("cluster {cluster}, task definition {td}"),
-            endpoint: ENDPOINT.into(),
-            kind: ErrorKind::Other,
-            code: Some("InvalidParameterException".into()),
-            message,
-        };
         let Some(g) = self.spec.group_of(td) else {
             return Err(self.not_found(
                 op,
@@ -430,10 +433,11 @@ impl EcsWriteApi for Sim {
             ));
         };
         if on.is_empty() || on.len() > 10 {
-            return Err(invalid(format!(
-                "containerInstances must name 1 to 10 instances, not {}",
-                on.len()
-            )));
+            return Err(self.invalid(
+                op,
+                format!("cluster {cluster}, task definition {td}"),
+                format!("containerInstances must name 1 to 10 instances, not {}", on.len()),
+            ));
         }
         let mut guard = self.lock();
         let (mut started, mut failed) = (Vec::new(), Vec::new());
@@ -453,14 +457,11 @@ impl EcsWriteApi for Sim {
         if self.lock().cluster.stop_by_arn(task, reason) {
             return Ok(());
         }
-        Err(ApiError {
-            operation: op.into(),
-            resource: format!("task {task}"),
-            endpoint: ENDPOINT.into(),
-            kind: ErrorKind::Other,
-            code: Some("InvalidParameterException".into()),
-            message: "The referenced task was not found.".into(),
-        })
+        Err(self.invalid(
+            op,
+            format!("task {task}"),
+            "The referenced task was not found.".into(),
+        ))
     }
 
     async fn disable_managed_scaling(&self, provider: &str) -> Result<(), ApiError> {

@@ -215,6 +215,15 @@ fn decisions(actions: &[ActionRow], keep: impl Fn(&ActionRow) -> bool) -> Vec<Ma
         .collect()
 }
 
+/// A line of a group's chart: label, what it plots, axis, style, colour.
+type GroupLine = (
+    &'static str,
+    fn(&super::GroupRow) -> f64,
+    Axis,
+    Style,
+    &'static str,
+);
+
 /// One chart per task group: its tasks (running, starting) with its decisions, and its queue.
 fn group_charts(o: &Outcome) -> Vec<Chart> {
     let names: Vec<String> = o
@@ -231,27 +240,26 @@ fn group_charts(o: &Outcome) -> Vec<Chart> {
             right_label: "jobs waiting".into(),
             ..Default::default()
         };
-        c.lines.push(line(
-            "running".into(),
-            of(|g| f64::from(g.running)),
-            Axis::Left,
-            Style::Step,
-            COLORS[2],
-        ));
-        c.lines.push(line(
-            "starting".into(),
-            of(|g| f64::from(g.pending)),
-            Axis::Left,
-            Style::Step,
-            COLORS[1],
-        ));
-        c.lines.push(line(
-            "queue".into(),
-            of(|g| g.queue),
-            Axis::Right,
-            Style::Line,
-            COLORS[0],
-        ));
+        let lines: [GroupLine; 3] = [
+            (
+                "running",
+                |g| f64::from(g.running),
+                Axis::Left,
+                Style::Step,
+                COLORS[2],
+            ),
+            (
+                "starting",
+                |g| f64::from(g.pending),
+                Axis::Left,
+                Style::Step,
+                COLORS[1],
+            ),
+            ("queue", |g| g.queue, Axis::Right, Style::Line, COLORS[0]),
+        ];
+        for (label, f, axis, style, color) in lines {
+            c.lines.push(line(label.into(), of(f), axis, style, color));
+        }
         let target = format!("/group:{name}");
         c.markers
             .extend(decisions(&o.actions, |a| a.target.ends_with(&target)));

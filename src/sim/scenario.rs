@@ -306,15 +306,9 @@ fn read_fault(n: &Node, p: &str, cx: &mut Cx) -> Option<(Duration, Fault)> {
     Some((at?, fault))
 }
 
+/// A task's size: [`crate::config::read_resources`], above 0.
 fn resources(n: &Node, p: &str, cx: &mut Cx) -> Option<Resources> {
-    let mut m = cx.map(n, p)?;
-    let cpu = m.req::<u32>(cx, "cpu");
-    let memory_mib = m.req::<u32>(cx, "memory_mib");
-    m.finish(cx, &["cpu", "memory_mib"]);
-    let r = Resources {
-        cpu: cpu?,
-        memory_mib: memory_mib?,
-    };
+    let r = crate::config::read_resources(n, p, cx)?;
     if r.cpu == 0 || r.memory_mib == 0 {
         cx.error(n.span, p, "cpu and memory_mib must be above 0");
         return None;

@@ -33,6 +33,19 @@ async fn stress(args: &[&str]) -> (i32, String, String) {
     run_async(cmd).await
 }
 
+/// The test server, a folder with a plan of `phases` (and `thresholds`) against it, and where
+/// the JSON report goes.
+async fn run_against_server(
+    phases: &str,
+    thresholds: &str,
+) -> (Server, tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let server = Server::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(dir.path(), &server.url, phases, thresholds);
+    let out = dir.path().join("r.json");
+    (server, dir, p, out)
+}
+
 /// `plan` on three local agents, its JSON report to `out`.
 async fn on_three(plan: &Path, out: &Path) -> (i32, String, String) {
     let args = [
@@ -118,16 +131,12 @@ async fn three_agents_send_exactly_the_plan_and_their_merged_percentiles_are_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_windowed_threshold_with_abort_on_the_merged_data_stops_every_agent() {
-    let server = Server::start(false).await;
-    server.status.store(503, Ordering::Relaxed);
-    let dir = tempfile::tempdir().unwrap();
-    let p = plan(
-        dir.path(),
-        &server.url,
+    let (server, _dir, p, out) = run_against_server(
         "  - {name: long, duration: 20s, rate: 90}\n",
         "thresholds:\n  - {check: 'errors < 5%', window: 2s, abort: true}\n",
-    );
-    let out = dir.path().join("r.json");
+    )
+    .await;
+    server.status.store(503, Ordering::Relaxed);
     let started = std::time::Instant::now();
     let (code, stdout, stderr) = on_three(&p, &out).await;
     assert_eq!(code, 3, "{stdout}\n{stderr}");
@@ -192,15 +201,7 @@ fn coordinator(args: &[&str], token: Option<(&str, &str)>) -> (std::process::Chi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_mid_run_is_named_and_its_share_shows_as_shortfall() {
-    let server = Server::start(false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = plan(
-        dir.path(),
-        &server.url,
-        "  - {name: main, duration: 6s, rate: 150}\n",
-        "",
-    );
-    let out = dir.path().join("r.json");
+    let (_server, _dir, p, out) = run_against_server("  - {name: main, duration: 6s, rate: 150}\n", "").await;
     let (mut child, _, pids) = coordinator(
         &[
             "--plan",
@@ -247,15 +248,7 @@ async fn an_agent_killed_mid_run_is_named_and_its_share_shows_as_shortfall() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_is_refused_and_the_run_goes_on_with_the_right_one() {
-    let server = Server::start(false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = plan(
-        dir.path(),
-        &server.url,
-        "  - {name: main, duration: 3s, rate: 60}\n",
-        "",
-    );
-    let out = dir.path().join("r.json");
+    let (_server, _dir, p, out) = run_against_server("  - {name: main, duration: 3s, rate: 60}\n", "").await;
     let (child, url, _) = coordinator(
         &[
             "--plan",
