@@ -65,30 +65,29 @@ fn ms(v: &Value, k: &str) -> f64 {
     v["totals"]["latency_ms"][k].as_f64().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_agents_send_exactly_the_plan_and_their_merged_percentiles_are_one_processs() {
-    let server = Server::start(false).await;
-    server.delay_us.store(20_000, Ordering::Relaxed);
-    let dir = tempfile::tempdir().unwrap();
+/// One process's report and three agents' on the same plan, the three checked for exact
+/// accounting: the plan's 600 requests (300 + 300; a phase's requests are counted in the second
+/// they finished in, so a few cross the boundary), each segment exactly its share (100 of each
+/// phase), each request seen once by the server, clocks within 50 ms.
+async fn one_and_three(server: &Server, dir: &Path, round: usize) -> (Value, Value, String) {
     let phases = "  - {name: steady, duration: 2s, rate: 150}\n  - {name: ramp, duration: 2s, ramp: {from: 50, to: 250}}\n";
-    let p = plan(dir.path(), &server.url, phases, "");
-    let (one, three) = (dir.path().join("one.json"), dir.path().join("three.json"));
-    let (code, _, stderr) = stress(&[
+    let p = plan(dir, &server.url, phases, "");
+    let one = dir.join(format!("one-{round}.json"));
+    let three = dir.join(format!("three-{round}.json"));
+    let args = [
         "--plan",
         path_str(&p),
         "--progress",
         "off",
         "--json",
         path_str(&one),
-    ])
-    .await;
+    ];
+    let (code, _, stderr) = stress(&args).await;
     assert_eq!(code, 0, "{stderr}");
     let before = server.requests.load(Ordering::Relaxed);
     let (code, stdout, stderr) = on_three(&p, &three).await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let (one, three) = (json(&one), json(&three));
-    // Exactly the plan (300 + 300; a phase's requests are counted in the second they finished
-    // in, so a few cross the boundary), each segment exactly its share: 100 of each phase.
+    let three = json(&three);
     assert_eq!(three["totals"]["requests"], 600, "{three}");
     let per_phase: u64 = (0..2)
         .map(|p| three["phases"][p]["requests"].as_u64().unwrap())
@@ -102,31 +101,45 @@ async fn three_agents_send_exactly_the_plan_and_their_merged_percentiles_are_one
             .all(|a| a["status"] == "finished" && a["requests"] == 200),
         "{agents:?}"
     );
-    let shares: u64 = agents.iter().map(|a| a["requests"].as_u64().unwrap()).sum();
-    let total = three["totals"]["requests"].as_u64().unwrap();
-    assert_eq!(shares, total);
     assert_eq!(
         server.requests.load(Ordering::Relaxed) - before,
-        total,
+        600,
         "the server saw each request once"
     );
-    // The merged histogram measures what one process measures: the server's 20 ms.
-    for k in ["p50", "p99"] {
-        let (a, b) = (ms(&one, k), ms(&three, k));
-        assert!(
-            (a - b).abs() <= 0.15 * a,
-            "{k}: one process {a} ms, three agents {b} ms"
-        );
-    }
-    assert!(ms(&three, "max") >= ms(&three, "p99"));
     for a in agents {
         let offset = a["clock_offset_ms"].as_f64().unwrap();
         assert!(offset.abs() < 50.0, "same machine, same clock: {a}");
     }
-    assert!(
-        stdout.contains("3 agents (their per-second histograms added, never averaged)"),
-        "{stdout}"
-    );
+    assert!(ms(&three, "max") >= ms(&three, "p99"));
+    (json(&one), three, stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_send_exactly_the_plan_and_their_merged_percentiles_are_one_processs() {
+    let server = Server::start(false).await;
+    server.delay_us.store(20_000, Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    // The merged histogram measures what one process measures: the server's 20 ms. The two
+    // runs are a few seconds apart on a shared machine, so a busy moment can move one run's
+    // p99; a wrong merge moves it in every round, noise does not, so up to three rounds.
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        let (one, three, stdout) = one_and_three(&server, dir.path(), round).await;
+        assert!(
+            stdout.contains("3 agents (their per-second histograms added, never averaged)"),
+            "{stdout}"
+        );
+        let pairs: Vec<(f64, f64)> = ["p50", "p99"]
+            .iter()
+            .map(|k| (ms(&one, k), ms(&three, k)))
+            .collect();
+        let agree = pairs.iter().all(|(a, b)| (a - b).abs() <= 0.15 * a);
+        seen.push(pairs);
+        if agree {
+            return;
+        }
+    }
+    panic!("(one process, three agents) for (p50, p99), ms, in each round: {seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
