@@ -8,6 +8,8 @@
 //! on one connection never delays the schedule, and the latency of a request that had to wait for
 //! a free connection counts from when it was due.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Mutex};
+use tokio::time::Sleep;
 
 use super::plan::{HttpVersion, Plan, Resolve, Target};
 use super::profile::{Load, Schedule};
@@ -414,12 +417,20 @@ impl Slots {
 
 impl Slot {
     /// Sends ticket `k`'s request and reads the whole answer.
-    async fn request(&mut self, shared: &Shared, k: u64) -> Outcome {
+    /// `deadline` is the slot's own timer, reset for each request: moving a registered timer
+    /// later is one atomic store, where a new timer per request is an insert into the timer
+    /// wheel and a removal under its lock.
+    async fn request(&mut self, shared: &Shared, k: u64, deadline: Pin<&mut Sleep>) -> Outcome {
         let p = shared.mix.pick(k);
-        match tokio::time::timeout(shared.timeout, self.exchange(shared, p)).await {
-            Ok(Ok(status)) => Outcome::Status(status),
-            Ok(Err(kind)) => Outcome::Failed(kind),
-            Err(_) => {
+        let answer = tokio::select! {
+            biased;
+            r = self.exchange(shared, p) => Some(r),
+            () = deadline => None,
+        };
+        match answer {
+            Some(Ok(status)) => Outcome::Status(status),
+            Some(Err(kind)) => Outcome::Failed(kind),
+            None => {
                 // An HTTP/1.1 connection with an unfinished exchange cannot be reused.
                 if shared.http == HttpVersion::Http1 {
                     self.h1[p.origin] = None;
@@ -507,13 +518,30 @@ pub struct PhaseRun {
 const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// Waits until `at`; false if stopped first.
-async fn wait_until(at: Instant, stop: &mut watch::Receiver<bool>) -> bool {
-    if *stop.borrow() {
-        return false;
-    }
+async fn wait_until(at: Instant, stopped: Pin<&mut impl Future<Output = ()>>) -> bool {
     tokio::select! {
-        _ = tokio::time::sleep_until(at.into()) => true,
-        _ = stop.wait_for(|s| *s) => false,
+        biased;
+        () = stopped => false,
+        () = tokio::time::sleep_until(at.into()) => true,
+    }
+}
+
+/// When the next request of a slot is due (and its ticket), or None when the slot is done.
+fn next_due(run: &PhaseRun, k: u64) -> Option<(Instant, u64)> {
+    match (&run.load, &run.schedule) {
+        (Load::Open(_), Some(schedule)) => {
+            let ticket = run.next.fetch_add(1, Ordering::Relaxed);
+            let index = run.segment.index + ticket * run.segment.count;
+            // Past the phase's end, what is still due is not sent: the achieved rate says so.
+            if index >= run.total || Instant::now() >= run.end {
+                return None;
+            }
+            Some((run.start + Duration::from_secs_f64(schedule.due(index)), index))
+        }
+        _ => {
+            let now = Instant::now();
+            (now < run.end).then(|| (now, k.wrapping_add(1)))
+        }
     }
 }
 
@@ -522,56 +550,42 @@ pub async fn drive(
     mut slot: Slot,
     shared: Arc<Shared>,
     run: Arc<PhaseRun>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Slot {
     let mut k = slot.id as u64;
-    loop {
-        if *stop.borrow() {
+    // One wait for the stop and one request timer for the whole phase, not one per request.
+    let mut rx = stop.clone();
+    let mut stopped = std::pin::pin!(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    });
+    let mut deadline = std::pin::pin!(tokio::time::sleep(shared.timeout));
+    while !*stop.borrow() {
+        let Some((due, ticket)) = next_due(&run, k) else {
+            break;
+        };
+        k = ticket;
+        // The timer fires on the first millisecond tick at or after its deadline: aiming a
+        // millisecond early sends within [due - 1 ms, due) instead of up to 1 ms late, so the
+        // generator's own timer does not show up as latency.
+        let aim = due.checked_sub(TIMER_TICK).unwrap_or(due);
+        if aim > Instant::now() && !wait_until(aim, stopped.as_mut()).await {
             break;
         }
-        let due = match (&run.load, &run.schedule) {
-            (Load::Open(_), Some(schedule)) => {
-                let ticket = run.next.fetch_add(1, Ordering::Relaxed);
-                let index = run.segment.index + ticket * run.segment.count;
-                if index >= run.total {
-                    break;
-                }
-                k = index;
-                let due = run.start + Duration::from_secs_f64(schedule.due(index));
-                // Past the phase's end, what is still due is not sent: the achieved rate says so.
-                if Instant::now() >= run.end {
-                    break;
-                }
-                // The timer fires on the first millisecond tick at or after its deadline: aiming
-                // a millisecond early sends within [due - 1 ms, due) instead of up to 1 ms late,
-                // so the generator's own timer does not show up as latency.
-                let aim = due.checked_sub(TIMER_TICK).unwrap_or(due);
-                if aim > Instant::now() && !wait_until(aim, &mut stop).await {
-                    break;
-                }
-                due
-            }
-            _ => {
-                let now = Instant::now();
-                if now >= run.end {
-                    break;
-                }
-                k = k.wrapping_add(1);
-                now
-            }
-        };
         let sent = Instant::now();
         // Sent a little early: the wait counts from the send.
         let due = due.min(sent);
+        deadline.as_mut().reset((sent + shared.timeout).into());
         let outcome = tokio::select! {
-            o = slot.request(&shared, k) => o,
+            biased;
             // Stopped mid-request: the request is not counted (it has no outcome).
-            _ = stop.wait_for(|s| *s) => break,
+            () = stopped.as_mut() => break,
+            o = slot.request(&shared, k, deadline.as_mut()) => o,
         };
         let done = Instant::now();
         shared.recorder.record(slot.id, due, sent, done, outcome);
         if let Load::Closed { think, .. } = run.load {
-            if !think.is_zero() && !wait_until((done + think).min(run.end), &mut stop).await {
+            let until = (done + think).min(run.end);
+            if !think.is_zero() && !wait_until(until, stopped.as_mut()).await {
                 break;
             }
         }
