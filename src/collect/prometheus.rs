@@ -171,7 +171,7 @@ impl PromClient {
             if e.is_timeout() {
                 format!("{url}: no answer in time")
             } else {
-                format!("{url}: {}", e.without_url())
+                format!("{url}: {}", crate::bounded::describe(e))
             }
         })?;
         let status = resp.status();
@@ -202,10 +202,9 @@ impl PromClient {
 
 /// The body, up to [`MAX_BODY`].
 async fn read_bounded(resp: reqwest::Response) -> Result<Vec<u8>, String> {
-    crate::bounded::read(resp, MAX_BODY).await.map_err(|e| match e {
-        crate::bounded::BodyError::TooLarge => format!("the answer is larger than {} MiB", MAX_BODY >> 20),
-        crate::bounded::BodyError::Read(e) => e.without_url().to_string(),
-    })
+    crate::bounded::read(resp, MAX_BODY)
+        .await
+        .map_err(|e| e.describe(MAX_BODY))
 }
 
 #[derive(Deserialize)]

@@ -341,7 +341,7 @@ impl PluginRunner {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| format!("plugin {url}: {}", crate::aws::error_chain(&e)))?;
+                .map_err(|e| format!("plugin {url}: {}", crate::bounded::describe(e)))?;
             let status = resp.status();
             let buf = crate::bounded::read(resp, ext.max_output)
                 .await
@@ -350,7 +350,9 @@ impl PluginRunner {
                         "plugin {url} answered more than {} bytes (max_output)",
                         ext.max_output
                     ),
-                    crate::bounded::BodyError::Read(e) => format!("plugin {url}: {e}"),
+                    crate::bounded::BodyError::Read(e) => {
+                        format!("plugin {url}: {}", crate::bounded::describe(e))
+                    }
                 })?;
             if !status.is_success() {
                 return Err(format!("plugin {url} answered HTTP {status}: {}", excerpt(&buf)));

@@ -51,6 +51,8 @@ pub struct Distributed {
 const GRACE: Duration = Duration::from_millis(1500);
 /// An agent silent this long is taken for dead.
 const SILENT: Duration = Duration::from_secs(5);
+/// The most an agent reads of one coordinator answer (a plan is a few KiB).
+const MAX_REPLY: usize = 8 << 20;
 
 /// A fresh random secret (for local agents, when none is given).
 pub fn random_token() -> Result<String, String> {
@@ -584,7 +586,7 @@ impl Call<'_> {
             .json(body)
             .send()
             .await
-            .map_err(|e| format!("agent {}: coordinator {}{path}: {e}", self.name, self.url))?;
+            .map_err(|e| self.failed(path, &crate::bounded::describe(e)))?;
         self.read(r, path).await
     }
 
@@ -611,7 +613,10 @@ impl Call<'_> {
         path: &str,
     ) -> Result<T, String> {
         let status = r.status();
-        let text = r.text().await.unwrap_or_default();
+        let body = crate::bounded::read(r, MAX_REPLY)
+            .await
+            .map_err(|e| self.failed(path, &e.describe(MAX_REPLY)))?;
+        let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             return Err(format!(
                 "agent {}: coordinator {}{path} answered {status}: {}",
@@ -620,8 +625,11 @@ impl Call<'_> {
                 text.trim()
             ));
         }
-        serde_json::from_str(&text)
-            .map_err(|e| format!("agent {}: coordinator {}{path}: {e}", self.name, self.url))
+        serde_json::from_str(&text).map_err(|e| self.failed(path, &e.to_string()))
+    }
+
+    fn failed(&self, path: &str, why: &str) -> String {
+        format!("agent {}: coordinator {}{path}: {why}", self.name, self.url)
     }
 
     /// Polls until the start is set (the coordinator's bound applies; ours is 10 minutes).
@@ -634,7 +642,7 @@ impl Call<'_> {
                 .bearer_auth(self.token)
                 .send()
                 .await
-                .map_err(|e| format!("agent {}: coordinator {}/v1/start: {e}", self.name, self.url))?;
+                .map_err(|e| self.failed("/v1/start", &crate::bounded::describe(e)))?;
             if r.status() != reqwest::StatusCode::NO_CONTENT {
                 return self.read(r, "/v1/start").await;
             }

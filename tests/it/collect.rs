@@ -391,15 +391,8 @@ async fn an_unreachable_endpoint_is_named_after_the_configured_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_endpoint_costs_one_timeout_per_pass_and_later_calls_are_not_sent() {
-    // A host that accepts TCP and never answers: every connection is held open, unread.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((c, _)) = listener.accept().await {
-            conns.push(c);
-        }
-    });
+    // A host that accepts TCP and never answers.
+    let (endpoint, held) = crate::support::silent_server().await;
     let yaml = format!(
         "aws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  retry: {{max_attempts: 2, initial_backoff: 20ms, max_backoff: 100ms}}\n  timeouts: {{connect: 1s, attempt: 500ms, operation: 1s}}\nschedule: {{interval: 30s}}\nclusters:\n  - name: prod\n    services: [web]\n"
     );

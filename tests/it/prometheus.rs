@@ -1,6 +1,7 @@
 //! Metrics from a real Prometheus server (Debian's, started by `scripts/test-services`), which
 //! scrapes exporters the tests run: the query → series → decision path, an empty result held as
-//! missing data, two series refused, and Prometheus scraping ecscale's own `/metrics`.
+//! missing data, two series refused, a Prometheus that is down or never answers named as the
+//! problem with nothing scaled, and Prometheus scraping ecscale's own `/metrics`.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -75,6 +76,11 @@ async fn until_at_least(query: &str, min: f64) {
 /// A config on the stage whose `web` reads metric `load` from Prometheus with `query`, and its
 /// policy: target tracking at 50 (min 1, max 8).
 fn config(s: &Stage, query: &str) -> PathBuf {
+    config_on(s, query, &format!("{{url: '{}'}}", prometheus_url()))
+}
+
+/// [`config`] with these `prometheus:` settings.
+fn config_on(s: &Stage, query: &str, prometheus: &str) -> PathBuf {
     write(
         s.dir.path(),
         "policies.yaml",
@@ -87,10 +93,9 @@ fn config(s: &Stage, query: &str) -> PathBuf {
         s.dir.path(),
         "ecscale.yaml",
         &format!(
-            "aws:\n  region: {region}\n  endpoint_url: {moto}\n  retry: {{max_attempts: 1}}\nschedule: {{interval: 1s}}\nprometheus: {{url: '{prom}'}}\nclusters:\n  - name: {c}\n    default_metrics: false\n    services:\n      - name: web\n        metrics:\n          - {{id: load, prometheus: {{query: '{query}'}}, period: 1s, delay: 1s}}\npolicies: [policies.yaml]\nsink: {{spool: {{dir: spool}}}}\nworker:\n  metrics_addr: 'off'\n  state: {{file: state.json}}\n",
+            "aws:\n  region: {region}\n  endpoint_url: {moto}\n  retry: {{max_attempts: 1}}\nschedule: {{interval: 1s}}\nprometheus: {prometheus}\nclusters:\n  - name: {c}\n    default_metrics: false\n    services:\n      - name: web\n        metrics:\n          - {{id: load, prometheus: {{query: '{query}'}}, period: 1s, delay: 1s}}\npolicies: [policies.yaml]\nsink: {{spool: {{dir: spool}}}}\nworker:\n  metrics_addr: 'off'\n  state: {{file: state.json}}\n",
             region = s.moto.region,
             moto = s.proxy.url,
-            prom = prometheus_url(),
             c = s.cluster,
         ),
     )
@@ -268,4 +273,32 @@ async fn prometheus_scrapes_ecscale_metrics_and_promtool_finds_nothing_wrong() {
         out.status.success() && said.trim().is_empty(),
         "promtool: {said}\n{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_down_or_silent_is_a_problem_naming_it_and_nothing_is_scaled() {
+    let s = stage("ap-southeast-1", "it-prom-down").await;
+    // Down: nothing listens on the port (bound, then closed).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    // Silent: it accepts connections and never answers.
+    let (silent_url, held) = crate::support::silent_server().await;
+    for (url, says) in [(&down, "Connection refused"), (&silent_url, "no answer in time")] {
+        let settings = format!("{{url: '{url}', timeout: 1s}}");
+        let config = config_on(&s, "ecscale_it_load", &settings);
+        let (code, _, log) = tokio::task::block_in_place(|| run_ticks(&config, "2"));
+        assert_eq!(
+            code, 0,
+            "a source's failure fails its target's tick, not the worker: {log}"
+        );
+        let named = format!("{url}/api/v1/query_range");
+        assert!(
+            log.contains(&named) && log.contains(says),
+            "{named}, {says}: {log}"
+        );
+        assert!(!log.contains(" → "), "no decision without data: {log}");
+        assert_eq!(s.desired("web").await, 2, "{log}");
+    }
+    held.abort();
 }

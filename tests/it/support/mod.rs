@@ -185,3 +185,17 @@ where
     });
     addr
 }
+
+/// A host that accepts TCP and never answers: every connection is held open, unread, until the
+/// task is aborted. Its `http://` URL and the task.
+pub async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            conns.push(c);
+        }
+    });
+    (url, held)
+}
