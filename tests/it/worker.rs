@@ -309,6 +309,47 @@ async fn a_group_that_ecs_sizes_is_left_alone_and_every_decision_says_why() {
     assert!(s.moto.provider_managed(&provider).await.unwrap());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_providers_that_cannot_be_read_leave_the_group_alone_for_that_tick_only() {
+    let s = stage("ca-central-1", "it-cp-denied").await;
+    // A provider without managed scaling: ecscale sizes the group, once it knows that.
+    s.moto
+        .capacity_provider(&s.cluster, &s.group, false)
+        .await
+        .unwrap();
+    let path = s.config(&["web"], "");
+    let t0 = minute(Utc::now());
+    s.cpu("web", t0 - mins(15), t0 + mins(10), 90.0).await;
+    s.proxy
+        .fail("ECS.DescribeCapacityProviders", 1, "AccessDeniedException");
+    let (mut w, _) = worker(&path, "it-cp-denied", false).await;
+    // Auth refused on the read: the service still scales, the group is not sized (ECS might be
+    // sizing it), and the tick says why.
+    let r = w.tick(t0).await;
+    assert_eq!(service(&r, "web").0.desired, 4);
+    assert!(r.groups.is_empty(), "{:?}", r.groups);
+    let problems = r.problems.join("\n");
+    assert!(
+        problems.contains(&format!(
+            "asg/{}: capacity providers not known, the group is not sized this tick",
+            s.group
+        )) && problems.contains("AccessDenied"),
+        "{problems}"
+    );
+    assert_eq!(s.group_desired().await, 2);
+    assert_eq!(s.proxy.seen().get("AutoScaling.SetDesiredCapacity"), None);
+    // The next tick reads them and sizes the group for the 4 tasks.
+    let r = w.tick(t0 + mins(1)).await;
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(
+        r.groups[0].applied,
+        Applied::Updated { from: 2, to: 4 },
+        "{}",
+        r.groups[0].decision.reason
+    );
+    assert_eq!(s.group_desired().await, 4);
+}
+
 /// `ECS.UpdateService` → `ecs:UpdateService`.
 pub(crate) fn iam_action(op: &str) -> String {
     let (service, action) = op.split_once('.').unwrap();
