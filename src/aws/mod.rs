@@ -293,6 +293,23 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// The first error of type `T` among an error's causes (inside an I/O error's payload too:
+/// `io::Error::source` skips its own payload).
+pub fn cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(t) = c.downcast_ref::<T>() {
+            return Some(t);
+        }
+        let payload = c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        if let Some(t) = payload.and_then(|p| p.downcast_ref::<T>()) {
+            return Some(t);
+        }
+        cur = c.source();
+    }
+    None
+}
+
 /// chrono → smithy time.
 fn to_smithy(t: chrono::DateTime<chrono::Utc>) -> aws_smithy_types::DateTime {
     aws_smithy_types::DateTime::from_secs_and_nanos(t.timestamp(), t.timestamp_subsec_nanos())

@@ -139,14 +139,7 @@ impl Intercept for SilenceGuard {
 
 /// The [`NotTried`] somewhere in an error's causes.
 pub(super) fn not_tried<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a NotTried> {
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if let Some(n) = c.downcast_ref::<NotTried>() {
-            return Some(n);
-        }
-        cur = c.source();
-    }
-    None
+    super::cause::<NotTried>(e)
 }
 
 #[cfg(test)]

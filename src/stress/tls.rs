@@ -322,19 +322,7 @@ impl Tls {
 
 /// The rustls error inside an I/O error, if any.
 pub fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if let Some(r) = c.downcast_ref::<rustls::Error>() {
-            return Some(r);
-        }
-        if let Some(io) = c.downcast_ref::<io::Error>() {
-            if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return Some(r);
-            }
-        }
-        cur = c.source();
-    }
-    None
+    crate::aws::cause::<rustls::Error>(e)
 }
 
 /// What went wrong in the handshake, in words an SRE acts on.
