@@ -101,22 +101,40 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
 /// Reads the files until they stay the same while being read (a file saved while it was
 /// read is read again), at most a few times.
 pub fn read_settled(load: &Loader, current: &[PathBuf]) -> Result<(Loaded, u64), Vec<String>> {
+    let (loaded, print) = settled(current, || {
+        let loaded = load();
+        let files = loaded.as_ref().ok().map(|l| files_of(&l.config));
+        (loaded, files)
+    });
+    loaded.map(|l| (l, print))
+}
+
+/// The fingerprint of files that did not settle: equal to no contents, so the next reload
+/// reads them again whatever they hold then.
+const UNSETTLED: u64 = 0;
+
+/// Runs `read` (its value, and the files it read when it knows them) until no file changed
+/// while it ran; its value and the fingerprint of the files it read. The fingerprint is taken
+/// before the files' stamps are looked at again, so it is of what `read` saw: a save after that
+/// is a change the next reload sees. A read that names files not watched yet (a policy file
+/// added) is done again with them watched.
+fn settled<T>(current: &[PathBuf], read: impl Fn() -> (T, Option<Vec<PathBuf>>)) -> (T, u64) {
+    let mut watched = current.to_vec();
     let mut attempt = 0;
     loop {
-        let before = stamps(current);
-        let loaded = load();
-        let files = match &loaded {
-            Ok(l) => files_of(&l.config),
-            Err(_) => current.to_vec(),
-        };
-        let same = stamps(current) == before;
+        let before = stamps(&watched);
+        let (value, files) = read();
+        let files = files.unwrap_or_else(|| watched.clone());
+        let print = fingerprint(&files);
+        let same = files == watched && stamps(&watched) == before;
         attempt += 1;
-        if same || attempt >= 5 {
-            return loaded.map(|l| {
-                let print = fingerprint(&files);
-                (l, print)
-            });
+        if same {
+            return (value, print);
         }
+        if attempt >= 5 {
+            return (value, UNSETTLED);
+        }
+        watched = files;
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -443,6 +461,37 @@ mod tests {
             .unwrap();
         assert!(matches!(got, Some(Trigger::Watch)));
         task.abort();
+    }
+
+    #[test]
+    fn a_read_is_done_again_when_a_file_changes_under_it_or_a_new_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "ecscale.yaml", "policies: [p.yaml]\n");
+        let p = write(dir.path(), "p.yaml", "a: 1\n");
+        let reads = std::sync::atomic::AtomicU32::new(0);
+        // The first read names only the config; it then names the policy file too, which is
+        // saved while the second read runs.
+        let (value, print) = settled(std::slice::from_ref(&f), || {
+            let n = reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let text = std::fs::read_to_string(&p).unwrap();
+            if n == 1 {
+                std::thread::sleep(Duration::from_millis(20));
+                write(dir.path(), "p.yaml", "a: 22\n");
+            }
+            (text, Some(vec![f.clone(), p.clone()]))
+        });
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(value, "a: 22\n");
+        assert_eq!(print, fingerprint(&[f.clone(), p.clone()]));
+        // A file that never settles: the last read, and a fingerprint no contents have.
+        let (_, print) = settled(std::slice::from_ref(&p), || {
+            let n = reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            write(dir.path(), "p.yaml", &format!("a: {n}\n"));
+            ((), None)
+        });
+        assert_eq!(print, UNSETTLED);
+        assert_ne!(fingerprint(std::slice::from_ref(&p)), UNSETTLED);
     }
 
     #[test]
