@@ -559,6 +559,7 @@ pub async fn drive(
         let _ = rx.wait_for(|s| *s).await;
     });
     let mut deadline = std::pin::pin!(tokio::time::sleep(shared.timeout));
+    let open = matches!(run.load, Load::Open(_));
     while !*stop.borrow() {
         let Some((due, ticket)) = next_due(&run, k) else {
             break;
@@ -567,8 +568,9 @@ pub async fn drive(
         // The timer fires on the first millisecond tick at or after its deadline: aiming a
         // millisecond early sends within [due - 1 ms, due) instead of up to 1 ms late, so the
         // generator's own timer does not show up as latency.
+        // A closed-model request is due now: no second look at the clock.
         let aim = due.checked_sub(TIMER_TICK).unwrap_or(due);
-        if aim > Instant::now() && !wait_until(aim, stopped.as_mut()).await {
+        if open && aim > Instant::now() && !wait_until(aim, stopped.as_mut()).await {
             break;
         }
         let sent = Instant::now();
