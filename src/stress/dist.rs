@@ -35,7 +35,10 @@ use serde::{Deserialize, Serialize};
 
 use hdrhistogram::serialization::Serializer as _;
 
-use super::stats::{Acc, KINDS};
+use super::stats::{Acc, ErrorKind, Why, KINDS, MAX_CAUSES};
+
+/// The longest cause an agent may send, in characters.
+const MAX_CAUSE_CHARS: usize = 300;
 
 /// The largest message an agent may send (a second's histograms are a few KiB).
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -52,6 +55,9 @@ pub struct WireAcc {
     /// Per error kind, in [`KINDS`] order.
     pub errors: Vec<u64>,
     pub statuses: Vec<(u16, u64)>,
+    /// Failures by kind name and cause.
+    #[serde(default)]
+    pub causes: Vec<(String, String, u64)>,
     /// HDR V2 compressed (deflate), base64: from the scheduled send, and from the actual send.
     pub sched: String,
     pub actual: String,
@@ -82,6 +88,11 @@ impl WireAcc {
             requests: acc.requests,
             errors: acc.errors.to_vec(),
             statuses: acc.statuses.clone(),
+            causes: acc
+                .causes
+                .iter()
+                .map(|(k, w, n)| (k.name().to_string(), w.as_str().to_string(), *n))
+                .collect(),
             sched: encode_histogram(&acc.sched)?,
             actual: encode_histogram(&acc.actual)?,
         })
@@ -99,7 +110,27 @@ impl WireAcc {
             requests: self.requests,
             errors,
             statuses: self.statuses.clone(),
+            causes: self.causes()?,
         })
+    }
+
+    /// The causes as the agent sent them, within the bounds an agent's own [`Acc`] keeps.
+    fn causes(&self) -> Result<Vec<(ErrorKind, Why, u64)>, String> {
+        if self.causes.len() > MAX_CAUSES + KINDS.len() {
+            return Err(format!(
+                "{} error causes, at most {}",
+                self.causes.len(),
+                MAX_CAUSES + KINDS.len()
+            ));
+        }
+        self.causes
+            .iter()
+            .map(|(kind, why, n)| {
+                let kind = ErrorKind::named(kind).ok_or_else(|| format!("an unknown error kind {kind:?}"))?;
+                let why: String = why.chars().take(MAX_CAUSE_CHARS).collect();
+                Ok((kind, Why::Text(why.into()), *n))
+            })
+            .collect()
     }
 }
 
@@ -448,7 +479,7 @@ pub async fn barrier(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stress::stats::Outcome;
+    use crate::stress::stats::{Failure, Outcome};
 
     #[test]
     fn histograms_cross_the_wire_exactly_and_add_like_one_process() {
@@ -457,16 +488,28 @@ mod tests {
             let us = 200 + (k * 7919) % 150_000;
             let out = if k % 97 == 0 {
                 Outcome::Status(503)
+            } else if k % 101 == 0 {
+                Outcome::Failed(Failure::new(ErrorKind::Io, "connection reset by the server"))
+            } else if k % 103 == 0 {
+                Outcome::Failed(Failure::text(ErrorKind::Connect, format!("cause {}", k % 3)))
             } else {
                 Outcome::Status(200)
             };
-            [&mut a, &mut b][(k % 2) as usize].record(us, us / 2, out);
+            [&mut a, &mut b][(k % 2) as usize].record(us, us / 2, out.clone());
             whole.record(us, us / 2, out);
         }
         let mut merged = WireAcc::encode(&a).unwrap().decode().unwrap();
         merged.add(&WireAcc::encode(&b).unwrap().decode().unwrap());
         assert_eq!(merged.requests, whole.requests);
         assert_eq!(merged.errors, whole.errors);
+        // Causes cross as words and add up by kind and words, whichever side said them.
+        assert_eq!(merged.summary().error_causes, whole.summary().error_causes);
+        assert_eq!(
+            whole.summary().error_causes.len(),
+            4,
+            "{:?}",
+            whole.summary().error_causes
+        );
         for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
             assert_eq!(
                 merged.sched.value_at_quantile(q),

@@ -27,7 +27,7 @@ use tokio::time::Sleep;
 
 use super::plan::{HttpVersion, Plan, Resolve, Target};
 use super::profile::{Load, Schedule};
-use super::stats::{ErrorKind, Outcome, Recorder};
+use super::stats::{ErrorKind, Failure, Outcome, Recorder, Why};
 use super::tls::{Negotiated, Stream, Tls};
 
 /// A request ready to clone and send (HTTP/2), or to write as it is (HTTP/1.1).
@@ -184,13 +184,6 @@ pub struct Shared {
     negotiated: std::sync::OnceLock<Negotiated>,
 }
 
-/// Why a connection could not be made, with the words for the user.
-#[derive(Debug)]
-pub struct DialError {
-    pub kind: ErrorKind,
-    pub detail: String,
-}
-
 impl Shared {
     pub fn new(plan: &Plan, start: Instant) -> Result<Shared, String> {
         let tls = if plan.uses_tls() {
@@ -214,13 +207,9 @@ impl Shared {
         })
     }
 
-    async fn dial(&self, origin: usize) -> Result<Stream, ErrorKind> {
-        self.dial_detailed(origin).await.map_err(|e| e.kind)
-    }
-
     /// A connection to `origin`: TCP (to the `--resolve` address if one is given), then the TLS
     /// handshake with the URL's host as SNI.
-    async fn dial_detailed(&self, origin: usize) -> Result<Stream, DialError> {
+    async fn dial(&self, origin: usize) -> Result<Stream, Failure> {
         let o = &self.mix.origins[origin];
         let connect = async {
             match o.connect_to {
@@ -228,16 +217,13 @@ impl Shared {
                 None => TcpStream::connect((o.host.as_str(), o.port)).await,
             }
         };
-        let fail = |kind, detail: String| DialError { kind, detail };
         let stream = tokio::time::timeout(self.connect_timeout, connect)
             .await
-            .map_err(|_| {
-                fail(
-                    ErrorKind::Connect,
-                    format!("no connection within {:?}", self.connect_timeout),
-                )
-            })?
-            .map_err(|e| fail(ErrorKind::Connect, e.to_string()))?;
+            .map_err(|_| Failure::new(ErrorKind::Connect, "no connection within the connect timeout"))?
+            .map_err(|e| Failure {
+                kind: ErrorKind::Connect,
+                why: Why::io(&e),
+            })?;
         let _ = stream.set_nodelay(true);
         self.connects.fetch_add(1, Ordering::Relaxed);
         let stream = match (&self.tls, o.tls) {
@@ -246,12 +232,9 @@ impl Shared {
                     tokio::time::timeout(self.connect_timeout, tls.connect(&o.host, stream))
                         .await
                         .map_err(|_| {
-                            fail(
-                                ErrorKind::Tls,
-                                format!("no TLS handshake within {:?}", self.connect_timeout),
-                            )
+                            Failure::new(ErrorKind::Tls, "no TLS handshake within the connect timeout")
                         })?
-                        .map_err(|e| fail(ErrorKind::Tls, e))?;
+                        .map_err(|e| Failure::text(ErrorKind::Tls, e))?;
                 if let Ok(mut h) = self.handshakes.lock() {
                     let _ = h.record((took.as_micros() as u64).max(1));
                 }
@@ -266,61 +249,82 @@ impl Shared {
         Ok(stream)
     }
 
-    /// Before the run: one connection and one request (not counted) to each https:// origin,
-    /// so a certificate or handshake failure is reported at once instead of as errors of every
-    /// request. Other failures are left to the run, which counts them.
-    pub async fn probe_tls(&self) -> Result<(), String> {
-        for (i, o) in self.mix.origins.iter().enumerate().filter(|(_, o)| o.tls) {
-            let failed = |detail: String| format!("tls: {}: {detail}", o.name());
-            let mut stream = match self.dial_detailed(i).await {
-                Ok(s) => s,
-                Err(e) if e.kind == ErrorKind::Tls => return Err(failed(e.detail)),
-                Err(_) => continue,
+    /// Before the run: one connection to each origin (not counted), so a target that cannot be
+    /// reached (nothing listens, a name that does not resolve) or whose certificate or handshake
+    /// fails is one clear error at once instead of the error of every request. Over TLS one
+    /// request follows (a refused client certificate or ALPN shows only then); over plain
+    /// HTTP none, so the target sees exactly the run's requests. An answer of any status
+    /// passes, and a probe that gets no answer in time leaves it to the run.
+    pub async fn probe(&self) -> Result<(), String> {
+        for (i, o) in self.mix.origins.iter().enumerate() {
+            let failed = |f: &Failure| {
+                let hint = match f.kind {
+                    ErrorKind::Connect => " (nothing was sent: is the URL right, and is the target up?)",
+                    _ => "",
+                };
+                format!("{}: {}: {}{hint}", f.kind.name(), o.name(), f.why.as_str())
             };
-            // TLS 1.3 settles a client certificate after the handshake: a refusal is an alert
-            // (then a close) the server sends before any request.
-            let mut byte = [0u8; 1];
-            match tokio::time::timeout(Duration::from_millis(150), stream.read(&mut byte)).await {
-                Err(_) => {}
-                Ok(Ok(0)) => {
-                    return Err(failed(
-                        "the server closed the connection after the handshake (does it require a client certificate? --cert/--key)"
-                            .into(),
-                    ))
-                }
-                Ok(Err(e)) => {
-                    return Err(failed(match super::tls::rustls_error(&e) {
-                        Some(r) => super::tls::describe(r),
-                        None => format!("the connection failed after the handshake: {e}"),
-                    }))
-                }
-                Ok(Ok(_)) => continue,
-            }
-            let io = TokioIo::new(stream);
+            let stream = match self.dial(i).await {
+                Ok(s) => s,
+                Err(e) => return Err(failed(&e)),
+            };
             let Some(p) = self.mix.requests.iter().find(|p| p.origin == i) else {
                 continue;
             };
-            let exchange = async {
-                match self.http {
-                    HttpVersion::Http1 => {
-                        let (mut s, c) = http1::handshake(io).await?;
-                        tokio::spawn(c);
-                        s.send_request(p.request()).await.map(|r| r.status())
-                    }
-                    HttpVersion::Http2 => {
-                        let (mut s, c) = http2::handshake(TokioExecutor::new(), io).await?;
-                        tokio::spawn(c);
-                        s.send_request(p.request()).await.map(|r| r.status())
-                    }
-                }
-            };
-            if let Ok(Err(e)) = tokio::time::timeout(self.timeout, exchange).await {
-                if let Some(r) = super::tls::rustls_error(&e) {
-                    return Err(failed(super::tls::describe(r)));
-                }
+            if !o.tls {
+                continue;
             }
+            self.probe_request(stream, p).await.map_err(|f| failed(&f))?;
         }
         Ok(())
+    }
+
+    /// The probe's request on its TLS connection, after a look for a refused client
+    /// certificate.
+    async fn probe_request(&self, mut stream: Stream, p: &Prepared) -> Result<(), Failure> {
+        // TLS 1.3 settles a client certificate after the handshake: a refusal is an alert
+        // (then a close) the server sends before any request.
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(150), stream.read(&mut byte)).await {
+            Err(_) => {}
+            Ok(Ok(0)) => return Err(Failure::new(
+                ErrorKind::Tls,
+                "the server closed the connection after the handshake (does it require a client certificate? --cert/--key)",
+            )),
+            Ok(Err(e)) => {
+                return Err(match super::tls::rustls_error(&e) {
+                    Some(r) => Failure::text(ErrorKind::Tls, super::tls::describe(r)),
+                    None => Failure::text(ErrorKind::Tls, format!("the connection failed after the handshake: {e}")),
+                })
+            }
+            Ok(Ok(_)) => return Ok(()),
+        }
+        let io = TokioIo::new(stream);
+        let exchange = async {
+            match self.http {
+                HttpVersion::Http1 => {
+                    let (mut s, c) = http1::handshake(io).await?;
+                    tokio::spawn(c);
+                    s.send_request(p.request()).await.map(|r| r.status())
+                }
+                HttpVersion::Http2 => {
+                    let (mut s, c) = http2::handshake(TokioExecutor::new(), io).await?;
+                    tokio::spawn(c);
+                    s.send_request(p.request()).await.map(|r| r.status())
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Err(e)) => match classify(&e) {
+                f if f.kind == ErrorKind::Tls => Err(f),
+                f if f.kind == ErrorKind::Protocol => Err(Failure::text(
+                    ErrorKind::Protocol,
+                    format!("the answer is not HTTP ({})", f.why.as_str()),
+                )),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
     }
 
     /// What TLS did in the run, for the report.
@@ -353,16 +357,22 @@ impl Prepared {
     }
 }
 
-fn classify(e: &hyper::Error) -> ErrorKind {
-    if super::tls::rustls_error(e).is_some() {
-        ErrorKind::Tls
-    } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+fn classify(e: &hyper::Error) -> Failure {
+    if let Some(r) = super::tls::rustls_error(e) {
+        return Failure::text(ErrorKind::Tls, super::tls::describe(r));
+    }
+    let kind = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
         ErrorKind::Protocol
     } else if e.is_timeout() {
         ErrorKind::Timeout
     } else {
         ErrorKind::Io
-    }
+    };
+    let why = match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    };
+    Failure::text(kind, why)
 }
 
 /// The pool of slots; HTTP/2 cells are shared by `streams` slots each.
@@ -429,19 +439,22 @@ impl Slot {
         };
         match answer {
             Some(Ok(status)) => Outcome::Status(status),
-            Some(Err(kind)) => Outcome::Failed(kind),
+            Some(Err(f)) => Outcome::Failed(f),
             None => {
                 // An HTTP/1.1 connection with an unfinished exchange cannot be reused.
                 if shared.http == HttpVersion::Http1 {
                     self.h1[p.origin] = None;
                 }
-                Outcome::Failed(ErrorKind::Timeout)
+                Outcome::Failed(Failure::new(
+                    ErrorKind::Timeout,
+                    "no whole answer within the request timeout",
+                ))
             }
         }
     }
 
     /// HTTP/1.1: the encoded request straight onto the slot's own connection.
-    async fn exchange_h1(&mut self, shared: &Shared, p: &Prepared) -> Result<u16, ErrorKind> {
+    async fn exchange_h1(&mut self, shared: &Shared, p: &Prepared) -> Result<u16, Failure> {
         let slot = &mut self.h1[p.origin];
         // A kept connection the server has closed since (keep-alive timeout) is dialled again.
         if slot.as_mut().is_some_and(|c| c.closed_by_peer()) {
@@ -465,7 +478,7 @@ impl Slot {
         }
     }
 
-    async fn exchange(&mut self, shared: &Shared, p: &Prepared) -> Result<u16, ErrorKind> {
+    async fn exchange(&mut self, shared: &Shared, p: &Prepared) -> Result<u16, Failure> {
         let origin = p.origin;
         let response = match shared.http {
             HttpVersion::Http1 => return self.exchange_h1(shared, p).await,
@@ -479,15 +492,20 @@ impl Slot {
                         let io = TokioIo::new(shared.dial(origin).await?);
                         let (sender, connection) =
                             http2::handshake(TokioExecutor::new(), io).await.map_err(|e| {
-                                match classify(&e) {
-                                    ErrorKind::Tls => ErrorKind::Tls,
-                                    _ => ErrorKind::Connect,
+                                let f = classify(&e);
+                                match f.kind {
+                                    ErrorKind::Tls => f,
+                                    _ => Failure {
+                                        kind: ErrorKind::Connect,
+                                        why: f.why,
+                                    },
                                 }
                             })?;
                         tokio::spawn(connection);
                         *g = Some(sender);
                     }
-                    g.clone().ok_or(ErrorKind::Connect)?
+                    g.clone()
+                        .ok_or(Failure::new(ErrorKind::Connect, "no HTTP/2 connection"))?
                 };
                 sender.ready().await.map_err(|e| classify(&e))?;
                 sender.send_request(req).await.map_err(|e| classify(&e))?

@@ -343,9 +343,10 @@ impl<'p> Aggregator<'p> {
 
 /// Runs a plan to its end (or until interrupted or aborted) and reports.
 pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
-    // A certificate or handshake failure is one clear error before the run (the probe's
-    // connections and requests are not the run's).
-    Shared::new(plan, Instant::now())?.probe_tls().await?;
+    // A target that cannot be reached, does not speak HTTP, or fails its certificate or
+    // handshake is one clear error before the run (the probe's connections and requests are
+    // not the run's).
+    Shared::new(plan, Instant::now())?.probe().await?;
     // A short lead lets every slot be spawned before the first request is due.
     let lead = Duration::from_millis(100);
     let start = opts.start_at.unwrap_or_else(|| Instant::now() + lead);

@@ -340,6 +340,9 @@ pub fn text(r: &Report) -> String {
             )
         }
     );
+    for c in &t.summary.error_causes {
+        let _ = writeln!(s, "    {} {}: {}", c.kind, c.count, c.cause);
+    }
     if let Some(tls) = &r.tls {
         let _ = writeln!(s, "  tls {}", tls.line());
     }
@@ -590,6 +593,19 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
         l.p50, l.p90, l.p95, l.p99, l.p99_9, l.max,
         sv.p50, sv.p90, sv.p95, sv.p99, sv.p99_9, sv.max
     );
+    if !t.summary.error_causes.is_empty() {
+        h.push_str("<h2>Why requests failed</h2>\n<table><tr><th class=\"l\">kind</th><th>requests</th><th class=\"l\">cause</th></tr>\n");
+        for c in &t.summary.error_causes {
+            let _ = writeln!(
+                h,
+                "<tr><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+                c.kind,
+                c.count,
+                esc(&c.cause)
+            );
+        }
+        h.push_str("</table>\n");
+    }
     h.push_str("<h2>Over time</h2>\n");
     h.push_str(&plot::svg(&charts(r)));
     h.push_str("\n<h2>Phases</h2>\n<table><tr><th class=\"l\">phase</th><th class=\"l\">model</th><th>start</th><th>duration</th><th>planned</th><th>requests</th><th>rate</th><th>of plan</th><th>p50</th><th>p99</th><th>errors</th></tr>\n");

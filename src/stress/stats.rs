@@ -8,7 +8,7 @@
 //! only the seconds a sliding-window threshold needs are kept as histograms.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -44,6 +44,10 @@ pub const KINDS: [ErrorKind; 7] = [
 ];
 
 impl ErrorKind {
+    pub fn named(name: &str) -> Option<ErrorKind> {
+        KINDS.into_iter().find(|k| k.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ErrorKind::Connect => "connect",
@@ -57,13 +61,83 @@ impl ErrorKind {
     }
 }
 
+/// Why a request failed, in words: fixed words for what the generator names itself, the
+/// system's for the rest (a name that does not resolve, an unusual socket error), or an agent's.
+#[derive(Debug, Clone)]
+pub enum Why {
+    Said(&'static str),
+    Text(Arc<str>),
+}
+
+impl Why {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Why::Said(s) => s,
+            Why::Text(s) => s,
+        }
+    }
+
+    /// An I/O error's words: fixed ones for the kinds a load test meets, the error's own else.
+    pub fn io(e: &std::io::Error) -> Why {
+        use std::io::ErrorKind as K;
+        Why::Said(match e.kind() {
+            K::ConnectionRefused => "connection refused",
+            K::ConnectionReset => "connection reset by the server",
+            K::ConnectionAborted => "connection aborted",
+            K::BrokenPipe => "broken pipe (the server closed the connection)",
+            K::TimedOut => "timed out (the system's own timeout)",
+            K::AddrNotAvailable => "no local address available (out of ephemeral ports?)",
+            K::NotConnected => "not connected",
+            K::UnexpectedEof => "the connection ended unexpectedly",
+            _ => return Why::Text(e.to_string().into()),
+        })
+    }
+}
+
+impl PartialEq for Why {
+    fn eq(&self, other: &Why) -> bool {
+        match (self, other) {
+            (Why::Said(a), Why::Said(b)) => std::ptr::eq(*a, *b) || a == b,
+            _ => self.as_str() == other.as_str(),
+        }
+    }
+}
+
+/// A failed request: its kind (what thresholds and series count) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub why: Why,
+}
+
+impl Failure {
+    pub fn new(kind: ErrorKind, why: &'static str) -> Failure {
+        Failure {
+            kind,
+            why: Why::Said(why),
+        }
+    }
+
+    pub fn text(kind: ErrorKind, why: impl Into<Arc<str>>) -> Failure {
+        Failure {
+            kind,
+            why: Why::Text(why.into()),
+        }
+    }
+}
+
 /// What became of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// An answer (a 4xx/5xx status is also an error of its kind).
     Status(u16),
-    Failed(ErrorKind),
+    Failed(Failure),
 }
+
+/// How many distinct causes an [`Acc`] keeps; the rest are counted per kind as "other causes".
+pub const MAX_CAUSES: usize = 16;
+/// What a cause past [`MAX_CAUSES`] is counted as.
+pub const OTHER_CAUSES: &str = "other causes";
 
 /// A histogram of microseconds that grows to the largest value recorded.
 #[allow(clippy::expect_used)]
@@ -82,6 +156,8 @@ pub struct Acc {
     pub requests: u64,
     pub errors: [u64; KINDS.len()],
     pub statuses: Vec<(u16, u64)>,
+    /// Failures by kind and cause (at most [`MAX_CAUSES`], then one "other causes" per kind).
+    pub causes: Vec<(ErrorKind, Why, u64)>,
 }
 
 impl Default for Acc {
@@ -92,6 +168,7 @@ impl Default for Acc {
             requests: 0,
             errors: [0; KINDS.len()],
             statuses: Vec::new(),
+            causes: Vec::new(),
         }
     }
 }
@@ -114,7 +191,24 @@ impl Acc {
                     self.errors[ErrorKind::Http4xx as usize] += 1;
                 }
             }
-            Outcome::Failed(kind) => self.errors[kind as usize] += 1,
+            Outcome::Failed(f) => {
+                self.errors[f.kind as usize] += 1;
+                self.cause(f.kind, f.why, 1);
+            }
+        }
+    }
+
+    fn cause(&mut self, kind: ErrorKind, why: Why, n: u64) {
+        if let Some((_, _, m)) = self.causes.iter_mut().find(|(k, w, _)| *k == kind && *w == why) {
+            *m += n;
+        } else if self.causes.len() < MAX_CAUSES {
+            self.causes.push((kind, why, n));
+        } else {
+            let other = Why::Said(OTHER_CAUSES);
+            match self.causes.iter_mut().find(|(k, w, _)| *k == kind && *w == other) {
+                Some((_, _, m)) => *m += n,
+                None => self.causes.push((kind, other, n)),
+            }
         }
     }
 
@@ -131,6 +225,24 @@ impl Acc {
                 None => self.statuses.push((*code, *n)),
             }
         }
+        for (kind, why, n) in &other.causes {
+            self.cause(*kind, why.clone(), *n);
+        }
+    }
+
+    /// The causes, the most frequent first.
+    fn error_causes(&self) -> Vec<Cause> {
+        let mut c: Vec<Cause> = self
+            .causes
+            .iter()
+            .map(|(k, w, n)| Cause {
+                kind: k.name(),
+                cause: w.as_str().to_string(),
+                count: *n,
+            })
+            .collect();
+        c.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(b.kind)));
+        c
     }
 
     pub fn error_count(&self) -> u64 {
@@ -148,6 +260,7 @@ impl Acc {
                 .map(|k| (k.name().to_string(), self.errors[*k as usize]))
                 .collect(),
             status_codes: self.statuses.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+            error_causes: self.error_causes(),
             latency_ms: Latency::of(&self.sched, self.requests),
             service_time_ms: Latency::of(&self.actual, self.requests),
         }
@@ -203,10 +316,20 @@ pub struct Summary {
     pub errors: u64,
     pub errors_by_kind: BTreeMap<String, u64>,
     pub status_codes: BTreeMap<String, u64>,
+    /// Why requests failed (4xx/5xx answers are in `status_codes`), the most frequent first.
+    pub error_causes: Vec<Cause>,
     /// From the scheduled send time: coordinated omission cannot hide a stall here.
     pub latency_ms: Latency,
     /// From the actual send time (what most load generators report).
     pub service_time_ms: Latency,
+}
+
+/// Failures of one kind for one reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cause {
+    pub kind: &'static str,
+    pub cause: String,
+    pub count: u64,
 }
 
 /// How many shards the connection tasks record into (a task uses `slot % SHARDS`).
@@ -304,7 +427,13 @@ mod tests {
         r.record(0, start, start, start + s(0), Outcome::Status(200));
         r.record(1, start, start, start + s(0), Outcome::Status(503));
         r.record(2, start, start, start + s(1), Outcome::Status(404));
-        r.record(3, start, start, start + s(1), Outcome::Failed(ErrorKind::Timeout));
+        r.record(
+            3,
+            start,
+            start,
+            start + s(1),
+            Outcome::Failed(Failure::new(ErrorKind::Timeout, "slow")),
+        );
         let first = r.take_until(0).summary();
         assert_eq!((first.requests, first.ok, first.errors), (2, 1, 1));
         assert_eq!(first.errors_by_kind["http_5xx"], 1);
@@ -314,5 +443,48 @@ mod tests {
         assert_eq!(second.errors_by_kind["timeout"], 1);
         assert_eq!(second.errors_by_kind["http_4xx"], 1);
         assert_eq!(r.take_until(5).requests, 0);
+        assert_eq!(
+            second.error_causes,
+            vec![Cause {
+                kind: "timeout",
+                cause: "slow".into(),
+                count: 1
+            }],
+            "a 4xx answer is a status, not a cause"
+        );
+    }
+
+    #[test]
+    fn causes_are_counted_by_kind_and_words_within_a_bound() {
+        let mut a = Acc::default();
+        let fail = |kind, why: String| Outcome::Failed(Failure::text(kind, why));
+        for i in 0..100u64 {
+            a.record(1, 1, fail(ErrorKind::Connect, format!("cause {}", i % 40)));
+        }
+        a.record(
+            1,
+            1,
+            Outcome::Failed(Failure::new(ErrorKind::Io, "connection reset by the server")),
+        );
+        a.record(1, 1, fail(ErrorKind::Io, "connection reset by the server".into()));
+        let c = a.summary().error_causes;
+        let total: u64 = c.iter().map(|c| c.count).sum();
+        assert_eq!(total, 102, "every failure counted under some cause: {c:?}");
+        assert!(c.len() <= MAX_CAUSES + KINDS.len(), "{}", c.len());
+        let other = c
+            .iter()
+            .find(|c| c.cause == OTHER_CAUSES)
+            .expect("the rest as other causes");
+        assert_eq!(other.kind, "connect");
+        let io = c.iter().find(|c| c.kind == "io").expect("io");
+        assert_eq!(
+            io.count, 2,
+            "fixed and agent-sent words of one cause are one cause"
+        );
+        assert_eq!(
+            c[0].count,
+            c.iter().map(|c| c.count).max().unwrap(),
+            "most frequent first"
+        );
     }
 }

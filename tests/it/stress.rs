@@ -1,7 +1,8 @@
 //! `ecscale stress` against an in-process HTTP server on a free loopback port: the open model
 //! holds its rate, a stall shows from the scheduled time, thresholds set the documented exit
 //! codes, Ctrl-C still writes the report, scaling assertions watch a service in moto, the HTML
-//! report renders its plots in headless Chromium, per-second documents reach the spool.
+//! report renders its plots in headless Chromium, per-second documents reach the spool, a
+//! target nobody listens on fails before the run, and failures are counted by their cause.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -396,6 +397,95 @@ async fn http2_multiplexes_streams_over_few_connections() {
 }
 
 /// A worker config for moto in `region` (the watch reads AWS through it) spooling to `dir`.
+/// A listener that reads each request and answers every other one with half a body before it
+/// closes; the rest it closes without a word.
+async fn breaking_server() -> (String, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let seen = Arc::new(AtomicU64::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let read = matches!(s.read(&mut buf).await, Ok(n) if n > 0);
+                if read && count.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
+                        .await;
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_nobody_listens_on_fails_before_the_run_and_failures_carry_their_causes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens: one line naming the target and the cause, exit 1, no report.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/", free.local_addr().unwrap());
+    drop(free);
+    let out = dir.path().join("dead.json");
+    let (code, stdout, stderr) =
+        stress(&["--url", &dead, "--duration", "2s", "--json", path_str(&out)]).await;
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let origin = dead.trim_end_matches('/');
+    assert!(
+        stderr.contains(&format!("connect: {origin}: connection refused")),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing ran, so nothing is reported");
+
+    // A target that breaks its answers: every failure is counted under its cause.
+    let (url, seen) = breaking_server().await;
+    let out = dir.path().join("broken.json");
+    let (code, stdout, stderr) = stress(&[
+        "--url",
+        &url,
+        "--rate",
+        "200",
+        "--duration",
+        "2s",
+        "--connections",
+        "4",
+        "--json",
+        path_str(&out),
+    ])
+    .await;
+    assert_eq!(code, 0, "no thresholds: {stdout}\n{stderr}");
+    let t = &json(&out)["totals"];
+    let requests = t["requests"].as_u64().unwrap();
+    assert_eq!(t["errors"].as_u64(), Some(requests), "{t}");
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        requests,
+        "the server saw exactly the run's requests"
+    );
+    let causes = t["error_causes"].as_array().unwrap();
+    let count = |cause: &str| {
+        causes
+            .iter()
+            .find(|c| c["kind"] == "io" && c["cause"] == cause)
+            .and_then(|c| c["count"].as_u64())
+            .unwrap_or_else(|| panic!("no io cause {cause:?} in {causes:?}"))
+    };
+    let half = count("the server closed the connection before its answer was whole");
+    let none = count("the server closed the connection without answering");
+    assert_eq!(half + none, requests, "{causes:?}");
+    assert_eq!(causes.len(), 2, "{causes:?}");
+    assert!(half.abs_diff(none) <= 1, "every other one: {half} / {none}");
+    assert!(
+        stdout.contains(&format!(
+            "io {half}: the server closed the connection before its answer was whole"
+        )),
+        "{stdout}"
+    );
+}
+
 fn moto_config(dir: &Path, region: &str, cluster: &str) -> PathBuf {
     write(
         dir,
