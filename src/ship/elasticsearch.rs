@@ -2,7 +2,9 @@
 //! handling, and dead letters.
 //!
 //! A bulk answer is read item by item: 2xx is delivered; 429 and 5xx are retried (with
-//! backoff, only those items); any other 4xx (a mapping or parse error) goes, with its reason,
+//! backoff, only those items), and so is an item refused because the index cannot take writes
+//! now (a write or read-only block, a closed index, an index that may not be created): that is
+//! the cluster's state, not the document's; any other 4xx (a mapping or parse error) goes, with its reason,
 //! to the `PREFIX-deadletter-*` index, or to `deadletter.ndjson` in the spool when even that
 //! fails (see [`super::sender`] for whole requests refused). Every document ends up counted in
 //! exactly one of: sent, dead-lettered, dropped.
@@ -244,10 +246,52 @@ pub struct Refused {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub delivered: u64,
-    /// To send again (429, 5xx): the bulk lines.
+    /// To send again (429, 5xx, the index not writable now): the bulk lines.
     pub retry: Vec<u8>,
     pub retry_docs: u64,
+    /// Why the first of them was not taken.
+    pub retry_why: Option<NotTaken>,
     pub refused: Vec<Refused>,
+}
+
+/// Why Elasticsearch did not take a document this time, for the counts and `/healthz`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotTaken {
+    /// `blocked` (the index cannot take writes now), `throttled` (429) or `server` (5xx).
+    pub kind: &'static str,
+    /// `STATUS type: reason`, as Elasticsearch said it.
+    pub said: String,
+}
+
+/// Item errors that say the index cannot take writes now, not that the document is wrong: a
+/// block (`index.blocks.write`, read-only, the flood-stage watermark), a closed index, or one
+/// that may not be created (`action.auto_create_index`). Retried until it can.
+const NOT_WRITABLE: [&str; 3] = [
+    "cluster_block_exception",
+    "index_closed_exception",
+    "index_not_found_exception",
+];
+
+fn not_taken(status: u16, error: Option<&Value>) -> Option<NotTaken> {
+    let kind = error.and_then(|e| e["type"].as_str()).unwrap_or("");
+    let kind = if NOT_WRITABLE.contains(&kind) {
+        "blocked"
+    } else if status == 429 {
+        "throttled"
+    } else if status >= 500 {
+        "server"
+    } else {
+        return None;
+    };
+    let said = match error {
+        Some(e) => format!(
+            "{status} {}: {}",
+            e["type"].as_str().unwrap_or("?"),
+            e["reason"].as_str().unwrap_or("no reason given")
+        ),
+        None => format!("{status}"),
+    };
+    Some(NotTaken { kind, said })
 }
 
 /// The (action, source) line pairs of a bulk body.
@@ -295,17 +339,21 @@ pub fn read_answer(body: &Bytes, answer: &[u8]) -> Result<Outcome, String> {
         let Some(r) = item.values().next() else {
             return Err("an empty bulk item".into());
         };
-        match r.status {
-            200..=299 => out.delivered += 1,
-            429 | 500..=599 => {
+        if (200..300).contains(&r.status) {
+            out.delivered += 1;
+            continue;
+        }
+        match not_taken(r.status, r.error.as_ref()) {
+            Some(why) => {
                 out.retry.extend_from_slice(&body[action.start..=action.end]);
                 out.retry.extend_from_slice(&body[source.start..=source.end]);
                 out.retry_docs += 1;
+                out.retry_why.get_or_insert(why);
             }
-            status => out.refused.push(Refused {
+            None => out.refused.push(Refused {
                 action: body.slice(action),
                 source: body.slice(source),
-                status,
+                status: r.status,
                 error: r.error.clone().unwrap_or(Value::Null),
             }),
         }
@@ -392,5 +440,32 @@ mod tests {
         let ok = read_answer(&body, br#"{"took":1,"errors":false,"items":[]}"#).unwrap();
         assert_eq!((ok.delivered, ok.retry_docs, ok.refused.len()), (3, 0, 0));
         assert!(read_answer(&body, b"<html>").is_err());
+    }
+
+    #[test]
+    fn an_index_that_cannot_take_writes_now_is_retried_never_dead_lettered() {
+        let body = Bytes::from_static(
+            b"{\"index\":{\"_index\":\"m\",\"_id\":\"1\"}}\n{\"v\":1}\n{\"index\":{\"_index\":\"n\",\"_id\":\"2\"}}\n{\"v\":2}\n{\"index\":{\"_index\":\"o\",\"_id\":\"3\"}}\n{\"v\":3}\n",
+        );
+        // As OpenSearch 2 answers a write block, a closed index and auto-create turned off.
+        let answer = br#"{"took":1,"errors":true,"items":[
+            {"index":{"_index":"m","_id":"1","status":403,"error":{"type":"cluster_block_exception","reason":"index [m] blocked by: [FORBIDDEN/8/index write (api)];"}}},
+            {"index":{"_index":"n","_id":"2","status":400,"error":{"type":"index_closed_exception","reason":"closed","index":"n"}}},
+            {"index":{"_index":"o","_id":"3","status":404,"error":{"type":"index_not_found_exception","reason":"no such index [o] and [action.auto_create_index] is [false]"}}}]}"#;
+        let o = read_answer(&body, answer).unwrap();
+        assert_eq!((o.delivered, o.retry_docs, o.refused.len()), (0, 3, 0));
+        assert_eq!(&o.retry[..], &body[..], "all three, as they were");
+        assert_eq!(
+            o.retry_why,
+            Some(NotTaken {
+                kind: "blocked",
+                said: "403 cluster_block_exception: index [m] blocked by: [FORBIDDEN/8/index write (api)];"
+                    .into()
+            })
+        );
+        let throttled = br#"{"took":1,"errors":true,"items":[{"index":{"status":201}},{"index":{"status":201}},
+            {"index":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}}]}"#;
+        let o = read_answer(&body, throttled).unwrap();
+        assert_eq!(o.retry_why.map(|w| w.kind), Some("throttled"));
     }
 }

@@ -159,6 +159,15 @@ async fn deliver(
                 }
                 if o.retry_docs > 0 {
                     stats.retried.fetch_add(o.retry_docs, Ordering::Relaxed);
+                    if let Some(why) = &o.retry_why {
+                        stats.failed(
+                            why.kind,
+                            format!(
+                                "Elasticsearch at {} did not take {} documents ({}); they wait and are retried",
+                                es.url, o.retry_docs, why.said
+                            ),
+                        );
+                    }
                     work.push(Bytes::from(o.retry));
                     if !pause(&mut backoff, &mut stop).await {
                         return Ok(false);
@@ -438,7 +447,8 @@ pub async fn resend_dead_letters(
             }
         }
         for _ in 0..o.retry_docs {
-            // Retried items (429, 5xx): left for the next replay as they were.
+            // Retried items (429, 5xx, the index not writable now): left for the next replay
+            // as they were.
             stats.retried.fetch_add(1, Ordering::Relaxed);
         }
         if o.retry_docs > 0 {

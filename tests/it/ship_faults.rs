@@ -1,7 +1,8 @@
 //! The ship stage under the faults SREs meet, against the real OpenSearch node: a spool disk
 //! that fills and frees again (block and drop_oldest), a spool that turns read-only, `_bulk`
-//! answered 401 for a while, one malformed document among good ones, a request that must be
-//! split, and a worker killed with -9 while its spool is full and Elasticsearch is down.
+//! answered 401 for a while, an index whose writes are blocked for a while, one malformed
+//! document among good ones, a request that must be split, and a worker killed with -9 while its
+//! spool is full and Elasticsearch is down.
 //!
 //! Each reads the worker's `/metrics` and `/healthz` while the fault is on, and ends in exact
 //! accounting: documents handed over = spooled + not spooled (+ pending), and spooled =
@@ -324,6 +325,59 @@ async fn bulk_refused_with_401_is_retried_not_dead_lettered() {
         gate.refused() >= 3,
         "the node saw no request while the gate refused"
     );
+    assert!(scrape(&addr).await.2.starts_with("ok:"));
+}
+
+/// Sets (or, with null, lifts) `index.blocks.write` on the indices of `pattern`.
+async fn write_block(es: &str, pattern: &str, on: bool) {
+    let r = reqwest::Client::new()
+        .put(format!("{es}/{pattern}/_settings"))
+        .json(&serde_json::json!({"index.blocks.write": if on { serde_json::json!(true) } else { serde_json::Value::Null }}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{pattern}: {}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_with_a_write_block_keeps_its_documents_in_the_spool_until_it_is_lifted() {
+    let es = es_url();
+    let spool = tempfile::tempdir().unwrap();
+    let prefix = unique("it-block").to_lowercase();
+    let pattern = format!("{prefix}-metrics-*");
+    let r = rig(&sink(spool.path(), &es, &prefix, OnFull::Block)).await;
+    r.shipper.ship(&docs(&prefix, 0, 100)).await.unwrap();
+    idle(&r).await;
+    // An SRE blocks writes (maintenance; the flood-stage watermark sets a block of the same kind).
+    write_block(&es, &pattern, true).await;
+    produce(&r.shipper, docs(&prefix, 100, 300)).await.unwrap();
+    let addr = r.addr.to_string();
+    wait_for_error(&addr, "blocked", "the block is counted", 30).await;
+    let (metrics, status, health) = scrape(&addr).await;
+    assert_eq!(status, 200);
+    assert!(
+        health.starts_with("degraded:")
+            && health.contains("cluster_block_exception")
+            && health.contains("index write"),
+        "{health}"
+    );
+    assert_eq!(
+        value(&metrics, "ecscale_ship_documents_total{state=\"dead_lettered\"}"),
+        0.0,
+        "never dead-lettered: {metrics}"
+    );
+    assert_eq!(count(&es, &pattern).await, 100, "nothing got through the block");
+    assert!(
+        r.shipper.stats().spool_bytes > 0,
+        "the blocked documents wait on disk"
+    );
+    // Lifted: everything goes, once.
+    write_block(&es, &pattern, false).await;
+    idle(&r).await;
+    let s = r.shipper.stats();
+    accounted(&s, 300, &es, &pattern).await;
+    assert_eq!((s.delivered, s.dead_lettered, s.dropped), (300, 0, 0), "{s:?}");
+    assert!(s.errors.get("blocked").copied().unwrap_or(0) >= 1, "{s:?}");
     assert!(scrape(&addr).await.2.starts_with("ok:"));
 }
 
