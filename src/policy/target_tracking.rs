@@ -41,7 +41,20 @@ pub struct TargetTracking {
     /// launch): a rising load is projected this far ahead by its recent trend, and the rule
     /// scales out when the count in force would be above its band by then.
     pub lead: Option<Duration>,
+    /// Scale in only to a count that also carries the rise the demand showed within this long
+    /// in the recent datapoints (their median plus [`NOISE_Z`] robust deviations, over every
+    /// pair of periods this far apart), less what the target's own room absorbs: a noisy load
+    /// keeps the room its next noisy minutes need, a quiet one gives nothing up. The pairs
+    /// that span one jump (a step, a herd, a cron's burst) are too few to set it.
+    pub noise_guard: Option<Duration>,
+    /// The share of the demand the target's room absorbs (a rise this large is met by the
+    /// scale-out rules in time): a fraction, 0.15 by default.
+    pub noise_absorbed: f64,
 }
+
+/// How many robust standard deviations of the recent rises [`TargetTracking::noise_guard`]
+/// covers: 2.5 is normal noise's 99.4th percentile.
+const NOISE_Z: f64 = 2.5;
 
 /// The least-squares line through `(x, y)` points: `(intercept, slope, r²)`.
 fn fit(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
@@ -78,6 +91,8 @@ pub(super) const KEYS: &[&str] = &[
     "warmup",
     "saturation",
     "lead",
+    "noise_guard",
+    "noise_absorbed",
 ];
 
 impl TargetTracking {
@@ -108,6 +123,8 @@ impl TargetTracking {
             }
         });
         let lead = m.opt::<Duration>(cx, "lead").filter(|d| !d.is_zero());
+        let noise_guard = m.opt::<Duration>(cx, "noise_guard").filter(|d| !d.is_zero());
+        let noise_absorbed = m.opt_with(cx, "noise_absorbed", read_fraction).unwrap_or(0.15);
         Some(TargetTracking {
             metric: metric?,
             target: target?,
@@ -118,6 +135,8 @@ impl TargetTracking {
             warmup,
             saturation,
             lead,
+            noise_guard,
+            noise_absorbed,
         })
     }
 }
@@ -345,7 +364,47 @@ impl TargetTracking {
         })
     }
 
-    /// In when every datapoint is below the band, to the highest demand's count.
+    /// How much the demand may rise within `horizon` above `from`, by its changes over every
+    /// pair of recent periods that far apart (0 when it mostly fell, or too few pairs).
+    fn recent_rise(&self, r: &Reading<'_, '_>, horizon: Duration, from: f64) -> f64 {
+        let samples = r.view.history();
+        let slots: Slots = samples.iter().map(|s| (s.timestamp, s.value)).collect();
+        let demand = r.demand(&slots);
+        // Whole periods apart (at least one), so pairs fall on the datapoints' grid.
+        let period = r.period.max(1);
+        let step = TimeDelta::seconds(((horizon.as_secs() as i64 + period / 2) / period).max(1) * period);
+        let mut rises: Vec<f64> = Vec::with_capacity(slots.len());
+        let mut j = 0;
+        for (i, (t, _)) in slots.iter().enumerate() {
+            while j < slots.len() && slots[j].0 < *t + step {
+                j += 1;
+            }
+            match slots.get(j) {
+                Some((tj, _)) if *tj == *t + step => rises.push(demand[j] - demand[i]),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if rises.len() < 5 {
+            return 0.0;
+        }
+        // Robust: the median and the median absolute deviation, so the few pairs that span
+        // one jump (a step, a herd, a cron's burst) set nothing; normal noise's quantile then
+        // lies `z` scaled deviations above the median.
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mid = median(&mut rises);
+        let mut dev: Vec<f64> = rises.iter().map(|x| (x - mid).abs()).collect();
+        let sigma = 1.4826 * median(&mut dev);
+        // Never more than the highest demand seen: the guard is at most a long stabilization.
+        let highest = demand.iter().copied().fold(0.0, f64::max);
+        (mid + NOISE_Z * sigma).min(highest - from).max(0.0)
+    }
+
+    /// In when every datapoint is below the band, to the highest demand's count (plus the
+    /// recent rise with a noise guard).
     fn scale_in(&self, r: &Reading<'_, '_>, inw: &[(DateTime<Utc>, f64)]) -> Option<Recommendation> {
         let current = r.input.current;
         if inw.is_empty() || !inw.iter().all(|(_, v)| *v < r.lo) {
@@ -353,17 +412,32 @@ impl TargetTracking {
         }
         let peak = inw.iter().map(|(_, v)| *v).fold(f64::MIN, f64::max);
         let peak_demand = r.demand(inw).into_iter().fold(0.0, f64::max);
-        let want = (peak_demand / self.target).ceil() as u32;
+        let rise = self.noise_guard.map_or(0.0, |h| {
+            (self.recent_rise(r, h, peak_demand) - self.noise_absorbed * peak_demand).max(0.0)
+        });
+        let want = ((peak_demand + rise) / self.target).ceil() as u32;
         let n = inw.len();
-        (want < current).then(|| Recommendation::Wants {
+        let mut what = format!(
+            "{} ≤ {} < target {} (−{}%) for {n}/{n} datapoints",
+            self.metric,
+            num(peak),
+            num(self.target),
+            r.tol
+        );
+        if rise > 0.0 {
+            let _ = write!(
+                what,
+                ", with room for a rise of {} tasks' worth (its noise within {})",
+                num(rise / self.target),
+                humantime::format_duration(self.noise_guard.unwrap_or_default())
+            );
+        }
+        if want >= current {
+            return (rise > 0.0).then(|| self.hold(current, format!("{what}: {current} kept"), Some(peak)));
+        }
+        Some(Recommendation::Wants {
             count: want,
-            reason: format!(
-                "{} ≤ {} < target {} (−{}%) for {n}/{n} datapoints → {current} → {want}",
-                self.metric,
-                num(peak),
-                num(self.target),
-                r.tol
-            ),
+            reason: format!("{what} → {current} → {want}"),
             inputs: vec![(self.metric.clone(), peak)],
         })
     }
@@ -569,6 +643,40 @@ mod tests {
         // Read over the count in force instead, the same values ask for 15.
         let d = decide_on(CPU, &cpu, false, &[(30, 10), (2, 7)], 10, 7);
         assert_eq!((d.action, d.desired), (Action::ScaleOut, 15), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_noise_guard_keeps_room_for_a_noisy_load_and_none_for_a_quiet_one_or_one_jump() {
+        let guarded = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 60, warmup: 0s, scale_in_datapoints: 3, noise_guard: 2m}\n";
+        let at = |cpu: &[f64], rules: &str| {
+            let d = decide_on(rules, cpu, true, &[(30, 10)], 10, 10);
+            (d.action, d.desired, d.reason)
+        };
+        // 10 tasks, 15 minutes between 40 % and 50 %, the last three at 40 %: demand 4 tasks'
+        // worth now, but it swings by up to one within two minutes.
+        let noisy: Vec<f64> = (0..15)
+            .map(|i| [48.0, 42.0, 50.0, 40.0, 45.0][i % 5])
+            .chain([40.0; 3])
+            .collect();
+        let (action, plain, _) = at(
+            &noisy,
+            CPU.replace("warmup: 0s", "warmup: 0s, scale_in_datapoints: 3")
+                .as_str(),
+        );
+        assert_eq!(
+            (action, plain),
+            (Action::ScaleIn, 7),
+            "without the guard: 400 % / 60 %"
+        );
+        let (action, kept, why) = at(&noisy, guarded);
+        assert!(kept > plain && kept < 10, "{action:?} {kept}: {why}");
+        assert!(why.contains("room for a rise of"), "{why}");
+        // Quiet at the same level: the guard costs nothing.
+        let quiet: Vec<f64> = std::iter::repeat_n(41.0, 15).chain([40.0; 3]).collect();
+        assert_eq!(at(&quiet, guarded).1, plain, "{}", at(&quiet, guarded).2);
+        // One step down after a plateau (a sawtooth's fall): its one jump sets nothing.
+        let step: Vec<f64> = std::iter::repeat_n(80.0, 12).chain([40.0; 6]).collect();
+        assert_eq!(at(&step, guarded).1, plain, "{}", at(&step, guarded).2);
     }
 
     #[test]
