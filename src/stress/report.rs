@@ -293,10 +293,18 @@ pub fn verdict(r: &Report) -> String {
             r.assertions.len()
         ));
     }
-    if parts.is_empty() {
-        "passed".into()
+    if !parts.is_empty() {
+        return parts.join("; ");
+    }
+    if !r.thresholds.is_empty() || !r.assertions.is_empty() {
+        return "passed".into();
+    }
+    // Nothing was asked of the run: say so rather than call a run of failures a pass.
+    let t = &r.totals.summary;
+    if t.requests > 0 && t.errors == t.requests {
+        "nothing to judge (no thresholds or assertions set), and every request failed".into()
     } else {
-        parts.join("; ")
+        "done: no thresholds or assertions set".into()
     }
 }
 
