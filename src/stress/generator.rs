@@ -268,13 +268,30 @@ impl Shared {
                 Ok(s) => s,
                 Err(e) => return Err(failed(&e)),
             };
+            // Over TLS a request shows a refused certificate or a wrong ALPN; over cleartext
+            // only HTTP/2 (prior knowledge) needs one: an HTTP/1-only server refuses its preface.
+            let h2c = !o.tls && self.http == HttpVersion::Http2;
+            if !o.tls && !h2c {
+                continue;
+            }
             let Some(p) = self.mix.requests.iter().find(|p| p.origin == i) else {
                 continue;
             };
-            if !o.tls {
-                continue;
-            }
-            self.probe_request(stream, p).await.map_err(|f| failed(&f))?;
+            let probed = if h2c {
+                self.probe_exchange(stream, p, true).await.map_err(|f| {
+                    Failure::text(
+                        f.kind,
+                        format!(
+                            "the server did not take HTTP/2 without TLS (h2c, prior knowledge): {}; \
+                             leave out --http2 (http: 2) for HTTP/1.1, or use https:// to negotiate HTTP/2",
+                            f.why.as_str()
+                        ),
+                    )
+                })
+            } else {
+                self.probe_request(stream, p).await
+            };
+            probed.map_err(|f| failed(&f))?;
         }
         Ok(())
     }
@@ -299,6 +316,13 @@ impl Shared {
             }
             Ok(Ok(_)) => return Ok(()),
         }
+        self.probe_exchange(stream, p, false).await
+    }
+
+    /// One request on a fresh connection: an error when the answer is not HTTP (or TLS failed,
+    /// or, when `strict`, the connection broke); a status of any kind, or a slow answer, is the
+    /// run's to count.
+    async fn probe_exchange(&self, stream: Stream, p: &Prepared, strict: bool) -> Result<(), Failure> {
         let io = TokioIo::new(stream);
         let exchange = async {
             match self.http {
@@ -321,6 +345,7 @@ impl Shared {
                     ErrorKind::Protocol,
                     format!("the answer is not HTTP ({})", f.why.as_str()),
                 )),
+                f if strict => Err(f),
                 _ => Ok(()),
             },
             _ => Ok(()),

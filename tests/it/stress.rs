@@ -399,6 +399,37 @@ async fn http2_multiplexes_streams_over_few_connections() {
     assert_eq!(r["totals"]["status_codes"]["200"], r["totals"]["requests"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_without_tls_to_a_server_that_speaks_only_http1_fails_before_the_run() {
+    let server = Server::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.json");
+    let (code, stdout, stderr) = stress(&[
+        "--url",
+        &server.url,
+        "--http2",
+        "--duration",
+        "2s",
+        "--json",
+        path_str(&out),
+    ])
+    .await;
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let origin = server.url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    assert!(
+        stderr.contains(&format!(
+            "{origin}: the server did not take HTTP/2 without TLS (h2c, prior knowledge)"
+        )) && stderr.contains("leave out --http2"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing ran, so nothing is reported");
+    assert_eq!(
+        server.requests.load(Ordering::Relaxed),
+        0,
+        "the preface is no request"
+    );
+}
+
 /// A worker config for moto in `region` (the watch reads AWS through it) spooling to `dir`.
 /// A listener that reads each request and answers every other one with half a body before it
 /// closes; the rest it closes without a word.
