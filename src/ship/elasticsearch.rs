@@ -37,6 +37,9 @@ pub enum EsError {
         status: u16,
         body: String,
     },
+    /// No whole answer within the request timeout: a slow node (or a bulk too big for it).
+    #[error("Elasticsearch at {url}: no answer within {}", humantime::format_duration(*after))]
+    Timeout { url: String, after: Duration },
     #[error("Elasticsearch settings: {0}")]
     Settings(String),
 }
@@ -45,7 +48,7 @@ impl EsError {
     /// Whether waiting and trying again may help (unreachable, overloaded, 5xx, 429).
     pub fn retryable(&self) -> bool {
         match self {
-            EsError::Request { .. } => true,
+            EsError::Request { .. } | EsError::Timeout { .. } => true,
             EsError::Status { status, .. } => *status == 429 || *status >= 500,
             EsError::Settings(_) => false,
         }
@@ -136,6 +139,18 @@ impl Es {
         }
     }
 
+    /// The client's error: a timeout of its own kind, else unreachable with its causes.
+    fn client_error(&self, e: &elasticsearch::Error) -> EsError {
+        if e.is_timeout() {
+            EsError::Timeout {
+                url: self.url.clone(),
+                after: self.timeout,
+            }
+        } else {
+            self.request_error(crate::aws::error_chain(e))
+        }
+    }
+
     /// Sends a request; returns the status and body.
     pub async fn raw(
         &self,
@@ -150,9 +165,9 @@ impl Es {
             .client
             .send(method, path, headers, None::<&()>, body, Some(self.timeout))
             .await
-            .map_err(|e| self.request_error(crate::aws::error_chain(&e)))?;
+            .map_err(|e| self.client_error(&e))?;
         let status = resp.status_code().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| self.request_error(e))?;
+        let bytes = resp.bytes().await.map_err(|e| self.client_error(&e))?;
         Ok((status, bytes))
     }
 

@@ -11,7 +11,7 @@
 //! Per-item answers: 2xx delivered, 429/5xx retried (those items only), other 4xx dead-lettered.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use super::{templates, SendOptions, ShipError, Stats};
 pub fn es_kind(e: &EsError) -> &'static str {
     match e {
         EsError::Request { .. } => "unreachable",
+        EsError::Timeout { .. } => "timeout",
         EsError::Status { status, .. } => match status {
             401 | 403 => "auth",
             404 | 405 => "endpoint",
@@ -118,6 +119,57 @@ fn split(body: &Bytes) -> (Bytes, Bytes) {
     (body.slice(..cut), body.slice(cut..))
 }
 
+/// How many documents a bulk request carries at most: none at first; after a timeout half of
+/// what timed out, growing back by an eighth with each request at the cap that is answered in
+/// time (a slow node gets bulks it can answer within the timeout, and a recovered one gets its
+/// whole segments back). Shared by the segments in flight.
+pub struct Pace {
+    docs: AtomicUsize,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            docs: AtomicUsize::new(usize::MAX),
+        }
+    }
+}
+
+impl Pace {
+    /// The first documents of `body` that the cap allows, and the rest.
+    fn take(&self, body: Bytes) -> (Bytes, Bytes) {
+        let cap = self.docs.load(Ordering::Relaxed);
+        if cap == usize::MAX {
+            return (body, Bytes::new());
+        }
+        match pairs(&body).get(cap) {
+            Some((action, _)) => (body.slice(..action.start), body.slice(action.start..)),
+            None => (body, Bytes::new()),
+        }
+    }
+
+    /// `docs` timed out: the cap becomes half of them (at least one); returns it.
+    fn slowed(&self, docs: usize) -> usize {
+        let cap = (docs / 2).max(1);
+        self.docs.fetch_min(cap, Ordering::Relaxed);
+        self.docs.load(Ordering::Relaxed)
+    }
+
+    /// `body` was answered in time: when it held the cap's documents, the cap grows by an
+    /// eighth (at least one).
+    fn went(&self, body: &[u8]) {
+        if self.docs.load(Ordering::Relaxed) == usize::MAX {
+            return;
+        }
+        let docs = pairs(body).len();
+        let _ = self
+            .docs
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cap| {
+                (cap != usize::MAX && docs >= cap).then(|| cap.saturating_add((cap / 8).max(1)))
+            });
+    }
+}
+
 /// Sends one claimed segment until every document in it is delivered or dead-lettered; `false`
 /// when stopped first (the segment stays in the spool).
 async fn deliver(
@@ -126,6 +178,7 @@ async fn deliver(
     seg: &Segment,
     opts: &SendOptions,
     stats: &Stats,
+    pace: &Pace,
     mut stop: watch::Receiver<bool>,
 ) -> Result<bool, SpoolError> {
     let body = Bytes::from(std::fs::read(&seg.path).map_err(|source| SpoolError::Io {
@@ -134,13 +187,18 @@ async fn deliver(
     })?);
     let mut work = vec![body];
     let mut backoff = Duration::from_millis(100);
-    while let Some(body) = work.pop() {
+    while let Some(whole) = work.pop() {
+        let (body, rest) = pace.take(whole);
+        if !rest.is_empty() {
+            work.push(rest);
+        }
         if body.is_empty() {
             continue;
         }
         stats.requests.fetch_add(1, Ordering::Relaxed);
         match send(es, &body).await {
             Ok(o) => {
+                pace.went(&body);
                 stats.delivered.fetch_add(o.delivered, Ordering::Relaxed);
                 if o.delivered > 0 {
                     stats.progressed(super::Side::Send);
@@ -174,6 +232,21 @@ async fn deliver(
                     }
                 } else {
                     backoff = Duration::from_millis(100);
+                }
+            }
+            Err(e @ EsError::Timeout { .. }) if pairs(&body).len() > 1 => {
+                // A slow node: the same documents again in smaller bulks (their ids make a
+                // bulk it finished after the timeout harmless to send again).
+                stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                let docs = pairs(&body).len();
+                let cap = pace.slowed(docs);
+                stats.failed(
+                    "timeout",
+                    format!("{e} for a bulk of {docs} documents; they are sent again, {cap} at a time"),
+                );
+                work.push(body);
+                if !pause(&mut backoff, &mut stop).await {
+                    return Ok(false);
                 }
             }
             Err(e) if about_content(&e) => {
@@ -229,6 +302,7 @@ struct Loop {
     /// again.
     delivered: Vec<Segment>,
     abandoned: bool,
+    pace: Arc<Pace>,
 }
 
 impl Loop {
@@ -292,6 +366,7 @@ pub async fn run(
         sending: HashMap::new(),
         delivered: Vec::new(),
         abandoned: false,
+        pace: Arc::new(Pace::default()),
     };
     let mut templates_ok = false;
     let mut backoff = Duration::from_millis(200);
@@ -377,17 +452,18 @@ fn claim(
                 break;
             }
         };
-        let (es, spool, opts, stats, stop, s) = (
+        let (es, spool, opts, stats, stop, s, pace) = (
             es.clone(),
             spool.clone(),
             opts.clone(),
             stats.clone(),
             stop.clone(),
             seg.clone(),
+            l.pace.clone(),
         );
         let handle = l.tasks.spawn(async move {
             let _permit = permit;
-            deliver(&es, &spool, &s, &opts, &stats, stop).await
+            deliver(&es, &spool, &s, &opts, &stats, &pace, stop).await
         });
         l.sending.insert(handle.id(), seg);
     }
@@ -465,4 +541,54 @@ pub async fn resend_dead_letters(
     }
     spool.rewrite_dead_letters(&kept)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::Pace;
+
+    fn bulk(n: usize) -> Bytes {
+        let mut b = String::new();
+        for i in 0..n {
+            b.push_str(&format!("{{\"index\":{{\"_id\":\"{i}\"}}}}\n{{\"n\":{i}}}\n"));
+        }
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn a_timeout_halves_the_bulks_and_answers_in_time_grow_them_back() {
+        let pace = Pace::default();
+        let (all, rest) = pace.take(bulk(100));
+        assert_eq!((all, rest.len()), (bulk(100), 0), "no cap before any timeout");
+        pace.went(&bulk(100));
+        assert_eq!(pace.take(bulk(100)).1.len(), 0, "success alone sets no cap");
+
+        assert_eq!(pace.slowed(100), 50);
+        let (first, rest) = pace.take(bulk(100));
+        assert_eq!(super::pairs(&first).len(), 50);
+        assert_eq!(
+            [first, rest].concat(),
+            bulk(100).to_vec(),
+            "cut on a document's edge"
+        );
+        assert_eq!(pace.slowed(80), 40, "the smaller cap wins");
+        assert_eq!(
+            pace.slowed(100),
+            40,
+            "a late timeout of a bigger bulk lowers nothing"
+        );
+        pace.went(&bulk(10));
+        assert_eq!(
+            super::pairs(&pace.take(bulk(100)).0).len(),
+            40,
+            "a small bulk proves nothing"
+        );
+        pace.went(&bulk(40));
+        assert_eq!(super::pairs(&pace.take(bulk(100)).0).len(), 45, "an eighth more");
+        assert_eq!(pace.slowed(1), 1, "one document at a time at worst");
+        pace.went(&bulk(1));
+        assert_eq!(super::pairs(&pace.take(bulk(100)).0).len(), 2);
+    }
 }

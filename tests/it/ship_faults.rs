@@ -1,6 +1,6 @@
 //! The ship stage under the faults SREs meet, against the real OpenSearch node: a spool disk
 //! that fills and frees again (block and drop_oldest), a spool that turns read-only, `_bulk`
-//! answered 401 for a while, an index whose writes are blocked for a while, one malformed
+//! answered 401 for a while, a node too slow for whole bulks, an index whose writes are blocked for a while, one malformed
 //! document among good ones, a request that must be split, and a worker killed with -9 while its
 //! spool is full and Elasticsearch is down.
 //!
@@ -326,6 +326,50 @@ async fn bulk_refused_with_401_is_retried_not_dead_lettered() {
         "the node saw no request while the gate refused"
     );
     assert!(scrape(&addr).await.2.starts_with("ok:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_too_slow_for_whole_bulks_gets_smaller_ones_and_nothing_is_lost_or_doubled() {
+    let es = es_url();
+    // 8 ms a document: a bulk of more than 125 cannot be answered within the 1 s timeout.
+    let gate = Gate::start(&es, Mode::SlowBulk { per_doc_ms: 8 }).await;
+    let spool = tempfile::tempdir().unwrap();
+    let prefix = unique("it-slow").to_lowercase();
+    let mut settings = sink(spool.path(), &gate.url, &prefix, OnFull::Block);
+    let e = settings.elasticsearch.as_mut().unwrap();
+    e.timeout = Duration::from_secs(1);
+    e.bulk_max_bytes = 1 << 20;
+    e.flush_interval = Duration::from_secs(1);
+    let r = rig(&settings).await;
+    produce(&r.shipper, docs(&prefix, 0, 1_000)).await.unwrap();
+    idle(&r).await;
+    let s = r.shipper.stats();
+    // The timed-out bulks were indexed late, and sent again: their ids make that harmless.
+    accounted(&s, 1_000, &es, &format!("{prefix}-metrics-*")).await;
+    assert_eq!((s.delivered, s.dead_lettered, s.dropped), (1_000, 0, 0), "{s:?}");
+    let timeouts = s.errors.get("timeout").copied().unwrap_or(0);
+    assert!(timeouts >= 1, "the whole segment timed out first: {s:?}");
+    assert!(
+        !s.errors.contains_key("unreachable"),
+        "a slow node is not called unreachable: {s:?}"
+    );
+    // Smaller bulks from then on, not one timeout per segment or per retry.
+    let in_time = s.requests - s.failed_requests;
+    assert!(
+        in_time >= 8 && timeouts * 2 < in_time,
+        "{timeouts} timeouts, {s:?}"
+    );
+    assert!(
+        gate.refused() >= s.requests,
+        "every bulk went through the slow gate"
+    );
+    let (metrics, _, health) = scrape(&r.addr.to_string()).await;
+    assert_eq!(
+        value(&metrics, "ecscale_ship_errors_total{kind=\"timeout\"}"),
+        timeouts as f64,
+        "{metrics}"
+    );
+    assert!(health.starts_with("ok:"), "moving again: {health}");
 }
 
 /// Sets (or, with null, lifts) `index.blocks.write` on the indices of `pattern`.

@@ -18,12 +18,15 @@ pub enum Mode {
     RefuseBulk(u16),
     /// Every request answered 503, as a node that is down behind a load balancer.
     Down,
+    /// A node under load: each `_bulk` is held this many milliseconds per document it carries
+    /// before it is forwarded (so a bulk the client gave up on is still indexed, late).
+    SlowBulk { per_doc_ms: u64 },
 }
 
 pub struct Gate {
     pub url: String,
     mode: Arc<Mutex<Mode>>,
-    /// Requests answered by the gate instead of the node.
+    /// Requests answered by the gate instead of the node, or held back by it.
     refused: Arc<AtomicU64>,
 }
 
@@ -98,6 +101,11 @@ async fn forward(
         Mode::Down => {
             refused.fetch_add(1, Ordering::Relaxed);
             return Ok(answer(503, r#"{"error":"the node is down"}"#));
+        }
+        Mode::SlowBulk { per_doc_ms } if path.starts_with("/_bulk") => {
+            refused.fetch_add(1, Ordering::Relaxed);
+            let docs = body.iter().filter(|b| **b == b'\n').count() as u64 / 2;
+            tokio::time::sleep(std::time::Duration::from_millis(docs * per_doc_ms)).await;
         }
         _ => {}
     }
