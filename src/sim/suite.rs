@@ -23,6 +23,11 @@ pub const TICK: Duration = Duration::from_secs(15);
 /// The simulator's step.
 pub const STEP: Duration = Duration::from_secs(5);
 
+/// The longest trace `--simulate` replays: 62 days (CloudWatch keeps 5-minute data for 63).
+/// Each scaler's run is simulated in 5-second steps, so a longer span (a two-row trace a year
+/// apart, say) would hold the command for hours.
+pub const MAX_SIMULATED_MINUTES: f64 = 62.0 * 1440.0;
+
 /// A recorded load: requests per period, replayed as a constant rate within each period.
 #[derive(Debug, Clone)]
 pub struct TraceLoad {
@@ -58,12 +63,32 @@ impl TraceLoad {
         if samples.is_empty() {
             anyhow::bail!("{}: `{column}` has no values", t.file);
         }
+        if let Some(s) = samples.iter().find(|s| s.value < 0.0) {
+            anyhow::bail!(
+                "{}: `{column}` is {} at {}: a load (requests per period) is never negative",
+                t.file,
+                s.value,
+                s.timestamp.format("%Y-%m-%dT%H:%M:%SZ")
+            );
+        }
         let name = name.to_string();
         let load = TraceLoad {
             name,
             period_secs: t.period_secs.max(1),
             samples: Arc::new(samples.clone()),
         };
+        let minutes = load.minutes();
+        if minutes > MAX_SIMULATED_MINUTES {
+            anyhow::bail!(
+                "{}: --simulate runs the load minute by minute, three times, and this trace spans {} minutes ({} to {}); at most {} ({} days): replay a shorter window (cut the file, or `trace export --since`)",
+                t.file,
+                minutes.ceil(),
+                load.start().format("%Y-%m-%dT%H:%MZ"),
+                load.end().format("%Y-%m-%dT%H:%MZ"),
+                MAX_SIMULATED_MINUTES,
+                MAX_SIMULATED_MINUTES / 1440.0
+            );
+        }
         Ok((load, t.recorded_count.values().next().copied()))
     }
 

@@ -487,3 +487,40 @@ async fn two_workloads_of_different_sizes_share_the_instances_under_a_ramp() {
         "{t}"
     );
 }
+
+#[test]
+fn a_trace_too_long_to_simulate_or_with_a_negative_load_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, rows: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("timestamp,request_count\n{rows}")).unwrap();
+        p
+    };
+    let read = |p: &std::path::Path| super::suite::TraceLoad::read(p, "request_count").map(|(l, _)| l);
+    // Two rows a year apart: bounded as a trace (2 periods), but a year of simulated minutes.
+    let far = write("far.csv", "2026-10-05T00:00:00Z,100\n2027-10-05T00:00:00Z,100\n");
+    let e = read(&far).unwrap_err().to_string();
+    assert!(
+        e.contains("far.csv: --simulate runs the load minute by minute")
+            && e.contains("at most 89280 (62 days)"),
+        "{e}"
+    );
+    let minus = write(
+        "minus.csv",
+        "2026-10-05T00:00:00Z,100\n2026-10-05T00:01:00Z,-5\n2026-10-05T00:02:00Z,100\n",
+    );
+    let e = read(&minus).unwrap_err().to_string();
+    assert!(
+        e.contains("minus.csv: `request_count` is -5 at 2026-10-05T00:01:00Z"),
+        "{e}"
+    );
+    // 62 days of 5-minute rows: the longest window accepted.
+    let rows: String = (0..62 * 288)
+        .map(|i| {
+            let t = DateTime::<Utc>::from_timestamp(1_790_000_000 + i * 300, 0).unwrap();
+            format!("{},500\n", t.format("%Y-%m-%dT%H:%M:%SZ"))
+        })
+        .collect();
+    let longest = read(&write("longest.csv", &rows)).unwrap();
+    assert_eq!(longest.minutes(), 62.0 * 1440.0);
+}
