@@ -303,8 +303,37 @@ pub fn verdict(r: &Report) -> String {
     let t = &r.totals.summary;
     if t.requests > 0 && t.errors == t.requests {
         "nothing to judge (no thresholds or assertions set), and every request failed".into()
+    } else if t.requests > 0 && redirects(&t.status_codes) == t.requests {
+        "nothing to judge (no thresholds or assertions set), and every answer was a redirect (3xx), not followed".into()
     } else {
         "done: no thresholds or assertions set".into()
+    }
+}
+
+/// The answers with a 3xx status.
+fn redirects(codes: &BTreeMap<String, u64>) -> u64 {
+    codes
+        .iter()
+        .filter(|(c, _)| c.starts_with('3'))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The status codes when some are not 2xx, and a note when redirects are many: stress does not
+/// follow them, so what they lead to was not loaded.
+fn status_lines(s: &mut String, t: &super::stats::Summary) {
+    if t.status_codes.keys().all(|c| c.starts_with('2')) {
+        return;
+    }
+    let codes: Vec<String> = t.status_codes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let _ = writeln!(s, "  status codes {}", codes.join(", "));
+    let answered: u64 = t.status_codes.values().sum();
+    let moved = redirects(&t.status_codes);
+    if moved > 0 && moved * 2 >= answered {
+        let _ = writeln!(
+            s,
+            "  note: {moved} of {answered} answers were redirects (3xx), which stress does not follow: what they point to was not loaded (point --url there; `curl -sI URL` shows where)"
+        );
     }
 }
 
@@ -351,6 +380,7 @@ pub fn text(r: &Report) -> String {
     for c in &t.summary.error_causes {
         let _ = writeln!(s, "    {} {}: {}", c.kind, c.count, c.cause);
     }
+    status_lines(&mut s, &t.summary);
     if let Some(tls) = &r.tls {
         let _ = writeln!(s, "  tls {}", tls.line());
     }

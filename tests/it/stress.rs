@@ -400,6 +400,45 @@ async fn http2_multiplexes_streams_over_few_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_only_redirects_is_not_called_loaded() {
+    let server = Server::start(false).await;
+    server.status.store(301, Ordering::Relaxed);
+    let (code, stdout, stderr) = stress(&[
+        "--url",
+        &server.url,
+        "--rate",
+        "100",
+        "--duration",
+        "1s",
+        "--progress",
+        "off",
+    ])
+    .await;
+    assert_eq!(code, 0, "nothing asked of the run: {stdout}\n{stderr}");
+    let requests = server.requests.load(Ordering::Relaxed);
+    assert!(requests >= 90, "{requests}");
+    assert!(
+        stdout.contains("nothing to judge (no thresholds or assertions set), and every answer was a redirect (3xx), not followed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("  status codes 301 {requests}\n"))
+            && stdout.contains(&format!(
+                "note: {requests} of {requests} answers were redirects (3xx)"
+            )),
+        "{stdout}"
+    );
+    // Answers that are all 2xx print no status line.
+    server.status.store(200, Ordering::Relaxed);
+    let (code, stdout, _) = stress(&["--url", &server.url, "--rate", "100", "--duration", "1s"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        !stdout.contains("status codes") && stdout.contains("done: no thresholds"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_without_tls_to_a_server_that_speaks_only_http1_fails_before_the_run() {
     let server = Server::start(false).await;
     let dir = tempfile::tempdir().unwrap();
