@@ -456,10 +456,22 @@ impl FromNode for f64 {
     }
 }
 
+/// The longest duration a file may give (a cooldown, a window, a lead): a year and a day, so
+/// that no clock arithmetic overflows and no look-back spans more than a year of datapoints.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
 impl FromNode for Duration {
     fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self> {
         let s = scalar(node, path, cx, "a duration such as 30s or 5m")?;
         match humantime::parse_duration(s) {
+            Ok(d) if d > MAX_DURATION => {
+                cx.error(
+                    node.span,
+                    path,
+                    format!("`{s}` is longer than any duration ecscale reads (at most 366d)"),
+                );
+                None
+            }
             Ok(d) => Some(d),
             Err(_) if s.chars().all(|c| c.is_ascii_digit()) => {
                 cx.error(

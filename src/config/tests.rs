@@ -351,3 +351,13 @@ fn task_groups_are_read_and_their_mistakes_are_positioned() {
         assert_eq!(mistakes(&format!("{MINIMAL}{extra}")), *want, "{extra}");
     }
 }
+
+#[test]
+fn a_duration_past_a_year_and_a_day_is_a_positioned_mistake() {
+    assert_eq!(
+        mistakes("schedule: {interval: 1000000000000s}\nclusters: [{name: prod, services: [web]}]\n"),
+        ["1:22 schedule.interval: `1000000000000s` is longer than any duration ecscale reads (at most 366d)"]
+    );
+    let c = load("schedule: {interval: 366d}\nclusters: [{name: prod, services: [web]}]\n").unwrap();
+    assert!(matches!(c.schedule, Schedule::Interval(d) if d == read::MAX_DURATION));
+}
