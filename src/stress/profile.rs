@@ -137,7 +137,7 @@ impl Schedule {
             Shape::Steps { from, to, count } => {
                 let w = d / count as f64;
                 let full = ((t / w).floor() as u32).min(count);
-                let mut n: f64 = (0..full).map(|i| step_rate(from, to, count, i) * w).sum();
+                let mut n = w * steps_sum(from, to, count, full);
                 if full < count {
                     n += step_rate(from, to, count, full) * (t - full as f64 * w);
                 }
@@ -205,6 +205,17 @@ impl Schedule {
     }
 }
 
+/// `Σ step_rate(i)` for `i < full`, in closed form (the rates are an arithmetic series), so a
+/// staircase of many steps costs no more than one of few.
+fn steps_sum(from: f64, to: f64, count: u32, full: u32) -> f64 {
+    let k = f64::from(full);
+    if count <= 1 {
+        to * k
+    } else {
+        k * from + (to - from) / f64::from(count - 1) * k * (k - 1.0) / 2.0
+    }
+}
+
 fn step_rate(from: f64, to: f64, count: u32, i: u32) -> f64 {
     if count <= 1 {
         to
@@ -219,6 +230,36 @@ mod tests {
 
     fn s(shape: Shape, secs: u64) -> Schedule {
         Schedule::new(shape, Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn a_staircase_counts_in_closed_form_as_its_steps_add_up() {
+        for (from, to, count) in [(300.0, 50.0, 7), (10.0, 10.0, 1), (5.0, 900.0, 250)] {
+            let sch = s(Shape::Steps { from, to, count }, 60);
+            let w = 60.0 / f64::from(count);
+            for t in [0.0, 0.5, w, 7.3, 30.0, 59.99, 60.0] {
+                let full = ((t / w).floor() as u32).min(count);
+                let mut by_step: f64 = (0..full).map(|i| step_rate(from, to, count, i) * w).sum();
+                if full < count {
+                    by_step += step_rate(from, to, count, full) * (t - f64::from(full) * w);
+                }
+                assert!(
+                    (sch.count(t) - by_step).abs() < 1e-6 * by_step.max(1.0),
+                    "{count} at {t}"
+                );
+            }
+        }
+        // A billion steps in a second: its schedule is computed at once, not step by step.
+        let many = s(
+            Shape::Steps {
+                from: 300.0,
+                to: 50.0,
+                count: 1_000_000_000,
+            },
+            1,
+        );
+        assert!((many.count(1.0) - 175.0).abs() < 1e-3, "{}", many.count(1.0));
+        assert!(many.due(100) > 0.0 && many.due(100) < 1.0);
     }
 
     #[test]
