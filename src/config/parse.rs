@@ -161,6 +161,17 @@ pub fn is_region(r: &str) -> bool {
 }
 
 /// An `http://` or `https://` URL with a host.
+/// How long CloudWatch keeps datapoints of `period` (then only coarser ones).
+pub fn kept_at(period: Duration) -> Duration {
+    const DAY: u64 = 86_400;
+    Duration::from_secs(match period.as_secs() {
+        0..=59 => 3 * 3600,
+        60..=299 => 15 * DAY,
+        300..=3599 => 63 * DAY,
+        _ => 455 * DAY,
+    })
+}
+
 pub fn check_http_url(s: &str) -> Result<(), String> {
     // The one rule for credentials in URLs, wherever a URL comes from (file, variable, flag):
     // refused, and never shown.
@@ -330,7 +341,8 @@ impl FromNode for CollectSettings {
             })
             .unwrap_or(d.period);
         let delay = m.or(cx, "delay", d.delay);
-        let lookback = read_positive(&mut m, cx, "lookback").unwrap_or(d.lookback);
+        let given = read_positive(&mut m, cx, "lookback");
+        let lookback = given.unwrap_or(d.lookback);
         let concurrency = m
             .opt_with(cx, "concurrency", |n, p, cx| {
                 let v = usize::from_node(n, p, cx)?;
@@ -345,11 +357,24 @@ impl FromNode for CollectSettings {
         let container_instances = m.or(cx, "container_instances", d.container_instances);
         let pending_tasks = m.or(cx, "pending_tasks", d.pending_tasks);
         let high_resolution = m.or(cx, "high_resolution", d.high_resolution);
-        if lookback < period {
+        if given.is_some() && lookback < period {
             cx.error(
                 m.span_of("lookback"),
                 &join(path, "lookback"),
                 "must be at least one period long",
+            );
+        }
+        let kept = kept_at(period);
+        if given.is_some() && lookback > kept {
+            cx.error(
+                m.span_of("lookback"),
+                &join(path, "lookback"),
+                format!(
+                    "CloudWatch keeps datapoints of a {} period for {} (under 1 minute: 3 hours; 1-minute: 15 days; 5-minute: 63 days; 1-hour: 455 days): an older part of the window comes back empty, and each pass would read it; at most {}",
+                    humantime::format_duration(period),
+                    humantime::format_duration(kept),
+                    humantime::format_duration(kept)
+                ),
             );
         }
         m.finish(

@@ -456,9 +456,10 @@ impl FromNode for f64 {
     }
 }
 
-/// The longest duration a file may give (a cooldown, a window, a lead): a year and a day, so
-/// that no clock arithmetic overflows and no look-back spans more than a year of datapoints.
-pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+/// The longest duration a file may give (a cooldown, a window, a lead): 455 days, the longest
+/// CloudWatch keeps any datapoint, so that no clock arithmetic overflows and no look-back spans
+/// more than CloudWatch could answer.
+pub const MAX_DURATION: Duration = Duration::from_secs(455 * 86_400);
 
 impl FromNode for Duration {
     fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self> {
@@ -468,7 +469,7 @@ impl FromNode for Duration {
                 cx.error(
                     node.span,
                     path,
-                    format!("`{s}` is longer than any duration ecscale reads (at most 366d)"),
+                    format!("`{s}` is longer than any duration ecscale reads (at most 455d)"),
                 );
                 None
             }

@@ -353,11 +353,34 @@ fn task_groups_are_read_and_their_mistakes_are_positioned() {
 }
 
 #[test]
-fn a_duration_past_a_year_and_a_day_is_a_positioned_mistake() {
+fn a_duration_past_455_days_is_a_positioned_mistake() {
     assert_eq!(
         mistakes("schedule: {interval: 1000000000000s}\nclusters: [{name: prod, services: [web]}]\n"),
-        ["1:22 schedule.interval: `1000000000000s` is longer than any duration ecscale reads (at most 366d)"]
+        ["1:22 schedule.interval: `1000000000000s` is longer than any duration ecscale reads (at most 455d)"]
     );
-    let c = load("schedule: {interval: 366d}\nclusters: [{name: prod, services: [web]}]\n").unwrap();
+    let c = load("schedule: {interval: 455d}\nclusters: [{name: prod, services: [web]}]\n").unwrap();
     assert!(matches!(c.schedule, Schedule::Interval(d) if d == read::MAX_DURATION));
+}
+
+#[test]
+fn a_lookback_past_what_cloudwatch_keeps_at_the_period_is_a_mistake() {
+    let at = |period: &str, lookback: &str| {
+        format!("schedule: {{interval: 30s}}\ncollect: {{period: {period}, lookback: {lookback}}}\nclusters: [{{name: prod, services: [web]}}]\n")
+    };
+    let got = mistakes(&at("1s", "4h"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("2:33 collect.lookback: CloudWatch keeps datapoints of a 1s period for 3h")
+            && got[0].ends_with("at most 3h"),
+        "{got:?}"
+    );
+    assert!(mistakes(&at("60s", "16days"))[0].contains("for 15days"));
+    for (period, lookback) in [
+        ("1s", "3h"),
+        ("60s", "15days"),
+        ("5m", "63days"),
+        ("1h", "455days"),
+    ] {
+        assert!(load(&at(period, lookback)).is_ok(), "{period} {lookback}");
+    }
 }
