@@ -90,6 +90,8 @@ pub const MAX_TRACE_BYTES: u64 = 256 << 20;
 pub const MAX_PERIODS: i64 = 1_051_200;
 /// The most datapoints a trace may hold.
 pub const MAX_DATAPOINTS: usize = 5_000_000;
+/// The most metrics (columns, or keys of an NDJSON line) a trace may hold: a policy reads a few.
+pub const MAX_COLUMNS: usize = 10_000;
 
 /// Reads a trace; the format follows the extension (`.csv`, `.ndjson`/`.jsonl`/`.json`).
 pub fn read(path: &Path) -> Result<Trace, TraceError> {
@@ -169,6 +171,12 @@ impl Builder {
             self.counts.insert(t, v as u32);
             return Ok(());
         }
+        if !self.points.contains_key(metric) && self.points.len() >= MAX_COLUMNS {
+            return Err(self.err(
+                line,
+                format!("{metric}: more than the {MAX_COLUMNS} metrics a trace may hold"),
+            ));
+        }
         if self
             .points
             .entry(metric.to_string())
@@ -245,17 +253,27 @@ pub fn parse_csv(text: &str, file: &str) -> Result<Trace, TraceError> {
         return Err(b.err(hl + 1, "quoted fields are not supported"));
     }
     let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    if cols.len() > MAX_COLUMNS + 1 {
+        return Err(b.err(
+            hl + 1,
+            format!(
+                "{} metric columns, more than the {MAX_COLUMNS} a trace may hold",
+                cols.len() - 1
+            ),
+        ));
+    }
     if !matches!(cols.first(), Some(&"timestamp") | Some(&"time")) {
         return Err(b.err(
             hl + 1,
             format!("the first column must be `timestamp`, found `{}`", cols[0]),
         ));
     }
+    let mut seen = std::collections::HashSet::with_capacity(cols.len());
     for (i, c) in cols.iter().enumerate().skip(1) {
         if c.is_empty() {
             return Err(b.err(hl + 1, format!("column {} has no name", i + 1)));
         }
-        if cols[..i].contains(c) {
+        if !seen.insert(*c) {
             return Err(b.err(hl + 1, format!("column `{c}` appears twice")));
         }
     }
@@ -464,6 +482,39 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_csv(text, "t.csv").unwrap_err().to_string(), want, "{text}");
         }
+    }
+
+    #[test]
+    fn a_trace_of_too_many_metrics_is_refused_at_once() {
+        let names: Vec<String> = (0..=MAX_COLUMNS).map(|i| format!("m{i}")).collect();
+        let csv = format!("timestamp,{}\n", names.join(","));
+        assert_eq!(
+            parse_csv(&csv, "t.csv").unwrap_err().to_string(),
+            "t.csv:1: 10001 metric columns, more than the 10000 a trace may hold"
+        );
+        // At the bound it reads; a repeated name is found with a set, not by scanning the columns.
+        let csv = format!(
+            "timestamp,{}\n2026-11-20T10:00:00Z,{}\n",
+            names[1..].join(","),
+            vec!["1"; MAX_COLUMNS].join(",")
+        );
+        assert_eq!(parse_csv(&csv, "t.csv").unwrap().series.len(), MAX_COLUMNS);
+        let dup = "timestamp,a,b,a\n";
+        assert_eq!(
+            parse_csv(dup, "t.csv").unwrap_err().to_string(),
+            "t.csv:1: column `a` appears twice"
+        );
+        let line: String = names
+            .iter()
+            .map(|n| format!("\"{n}\":1"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nd = format!("{{\"timestamp\":\"2026-11-20T10:00:00Z\",{line}}}\n");
+        let e = parse_ndjson(&nd, "t.ndjson").unwrap_err().to_string();
+        assert!(
+            e.starts_with("t.ndjson:1: ") && e.ends_with(": more than the 10000 metrics a trace may hold"),
+            "{e}"
+        );
     }
 
     #[test]
