@@ -361,6 +361,9 @@ fn m_span_of_missing(doc: &Node) -> Span {
     }
 }
 
+/// The most rules one target's policy may have (each is evaluated on every tick).
+pub const MAX_RULES: usize = 100;
+
 /// The default scale-out cap: double, or 4 more, whichever is larger (as Kubernetes' HPA).
 const DEFAULT_STEP_OUT: StepLimit = StepLimit {
     count: Some(4),
@@ -369,7 +372,19 @@ const DEFAULT_STEP_OUT: StepLimit = StepLimit {
 
 fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir: &Path) -> Option<Vec<Rule>> {
     let items = crate::config::read::non_empty_seq(n, p, cx, "rule", "give at least one rule")?;
+    if items.len() > MAX_RULES {
+        cx.error(
+            n.span,
+            p,
+            format!(
+                "{} rules, more than the {MAX_RULES} a target may have",
+                items.len()
+            ),
+        );
+        return None;
+    }
     let mut rules: Vec<Rule> = Vec::new();
+    let mut names = std::collections::HashSet::new();
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {
         let rp = format!("{p}[{i}]");
@@ -425,7 +440,7 @@ fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir:
             continue;
         };
         let name = name.unwrap_or_else(|| spec.kind().to_string());
-        if rules.iter().any(|r| r.name == name) {
+        if !names.insert(name.clone()) {
             let hint = if rules
                 .iter()
                 .any(|r| r.name == name && r.spec.kind() == spec.kind())

@@ -410,6 +410,29 @@ fn policy_check_reports_every_mistake_with_its_line_and_exits_2() {
     assert_eq!(lines, want);
 }
 
+#[test]
+fn a_policy_of_too_many_rules_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.yaml");
+    let rules: String = (0..101)
+        .map(|i| format!("  - {{name: r{i}, kind: target_tracking, metric: cpu, target: 70}}\n"))
+        .collect();
+    std::fs::write(
+        &path,
+        format!("target: {{cluster: production, service: web}}\nmin: 1\nmax: 10\nrules:\n{rules}"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(ecscale().args(["policy", "check"]).arg(&path));
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:5:3: rules: 101 rules, more than the 100 a target may have",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
 const BACKTEST: [&str; 5] = [
     "backtest",
     "--policy",
