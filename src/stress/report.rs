@@ -337,6 +337,27 @@ fn status_lines(s: &mut String, t: &super::stats::Summary) {
     }
 }
 
+/// The open phases' planned requests that were never sent, and why (a run stopped early says
+/// so in its verdict instead).
+fn unsent_line(s: &mut String, r: &Report) {
+    if r.interrupted || r.aborted.is_some() {
+        return;
+    }
+    let (planned, unsent) = r
+        .phases
+        .iter()
+        .filter_map(|p| p.planned.map(|n| (n, n.saturating_sub(p.summary.requests))))
+        .fold((0, 0), |(a, b), (n, u)| (a + n, b + u));
+    if unsent > 0 {
+        let _ = writeln!(
+            s,
+            "  not sent: {unsent} of {planned} planned requests, still waiting for a free connection when their phase ended (the target answered too slowly for {} connection{} per origin, or the generator fell behind: raise --connections, or lower the rate)",
+            r.connections,
+            if r.connections == 1 { "" } else { "s" }
+        );
+    }
+}
+
 /// The text summary printed at the end of a run.
 pub fn text(r: &Report) -> String {
     let mut s = String::new();
@@ -380,6 +401,7 @@ pub fn text(r: &Report) -> String {
     for c in &t.summary.error_causes {
         let _ = writeln!(s, "    {} {}: {}", c.kind, c.count, c.cause);
     }
+    unsent_line(&mut s, r);
     status_lines(&mut s, &t.summary);
     if let Some(tls) = &r.tls {
         let _ = writeln!(s, "  tls {}", tls.line());

@@ -400,6 +400,43 @@ async fn http2_multiplexes_streams_over_few_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_never_sent_for_want_of_a_connection_are_counted_and_explained() {
+    let server = Server::start(false).await;
+    server.delay_us.store(700_000, Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.json");
+    let (code, stdout, stderr) = stress(&[
+        "--url",
+        &server.url,
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--connections",
+        "1",
+        "--json",
+        path_str(&out),
+        "--progress",
+        "off",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let t = &json(&out)["totals"];
+    let (planned, sent) = (
+        t["planned"].as_f64().unwrap() as u64,
+        t["requests"].as_u64().unwrap(),
+    );
+    assert!(sent <= 3 && planned == 20, "{t}");
+    assert!(
+        stdout.contains(&format!(
+            "  not sent: {} of 20 planned requests, still waiting for a free connection when their phase ended (the target answered too slowly for 1 connection per origin",
+            planned - sent
+        )),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_only_redirects_is_not_called_loaded() {
     let server = Server::start(false).await;
     server.status.store(301, Ordering::Relaxed);
