@@ -123,7 +123,7 @@ fn split(body: &Bytes) -> (Bytes, Bytes) {
 /// what timed out, growing back by an eighth with each request at the cap that is answered in
 /// time (a slow node gets bulks it can answer within the timeout, and a recovered one gets its
 /// whole segments back). Shared by the segments in flight.
-pub struct Pace {
+struct Pace {
     docs: AtomicUsize,
 }
 
@@ -234,9 +234,9 @@ async fn deliver(
                     backoff = Duration::from_millis(100);
                 }
             }
-            Err(e @ EsError::Timeout { .. }) if pairs(&body).len() > 1 => {
-                // A slow node: the same documents again in smaller bulks (their ids make a
-                // bulk it finished after the timeout harmless to send again).
+            Err(e @ EsError::Timeout { .. }) if memchr::memchr_iter(b'\n', &body).nth(2).is_some() => {
+                // A slow node, and more than one document: the same documents again in smaller
+                // bulks (their ids make a bulk it finished after the timeout harmless to resend).
                 stats.failed_requests.fetch_add(1, Ordering::Relaxed);
                 let docs = pairs(&body).len();
                 let cap = pace.slowed(docs);
