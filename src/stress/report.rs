@@ -348,7 +348,12 @@ fn unsent_line(s: &mut String, r: &Report) {
         .iter()
         .filter_map(|p| p.planned.map(|n| (n, n.saturating_sub(p.summary.requests))))
         .fold((0, 0), |(a, b), (n, u)| (a + n, b + u));
-    if unsent > 0 {
+    if unsent > 0 && !r.agents.is_empty() {
+        let _ = writeln!(
+            s,
+            "  not sent: {unsent} of {planned} planned requests (an agent lost or behind: see the agents below)"
+        );
+    } else if unsent > 0 {
         let _ = writeln!(
             s,
             "  not sent: {unsent} of {planned} planned requests, still waiting for a free connection when their phase ended (the target answered too slowly for {} connection{} per origin, or the generator fell behind: raise --connections, or lower the rate)",

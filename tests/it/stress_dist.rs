@@ -235,10 +235,20 @@ async fn an_agent_killed_mid_run_is_named_and_its_share_shows_as_shortfall() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let mut printed = child.stdout.take().unwrap();
+    let (status, summary) = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut printed, &mut text).unwrap();
+        (child.wait().unwrap(), text)
+    })
+    .await
+    .unwrap();
     assert_eq!(status.code(), Some(1), "a missing share fails the run");
+    assert!(
+        summary.contains("  not sent: ")
+            && summary.contains("planned requests (an agent lost or behind: see the agents below)"),
+        "{summary}"
+    );
     let r = json(&out);
     let agents = r["agents"].as_array().unwrap();
     let dead = agents[1]["status"].as_str().unwrap();
