@@ -32,17 +32,15 @@ pub struct HistoryNeed {
 }
 
 const DAY: u64 = 86_400;
-/// How far back CloudWatch keeps data at a period (s): (period, retention).
-const RETENTION: &[(u64, u64)] = &[(60, 15 * DAY), (300, 63 * DAY), (3600, 455 * DAY)];
 
 /// The period a window of history is read at.
 pub fn history_period(window: Duration, metric_period: Duration) -> u64 {
     let w = window.as_secs();
     // The finest period CloudWatch still holds for the oldest datapoint of the window.
-    let kept = RETENTION
-        .iter()
-        .find(|(_, kept)| w <= *kept)
-        .map_or(3600, |(period, _)| *period);
+    let kept = [60, 300, 3600]
+        .into_iter()
+        .find(|p| w <= crate::config::kept_at(Duration::from_secs(*p)).as_secs())
+        .unwrap_or(3600);
     let mut p = metric_period.as_secs().max(60).max(kept);
     while w / p > DATAPOINTS_PER_CALL {
         p += 60;

@@ -136,15 +136,18 @@ impl Default for Pace {
 }
 
 impl Pace {
-    /// The first documents of `body` that the cap allows, and the rest.
-    fn take(&self, body: Bytes) -> (Bytes, Bytes) {
+    /// The first documents of `body` that the cap allows, the rest, and whether the first part
+    /// holds as many as the cap (no count without a cap: nothing to grow).
+    fn take(&self, body: Bytes) -> (Bytes, Bytes, bool) {
         let cap = self.docs.load(Ordering::Relaxed);
         if cap == usize::MAX {
-            return (body, Bytes::new());
+            return (body, Bytes::new(), false);
         }
-        match pairs(&body).get(cap) {
-            Some((action, _)) => (body.slice(..action.start), body.slice(action.start..)),
-            None => (body, Bytes::new()),
+        // Document `cap` starts after the newline ending line 2·cap.
+        match memchr::memchr_iter(b'\n', &body).nth(2 * cap - 1) {
+            Some(end) if end + 1 < body.len() => (body.slice(..end + 1), body.slice(end + 1..), true),
+            Some(_) => (body, Bytes::new(), true),
+            None => (body, Bytes::new(), false),
         }
     }
 
@@ -155,17 +158,16 @@ impl Pace {
         self.docs.load(Ordering::Relaxed)
     }
 
-    /// `body` was answered in time: when it held the cap's documents, the cap grows by an
-    /// eighth (at least one).
-    fn went(&self, body: &[u8]) {
-        if self.docs.load(Ordering::Relaxed) == usize::MAX {
+    /// A bulk was answered in time: when it held as many documents as the cap (`full`, from
+    /// [`Pace::take`]), the cap grows by an eighth (at least one).
+    fn went(&self, full: bool) {
+        if !full {
             return;
         }
-        let docs = pairs(body).len();
         let _ = self
             .docs
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cap| {
-                (cap != usize::MAX && docs >= cap).then(|| cap.saturating_add((cap / 8).max(1)))
+                (cap != usize::MAX).then(|| cap.saturating_add((cap / 8).max(1)))
             });
     }
 }
@@ -188,7 +190,7 @@ async fn deliver(
     let mut work = vec![body];
     let mut backoff = Duration::from_millis(100);
     while let Some(whole) = work.pop() {
-        let (body, rest) = pace.take(whole);
+        let (body, rest, full) = pace.take(whole);
         if !rest.is_empty() {
             work.push(rest);
         }
@@ -198,7 +200,7 @@ async fn deliver(
         stats.requests.fetch_add(1, Ordering::Relaxed);
         match send(es, &body).await {
             Ok(o) => {
-                pace.went(&body);
+                pace.went(full);
                 stats.delivered.fetch_add(o.delivered, Ordering::Relaxed);
                 if o.delivered > 0 {
                     stats.progressed(super::Side::Send);
@@ -560,13 +562,13 @@ mod tests {
     #[test]
     fn a_timeout_halves_the_bulks_and_answers_in_time_grow_them_back() {
         let pace = Pace::default();
-        let (all, rest) = pace.take(bulk(100));
+        let (all, rest, _) = pace.take(bulk(100));
         assert_eq!((all, rest.len()), (bulk(100), 0), "no cap before any timeout");
-        pace.went(&bulk(100));
+        pace.went(pace.take(bulk(100)).2);
         assert_eq!(pace.take(bulk(100)).1.len(), 0, "success alone sets no cap");
 
         assert_eq!(pace.slowed(100), 50);
-        let (first, rest) = pace.take(bulk(100));
+        let (first, rest, _) = pace.take(bulk(100));
         assert_eq!(super::pairs(&first).len(), 50);
         assert_eq!(
             [first, rest].concat(),
@@ -579,16 +581,16 @@ mod tests {
             40,
             "a late timeout of a bigger bulk lowers nothing"
         );
-        pace.went(&bulk(10));
+        pace.went(pace.take(bulk(10)).2);
         assert_eq!(
             super::pairs(&pace.take(bulk(100)).0).len(),
             40,
             "a small bulk proves nothing"
         );
-        pace.went(&bulk(40));
+        pace.went(pace.take(bulk(40)).2);
         assert_eq!(super::pairs(&pace.take(bulk(100)).0).len(), 45, "an eighth more");
         assert_eq!(pace.slowed(1), 1, "one document at a time at worst");
-        pace.went(&bulk(1));
+        pace.went(pace.take(bulk(1)).2);
         assert_eq!(super::pairs(&pace.take(bulk(100)).0).len(), 2);
     }
 }
