@@ -524,3 +524,39 @@ fn a_trace_too_long_to_simulate_or_with_a_negative_load_is_refused_by_name() {
     let longest = read(&write("longest.csv", &rows)).unwrap();
     assert_eq!(longest.minutes(), 62.0 * 1440.0);
 }
+
+/// 80 rps for 10 minutes, ×4 within a minute, held 25 minutes, then back.
+fn jump(t: DateTime<Utc>) -> f64 {
+    let m = (t - t0()).num_milliseconds() as f64 / 60_000.0;
+    if (10.0..35.0).contains(&m) {
+        320.0
+    } else {
+        80.0
+    }
+}
+
+#[tokio::test]
+async fn instances_launched_for_a_jump_are_not_asked_for_again_by_the_reservation_rule() {
+    let (sim, worker) = setup(&[run::WEB_POLICY, run::CAPACITY_POLICY]).await;
+    let opts = LoopOptions {
+        until: at(50.0),
+        tick: Duration::from_secs(15),
+        step: Duration::from_secs(5),
+        slo_p95_ms: SLO_MS,
+        faults: vec![],
+    };
+    let out = closed_loop(&sim, Scaler::Ecscale(Box::new(worker)), &jump, &opts).await;
+    let t = table(&out);
+    assert!(out.problems.is_empty(), "{t}");
+    // The bin-packing launches what the tasks need (3 of them per m5.large with 10 %
+    // headroom). The reservation rule reads CPU reserved over the instances registered: while
+    // the new ones boot it reads high, and against the grown group it would ask for them again.
+    let peak_tasks = out.rows.iter().map(|r| r.desired).max().unwrap();
+    assert!(peak_tasks >= 10, "{t}");
+    let needed = peak_tasks.div_ceil(3);
+    let peak_group = out.rows.iter().map(|r| r.group_desired).max().unwrap();
+    assert!(
+        peak_group <= needed,
+        "group desired {peak_group} for at most {peak_tasks} tasks ({needed} instances)\n{t}"
+    );
+}

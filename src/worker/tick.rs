@@ -446,21 +446,26 @@ impl Worker {
             };
             self.state.groups.insert(spec.auto_scaling_group.clone(), gstate);
             if let Some((i, d)) = &floor {
-                // The policy's own clocks start when the group moved its way.
+                // The policy's own clocks start when the group moved its way. Any launch starts
+                // its scale-out clock, the bin-packing's too: its metric (a reservation over the
+                // instances registered) does not count the new instances until they register,
+                // and read against the grown group it would ask for them a second time.
+                let launched = outcome.applied.took_effect() && outcome.decision.action == Action::ScaleOut;
                 let moved = match d.action {
-                    Action::ScaleOut => {
-                        outcome.applied.took_effect() && outcome.decision.action == Action::ScaleOut
-                    }
+                    Action::ScaleOut | Action::Hold => launched,
                     Action::ScaleIn => !outcome.drained.is_empty(),
-                    Action::Hold => false,
                 };
+                let mut d = d.clone();
+                if launched {
+                    d.action = Action::ScaleOut;
+                }
                 let policy = &self.policies[*i];
                 self.state
                     .targets
                     .entry(d.target.to_string())
                     .or_default()
                     .engine
-                    .record(policy, d, moved);
+                    .record(policy, &d, moved);
             }
             let took = outcome.applied.took_effect() || !outcome.drained.is_empty();
             let applied = outcome.applied.clone();
