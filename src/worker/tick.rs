@@ -451,10 +451,7 @@ impl Worker {
                 // instances registered) does not count the new instances until they register,
                 // and read against the grown group it would ask for them a second time.
                 let launched = outcome.applied.took_effect() && outcome.decision.action == Action::ScaleOut;
-                let moved = match d.action {
-                    Action::ScaleOut | Action::Hold => launched,
-                    Action::ScaleIn => !outcome.drained.is_empty(),
-                };
+                let moved = launched || (d.action == Action::ScaleIn && !outcome.drained.is_empty());
                 let mut d = d.clone();
                 if launched {
                     d.action = Action::ScaleOut;
