@@ -435,16 +435,14 @@ fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir:
         };
         let all_keys: Vec<&str> = RULE_KEYS.iter().chain(keys).copied().collect();
         m.finish(cx, &all_keys);
-        let Some(spec) = spec else {
-            ok = false;
-            continue;
-        };
-        let name = name.unwrap_or_else(|| spec.kind().to_string());
-        if !names.insert(name.clone()) {
-            let hint = if rules
-                .iter()
-                .any(|r| r.name == name && r.spec.kind() == spec.kind())
-            {
+        // A rule that did not read still holds its given name: a second rule of that name is
+        // reported in the same pass, not in the next one.
+        let name = name.or_else(|| spec.as_ref().map(|s| s.kind().to_string()));
+        if let Some(name) = name.as_ref().filter(|n| !names.insert((*n).clone())) {
+            let same_kind = spec
+                .as_ref()
+                .is_some_and(|s| rules.iter().any(|r| r.name == *name && r.spec.kind() == s.kind()));
+            let hint = if same_kind {
                 "; give each rule of the same kind a `name`"
             } else {
                 ""
@@ -456,6 +454,10 @@ fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir:
             );
             ok = false;
         }
+        let (Some(spec), Some(name)) = (spec, name) else {
+            ok = false;
+            continue;
+        };
         rules.push(Rule {
             name,
             spec,
