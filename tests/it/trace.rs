@@ -48,6 +48,14 @@ async fn a_seeded_week_of_cloudwatch_comes_back_as_a_trace_that_backtest_reads()
         .await
         .unwrap();
     let config = s.config_named("trace.yaml", &s.proxy.url, &["web"], 1, "");
+    // moto answers a month of datapoints in seconds, more on a loaded machine: this test is
+    // about what is read, not how fast, so it gives each call longer than the 10 s default.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "  retry: {max_attempts: 1}\n",
+        "  retry: {max_attempts: 1}\n  timeouts: {attempt: 60s, operation: 120s}\n",
+    );
+    assert!(text.contains("attempt: 60s"), "{text}");
+    std::fs::write(&config, text).unwrap();
     let out = s.dir.path().join("week.csv");
     let before = s
         .proxy
