@@ -56,6 +56,10 @@ pub struct TargetTracking {
 /// covers: 2.5 is normal noise's 99.4th percentile.
 const NOISE_Z: f64 = 2.5;
 
+/// How many horizons' worth of pairs [`TargetTracking::noise_guard`] needs before it trusts
+/// its estimate of the noise (fewer: a few quiet pairs by chance would let a noisy load go).
+const MIN_GUARD_HORIZONS: usize = 5;
+
 /// The least-squares line through `(x, y)` points: `(intercept, slope, r²)`.
 fn fit(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
     let n = points.len() as f64;
@@ -365,7 +369,8 @@ impl TargetTracking {
     }
 
     /// How much the demand may rise within `horizon` above `from`, by its changes over every
-    /// pair of recent periods that far apart (0 when it mostly fell, or too few pairs).
+    /// pair of recent periods that far apart (0 when it mostly fell); with less than
+    /// [`MIN_GUARD_HORIZONS`] horizons of pairs, all of the highest demand seen.
     fn recent_rise(&self, r: &Reading<'_, '_>, horizon: Duration, from: f64) -> f64 {
         let samples = r.view.history();
         let slots: Slots = samples.iter().map(|s| (s.timestamp, s.value)).collect();
@@ -385,8 +390,13 @@ impl TargetTracking {
                 None => break,
             }
         }
-        if rises.len() < 5 {
-            return 0.0;
+        // Never more than the highest demand seen: the guard is at most a long stabilization.
+        let highest = demand.iter().copied().fold(0.0, f64::max);
+        // Too few horizons of history (a worker or a service just started) say nothing of the
+        // noise: keep everything seen, as a stabilization over the whole history would.
+        let horizons = (step.num_seconds() / period).max(1) as usize;
+        if rises.len() < MIN_GUARD_HORIZONS * horizons {
+            return (highest - from).max(0.0);
         }
         // Robust: the median and the median absolute deviation, so the few pairs that span
         // one jump (a step, a herd, a cron's burst) set nothing; normal noise's quantile then
@@ -398,8 +408,6 @@ impl TargetTracking {
         let mid = median(&mut rises);
         let mut dev: Vec<f64> = rises.iter().map(|x| (x - mid).abs()).collect();
         let sigma = 1.4826 * median(&mut dev);
-        // Never more than the highest demand seen: the guard is at most a long stabilization.
-        let highest = demand.iter().copied().fold(0.0, f64::max);
         (mid + NOISE_Z * sigma).min(highest - from).max(0.0)
     }
 
@@ -677,6 +685,23 @@ mod tests {
         // One step down after a plateau (a sawtooth's fall): its one jump sets nothing.
         let step: Vec<f64> = std::iter::repeat_n(80.0, 12).chain([40.0; 6]).collect();
         assert_eq!(at(&step, guarded).1, plain, "{}", at(&step, guarded).2);
+    }
+
+    #[test]
+    fn a_noise_guard_with_too_little_history_keeps_all_it_has_seen() {
+        let guarded = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 60, warmup: 0s, scale_in_datapoints: 3, noise_guard: 2m}\n";
+        let at = |cpu: &[f64]| decide_on(guarded, cpu, true, &[(30, 10)], 10, 10);
+        // A worker just started: 6 minutes (4 pairs two minutes apart, fewer than 5 horizons'
+        // worth) that once reached 55 %, then 40 %: it says nothing of the noise yet, so the
+        // count keeps carrying the highest seen, less the 15 % the target's room absorbs
+        // (400 % + 150 % − 60 %, over 60 %: 9, where the plain rule goes to 7).
+        let short = [55.0, 40.0, 40.0, 40.0, 40.0, 40.0];
+        let d = at(&short);
+        assert_eq!((d.action, d.desired), (Action::ScaleIn, 9), "{}", d.reason);
+        // The same end after 12 quiet minutes: the guard trusts the history and scales in.
+        let long: Vec<f64> = std::iter::repeat_n(41.0, 12).chain(short).collect();
+        let d = at(&long);
+        assert_eq!((d.action, d.desired), (Action::ScaleIn, 7), "{}", d.reason);
     }
 
     #[test]
