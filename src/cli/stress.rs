@@ -469,22 +469,20 @@ pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
             ""
         }
     );
+    let opts = Options {
+        ecs,
+        shipper,
+        plain_every: Duration::from_secs(5),
+        ..Options::new(progress, interrupt)
+    };
     let report = match (&dist, &a.plan) {
         (Some(d), Some(file)) => {
             let text = crate::config::read::read_bounded(file, 1 << 20).map_err(|e| anyhow::anyhow!(e))?;
             let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
             let base = std::fs::canonicalize(&base).unwrap_or(base);
-            crate::stress::coordinate::coordinate(&plan, text, &base, d, interrupt, progress).await
+            crate::stress::coordinate::coordinate(&plan, text, &base, d, opts).await
         }
-        _ => {
-            let opts = Options {
-                ecs,
-                shipper,
-                plain_every: Duration::from_secs(5),
-                ..Options::new(progress, interrupt)
-            };
-            crate::stress::run(&plan, opts).await
-        }
+        _ => crate::stress::run(&plan, opts).await,
     }
     .map_err(|e| anyhow::anyhow!(e))?;
     if let Some(p) = &a.json {

@@ -16,6 +16,7 @@ use super::dist::{self, now_us, Done, Join, Joined, Reply, SecondMsg, Start, Sta
 use super::plan::{self, Plan};
 use super::report::{AgentReport, Report};
 use super::stats::Acc;
+use super::watcher::{self, Documents, Watcher};
 use super::{Aggregator, Ending, Options, Progress, Segment, View};
 
 /// The environment variable local agents get the secret in.
@@ -230,12 +231,20 @@ struct Merged<'p> {
 }
 
 /// Merges the agents' seconds in order, judging thresholds on each, until none is live.
+/// Where each merged second goes besides the aggregator: the live view and the per-second
+/// documents; and the watched service's newest look, which goes with it.
+struct Sinks<'w> {
+    watcher: &'w Watcher,
+    docs: Documents,
+    view: View,
+}
+
 async fn merge<'p>(
     plan: &'p Plan,
     state: &Arc<Mutex<State>>,
     launched: &mut Launched,
     start: Instant,
-    view: &mut View,
+    sinks: &mut Sinks<'_>,
     interrupt: &mut watch::Receiver<bool>,
 ) -> Merged<'p> {
     let mut m = Merged {
@@ -260,14 +269,15 @@ async fn merge<'p>(
             }
         }
         let (acc, finished) = take_second(&mut lock(state), sec);
-        if let Some(reason) = m.agg.push(sec, 1.0, acc, None) {
+        if let Some(reason) = m.agg.push(sec, 1.0, acc, sinks.watcher.latest()) {
             if m.aborted.is_none() {
                 m.aborted = Some(reason);
                 lock(state).stop = true;
             }
         }
         if let Some(last) = m.agg.seconds.last().cloned() {
-            view.second(&last, &m.agg, sec);
+            sinks.view.second(&last, &m.agg, sec);
+            sinks.docs.second(&last).await;
         }
         m.seconds += 1;
         if finished {
@@ -336,12 +346,11 @@ pub async fn coordinate(
     plan_text: String,
     base: &Path,
     d: &Distributed,
-    mut interrupt: watch::Receiver<bool>,
-    progress: Progress,
+    mut opts: Options,
 ) -> Result<Report, String> {
-    if plan.watch.is_some() || !plan.assertions.is_empty() {
-        return Err("a distributed run does not watch a service yet: scaling assertions (watch:) run in one process only".into());
-    }
+    let progress = opts.progress;
+    // The watched service is looked at before any agent starts: a wrong one fails at once.
+    watcher::probe(plan, opts.ecs.as_ref()).await?;
     let names: Vec<String> = (1..=d.agents).map(|i| format!("agent-{i}")).collect();
     let state = Arc::new(Mutex::new(State::new(
         plan_text,
@@ -383,35 +392,70 @@ pub async fn coordinate(
     };
     let start = Instant::now() + Duration::from_micros((start_us - now_us()).max(0) as u64);
     let started_at = DateTime::<Utc>::from_timestamp_micros(start_us).unwrap_or_else(Utc::now);
-    let mut view = View::new(progress, Duration::from_secs(5), plan);
-    let merged = merge(plan, &state, &mut launched, start, &mut view, &mut interrupt).await;
+    let run_id = format!(
+        "{}-{}",
+        super::slug(&plan.name),
+        started_at.format("%Y%m%dT%H%M%S%.3fZ")
+    );
+    let watcher = match Watcher::start(plan, opts.ecs.as_ref(), start).await {
+        Ok(w) => w,
+        Err(e) => {
+            lock(&state).stop = true;
+            let stopped = launched.stop().await;
+            server.abort();
+            return Err(stopped.into_iter().fold(e, |e, s| format!("{e}; {s}")));
+        }
+    };
+    let mut sinks = Sinks {
+        watcher: &watcher,
+        docs: Documents::new(opts.shipper.take(), &run_id, started_at),
+        view: View::new(progress, opts.plain_every, plan),
+    };
+    let merged = merge(
+        plan,
+        &state,
+        &mut launched,
+        start,
+        &mut sinks,
+        &mut opts.interrupt,
+    )
+    .await;
     let (agg, aborted, interrupted, sec) = (merged.agg, merged.aborted, merged.interrupted, merged.seconds);
-    view.done();
+    sinks.view.done();
+    let mut docs = sinks.docs;
     let elapsed = start.elapsed().as_secs_f64().min(sec as f64).max(1e-3);
     for e in launched.stop().await {
         eprintln!("stress: {e}");
     }
+    // After the load: the assertions that wait for the service to scale back.
+    let watched = watcher
+        .finish(
+            plan,
+            start,
+            elapsed,
+            &mut opts.interrupt,
+            progress,
+            opts.plain_every,
+        )
+        .await;
+    docs.close().await;
     server.abort();
     let s = lock(&state);
     for r in &s.refused {
         tracing::warn!("coordinator refused {r}");
     }
     let ending = Ending {
-        run_id: format!(
-            "{}-{}",
-            super::slug(&plan.name),
-            started_at.format("%Y%m%dT%H%M%S%.3fZ")
-        ),
+        run_id,
         started_at,
         elapsed,
-        interrupted,
+        interrupted: interrupted || watched.interrupted,
         aborted,
         connects: s.agents.iter().map(|a| a.connects).sum(),
         tls: None,
-        assertions: Vec::new(),
-        watch_errors: 0,
-        shipping_error: None,
-        tasks: Vec::new(),
+        assertions: watched.assertions,
+        watch_errors: watched.errors,
+        shipping_error: docs.failed,
+        tasks: watched.points,
     };
     let mut report = ending.report(plan, agg);
     report.agents = agent_rows(&s, elapsed);

@@ -19,19 +19,18 @@ pub mod profile;
 pub mod report;
 pub mod stats;
 pub mod tls;
+mod watcher;
 
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::api::EcsApi;
-use crate::model::StressSample;
-use crate::ship::docs::stress_doc;
 use crate::ship::Shipper;
 
 use check::{TaskPoint, Verdict};
@@ -39,6 +38,7 @@ use generator::{drive, PhaseRun, Shared, Slots};
 use plan::Plan;
 use report::{AssertionResult, PhaseReport, Report, Second, ThresholdResult};
 use stats::Acc;
+use watcher::{Documents, Watcher};
 
 /// Exit code: a threshold failed, or aborted the run.
 pub const EXIT_THRESHOLD: u8 = 3;
@@ -358,24 +358,8 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
     let (stop_tx, stop) = watch::channel(false);
 
     // The watch: one look before the load, so a wrong cluster or service fails at once.
-    let points: Arc<Mutex<Vec<TaskPoint>>> = Arc::default();
-    let watch_errors = Arc::new(AtomicU64::new(0));
-    let (watch_stop_tx, watch_stop) = watch::channel(false);
-    let watcher = match (&plan.watch, &opts.ecs) {
-        (Some(w), Some(ecs)) => {
-            observe(ecs.as_ref(), &w.cluster, &w.service, 0.0).await?;
-            Some(tokio::spawn(watch_service(
-                ecs.clone(),
-                w.clone(),
-                start,
-                points.clone(),
-                watch_errors.clone(),
-                watch_stop,
-            )))
-        }
-        (Some(_), None) => return Err("the plan watches a service but no AWS client was given".into()),
-        _ => None,
-    };
+    let watcher = Watcher::start(plan, opts.ecs.as_ref(), start).await?;
+    let mut docs = Documents::new(opts.shipper.take(), &run_id, started_at);
 
     // The phases, one after the other, on one load thread per core.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -429,7 +413,6 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
     let mut aborted = None;
     let mut interrupted = false;
     let mut sec = 0u64;
-    let mut docs_failed = None;
     loop {
         let tick = start + Duration::from_secs(sec + 1) + Duration::from_millis(20);
         tokio::select! {
@@ -447,8 +430,12 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
         if let Some(tap) = &opts.tap {
             let _ = tap.send((sec, acc.clone()));
         }
-        let latest = points.lock().ok().and_then(|p| p.last().copied());
-        if let Some(reason) = agg.push(sec, if finished { span.max(1e-3) } else { 1.0 }, acc, latest) {
+        if let Some(reason) = agg.push(
+            sec,
+            if finished { span.max(1e-3) } else { 1.0 },
+            acc,
+            watcher.latest(),
+        ) {
             if aborted.is_none() {
                 aborted = Some(reason);
                 let _ = stop_tx.send(true);
@@ -457,11 +444,7 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
         let last = agg.seconds.last().cloned();
         if let Some(s) = &last {
             view.second(s, &agg, sec);
-            if let Some(shipper) = &opts.shipper {
-                if let Err(e) = shipper.ship(&[stress_doc(&sample(&run_id, started_at, s))]).await {
-                    docs_failed.get_or_insert(e.to_string());
-                }
-            }
+            docs.second(s).await;
         }
         sec += 1;
         if finished {
@@ -473,76 +456,31 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
     view.done();
 
     // After the load: the assertions that wait for the service to scale back.
-    let judge = |over: bool, pts: &[TaskPoint]| -> Vec<AssertionResult> {
-        let now = start.elapsed().as_secs_f64();
-        plan.assertions
-            .iter()
-            .map(|a| AssertionResult {
-                assertion: a.text.clone(),
-                verdict: a.judge(pts, now, Some(load_end), over),
-            })
-            .collect()
-    };
-    let mut assertions = Vec::new();
-    if watcher.is_some() {
-        let mut last_line = Instant::now() - Duration::from_secs(3600);
-        loop {
-            let pts = points.lock().map(|p| p.clone()).unwrap_or_default();
-            let stopping = interrupted || *opts.interrupt.borrow();
-            let so_far = judge(false, &pts);
-            // Flapping is judged over the whole watch: it waits for the deadlines of the others.
-            let waiting: Vec<&str> = so_far
-                .iter()
-                .zip(&plan.assertions)
-                .filter(|(r, a)| {
-                    r.verdict == Verdict::Undecided
-                        && !matches!(a.kind, check::AssertionKind::Flapping { .. })
-                })
-                .map(|(r, _)| r.assertion.as_str())
-                .collect();
-            if waiting.is_empty() || stopping {
-                assertions = judge(true, &pts);
-                interrupted |= stopping;
-                break;
-            }
-            if opts.progress != Progress::Off && last_line.elapsed() >= opts.plain_every {
-                last_line = Instant::now();
-                let p = pts.last();
-                eprintln!(
-                    "stress: load over; waiting for: {} (desired {} running {})",
-                    waiting.join("; "),
-                    p.map_or("?".into(), |p| p.desired.to_string()),
-                    p.map_or("?".into(), |p| p.running.to_string())
-                );
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = opts.interrupt.wait_for(|s| *s) => {}
-            }
-        }
-    }
-    let _ = watch_stop_tx.send(true);
-    if let Some(w) = watcher {
-        let _ = w.await;
-    }
-    if let Some(shipper) = opts.shipper.take() {
-        let stats = shipper.close(Duration::from_secs(10)).await;
-        tracing::info!(?stats, "stress: shipper closed");
-    }
+    let watched = watcher
+        .finish(
+            plan,
+            start,
+            load_end,
+            &mut opts.interrupt,
+            opts.progress,
+            opts.plain_every,
+        )
+        .await;
+    docs.close().await;
 
     let elapsed = load_end.max(1e-3);
     let ending = Ending {
         run_id,
         started_at,
         elapsed,
-        interrupted,
+        interrupted: interrupted || watched.interrupted,
         aborted,
         connects: shared.connects.load(Ordering::Relaxed),
         tls: shared.tls_summary(plan.tls.insecure, elapsed),
-        assertions,
-        watch_errors: watch_errors.load(Ordering::Relaxed),
-        shipping_error: docs_failed,
-        tasks: points.lock().map(|p| p.clone()).unwrap_or_default(),
+        assertions: watched.assertions,
+        watch_errors: watched.errors,
+        shipping_error: docs.failed,
+        tasks: watched.points,
     };
     Ok(ending.report(plan, agg))
 }
@@ -611,23 +549,6 @@ impl Ending {
     }
 }
 
-/// The ship stage's document for one second.
-fn sample(run_id: &str, started_at: DateTime<Utc>, s: &Second) -> StressSample {
-    StressSample {
-        run_id: run_id.to_string(),
-        at: started_at + chrono::TimeDelta::seconds(s.t as i64),
-        phase: s.phase.clone(),
-        rate_planned: s.rate_planned,
-        rate_achieved: s.rate,
-        requests: s.requests,
-        errors: s.errors,
-        errors_by_kind: s.errors_by_kind.clone(),
-        latency_ms: s.latency_ms.percentiles(),
-        service_time_ms: s.service_time_ms.percentiles(),
-        task_count: s.running,
-    }
-}
-
 fn slug(s: &str) -> String {
     let out: String = s
         .chars()
@@ -644,59 +565,6 @@ fn slug(s: &str) -> String {
         "stress".into()
     } else {
         out
-    }
-}
-
-/// One look at the watched service.
-async fn observe(ecs: &dyn EcsApi, cluster: &str, service: &str, t: f64) -> Result<TaskPoint, String> {
-    let d = ecs
-        .describe_services(cluster, &[service.to_string()])
-        .await
-        .map_err(|e| format!("watch: DescribeServices {cluster}/{service}: {e}"))?;
-    match d.items.into_iter().find(|s| s.name == service) {
-        Some(s) => Ok(TaskPoint {
-            t,
-            desired: s.desired,
-            running: s.running,
-            pending: s.pending,
-        }),
-        None => Err(format!(
-            "watch: service {service} not found in cluster {cluster}{}",
-            d.failures
-                .first()
-                .map(|(a, r)| format!(" ({a}: {r})"))
-                .unwrap_or_default()
-        )),
-    }
-}
-
-async fn watch_service(
-    ecs: Arc<dyn EcsApi>,
-    w: plan::Watch,
-    start: Instant,
-    points: Arc<Mutex<Vec<TaskPoint>>>,
-    errors: Arc<AtomicU64>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut next = start;
-    loop {
-        let t = Instant::now().saturating_duration_since(start).as_secs_f64();
-        match observe(ecs.as_ref(), &w.cluster, &w.service, t).await {
-            Ok(p) => {
-                if let Ok(mut v) = points.lock() {
-                    v.push(p);
-                }
-            }
-            Err(e) => {
-                errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("{e}");
-            }
-        }
-        next += w.every;
-        tokio::select! {
-            _ = tokio::time::sleep_until(next.max(Instant::now()).into()) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
     }
 }
 

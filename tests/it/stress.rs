@@ -600,6 +600,56 @@ async fn a_target_nobody_listens_on_fails_before_the_run_and_failures_carry_thei
     );
 }
 
+/// A cluster in moto with a service `web` of 2 tasks, and a worker config for it (in `dir`,
+/// spooling to `dir/spool`) that a plan's `watch` reads AWS through.
+pub(crate) async fn watched_web(dir: &Path, region: &str) -> (Moto, String, PathBuf) {
+    let moto = Moto::new(&moto_url(), region);
+    let cluster = unique("it-stress");
+    moto.cluster(&cluster).await.unwrap();
+    let td = moto.task_definition(&unique("web"), 256, 512).await.unwrap();
+    moto.service(&cluster, "web", &td, 2, &[]).await.unwrap();
+    let config = moto_config(dir, region, &cluster);
+    (moto, cluster, config)
+}
+
+/// Runs `cmd` while a stand-in for the worker sets `web`'s desired count to 6 after `ms[0]`
+/// and back to 2 `ms[1]` later.
+pub(crate) async fn run_while_scaling(
+    cmd: std::process::Command,
+    moto: &Moto,
+    cluster: &str,
+    ms: [u64; 2],
+) -> (i32, String, String) {
+    let run = tokio::spawn(run_async(cmd));
+    tokio::time::sleep(Duration::from_millis(ms[0])).await;
+    moto.set_desired(cluster, "web", 6).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(ms[1])).await;
+    moto.set_desired(cluster, "web", 2).await.unwrap();
+    run.await.unwrap()
+}
+
+/// The report's `n` scaling assertions all passed.
+pub(crate) fn assert_all_passed(r: &Value, n: usize) {
+    let verdicts: Vec<&str> = r["assertions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["verdict"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, vec!["passed"; n], "{}", r["assertions"]);
+}
+
+/// At least `n` per-second stress documents went to `dir/spool`, for Kibana.
+pub(crate) fn assert_stress_docs_spooled(dir: &Path, n: usize) {
+    let spooled: String = std::fs::read_dir(dir.join("spool"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    let docs = spooled.lines().filter(|l| l.contains("\"rate_planned\"")).count();
+    assert!(docs >= n, "{docs} stress documents in the spool:\n{spooled}");
+    assert!(spooled.contains("ecscale-stress-"), "{spooled}");
+}
+
 fn moto_config(dir: &Path, region: &str, cluster: &str) -> PathBuf {
     write(
         dir,
@@ -616,12 +666,7 @@ fn moto_config(dir: &Path, region: &str, cluster: &str) -> PathBuf {
 async fn scaling_assertions_watch_the_service_in_moto() {
     let server = Server::start(false).await;
     let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::new(&moto_url(), "ap-south-1");
-    let cluster = unique("it-stress");
-    moto.cluster(&cluster).await.unwrap();
-    let td = moto.task_definition(&unique("web"), 256, 512).await.unwrap();
-    moto.service(&cluster, "web", &td, 2, &[]).await.unwrap();
-    let config = moto_config(dir.path(), "ap-south-1", &cluster);
+    let (moto, cluster, config) = watched_web(dir.path(), "ap-south-1").await;
     let plan_text = |back: &str| {
         format!(
             "name: release check\ntargets:\n  - {{url: '{}', weight: 1}}\nconnections: 10\nphases:\n  - {{name: ramp, duration: 2s, ramp: {{from: 50, to: 200}}}}\n  - {{name: hold, duration: 2s, rate: 200}}\nwatch: {{config: ecscale.yaml, cluster: {cluster}, service: web, every: 200ms}}\nassertions:\n  - desired >= 6 within 3s\n  - running == desired within 4s\n  - {back}\n  - no more than 1 direction changes\n",
@@ -645,22 +690,11 @@ async fn scaling_assertions_watch_the_service_in_moto() {
         path_str(&config),
     ])
     .args(["--json", path_str(&out), "--report", path_str(&html)]);
-    let run = tokio::spawn(run_async(cmd));
     // The "worker": scale out a second into the load, back in once it is over.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    moto.set_desired(&cluster, "web", 6).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(3800)).await;
-    moto.set_desired(&cluster, "web", 2).await.unwrap();
-    let (code, stdout, stderr) = run.await.unwrap();
+    let (code, stdout, stderr) = run_while_scaling(cmd, &moto, &cluster, [1200, 3800]).await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let r = json(&out);
-    let verdicts: Vec<&str> = r["assertions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["verdict"]["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(verdicts, ["passed"; 4], "{}", r["assertions"]);
+    assert_all_passed(&r, 4);
     // The task count timeline: 2 (0 running, as moto creates it), 6, then 2.
     let tasks = r["tasks"].as_array().unwrap();
     assert_eq!(tasks[0]["desired"], 2);
@@ -676,13 +710,7 @@ async fn scaling_assertions_watch_the_service_in_moto() {
     );
     assert!(stderr.contains("waiting for: scales back to <= 2"), "{stderr}");
     // The per-second documents went to the config's spool, for Kibana.
-    let spooled: String = std::fs::read_dir(dir.path().join("spool"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
-        .collect();
-    let docs = spooled.lines().filter(|l| l.contains("\"rate_planned\"")).count();
-    assert!(docs >= 4, "{docs} stress documents in the spool:\n{spooled}");
-    assert!(spooled.contains("ecscale-stress-"), "{spooled}");
+    assert_stress_docs_spooled(dir.path(), 4);
 
     // Never scaled back: exit 4, and the report says what it last saw.
     let plan = write(

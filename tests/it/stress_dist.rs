@@ -1,7 +1,8 @@
 //! Distributed stress, `--on local`: a coordinator and its agents (child processes of the
 //! binary) against the in-process test server. The shares add up to exactly the plan, the
 //! merged percentiles match one process's, a windowed abort stops every agent, a killed agent
-//! is named with its shortfall, and a wrong token is refused.
+//! is named with its shortfall, a wrong token is refused, and the coordinator watches a service
+//! in moto for the scaling assertions and ships the merged seconds.
 
 use std::io::BufRead as _;
 use std::path::Path;
@@ -649,6 +650,88 @@ async fn agents_whose_coordinator_died_stop_sending_within_seconds() {
         sent < 100 * 10,
         "{sent} requests: they stopped long before the plan's 30 s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_judges_scaling_assertions_and_ships_the_merged_seconds() {
+    let server = Server::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (moto, cluster, config) = crate::stress::watched_web(dir.path(), "ap-northeast-2").await;
+    let plan_for = |service: &str| {
+        write(
+            dir.path(),
+            "plan.yaml",
+            &format!(
+                "name: dist watch\ntargets: ['{}']\nconnections: 20\nphases:\n  - {{name: hold, duration: 4s, rate: 100}}\nwatch: {{config: ecscale.yaml, cluster: {cluster}, service: {service}, every: 200ms}}\nassertions:\n  - desired >= 6 within 10s\n  - scales back to <= 2 within 20s after the load ends\n  - no more than 2 direction changes\n",
+                server.url
+            ),
+        )
+    };
+    let out = dir.path().join("r.json");
+    let args = |plan: &Path| -> Vec<String> {
+        [
+            "--plan",
+            path_str(plan),
+            "--agents",
+            "2",
+            "--progress",
+            "plain",
+            "--config",
+            path_str(&config),
+            "--json",
+            path_str(&out),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+
+    // A service that does not exist: one error before any agent starts or any request goes.
+    let (code, stdout, stderr) = stress(
+        &args(&plan_for("nope"))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("watch: service nope not found in cluster"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("coordinator at"),
+        "no agent was started: {stderr}"
+    );
+    assert_eq!(server.requests.load(Ordering::Relaxed), 0);
+
+    // The "worker": out a few seconds in, back once the load is over.
+    let mut cmd = ecscale();
+    cmd.arg("stress").args(args(&plan_for("web")));
+    let (code, stdout, stderr) = crate::stress::run_while_scaling(cmd, &moto, &cluster, [3000, 7000]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let r = json(&out);
+    assert_eq!(r["totals"]["requests"], 400, "exactly the plan: {}", r["totals"]);
+    assert_eq!(r["agents"].as_array().unwrap().len(), 2);
+    crate::stress::assert_all_passed(&r, 3);
+    let mut desired: Vec<u64> = r["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["desired"].as_u64().unwrap())
+        .collect();
+    desired.dedup();
+    assert!(desired.ends_with(&[6, 2]), "the timeline: {desired:?}");
+    // The merged seconds carry the service's count, and went to the config's spool.
+    assert!(
+        r["seconds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["running"].as_u64().is_some()),
+        "{}",
+        r["seconds"]
+    );
+    crate::stress::assert_stress_docs_spooled(dir.path(), 4);
 }
 
 /// A process that exited but was not reaped yet.
