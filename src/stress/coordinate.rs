@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use super::dist::{self, now_us, Done, Join, Joined, Reply, SecondMsg, Start, State, WireAcc};
+use super::dist::{self, now_us, Done, Join, Joined, Reply, SecondMsg, Start, State, WireAcc, WireTls};
 use super::plan::{self, Plan};
 use super::report::{AgentReport, Report};
 use super::stats::Acc;
+use super::tls::TlsTally;
 use super::watcher::{self, Documents, Watcher};
 use super::{Aggregator, Ending, Options, Progress, Segment, View};
 
@@ -451,7 +452,7 @@ pub async fn coordinate(
         interrupted: interrupted || watched.interrupted,
         aborted,
         connects: s.agents.iter().map(|a| a.connects).sum(),
-        tls: None,
+        tls: merged_tls(&s),
         assertions: watched.assertions,
         watch_errors: watched.errors,
         shipping_error: docs.failed,
@@ -467,6 +468,18 @@ pub async fn coordinate(
         );
     }
     Ok(report)
+}
+
+/// The agents' TLS tallies added up (none when no agent made a TLS connection).
+fn merged_tls(s: &State) -> Option<TlsTally> {
+    let mut tallies = s.agents.iter().filter_map(|a| a.tls.as_ref());
+    let mut all = tallies.next()?.clone();
+    for t in tallies {
+        if let Err(e) = all.add(t) {
+            tracing::warn!("{e}");
+        }
+    }
+    Some(all)
 }
 
 /// Where this agent runs: its ECS task (from the task metadata endpoint), or its pid and host.
@@ -588,9 +601,22 @@ pub async fn agent(url: &str, token: &str, name: Option<&str>) -> Result<(), Str
     };
     let ran = super::run(&plan, opts).await;
     let forwarded = forward.await.map_err(|e| e.to_string()).and_then(|r| r);
-    let (requests, connects, error) = match (&ran, &forwarded) {
+    let (requests, connects, mut error) = match (&ran, &forwarded) {
         (Ok(r), Ok(())) => (r.totals.summary.requests, r.connects, None),
         (Err(e), _) | (_, Err(e)) => (0, 0, Some(e.clone())),
+    };
+    let tls = match ran
+        .as_ref()
+        .ok()
+        .and_then(|r| r.tls_tally.as_ref())
+        .map(WireTls::encode)
+    {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            error.get_or_insert(e);
+            None
+        }
+        None => None,
     };
     let _: Reply = call
         .post(
@@ -600,6 +626,7 @@ pub async fn agent(url: &str, token: &str, name: Option<&str>) -> Result<(), Str
                 requests,
                 connects,
                 error: error.clone(),
+                tls,
             },
         )
         .await?;

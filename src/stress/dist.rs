@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use hdrhistogram::serialization::Serializer as _;
 
 use super::stats::{Acc, ErrorKind, Why, KINDS, MAX_CAUSES};
+use super::tls::{Negotiated, TlsTally};
 
 /// The longest cause an agent may send, in characters.
 const MAX_CAUSE_CHARS: usize = 300;
@@ -178,6 +179,49 @@ pub struct Done {
     pub requests: u64,
     pub connects: u64,
     pub error: Option<String>,
+    /// What its TLS connections did (https:// targets).
+    #[serde(default)]
+    pub tls: Option<WireTls>,
+}
+
+/// A [`TlsTally`] on the wire: the handshake histogram in HDR's V2 compressed encoding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireTls {
+    pub version: Option<String>,
+    pub cipher: Option<String>,
+    pub alpn: Option<String>,
+    pub resumed: u64,
+    pub handshakes: String,
+}
+
+impl WireTls {
+    pub fn encode(t: &TlsTally) -> Result<WireTls, String> {
+        let n = t.negotiated.as_ref();
+        Ok(WireTls {
+            version: n.map(|n| n.version.clone()),
+            cipher: n.map(|n| n.cipher.clone()),
+            alpn: n.and_then(|n| n.alpn.clone()),
+            resumed: t.resumed,
+            handshakes: encode_histogram(&t.handshakes)?,
+        })
+    }
+
+    pub fn decode(&self) -> Result<TlsTally, String> {
+        let negotiated = match (&self.version, &self.cipher) {
+            (Some(version), Some(cipher)) => Some(Negotiated {
+                version: version.clone(),
+                cipher: cipher.clone(),
+                alpn: self.alpn.clone(),
+                resumed: false,
+            }),
+            _ => None,
+        };
+        Ok(TlsTally {
+            negotiated,
+            handshakes: decode_histogram(&self.handshakes)?,
+            resumed: self.resumed,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -201,6 +245,8 @@ pub struct AgentSlot {
     pub requests: u64,
     pub errors: u64,
     pub connects: u64,
+    /// What its TLS connections did, from its last word.
+    pub tls: Option<TlsTally>,
 }
 
 impl AgentSlot {
@@ -244,6 +290,7 @@ impl State {
                     requests: 0,
                     errors: 0,
                     connects: 0,
+                    tls: None,
                 })
                 .collect(),
             start_us: None,
@@ -314,6 +361,7 @@ impl State {
         a.done = true;
         a.last_seen = Instant::now();
         a.connects = d.connects;
+        a.tls = d.tls.as_ref().map(WireTls::decode).transpose()?;
         if let Some(e) = d.error {
             a.dead = Some(format!("failed: {e}"));
         }

@@ -28,7 +28,7 @@ use tokio::time::Sleep;
 use super::plan::{HttpVersion, Plan, Resolve, Target};
 use super::profile::{Load, Schedule};
 use super::stats::{ErrorKind, Failure, Outcome, Recorder, Why};
-use super::tls::{Negotiated, Stream, Tls};
+use super::tls::{Negotiated, Stream, Tls, TlsTally};
 
 /// A request ready to clone and send (HTTP/2), or to write as it is (HTTP/1.1).
 struct Prepared {
@@ -352,22 +352,13 @@ impl Shared {
         }
     }
 
-    /// What TLS did in the run, for the report.
-    pub fn tls_summary(&self, insecure: bool, duration_s: f64) -> Option<super::report::TlsReport> {
+    /// What TLS did in the run (none without an https:// target).
+    pub fn tls_tally(&self) -> Option<TlsTally> {
         self.tls.as_ref()?;
-        let h = self.handshakes.lock().ok()?;
-        let ms = |q: f64| (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0);
-        let n = self.negotiated.get();
-        Some(super::report::TlsReport {
-            version: n.map(|n| n.version.clone()),
-            cipher: n.map(|n| n.cipher.clone()),
-            alpn: n.and_then(|n| n.alpn.clone()),
-            insecure,
-            handshakes: h.len(),
+        Some(TlsTally {
+            negotiated: self.negotiated.get().cloned(),
+            handshakes: self.handshakes.lock().ok()?.clone(),
             resumed: self.resumed.load(Ordering::Relaxed),
-            handshake_ms_p50: ms(0.5),
-            handshake_ms_p99: ms(0.99),
-            new_connections_per_s: self.connects.load(Ordering::Relaxed) as f64 / duration_s.max(1e-3),
         })
     }
 }

@@ -476,7 +476,7 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
         interrupted: interrupted || watched.interrupted,
         aborted,
         connects: shared.connects.load(Ordering::Relaxed),
-        tls: shared.tls_summary(plan.tls.insecure, elapsed),
+        tls: shared.tls_tally(),
         assertions: watched.assertions,
         watch_errors: watched.errors,
         shipping_error: docs.failed,
@@ -493,7 +493,7 @@ struct Ending {
     interrupted: bool,
     aborted: Option<String>,
     connects: u64,
-    tls: Option<report::TlsReport>,
+    tls: Option<tls::TlsTally>,
     assertions: Vec<AssertionResult>,
     watch_errors: u64,
     shipping_error: Option<String>,
@@ -527,7 +527,11 @@ impl Ending {
             },
             connections: plan.connections,
             connects: self.connects,
-            tls: self.tls,
+            tls: self
+                .tls
+                .as_ref()
+                .map(|t| t.report(plan.tls.insecure, self.connects, elapsed)),
+            tls_tally: self.tls,
             targets: plan
                 .targets
                 .iter()

@@ -48,6 +48,9 @@ pub struct Report {
     /// A distributed run's agents (empty for one process).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<AgentReport>,
+    /// The TLS figures in a form that adds up (what an agent sends its coordinator).
+    #[serde(skip)]
+    pub tls_tally: Option<super::tls::TlsTally>,
 }
 
 /// One agent of a distributed run, as the coordinator saw it.

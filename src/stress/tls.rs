@@ -32,6 +32,47 @@ pub struct Negotiated {
     pub resumed: bool,
 }
 
+/// What a run's TLS connections did, in a form that adds up over agents: the handshake times
+/// (µs, an HDR histogram, added exactly), the resumed ones, and what the first negotiated.
+#[derive(Debug, Clone)]
+pub struct TlsTally {
+    pub negotiated: Option<Negotiated>,
+    pub handshakes: hdrhistogram::Histogram<u64>,
+    pub resumed: u64,
+}
+
+impl TlsTally {
+    /// Adds another process's tally to this one.
+    pub fn add(&mut self, other: &TlsTally) -> Result<(), String> {
+        self.handshakes
+            .add(&other.handshakes)
+            .map_err(|e| format!("adding handshake histograms: {e:?}"))?;
+        self.resumed += other.resumed;
+        if self.negotiated.is_none() {
+            self.negotiated = other.negotiated.clone();
+        }
+        Ok(())
+    }
+
+    /// The report's TLS lines, given the run's TCP connections and length.
+    pub fn report(&self, insecure: bool, connects: u64, duration_s: f64) -> super::report::TlsReport {
+        let h = &self.handshakes;
+        let ms = |q: f64| (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0);
+        let n = self.negotiated.as_ref();
+        super::report::TlsReport {
+            version: n.map(|n| n.version.clone()),
+            cipher: n.map(|n| n.cipher.clone()),
+            alpn: n.and_then(|n| n.alpn.clone()),
+            insecure,
+            handshakes: h.len(),
+            resumed: self.resumed,
+            handshake_ms_p50: ms(0.5),
+            handshake_ms_p99: ms(0.99),
+            new_connections_per_s: connects as f64 / duration_s.max(1e-3),
+        }
+    }
+}
+
 /// The client side of every TLS connection of a run.
 #[derive(Clone)]
 pub struct Tls {
@@ -440,6 +481,40 @@ pub fn parse_resolve(s: &str) -> Result<super::plan::Resolve, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tally(us: &[u64], resumed: u64, version: Option<&str>) -> TlsTally {
+        let mut h = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).unwrap();
+        us.iter().for_each(|v| h.record(*v).unwrap());
+        TlsTally {
+            negotiated: version.map(|v| Negotiated {
+                version: v.into(),
+                cipher: "TLS13_AES_128_GCM_SHA256".into(),
+                alpn: None,
+                resumed: false,
+            }),
+            handshakes: h,
+            resumed,
+        }
+    }
+
+    #[test]
+    fn tallies_add_up_to_one_of_all_the_handshakes() {
+        let (a, b) = ([800, 900, 1_000, 40_000], [1_200, 1_300]);
+        let mut merged = tally(&a, 1, None);
+        merged.add(&tally(&b, 2, Some("TLS 1.3"))).unwrap();
+        let all: Vec<u64> = a.iter().chain(&b).copied().collect();
+        let one = tally(&all, 3, Some("TLS 1.3"));
+        let (m, o) = (merged.report(false, 6, 2.0), one.report(false, 6, 2.0));
+        assert_eq!((m.handshakes, m.resumed), (6, 3));
+        assert_eq!(m.handshake_ms_p50, o.handshake_ms_p50);
+        assert_eq!(m.handshake_ms_p99, o.handshake_ms_p99);
+        assert_eq!(
+            m.version.as_deref(),
+            Some("TLS 1.3"),
+            "from the agent that had one"
+        );
+        assert_eq!(m.new_connections_per_s, 3.0);
+    }
 
     #[test]
     fn resolve_takes_curls_form() {

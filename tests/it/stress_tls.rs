@@ -249,6 +249,43 @@ async fn http1_and_h2_over_tls_hold_the_rate_and_report_the_handshakes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_over_tls_report_their_handshakes_added_up() {
+    let ca = Ca::new("ecscale test CA");
+    let server = TlsServer::start(server_tls(&ca, false)).await;
+    let dir = tempfile::tempdir().unwrap();
+    ca.write_pem(dir.path(), "ca.pem");
+    let plan = write(
+        dir.path(),
+        "plan.yaml",
+        &format!(
+            "name: dist tls\ntargets: ['https://localhost:{}/hello']\ntls: {{cacert: ca.pem}}\nconnections: 4\nphases:\n  - {{duration: 2s, rate: 400}}\n",
+            server.port
+        ),
+    );
+    let out = dir.path().join("r.json");
+    let args = [
+        "--plan",
+        path_str(&plan),
+        "--agents",
+        "2",
+        "--json",
+        path_str(&out),
+    ];
+    let (code, stdout, stderr) = stress(&args).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let r = json(&out);
+    assert_eq!(r["totals"]["requests"], 800, "{}", r["totals"]);
+    let tls = &r["tls"];
+    assert_eq!(tls["version"], "TLS 1.3", "{tls}");
+    assert_eq!(tls["alpn"], "http/1.1", "{tls}");
+    // Each agent's connections are in the merged histogram: 2 connections each at least.
+    assert_eq!(tls["handshakes"], r["connects"], "{tls}");
+    assert!(tls["handshakes"].as_u64().unwrap() >= 4, "{tls}");
+    assert!(tls["handshake_ms_p50"].as_f64().unwrap() > 0.0, "{tls}");
+    assert!(stdout.contains("  tls TLS 1.3 TLS13_"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_ca_or_an_expired_certificate_fails_before_the_run_and_insecure_passes() {
     let ca = Ca::new("the server's CA");
     let other = Ca::new("another CA");
