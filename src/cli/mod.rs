@@ -66,6 +66,11 @@ enum Command {
     Validate {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also ask AWS, with read-only calls, whether an Auto Scaling group in `capacity:` is
+        /// sized by an ECS capacity provider with managed scaling (which the worker then refuses
+        /// to size, or takes over): a warning per such group, exit 1 when AWS cannot be read.
+        #[arg(long)]
+        aws: bool,
     },
     /// Run the worker: collect, evaluate, actuate and ship on the schedule, until SIGTERM/SIGINT.
     Run {
@@ -260,7 +265,7 @@ fn init_logging(filter: &str) {
 
 async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
     match command {
-        Command::Validate { config } => validate(&config.config, vars),
+        Command::Validate { config, aws } => validate(&config.config, vars, aws).await,
         Command::Run {
             config,
             dry_run,
@@ -371,7 +376,7 @@ fn check_sink(config: &crate::config::Config) -> Result<(), Failure> {
     Ok(())
 }
 
-fn validate(path: &std::path::Path, vars: &Vars) -> Result<u8, Failure> {
+async fn validate(path: &std::path::Path, vars: &Vars, aws: bool) -> Result<u8, Failure> {
     let config = match config::load(path, vars) {
         Ok(c) => c,
         Err(d) => return Err(config_and_policy_mistakes(path, d)),
@@ -380,6 +385,52 @@ fn validate(path: &std::path::Path, vars: &Vars) -> Result<u8, Failure> {
     let policies = crate::policy::load_for(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
     let targets: usize = policies.iter().map(|p| p.targets.len()).sum();
     println!("{}", render::summary(&config, targets));
+    if !aws {
+        return Ok(0);
+    }
+    managed_groups(&config).await
+}
+
+/// `validate --aws`: for each group in `capacity:`, whether a capacity provider with managed
+/// scaling sizes it (a warning saying what the worker will do), from DescribeClusters and
+/// DescribeCapacityProviders.
+async fn managed_groups(config: &Config) -> Result<u8, Failure> {
+    use crate::api::EcsWriteApi as _;
+    use crate::config::ManagedScaling;
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .map_err(invalid)?;
+    let file = config.file.display();
+    let mut problems = 0;
+    for spec in &config.capacity {
+        let group = &spec.auto_scaling_group;
+        let providers = match aws.ecs.capacity_providers(&spec.cluster).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("problem: {file}: capacity asg/{group}: cluster {}'s capacity providers cannot be read: {e}", spec.cluster);
+                problems += 1;
+                continue;
+            }
+        };
+        match providers.iter().find(|p| p.managed_scaling && p.backs(group)) {
+            Some(p) => eprintln!(
+                "warning: {file}: capacity asg/{group}: capacity provider {} sizes this group itself (managed scaling ENABLED); {}",
+                p.name,
+                match spec.capacity_provider {
+                    ManagedScaling::Refuse => "the worker will leave it to ECS on every tick (capacity_provider: refuse)",
+                    ManagedScaling::TakeOver => "the worker will disable its managed scaling and size it (capacity_provider: take_over)",
+                }
+            ),
+            None => println!("capacity asg/{group}: no capacity provider with managed scaling sizes it"),
+        }
+    }
+    if problems > 0 {
+        eprintln!(
+            "{problems} problem{} reading AWS (exit {EXIT_FAILURE})",
+            if problems == 1 { "" } else { "s" }
+        );
+        return Ok(EXIT_FAILURE);
+    }
     Ok(0)
 }
 

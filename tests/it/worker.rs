@@ -310,6 +310,57 @@ async fn a_group_that_ecs_sizes_is_left_alone_and_every_decision_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_with_aws_warns_of_a_group_that_a_managed_capacity_provider_sizes() {
+    let s = stage("ca-central-1", "it-validate-aws").await;
+    let path = s.config(&["web"], "");
+    let validate = |aws: bool| {
+        let mut cmd = crate::support::ecscale();
+        cmd.args(["validate", "--config", path.to_str().unwrap()]);
+        if aws {
+            cmd.arg("--aws");
+        }
+        crate::support::run_async(cmd)
+    };
+    // Offline, as before: no AWS call at all.
+    let (code, _, stderr) = validate(false).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(s.proxy.seen().is_empty(), "{:?}", s.proxy.seen());
+    let (code, stdout, stderr) = validate(true).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "capacity asg/{}: no capacity provider with managed scaling sizes it",
+            s.group
+        )),
+        "{stdout}"
+    );
+    let provider = s
+        .moto
+        .capacity_provider(&s.cluster, &s.group, true)
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = validate(true).await;
+    assert_eq!(code, 0, "a warning, not a mistake: {stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: {}: capacity asg/{}: capacity provider {provider} sizes this group itself (managed scaling ENABLED); the worker will leave it to ECS on every tick (capacity_provider: refuse)",
+            path.display(),
+            s.group
+        )),
+        "{stderr}"
+    );
+    // Read-only calls, and nothing changed.
+    let seen = s.proxy.seen();
+    assert!(seen.contains_key("ECS.DescribeCapacityProviders"), "{seen:?}");
+    assert!(
+        seen.keys()
+            .all(|op| op.contains(".Describe") || op.contains(".List")),
+        "{seen:?}"
+    );
+    assert!(s.moto.provider_managed(&provider).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_providers_that_cannot_be_read_leave_the_group_alone_for_that_tick_only() {
     let s = stage("ca-central-1", "it-cp-denied").await;
     // A provider without managed scaling: ecscale sizes the group, once it knows that.
