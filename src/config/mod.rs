@@ -61,7 +61,7 @@ pub fn policy_files_in(path: &Path) -> Vec<PathBuf> {
     entries
         .iter()
         .filter(|(k, _)| k.as_scalar() == Some("policies"))
-        .flat_map(|(_, v)| parse::policy_paths(v, "policies", &mut cx, &base_dir).0)
+        .flat_map(|(_, v)| parse::policy_paths(v, "policies", &mut cx, &base_dir).files)
         .collect()
 }
 

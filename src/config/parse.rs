@@ -40,7 +40,7 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
             },
             ..SinkSettings::default()
         });
-    let policy_files = m
+    let policies = m
         .opt_with(cx, "policies", |n, p, cx| read_policy_paths(n, p, cx, base_dir))
         .unwrap_or_default();
     let capacity = m
@@ -100,7 +100,8 @@ pub(super) fn read_config(root: &Node, cx: &mut Cx, base_dir: &Path, file: PathB
         collect,
         clusters: clusters?,
         sink,
-        policy_files,
+        policy_files: policies.files,
+        policy_globs: policies.patterns,
         capacity,
         worker,
         notify,
@@ -699,13 +700,22 @@ fn read_spool(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<S
     })
 }
 
-fn read_policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<Vec<PathBuf>> {
-    let (files, ok) = policy_paths(node, path, cx, base_dir);
-    ok.then_some(files)
+fn read_policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> Option<PolicyPaths> {
+    let found = policy_paths(node, path, cx, base_dir);
+    found.ok.then_some(found)
 }
 
-/// The files `policies` names, and whether every entry named some.
-pub(super) fn policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> (Vec<PathBuf>, bool) {
+/// What `policies` names: the files, the patterns they came from (resolved against the
+/// config's folder), and whether every entry named some.
+#[derive(Default)]
+pub(super) struct PolicyPaths {
+    pub files: Vec<PathBuf>,
+    pub patterns: Vec<String>,
+    pub ok: bool,
+}
+
+/// The files `policies` names.
+pub(super) fn policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> PolicyPaths {
     let super::yaml::Value::Seq(items) = &node.value else {
         cx.error(
             node.span,
@@ -715,9 +725,10 @@ pub(super) fn policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path
                 node.describe()
             ),
         );
-        return (Vec::new(), false);
+        return PolicyPaths::default();
     };
     let mut files = BTreeSet::new();
+    let mut patterns = Vec::new();
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
@@ -727,6 +738,7 @@ pub(super) fn policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path
         };
         let full = base_dir.join(&pattern);
         let full_str = full.to_string_lossy().to_string();
+        patterns.push(full_str.clone());
         match glob::glob(&full_str) {
             Err(e) => {
                 cx.error(item.span, &p, format!("`{pattern}` is not a valid glob: {e}"));
@@ -746,5 +758,9 @@ pub(super) fn policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path
             }
         }
     }
-    (files.into_iter().collect(), ok)
+    PolicyPaths {
+        files: files.into_iter().collect(),
+        patterns,
+        ok,
+    }
 }

@@ -28,6 +28,9 @@ pub struct Config {
     pub sink: SinkSettings,
     /// Policy files (globs expanded, relative paths resolved against the config's folder).
     pub policy_files: Vec<PathBuf>,
+    /// The `policies` entries they came from, as globs resolved against the config's folder
+    /// (the file watcher looks for new files matching them).
+    pub policy_globs: Vec<String>,
     /// EC2 capacity: the Auto Scaling groups behind the clusters.
     pub capacity: Vec<super::CapacitySpec>,
     /// The scheduled worker's own settings.

@@ -457,7 +457,7 @@ pub async fn run(
     let mut reloading = loader.map(|l| Reloading::new(l, &config));
     let watcher = match (&reloading, config.worker.watch) {
         (Some(r), Some(every)) => Some(reload::watch_files(
-            r.files(),
+            r.in_use(),
             every,
             reload_tx.clone(),
             stop.clone(),

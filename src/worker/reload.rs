@@ -161,33 +161,67 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// How long an empty or missing file is waited for before it is read as it is.
 const HOLD_EMPTY: Duration = Duration::from_secs(10);
 
-/// Checks `files` every `every`; asks for a reload once a change has settled.
+/// What the worker runs from, shared with the watcher: the files read, and the `policies`
+/// globs (a new file matching one is a change too).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InUse {
+    pub files: Vec<PathBuf>,
+    pub globs: Vec<String>,
+}
+
+impl InUse {
+    fn of(config: &Config) -> InUse {
+        InUse {
+            files: files_of(config),
+            globs: config.policy_globs.clone(),
+        }
+    }
+
+    /// The files to watch: those in use, and any other file its globs match now.
+    fn watched(&self) -> Vec<PathBuf> {
+        let mut all: BTreeSet<PathBuf> = self
+            .globs
+            .iter()
+            .filter_map(|g| glob::glob(g).ok())
+            .flat_map(|paths| paths.filter_map(Result::ok).filter(|f| f.is_file()))
+            .collect();
+        all.retain(|f| !self.files.contains(f));
+        self.files.iter().cloned().chain(all).collect()
+    }
+}
+
+/// Checks the files in use (and the policy globs' matches) every `every`; asks for a reload
+/// once a change has settled.
 pub fn watch_files(
-    files: Arc<Mutex<Vec<PathBuf>>>,
+    in_use: Arc<Mutex<InUse>>,
     every: Duration,
     tx: mpsc::Sender<Trigger>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let list = || files.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut seen = (list(), stamps(&list()));
+        let now = || in_use.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let look = |u: &InUse| {
+            let w = u.watched();
+            let s = stamps(&w);
+            (u.files.clone(), w, s)
+        };
+        let mut seen = look(&now());
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.changed() => return,
             }
-            let now = list();
-            let current = stamps(&now);
-            // A new list comes from a reload, which read the files as they are.
-            if now != seen.0 {
-                seen = (now, current);
+            let current = look(&now());
+            // A new list in use comes from a reload, which read the files as they are.
+            if current.0 != seen.0 {
+                seen = current;
                 continue;
             }
-            if current == seen.1 {
+            if current == seen {
                 continue;
             }
-            let settled = settle(&now).await;
-            seen = (list(), stamps(&list()));
+            let settled = settle(&current.1).await;
+            seen = look(&now());
             if settled && tx.send(Trigger::Watch).await.is_err() {
                 return;
             }
@@ -276,7 +310,7 @@ impl Worker {
 /// what they held.
 pub struct Reloading {
     loader: Loader,
-    files: Arc<Mutex<Vec<PathBuf>>>,
+    in_use: Arc<Mutex<InUse>>,
     fingerprint: u64,
     loaded_at: DateTime<Utc>,
 }
@@ -290,22 +324,26 @@ enum Step {
 
 impl Reloading {
     pub fn new(loader: Loader, config: &Config) -> Self {
-        let files = files_of(config);
+        let in_use = InUse::of(config);
         Reloading {
             loader,
-            fingerprint: fingerprint(&files),
-            files: Arc::new(Mutex::new(files)),
+            fingerprint: fingerprint(&in_use.files),
+            in_use: Arc::new(Mutex::new(in_use)),
             loaded_at: Utc::now(),
         }
     }
 
-    /// The files in use (shared with the watcher).
-    pub fn files(&self) -> Arc<Mutex<Vec<PathBuf>>> {
-        self.files.clone()
+    /// The files and globs in use (shared with the watcher).
+    pub fn in_use(&self) -> Arc<Mutex<InUse>> {
+        self.in_use.clone()
     }
 
     fn current(&self) -> Vec<PathBuf> {
-        self.files.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.in_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .files
+            .clone()
     }
 
     /// What `/status` shows before any reload.
@@ -393,9 +431,9 @@ impl Reloading {
                 Err(e) => return Step::Failed(vec![e]),
             }
         }
-        let files = files_of(&loaded.config);
+        let in_use = InUse::of(&loaded.config);
         let summary = worker.reload(loaded);
-        *self.files.lock().unwrap_or_else(|p| p.into_inner()) = files;
+        *self.in_use.lock().unwrap_or_else(|p| p.into_inner()) = in_use;
         self.fingerprint = print;
         self.loaded_at = Utc::now();
         Step::Ok(summary)
@@ -418,7 +456,10 @@ mod tests {
         let f = write(dir.path(), "p.yaml", "a: 1\n");
         let (tx, mut rx) = mpsc::channel(4);
         let (_stop_tx, stop) = watch::channel(false);
-        let files = Arc::new(Mutex::new(vec![f.clone()]));
+        let files = Arc::new(Mutex::new(InUse {
+            files: vec![f.clone()],
+            globs: vec![],
+        }));
         let task = watch_files(files, Duration::from_millis(50), tx, stop);
         tokio::time::sleep(Duration::from_millis(120)).await;
         // Truncated, then written in two pieces with pauses shorter than the settle period.
@@ -447,7 +488,10 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         let (_stop_tx, stop) = watch::channel(false);
         let task = watch_files(
-            Arc::new(Mutex::new(vec![f.clone()])),
+            Arc::new(Mutex::new(InUse {
+                files: vec![f.clone()],
+                globs: vec![],
+            })),
             Duration::from_millis(50),
             tx,
             stop,
@@ -460,6 +504,43 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(got, Some(Trigger::Watch)));
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_new_file_matching_a_policy_glob_is_a_change_and_watched_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(dir.path(), "a.yaml", "a: 1\n");
+        let (tx, mut rx) = mpsc::channel(4);
+        let (_stop_tx, stop) = watch::channel(false);
+        let in_use = Arc::new(Mutex::new(InUse {
+            files: vec![a.clone()],
+            globs: vec![dir.path().join("*.yaml").display().to_string()],
+        }));
+        let task = watch_files(in_use.clone(), Duration::from_millis(50), tx, stop);
+        let next = |rx: &mut mpsc::Receiver<Trigger>| matches!(rx.try_recv(), Ok(Trigger::Watch));
+        async fn arrives(rx: &mut mpsc::Receiver<Trigger>) -> bool {
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+            matches!(got, Ok(Some(Trigger::Watch)))
+        }
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // Another file that the glob does not match is nothing.
+        write(dir.path(), "notes.txt", "x\n");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!next(&mut rx), "a file outside the glob");
+        // A new policy file: a reload once it has settled.
+        let b = write(dir.path(), "b.yaml", "b: 1\n");
+        assert!(arrives(&mut rx).await, "the new file was not seen");
+        // Its reload failed (the list in use is the same): nothing more until it changes...
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!next(&mut rx));
+        // ...and its fix is seen, though it is not in use yet.
+        std::fs::write(&b, "b: 22\n").unwrap();
+        assert!(arrives(&mut rx).await, "the fix of the new file was not seen");
+        // A reload that took it in is not a change.
+        in_use.lock().unwrap().files.push(b);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!next(&mut rx));
         task.abort();
     }
 
