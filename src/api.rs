@@ -283,6 +283,12 @@ impl CapacityProvider {
                 .rsplit_once(":autoScalingGroupName/")
                 .is_some_and(|(_, name)| name == group)
     }
+
+    /// Among a cluster's `providers`, the one with managed scaling that sizes `group`: ECS's
+    /// to size, not ecscale's.
+    pub fn managing<'a>(providers: &'a [CapacityProvider], group: &str) -> Option<&'a CapacityProvider> {
+        providers.iter().find(|p| p.managed_scaling && p.backs(group))
+    }
 }
 
 /// An instance of an Auto Scaling group.

@@ -345,10 +345,7 @@ impl CapacityActuator {
     /// size it (not managed, or, with `take_over`, managed scaling just disabled).
     pub async fn managed_refusal(&self, spec: &CapacitySpec) -> Result<Option<String>, ApiError> {
         let providers = self.ecs.capacity_providers(&spec.cluster).await?;
-        let Some(p) = providers
-            .iter()
-            .find(|p| p.managed_scaling && p.backs(&spec.auto_scaling_group))
-        else {
+        let Some(p) = crate::api::CapacityProvider::managing(&providers, &spec.auto_scaling_group) else {
             return Ok(None);
         };
         let group = &spec.auto_scaling_group;

@@ -412,7 +412,7 @@ async fn managed_groups(config: &Config) -> Result<u8, Failure> {
                 continue;
             }
         };
-        match providers.iter().find(|p| p.managed_scaling && p.backs(group)) {
+        match crate::api::CapacityProvider::managing(&providers, group) {
             Some(p) => eprintln!(
                 "warning: {file}: capacity asg/{group}: capacity provider {} sizes this group itself (managed scaling ENABLED); {}",
                 p.name,

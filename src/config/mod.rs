@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use groups::{parse_attribute, AttrOp, AttributeExpr, Constraint, Field, GroupSpec, Placement, SpreadBy};
 pub use notify::{EventKind, NotifyFormat, NotifyTarget, UrlSource};
-pub use parse::{check_http_url, is_region, kept_at, parse_cron, redact_url};
+pub use parse::{check_http_url, glob_files, is_region, kept_at, parse_cron, redact_url};
 pub use parse_clusters::{check_placeholders, is_stat};
 pub use read::{Diagnostic, Diagnostics};
 pub use schema::*;

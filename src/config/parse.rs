@@ -714,6 +714,14 @@ pub(super) struct PolicyPaths {
     pub ok: bool,
 }
 
+/// The files (not folders) that `pattern` matches now.
+pub fn glob_files(pattern: &str) -> Result<Vec<PathBuf>, glob::PatternError> {
+    Ok(glob::glob(pattern)?
+        .filter_map(Result::ok)
+        .filter(|f| f.is_file())
+        .collect())
+}
+
 /// The files `policies` names.
 pub(super) fn policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> PolicyPaths {
     let super::yaml::Value::Seq(items) = &node.value else {
@@ -739,13 +747,12 @@ pub(super) fn policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path
         let full = base_dir.join(&pattern);
         let full_str = full.to_string_lossy().to_string();
         patterns.push(full_str.clone());
-        match glob::glob(&full_str) {
+        match glob_files(&full_str) {
             Err(e) => {
                 cx.error(item.span, &p, format!("`{pattern}` is not a valid glob: {e}"));
                 ok = false;
             }
-            Ok(paths) => {
-                let found: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|f| f.is_file()).collect();
+            Ok(found) => {
                 if found.is_empty() {
                     cx.error(
                         item.span,

@@ -231,7 +231,6 @@ struct Merged<'p> {
     seconds: u64,
 }
 
-/// Merges the agents' seconds in order, judging thresholds on each, until none is live.
 /// Where each merged second goes besides the aggregator: the live view and the per-second
 /// documents; and the watched service's newest look, which goes with it.
 struct Sinks<'w> {
@@ -240,6 +239,7 @@ struct Sinks<'w> {
     view: View,
 }
 
+/// Merges the agents' seconds in order, judging thresholds on each, until none is live.
 async fn merge<'p>(
     plan: &'p Plan,
     state: &Arc<Mutex<State>>,
@@ -398,15 +398,7 @@ pub async fn coordinate(
         super::slug(&plan.name),
         started_at.format("%Y%m%dT%H%M%S%.3fZ")
     );
-    let watcher = match Watcher::start(plan, opts.ecs.as_ref(), start).await {
-        Ok(w) => w,
-        Err(e) => {
-            lock(&state).stop = true;
-            let stopped = launched.stop().await;
-            server.abort();
-            return Err(stopped.into_iter().fold(e, |e, s| format!("{e}; {s}")));
-        }
-    };
+    let watcher = Watcher::start(plan, opts.ecs.as_ref(), start);
     let mut sinks = Sinks {
         watcher: &watcher,
         docs: Documents::new(opts.shipper.take(), &run_id, started_at),

@@ -358,7 +358,8 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
     let (stop_tx, stop) = watch::channel(false);
 
     // The watch: one look before the load, so a wrong cluster or service fails at once.
-    let watcher = Watcher::start(plan, opts.ecs.as_ref(), start).await?;
+    watcher::probe(plan, opts.ecs.as_ref()).await?;
+    let watcher = Watcher::start(plan, opts.ecs.as_ref(), start);
     let mut docs = Documents::new(opts.shipper.take(), &run_id, started_at);
 
     // The phases, one after the other, on one load thread per core.

@@ -39,13 +39,9 @@ pub(super) struct Watched {
 }
 
 impl Watcher {
-    /// Starts watching the plan's service, if it names one: one look now, so a wrong cluster
-    /// or service fails before any load, then one every `every` from `start`.
-    pub async fn start(
-        plan: &Plan,
-        ecs: Option<&Arc<dyn EcsApi>>,
-        start: Instant,
-    ) -> Result<Watcher, String> {
+    /// Starts watching the plan's service, if it names one (and `ecs` is given: [`probe`]
+    /// checks both before any load): one look every `every` from `start`.
+    pub fn start(plan: &Plan, ecs: Option<&Arc<dyn EcsApi>>, start: Instant) -> Watcher {
         let (stop, stopped) = watch::channel(false);
         let mut w = Watcher {
             points: Arc::default(),
@@ -53,7 +49,6 @@ impl Watcher {
             stop,
             task: None,
         };
-        probe(plan, ecs).await?;
         if let (Some(spec), Some(ecs)) = (&plan.watch, ecs) {
             w.task = Some(tokio::spawn(watch_service(
                 ecs.clone(),
@@ -64,7 +59,7 @@ impl Watcher {
                 stopped,
             )));
         }
-        Ok(w)
+        w
     }
 
     /// The newest look, for the second being aggregated.

@@ -163,7 +163,7 @@ const HOLD_EMPTY: Duration = Duration::from_secs(10);
 
 /// What the worker runs from, shared with the watcher: the files read, and the `policies`
 /// globs (a new file matching one is a change too).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct InUse {
     pub files: Vec<PathBuf>,
     pub globs: Vec<String>,
@@ -182,8 +182,8 @@ impl InUse {
         let mut all: BTreeSet<PathBuf> = self
             .globs
             .iter()
-            .filter_map(|g| glob::glob(g).ok())
-            .flat_map(|paths| paths.filter_map(Result::ok).filter(|f| f.is_file()))
+            .filter_map(|g| crate::config::glob_files(g).ok())
+            .flatten()
             .collect();
         all.retain(|f| !self.files.contains(f));
         self.files.iter().cloned().chain(all).collect()
