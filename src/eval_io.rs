@@ -301,6 +301,9 @@ pub struct EvalInput<'a> {
     pub last_scale_in: Option<DateTime<Utc>>,
     /// The running counts seen at earlier ticks.
     pub served: &'a RunningHistory,
+    /// Whether a counted predictive rule of the same target forecasts this tick from a learned
+    /// daily pattern (a rule may then keep less room for what it cannot foresee).
+    pub foreseen: bool,
     pub(crate) metrics: &'a MetricSet<'a>,
     pub(crate) assume: &'a dyn Fn(&str) -> Option<f64>,
     /// Answers of external plugins, by rule name, fetched before evaluation.
@@ -328,6 +331,7 @@ impl<'a> EvalInput<'a> {
             last_scale_out: None,
             last_scale_in: None,
             served: &NO_HISTORY,
+            foreseen: false,
             metrics,
             assume,
             externals,

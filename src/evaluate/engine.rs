@@ -81,6 +81,13 @@ pub fn decide(
     let mut holds: Vec<String> = Vec::new();
     let mut freeze: Option<(&Rule, String)> = None;
     let served = state.running.with_look(now, obs.running);
+    // A counted forecast from a learned day: the reactive rules may keep less room.
+    let foreseen = policy.rules.iter().any(|r| {
+        let p = r.spec.policy();
+        p.counts()
+            && p.history().is_some()
+            && p.foresees(&EvalInput::new(now, current, obs.metrics, &assume, externals))
+    });
 
     for rule in &policy.rules {
         let kind = rule.spec.kind();
@@ -133,6 +140,7 @@ pub fn decide(
         input.last_scale_out = state.last_scale_out;
         input.last_scale_in = state.last_scale_in;
         input.served = &served;
+        input.foreseen = foreseen;
         let rec = rule.spec.policy().evaluate(&input);
         let forecast_only = !rule.spec.policy().counts();
         match rec {

@@ -463,6 +463,11 @@ impl Model {
     }
 
     /// Fitted on logarithms.
+    /// Whether it learned a daily profile (it had a day of history).
+    pub fn daily(&self) -> bool {
+        self.daily.is_some()
+    }
+
     pub fn multiplicative(&self) -> bool {
         self.log
     }

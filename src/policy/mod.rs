@@ -57,6 +57,12 @@ pub trait Policy: Send + Sync + fmt::Debug {
         true
     }
 
+    /// Whether it forecasts this tick from a learned daily pattern (a predictive rule with the
+    /// history it asks for): what [`crate::eval_io::EvalInput::foreseen`] tells the others.
+    fn foresees(&self, _input: &EvalInput<'_>) -> bool {
+        false
+    }
+
     /// The metric it keeps at a target value, and that value (for back-test totals).
     fn tracks(&self) -> Option<(&str, f64)> {
         None

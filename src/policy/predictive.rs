@@ -180,10 +180,18 @@ impl Predictive {
     }
 }
 
-impl Policy for Predictive {
-    fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
-        let view = input.metric(&self.metric);
-        let upto = |s: &'_ [Sample]| s.partition_point(|x| x.timestamp <= input.now);
+/// What the rule has to forecast from at a tick.
+struct Known<'s> {
+    /// The recent datapoints up to now (the level).
+    recent: &'s [Sample],
+    /// Seconds of history, long window and recent together.
+    have: i64,
+    model: Option<Arc<Model>>,
+}
+
+impl Predictive {
+    fn known<'s>(&self, view: &'s crate::eval_io::MetricView<'s>, now: DateTime<Utc>) -> Known<'s> {
+        let upto = |s: &'_ [Sample]| s.partition_point(|x| x.timestamp <= now);
         let long = view.long_history();
         let long = &long[..upto(long)];
         let recent = view.history();
@@ -193,7 +201,24 @@ impl Policy for Predictive {
         let have = first
             .zip(last)
             .map_or(0, |(a, b): (DateTime<Utc>, _)| (b - a).num_seconds());
-        let model = self.model(long);
+        Known {
+            recent,
+            have,
+            model: self.model(long),
+        }
+    }
+}
+
+impl Policy for Predictive {
+    fn foresees(&self, input: &EvalInput<'_>) -> bool {
+        let view = input.metric(&self.metric);
+        let k = self.known(&view, input.now);
+        k.have >= self.min_history.as_secs() as i64 && k.model.is_some_and(|m| m.daily())
+    }
+
+    fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
+        let view = input.metric(&self.metric);
+        let Known { recent, have, model } = self.known(&view, input.now);
         let cycle = model.as_ref().and_then(|m| m.cycle());
         // Less history than asked for: only a clear short cycle is enough to go on.
         if have < self.min_history.as_secs() as i64 && cycle.is_none() {

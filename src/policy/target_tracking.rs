@@ -50,6 +50,10 @@ pub struct TargetTracking {
     /// The share of the demand the target's room absorbs (a rise this large is met by the
     /// scale-out rules in time): a fraction, 0.15 by default.
     pub noise_absorbed: f64,
+    /// The target while a counted predictive rule of the same target forecasts from a learned
+    /// day ([`EvalInput::foreseen`]): the recurring rises are then met ahead by the forecast's
+    /// floor, so this rule keeps only the room for what the forecast misses.
+    pub foreseen_target: Option<f64>,
 }
 
 /// How many robust standard deviations of the recent rises [`TargetTracking::noise_guard`]
@@ -97,6 +101,7 @@ pub(super) const KEYS: &[&str] = &[
     "lead",
     "noise_guard",
     "noise_absorbed",
+    "foreseen_target",
 ];
 
 impl TargetTracking {
@@ -129,6 +134,20 @@ impl TargetTracking {
         let lead = m.opt::<Duration>(cx, "lead").filter(|d| !d.is_zero());
         let noise_guard = m.opt::<Duration>(cx, "noise_guard").filter(|d| !d.is_zero());
         let noise_absorbed = m.opt_with(cx, "noise_absorbed", read_fraction).unwrap_or(0.15);
+        let foreseen_target = m.opt_with(cx, "foreseen_target", |n, p, cx| {
+            let v = <f64 as crate::config::read::FromNode>::from_node(n, p, cx)?;
+            let (t, cap) = (target.unwrap_or(0.0), saturation.unwrap_or(f64::INFINITY));
+            if v >= t && v < cap {
+                Some(v)
+            } else {
+                cx.error(
+                    n.span,
+                    p,
+                    format!("must be at least the target {t} and below the saturation, found {v}"),
+                );
+                None
+            }
+        });
         Some(TargetTracking {
             metric: metric?,
             target: target?,
@@ -141,6 +160,7 @@ impl TargetTracking {
             lead,
             noise_guard,
             noise_absorbed,
+            foreseen_target,
         })
     }
 }
@@ -158,6 +178,10 @@ struct Reading<'a, 'i> {
     /// Datapoints from before this are not used (warm-up).
     not_before: Option<DateTime<Utc>>,
     period: i64,
+    /// The target in force: `target`, or `foreseen_target` while a forecast is in force.
+    target: f64,
+    /// How reasons show it.
+    shown: String,
     hi: f64,
     lo: f64,
     tol: String,
@@ -288,7 +312,7 @@ impl TargetTracking {
         let d = r.demand(out);
         let n = values.len();
         let mut need = if hot {
-            (mean(&d) / self.target).ceil() as u32
+            (mean(&d) / r.target).ceil() as u32
         } else {
             0
         };
@@ -299,14 +323,14 @@ impl TargetTracking {
                 self.metric,
                 num(mean(&values)),
                 r.over(out, &d),
-                num(self.target),
+                r.shown,
                 r.tol
             )
         } else {
             format!("{} {}", self.metric, num(latest))
         };
         if let Some(p) = &ahead {
-            need = need.max((p.demand / self.target).ceil() as u32);
+            need = need.max((p.demand / r.target).ceil() as u32);
             let per_task = p.demand / f64::from(current.max(1));
             let _ = write!(
                 what,
@@ -314,7 +338,7 @@ impl TargetTracking {
                 num(p.per_minute / f64::from(current.max(1))),
                 num(per_task),
                 humantime::format_duration(self.lead.unwrap_or_default()),
-                num(self.target),
+                r.shown,
                 r.tol
             );
         }
@@ -423,20 +447,20 @@ impl TargetTracking {
         let rise = self.noise_guard.map_or(0.0, |h| {
             (self.recent_rise(r, h, peak_demand) - self.noise_absorbed * peak_demand).max(0.0)
         });
-        let want = ((peak_demand + rise) / self.target).ceil() as u32;
+        let want = ((peak_demand + rise) / r.target).ceil() as u32;
         let n = inw.len();
         let mut what = format!(
             "{} ≤ {} < target {} (−{}%) for {n}/{n} datapoints",
             self.metric,
             num(peak),
-            num(self.target),
+            r.shown,
             r.tol
         );
         if rise > 0.0 {
             let _ = write!(
                 what,
                 ", with room for a rise of {} tasks' worth (its noise within {})",
-                num(rise / self.target),
+                num(rise / r.target),
                 humantime::format_duration(self.noise_guard.unwrap_or_default())
             );
         }
@@ -460,7 +484,7 @@ impl TargetTracking {
         let latest = out.last().map_or(0.0, |(_, v)| *v);
         let count =
             |w: &[(DateTime<Utc>, f64)], f: &dyn Fn(f64) -> bool| w.iter().filter(|(_, v)| f(*v)).count();
-        let (metric, target, tol) = (&self.metric, num(self.target), &r.tol);
+        let (metric, target, tol) = (&self.metric, &r.shown, &r.tol);
         let reason = if latest > r.hi {
             let k = count(out, &|v| v > r.hi);
             format!(
@@ -489,13 +513,19 @@ impl Policy for TargetTracking {
             .filter(|_| !self.warmup.is_zero())
             .map(|t| t + TimeDelta::from_std(self.warmup).unwrap_or(TimeDelta::MAX));
         let view = input.metric(&self.metric);
+        let (target, shown) = match self.foreseen_target.filter(|_| input.foreseen) {
+            Some(t) => (t, format!("{} (a day's forecast in force)", num(t))),
+            None => (self.target, num(self.target)),
+        };
         let r = Reading {
             input,
             view,
             not_before,
             period: view.period_secs().unwrap_or(60),
-            hi: self.target * (1.0 + self.tolerance),
-            lo: self.target * (1.0 - self.tolerance),
+            target,
+            shown,
+            hi: target * (1.0 + self.tolerance),
+            lo: target * (1.0 - self.tolerance),
             tol: num(self.tolerance * 100.0),
         };
         let out = match self.slots(&r, self.scale_out_datapoints) {
@@ -513,7 +543,7 @@ impl Policy for TargetTracking {
                     "{} {} ≤ target {} (+{}%), and its scale-in is disabled",
                     self.metric,
                     num(latest),
-                    num(self.target),
+                    r.shown,
                     r.tol
                 ),
             };
@@ -532,9 +562,12 @@ impl Policy for TargetTracking {
 
     fn summary(&self) -> String {
         format!(
-            "target_tracking {} at {} ± {}% (out after {}, in after {} datapoints{}, warm-up {})",
+            "target_tracking {} at {}{} ± {}% (out after {}, in after {} datapoints{}, warm-up {})",
             self.metric,
             num(self.target),
+            self.foreseen_target
+                .map(|t| format!(" ({} while a day's forecast is in force)", num(t)))
+                .unwrap_or_default(),
             num(self.tolerance * 100.0),
             self.scale_out_datapoints,
             self.scale_in_datapoints,
@@ -635,6 +668,80 @@ mod tests {
     }
 
     const CPU: &str = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 60, warmup: 0s}\n";
+
+    /// 10 tasks at 72 % CPU for `minutes`, with the requests they served (a gentle wave): the
+    /// decision of a 67 % CPU rule with `foreseen_target: 74` beside `forecast`.
+    fn foreseen_decision(minutes: usize, forecast: &str) -> Decision {
+        let rules = format!("  - {{name: cpu, kind: target_tracking, metric: cpu, target: 67, tolerance: 6%, warmup: 0s, foreseen_target: 74}}\n{forecast}");
+        let p = policy(&rules);
+        let cpu = series(&vec![72.0; minutes]);
+        let wave: Vec<f64> = (0..minutes)
+            .map(|i| 17_280.0 + 400.0 * (i as f64 / 1440.0 * std::f64::consts::TAU).sin())
+            .collect();
+        let requests = series(&wave);
+        let mut set = MetricSet::uniform(
+            [("cpu", cpu.as_slice()), ("request_count", requests.as_slice())],
+            60,
+            now(),
+        );
+        set.mark_per_task(&["cpu".to_string()]);
+        let obs = Observation {
+            now: now(),
+            current: 10,
+            running: 10,
+            pending: 0,
+            metrics: &set,
+        };
+        decide(&p, &obs, &TargetState::default(), &BTreeMap::new())
+    }
+
+    #[test]
+    fn a_foreseen_target_applies_only_while_a_counted_forecast_has_learned_a_day() {
+        let forecast = "  - {name: forecast, kind: predictive, metric: request_count, target_per_task: 2000, horizon: 2m, bucket: 5m, min_history: 1d}\n";
+        // A day and more of history: the forecast is in force, 72 % is inside 74 ± 6 %.
+        let d = foreseen_decision(1500, forecast);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        let cpu = d.votes.iter().find(|v| v.rule == "cpu").unwrap();
+        assert!(
+            cpu.reason.contains("74 (a day's forecast in force)"),
+            "{}",
+            cpu.reason
+        );
+        // An hour of history: no forecast yet, so 72 % is above 67 + 6 %: out, to 720 / 67.
+        let d = foreseen_decision(60, forecast);
+        assert_eq!((d.action, d.desired), (Action::ScaleOut, 11), "{}", d.reason);
+        // A day of history, but the forecast asks for two: the plain target.
+        let longer = forecast.replace("min_history: 1d", "min_history: 2d");
+        let d = foreseen_decision(1500, &longer);
+        assert_eq!((d.action, d.desired), (Action::ScaleOut, 11), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_foreseen_target_without_a_forecast_rule_is_refused_with_its_place() {
+        let text = "target: {cluster: c, service: s}\nmin: 1\nmax: 40\nrules:\n  - {name: cpu, kind: target_tracking, metric: cpu, target: 67, foreseen_target: 74}\n";
+        let e = crate::policy::load_str(text, "t.yaml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.yaml:5")
+                && e.contains("rules[0].foreseen_target")
+                && e.contains("no counted predictive rule"),
+            "{e}"
+        );
+        let recorded = text.replace("rules:\n", "rules:\n  - {name: f, kind: predictive, metric: request_count, target_per_task: 9, forecast_only: true}\n");
+        let e = crate::policy::load_str(&recorded, "t.yaml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no counted predictive rule"),
+            "a forecast-only rule does not count: {e}"
+        );
+        let below = text.replace("foreseen_target: 74", "foreseen_target: 60");
+        let e = crate::policy::load_str(&below, "t.yaml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be at least the target 67"), "{e}");
+    }
 
     #[test]
     fn a_killed_task_inflates_the_per_task_value_but_not_the_demand() {
