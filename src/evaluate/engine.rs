@@ -81,13 +81,16 @@ pub fn decide(
     let mut holds: Vec<String> = Vec::new();
     let mut freeze: Option<(&Rule, String)> = None;
     let served = state.running.with_look(now, obs.running);
-    // A counted forecast from a learned day: the reactive rules may keep less room.
-    let foreseen = policy.rules.iter().any(|r| {
-        let p = r.spec.policy();
-        p.counts()
-            && p.history().is_some()
-            && p.foresees(&EvalInput::new(now, current, obs.metrics, &assume, externals))
-    });
+    // A counted forecast from a learned day: the rules that follow it may keep less room
+    // (asked only when one does: a forecast's model is fitted again by its own vote).
+    let followed = policy.rules.iter().any(|r| r.spec.follows_forecast());
+    let foreseen = followed
+        && policy.rules.iter().any(|r| {
+            r.spec.forecasts()
+                && r.spec
+                    .policy()
+                    .foresees(&EvalInput::new(now, current, obs.metrics, &assume, externals))
+        });
 
     for rule in &policy.rules {
         let kind = rule.spec.kind();

@@ -474,20 +474,16 @@ fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir:
 /// A `foreseen_target` applies while a counted predictive rule of the same target forecasts:
 /// without one it would never apply, which is a mistake worth naming.
 fn foreseen_has_a_forecast(rules: &[Rule], p: &str, cx: &mut Cx) -> bool {
-    let forecasts = rules
-        .iter()
-        .any(|r| matches!(r.spec, RuleSpec::Predictive(_)) && r.spec.policy().counts());
+    let forecasts = rules.iter().any(|r| r.spec.forecasts());
     let mut ok = true;
     for (i, r) in rules.iter().enumerate() {
-        if let RuleSpec::TargetTracking(t) = &r.spec {
-            if t.foreseen_target.is_some() && !forecasts {
-                cx.error(
-                    r.span,
-                    &format!("{p}[{i}].foreseen_target"),
-                    "applies while a predictive rule of this target forecasts, and this target has no counted predictive rule".to_string(),
-                );
-                ok = false;
-            }
+        if r.spec.follows_forecast() && !forecasts {
+            cx.error(
+                r.span,
+                &format!("{p}[{i}].foreseen_target"),
+                "applies while a predictive rule of this target forecasts, and this target has no counted predictive rule".to_string(),
+            );
+            ok = false;
         }
     }
     ok

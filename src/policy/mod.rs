@@ -107,6 +107,16 @@ impl RuleSpec {
             RuleSpec::External(p) => p,
         }
     }
+
+    /// A predictive rule whose vote counts: what a `foreseen_target` follows.
+    pub fn forecasts(&self) -> bool {
+        matches!(self, RuleSpec::Predictive(_)) && self.policy().counts()
+    }
+
+    /// A rule with a target of its own for while a forecast is in force.
+    pub fn follows_forecast(&self) -> bool {
+        matches!(self, RuleSpec::TargetTracking(t) if t.foreseen_target.is_some())
+    }
 }
 
 /// Every kind, as written in `kind:`.

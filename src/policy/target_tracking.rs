@@ -261,7 +261,8 @@ impl TargetTracking {
     }
 
     /// The demand `lead` ahead by the trend of the datapoints covering twice the lead (at
-    /// least 9), when it rises steadily (scale-in never rests on a projection). A window that
+    /// least 9), when it rises steadily and the newest datapoint is at the target or above
+    /// (scale-in never rests on a projection). A window that
     /// reaches back past the last scale-in projects nothing: while tasks stop, the per-task
     /// values rise by the change of count itself, and the trend would undo the scale-in.
     fn projection(&self, r: &Reading<'_, '_>) -> Option<Projection> {
@@ -288,7 +289,10 @@ impl TargetTracking {
         let (x1, y1) = points[points.len() - 1];
         let recent = (y1 - y0) / (x1 - x0).max(f64::MIN_POSITIVE);
         let steady = r2 >= STEADY_TREND_R2 && recent >= 0.5 * slope;
-        (slope > 0.0 && steady).then(|| Projection {
+        // Below the target the band's room still absorbs a ramp that stops where it is: the
+        // datapoints lag the load, so their trend outlives it by a period or two.
+        let above = slots.last()?.1 >= r.target;
+        (slope > 0.0 && steady && above).then(|| Projection {
             demand: (a + slope * lead.as_secs_f64()).clamp(last, last * (1.0 + MAX_PROJECTED_RISE)),
             per_minute: slope * 60.0,
         })
@@ -877,6 +881,11 @@ mod tests {
         let d = decide_on(rules, &ramp, true, &[(30, 10)], 10, 10);
         assert_eq!(d.action, Action::ScaleOut, "{}", d.reason);
         assert!(d.reason.contains("rising"), "{}", d.reason);
+        // +4 a minute up to 58, still under the target: the trend says 70 in 3 minutes, but
+        // the datapoints lag the load and the band's room takes a ramp that stops here.
+        let below: Vec<f64> = (0..10).map(|k| 22.0 + 4.0 * k as f64).collect();
+        let d = decide_on(rules, &below, true, &[(30, 10)], 10, 10);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
         // Flat, a jump, flat at 64: no trend to project, and 64 is within the band.
         let step = [50.0, 50.0, 50.0, 50.0, 50.0, 64.0, 64.0, 64.0, 64.0, 64.0];
         let d = decide_on(rules, &step, true, &[(30, 10)], 10, 10);

@@ -319,15 +319,19 @@ fn on_every_load_shape_the_oracle_bounds_both_scalers_and_the_example_policy_mee
 
 #[test]
 fn predictive_beats_reactive_only_on_the_multi_day_trace() {
-    // policies/web.yaml without its predictive rule.
+    // policies/web.yaml without its predictive rule (and the targets that follow its forecast).
     let web = run::WEB_POLICY.1;
-    let reactive = &web[..web.find("  - name: forecast").unwrap()];
+    let reactive: String = web[..web.find("  - name: forecast").unwrap()]
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("foreseen_target:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert!(!reactive.contains("kind: predictive"));
     let traces = suite_traces(&["multi-day"]);
     let mut jobs = suite_jobs(&[run::WEB_POLICY, run::CAPACITY_POLICY], &traces);
     jobs.truncate(1);
     jobs.extend(
-        suite_jobs(&[("reactive.yaml", reactive), run::CAPACITY_POLICY], &traces)
+        suite_jobs(&[("reactive.yaml", &reactive), run::CAPACITY_POLICY], &traces)
             .into_iter()
             .take(1),
     );

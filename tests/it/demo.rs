@@ -74,7 +74,7 @@ async fn the_demo_scales_survives_kills_ships_and_writes_a_report_that_renders()
         "<pre id=\"summary\">",
         "Decisions (ecscale)",
         "cpu ",
-        "target 70 (+6%)",
+        "target 67 (+6%)",
         "killed (failed its health check)",
         "<svg",
     ] {
