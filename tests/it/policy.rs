@@ -82,7 +82,7 @@ async fn every_example_policy_is_parsed_and_evaluated() {
             ],
             action: Action::ScaleOut,
             desired: 7,
-            reason: "cpu 85 > target 70 (+6%) for 2/2 datapoints → 5 → 7",
+            reason: "cpu 85 > target 67 (+6%) for 2/2 datapoints → 5 → 7",
         },
         Scenario {
             file: "worker.yaml",
