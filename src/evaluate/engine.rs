@@ -81,18 +81,39 @@ pub fn decide(
     let mut holds: Vec<String> = Vec::new();
     let mut freeze: Option<(&Rule, String)> = None;
     let served = state.running.with_look(now, obs.running);
-    // A counted forecast from a learned day: the rules that follow it may keep less room
-    // (asked only when one does: a forecast's model is fitted again by its own vote).
-    let followed = policy.rules.iter().any(|r| r.spec.follows_forecast());
-    let foreseen = followed
-        && policy.rules.iter().any(|r| {
-            r.spec.forecasts()
-                && r.spec
-                    .policy()
-                    .foresees(&EvalInput::new(now, current, obs.metrics, &assume, externals))
-        });
+    // What a metric rule reads this tick (its name and `foreseen` are set per rule).
+    let base = || {
+        let mut input = EvalInput::new(now, current, obs.metrics, &assume, externals);
+        input.running = obs.running;
+        input.pending = obs.pending;
+        input.min = bounds.min;
+        input.max = bounds.max;
+        input.last_scale_out = state.last_scale_out;
+        input.last_scale_in = state.last_scale_in;
+        input.served = &served;
+        input
+    };
+    // A counted forecast from a learned day: the rules that follow it may keep less room. The
+    // forecasts vote first, once, and their votes are counted in turn below.
+    let mut early: Vec<Option<(Recommendation, bool)>> = Vec::new();
+    let mut foreseen = false;
+    if policy.rules.iter().any(|r| r.spec.follows_forecast()) {
+        early = policy.rules.iter().map(|_| None).collect();
+        for (i, rule) in policy
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.spec.forecasts())
+        {
+            let mut input = base();
+            input.rule = &rule.name;
+            let (rec, learned) = rule.spec.policy().evaluate_foreseeing(&input);
+            foreseen |= learned;
+            early[i] = Some((rec, input.used_assumed()));
+        }
+    }
 
-    for rule in &policy.rules {
+    for (i, rule) in policy.rules.iter().enumerate() {
         let kind = rule.spec.kind();
         let vote = |status: &str, wants: Option<u32>, reason: String| Vote {
             rule: rule.name.clone(),
@@ -134,17 +155,13 @@ pub fn decide(
             continue;
         }
 
-        let mut input = EvalInput::new(now, current, obs.metrics, &assume, externals);
-        input.rule = &rule.name;
-        input.running = obs.running;
-        input.pending = obs.pending;
-        input.min = bounds.min;
-        input.max = bounds.max;
-        input.last_scale_out = state.last_scale_out;
-        input.last_scale_in = state.last_scale_in;
-        input.served = &served;
-        input.foreseen = foreseen;
-        let rec = rule.spec.policy().evaluate(&input);
+        let (rec, assumed) = early.get_mut(i).and_then(Option::take).unwrap_or_else(|| {
+            let mut input = base();
+            input.rule = &rule.name;
+            input.foreseen = foreseen;
+            let rec = rule.spec.policy().evaluate(&input);
+            (rec, input.used_assumed())
+        });
         let forecast_only = !rule.spec.policy().counts();
         match rec {
             Recommendation::Wants {
@@ -160,7 +177,7 @@ pub fn decide(
                 } else if count > current {
                     votes.push(vote("wants", Some(count), reason.clone()));
                     outs.push(Wish { rule, count, reason });
-                } else if count < current && input.used_assumed() {
+                } else if count < current && assumed {
                     let reason =
                         format!("{reason}; not scaling in on an assumed value (missing_data: assume)");
                     votes.push(vote("holds", Some(current), reason.clone()));

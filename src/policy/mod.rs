@@ -57,10 +57,11 @@ pub trait Policy: Send + Sync + fmt::Debug {
         true
     }
 
-    /// Whether it forecasts this tick from a learned daily pattern (a predictive rule with the
-    /// history it asks for): what [`crate::eval_io::EvalInput::foreseen`] tells the others.
-    fn foresees(&self, _input: &EvalInput<'_>) -> bool {
-        false
+    /// Its recommendation, and whether it forecasts this tick from a learned daily pattern (a
+    /// predictive rule with the history it asks for): what
+    /// [`crate::eval_io::EvalInput::foreseen`] tells the others.
+    fn evaluate_foreseeing(&self, input: &EvalInput<'_>) -> (Recommendation, bool) {
+        (self.evaluate(input), false)
     }
 
     /// The metric it keeps at a target value, and that value (for back-test totals).

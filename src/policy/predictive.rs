@@ -207,18 +207,11 @@ impl Predictive {
             model: self.model(long),
         }
     }
-}
 
-impl Policy for Predictive {
-    fn foresees(&self, input: &EvalInput<'_>) -> bool {
-        let view = input.metric(&self.metric);
-        let k = self.known(&view, input.now);
-        k.have >= self.min_history.as_secs() as i64 && k.model.is_some_and(|m| m.daily())
-    }
-
-    fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
-        let view = input.metric(&self.metric);
-        let Known { recent, have, model } = self.known(&view, input.now);
+    /// The vote from what is known: abstain without enough history (or a clear short cycle),
+    /// else the forecast peak's count.
+    fn recommend(&self, known: Known<'_>, input: &EvalInput<'_>) -> Recommendation {
+        let Known { recent, have, model } = known;
         let cycle = model.as_ref().and_then(|m| m.cycle());
         // Less history than asked for: only a clear short cycle is enough to go on.
         if have < self.min_history.as_secs() as i64 && cycle.is_none() {
@@ -265,6 +258,20 @@ impl Policy for Predictive {
             ),
             inputs: vec![(format!("{}_forecast_peak", self.metric), f.peak)],
         }
+    }
+}
+
+impl Policy for Predictive {
+    fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
+        self.evaluate_foreseeing(input).0
+    }
+
+    fn evaluate_foreseeing(&self, input: &EvalInput<'_>) -> (Recommendation, bool) {
+        let view = input.metric(&self.metric);
+        let known = self.known(&view, input.now);
+        let learned = known.have >= self.min_history.as_secs() as i64
+            && known.model.as_ref().is_some_and(|m| m.daily());
+        (self.recommend(known, input), learned)
     }
 
     fn metrics(&self) -> Vec<&str> {
