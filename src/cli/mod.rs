@@ -5,6 +5,7 @@
 //! a service not found); 2 bad input (command line, config file, environment variables).
 
 mod demo;
+mod frontier;
 mod policy;
 mod render;
 mod ship;
@@ -108,7 +109,7 @@ enum Command {
         command: PolicyCommand,
     },
     /// Replay recorded metrics through a policy file: what the engine would have decided, and totals.
-    Backtest(policy::BacktestArgs),
+    Backtest(Box<policy::BacktestArgs>),
     /// Generate HTTP load (open or closed model) with thresholds and scaling assertions; JSON and HTML reports.
     Stress(Box<stress::StressArgs>),
     /// Run the whole loop on a simulated cluster with real HTTP traffic: worker, stress ramp, a task and an instance killed; live view and HTML report.
@@ -283,7 +284,7 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
         Command::Policy {
             command: PolicyCommand::Check { files },
         } => policy::check(&files),
-        Command::Backtest(args) => policy::backtest(args, vars).await,
+        Command::Backtest(args) => policy::backtest(*args, vars).await,
         Command::Trace {
             command: TraceCommand::Export(args),
         } => trace::export_command(args, vars).await,

@@ -73,9 +73,10 @@ pub(super) struct BacktestArgs {
     pub(super) from: Option<super::trace::Source>,
     #[command(flatten)]
     pub(super) window: super::trace::Window,
-    /// Also draw the metric, its target and the count over time: OUT.svg or OUT.png.
+    /// Also draw the metric, its target and the count over time: OUT.svg or OUT.png (with
+    /// --simulate --frontier: the cost/SLO curves).
     #[arg(long, value_name = "OUT")]
-    plot: Option<PathBuf>,
+    pub(super) plot: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(super) format: Format,
@@ -108,9 +109,23 @@ pub(super) struct BacktestArgs {
     /// With --simulate: requests per second one task serves at 100 % CPU.
     #[arg(long, default_value_t = 40.0, requires = "simulate")]
     pub(super) task_rps: f64,
-    /// With --simulate: the AWS-style baseline's CPU target (%).
+    /// With --simulate: the peers' CPU target (%), where --baseline does not set one.
     #[arg(long, default_value_t = 60.0, requires = "simulate")]
     pub(super) baseline_target: f64,
+    /// With --simulate: a peer to compare against, KIND or KIND:key=value,... (repeat it):
+    /// aws (target tracking, 1-minute CPU), aws-hires (20-second CPU), aws-predictive (AWS
+    /// predictive scaling beside aws-hires), hpa (the Kubernetes HPA). Default: all four.
+    #[arg(long, value_name = "PEER", requires = "simulate")]
+    pub(super) baseline: Vec<String>,
+    /// With --simulate: the cost/SLO frontier. Each peer runs at every CPU target of --sweep
+    /// and the policy at its own targets moved together (-20 to +10 points); the verdicts say
+    /// whether the policy's point is dominated by each peer's curve and what each peer needs
+    /// at the policy's cost and at its SLO minutes.
+    #[arg(long, requires = "simulate")]
+    pub(super) frontier: bool,
+    /// With --frontier: the peers' CPU targets, FROM:TO:STEP (%).
+    #[arg(long, default_value = "30:85:5", requires = "frontier")]
+    pub(super) sweep: String,
     /// With --simulate: the resolution of ECS's service CPU and memory in the simulator (20s:
     /// ECS's high-resolution metrics, which the embedded config then reads; 60s: without them).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, requires = "simulate")]

@@ -1,7 +1,9 @@
 //! `ecscale backtest --simulate`: recorded loads through the simulated cluster, closed loop,
-//! with each policy (the ecscale worker), with the AWS-style baseline and with the clairvoyant
-//! oracle. One policy and one trace: the comparison in detail (and `--report`); more: the suite
-//! table, one row per trace.
+//! with each policy (the ecscale worker), with the peers (AWS target tracking on 1-minute and
+//! 20-second CPU, AWS predictive scaling, the Kubernetes HPA) and with the clairvoyant oracle.
+//! One policy and one trace: the comparison in detail (and `--report`); more: the suite table,
+//! one row per trace. `--frontier` sweeps each peer's target and the policy's own, and reads
+//! the verdicts off the curves ([`super::frontier`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,14 +11,15 @@ use std::path::{Path, PathBuf};
 use super::policy::{mistakes, BacktestArgs};
 use super::{invalid, Failure, Format};
 use crate::model::TargetKey;
-use crate::policy::load_files;
+use crate::policy::{load_files, TargetPolicy};
+use crate::sim::baseline::{Kind, Peer};
 use crate::sim::report::{self, Run};
 use crate::sim::run::{Outcome, Totals};
-use crate::sim::suite::{self, Contender, Job, Setup, SuiteRow, TraceLoad};
+use crate::sim::suite::{self, Contender, Job, Setup, TraceLoad};
 use crate::sim::Spec;
 
 /// The traces named on the command line: files, and the `.csv`/`.ndjson` files of folders.
-fn trace_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
+pub(super) fn trace_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
     let mut out = Vec::new();
     for p in paths {
         if !p.is_dir() {
@@ -40,23 +43,60 @@ fn trace_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
     Ok(out)
 }
 
-fn read_trace(path: &Path, column: &str) -> Result<(TraceLoad, Option<u32>), Failure> {
-    TraceLoad::read(path, column).map_err(invalid)
+/// One policy file, ready to run: its targets, the service target, and the cluster it scales.
+pub(super) struct Subject {
+    pub(super) file: String,
+    /// Every target of the file (the service's and the capacity ones).
+    pub(super) targets: Vec<TargetPolicy>,
+    /// The capacity targets alone (what sizes the instances under a peer).
+    pub(super) capacity: Vec<TargetPolicy>,
+    pub(super) setup: Setup,
 }
 
-/// One policy file, ready to run: its targets and the cluster it scales.
-struct Subject {
-    file: String,
-    contender: Contender,
-    capacity: Contender,
-    setup: Setup,
+impl Subject {
+    pub(super) fn contender(&self) -> Contender {
+        Contender::Ecscale(self.targets.clone())
+    }
+
+    pub(super) fn peer(&self, peer: &Peer) -> Contender {
+        Contender::Baseline {
+            peer: peer.clone(),
+            capacity: self.capacity.clone(),
+        }
+    }
+
+    /// The service target (there is exactly one).
+    pub(super) fn service(&self) -> Option<&TargetPolicy> {
+        self.targets
+            .iter()
+            .find(|t| matches!(t.target, TargetKey::Service { .. }))
+    }
 }
 
-fn subject(path: &Path, args: &BacktestArgs) -> Result<Subject, Failure> {
+/// The simulated cluster's spec from the arguments: task rate, capacity room, resolution.
+pub(super) fn spec_of(args: &BacktestArgs) -> Result<Spec, Failure> {
+    let mut spec = Spec::example();
+    spec.task_rps = args.task_rps;
+    spec.headroom = args.headroom;
+    spec.spare_tasks = args.spare_tasks;
+    spec.high_resolution = match args.resolution.as_secs() {
+        20 => Some(args.resolution),
+        60 => None,
+        _ => {
+            return Err(invalid(anyhow::anyhow!(
+                "--resolution {}: 20s (ECS's high-resolution metrics) or 60s",
+                humantime::format_duration(args.resolution)
+            )))
+        }
+    };
+    Ok(spec)
+}
+
+pub(super) fn subject(path: &Path, args: &BacktestArgs) -> Result<Subject, Failure> {
     let file = path.display().to_string();
     let files = load_files(&[path.to_path_buf()]).map_err(|d| mistakes(d, &file))?;
     let targets: Vec<_> = files.into_iter().flat_map(|f| f.targets).collect();
-    let mut spec = Spec::example();
+    let mut spec = spec_of(args)?;
     let (services, capacity) = suite::split_targets(&targets, &spec.auto_scaling_group);
     let [service] = services.as_slice() else {
         return Err(invalid(anyhow::anyhow!(
@@ -73,19 +113,6 @@ fn subject(path: &Path, args: &BacktestArgs) -> Result<Subject, Failure> {
     };
     spec.cluster = cluster.clone();
     spec.service = name.clone();
-    spec.task_rps = args.task_rps;
-    spec.headroom = args.headroom;
-    spec.spare_tasks = args.spare_tasks;
-    spec.high_resolution = match args.resolution.as_secs() {
-        20 => Some(args.resolution),
-        60 => None,
-        _ => {
-            return Err(invalid(anyhow::anyhow!(
-                "--resolution {}: 20s (ECS's high-resolution metrics) or 60s",
-                humantime::format_duration(args.resolution)
-            )))
-        }
-    };
     let setup = Setup {
         spec,
         slo_ms: args.slo_p95.as_secs_f64() * 1000.0,
@@ -95,16 +122,37 @@ fn subject(path: &Path, args: &BacktestArgs) -> Result<Subject, Failure> {
     };
     Ok(Subject {
         file,
-        capacity: Contender::Baseline {
-            cpu_target: args.baseline_target,
-            capacity,
-        },
-        contender: Contender::Ecscale(targets.clone()),
+        capacity,
+        targets: targets.clone(),
         setup,
     })
 }
 
-pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars) -> Result<u8, Failure> {
+/// The peers asked for (`--baseline`, repeatable), else every kind with its defaults.
+pub(super) fn peers(args: &BacktestArgs) -> Result<Vec<Peer>, Failure> {
+    if args.baseline.is_empty() {
+        return Ok(Kind::ALL
+            .iter()
+            .map(|k| Peer::defaults(*k, args.baseline_target, args.task_rps))
+            .collect());
+    }
+    let mut out: Vec<Peer> = Vec::new();
+    for text in &args.baseline {
+        let p = Peer::parse(text, args.baseline_target, args.task_rps)
+            .map_err(|e| invalid(anyhow::anyhow!("--baseline {text}: {e}")))?;
+        if out.iter().any(|o| o.kind() == p.kind()) {
+            return Err(invalid(anyhow::anyhow!(
+                "--baseline {text}: {} is named twice (one of each kind; its target is swept by --frontier)",
+                p.kind().name()
+            )));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Checks the numeric arguments every closed-loop run shares.
+pub(super) fn check_args(args: &BacktestArgs) -> Result<(), Failure> {
     if !(args.task_rps > 0.0 && args.task_rps.is_finite()) {
         return Err(invalid(anyhow::anyhow!(
             "--task-rps {}: must be a positive number",
@@ -123,11 +171,19 @@ pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars
             args.baseline_target
         )));
     }
-    let subjects = args
-        .policy
-        .iter()
-        .map(|p| subject(p, &args))
-        .collect::<Result<Vec<_>, _>>()?;
+    if args.plot.is_some() && !args.frontier {
+        return Err(invalid(anyhow::anyhow!(
+            "--plot with --simulate draws the cost/SLO frontier: add --frontier (--report draws the runs)"
+        )));
+    }
+    Ok(())
+}
+
+/// The traces: from files, or exported from the service's own history.
+pub(super) async fn traces(
+    args: &BacktestArgs,
+    vars: &crate::config::env::Vars,
+) -> Result<Vec<(TraceLoad, Option<u32>)>, Failure> {
     let mut traces = Vec::new();
     match args.from {
         Some(source) => {
@@ -136,13 +192,28 @@ pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars
         }
         None => {
             for path in trace_files(&args.metrics)? {
-                traces.push(read_trace(&path, &args.load)?);
+                traces.push(TraceLoad::read(&path, &args.load).map_err(invalid)?);
             }
         }
     }
+    Ok(traces)
+}
+
+pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars) -> Result<u8, Failure> {
+    check_args(&args)?;
+    let peers = peers(&args)?;
+    let subjects = args
+        .policy
+        .iter()
+        .map(|p| subject(p, &args))
+        .collect::<Result<Vec<_>, _>>()?;
+    let traces = traces(&args, vars).await?;
+    if args.frontier {
+        return super::frontier::run(&args, &subjects, &peers, &traces);
+    }
     if subjects.len() == 1 && traces.len() == 1 {
         let (subject, (trace, recorded)) = (&subjects[0], &traces[0]);
-        return one(subject, trace, *recorded, &args).await;
+        return one(subject, &peers, trace, *recorded, &args);
     }
     if args.report.is_some() {
         return Err(invalid(anyhow::anyhow!(
@@ -151,38 +222,48 @@ pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars
             traces.len()
         )));
     }
-    let tables = suite_tables(&subjects, &traces)?;
+    let tables = suite_tables(&subjects, &peers, &traces)?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&tables)?),
         Format::Table => {
             for t in &tables {
-                print!(
-                    "{}",
-                    suite_text(t, subjects[0].setup.slo_ms, args.baseline_target)
-                );
+                print!("{}", suite_text(t, &peers, subjects[0].setup.slo_ms));
             }
         }
     }
     Ok(0)
 }
 
-/// Jobs for each subject on each trace: ecscale, the baseline, the oracle.
-fn jobs(subjects: &[Subject], traces: &[(TraceLoad, Option<u32>)]) -> Vec<Job> {
+/// Jobs for each subject on each trace: ecscale, each peer, the oracle.
+fn jobs(subjects: &[Subject], peers: &[Peer], traces: &[(TraceLoad, Option<u32>)]) -> Vec<Job> {
     let mut jobs = Vec::new();
     for s in subjects {
         for (trace, recorded) in traces {
             let mut setup = s.setup.clone();
             setup.initial = setup.initial.or(*recorded);
-            for contender in [&s.contender, &s.capacity, &Contender::Oracle] {
+            let contenders = std::iter::once(s.contender())
+                .chain(peers.iter().map(|p| s.peer(p)))
+                .chain(std::iter::once(Contender::Oracle));
+            for contender in contenders {
                 jobs.push(Job {
                     setup: setup.clone(),
                     trace: trace.clone(),
-                    contender: contender.clone(),
+                    contender,
                 });
             }
         }
     }
     jobs
+}
+
+/// One trace's totals: ecscale, each peer (in the order given), the oracle.
+#[derive(Debug, Clone, serde::Serialize)]
+struct SuiteRow {
+    trace: String,
+    minutes: f64,
+    ecscale: Totals,
+    peers: Vec<(String, Totals)>,
+    oracle: Totals,
 }
 
 #[derive(serde::Serialize)]
@@ -193,24 +274,30 @@ struct SuiteTable {
 
 fn suite_tables(
     subjects: &[Subject],
+    peers: &[Peer],
     traces: &[(TraceLoad, Option<u32>)],
 ) -> Result<Vec<SuiteTable>, Failure> {
-    let mut outcomes = suite::run_all(jobs(subjects, traces), suite::threads()).into_iter();
+    let mut outcomes = suite::run_all(jobs(subjects, peers, traces), suite::threads()).into_iter();
+    let mut next = || -> Result<Totals, Failure> {
+        let o = outcomes
+            .next()
+            .unwrap_or_else(|| Err(anyhow::anyhow!("missing result")))?;
+        Ok(o.totals)
+    };
     let mut tables = Vec::new();
     for s in subjects {
         let mut rows = Vec::new();
         for (trace, _) in traces {
-            let mut next = || -> Result<Totals, Failure> {
-                let o = outcomes
-                    .next()
-                    .unwrap_or_else(|| Err(anyhow::anyhow!("missing result")))?;
-                Ok(o.totals)
-            };
+            let ecscale = next()?;
+            let mut theirs = Vec::new();
+            for p in peers {
+                theirs.push((p.label(), next()?));
+            }
             rows.push(SuiteRow {
                 trace: trace.name.clone(),
                 minutes: trace.minutes(),
-                ecscale: next()?,
-                baseline: next()?,
+                ecscale,
+                peers: theirs,
                 oracle: next()?,
             });
         }
@@ -222,62 +309,75 @@ fn suite_tables(
     Ok(tables)
 }
 
-fn suite_text(t: &SuiteTable, slo_ms: f64, baseline_target: f64) -> String {
+fn suite_text(t: &SuiteTable, peers: &[Peer], slo_ms: f64) -> String {
+    let names: Vec<String> = peers.iter().map(|p| p.kind().name().to_string()).collect();
     let mut s = format!(
-        "{}: ecscale vs AWS-style target tracking (CPU {baseline_target} %) vs the oracle; SLO p95 {slo_ms:.0} ms, errors ≤ 1 %\n\n",
-        t.policy
+        "{}: ecscale vs {} vs the oracle; SLO p95 {slo_ms:.0} ms, errors ≤ 1 %\n",
+        t.policy,
+        peers.iter().map(Peer::label).collect::<Vec<_>>().join(", ")
     );
+    let _ = writeln!(s, "columns: ecscale / {} / oracle\n", names.join(" / "));
     let _ = writeln!(
         s,
-        "{:<15} {:>6}  {:>22}  {:>26}  {:>16}  {:>24}",
-        "trace", "min", "SLO minutes e/b/o", "task-hours e/b/o", "÷ oracle e/b", "instance-hours e/b/o"
+        "{:<18} {:>6}  {:>28}  {:>36}  {:>26}",
+        "trace", "min", "SLO minutes", "task-hours ÷ oracle's", "oracle task-hours"
     );
-    let mut sum = [[0.0f64; 3]; 3];
+    let n = peers.len() + 2;
+    let mut slo = vec![0.0f64; n];
+    let mut hours = vec![0.0f64; n];
     for r in &t.rows {
-        let all = [&r.ecscale, &r.baseline, &r.oracle];
+        let all: Vec<&Totals> = std::iter::once(&r.ecscale)
+            .chain(r.peers.iter().map(|(_, t)| t))
+            .chain(std::iter::once(&r.oracle))
+            .collect();
         for (k, x) in all.iter().enumerate() {
-            sum[0][k] += x.slo_violation_minutes as f64;
-            sum[1][k] += x.task_hours;
-            sum[2][k] += x.instance_hours;
+            slo[k] += x.slo_violation_minutes as f64;
+            hours[k] += x.task_hours;
         }
+        let o = r.oracle.task_hours.max(f64::MIN_POSITIVE);
         let _ = writeln!(
             s,
-            "{:<15} {:>6.0}  {:>22}  {:>26}  {:>16}  {:>24}",
+            "{:<18} {:>6.0}  {:>28}  {:>36}  {:>26.1}",
             r.trace,
             r.minutes,
-            format!(
-                "{} / {} / {}",
-                r.ecscale.slo_violation_minutes,
-                r.baseline.slo_violation_minutes,
-                r.oracle.slo_violation_minutes
-            ),
-            format!(
-                "{:.1} / {:.1} / {:.1}",
-                r.ecscale.task_hours, r.baseline.task_hours, r.oracle.task_hours
-            ),
-            format!("{:.2} / {:.2}", r.ratio(&r.ecscale), r.ratio(&r.baseline)),
-            format!(
-                "{:.1} / {:.1} / {:.1}",
-                r.ecscale.instance_hours, r.baseline.instance_hours, r.oracle.instance_hours
-            ),
+            all.iter()
+                .map(|x| x.slo_violation_minutes.to_string())
+                .collect::<Vec<_>>()
+                .join(" / "),
+            all[..n - 1]
+                .iter()
+                .map(|x| format!("{:.2}", x.task_hours / o))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            r.oracle.task_hours
         );
     }
     let minutes: f64 = t.rows.iter().map(|r| r.minutes).sum();
+    let o = hours[n - 1].max(f64::MIN_POSITIVE);
     let _ = writeln!(
         s,
-        "{:<15} {:>6.0}  {:>22}  {:>26}  {:>16}  {:>24}\n",
+        "{:<18} {:>6.0}  {:>28}  {:>36}  {:>26.1}\n",
         "suite",
         minutes,
-        format!("{} / {} / {}", sum[0][0], sum[0][1], sum[0][2]),
-        format!("{:.1} / {:.1} / {:.1}", sum[1][0], sum[1][1], sum[1][2]),
-        format!(
-            "{:.2} / {:.2}",
-            sum[1][0] / sum[1][2].max(f64::MIN_POSITIVE),
-            sum[1][1] / sum[1][2].max(f64::MIN_POSITIVE)
-        ),
-        format!("{:.1} / {:.1} / {:.1}", sum[2][0], sum[2][1], sum[2][2]),
+        slo.iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        hours[..n - 1]
+            .iter()
+            .map(|h| format!("{:.2}", h / o))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        hours[n - 1]
     );
     s
+}
+
+#[derive(serde::Serialize)]
+struct PeerRun<'a> {
+    peer: &'a Peer,
+    label: String,
+    outcome: &'a Outcome,
 }
 
 #[derive(serde::Serialize)]
@@ -286,66 +386,33 @@ struct Comparison<'a> {
     trace: &'a str,
     slo_p95_ms: f64,
     ecscale: &'a Outcome,
-    baseline: &'a Outcome,
+    peers: Vec<PeerRun<'a>>,
     oracle: &'a Outcome,
 }
 
 /// One policy on one trace, in detail.
-async fn one(
+fn one(
     subject: &Subject,
+    peers: &[Peer],
     trace: &TraceLoad,
     recorded: Option<u32>,
     args: &BacktestArgs,
 ) -> Result<u8, Failure> {
     let mut outcomes = suite::run_all(
-        jobs(std::slice::from_ref(subject), &[(trace.clone(), recorded)]),
+        jobs(std::slice::from_ref(subject), peers, &[(trace.clone(), recorded)]),
         suite::threads(),
     )
     .into_iter()
     .collect::<anyhow::Result<Vec<Outcome>>>()?;
-    let (Some(oracle), Some(theirs), Some(ours)) = (outcomes.pop(), outcomes.pop(), outcomes.pop()) else {
+    let (Some(oracle), true) = (outcomes.pop(), outcomes.len() == peers.len() + 1) else {
         return Err(anyhow::anyhow!("a closed-loop run is missing").into());
     };
-    let spec = &subject.setup.spec;
-    let (a, b, o) = (&ours.totals, &theirs.totals, &oracle.totals);
-    let (lo, hi) = trace.range();
-    let ratio = |t: &Totals| t.task_hours / o.task_hours.max(f64::MIN_POSITIVE);
-    let summary = format!(
-        "{} on {} ({:.0} minutes, {lo:.0}–{hi:.0} requests/s), simulated closed loop: {}/{} on m5.large, tasks of {} CPU units serving {} requests/s at full CPU\n\n\
-ecscale ({}):\n{}\n\nAWS-style target tracking (CPU {} %, 3/3 datapoints out, 15/15 in, 300 s cooldowns):\n{}\n\n\
-oracle (knows the trace; the fewest tasks that keep the SLO, started and booted ahead):\n{}\n\n\
-SLO-violation minutes: {} vs {} ({}), oracle {}; task-hours: {:.2} vs {:.2} ({:+.1} %), oracle {:.2} (ecscale {:.2}×, baseline {:.2}×)\n",
-        subject.file,
-        args.metrics.first().map_or(String::new(), |p| p.display().to_string()),
-        trace.minutes(),
-        spec.cluster,
-        spec.service,
-        spec.task.cpu,
-        spec.task_rps,
-        subject.file,
-        report::totals_text(a),
-        args.baseline_target,
-        report::totals_text(b),
-        report::totals_text(o),
-        a.slo_violation_minutes,
-        b.slo_violation_minutes,
-        match a.slo_violation_minutes.cmp(&b.slo_violation_minutes) {
-            std::cmp::Ordering::Less => "fewer with ecscale",
-            std::cmp::Ordering::Equal => "the same",
-            std::cmp::Ordering::Greater => "more with ecscale",
-        },
-        o.slo_violation_minutes,
-        a.task_hours,
-        b.task_hours,
-        (a.task_hours / b.task_hours.max(f64::MIN_POSITIVE) - 1.0) * 100.0,
-        o.task_hours,
-        ratio(a),
-        ratio(b),
-    );
-    let problems: Vec<String> = ours
-        .problems
-        .iter()
-        .chain(theirs.problems.iter())
+    let ours = outcomes.remove(0);
+    let theirs = outcomes;
+    let summary = one_summary(subject, peers, trace, args, (&ours, &theirs, &oracle));
+    let problems: Vec<String> = std::iter::once(&ours)
+        .chain(theirs.iter())
+        .flat_map(|o| o.problems.iter())
         .map(|(p, n)| format!("{p} ({n} ticks)"))
         .collect();
     match args.format {
@@ -356,7 +423,15 @@ SLO-violation minutes: {} vs {} ({}), oracle {}; task-hours: {:.2} vs {:.2} ({:+
                 trace: &trace.name,
                 slo_p95_ms: subject.setup.slo_ms,
                 ecscale: &ours,
-                baseline: &theirs,
+                peers: peers
+                    .iter()
+                    .zip(&theirs)
+                    .map(|(peer, outcome)| PeerRun {
+                        peer,
+                        label: peer.label(),
+                        outcome,
+                    })
+                    .collect(),
                 oracle: &oracle,
             })?
         ),
@@ -368,20 +443,22 @@ SLO-violation minutes: {} vs {} ({}), oracle {}; task-hours: {:.2} vs {:.2} ({:+
         }
     }
     if let Some(out) = &args.report {
-        let runs = [
-            Run {
-                name: "ecscale",
-                outcome: &ours,
-            },
-            Run {
-                name: "baseline",
-                outcome: &theirs,
-            },
-            Run {
-                name: "oracle",
-                outcome: &oracle,
-            },
-        ];
+        let labels: Vec<String> = peers.iter().map(Peer::label).collect();
+        let runs: Vec<Run<'_>> = std::iter::once(Run {
+            name: "ecscale",
+            outcome: &ours,
+        })
+        .chain(
+            labels
+                .iter()
+                .zip(&theirs)
+                .map(|(name, outcome)| Run { name, outcome }),
+        )
+        .chain(std::iter::once(Run {
+            name: "oracle",
+            outcome: &oracle,
+        }))
+        .collect();
         let charts = report::charts(&runs, subject.setup.slo_ms, Some(args.baseline_target), &[]);
         let html = report::html("ecscale backtest --simulate", &summary, &[], &charts, &runs);
         crate::worker::state::write_atomically(out, html.as_bytes())
@@ -395,4 +472,68 @@ SLO-violation minutes: {} vs {} ({}), oracle {}; task-hours: {:.2} vs {:.2} ({:+
     } else {
         super::EXIT_FAILURE
     })
+}
+
+/// The text of one policy on one trace: each run's totals, then the comparison line.
+fn one_summary(
+    subject: &Subject,
+    peers: &[Peer],
+    trace: &TraceLoad,
+    args: &BacktestArgs,
+    (ours, theirs, oracle): (&Outcome, &[Outcome], &Outcome),
+) -> String {
+    let spec = &subject.setup.spec;
+    let (lo, hi) = trace.range();
+    let o = oracle.totals.task_hours.max(f64::MIN_POSITIVE);
+    let mut s = format!(
+        "{} on {} ({:.0} minutes, {lo:.0}–{hi:.0} requests/s), simulated closed loop: {}/{} on m5.large, tasks of {} CPU units serving {} requests/s at full CPU\n\n\
+ecscale ({}):\n{}\n\n",
+        subject.file,
+        args.metrics.first().map_or(trace.name.clone(), |p| p.display().to_string()),
+        trace.minutes(),
+        spec.cluster,
+        spec.service,
+        spec.task.cpu,
+        spec.task_rps,
+        subject.file,
+        report::totals_text(&ours.totals),
+    );
+    for (p, out) in peers.iter().zip(theirs) {
+        let _ = write!(
+            s,
+            "{} ({}):\n{}\n\n",
+            p.label(),
+            p.describe(),
+            report::totals_text(&out.totals)
+        );
+    }
+    let _ = write!(
+        s,
+        "oracle (knows the trace; the fewest tasks that keep the SLO, started and booted ahead):\n{}\n\n",
+        report::totals_text(&oracle.totals)
+    );
+    let named = |name: &str, t: &Totals| (name.to_string(), t.slo_violation_minutes, t.task_hours);
+    let all: Vec<(String, usize, f64)> = std::iter::once(named("ecscale", &ours.totals))
+        .chain(
+            peers
+                .iter()
+                .zip(theirs)
+                .map(|(p, out)| named(p.kind().name(), &out.totals)),
+        )
+        .collect();
+    let _ = writeln!(
+        s,
+        "SLO-violation minutes: {}, oracle {}; task-hours: {}, oracle {:.2}",
+        all.iter()
+            .map(|(n, v, _)| format!("{n} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        oracle.totals.slo_violation_minutes,
+        all.iter()
+            .map(|(n, _, h)| format!("{n} {h:.2} ({:.2}×)", h / o))
+            .collect::<Vec<_>>()
+            .join(", "),
+        oracle.totals.task_hours
+    );
+    s
 }

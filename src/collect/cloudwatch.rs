@@ -177,8 +177,13 @@ pub struct Plan {
 /// alignment of at most an hour (the usual case: a single group), each call holding at most 500
 /// queries and 100,800 datapoints.
 pub fn plan(now: DateTime<Utc>, metrics: Vec<ResolvedMetric>, lookback: Duration) -> Plan {
+    pack(windows(now, metrics, lookback))
+}
+
+/// Each metric's window of complete periods at `now`, `lookback` long.
+pub fn windows(now: DateTime<Utc>, metrics: Vec<ResolvedMetric>, lookback: Duration) -> Vec<PlannedSeries> {
     let lookback = TimeDelta::from_std(lookback).unwrap_or(TimeDelta::MAX);
-    let series: Vec<PlannedSeries> = metrics
+    metrics
         .into_iter()
         .enumerate()
         .map(|(i, metric)| {
@@ -195,8 +200,11 @@ pub fn plan(now: DateTime<Utc>, metrics: Vec<ResolvedMetric>, lookback: Duration
                 until,
             }
         })
-        .collect();
+        .collect()
+}
 
+/// The calls that read `series`, each from its own `from`: one window per call.
+pub fn pack(series: Vec<PlannedSeries>) -> Plan {
     let periods: BTreeSet<i64> = series.iter().map(|s| period_secs(&s.metric.spec)).collect();
     let lcm = periods.iter().try_fold(1i64, |acc, p| {
         let l = acc / gcd(acc, *p) * p;
@@ -350,7 +358,7 @@ pub(super) async fn fetch(c: &Collector, plan: Plan) -> (Vec<Series>, Vec<Proble
 
     let mut series = Vec::with_capacity(plan.series.len());
     for s in plan.series {
-        let spec = s.metric.spec;
+        let spec = &s.metric.spec;
         let (status, mut samples) = match collected.remove(&s.query_id) {
             Some(got) => {
                 if !matches!(got.status.as_str(), "Complete" | "") {
@@ -384,24 +392,40 @@ pub(super) async fn fetch(c: &Collector, plan: Plan) -> (Vec<Series>, Vec<Proble
         };
         samples.sort_by_key(|p| p.timestamp);
         samples.dedup_by_key(|p| p.timestamp);
-        series.push(Series {
-            history: None,
-            cluster: s.metric.key.cluster,
-            service: s.metric.key.service,
-            id: spec.id,
-            namespace: spec.namespace,
-            metric_name: spec.metric_name,
-            dimensions: spec.dimensions,
-            stat: spec.stat,
-            period_secs: spec.period.as_secs(),
-            unit: spec.unit,
-            status,
-            per_task: spec.per_task,
-            complete_until: s.until,
-            samples,
-        });
+        series.push(series_of(&s, status, samples));
     }
     (series, problems)
+}
+
+/// The series of a planned one, with its status and datapoints.
+pub(super) fn series_of(s: &PlannedSeries, status: String, samples: Vec<Sample>) -> Series {
+    resolved_series(&s.metric, status, s.until, samples)
+}
+
+/// The series of a resolved metric: its names and settings, and what was read.
+pub(super) fn resolved_series(
+    m: &ResolvedMetric,
+    status: String,
+    complete_until: DateTime<Utc>,
+    samples: Vec<Sample>,
+) -> Series {
+    let spec = &m.spec;
+    Series {
+        history: None,
+        cluster: m.key.cluster.clone(),
+        service: m.key.service.clone(),
+        id: spec.id.clone(),
+        namespace: spec.namespace.clone(),
+        metric_name: spec.metric_name.clone(),
+        dimensions: spec.dimensions.clone(),
+        stat: spec.stat.clone(),
+        period_secs: spec.period.as_secs(),
+        unit: spec.unit.clone(),
+        status,
+        per_task: spec.per_task,
+        complete_until,
+        samples,
+    }
 }
 
 impl ApiError {

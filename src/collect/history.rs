@@ -3,6 +3,11 @@
 //! long-window GetMetricData call (its pages followed), cached and refreshed once per the rule's
 //! `bucket`, not on every tick; the calls and metrics are counted like the pass's own.
 //!
+//! Each refresh reads only what is new: from an hour before the newest datapoint cached (late
+//! or revised datapoints are read again) to now, and the cache drops what has left the window.
+//! So a datapoint is read about once, not once per refresh, and a refresh costs the same
+//! whatever the window's length.
+//!
 //! The period fits the window: the metric's own (at least a minute), coarser where CloudWatch
 //! keeps only coarser data that far back (1-minute data for 15 days, 5-minute for 63, hourly
 //! for 455) or where one call would exceed its datapoint limit. A sum read at a coarser period
@@ -120,8 +125,11 @@ impl HistoryCache {
     }
 }
 
-/// The one call that reads `need`'s window of `m`.
-fn request(now: DateTime<Utc>, m: &ResolvedMetric, need: &HistoryNeed) -> (MetricDataRequest, i64) {
+/// How far before the newest cached datapoint a refresh starts reading again.
+const OVERLAP: TimeDelta = TimeDelta::hours(1);
+
+/// The window `[start, end)` of `need` at `now`, aligned to its period.
+fn window(now: DateTime<Utc>, m: &ResolvedMetric, need: &HistoryNeed) -> (DateTime<Utc>, DateTime<Utc>, i64) {
     let period = history_period(need.window, m.spec.period) as i64;
     let delay = TimeDelta::from_std(m.spec.delay).unwrap_or_default();
     let end = align_down(now - delay, period);
@@ -129,6 +137,18 @@ fn request(now: DateTime<Utc>, m: &ResolvedMetric, need: &HistoryNeed) -> (Metri
         end - TimeDelta::from_std(need.window).unwrap_or(TimeDelta::MAX),
         period,
     );
+    (start, end, period)
+}
+
+/// The one call that reads `need`'s window of `m`, from `since` (the part not cached) on.
+fn request(
+    now: DateTime<Utc>,
+    m: &ResolvedMetric,
+    need: &HistoryNeed,
+    since: Option<DateTime<Utc>>,
+) -> (MetricDataRequest, i64) {
+    let (start, end, period) = window(now, m, need);
+    let start = since.map_or(start, |s| align_down(s, period).max(start).min(end));
     let query = MetricQuery {
         id: "h0".into(),
         namespace: m.spec.namespace.clone(),
@@ -173,11 +193,17 @@ pub(super) async fn read(
         })
         .collect();
     let reads = due.iter().map(|(m, n)| async move {
-        let (req, period) = request(now, m, n);
-        (m, period, c.limited(super::cloudwatch::read_call(c, &req)).await)
+        let cached = cache.cached(&(m.key.clone(), m.spec.id.clone())).map(|(_, s)| s);
+        let since = cached
+            .as_ref()
+            .and_then(|s| s.last())
+            .map(|s| s.timestamp - OVERLAP);
+        let (req, period) = request(now, m, n, since);
+        let answer = c.limited(super::cloudwatch::read_call(c, &req)).await;
+        (m, n, period, req.start, cached, answer)
     });
     let mut problems = Vec::new();
-    for (m, period, answer) in futures::future::join_all(reads).await {
+    for (m, n, period, from, cached, answer) in futures::future::join_all(reads).await {
         let key = (m.key.clone(), m.spec.id.clone());
         match answer {
             Ok((mut by_id, _)) => {
@@ -187,15 +213,25 @@ pub(super) async fn read(
                     "Sum" | "SampleCount" if period as f64 > own => own / period as f64,
                     _ => 1.0,
                 };
-                let mut samples: Vec<Sample> = points
+                let mut fresh: Vec<Sample> = points
                     .into_iter()
                     .map(|(timestamp, value)| Sample {
                         timestamp,
                         value: value * scale,
                     })
                     .collect();
-                samples.sort_by_key(|s| s.timestamp);
-                samples.dedup_by_key(|s| s.timestamp);
+                fresh.sort_by_key(|s| s.timestamp);
+                fresh.dedup_by_key(|s| s.timestamp);
+                // What is cached before the part read again, within the window, then the part.
+                let (start, _, _) = window(now, m, n);
+                let kept: &[Sample] = cached.as_deref().map_or(&[], |c| {
+                    let lo = c.partition_point(|s| s.timestamp < start);
+                    let hi = c.partition_point(|s| s.timestamp < from);
+                    &c[lo..hi.max(lo)]
+                });
+                let mut samples = Vec::with_capacity(kept.len() + fresh.len());
+                samples.extend_from_slice(kept);
+                samples.extend(fresh);
                 cache.store(key, now, Arc::new(samples));
             }
             Err(e) => problems.push(Problem {

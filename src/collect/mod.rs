@@ -13,6 +13,7 @@ mod cloudwatch;
 mod ecs;
 mod history;
 pub mod prometheus;
+mod recent;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::api::{CloudWatchApi, EcsApi};
 use crate::config::{ClusterSpec, CollectSettings, Config};
-use crate::model::{ClusterSnapshot, Problem, Snapshot, TaskDefinitionInfo};
+use crate::model::{ClusterSnapshot, Problem, ServiceKey, Snapshot, TaskDefinitionInfo};
 use crate::usage::ApiMeter;
 
 pub use cloudwatch::{align_down, cluster_metrics, metrics_for, plan, Plan, PlannedSeries, ResolvedMetric};
@@ -36,8 +37,6 @@ pub struct Collector {
     cloudwatch: Arc<dyn CloudWatchApi>,
     meter: ApiMeter,
     clusters: Vec<ClusterSpec>,
-    /// Clusters with an Auto Scaling group: their cluster-level metrics are collected too.
-    capacity_clusters: Vec<String>,
     settings: CollectSettings,
     /// Bounds the AWS calls in flight (`collect.concurrency`).
     limiter: Semaphore,
@@ -46,9 +45,21 @@ pub struct Collector {
     history: history::HistoryCache,
     /// The client of Prometheus metrics (or why there is none: a secret not set).
     prometheus: Result<prometheus::PromClient, String>,
-    /// Task groups: their metrics are collected too (as `CLUSTER/group:NAME`).
-    groups: Vec<crate::config::GroupSpec>,
+    /// The cluster-level metrics of clusters with an Auto Scaling group, and the task groups'
+    /// metrics (as `CLUSTER/group:NAME`): the same every pass.
+    fixed_metrics: Vec<ResolvedMetric>,
+    /// The series read in earlier passes, so a pass reads only what is due.
+    recent: recent::Recent,
+    /// Each service's metrics with their placeholders filled, by service and the target group
+    /// ECS reported for it: the same every pass until one of those changes.
+    resolved: Mutex<HashMap<(ServiceKey, Vec<String>), Resolved>>,
 }
+
+/// The most services whose metrics are kept resolved.
+const RESOLVED_MAX: usize = 20_000;
+
+/// A service's metrics, and the problems of those that could not be filled.
+type Resolved = (Vec<ResolvedMetric>, Vec<Problem>);
 
 impl Collector {
     pub fn new(
@@ -62,14 +73,44 @@ impl Collector {
             cloudwatch,
             meter,
             clusters: config.clusters.clone(),
-            capacity_clusters: config.capacity.iter().map(|c| c.cluster.clone()).collect(),
             settings: config.collect.clone(),
             limiter: Semaphore::new(config.collect.concurrency),
             task_definitions: Mutex::new(HashMap::new()),
             history: history::HistoryCache::default(),
             prometheus: prometheus::PromClient::new(&config.prometheus),
-            groups: config.groups.clone(),
+            resolved: Mutex::default(),
+            recent: recent::Recent::default(),
+            fixed_metrics: config
+                .capacity
+                .iter()
+                .flat_map(|c| cluster_metrics(&c.cluster, &config.collect))
+                .chain(config.groups.iter().flat_map(cloudwatch::group_metrics))
+                .collect(),
         }
+    }
+
+    /// [`metrics_for`] a service, worked out once per service and target group.
+    fn service_metrics(
+        &self,
+        spec: &ClusterSpec,
+        service: Option<&crate::config::ServiceSpec>,
+        state: &crate::model::ServiceState,
+    ) -> Resolved {
+        let tgs = state
+            .load_balancers
+            .iter()
+            .filter_map(|lb| lb.target_group_arn.clone())
+            .collect();
+        let key = (state.key(), tgs);
+        let mut cache = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        // Services come and go (discovered ones): bounded, and rebuilt when it would grow past.
+        if cache.len() >= RESOLVED_MAX {
+            cache.clear();
+        }
+        cache
+            .entry(key)
+            .or_insert_with(|| metrics_for(spec, service, state, &self.settings))
+            .clone()
     }
 
     /// Also reads these metrics' long windows (predictive rules), each once per its refresh.
@@ -111,17 +152,12 @@ impl Collector {
         let mut metrics = Vec::new();
         for (spec, r) in self.clusters.iter().zip(&resolved) {
             for (state, service_spec) in &r.services {
-                let (m, p) = metrics_for(spec, service_spec.as_ref(), state, &self.settings);
+                let (m, p) = self.service_metrics(spec, service_spec.as_ref(), state);
                 metrics.extend(m);
                 problems.extend(p);
             }
         }
-        metrics.extend(
-            self.capacity_clusters
-                .iter()
-                .flat_map(|c| cluster_metrics(c, &self.settings)),
-        );
-        metrics.extend(self.groups.iter().flat_map(cloudwatch::group_metrics));
+        metrics.extend(self.fixed_metrics.iter().cloned());
         let (from_prometheus, metrics): (Vec<_>, Vec<_>) =
             metrics.into_iter().partition(|m| m.spec.prometheus.is_some());
         let wanted: Vec<ResolvedMetric> = metrics
@@ -130,14 +166,18 @@ impl Collector {
             .cloned()
             .collect();
         let long = history::read(self, now, &wanted);
-        let plan = plan(now, metrics, self.settings.lookback);
+        let split = self
+            .recent
+            .split(cloudwatch::windows(now, metrics, self.settings.lookback));
+        let plan = cloudwatch::pack(split.due.clone());
         let details = futures::future::join_all(resolved.into_iter().map(|r| ecs::details(self, r)));
-        let ((mut series, metric_problems), (prom, prom_problems), clusters, (histories, history_problems)) = tokio::join!(
+        let ((read, metric_problems), (prom, prom_problems), clusters, (histories, history_problems)) = tokio::join!(
             cloudwatch::fetch(self, plan),
             prometheus::fetch(self, now, from_prometheus),
             details,
             long
         );
+        let mut series = self.recent.merge(split, read);
         series.extend(prom);
         problems.extend(metric_problems);
         problems.extend(prom_problems);

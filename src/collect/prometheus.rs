@@ -318,23 +318,9 @@ async fn read_one(c: &Collector, now: DateTime<Utc>, m: &ResolvedMetric) -> (Ser
             Some(format!("metric `{}`: {e}", m.spec.id)),
         ),
     };
-    let spec = &m.spec;
-    let series = Series {
-        history: None,
-        cluster: m.key.cluster.clone(),
-        service: m.key.service.clone(),
-        id: spec.id.clone(),
-        namespace: spec.namespace.clone(),
-        metric_name: spec.metric_name.clone(),
-        dimensions: spec.dimensions.clone(),
-        stat: spec.stat.clone(),
-        period_secs: spec.period.as_secs(),
-        unit: None,
-        status,
-        per_task: spec.per_task,
-        complete_until: w.1,
-        samples,
-    };
+    // Prometheus series carry no CloudWatch unit.
+    let mut series = super::cloudwatch::resolved_series(m, status, w.1, samples);
+    series.unit = None;
     (series, problem)
 }
 

@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
+pub mod xy;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Axis {
     Left,
@@ -151,7 +153,15 @@ fn range(values: impl Iterator<Item = f64>, from_zero: bool) -> Option<(f64, f64
 
 /// Draws `charts` stacked into one SVG document.
 pub fn svg(charts: &[Chart]) -> String {
-    let height = PANEL * charts.len().max(1) as f64;
+    document(PANEL * charts.len().max(1) as f64, |s| {
+        for (i, c) in charts.iter().enumerate() {
+            panel(s, c, i as f64 * PANEL);
+        }
+    })
+}
+
+/// An SVG document `WIDTH` wide and `height` high on white, its panels drawn by `draw`.
+fn document(height: f64, draw: impl FnOnce(&mut String)) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -161,9 +171,7 @@ pub fn svg(charts: &[Chart]) -> String {
         s,
         r##"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>"##
     );
-    for (i, c) in charts.iter().enumerate() {
-        panel(&mut s, c, i as f64 * PANEL);
-    }
+    draw(&mut s);
     s.push_str("</svg>\n");
     s
 }
@@ -412,7 +420,11 @@ pub fn png(svg: &str) -> Result<Vec<u8>, String> {
 
 /// Writes charts to `path`, as SVG or PNG by its extension.
 pub fn write(path: &std::path::Path, charts: &[Chart]) -> Result<(), String> {
-    let doc = svg(charts);
+    write_document(path, svg(charts))
+}
+
+/// Writes an SVG document to `path`, as SVG or PNG by its extension.
+fn write_document(path: &std::path::Path, doc: String) -> Result<(), String> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())

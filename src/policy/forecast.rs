@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::model::Sample;
@@ -173,8 +173,9 @@ pub struct Model {
     tail: Vec<(i64, f64)>,
 }
 
+/// The day of the week of `t` (Monday 0), by arithmetic: 1970-01-01 was a Thursday.
 fn weekday(t: i64) -> usize {
-    DateTime::from_timestamp(t, 0).map_or(0, |d| d.weekday().num_days_from_monday() as usize)
+    (t.div_euclid(DAY) + 3).rem_euclid(7) as usize
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
@@ -195,22 +196,17 @@ fn line(xs: &[f64], ys: &[f64]) -> (f64, f64) {
     (my - slope * mx, slope)
 }
 
-/// Mean residual per class (`of` maps a time to its class), and the residuals without it.
-fn profile(ts: &[i64], residual: &mut [f64], classes: usize, of: impl Fn(i64) -> usize) -> Vec<f64> {
+/// Mean residual per class (`class[i]` is datapoint i's, below `classes`).
+fn profile(class: &[usize], residual: &[f64], classes: usize) -> Vec<f64> {
     let mut sums = vec![(0.0, 0u32); classes];
-    for (t, r) in ts.iter().zip(residual.iter()) {
-        let e = &mut sums[of(*t) % classes];
+    for (c, r) in class.iter().zip(residual) {
+        let e = &mut sums[*c];
         e.0 += r;
         e.1 += 1;
     }
-    let p: Vec<f64> = sums
-        .into_iter()
+    sums.into_iter()
         .map(|(s, n)| if n > 0 { s / f64::from(n) } else { 0.0 })
-        .collect();
-    for (t, r) in ts.iter().zip(residual.iter_mut()) {
-        *r -= p[of(*t) % classes];
-    }
-    p
+        .collect()
 }
 
 /// The spread of residuals around their trailing-hour mean (what the level correction leaves):
@@ -273,44 +269,44 @@ impl Model {
         let bucket = (bucket.as_secs() as i64).max(1);
         let buckets = (DAY / bucket).max(1) as usize;
         let day_of = |t: i64| (t.rem_euclid(DAY) / bucket) as usize;
+        // Each datapoint's bucket of the day and day of the week, worked out once.
+        let day_class: Vec<usize> = ts.iter().map(|t| day_of(*t) % buckets).collect();
+        let week_class: Vec<usize> = ts.iter().map(|t| weekday(*t)).collect();
         let mut daily = (span >= DAY).then(|| vec![0.0; buckets]);
         let mut weekly = (span >= WEEK).then_some([0.0; 7]);
-        let seasonal = |t: i64, d: &Option<Vec<f64>>, w: &Option<[f64; 7]>| {
-            d.as_ref().map_or(0.0, |d| d[day_of(t) % d.len()]) + w.as_ref().map_or(0.0, |w| w[weekday(t)])
+        let seasonal = |i: usize, d: &Option<Vec<f64>>, w: &Option<[f64; 7]>| {
+            d.as_ref().map_or(0.0, |d| d[day_class[i]]) + w.as_ref().map_or(0.0, |w| w[week_class[i]])
         };
         // Backfitting: the trend of what the profiles leave, the profiles of what the trend
         // leaves (a trend fitted first would take part of a daily cycle for growth).
         let (mut intercept, mut slope) = (0.0, 0.0);
         let mut residual = vec![0.0; y.len()];
+        let mut rest = vec![0.0; y.len()];
         for _ in 0..3 {
-            let rest: Vec<f64> = ts
-                .iter()
-                .zip(&y)
-                .map(|(t, v)| v - seasonal(*t, &daily, &weekly))
-                .collect();
+            for (i, (r, v)) in rest.iter_mut().zip(&y).enumerate() {
+                *r = v - seasonal(i, &daily, &weekly);
+            }
             (intercept, slope) = line(&xs, &rest);
             for (r, (x, v)) in residual.iter_mut().zip(xs.iter().zip(&y)) {
                 *r = v - intercept - slope * x;
             }
             // What the trend leaves, without the other profile.
-            let less = |d: &Option<Vec<f64>>, w: &Option<[f64; 7]>| -> Vec<f64> {
-                ts.iter()
-                    .zip(&residual)
-                    .map(|(t, r)| r - seasonal(*t, d, w))
-                    .collect()
-            };
             if daily.is_some() {
-                let mut r = less(&None, &weekly);
-                daily = Some(profile(&ts, &mut r, buckets, day_of));
+                for (i, (r, res)) in rest.iter_mut().zip(&residual).enumerate() {
+                    *r = res - seasonal(i, &None, &weekly);
+                }
+                daily = Some(profile(&day_class, &rest, buckets));
             }
             if weekly.is_some() {
-                let mut r = less(&daily, &None);
-                let p = profile(&ts, &mut r, 7, weekday);
+                for (i, (r, res)) in rest.iter_mut().zip(&residual).enumerate() {
+                    *r = res - seasonal(i, &daily, &None);
+                }
+                let p = profile(&week_class, &rest, 7);
                 weekly = Some([p[0], p[1], p[2], p[3], p[4], p[5], p[6]]);
             }
         }
-        for (r, t) in residual.iter_mut().zip(&ts) {
-            *r -= seasonal(*t, &daily, &weekly);
+        for (i, r) in residual.iter_mut().enumerate() {
+            *r -= seasonal(i, &daily, &weekly);
         }
         let cycle = find_cycle(&ts, &residual);
         if let Some(c) = &cycle {
@@ -539,6 +535,15 @@ pub fn forecast(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
+
+    #[test]
+    fn the_weekday_by_arithmetic_is_the_calendar_s() {
+        for t in (-400 * DAY..400 * DAY).step_by(3_607) {
+            let d = DateTime::from_timestamp(t, 0).unwrap();
+            assert_eq!(weekday(t), d.weekday().num_days_from_monday() as usize, "{d}");
+        }
+    }
 
     fn series(days: i64, f: impl Fn(i64) -> f64) -> Vec<Sample> {
         let start = DateTime::from_timestamp(1_767_225_600, 0).unwrap(); // 2026-01-01 00:00 UTC, a Thursday

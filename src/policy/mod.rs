@@ -540,3 +540,41 @@ fn check_group(
     }
     out
 }
+
+impl TargetPolicy {
+    /// The policy's main knob: the first target-tracking rule's target (its CPU target, say).
+    pub fn main_target(&self) -> Option<f64> {
+        self.rules.iter().find_map(|r| match &r.spec {
+            RuleSpec::TargetTracking(t) => Some(t.target),
+            _ => None,
+        })
+    }
+
+    /// This policy with every utilization target scaled by `factor`: target-tracking targets
+    /// and their foreseen targets, predictive loads per task. The main knob a frontier sweeps,
+    /// moving the rules together so they stay consistent. `None` when a scaled target would
+    /// reach its rule's saturation.
+    pub fn with_targets_scaled(&self, factor: f64) -> Option<TargetPolicy> {
+        if !(factor.is_finite() && factor > 0.0) {
+            return None;
+        }
+        let mut p = self.clone();
+        for rule in &mut p.rules {
+            match &mut rule.spec {
+                RuleSpec::TargetTracking(t) => {
+                    t.target *= factor;
+                    if let Some(f) = &mut t.foreseen_target {
+                        *f *= factor;
+                    }
+                    let top = t.foreseen_target.unwrap_or(t.target);
+                    if t.saturation.is_some_and(|c| top >= c) {
+                        return None;
+                    }
+                }
+                RuleSpec::Predictive(pr) => pr.target_per_task *= factor,
+                _ => {}
+            }
+        }
+        Some(p)
+    }
+}

@@ -39,20 +39,26 @@ pub struct Predictive {
     fitted: FitCache,
 }
 
-/// The model fitted to the last long window seen, keyed by that window, and the space chosen
-/// for it with the end of the history it was chosen on.
+/// The model fitted to the last long window seen, with that window's span, and the space
+/// chosen for it with the end of the history it was chosen on.
 #[derive(Debug, Default)]
 struct FitCache(Mutex<Option<Fitted>>);
 
-/// A fitted model: its window, and whether it is multiplicative with when that was chosen.
+/// A fitted model: its window's first and last datapoints, and whether it is multiplicative with
+/// when that was chosen.
 type Fitted = (WindowKey, Arc<Model>, (bool, DateTime<Utc>));
 
 /// The choice between an additive and a multiplicative model is made again after this much
 /// more history (a fit alone is cheaper than the choice).
 const RECHOOSE: chrono::TimeDelta = chrono::TimeDelta::hours(6);
 
-/// A window's identity: its length, first and last datapoints.
-type WindowKey = (usize, Option<(i64, i64, u64)>);
+/// A window's first and last datapoints' times.
+type WindowKey = (DateTime<Utc>, DateTime<Utc>);
+
+/// A model is fitted again once its window has moved on by this share of its span: a fit takes
+/// time in proportion to the span, so a tick costs the same however long the history is (over a
+/// day, every 5 minutes; over 14 days, every 70). The level still moves at every tick.
+const REFIT_SHARE: i32 = 288;
 
 impl Clone for FitCache {
     fn clone(&self) -> Self {
@@ -150,32 +156,31 @@ impl Predictive {
 }
 
 impl Predictive {
-    /// The model of `window`, fitted once per window.
+    /// The model of `window`: the one fitted last, while the window has moved on by less than
+    /// 1/[`REFIT_SHARE`] of its span since (and only forward), else a new fit.
     fn model(&self, window: &[Sample]) -> Option<Arc<Model>> {
-        let key: WindowKey = (
-            window.len(),
-            window.first().zip(window.last()).map(|(a, b)| {
-                (
-                    a.timestamp.timestamp(),
-                    b.timestamp.timestamp(),
-                    b.value.to_bits(),
-                )
-            }),
-        );
+        let (first, end) = (window.first()?.timestamp, window.last()?.timestamp);
         let mut g = self.fitted.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((k, m, _)) = g.as_ref() {
-            if *k == key {
+        if let Some(((a, b), m, _)) = g.as_ref() {
+            let moved = end - *b;
+            if first >= *a
+                && first <= *b
+                && moved >= chrono::TimeDelta::zero()
+                && moved * REFIT_SHARE < end - first
+            {
+                return Some(m.clone());
+            }
+            if (*a, *b) == (first, end) {
                 return Some(m.clone());
             }
         }
-        let end = window.last()?.timestamp;
         let chosen = g
             .as_ref()
             .map(|(_, _, c)| *c)
             .filter(|(_, at)| end >= *at && end - *at < RECHOOSE);
         let m = Arc::new(Model::fit_as(window, self.bucket, chosen.map(|(log, _)| log))?);
         let chosen = chosen.unwrap_or((m.multiplicative(), end));
-        *g = Some((key, m.clone(), chosen));
+        *g = Some(((first, end), m.clone(), chosen));
         Some(m)
     }
 }

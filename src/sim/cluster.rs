@@ -808,11 +808,13 @@ impl Cluster {
             self.event("group_task_started", text);
         }
         self.standalone.retain(|t| t.status != TaskStatus::Stopped);
-        let (stopped, live): (Vec<Task>, Vec<Task>) = std::mem::take(&mut self.tasks)
-            .into_iter()
-            .partition(|t| t.status == TaskStatus::Stopped);
-        self.tasks = live;
-        self.retired.extend(stopped.into_iter().map(|t| t.meter));
+        if self.tasks.iter().any(|t| t.status == TaskStatus::Stopped) {
+            let (stopped, live): (Vec<Task>, Vec<Task>) = std::mem::take(&mut self.tasks)
+                .into_iter()
+                .partition(|t| t.status == TaskStatus::Stopped);
+            self.tasks = live;
+            self.retired.extend(stopped.into_iter().map(|t| t.meter));
+        }
     }
 
     /// Places waiting tasks: binpack (the fullest instance that still has room).

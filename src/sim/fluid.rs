@@ -29,10 +29,11 @@ const QUANTILES: usize = 20;
 const CS2: f64 = 0.25;
 const CA2: f64 = 1.0;
 
-/// Backlogs of the tasks, between steps.
+/// Backlogs of the tasks between steps, by task (the address of its meter, which lives as long
+/// as the task).
 #[derive(Debug, Default)]
 pub struct Fluid {
-    backlog: HashMap<String, f64>,
+    backlog: HashMap<usize, f64>,
 }
 
 /// The `q` quantile of one request's latency (s) at utilization `rho` (< 1), service time `d`,
@@ -109,30 +110,45 @@ pub fn record(lb: &mut LbMinute, step: &TaskStep, task_rps: f64, tasks: u64) {
 }
 
 impl Fluid {
-    /// Serves `rps` requests per second for `dt` seconds with the tasks RUNNING now.
+    /// Serves `rps` requests per second for `dt` seconds with the tasks RUNNING now. The load
+    /// balancer sends each the same rate, so tasks with the same backlog take the same step:
+    /// it is worked out once for them all.
     pub fn serve(&mut self, sim: &mut Inner, rps: f64, dt: f64) {
         let spec = &sim.cluster.spec;
         let mu = spec.task_rps;
         let max_wait = spec.max_queue_wait.as_secs_f64();
-        let running: Vec<(String, std::sync::Arc<super::load::TaskMeter>)> = sim
+        let key = |m: &std::sync::Arc<super::load::TaskMeter>| std::sync::Arc::as_ptr(m) as usize;
+        let running: Vec<&std::sync::Arc<super::load::TaskMeter>> = sim
             .cluster
             .tasks
             .iter()
             .filter(|t| t.status == TaskStatus::Running)
-            .map(|t| (t.id.clone(), t.meter.clone()))
+            .map(|t| &t.meter)
             .collect();
-        self.backlog.retain(|id, _| running.iter().any(|(r, _)| r == id));
+        self.backlog.retain(|id, _| running.iter().any(|m| key(m) == *id));
         if running.is_empty() {
             sim.lb.failed(rps.max(0.0) * dt);
             return;
         }
         let lambda = rps.max(0.0) / running.len() as f64;
-        for (id, meter) in running {
-            let b0 = self.backlog.get(&id).copied().unwrap_or(0.0);
-            let step = task_step(b0, lambda, dt, mu, max_wait);
+        // (backlog before, the step, how many tasks took it)
+        let mut steps: Vec<(u64, TaskStep, u64)> = Vec::new();
+        for meter in running {
+            let b0 = self.backlog.get(&key(meter)).copied().unwrap_or(0.0);
+            let k = match steps.iter().position(|(b, ..)| *b == b0.to_bits()) {
+                Some(k) => k,
+                None => {
+                    steps.push((b0.to_bits(), task_step(b0, lambda, dt, mu, max_wait), 0));
+                    steps.len() - 1
+                }
+            };
+            let step = steps[k].1;
+            steps[k].2 += 1;
             meter.served(step.arrived, step.work);
-            self.backlog.insert(id, step.backlog);
-            record(&mut sim.lb, &step, mu, 1);
+            self.backlog.insert(key(meter), step.backlog);
+        }
+        for (_, step, tasks) in &steps {
+            record(&mut sim.lb, step, mu, *tasks);
         }
     }
 }

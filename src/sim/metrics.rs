@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::api::{MetricDataRequest, MetricDataResult};
 
@@ -57,8 +57,8 @@ impl StatSet {
 }
 
 type Key = (String, String, Vec<(String, String)>);
-/// Period start → (statistics, visible from).
-type Minutes = BTreeMap<DateTime<Utc>, (StatSet, DateTime<Utc>)>;
+/// Period start → (statistics, visible from), both in seconds since the epoch.
+type Minutes = BTreeMap<i64, (StatSet, i64)>;
 
 /// One series: its resolution (s) and datapoints.
 #[derive(Debug, Default)]
@@ -103,7 +103,20 @@ impl MetricStore {
     ) {
         let s = self.series.entry(key(namespace, name, dims)).or_default();
         s.resolution = resolution;
-        s.points.insert(start, (stats, visible));
+        s.points.insert(start.timestamp(), (stats, visible.timestamp()));
+    }
+
+    /// The series a query names (its dimensions in any order), found without building a key.
+    fn find(&self, q: &crate::api::MetricQuery) -> Option<&Stored> {
+        self.series
+            .iter()
+            .find(|((ns, name, dims), _)| {
+                ns == &q.namespace
+                    && name == &q.metric_name
+                    && dims.len() == q.dimensions.len()
+                    && q.dimensions.iter().all(|d| dims.contains(d))
+            })
+            .map(|(_, s)| s)
     }
 
     /// One value per period bucket `[start + k·period, …)` that has data visible at `now`.
@@ -111,65 +124,74 @@ impl MetricStore {
         request
             .queries
             .iter()
-            .map(|q| {
-                let mut dims: Vec<(String, String)> = q.dimensions.clone();
-                dims.sort();
-                let k = (q.namespace.clone(), q.metric_name.clone(), dims);
-                let mut result = MetricDataResult {
-                    id: q.id.clone(),
-                    status: "Complete".into(),
-                    points: Vec::new(),
-                    messages: Vec::new(),
-                };
-                // A series not published yet has no resolution to check against: no data.
-                let resolution = self.series.get(&k).map_or(1, |s| s.resolution.max(1));
-                if q.period_secs < resolution || q.period_secs % resolution != 0 {
-                    result.status = "InternalError".into();
-                    result.messages.push(format!(
-                        "the simulator publishes {}/{} every {resolution} s: period {} s is not a multiple of it",
-                        q.namespace, q.metric_name, q.period_secs
-                    ));
-                    return result;
-                }
-                if StatSet::one(0.0).stat(&q.stat).is_none() {
-                    result.status = "InternalError".into();
-                    result.messages.push(format!(
-                        "the simulator keeps statistic sets: `{}` is not one of Average, Sum, Minimum, Maximum, SampleCount",
-                        q.stat
-                    ));
-                    return result;
-                }
-                let Some(series) = self.series.get(&k).map(|s| &s.points) else {
-                    return result;
-                };
-                // One pass over the stored points in the window, merged per period bucket.
-                let period = i64::from(q.period_secs);
-                let mut open: Option<(DateTime<Utc>, StatSet)> = None;
-                let close = |b: Option<(DateTime<Utc>, StatSet)>, out: &mut Vec<(DateTime<Utc>, f64)>| {
-                    if let Some(v) = b.and_then(|(t, s)| s.stat(&q.stat).map(|v| (t, v))) {
-                        out.push(v);
-                    }
-                };
-                if request.start < request.end {
-                    for (t, (stats, visible)) in series.range(request.start..request.end) {
-                        if *visible > now {
-                            continue;
-                        }
-                        let k = (*t - request.start).num_seconds().div_euclid(period);
-                        let bucket = request.start + TimeDelta::seconds(k * period);
-                        match &mut open {
-                            Some((b, s)) if *b == bucket => *s = s.merge(stats),
-                            _ => {
-                                close(open.take(), &mut result.points);
-                                open = Some((bucket, *stats));
-                            }
-                        }
-                    }
-                }
-                close(open, &mut result.points);
-                result
-            })
+            .map(|q| self.answer(q, request, now))
             .collect()
+    }
+
+    fn answer(
+        &self,
+        q: &crate::api::MetricQuery,
+        request: &MetricDataRequest,
+        now: DateTime<Utc>,
+    ) -> MetricDataResult {
+        let mut result = MetricDataResult {
+            id: q.id.clone(),
+            status: "Complete".into(),
+            points: Vec::new(),
+            messages: Vec::new(),
+        };
+        let stored = self.find(q);
+        // A series not published yet has no resolution to check against: no data.
+        let resolution = stored.map_or(1, |s| s.resolution.max(1));
+        if q.period_secs < resolution || q.period_secs % resolution != 0 {
+            result.status = "InternalError".into();
+            result.messages.push(format!(
+                "the simulator publishes {}/{} every {resolution} s: period {} s is not a multiple of it",
+                q.namespace, q.metric_name, q.period_secs
+            ));
+            return result;
+        }
+        if StatSet::one(0.0).stat(&q.stat).is_none() {
+            result.status = "InternalError".into();
+            result.messages.push(format!(
+                "the simulator keeps statistic sets: `{}` is not one of Average, Sum, Minimum, Maximum, SampleCount",
+                q.stat
+            ));
+            return result;
+        }
+        let Some(series) = stored.map(|s| &s.points) else {
+            return result;
+        };
+        // One pass over the stored points in the window, merged per period bucket.
+        let period = i64::from(q.period_secs);
+        let (start, end, now) = (
+            request.start.timestamp(),
+            request.end.timestamp(),
+            now.timestamp(),
+        );
+        let mut open: Option<(i64, StatSet)> = None;
+        let close = |b: Option<(i64, StatSet)>, out: &mut Vec<(DateTime<Utc>, f64)>| {
+            if let Some((t, v)) = b.and_then(|(t, s)| s.stat(&q.stat).map(|v| (t, v))) {
+                out.push((DateTime::from_timestamp(t, 0).unwrap_or(request.start), v));
+            }
+        };
+        if start < end {
+            for (t, (stats, visible)) in series.range(start..end) {
+                if *visible > now {
+                    continue;
+                }
+                let bucket = start + (t - start).div_euclid(period) * period;
+                match &mut open {
+                    Some((b, s)) if *b == bucket => *s = s.merge(stats),
+                    _ => {
+                        close(open.take(), &mut result.points);
+                        open = Some((bucket, *stats));
+                    }
+                }
+            }
+        }
+        close(open, &mut result.points);
+        result
     }
 }
 
@@ -177,6 +199,7 @@ impl MetricStore {
 mod tests {
     use super::*;
     use crate::api::MetricQuery;
+    use chrono::TimeDelta;
 
     #[test]
     fn answers_with_published_minutes_only_and_merges_periods() {

@@ -20,6 +20,7 @@ pub mod api;
 pub mod baseline;
 pub mod cluster;
 pub mod fluid;
+pub mod frontier;
 pub mod http;
 pub mod load;
 pub mod metrics;

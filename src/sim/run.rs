@@ -252,10 +252,11 @@ pub fn totals(sim: &Sim, actions: &[ActionRow], slo_ms: f64) -> Totals {
 pub enum Scaler {
     /// The ecscale worker with its policies (service and capacity).
     Ecscale(Box<Worker>),
-    /// The AWS-style baseline scales the service; the worker (with no service policy) sizes the
-    /// instances, the same way as in the ecscale run.
+    /// A peer ([`super::baseline`]) scales the service within `bounds`; the worker (with no
+    /// service policy) sizes the instances, the same way as in the ecscale run.
     Baseline {
         baseline: Box<Baseline>,
+        bounds: (u32, u32),
         capacity: Box<Worker>,
     },
     /// The clairvoyant baseline: sizes tasks and instances itself from the whole trace, every step.
@@ -355,8 +356,12 @@ pub async fn closed_loop(
             next_tick += tick;
             let report = match &mut scaler {
                 Scaler::Ecscale(w) => w.tick(t).await,
-                Scaler::Baseline { baseline, capacity } => {
-                    if let Some(a) = baseline.tick(sim, t).await {
+                Scaler::Baseline {
+                    baseline,
+                    bounds,
+                    capacity,
+                } => {
+                    if let Some(a) = baseline.tick(sim, t, *bounds) {
                         actions.push(ActionRow {
                             at: a.at,
                             target: format!("{}/{}", sim.spec.cluster, sim.spec.service),

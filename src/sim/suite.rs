@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
-use super::baseline::{Baseline, Settings};
+use super::baseline::{Baseline, Peer};
 use super::oracle::{tasks_needed, Oracle};
 use super::run::{self, closed_loop, LoopOptions, Outcome, Scaler};
 use super::{Clock, Sim, Spec};
@@ -133,9 +133,9 @@ impl TraceLoad {
 pub enum Contender {
     /// The ecscale worker with these policies (a service target, and a capacity target if any).
     Ecscale(Vec<TargetPolicy>),
-    /// AWS-style target tracking on CPU at this target; `capacity` sizes the instances.
+    /// A peer scales the service; `capacity` sizes the instances.
     Baseline {
-        cpu_target: f64,
+        peer: Peer,
         capacity: Vec<TargetPolicy>,
     },
     Oracle,
@@ -203,12 +203,12 @@ pub async fn run_one(setup: &Setup, trace: &TraceLoad, contender: &Contender) ->
             let config = run::config(&spec, TICK)?;
             Scaler::Ecscale(Box::new(run::worker(config, policies.clone(), &sim, None).await?))
         }
-        Contender::Baseline { cpu_target, capacity } => {
+        Contender::Baseline { peer, capacity } => {
             let config = run::config(&spec, TICK)?;
             let capacity = run::worker(config, capacity.clone(), &sim, None).await?;
-            let baseline = Baseline::new(Settings::cpu(&sim, *cpu_target, setup.min, setup.max));
             Scaler::Baseline {
-                baseline: Box::new(baseline),
+                baseline: Box::new(Baseline::new(peer)),
+                bounds: (setup.min, setup.max),
                 capacity: Box::new(capacity),
             }
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::baseline::{Baseline, Settings};
+use super::baseline::{Baseline, Kind, Peer};
 use super::run::{self, closed_loop, Fault, LoopOptions, Outcome, Scaler};
 use super::{Clock, Row, Sim, Spec};
 
@@ -160,7 +160,7 @@ async fn under_a_ramp_the_service_scales_out_recovers_and_scales_back_in_without
 #[tokio::test]
 async fn the_aws_style_baseline_reacts_later_on_the_same_ramp() {
     let (sim, capacity) = setup(&[run::CAPACITY_POLICY]).await;
-    let baseline = Baseline::new(Settings::cpu(&sim, 60.0, 3, 40));
+    let baseline = Baseline::new(&Peer::defaults(Kind::Aws, 60.0, sim.spec.task_rps));
     let opts = LoopOptions {
         until: at(100.0),
         tick: Duration::from_secs(15),
@@ -172,6 +172,7 @@ async fn the_aws_style_baseline_reacts_later_on_the_same_ramp() {
         &sim,
         Scaler::Baseline {
             baseline: Box::new(baseline),
+            bounds: (3, 40),
             capacity: Box::new(capacity),
         },
         &ramp,
@@ -223,7 +224,7 @@ fn suite_jobs(policies: &[(&str, &str)], traces: &[super::suite::TraceLoad]) -> 
         for contender in [
             Contender::Ecscale(targets.clone()),
             Contender::Baseline {
-                cpu_target: 60.0,
+                peer: Peer::defaults(Kind::Aws, 60.0, 40.0),
                 capacity: capacity.clone(),
             },
             Contender::Oracle,

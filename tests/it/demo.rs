@@ -177,33 +177,120 @@ fn the_closed_loop_backtest_beats_the_aws_style_baseline_on_the_recorded_day() {
         .lines()
         .find(|l| l.starts_with("SLO-violation minutes: "))
         .unwrap();
-    // "SLO-violation minutes: A vs B (...), oracle O; task-hours: X vs Y (...), oracle ..."
-    let nums: Vec<f64> = line
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .filter(|s| !s.is_empty() && *s != ".")
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let (ours, theirs, oracle, ours_h, theirs_h) = (nums[0], nums[1], nums[2], nums[3], nums[4]);
-    assert!(oracle <= ours && oracle <= theirs, "{stdout}");
-    assert!(ours < theirs, "{stdout}");
-    assert!(ours_h <= theirs_h, "{stdout}");
+    // "SLO-violation minutes: ecscale A, aws B, aws-hires C, ..., oracle O; task-hours: ecscale
+    // X (1.10×), aws Y (...), ..., oracle Z"
+    let (slo_part, hours_part) = line.split_once("; task-hours: ").unwrap();
+    let named = |part: &str| -> std::collections::BTreeMap<String, f64> {
+        part.trim_start_matches("SLO-violation minutes: ")
+            .split(", ")
+            .map(|kv| {
+                let mut it = kv.split_whitespace();
+                let name = it.next().unwrap().to_string();
+                (name, it.next().unwrap().parse().unwrap())
+            })
+            .collect()
+    };
+    let (slo, hours) = (named(slo_part), named(hours_part));
+    for peer in ["ecscale", "aws", "aws-hires", "aws-predictive", "hpa", "oracle"] {
+        assert!(
+            slo.contains_key(peer) && hours.contains_key(peer),
+            "{peer}: {line}"
+        );
+    }
+    for (name, v) in &slo {
+        assert!(slo["oracle"] <= *v, "{name}: {stdout}");
+    }
+    assert!(slo["ecscale"] < slo["aws"], "{stdout}");
+    assert!(hours["ecscale"] <= hours["aws"], "{stdout}");
     assert!(stdout.contains("1440 minutes"), "{stdout}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(
-        page.contains("Decisions (baseline)")
-            && page.contains("high alarm: CPUUtilization &gt; 60 for 3/3 datapoints")
+        page.contains("Decisions (aws 60 %)")
+            && page.contains("high alarm: CPU &gt; 60 for 3/3 datapoints of 60 s"),
+        "the report lists each peer's decisions"
     );
 
-    let (code, stdout, _) = simulate(&["--format", "json"]);
+    let (code, stdout, _) = simulate(&["--format", "json", "--baseline", "aws-hires:target=55"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["ecscale"]["rows"].as_array().unwrap().len(), 1440);
-    assert_eq!(v["baseline"]["rows"].as_array().unwrap().len(), 1440);
+    assert_eq!(v["peers"].as_array().unwrap().len(), 1, "only the peer asked for");
+    assert_eq!(v["peers"][0]["label"], "aws-hires 55 %");
+    assert_eq!(v["peers"][0]["outcome"]["rows"].as_array().unwrap().len(), 1440);
     assert_eq!(v["oracle"]["rows"].as_array().unwrap().len(), 1440);
     assert_eq!(
         v["ecscale"]["totals"]["slo_violation_minutes"].as_f64(),
-        Some(ours)
+        Some(slo["ecscale"])
     );
+}
+
+#[test]
+fn the_frontier_sweeps_each_peer_and_the_policy_and_reads_the_verdicts_off_the_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("frontier.png");
+    let root = repo();
+    let args = [
+        "--frontier",
+        "--sweep",
+        "40:80:20",
+        "--baseline",
+        "aws-hires",
+        "--baseline",
+        "hpa",
+        "--format",
+        "json",
+        "--plot",
+        path_str(&png),
+    ];
+    let (code, stdout, stderr) = simulate_with(
+        &root.join("policies/web.yaml"),
+        &root.join("examples/traces/step.csv"),
+        &args,
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let f = &v[0];
+    assert_eq!(f["trace"], "step");
+    let peers = f["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2);
+    for p in peers {
+        let knobs: Vec<f64> = p["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["knob"].as_f64().unwrap())
+            .collect();
+        assert_eq!(knobs, vec![40.0, 60.0, 80.0], "{p}");
+    }
+    // the policy's own curve: its main target (67) moved, the shipped point among them
+    let variants: Vec<f64> = f["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["knob"].as_f64().unwrap())
+        .collect();
+    assert!(variants.contains(&67.0) && variants.len() >= 5, "{variants:?}");
+    let verdicts = f["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 2);
+    for vd in verdicts {
+        assert!(vd["dominated"].is_boolean(), "{vd}");
+        assert!(vd["peer_slo_minutes"]["reading"].is_string(), "{vd}");
+        assert!(vd["peer_task_hours"]["value"].is_number(), "{vd}");
+    }
+    assert!(["aws-hires", "hpa"].contains(&f["strongest"].as_str().unwrap()));
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+
+    // --plot draws a frontier: without --frontier it is refused, not ignored
+    let (code, _, stderr) = simulate(&["--plot", path_str(&png)]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--plot with --simulate draws the cost/SLO frontier: add --frontier"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = simulate(&["--baseline", "aws", "--baseline", "aws:target=50"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("aws is named twice"), "{stderr}");
 }
 
 #[test]

@@ -861,7 +861,8 @@ fn prometheus_value(page: &str, name: &str) -> f64 {
 }
 
 #[tokio::test]
-async fn predictive_history_is_one_long_window_call_per_metric_read_once_per_bucket() {
+async fn predictive_history_is_one_long_window_call_per_metric_read_once_per_bucket_and_a_pass_reads_only_what_is_due(
+) {
     let s = stage("eu-north-1", "it-history").await;
     let t0 = minute(Utc::now());
     // Two days of two load metrics, every 5 minutes, with a daily shape.
@@ -938,15 +939,19 @@ async fn predictive_history_is_one_long_window_call_per_metric_read_once_per_buc
         "2 queries in the pass, 1 in each long call"
     );
 
-    // Within the same 5-minute bucket: the cached history, only the pass's call.
+    // Within the same minute: the 1-minute metrics have no new period due and the long
+    // windows are cached, so no call at all (each datapoint is read once).
     for k in 1..=3 {
         w.tick(t0 + TimeDelta::seconds(15 * k)).await;
     }
-    assert_eq!(on_wire(), 6);
-    // A bucket later: the long windows are read again, once each.
+    assert_eq!(on_wire(), 3, "{:?}", s.proxy.seen());
+    // The next minute: a period is due, one call for both metrics.
+    w.tick(t0 + mins(1)).await;
+    assert_eq!(on_wire(), 4);
+    // A bucket later: the pass's call and the long windows read again, once each.
     let r = w.tick(t0 + mins(5)).await;
-    assert_eq!(on_wire(), 9);
-    assert_eq!(counted(&w), 9.0);
+    assert_eq!(on_wire(), 7);
+    assert_eq!(counted(&w), 7.0);
     assert!(service(&r, "web")
         .0
         .votes
