@@ -77,6 +77,7 @@ fn main() {
         min: services[0].min,
         max: services[0].max,
         initial: None,
+        record: false,
     };
     let contenders = [
         Contender::Ecscale(targets.clone()),

@@ -24,5 +24,6 @@ pub mod policy;
 pub mod ship;
 pub mod sim;
 pub mod stress;
+pub mod tune;
 pub mod usage;
 pub mod worker;

@@ -13,6 +13,8 @@ mod simulate;
 mod status;
 mod stress;
 mod trace;
+mod tune;
+mod twin;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,6 +133,19 @@ enum Command {
         #[command(subcommand)]
         command: TraceCommand,
     },
+    /// Search a policy's targets, tolerances, datapoints and cooldowns on your traces (and twin); write the tuned file, judged on held-out history.
+    Tune(Box<tune::TuneArgs>),
+    /// A twin of a service: the simulator's model fitted to its own history.
+    Twin {
+        #[command(subcommand)]
+        command: TwinCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TwinCommand {
+    /// Fit requests per task, the latency curve, task start, instance boot and the load's noise to a service's history; write the twin file.
+    Fit(twin::FitArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +303,10 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
         Command::Trace {
             command: TraceCommand::Export(args),
         } => trace::export_command(args, vars).await,
+        Command::Twin {
+            command: TwinCommand::Fit(args),
+        } => twin::fit(args, vars).await,
+        Command::Tune(args) => tune::run(*args, vars).await,
         Command::Stress(args) => stress::stress(*args, vars).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Setup(es) => ship::setup(es, vars).await,

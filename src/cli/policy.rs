@@ -106,9 +106,24 @@ pub(super) struct BacktestArgs {
     /// With --simulate: the latency SLO, p95 per minute.
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration, requires = "simulate")]
     pub(super) slo_p95: std::time::Duration,
-    /// With --simulate: requests per second one task serves at 100 % CPU.
-    #[arg(long, default_value_t = 40.0, requires = "simulate")]
-    pub(super) task_rps: f64,
+    /// With --simulate: requests per second one task serves at 100 % CPU (default 40, or the
+    /// twin's).
+    #[arg(long, requires = "simulate")]
+    pub(super) task_rps: Option<f64>,
+    /// With --simulate: the simulated service's model fitted to your own (`ecscale twin fit`):
+    /// requests per task, latency curve, task start and instance boot times.
+    #[arg(
+        long,
+        value_name = "TWIN.yaml",
+        requires = "simulate",
+        conflicts_with = "task_rps"
+    )]
+    pub(super) twin: Option<PathBuf>,
+    /// With --simulate: also write the ecscale run's history (what CloudWatch would hold for
+    /// the service: load, CPU, response time, task and instance counts) as a trace, one policy
+    /// on one trace.
+    #[arg(long, value_name = "OUT.csv", requires = "simulate")]
+    pub(super) record: Option<PathBuf>,
     /// With --simulate: the peers' CPU target (%), where --baseline does not set one.
     #[arg(long, default_value_t = 60.0, requires = "simulate")]
     pub(super) baseline_target: f64,

@@ -73,10 +73,16 @@ impl Subject {
     }
 }
 
-/// The simulated cluster's spec from the arguments: task rate, capacity room, resolution.
+/// The simulated cluster's spec from the arguments: the service's model (the twin's, or the
+/// task rate given), capacity room, resolution.
 pub(super) fn spec_of(args: &BacktestArgs) -> Result<Spec, Failure> {
     let mut spec = Spec::example();
-    spec.task_rps = args.task_rps;
+    if let Some(path) = &args.twin {
+        super::twin::load(path)?.apply(&mut spec);
+    }
+    if let Some(rate) = args.task_rps {
+        spec.task_rps = rate;
+    }
     spec.headroom = args.headroom;
     spec.spare_tasks = args.spare_tasks;
     spec.high_resolution = match args.resolution.as_secs() {
@@ -119,6 +125,7 @@ pub(super) fn subject(path: &Path, args: &BacktestArgs) -> Result<Subject, Failu
         min: service.min,
         max: service.max,
         initial: args.initial,
+        record: false,
     };
     Ok(Subject {
         file,
@@ -128,17 +135,18 @@ pub(super) fn subject(path: &Path, args: &BacktestArgs) -> Result<Subject, Failu
     })
 }
 
-/// The peers asked for (`--baseline`, repeatable), else every kind with its defaults.
-pub(super) fn peers(args: &BacktestArgs) -> Result<Vec<Peer>, Failure> {
+/// The peers asked for (`--baseline`, repeatable), else every kind with its defaults, for
+/// tasks serving `task_rps` at full CPU.
+pub(super) fn peers(args: &BacktestArgs, task_rps: f64) -> Result<Vec<Peer>, Failure> {
     if args.baseline.is_empty() {
         return Ok(Kind::ALL
             .iter()
-            .map(|k| Peer::defaults(*k, args.baseline_target, args.task_rps))
+            .map(|k| Peer::defaults(*k, args.baseline_target, task_rps))
             .collect());
     }
     let mut out: Vec<Peer> = Vec::new();
     for text in &args.baseline {
-        let p = Peer::parse(text, args.baseline_target, args.task_rps)
+        let p = Peer::parse(text, args.baseline_target, task_rps)
             .map_err(|e| invalid(anyhow::anyhow!("--baseline {text}: {e}")))?;
         if out.iter().any(|o| o.kind() == p.kind()) {
             return Err(invalid(anyhow::anyhow!(
@@ -153,10 +161,9 @@ pub(super) fn peers(args: &BacktestArgs) -> Result<Vec<Peer>, Failure> {
 
 /// Checks the numeric arguments every closed-loop run shares.
 pub(super) fn check_args(args: &BacktestArgs) -> Result<(), Failure> {
-    if !(args.task_rps > 0.0 && args.task_rps.is_finite()) {
+    if let Some(rate) = args.task_rps.filter(|r| !(*r > 0.0 && r.is_finite())) {
         return Err(invalid(anyhow::anyhow!(
-            "--task-rps {}: must be a positive number",
-            args.task_rps
+            "--task-rps {rate}: must be a positive number"
         )));
     }
     if !(0.0..1.0).contains(&args.headroom) {
@@ -201,13 +208,18 @@ pub(super) async fn traces(
 
 pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars) -> Result<u8, Failure> {
     check_args(&args)?;
-    let peers = peers(&args)?;
     let subjects = args
         .policy
         .iter()
         .map(|p| subject(p, &args))
         .collect::<Result<Vec<_>, _>>()?;
+    let peers = peers(&args, subjects[0].setup.spec.task_rps)?;
     let traces = traces(&args, vars).await?;
+    if args.record.is_some() && (subjects.len() != 1 || traces.len() != 1 || args.frontier) {
+        return Err(invalid(anyhow::anyhow!(
+            "--record writes the history of one policy's run on one trace (not with --frontier or several)"
+        )));
+    }
     if args.frontier {
         return super::frontier::run(&args, &subjects, &peers, &traces);
     }
@@ -398,17 +410,21 @@ fn one(
     recorded: Option<u32>,
     args: &BacktestArgs,
 ) -> Result<u8, Failure> {
-    let mut outcomes = suite::run_all(
-        jobs(std::slice::from_ref(subject), peers, &[(trace.clone(), recorded)]),
-        suite::threads(),
-    )
-    .into_iter()
-    .collect::<anyhow::Result<Vec<Outcome>>>()?;
+    let mut all = jobs(std::slice::from_ref(subject), peers, &[(trace.clone(), recorded)]);
+    all[0].setup.record = args.record.is_some();
+    let mut outcomes = suite::run_all(all, suite::threads())
+        .into_iter()
+        .collect::<anyhow::Result<Vec<Outcome>>>()?;
     let (Some(oracle), true) = (outcomes.pop(), outcomes.len() == peers.len() + 1) else {
         return Err(anyhow::anyhow!("a closed-loop run is missing").into());
     };
     let ours = outcomes.remove(0);
     let theirs = outcomes;
+    if let (Some(out), Some(h)) = (&args.record, &ours.history) {
+        crate::worker::state::write_atomically(out, crate::evaluate::trace::to_csv(h).as_bytes())
+            .map_err(|e| anyhow::anyhow!("writing the history {}: {e}", out.display()))?;
+        eprintln!("the ecscale run's history written to {}", out.display());
+    }
     let summary = one_summary(subject, peers, trace, args, (&ours, &theirs, &oracle));
     let problems: Vec<String> = std::iter::once(&ours)
         .chain(theirs.iter())

@@ -18,6 +18,7 @@ use crate::config::{Config, MetricSpec};
 use crate::evaluate::trace::{self, Trace};
 use crate::model::{Sample, ServiceKey};
 use crate::policy::TargetPolicy;
+use crate::sim::twin::columns;
 use crate::usage::ApiMeter;
 
 /// Where a trace comes from.
@@ -162,8 +163,9 @@ fn service_key(w: &Window, config: &Config) -> Result<ServiceKey, Failure> {
     Ok(key)
 }
 
-/// The service's metrics that its policy reads, plus `request_count` (the load) when the
-/// service has it; all its metrics when no policy names it.
+/// The service's metrics that its policy reads, plus what a twin is fitted from when the service
+/// has it (`request_count`, the load; `cpu`; `target_response_time`); all its metrics when no
+/// policy names it.
 fn wanted_metrics(
     config: &Config,
     policies: &[TargetPolicy],
@@ -190,7 +192,7 @@ fn wanted_metrics(
         p.rules
             .iter()
             .flat_map(|r| r.spec.policy().metrics())
-            .chain(["request_count"])
+            .chain([columns::LOAD, columns::CPU, columns::RESPONSE_TIME])
             .collect()
     });
     let out: Vec<MetricSpec> = all
@@ -206,16 +208,18 @@ fn wanted_metrics(
     Ok(out)
 }
 
-/// ECS's running count from Container Insights (when it is on for the cluster).
-fn running_metric(config: &Config) -> MetricSpec {
+/// A count's average per minute: `id` from `namespace`/`name` with these dimensions.
+fn count_metric(
+    config: &Config,
+    id: &str,
+    (namespace, name): (&str, &str),
+    dims: &[(&str, &str)],
+) -> MetricSpec {
     MetricSpec {
-        id: "running".into(),
-        namespace: "ECS/ContainerInsights".into(),
-        metric_name: "RunningTaskCount".into(),
-        dimensions: [("ClusterName", "${cluster}"), ("ServiceName", "${service}")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        id: id.into(),
+        namespace: namespace.into(),
+        metric_name: name.into(),
+        dimensions: dims.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         stat: "Average".into(),
         period: Duration::from_secs(60),
         delay: config.collect.delay,
@@ -224,6 +228,46 @@ fn running_metric(config: &Config) -> MetricSpec {
         per_task: false,
         prometheus: None,
     }
+}
+
+/// ECS's running count from Container Insights (when it is on for the cluster).
+fn running_metric(config: &Config) -> MetricSpec {
+    count_metric(config, "running", INSIGHTS_RUNNING, SERVICE_DIMS)
+}
+
+const SERVICE_DIMS: &[(&str, &str)] = &[("ClusterName", "${cluster}"), ("ServiceName", "${service}")];
+const INSIGHTS_RUNNING: (&str, &str) = ("ECS/ContainerInsights", "RunningTaskCount");
+
+/// The counts a twin's start and boot times come from: the service's desired and starting
+/// tasks (Container Insights), and, for the cluster's Auto Scaling group, its instances in
+/// service, booting, and its desired capacity (the group's metrics collection).
+fn twin_counts(config: &Config, key: &ServiceKey) -> Vec<MetricSpec> {
+    let insights = "ECS/ContainerInsights";
+    let mut out = vec![
+        count_metric(
+            config,
+            columns::DESIRED,
+            (insights, "DesiredTaskCount"),
+            SERVICE_DIMS,
+        ),
+        count_metric(
+            config,
+            columns::PENDING,
+            (insights, "PendingTaskCount"),
+            SERVICE_DIMS,
+        ),
+    ];
+    if let Some(c) = config.capacity.iter().find(|c| c.cluster == key.cluster) {
+        let dims = [("AutoScalingGroupName", c.auto_scaling_group.as_str())];
+        for (id, name) in [
+            (columns::INSTANCES, "GroupInServiceInstances"),
+            (columns::INSTANCES_PENDING, "GroupPendingInstances"),
+            (columns::GROUP_DESIRED, "GroupDesiredCapacity"),
+        ] {
+            out.push(count_metric(config, id, ("AWS/AutoScaling", name), &dims));
+        }
+    }
+    out
 }
 
 /// The period each metric is read at, and what the user is told about it.
@@ -259,6 +303,7 @@ async fn from_cloudwatch(
 ) -> Result<Trace, Failure> {
     let mut metrics: Vec<MetricSpec> = wanted.to_vec();
     metrics.push(running_metric(&config));
+    metrics.extend(twin_counts(&config, key));
     for n in periods(w, &mut metrics)? {
         eprintln!("note: {n}");
     }
@@ -300,13 +345,24 @@ async fn from_cloudwatch(
     }
     let mut series: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     for s in snap.series.iter().filter(|s| s.key() == *key) {
-        if let Some(h) = &s.history {
+        if let Some(h) = s.history.as_ref().filter(|h| !h.is_empty()) {
             series.insert(s.id.clone(), h.as_ref().clone());
         }
     }
     let running = counts(series.remove("running").unwrap_or_default());
     if running.is_empty() {
         eprintln!("note: no running column: ECS/ContainerInsights RunningTaskCount has no data for {key} (Container Insights off?)");
+    }
+    let absent: Vec<&str> = metrics
+        .iter()
+        .map(|m| m.id.as_str())
+        .filter(|id| *id != "running" && !series.contains_key(*id))
+        .collect();
+    if !absent.is_empty() {
+        eprintln!(
+            "note: no data for {} (a twin fit says what it cannot estimate without them)",
+            absent.join(", ")
+        );
     }
     let period = metrics.iter().map(|m| m.period.as_secs()).min().unwrap_or(60) as i64;
     print_cost(&meter, w.since, period, metrics.len());
@@ -355,6 +411,8 @@ async fn from_es(
     let mut series: BTreeMap<String, BTreeMap<DateTime<Utc>, f64>> = BTreeMap::new();
     let mut period = i64::MAX;
     let mut services: Vec<(DateTime<Utc>, u32)> = Vec::new();
+    // The service documents' desired and starting counts, as a twin reads them.
+    let mut counted: BTreeMap<&str, BTreeMap<DateTime<Utc>, f64>> = BTreeMap::new();
     for d in &docs {
         let at = d["@timestamp"]
             .as_str()
@@ -373,6 +431,11 @@ async fn from_es(
                 if let Some(r) = d["running"].as_u64() {
                     services.push((at, u32::try_from(r).unwrap_or(u32::MAX)));
                 }
+                for id in [columns::DESIRED, columns::PENDING] {
+                    if let Some(v) = d[id].as_f64() {
+                        counted.entry(id).or_default().insert(at, v);
+                    }
+                }
             }
             _ => {}
         }
@@ -385,6 +448,12 @@ async fn from_es(
         .map(|(at, n)| (align_down(at, period), n))
         .collect();
     eprintln!("{} documents read from {}", docs.len(), es_settings.url);
+    for (id, m) in counted {
+        // The last count seen in each period.
+        let per: BTreeMap<DateTime<Utc>, f64> =
+            m.into_iter().map(|(at, v)| (align_down(at, period), v)).collect();
+        series.insert(id.to_string(), per);
+    }
     let series = series
         .into_iter()
         .map(|(id, m)| {
@@ -410,7 +479,7 @@ async fn es_documents(
     let query = serde_json::json!({
         "size": 5000,
         "sort": ["_doc"],
-        "_source": ["@timestamp", "kind", "metric", "value", "period_secs", "running"],
+        "_source": ["@timestamp", "kind", "metric", "value", "period_secs", "running", "desired", "pending"],
         "query": {"bool": {"filter": [
             {"terms": {"kind": ["sample", "service"]}},
             {"term": {"target": key.to_string()}},

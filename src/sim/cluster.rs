@@ -51,6 +51,10 @@ pub struct Spec {
     pub high_resolution_lag: Duration,
     /// A request that would wait longer than this in a task's queue is refused (503).
     pub max_queue_wait: Duration,
+    /// The mean time one request takes when it does not wait (default `1 / task_rps`), and the
+    /// queueing factor of the waits (`(ca² + cs²) / 2`): the latency curve a twin fits.
+    pub service_time: Option<Duration>,
+    pub queueing: f64,
     /// The embedded worker config's capacity settings for the group: headroom per instance
     /// (a fraction) and room kept for spare tasks.
     pub headroom: f64,
@@ -123,6 +127,8 @@ impl Spec {
             headroom: 0.1,
             spare_tasks: 0,
             max_queue_wait: Duration::from_secs(2),
+            service_time: None,
+            queueing: super::fluid::QUEUEING,
             seed: 7,
             groups: Vec::new(),
         }

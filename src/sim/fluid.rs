@@ -25,9 +25,32 @@ use super::Inner;
 
 /// Quantiles recorded per step.
 const QUANTILES: usize = 20;
-/// Service-time variability (squared coefficient of variation) and arrival variability.
+/// Service-time variability (squared coefficient of variation) and arrival variability: the
+/// queueing factor `(ca² + cs²) / 2` of a task by default.
 const CS2: f64 = 0.25;
 const CA2: f64 = 1.0;
+pub const QUEUEING: f64 = (CA2 + CS2) / 2.0;
+
+/// How one task serves requests: what it serves a second at full CPU, the mean time one
+/// request takes when it does not wait, and the queueing factor of Kingman's formula. A twin
+/// fitted to a service sets all three; by default the service time is `1 / rate`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Service {
+    pub rate: f64,
+    pub time: f64,
+    pub queueing: f64,
+}
+
+impl Service {
+    pub fn of(spec: &super::Spec) -> Service {
+        let rate = spec.task_rps.max(1e-9);
+        Service {
+            rate,
+            time: spec.service_time.map_or(1.0 / rate, |d| d.as_secs_f64()),
+            queueing: spec.queueing,
+        }
+    }
+}
 
 /// Backlogs of the tasks between steps, by task (the address of its meter, which lives as long
 /// as the task).
@@ -36,19 +59,37 @@ pub struct Fluid {
     backlog: HashMap<usize, f64>,
 }
 
-/// The `q` quantile of one request's latency (s) at utilization `rho` (< 1), service time `d`,
-/// behind a backlog of `wait` seconds.
-pub fn latency_quantile(q: f64, rho: f64, d: f64, wait: f64) -> f64 {
+/// The `q` quantile of one request's latency (s) at utilization `rho` (< 1) behind a backlog of
+/// `wait` seconds.
+pub fn latency_quantile(q: f64, rho: f64, svc: &Service, wait: f64) -> f64 {
     let rho = rho.clamp(0.0, 0.99);
-    let wq = rho / (1.0 - rho) * (CA2 + CS2) / 2.0 * d;
+    let wq = rho / (1.0 - rho) * svc.queueing * (1.0 / svc.rate);
     let queued = if rho > 1.0 - q && rho > 0.0 {
         wq / rho * (rho / (1.0 - q)).ln()
     } else {
         0.0
     };
     // Service time: 0.5·D + Exp(mean 0.5·D) (mean D, cs² = 0.25).
-    let service = d * (0.5 - 0.5 * (1.0 - q).ln());
+    let service = svc.time * (0.5 - 0.5 * (1.0 - q).ln());
     wait + queued + service
+}
+
+/// The mean latency the model gives at utilization `rho` with no backlog, as its two terms:
+/// `mean = time × a + queueing / rate × b`, the same quantiles the load balancer records. A
+/// twin fits `time` and `queueing` to a service's response times through these.
+pub fn latency_terms(rho: f64) -> (f64, f64) {
+    let unit = |time: f64, queueing: f64| {
+        let svc = Service {
+            rate: 1.0,
+            time,
+            queueing,
+        };
+        (0..QUANTILES)
+            .map(|j| latency_quantile((j as f64 + 0.5) / QUANTILES as f64, rho, &svc, 0.0))
+            .sum::<f64>()
+            / QUANTILES as f64
+    };
+    (unit(1.0, 0.0), unit(0.0, 1.0))
 }
 
 /// One task over one step: what it was sent, served, refused, and the latency its requests saw.
@@ -94,14 +135,16 @@ pub fn task_step(backlog: f64, lambda: f64, dt: f64, task_rps: f64, max_wait: f6
 }
 
 /// Records what `tasks` tasks that each went through `step` did into the load balancer's minute.
-pub fn record(lb: &mut LbMinute, step: &TaskStep, task_rps: f64, tasks: u64) {
-    let d = 1.0 / task_rps;
+pub fn record(lb: &mut LbMinute, step: &TaskStep, svc: &Service, tasks: u64) {
     if step.served > 0.0 {
         let per = step.served / QUANTILES as f64;
         let n = per.round().max(1.0) as u64;
         for j in 0..QUANTILES {
             let q = (j as f64 + 0.5) / QUANTILES as f64;
-            lb.answered(latency_quantile(q, step.rho, d, step.wait), n * tasks);
+            let secs = latency_quantile(q, step.rho, svc, step.wait);
+            lb.answered(secs, n * tasks);
+            // The histogram holds whole requests; the sum of latencies, what was served.
+            lb.latency_sum += secs * (per - n as f64) * tasks as f64;
         }
         // `answered` counted n per quantile; correct the request total to what was served.
         lb.requests += (step.served - (n * QUANTILES as u64) as f64) * tasks as f64;
@@ -115,6 +158,7 @@ impl Fluid {
     /// it is worked out once for them all.
     pub fn serve(&mut self, sim: &mut Inner, rps: f64, dt: f64) {
         let spec = &sim.cluster.spec;
+        let svc = Service::of(spec);
         let mu = spec.task_rps;
         let max_wait = spec.max_queue_wait.as_secs_f64();
         let key = |m: &std::sync::Arc<super::load::TaskMeter>| std::sync::Arc::as_ptr(m) as usize;
@@ -148,7 +192,7 @@ impl Fluid {
             self.backlog.insert(key(meter), step.backlog);
         }
         for (_, step, tasks) in &steps {
-            record(&mut sim.lb, step, mu, *tasks);
+            record(&mut sim.lb, step, &svc, *tasks);
         }
     }
 }
@@ -159,14 +203,21 @@ mod tests {
 
     #[test]
     fn latency_grows_as_a_task_saturates() {
-        let d = 0.025;
-        let p95 = |rho| latency_quantile(0.95, rho, d, 0.0) * 1000.0;
+        let svc = Service {
+            rate: 40.0,
+            time: 0.025,
+            queueing: QUEUEING,
+        };
+        let p95 = |rho| latency_quantile(0.95, rho, &svc, 0.0) * 1000.0;
         // idle: the service time's own p95 (0.5·D + 0.5·D·ln 20 ≈ 50 ms)
         assert!((p95(0.0) - 49.9).abs() < 0.5, "{}", p95(0.0));
         assert!(p95(0.5) < p95(0.7) && p95(0.7) < p95(0.9) && p95(0.9) < p95(0.97));
         assert!(p95(0.5) < 150.0, "{}", p95(0.5));
         assert!(p95(0.9) > 250.0, "{}", p95(0.9));
         // a backlog adds its wait to every request
-        assert!((latency_quantile(0.5, 0.5, d, 1.0) - 1.0 - latency_quantile(0.5, 0.5, d, 0.0)).abs() < 1e-9);
+        assert!(
+            (latency_quantile(0.5, 0.5, &svc, 1.0) - 1.0 - latency_quantile(0.5, 0.5, &svc, 0.0)).abs()
+                < 1e-9
+        );
     }
 }

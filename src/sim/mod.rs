@@ -25,10 +25,12 @@ pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod oracle;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod suite;
+pub mod twin;
 pub mod visits;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,6 +71,8 @@ pub struct Row {
     pub draining: u32,
     pub group_desired: u32,
     pub cpu_reservation: Option<f64>,
+    /// Task-seconds placed (PENDING or RUNNING) during the minute: what task-hours add up.
+    pub task_seconds: f64,
     /// The task groups sharing the instances.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupRow>,
@@ -200,6 +204,35 @@ pub struct Inner {
     base: f64,
     /// The requests answered this minute that have fed the groups' queues.
     fed: f64,
+    /// The cluster's task-seconds when the minute started.
+    task_seconds_at_minute: f64,
+    /// Task and instance counts over the minute so far, time-weighted (Container Insights and
+    /// the Auto Scaling group's metrics are averages over the minute).
+    counts: Counts,
+}
+
+/// Time-weighted sums of counts: `Σ count × seconds`, and the seconds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    secs: f64,
+    running: f64,
+    pending: f64,
+    desired: f64,
+    in_service: f64,
+    booting: f64,
+    group_desired: f64,
+}
+
+impl Counts {
+    fn add(&mut self, c: &Cluster, secs: f64) {
+        self.secs += secs;
+        self.running += secs * f64::from(c.count(TaskStatus::Running));
+        self.pending += secs * f64::from(c.count(TaskStatus::Pending));
+        self.desired += secs * f64::from(c.desired);
+        self.in_service += secs * f64::from(c.instances_in(InstanceStatus::Active));
+        self.booting += secs * f64::from(c.instances_in(InstanceStatus::Booting));
+        self.group_desired += secs * f64::from(c.group_desired);
+    }
 }
 
 /// The simulated cluster and its CloudWatch.
@@ -238,6 +271,8 @@ impl Sim {
                 window: start,
                 base,
                 fed: 0.0,
+                counts: Counts::default(),
+                task_seconds_at_minute: 0.0,
             }),
             clock,
             start,
@@ -276,6 +311,8 @@ impl Inner {
             return;
         }
         let dt = (now - from).num_microseconds().unwrap_or(0) as f64 / 1e6 * self.base;
+        // The counts held from the last step until now (a change lands at the step's end).
+        self.counts.add(&self.cluster, dt);
         for t in &self.cluster.tasks {
             if t.status == TaskStatus::Running {
                 t.meter.running_for(dt);
@@ -496,11 +533,52 @@ impl Inner {
             draining: c.instances_in(InstanceStatus::Draining),
             group_desired: c.group_desired,
             cpu_reservation: reservation.map(|(cpu, _)| cpu),
+            task_seconds: c.task_seconds - self.task_seconds_at_minute,
             groups: (0..c.spec.groups.len()).map(|g| GroupRow::of(c, g)).collect(),
         });
         self.publish_queues(minute, visible);
+        self.publish_counts(minute, visible);
+        self.task_seconds_at_minute = self.cluster.task_seconds;
         self.lb = LbMinute::default();
         self.fed = 0.0;
+    }
+
+    /// The minute's average task counts (Container Insights: RunningTaskCount, PendingTaskCount,
+    /// DesiredTaskCount) and the group's instance counts (GroupInServiceInstances,
+    /// GroupPendingInstances, GroupDesiredCapacity, as group metrics collection publishes them).
+    fn publish_counts(&mut self, minute: DateTime<Utc>, visible: DateTime<Utc>) {
+        let c = std::mem::take(&mut self.counts);
+        if c.secs <= 0.0 {
+            return;
+        }
+        let spec = &self.cluster.spec;
+        let (cluster, service, group) = (
+            spec.cluster.clone(),
+            spec.service.clone(),
+            spec.auto_scaling_group.clone(),
+        );
+        let svc = [
+            ("ClusterName", cluster.as_str()),
+            ("ServiceName", service.as_str()),
+        ];
+        let asg = [("AutoScalingGroupName", group.as_str())];
+        let avg = |sum: f64| StatSet::one(sum / c.secs);
+        for (name, sum) in [
+            ("RunningTaskCount", c.running),
+            ("PendingTaskCount", c.pending),
+            ("DesiredTaskCount", c.desired),
+        ] {
+            self.store
+                .put("ECS/ContainerInsights", name, &svc, minute, avg(sum), visible);
+        }
+        for (name, sum) in [
+            ("GroupInServiceInstances", c.in_service),
+            ("GroupPendingInstances", c.booting),
+            ("GroupDesiredCapacity", c.group_desired),
+        ] {
+            self.store
+                .put("AWS/AutoScaling", name, &asg, minute, avg(sum), visible);
+        }
     }
 }
 

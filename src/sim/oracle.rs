@@ -16,7 +16,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::cluster::{InstanceStatus, TaskStatus};
-use super::fluid::{record, task_step};
+use super::fluid::{record, task_step, Service};
 use super::load::LbMinute;
 use super::run::{minute_violates, ActionRow, LoadFn};
 use super::{Sim, Spec};
@@ -50,7 +50,7 @@ fn keeps_slo(spec: &Spec, rates: &[f64], dt: f64, slo_ms: f64, n: u32) -> bool {
             spec.max_queue_wait.as_secs_f64(),
         );
         backlog = s.backlog;
-        record(&mut lb, &s, spec.task_rps, u64::from(n));
+        record(&mut lb, &s, &Service::of(spec), u64::from(n));
     }
     let p95 = lb.percentile_ms(0.95);
     let failed = if lb.requests > 0.0 {

@@ -97,13 +97,18 @@ pub fn clients(sim: &Arc<Sim>) -> Clients {
     }
 }
 
-/// A worker acting on the simulated cluster, its state in memory.
+/// A worker acting on the simulated cluster, its state in memory. On the virtual clock its
+/// UpdateService pacing (real seconds, for ECS's bucket) is lifted: a replay runs thousands of
+/// simulated minutes a real second, and the simulator's API has no bucket.
 pub async fn worker(
-    config: Config,
+    mut config: Config,
     policies: Vec<TargetPolicy>,
     sim: &Arc<Sim>,
     ship: Option<crate::worker::ship::ShipQueue>,
 ) -> anyhow::Result<Worker> {
+    if matches!(sim.clock, super::Clock::Manual) {
+        config.worker.update_rate = f64::INFINITY;
+    }
     let parts = Parts {
         store: Box::new(MemoryStore::default()),
         lease: None,
@@ -275,6 +280,9 @@ pub struct Outcome {
     /// After each tick, every task group's decided count and its tasks in the cluster.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupTick>,
+    /// What the simulated CloudWatch held for the service, as a trace, when asked for.
+    #[serde(skip)]
+    pub history: Option<crate::evaluate::trace::Trace>,
 }
 
 /// A task group after a tick: the count ecscale decided, and the tasks the cluster holds.
@@ -398,5 +406,6 @@ pub fn outcome(sim: &Sim, actions: Vec<ActionRow>, problems: Vec<(String, usize)
         totals,
         problems,
         groups: Vec::new(),
+        history: None,
     }
 }

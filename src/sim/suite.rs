@@ -163,6 +163,8 @@ pub struct Setup {
     /// The count at the start; `None`: what the trace's first minute needs (by the oracle's
     /// model), so that every scaler starts from the same, sensible place.
     pub initial: Option<u32>,
+    /// Keep the run's history ([`Outcome::history`]).
+    pub record: bool,
 }
 
 impl Setup {
@@ -225,7 +227,11 @@ pub async fn run_one(setup: &Setup, trace: &TraceLoad, contender: &Contender) ->
             Scaler::Oracle(Box::new(oracle))
         }
     };
-    Ok(closed_loop(&sim, scaler, &load, &opts).await)
+    let mut out = closed_loop(&sim, scaler, &load, &opts).await;
+    if setup.record {
+        out.history = Some(super::record::trace_of(&sim, (trace.start(), trace.end())));
+    }
+    Ok(out)
 }
 
 /// One job of a suite.

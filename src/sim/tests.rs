@@ -218,6 +218,7 @@ fn suite_jobs(policies: &[(&str, &str)], traces: &[super::suite::TraceLoad]) -> 
         min: services[0].min,
         max: services[0].max,
         initial: None,
+        record: false,
     };
     let mut jobs = Vec::new();
     for trace in traces {

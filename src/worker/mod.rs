@@ -228,6 +228,9 @@ fn collector(config: &Config, policies: &[TargetPolicy], clients: &Clients) -> C
 /// (refilled at 5 per second), so a burst of up to 50 lets a spike on many services be
 /// answered at once; the rate holds after it.
 fn update_limiter(config: &Config) -> Arc<RateLimiter> {
+    if config.worker.update_rate.is_infinite() {
+        return Arc::new(RateLimiter::unlimited());
+    }
     let burst = (config.worker.update_rate * 10.0).clamp(1.0, 50.0);
     Arc::new(RateLimiter::new(config.worker.update_rate, burst))
 }

@@ -72,8 +72,9 @@ async fn a_seeded_week_of_cloudwatch_comes_back_as_a_trace_that_backtest_reads()
         .arg(&config);
     let (code, _, stderr) = crate::support::run(&mut cmd);
     assert_eq!(code, 0, "{stderr}");
-    // One long window per metric (the policy reads cpu; running from Container Insights),
-    // 2,017 datapoints at most each, plus the short pass: 3 calls.
+    // One long window per metric (the policy reads cpu; running, desired and pending from
+    // Container Insights; the group's instances in service, booting and desired), 2,017
+    // datapoints at most each, plus the short pass: 8 calls.
     let calls = s
         .proxy
         .seen()
@@ -81,7 +82,12 @@ async fn a_seeded_week_of_cloudwatch_comes_back_as_a_trace_that_backtest_reads()
         .copied()
         .unwrap_or(0)
         - before;
-    assert_eq!(calls, 3, "{stderr}");
+    assert_eq!(calls, 8, "{stderr}");
+    // What has no data is said, not written as empty columns.
+    assert!(
+        stderr.contains("note: no data for desired, pending, instances, instances_pending, group_desired"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("at most 2017 datapoints each: AWS allows 100,800 per call"),
         "{stderr}"
@@ -226,4 +232,170 @@ async fn what_a_shipping_run_put_in_opensearch_comes_back_as_a_trace() {
     // The running count from the service documents (moto starts no task: 0).
     assert!(rows.iter().any(|r| r[2] == "0"), "{text}");
     std::fs::remove_file(&out).ok();
+}
+
+/// A column of a trace and the metric it is put as: id, namespace, name, dimensions.
+type Put<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// The simulator's own history of a service (task rate 25/s, 60 s starts), put into moto's
+/// CloudWatch under the names AWS publishes it with, comes back through `trace export` with
+/// every column a twin needs, and `twin fit --from cloudwatch` finds the simulator's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twin_is_fitted_to_a_service_s_history_read_from_cloudwatch() {
+    let s = stage("ap-east-1", "it-twin").await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Six hours of the simulator's history, moved to end a few minutes ago.
+    let made = s.dir.path().join("made.csv");
+    let spec = s.dir.path().join("spec.yaml");
+    std::fs::write(&spec, "task_rps: 25\ntask_start: 60s\ninstance_boot: 90s\n").unwrap();
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["backtest", "--simulate", "--baseline", "aws", "--policy"])
+        .arg(root.join("policies/web.yaml"))
+        .arg("--metrics")
+        .arg(root.join("examples/traces/bursts.csv"))
+        .arg("--twin")
+        .arg(&spec)
+        .arg("--record")
+        .arg(&made);
+    let (code, _, stderr) = crate::support::run(&mut cmd);
+    assert_eq!(code, 0, "{stderr}");
+    let history = ecscale::evaluate::trace::read(&made).unwrap();
+    let first = history.timestamps[0];
+    let shift = minute(Utc::now()) - TimeDelta::minutes(6 * 60 + 5) - first;
+    let keep = |t: DateTime<Utc>| t - first < TimeDelta::hours(6);
+    let tg = "targetgroup/web/5e1d0c0ffee00001";
+    let svc = [("ClusterName", s.cluster.as_str()), ("ServiceName", "web")];
+    let asg = [("AutoScalingGroupName", s.group.as_str())];
+    let put: [Put; 8] = [
+        (
+            "request_count",
+            "AWS/ApplicationELB",
+            "RequestCount",
+            &[("TargetGroup", tg)],
+        ),
+        (
+            "target_response_time",
+            "AWS/ApplicationELB",
+            "TargetResponseTime",
+            &[("TargetGroup", tg)],
+        ),
+        ("cpu", "AWS/ECS", "CPUUtilization", &svc),
+        ("desired", "ECS/ContainerInsights", "DesiredTaskCount", &svc),
+        ("pending", "ECS/ContainerInsights", "PendingTaskCount", &svc),
+        ("instances", "AWS/AutoScaling", "GroupInServiceInstances", &asg),
+        (
+            "instances_pending",
+            "AWS/AutoScaling",
+            "GroupPendingInstances",
+            &asg,
+        ),
+        ("group_desired", "AWS/AutoScaling", "GroupDesiredCapacity", &asg),
+    ];
+    for (id, ns, name, dims) in put {
+        let points: Vec<(DateTime<Utc>, f64)> = history.series[id]
+            .iter()
+            .filter(|p| keep(p.timestamp))
+            .map(|p| (p.timestamp + shift, p.value))
+            .collect();
+        s.moto
+            .put_points(ns, name, dims, StandardUnit::None, &points)
+            .await
+            .unwrap();
+    }
+    let running: Vec<(DateTime<Utc>, f64)> = history
+        .recorded_count
+        .iter()
+        .filter(|(t, _)| keep(**t))
+        .map(|(t, n)| (*t + shift, f64::from(*n)))
+        .collect();
+    s.moto
+        .put_points(
+            "ECS/ContainerInsights",
+            "RunningTaskCount",
+            &svc,
+            StandardUnit::None,
+            &running,
+        )
+        .await
+        .unwrap();
+    let config = write(
+        s.dir.path(),
+        "twin.yaml",
+        &format!(
+            "aws:\n  region: {region}\n  endpoint_url: {url}\n  retry: {{max_attempts: 1}}\n  timeouts: {{attempt: 60s, operation: 120s}}\nschedule: {{interval: 15s}}\nclusters:\n  - name: {cluster}\n    services:\n      - {{name: web, target_group: arn:aws:elasticloadbalancing:{region}:123456789012:{tg}}}\ncapacity:\n  - {{auto_scaling_group: {group}, cluster: {cluster}}}\nsink: {{spool: {{dir: spool}}}}\nworker:\n  metrics_addr: 'off'\n",
+            region = s.moto.region,
+            url = s.proxy.url,
+            cluster = s.cluster,
+            group = s.group,
+        ),
+    );
+    // trace export: every column the fit needs
+    let out = s.dir.path().join("exported.csv");
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["trace", "export", "--since", "7h", "--out"])
+        .arg(&out)
+        .arg("--config")
+        .arg(&config);
+    let (code, _, stderr) = crate::support::run(&mut cmd);
+    assert_eq!(code, 0, "{stderr}");
+    let header = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    for c in [
+        "cpu",
+        "desired",
+        "group_desired",
+        "instances_pending",
+        "pending",
+        "request_count",
+        "target_response_time",
+        "running",
+    ] {
+        assert!(header.split(',').any(|h| h == c), "{c}: {header}");
+    }
+    // twin fit --from cloudwatch reads the same and finds the simulator's values
+    let twin = s.dir.path().join("fitted.yaml");
+    let mut cmd = crate::support::ecscale();
+    cmd.args([
+        "twin",
+        "fit",
+        "--from",
+        "cloudwatch",
+        "--since",
+        "7h",
+        "--format",
+        "json",
+        "--out",
+    ])
+    .arg(&twin)
+    .arg("--config")
+    .arg(&config);
+    let (code, stdout, stderr) = crate::support::run(&mut cmd);
+    assert_eq!(code, 0, "{stderr}");
+    let f: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let value = |k: &str| {
+        assert_eq!(f[k]["status"], "fitted", "{k}: {}", f[k]);
+        f[k]["value"].as_f64().unwrap()
+    };
+    assert!((value("task_rps") - 25.0).abs() <= 2.5, "{stdout}");
+    assert!((value("task_start") - 60.0).abs() <= 6.0, "{stdout}");
+    let text = std::fs::read_to_string(&twin).unwrap();
+    assert!(
+        text.starts_with("# A twin of the service fitted by `ecscale twin fit` from cloudwatch"),
+        "{text}"
+    );
+    // and backtest --simulate runs with it
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["backtest", "--simulate", "--baseline", "aws", "--policy"])
+        .arg(root.join("policies/web.yaml"))
+        .arg("--metrics")
+        .arg(root.join("examples/traces/step.csv"))
+        .arg("--twin")
+        .arg(&twin);
+    let (code, stdout, stderr) = crate::support::run(&mut cmd);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("serving 25."), "{stdout}");
 }
