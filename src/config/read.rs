@@ -97,6 +97,9 @@ pub fn parse_yaml(source: &str, cx: &mut Cx) -> Option<Vec<Node>> {
     parsed.documents
 }
 
+/// The most mistakes listed for one file.
+pub const MAX_MISTAKES: usize = 100;
+
 /// The reading context: which file, and the mistakes found so far.
 pub struct Cx {
     file: String,
@@ -115,8 +118,22 @@ impl Cx {
         &self.file
     }
 
-    /// Records a mistake at `span`, under field `path`.
+    /// Records a mistake at `span`, under field `path`. Past [`MAX_MISTAKES`] in one file, one
+    /// line says more were found and the rest are not listed (a file of 900,000 bad entries
+    /// does not print 900,000 lines).
     pub fn error(&mut self, span: Span, path: &str, message: impl Into<String>) {
+        if self.diags.len() > MAX_MISTAKES {
+            return;
+        }
+        if self.diags.len() == MAX_MISTAKES {
+            self.diags.push(Diagnostic {
+                file: self.file.clone(),
+                span,
+                path: path.to_string(),
+                message: format!("and more mistakes from here on: only the first {MAX_MISTAKES} are listed"),
+            });
+            return;
+        }
         self.diags.push(Diagnostic {
             file: self.file.clone(),
             span,

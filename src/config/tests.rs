@@ -384,3 +384,21 @@ fn a_lookback_past_what_cloudwatch_keeps_at_the_period_is_a_mistake() {
         assert!(load(&at(period, lookback)).is_ok(), "{period} {lookback}");
     }
 }
+
+#[test]
+fn a_file_of_many_mistakes_lists_the_first_hundred_and_says_there_are_more() {
+    let services: String = (0..5_000)
+        .map(|i| format!("      - {{name: s{i}, colour: red}}\n"))
+        .collect();
+    let text = format!("schedule: {{interval: 30s}}\nclusters:\n  - name: a\n    services:\n{services}");
+    let e = crate::config::load_str(
+        &text,
+        "big.yaml",
+        Path::new("/"),
+        &crate::config::env::Vars::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.0.len(), crate::config::read::MAX_MISTAKES + 1);
+    let last = e.0.last().unwrap();
+    assert!(last.message.contains("only the first 100 are listed"), "{last}");
+}

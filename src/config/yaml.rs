@@ -111,16 +111,38 @@ pub fn parse_documents(source: &str) -> Result<Vec<Node>, SyntaxError> {
 pub fn parse_documents_within(source: &str, limits: Limits) -> Result<Vec<Node>, SyntaxError> {
     let mut builder = Builder::new(limits, end_of(source));
     let mut parser = Parser::new_from_str(source);
-    let parsed = parser.load(&mut builder, true);
+    // Event by event, not `Parser::load`: its loader recurses once per level of nesting (a
+    // file of 100,000 `- ` overflows the stack), and it would go on after the builder refused.
+    let parsed = loop {
+        match parser.next_token() {
+            Ok((ev, mark)) => {
+                let end = ev == Event::StreamEnd;
+                builder.on_event(ev, mark);
+                if end || builder.error.is_some() {
+                    break Ok(());
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
     // The builder's own refusal comes first: the parser may go on to a later mistake.
     if let Some(err) = builder.error {
         return Err(err);
     }
     if let Err(e) = parsed {
         let m = e.marker();
+        // The scanner's own bound on nested flow collections, said as ours is.
+        let message = if e.info().contains("recursion limit exceeded") {
+            format!(
+                "nested deeper than {} levels (a hostile or generated file?)",
+                limits.depth
+            )
+        } else {
+            e.info().to_string()
+        };
         return Err(SyntaxError {
             span: within(Span::from_marker(*m), end_of(source)),
-            message: e.info().to_string(),
+            message,
         });
     }
     Ok(builder.documents)
@@ -581,6 +603,26 @@ mod tests {
         };
         assert_eq!(e.span, Span { line: 1, col: 2000 }, "{}", e.message);
         assert_eq!(e.message, "more than 1000 nodes in one file");
+    }
+
+    #[test]
+    fn nesting_of_every_depth_is_refused_at_the_bound_without_the_parser_recursing_on() {
+        for n in [10usize, 100, 1_000, 10_000, 100_000] {
+            // `- - - … 1`: block sequences nested on one line (20 KB at 10,000 levels).
+            let block = format!("{}1\n", "- ".repeat(n));
+            let flow = format!("{}{}", "[".repeat(n), "]".repeat(n));
+            let maps = format!("{}1{}", "{k: ".repeat(n), "}".repeat(n));
+            for (what, text) in [("block", &block), ("flow", &flow), ("mappings", &maps)] {
+                match parse_documents(text) {
+                    Ok(_) => assert!(n <= 64, "{what} {n}: read"),
+                    Err(e) => {
+                        assert!(n > 64, "{what} {n}: {}", e.message);
+                        assert!(e.message.contains("deeper than 64"), "{what} {n}: {}", e.message);
+                        assert!(e.span.line == 1, "{what} {n}: named on its line: {}", e.span);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

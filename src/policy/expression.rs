@@ -179,9 +179,16 @@ fn infix(op: &str) -> Option<(u8, Op)> {
     })
 }
 
+/// How deep an expression may nest (operators, parentheses and calls inside each other): far
+/// above any real one, and far below what evaluating, walking or dropping it recursively could
+/// not hold on a small stack.
+pub const MAX_DEPTH: usize = 64;
+
 struct Parser {
     toks: Vec<(Tok, usize)>,
     pos: usize,
+    /// How many `expr` calls are open.
+    level: usize,
 }
 
 impl Parser {
@@ -202,10 +209,29 @@ impl Parser {
         })
     }
 
-    fn expr(&mut self, min_bp: u8) -> Result<Expr, ParseError> {
-        let mut lhs = self.prefix()?;
+    /// A node `depth` deep, or the mistake of going deeper than [`MAX_DEPTH`] at `at`.
+    fn deep(&self, e: Expr, depth: usize, at: usize) -> Result<(Expr, usize), ParseError> {
+        if depth > MAX_DEPTH {
+            return self.fail(
+                at,
+                format!("the expression nests deeper than {MAX_DEPTH} levels (operators, parentheses and calls inside each other)"),
+            );
+        }
+        Ok((e, depth))
+    }
+
+    fn expr(&mut self, min_bp: u8) -> Result<(Expr, usize), ParseError> {
+        self.level += 1;
+        if self.level > MAX_DEPTH {
+            let at = self.peek().1;
+            return self.fail(
+                at,
+                format!("the expression nests deeper than {MAX_DEPTH} levels (operators, parentheses and calls inside each other)"),
+            );
+        }
+        let (mut lhs, mut depth) = self.prefix()?;
         loop {
-            let (tok, _) = self.peek().clone();
+            let (tok, at) = self.peek().clone();
             let Tok::Op(op) = tok else { break };
             let Some((bp, op)) = infix(op) else { break };
             if bp < min_bp {
@@ -213,20 +239,27 @@ impl Parser {
             }
             self.next();
             let next_min = if op == Op::Pow { bp } else { bp + 1 };
-            let rhs = self.expr(next_min)?;
-            lhs = Expr::Bin(op, Box::new(lhs), Box::new(rhs));
+            let (rhs, d) = self.expr(next_min)?;
+            (lhs, depth) = self.deep(Expr::Bin(op, Box::new(lhs), Box::new(rhs)), 1 + depth.max(d), at)?;
         }
-        Ok(lhs)
+        self.level -= 1;
+        Ok((lhs, depth))
     }
 
-    fn prefix(&mut self) -> Result<Expr, ParseError> {
+    fn prefix(&mut self) -> Result<(Expr, usize), ParseError> {
         let (tok, at) = self.next();
         match tok {
-            Tok::Num(v) => Ok(Expr::Num(v)),
+            Tok::Num(v) => Ok((Expr::Num(v), 1)),
             // Unary operators bind looser than `^` (so -2^2 is -4) and tighter than `*`.
-            Tok::Op("-") => Ok(Expr::Neg(Box::new(self.expr(7)?))),
+            Tok::Op("-") => {
+                let (e, d) = self.expr(7)?;
+                self.deep(Expr::Neg(Box::new(e)), d + 1, at)
+            }
             Tok::Op("+") => self.expr(7),
-            Tok::Op("!") => Ok(Expr::Not(Box::new(self.expr(7)?))),
+            Tok::Op("!") => {
+                let (e, d) = self.expr(7)?;
+                self.deep(Expr::Not(Box::new(e)), d + 1, at)
+            }
             Tok::LParen => {
                 let e = self.expr(0)?;
                 self.expect_rparen(at)?;
@@ -237,7 +270,7 @@ impl Parser {
                     if FUNCTIONS.contains(&name.as_str()) && !VARIABLES.contains(&name.as_str()) {
                         return self.fail(at, format!("`{name}` is a function: write {name}(...)"));
                     }
-                    return Ok(Expr::Var(name));
+                    return Ok((Expr::Var(name), 1));
                 }
                 self.next();
                 self.call(name, at)
@@ -261,7 +294,7 @@ impl Parser {
         }
     }
 
-    fn call(&mut self, name: String, at: usize) -> Result<Expr, ParseError> {
+    fn call(&mut self, name: String, at: usize) -> Result<(Expr, usize), ParseError> {
         if name.ends_with("_over") && FUNCTIONS.contains(&name.as_str()) {
             let (metric, m_at) = match self.next() {
                 (Tok::Ident(m), a) => (m, a),
@@ -298,7 +331,7 @@ impl Parser {
                 }
             };
             self.expect_rparen(at)?;
-            return Ok(Expr::Over(name, metric, n));
+            return Ok((Expr::Over(name, metric, n), 1));
         }
         if !FUNCTIONS.contains(&name.as_str()) {
             let hint = crate::config::read::closest(&name, FUNCTIONS)
@@ -307,11 +340,14 @@ impl Parser {
             return self.fail(at, format!("unknown function `{name}`{hint}"));
         }
         let mut args = Vec::new();
+        let mut depth = 1;
         if self.peek().0 == Tok::RParen {
             self.next();
         } else {
             loop {
-                args.push(self.expr(0)?);
+                let (a, d) = self.expr(0)?;
+                depth = depth.max(d + 1);
+                args.push(a);
                 match self.next() {
                     (Tok::Comma, _) => continue,
                     (Tok::RParen, _) => break,
@@ -338,7 +374,7 @@ impl Parser {
             };
             return self.fail(at, format!("{name} takes {want}, given {}", args.len()));
         }
-        Ok(Expr::Call(name, args))
+        self.deep(Expr::Call(name, args), depth, at)
     }
 }
 
@@ -359,8 +395,9 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
     let mut p = Parser {
         toks: tokenize(src)?,
         pos: 0,
+        level: 0,
     };
-    let e = p.expr(0)?;
+    let (e, _) = p.expr(0)?;
     match p.next() {
         (Tok::End, _) => Ok(e),
         (other, at) => p.fail(
@@ -610,6 +647,36 @@ mod tests {
             let e = parse(src).unwrap_or_else(|e| panic!("{src}: {e}"));
             assert_eq!(eval(&e, &input, &mut Vec::new()), Ok(want), "{src}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_of_every_kind_is_refused_at_its_place_without_recursing_on() {
+        let deep = |n: usize, open: &str, close: &str| format!("{}1{}", open.repeat(n), close.repeat(n));
+        for n in [10, 60] {
+            assert!(parse(&deep(n, "(", ")")).is_ok(), "{n}");
+        }
+        for (what, src) in [
+            ("parentheses", deep(100_000, "(", ")")),
+            ("calls", deep(1_000, "abs(", ")")),
+            ("unary", format!("{}1", "-".repeat(100_000))),
+            ("a flat chain", vec!["1"; 100_000].join(" + ")),
+            ("powers", vec!["2"; 10_000].join(" ^ ")),
+        ] {
+            let e = parse(&src).unwrap_err();
+            assert!(e.message.contains("nests deeper than 64 levels"), "{what}: {e:?}");
+            assert!(
+                e.offset < 1_000,
+                "{what}: found where it crosses the bound, at {}",
+                e.offset
+            );
+        }
+        // at the bound exactly: it parses and evaluates
+        let e = parse(&vec!["1"; 64].join(" + ")).unwrap();
+        let set = crate::eval_io::MetricSet::new();
+        let assume = |_: &str| None;
+        let ext = Default::default();
+        let input = EvalInput::new(chrono::Utc::now(), 3, &set, &assume, &ext);
+        assert_eq!(eval(&e, &input, &mut Vec::new()), Ok(64.0));
     }
 
     #[test]
