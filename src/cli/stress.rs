@@ -65,8 +65,8 @@ finish) · 2 invalid plan or flags · 3 a threshold failed (or aborted the run) 
 pub struct StressArgs {
     #[command(subcommand)]
     command: Option<StressCommand>,
-    /// Distributed: this many agents share the plan (`--plan` needed); this process coordinates
-    /// and merges their histograms exactly.
+    /// Distributed: this many agents share the plan (a --plan file, or the one-target plan of
+    /// --url and its flags); this process coordinates and merges their histograms exactly.
     #[arg(long, value_name = "N", requires = "plan")]
     agents: Option<usize>,
     /// Where the agents run.
@@ -173,6 +173,96 @@ pub struct StressArgs {
     /// Live progress.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     progress: ProgressArg,
+}
+
+/// The plan of the flags as plan text, for agents (which read the plan they are sent): every
+/// flag a plan holds, strings JSON-quoted (YAML reads them as double-quoted scalars). The text
+/// must read back as exactly the plan the flags make, or the run is refused.
+fn plan_text_from_flags(a: &StressArgs, want: &Plan) -> Result<String, String> {
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let abs = |p: &PathBuf| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string()
+    };
+    let mut t = String::from("name: stress\ntargets:\n");
+    let body = match a.body.as_deref() {
+        Some(b) if b.starts_with('@') => {
+            let bytes =
+                std::fs::read(&b[1..]).map_err(|e| format!("--body {b}: cannot read {}: {e}", &b[1..]))?;
+            Some(String::from_utf8(bytes).map_err(|_| {
+                format!("--body {b}: agents are sent the body as text, and this file is not UTF-8")
+            })?)
+        }
+        other => other.map(str::to_string),
+    };
+    for u in &a.url {
+        t.push_str(&format!("  - url: {}\n", q(u)));
+        if let Some(m) = &a.method {
+            t.push_str(&format!("    method: {}\n", q(m)));
+        }
+        if !a.headers.is_empty() {
+            t.push_str("    headers:\n");
+            for h in &a.headers {
+                let (k, v) = h.split_once(':').unwrap_or((h, ""));
+                t.push_str(&format!("      {}: {}\n", q(k.trim()), q(v.trim())));
+            }
+        }
+        if let Some(b) = &body {
+            t.push_str(&format!("    body: {}\n", q(b)));
+        }
+    }
+    let duration = a.duration.map_or("10s".to_string(), |d| d.to_string());
+    t.push_str(&format!(
+        "phases:\n  - name: main\n    duration: {}\n",
+        q(&duration)
+    ));
+    match (a.rate, a.users) {
+        (Some(r), _) => t.push_str(&format!("    rate: {r}\n")),
+        (None, Some(u)) => {
+            t.push_str(&format!("    users: {u}\n"));
+            if let Some(th) = a.think {
+                t.push_str(&format!("    think: {}\n", q(&th.to_string())));
+            }
+        }
+        (None, None) => t.push_str("    max: true\n"),
+    }
+    t.push_str(&format!("connections: {}\n", want.connections));
+    if a.http2 {
+        t.push_str("http: \"2\"\n");
+    }
+    if let Some(to) = a.timeout {
+        t.push_str(&format!("timeout: {}\n", q(&to.to_string())));
+    }
+    if !a.thresholds.is_empty() {
+        t.push_str("thresholds:\n");
+        for th in &a.thresholds {
+            t.push_str(&format!("  - {}\n", q(th)));
+        }
+    }
+    if a.insecure || a.cacert.is_some() || a.cert.is_some() {
+        t.push_str("tls:\n");
+        if a.insecure {
+            t.push_str("  insecure: true\n");
+        }
+        for (key, path) in [("cacert", &a.cacert), ("cert", &a.cert), ("key", &a.key)] {
+            if let Some(p) = path {
+                t.push_str(&format!("  {key}: {}\n", q(&abs(p))));
+            }
+        }
+    }
+    if !a.resolve.is_empty() {
+        t.push_str("resolve:\n");
+        for r in &a.resolve {
+            t.push_str(&format!("  - {}\n", q(r)));
+        }
+    }
+    let read = plan::load_str(&t, "(the flags' plan)", Path::new("/")).map_err(|d| d.to_string())?;
+    if read != *want {
+        return Err("the flags' plan cannot be sent to agents as it is (a bug): write it as a plan file and use --plan".into());
+    }
+    Ok(t)
 }
 
 fn plan_from_flags(a: &StressArgs) -> Result<Plan, String> {
@@ -480,6 +570,12 @@ pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
             let text = crate::config::read::read_bounded(file, 1 << 20).map_err(|e| anyhow::anyhow!(e))?;
             let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
             let base = std::fs::canonicalize(&base).unwrap_or(base);
+            crate::stress::coordinate::coordinate(&plan, text, &base, d, opts).await
+        }
+        // The flags' one-target plan is a plan: its agents are sent it as plan text.
+        (Some(d), None) => {
+            let text = plan_text_from_flags(&a, &plan).map_err(|e| invalid(anyhow::anyhow!(e)))?;
+            let base = std::env::current_dir().unwrap_or_default();
             crate::stress::coordinate::coordinate(&plan, text, &base, d, opts).await
         }
         _ => crate::stress::run(&plan, opts).await,

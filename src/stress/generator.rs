@@ -72,12 +72,20 @@ impl Mix {
         let mut cumulative = Vec::new();
         let mut sum = 0u64;
         for t in targets {
-            let host = t.url.host_str().unwrap_or_default().to_string();
+            // An IP literal is connected to as it is (`[::1]` is no name to resolve); a
+            // name, through `--resolve` when it names it, else the system's resolver.
+            let (host, literal) = match t.url.host() {
+                Some(url::Host::Ipv6(a)) => (a.to_string(), Some(std::net::IpAddr::V6(a))),
+                Some(url::Host::Ipv4(a)) => (a.to_string(), Some(std::net::IpAddr::V4(a))),
+                Some(url::Host::Domain(d)) => (d.to_string(), None),
+                None => (String::new(), None),
+            };
             let port = t.url.port_or_known_default().unwrap_or(80);
             let connect_to = resolve
                 .iter()
-                .find(|r| r.host.eq_ignore_ascii_case(&host) && r.port == port)
-                .map(|r| r.addr);
+                .find(|r| r.host.trim_matches(['[', ']']).eq_ignore_ascii_case(&host) && r.port == port)
+                .map(|r| r.addr)
+                .or(literal);
             let tls = t.url.scheme() == "https";
             let o = Origin {
                 host,

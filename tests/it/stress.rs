@@ -31,7 +31,12 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start(http2: bool) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Server::start_on("127.0.0.1:0", http2).await
+    }
+
+    /// The server on `addr` (`[::1]:0` for IPv6 loopback).
+    pub(crate) async fn start_on(addr: &str, http2: bool) -> Server {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let s = Server {
             url: format!("http://{}/hello", listener.local_addr().unwrap()),
             requests: Arc::default(),
@@ -98,6 +103,35 @@ async fn stress(args: &[&str]) -> (i32, String, String) {
     let mut cmd = ecscale();
     cmd.arg("stress").args(args);
     run_async(cmd).await
+}
+
+/// An IPv6 literal is a host, not a name to resolve: `http://[::1]:PORT/` is loaded as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_literal_url_is_loaded_without_resolving_it() {
+    let server = Server::start_on("[::1]:0", false).await;
+    assert!(server.url.starts_with("http://[::1]:"), "{}", server.url);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let (code, stdout, stderr) = stress(&[
+        "--url",
+        &server.url,
+        "--rate",
+        "100",
+        "--duration",
+        "1s",
+        "--json",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let r = json(&out);
+    let sent = r["totals"]["requests"].as_u64().unwrap_or_default();
+    assert!(sent >= 90, "{r}");
+    assert_eq!(
+        server.requests.load(Ordering::Relaxed),
+        sent,
+        "every request reached [::1]"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

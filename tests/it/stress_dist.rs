@@ -143,6 +143,40 @@ async fn three_agents_send_exactly_the_plan_and_their_merged_percentiles_are_one
     panic!("(one process, three agents) for (p50, p99), ms, in each round: {seen:?}");
 }
 
+/// `--agents` with `--url` is honoured, not ignored: the flags' one-target plan is shared out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_share_the_plan_the_url_flags_make() {
+    let server = Server::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let (code, stdout, stderr) = stress(&[
+        "--url",
+        &server.url,
+        "--rate",
+        "60",
+        "--duration",
+        "2s",
+        "--agents",
+        "3",
+        "--header",
+        "X-Run: dist",
+        "--threshold",
+        "p95 < 2s",
+        "--json",
+        path_str(&out),
+    ])
+    .await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("3 agents (their per-second histograms added, never averaged)"),
+        "{stdout}"
+    );
+    let r = json(&out);
+    let sent = r["totals"]["requests"].as_u64().unwrap();
+    assert_eq!(sent, 120, "the plan's 60/s for 2 s, shared by three: {r}");
+    assert_eq!(server.requests.load(Ordering::Relaxed), sent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_windowed_threshold_with_abort_on_the_merged_data_stops_every_agent() {
     let (server, _dir, p, out) = run_against_server(
