@@ -128,6 +128,10 @@ pub struct StatsSnapshot {
     pub dead_letter_file: u64,
     /// Documents deleted from the spool by `on_full: drop_oldest`.
     pub dropped: u64,
+    /// Documents that vanished from the spool's disk before they were sent (its folder or a
+    /// segment removed by someone else), and the segments they were in.
+    pub lost: u64,
+    pub lost_segments: u64,
     pub requests: u64,
     pub failed_requests: u64,
     /// Bytes on disk: documents waiting, and dead letters.
@@ -233,6 +237,26 @@ impl Stats {
                 since: at,
             });
         }
+        if let Some(at) = spool
+            .last_loss()
+            .filter(|t| t.elapsed().unwrap_or_default() < DROP_LINGER)
+        {
+            let lost = format!(
+                "{} documents in {} spool segments vanished from the disk before they were sent (the folder or its files removed), the last at {}",
+                spool.lost_docs(),
+                spool.lost_segments(),
+                DateTime::<Utc>::from(at).format("%H:%M:%S")
+            );
+            let message = match &trouble {
+                Some(t) => format!("{lost}; and {}", t.message),
+                None => lost,
+            };
+            trouble = Some(Trouble {
+                kind: "lost",
+                message,
+                since: at,
+            });
+        }
         if let Some(b) = spool.blocked() {
             // The spool waiting for room is the trouble, whatever the sender says.
             trouble = Some(Trouble {
@@ -251,6 +275,8 @@ impl Stats {
             dead_lettered: get(&self.dead_lettered),
             dead_letter_file: get(&self.dead_letter_file),
             dropped: spool.dropped_docs(),
+            lost: spool.lost_docs(),
+            lost_segments: spool.lost_segments(),
             requests: get(&self.requests),
             failed_requests: get(&self.failed_requests),
             spool_bytes: spool.size(),

@@ -19,6 +19,12 @@
 //!
 //! Refused documents the dead-letter index did not take are kept in `deadletter.ndjson` here,
 //! inside the same size bound; `ecscale ship replay --dead-letters` sends them again.
+//!
+//! The spool keeps a ledger of its segments and their documents. At most once a second (and
+//! before every append, for the open segment) it looks at the disk: a folder someone removed is
+//! made again, and a segment that vanished without being sent is counted as lost, by document,
+//! so the accounting still adds up (spooled = delivered + dead-lettered + dropped + lost + on
+//! disk). The size it reports is read from the disk, not remembered.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -101,6 +107,8 @@ struct Open {
     file: File,
     path: PathBuf,
     bytes: u64,
+    /// Whole documents appended.
+    docs: u64,
     opened: Instant,
 }
 
@@ -127,6 +135,15 @@ pub struct Spool {
     blocked: Mutex<Option<Blocked>>,
     /// Appends that found no room, by kind (`no_space`, `read_only`).
     failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Sealed segments and their documents, as this spool made or found them.
+    ledger: Mutex<std::collections::BTreeMap<u64, u64>>,
+    /// Documents and segments that vanished from the disk before they were sent, and when
+    /// that was last seen.
+    lost_docs: AtomicU64,
+    lost_segments: AtomicU64,
+    last_loss: Mutex<Option<std::time::SystemTime>>,
+    /// When the disk was last looked at.
+    audited: Mutex<Instant>,
     /// Signalled when a segment is sealed (work for the sender) or removed (room for writers).
     pub changed: Notify,
 }
@@ -210,6 +227,13 @@ impl Spool {
             size += keep;
         }
         size += fs::metadata(dir.join(DEAD_LETTERS)).map_or(0, |m| m.len());
+        let mut ledger = std::collections::BTreeMap::new();
+        for entry in fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            if let (Some(seq), true) = (seq_of(&path), path.extension().is_some_and(|e| e == "ndjson")) {
+                ledger.insert(seq, count_docs(&fs::read(&path).map_err(io(&path))?));
+            }
+        }
         Ok(Spool {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -226,8 +250,84 @@ impl Spool {
             last_drop: Mutex::new(None),
             blocked: Mutex::new(None),
             failures: Mutex::new(Default::default()),
+            ledger: Mutex::new(ledger),
+            lost_docs: AtomicU64::new(0),
+            lost_segments: AtomicU64::new(0),
+            last_loss: Mutex::new(None),
+            audited: Mutex::new(Instant::now()),
             changed: Notify::new(),
         })
+    }
+
+    /// Documents that vanished from the disk before they were sent.
+    pub fn lost_docs(&self) -> u64 {
+        self.lost_docs.load(Ordering::Relaxed)
+    }
+
+    /// Segments that vanished (sealed ones, and the open one).
+    pub fn lost_segments(&self) -> u64 {
+        self.lost_segments.load(Ordering::Relaxed)
+    }
+
+    /// When documents were last found lost, if ever.
+    pub fn last_loss(&self) -> Option<std::time::SystemTime> {
+        *self.last_loss.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, u64>> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lose(&self, docs: u64, what: &str) {
+        self.lost_docs.fetch_add(docs, Ordering::Relaxed);
+        self.lost_segments.fetch_add(1, Ordering::Relaxed);
+        *self.last_loss.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::SystemTime::now());
+        tracing::error!(
+            "spool {}: {what} vanished before it was sent: {docs} documents lost (counted)",
+            self.dir.display()
+        );
+    }
+
+    /// Looks at the disk (under the writer's lock): the folder made again if it is gone, the
+    /// open segment and every sealed one the ledger holds still there (each one that is not,
+    /// and is not being sent, counted lost), and the size read again. The sealed segments are
+    /// looked at once a second at most; `force` looks now.
+    fn audit_locked(&self, w: &mut Writer, force: bool) -> Result<(), SpoolError> {
+        if !self.dir.is_dir() {
+            fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+            tracing::error!("spool {}: the folder was gone: made again", self.dir.display());
+        }
+        if w.open.as_ref().is_some_and(|o| !o.path.exists()) {
+            if let Some(o) = w.open.take() {
+                self.lose(o.docs, &format!("the open segment {}", o.path.display()));
+            }
+        }
+        let mut last = self.audited.lock().unwrap_or_else(|e| e.into_inner());
+        if !force && last.elapsed() < Duration::from_secs(1) {
+            return Ok(());
+        }
+        *last = Instant::now();
+        drop(last);
+        let gone: Vec<(u64, u64)> = {
+            let flights = self.flights();
+            self.ledger()
+                .iter()
+                .filter(|(seq, _)| !flights.contains(seq))
+                .filter(|(seq, _)| !self.dir.join(format!("{seq:020}.ndjson")).exists())
+                .map(|(s, d)| (*s, *d))
+                .collect()
+        };
+        for (seq, docs) in gone {
+            self.ledger().remove(&seq);
+            self.lose(docs, &format!("segment {seq:020}.ndjson"));
+        }
+        self.rescan_locked(w)
+    }
+
+    /// [`Self::audit_locked`], now.
+    pub fn audit(&self) -> Result<(), SpoolError> {
+        let mut w = self.writer();
+        self.audit_locked(&mut w, true)
     }
 
     pub fn dir(&self) -> &Path {
@@ -341,6 +441,7 @@ impl Spool {
     fn try_append(&self, bytes: &[u8]) -> Result<bool, SpoolError> {
         let need = bytes.len() as u64;
         let mut w = self.writer();
+        self.audit_locked(&mut w, false)?;
         if let Some(path) = w.dirty.clone() {
             repair(&path)?;
             w.dirty = None;
@@ -361,6 +462,7 @@ impl Spool {
                     file,
                     path,
                     bytes: 0,
+                    docs: 0,
                     opened: Instant::now(),
                 }
             }
@@ -379,6 +481,7 @@ impl Spool {
             });
         }
         open.bytes += need;
+        open.docs += count_docs(bytes);
         self.size.fetch_add(need, Ordering::Relaxed);
         let full = open.bytes >= self.segment_bytes;
         w.open = Some(open);
@@ -448,6 +551,9 @@ impl Spool {
         open.file.sync_data().map_err(io(&open.path))?;
         let sealed = open.path.with_extension("ndjson");
         fs::rename(&open.path, &sealed).map_err(io(&open.path))?;
+        if let Some(seq) = seq_of(&sealed) {
+            self.ledger().insert(seq, open.docs);
+        }
         Ok(true)
     }
 
@@ -455,6 +561,7 @@ impl Spool {
     pub fn seal_if_older(&self, age: Duration) -> Result<bool, SpoolError> {
         let sealed = {
             let mut w = self.writer();
+            self.audit_locked(&mut w, false)?;
             match &w.open {
                 Some(o) if o.bytes > 0 && o.opened.elapsed() >= age => self.seal_locked(&mut w)?,
                 _ => false,
@@ -501,6 +608,7 @@ impl Spool {
 
     /// A claimed segment whose documents all reached Elasticsearch (or the dead letters).
     pub fn remove(&self, seg: &Segment) -> Result<(), SpoolError> {
+        self.ledger().remove(&seg.seq);
         match fs::remove_file(&seg.path) {
             Ok(()) => {
                 self.size.fetch_sub(seg.bytes.min(self.size()), Ordering::Relaxed);
@@ -547,6 +655,7 @@ impl Spool {
         let bytes = fs::read(&seg.path).map_err(io(&seg.path))?;
         let docs = count_docs(&bytes);
         fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+        self.ledger().remove(&seg.seq);
         self.size.fetch_sub(seg.bytes.min(self.size()), Ordering::Relaxed);
         self.dropped_docs.fetch_add(docs, Ordering::Relaxed);
         *self.last_drop.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::SystemTime::now());
@@ -569,6 +678,60 @@ mod tests {
 
     fn doc(i: usize) -> String {
         format!("{{\"index\":{{\"_index\":\"t\",\"_id\":\"{i}\"}}}}\n{{\"n\":{i}}}\n")
+    }
+
+    /// Documents on disk now: sealed segments and the open one.
+    fn on_disk(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| seq_of(&e.path()).is_some())
+                    .map(|e| count_docs(&std::fs::read(e.path()).unwrap_or_default()))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn the_folder_or_a_segment_removed_is_made_again_and_counted_lost_so_the_accounting_adds_up() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("spool");
+        let spool = Spool::open(&dir, 1 << 20, OnFull::Block, 200).unwrap();
+        let mut appended = 0;
+        for i in 0..10 {
+            spool.append(doc(i).as_bytes()).await.unwrap();
+            appended += 1;
+        }
+        let sent = spool.claim().unwrap().unwrap();
+        let delivered = count_docs(&std::fs::read(&sent.path).unwrap());
+        spool.remove(&sent).unwrap();
+        // Someone removes one sealed segment, then the whole folder (the open segment too).
+        let victim = spool.sealed().unwrap().remove(0);
+        std::fs::remove_file(&victim.path).unwrap();
+        spool.audit().unwrap();
+        assert_eq!(spool.lost_segments(), 1);
+        let before = on_disk(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The next append makes the folder again and counts what vanished.
+        for i in 10..14 {
+            spool.append(doc(i).as_bytes()).await.unwrap();
+            appended += 1;
+        }
+        spool.audit().unwrap();
+        assert!(dir.is_dir(), "the folder is made again");
+        assert_eq!(
+            appended,
+            delivered + spool.lost_docs() + on_disk(&dir),
+            "spooled = delivered + lost + on disk ({before} were on disk before the folder went)"
+        );
+        assert!(spool.lost_docs() >= before, "{} lost", spool.lost_docs());
+        // The size is what the disk holds, not what was remembered.
+        let files: u64 = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        assert_eq!(spool.size(), files);
     }
 
     #[tokio::test]

@@ -510,7 +510,7 @@ fn render_ship(o: &mut String, s: &crate::ship::StatsSnapshot) {
         o,
         "ecscale_ship_documents_total",
         "counter",
-        "Documents handed to the ship stage (queued), and what became of them: spooled or not_spooled; of the spooled, delivered, dead_lettered or dropped (drop_oldest); retried counts retries.",
+        "Documents handed to the ship stage (queued), and what became of them: spooled or not_spooled; of the spooled, delivered, dead_lettered, dropped (drop_oldest) or lost (vanished from the spool's disk); retried counts retries.",
     );
     for (state, v) in [
         ("queued", s.queued),
@@ -520,6 +520,7 @@ fn render_ship(o: &mut String, s: &crate::ship::StatsSnapshot) {
         ("retried", s.retried),
         ("dead_lettered", s.dead_lettered),
         ("dropped", s.dropped),
+        ("lost", s.lost),
     ] {
         let _ = writeln!(o, "ecscale_ship_documents_total{{state=\"{state}\"}} {v}");
     }

@@ -542,8 +542,8 @@ pub async fn run(
     }
     let s = ship_stage.finish(deadline).await;
     let summary = format!(
-        "ship stage: {} documents handed over: {} spooled, {} not spooled; {} delivered, {} dead-lettered, {} dropped (drop_oldest); {} bytes left in the spool for the next start",
-        s.queued, s.spooled, s.not_spooled, s.delivered, s.dead_lettered, s.dropped, s.spool_bytes
+        "ship stage: {} documents handed over: {} spooled, {} not spooled; {} delivered, {} dead-lettered, {} dropped (drop_oldest), {} lost (vanished from the spool's disk); {} bytes left in the spool for the next start",
+        s.queued, s.spooled, s.not_spooled, s.delivered, s.dead_lettered, s.dropped, s.lost, s.spool_bytes
     );
     if s.not_spooled > 0 || s.dropped > 0 {
         tracing::warn!("{summary}");
