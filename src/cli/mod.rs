@@ -38,14 +38,13 @@ pub const EXIT_INVALID: u8 = 2;
     version,
     about = "Autoscaling and metrics pipeline for Amazon ECS",
     long_about = "Autoscaling and metrics pipeline for Amazon ECS.\n\n\
-        Built so far: the worker config, the collect stage (ECS services, container instances, pending \
-        tasks, CloudWatch metrics), scaling policies with their engine and back-testing, shipping to \
-        Elasticsearch/OpenSearch (templates, spool, replay, Kibana dashboards), and the scheduled worker \
-        (`ecscale run`) that actuates ECS desired counts and EC2 capacity, with a leader lease, state that \
-        survives restarts, and /metrics; and `ecscale stress`, an open-model load generator with thresholds, \
-        scaling assertions and HTML reports; and `ecscale demo`, the whole loop against a simulated cluster \
-        serving real HTTP (no AWS account, no Elasticsearch needed), with `backtest --simulate` for closed-loop \
-        policy tests.",
+        A worker that, on a schedule, collects ECS state and CloudWatch metrics, ships them to \
+        Elasticsearch/OpenSearch for Kibana, evaluates the scaling policies written in YAML files, and \
+        actuates: ECS desired counts, Auto Scaling groups, and tasks it places itself. Beside it: load \
+        tests with scaling assertions (`stress`), and a simulator that replays your traffic through your \
+        policy against AWS's and Kubernetes' scalers (`backtest --simulate`), fits a twin of your service \
+        (`twin fit`) and tunes your policy (`tune`). `ecscale demo` runs the whole loop on a simulated \
+        cluster, with no AWS account. The documentation is in docs/ (docs/index.md).",
     after_help = "Exit codes: 0 success · 1 failed or found problems · 2 invalid arguments, config or environment"
 )]
 struct Cli {
@@ -66,6 +65,7 @@ struct ConfigArg {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check the config file and the policy files it names: every mistake at once, with file:line:column.
+    #[command(after_help = "Documentation: docs/configuration.md")]
     Validate {
         #[command(flatten)]
         config: ConfigArg,
@@ -76,6 +76,7 @@ enum Command {
         aws: bool,
     },
     /// Run the worker: collect, evaluate, actuate and ship on the schedule, until SIGTERM/SIGINT.
+    #[command(after_help = "Documentation: docs/worker.md")]
     Run {
         #[command(flatten)]
         config: ConfigArg,
@@ -87,6 +88,7 @@ enum Command {
         ticks: Option<u64>,
     },
     /// Run one collection pass and print what the worker sees.
+    #[command(after_help = "Documentation: docs/worker.md")]
     Collect {
         #[command(flatten)]
         config: ConfigArg,
@@ -98,6 +100,7 @@ enum Command {
         format: Format,
     },
     /// What the worker is doing now: each target's counts, last decision, cooldowns and windows (a running worker's /status, else its state).
+    #[command(after_help = "Documentation: docs/worker.md")]
     Status {
         #[command(flatten)]
         config: ConfigArg,
@@ -106,36 +109,46 @@ enum Command {
         format: Format,
     },
     /// Scaling policy files.
+    #[command(after_help = "Documentation: docs/policies.md")]
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
     /// Replay recorded metrics through a policy file: what the engine would have decided, and totals.
+    #[command(after_help = "Documentation: docs/simulator.md")]
     Backtest(Box<policy::BacktestArgs>),
     /// Generate HTTP load (open or closed model) with thresholds and scaling assertions; JSON and HTML reports.
+    #[command(after_help = "Documentation: docs/stress.md")]
     Stress(Box<stress::StressArgs>),
     /// Run the whole loop on a simulated cluster with real HTTP traffic: worker, stress ramp, a task and an instance killed; live view and HTML report.
+    #[command(after_help = "Documentation: docs/simulator.md")]
     Demo(demo::DemoArgs),
     /// Install ecscale's index templates in Elasticsearch/OpenSearch.
+    #[command(after_help = "Documentation: docs/shipping.md")]
     Setup(ship::EsArgs),
     /// Shipping: send a spool directory to Elasticsearch.
+    #[command(after_help = "Documentation: docs/shipping.md")]
     Ship {
         #[command(subcommand)]
         command: ShipCommand,
     },
     /// Kibana dashboards: check, export, install.
+    #[command(after_help = "Documentation: docs/shipping.md")]
     Dashboards {
         #[command(subcommand)]
         command: DashboardsCommand,
     },
     /// Traces for backtest: export a service's history from CloudWatch or Elasticsearch.
+    #[command(after_help = "Documentation: docs/simulator.md")]
     Trace {
         #[command(subcommand)]
         command: TraceCommand,
     },
     /// Search a policy's targets, tolerances, datapoints and cooldowns on your traces (and twin); write the tuned file, judged on held-out history.
+    #[command(after_help = "Documentation: docs/simulator.md")]
     Tune(Box<tune::TuneArgs>),
     /// A twin of a service: the simulator's model fitted to its own history.
+    #[command(after_help = "Documentation: docs/simulator.md")]
     Twin {
         #[command(subcommand)]
         command: TwinCommand,

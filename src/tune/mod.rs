@@ -268,41 +268,26 @@ pub fn tune(
     let first = evaluate(subject, parts, std::slice::from_ref(&input), opts.threads)?;
     let input_score = first[0];
     let objective = opts.objective.bound(input_score);
-    let (mut best, mut best_score) = (input.clone(), input_score);
+    let mut search = Search::new(objective, input.clone(), input_score);
     let mut rng = Rng(opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let (mut runs, mut rounds, mut reach, mut stale) = (parts.len(), 0, 4i64, 0);
+    let (mut runs, mut rounds) = (parts.len(), 0);
     let width = (opts.threads * 2).max(4);
-    progress(0, runs, best_score);
+    progress(0, runs, search.best_score);
     while !subject.knobs.is_empty()
         && opts.rounds.is_none_or(|r| rounds < r)
         && (opts.rounds.is_some() || started.elapsed() < opts.budget)
     {
         rounds += 1;
-        let candidates = propose(&subject.knobs, &best, width, reach, &mut rng);
+        let candidates = propose(&subject.knobs, &search.current, width, search.reach, &mut rng);
         if candidates.is_empty() {
             break;
         }
         let scores = evaluate(subject, parts, &candidates, opts.threads)?;
         runs += candidates.len() * parts.len();
-        let found = candidates
-            .into_iter()
-            .zip(scores)
-            .filter(|(_, s)| objective.better(*s, best_score))
-            .reduce(|a, b| if objective.better(b.1, a.1) { b } else { a });
-        match found {
-            Some((c, s)) => {
-                (best, best_score, stale) = (c, s, 0);
-            }
-            None => {
-                stale += 1;
-                if stale >= 2 {
-                    reach = (reach / 2).max(1);
-                    stale = 0;
-                }
-            }
-        }
-        progress(rounds, runs, best_score);
+        search.round(candidates.into_iter().zip(scores).collect());
+        progress(rounds, runs, search.best_score);
     }
+    let best = search.best.clone();
     let holdout = holdout(subject, parts, (&input, &best), opts.threads)?;
     Ok(Tuned {
         knobs: subject
@@ -314,10 +299,83 @@ pub fn tune(
         objective,
         rounds,
         runs,
-        training: (input_score, best_score),
+        training: (input_score, search.best_score),
         holdout,
         values: best,
     })
+}
+
+/// The search's state. It walks by a price on SLO minutes (task-hours per minute over the SLO),
+/// so it may pass through settings over the objective's bound on its way to better ones (more
+/// room bought here, given back there); the price rises while it stands over the bound and falls
+/// while it has slack. What it returns is the best setting *within* the bound seen, the input
+/// at worst.
+struct Search {
+    objective: Objective,
+    /// Where the walk stands, and its score.
+    current: Vec<f64>,
+    current_score: Score,
+    /// The best within the bound.
+    best: Vec<f64>,
+    best_score: Score,
+    /// Task-hours one SLO minute is worth.
+    price: f64,
+    reach: i64,
+    stale: usize,
+}
+
+impl Search {
+    fn new(objective: Objective, input: Vec<f64>, score: Score) -> Search {
+        Search {
+            objective,
+            current: input.clone(),
+            current_score: score,
+            best: input,
+            best_score: score,
+            price: 0.1 * score.task_hours / score.slo_minutes.max(1.0),
+            reach: 4,
+            stale: 0,
+        }
+    }
+
+    fn cost(&self, s: Score) -> f64 {
+        s.task_hours + self.price * s.slo_minutes
+    }
+
+    fn within(&self, s: Score) -> bool {
+        self.objective.key(s).0 <= 1e-9
+    }
+
+    /// One round's candidates and their scores.
+    fn round(&mut self, scored: Vec<(Vec<f64>, Score)>) {
+        for (c, s) in &scored {
+            if self.within(*s) && self.objective.better(*s, self.best_score) {
+                (self.best, self.best_score) = (c.clone(), *s);
+            }
+        }
+        let step = scored
+            .into_iter()
+            .filter(|(_, s)| self.cost(*s) < self.cost(self.current_score) - 1e-9)
+            .min_by(|a, b| self.cost(a.1).total_cmp(&self.cost(b.1)));
+        match step {
+            Some((c, s)) => (self.current, self.current_score, self.stale) = (c, s, 0),
+            None => {
+                self.stale += 1;
+                if self.stale >= 2 {
+                    self.reach = (self.reach / 2).max(1);
+                    self.stale = 0;
+                }
+            }
+        }
+        // Over the bound: SLO minutes dearer (or task-hours, for the slo objective); with
+        // slack, cheaper.
+        let over = !self.within(self.current_score);
+        let slo_bound = matches!(self.objective, Objective::Cost { .. });
+        self.price *= match (over, slo_bound) {
+            (true, true) | (false, false) => 1.5,
+            _ => 0.8,
+        };
+    }
 }
 
 /// The input and the tuned policy, and the oracle, over each whole trace, scored on the held-out

@@ -1,5 +1,6 @@
-//! The README says what the code does: its variable table is the code's list, every ECSCALE_
-//! variable the code reads is in it, and `--help` lists exactly the subcommands the README shows.
+//! The docs say what the code does: the variable table is the code's list, every ECSCALE_
+//! variable the code reads is in it, `--help` lists exactly the subcommands the README shows,
+//! and every relative link of the README and `docs/` leads to a file that exists.
 
 use std::collections::BTreeSet;
 
@@ -11,9 +12,14 @@ fn readme() -> String {
     std::fs::read_to_string(repo().join("README.md")).unwrap()
 }
 
+/// The reference page that holds the variable table.
+fn configuration() -> String {
+    std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap()
+}
+
 #[test]
 fn the_variable_table_is_the_codes_list() {
-    let readme = readme();
+    let readme = configuration();
     let table: BTreeSet<String> = readme
         .lines()
         .filter_map(|l| l.strip_prefix("| `ECSCALE_"))
@@ -24,7 +30,7 @@ fn the_variable_table_is_the_codes_list() {
     for (name, what) in VARIABLES {
         assert!(
             readme.contains(&format!("| `{name}` | {what} |")),
-            "README row for {name} differs from the code"
+            "docs/configuration.md row for {name} differs from the code"
         );
     }
 }
@@ -103,6 +109,8 @@ fn help_lists_exactly_the_working_subcommands() {
             "ship",
             "dashboards",
             "trace",
+            "tune",
+            "twin",
             "help"
         ]
     );
@@ -124,6 +132,8 @@ fn help_lists_exactly_the_working_subcommands() {
         "ecscale demo",
         "ecscale backtest --simulate --policy",
         "ecscale trace export --config",
+        "ecscale twin fit",
+        "ecscale tune --policy",
     ] {
         assert!(readme.contains(c), "README shows `{c}`");
     }
@@ -134,4 +144,42 @@ fn version_is_the_package_version() {
     let (code, stdout, _) = run(ecscale().arg("--version"));
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), format!("ecscale {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// Every relative link (`[text](path)`, `[text](path#anchor)`) of the README and of every page
+/// of `docs/` leads to a file that exists.
+#[test]
+fn every_relative_link_resolves() {
+    let root = repo();
+    let mut pages = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            pages.push(p);
+        }
+    }
+    assert!(pages.len() >= 9, "{pages:?}");
+    let mut checked = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for piece in text.split("](").skip(1) {
+            let target = &piece[..piece.find(')').unwrap_or(0)];
+            if target.is_empty()
+                || target.contains("://")
+                || target.starts_with('#')
+                || target.starts_with("mailto:")
+            {
+                continue;
+            }
+            let path = target.split('#').next().unwrap();
+            let resolved = page.parent().unwrap().join(path);
+            assert!(
+                resolved.exists(),
+                "{}: link to {target} leads nowhere",
+                page.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} relative links checked");
 }
