@@ -117,12 +117,29 @@ pub fn read(path: &Path) -> Result<Trace, TraceError> {
     }
 }
 
+/// Metrics that are never negative (a utilization, a count, a time): a negative value is a
+/// broken file, not a reading.
+const NON_NEGATIVE: &[&str] = &[
+    "cpu",
+    "memory",
+    "request_count",
+    "request_count_per_target",
+    "target_response_time",
+    "desired",
+    "pending",
+    "instances",
+    "instances_pending",
+    "group_desired",
+];
+
 struct Builder {
     file: String,
     points: BTreeMap<String, BTreeMap<DateTime<Utc>, f64>>,
     counts: BTreeMap<DateTime<Utc>, u32>,
-    /// Every row's time, values or not.
-    rows: std::collections::BTreeSet<DateTime<Utc>>,
+    /// Every row's time, values or not, with its line.
+    rows: BTreeMap<DateTime<Utc>, usize>,
+    /// The last row read (rows must come in time order).
+    last: Option<(DateTime<Utc>, usize)>,
     datapoints: usize,
 }
 
@@ -133,13 +150,26 @@ impl Builder {
             points: BTreeMap::new(),
             counts: BTreeMap::new(),
             rows: Default::default(),
+            last: None,
             datapoints: 0,
         }
     }
 
     /// A row at `t`, with or without values.
     fn row(&mut self, line: usize, t: DateTime<Utc>) -> Result<(), TraceError> {
-        if self.rows.insert(t) && self.rows.len() > MAX_PERIODS as usize {
+        if let Some((before, at)) = self.last.filter(|(before, _)| t < *before) {
+            return Err(self.err(
+                line,
+                format!(
+                    "{} comes after {} (line {at}): rows are in time order (sort the file by its first column)",
+                    t.format("%Y-%m-%dT%H:%M:%SZ"),
+                    before.format("%Y-%m-%dT%H:%M:%SZ")
+                ),
+            ));
+        }
+        self.last = Some((t, line));
+        self.rows.entry(t).or_insert(line);
+        if self.rows.len() > MAX_PERIODS as usize {
             return Err(self.err(line, format!("more than {MAX_PERIODS} rows")));
         }
         Ok(())
@@ -156,6 +186,15 @@ impl Builder {
     fn add(&mut self, line: usize, t: DateTime<Utc>, metric: &str, v: f64) -> Result<(), TraceError> {
         if !v.is_finite() {
             return Err(self.err(line, format!("{metric}: {v} is not a finite number")));
+        }
+        if v < 0.0 && NON_NEGATIVE.contains(&metric) {
+            return Err(self.err(
+                line,
+                format!(
+                    "{metric}: {v} at {}: it is never negative",
+                    t.format("%Y-%m-%dT%H:%M:%SZ")
+                ),
+            ));
         }
         self.datapoints += 1;
         if self.datapoints > MAX_DATAPOINTS {
@@ -192,17 +231,43 @@ impl Builder {
         Ok(())
     }
 
+    /// The period: the most common gap between rows. Every gap is a whole number of periods
+    /// (a row off the grid would change the whole replay's tick), else the first row off it is
+    /// named.
+    fn grid(&self, rows: &[DateTime<Utc>]) -> Result<i64, TraceError> {
+        let gaps: Vec<i64> = rows.windows(2).map(|w| (w[1] - w[0]).num_seconds()).collect();
+        let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+        for g in gaps.iter().filter(|g| **g > 0) {
+            *counts.entry(*g).or_default() += 1;
+        }
+        let Some(period) = counts
+            .iter()
+            .max_by_key(|(g, n)| (**n, std::cmp::Reverse(**g)))
+            .map(|(g, _)| *g)
+        else {
+            return Ok(60);
+        };
+        if let Some(k) = gaps.iter().position(|g| g % period != 0) {
+            let t = rows[k + 1];
+            let line = self.rows.get(&t).copied().unwrap_or(0);
+            return Err(self.err(
+                line,
+                format!(
+                    "{} is off the {period}-second grid the file's rows keep ({} s after the row before): a trace has one period throughout",
+                    t.format("%Y-%m-%dT%H:%M:%SZ"),
+                    gaps[k]
+                ),
+            ));
+        }
+        Ok(period)
+    }
+
     fn finish(self) -> Result<Trace, TraceError> {
         if self.points.is_empty() {
             return Err(self.err(0, "the file holds no datapoints"));
         }
-        let rows: Vec<DateTime<Utc>> = self.rows.iter().copied().collect();
-        let period_secs = rows
-            .windows(2)
-            .map(|w| (w[1] - w[0]).num_seconds())
-            .filter(|d| *d > 0)
-            .min()
-            .unwrap_or(60);
+        let rows: Vec<DateTime<Utc>> = self.rows.keys().copied().collect();
+        let period_secs = self.grid(&rows)?;
         let (first, last) = (rows[0], rows[rows.len() - 1]);
         let periods = (last - first).num_seconds() / period_secs + 1;
         if periods > MAX_PERIODS {
@@ -451,6 +516,37 @@ pub fn to_ndjson(t: &Trace) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rows_out_of_order_a_negative_load_and_a_row_off_the_grid_are_refused_at_their_line() {
+        let head = "timestamp,request_count,cpu\n";
+        for (rows, says) in [
+            (
+                "2026-10-05T00:00:00Z,100,50\n2026-10-05T00:02:00Z,100,50\n2026-10-05T00:01:00Z,100,50\n",
+                "t.csv:4: 2026-10-05T00:01:00Z comes after 2026-10-05T00:02:00Z (line 3)",
+            ),
+            (
+                "2026-10-05T00:00:00Z,100,50\n2026-10-05T00:01:00Z,100,-3\n",
+                "t.csv:3: cpu: -3 at 2026-10-05T00:01:00Z: it is never negative",
+            ),
+            (
+                "2026-10-05T00:00:00Z,1,1\n2026-10-05T00:01:00Z,1,1\n2026-10-05T00:02:00Z,1,1\n2026-10-05T00:03:00Z,1,1\n2026-10-05T00:03:59Z,1,1\n2026-10-05T00:05:00Z,1,1\n",
+                "t.csv:6: 2026-10-05T00:03:59Z is off the 60-second grid",
+            ),
+        ] {
+            let e = super::parse_csv(&format!("{head}{rows}"), "t.csv").unwrap_err().to_string();
+            assert!(e.starts_with(says), "{e}");
+        }
+        // gaps of whole periods are missing rows, not another grid
+        let t = super::parse_csv(
+            &format!("{head}2026-10-05T00:00:00Z,1,1\n2026-10-05T00:03:00Z,1,1\n2026-10-05T00:04:00Z,1,1\n"),
+            "t.csv",
+        )
+        .unwrap();
+        assert_eq!((t.period_secs, t.timestamps.len()), (60, 5));
+        // a negative value of a metric that may be negative is a value
+        assert!(super::parse_csv("timestamp,delta\n2026-10-05T00:00:00Z,-4\n", "d.csv").is_ok());
+    }
+
     use super::*;
 
     #[test]

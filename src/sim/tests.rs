@@ -517,7 +517,7 @@ fn a_trace_too_long_to_simulate_or_with_a_negative_load_is_refused_by_name() {
     );
     let e = read(&minus).unwrap_err().to_string();
     assert!(
-        e.contains("minus.csv: `request_count` is -5 at 2026-10-05T00:01:00Z"),
+        e.contains("minus.csv:3: request_count: -5 at 2026-10-05T00:01:00Z: it is never negative"),
         "{e}"
     );
     // 62 days of 5-minute rows: the longest window accepted.

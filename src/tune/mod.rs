@@ -231,12 +231,19 @@ fn propose(knobs: &[Knob], best: &[f64], n: usize, reach: i64, rng: &mut Rng) ->
 }
 
 /// Runs each candidate on every training part; the summed scores, in order.
+/// A candidate's training score: in all, and in each half of the training parts (by time).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Scored {
+    all: Score,
+    halves: [Score; 2],
+}
+
 fn evaluate(
     subject: &Subject,
     parts: &[Part],
     candidates: &[Vec<f64>],
     threads: usize,
-) -> anyhow::Result<Vec<Score>> {
+) -> anyhow::Result<Vec<Scored>> {
     let jobs: Vec<Job> = candidates
         .iter()
         .flat_map(|c| parts.iter().map(move |p| subject.job(c, &p.training)))
@@ -244,12 +251,19 @@ fn evaluate(
     let mut outcomes = suite::run_all(jobs, threads).into_iter();
     let mut out = Vec::with_capacity(candidates.len());
     for _ in candidates {
-        let mut s = Score::default();
-        for _ in parts {
+        let mut s = Scored::default();
+        for p in parts {
             let o = outcomes
                 .next()
                 .unwrap_or_else(|| Err(anyhow::anyhow!("a run is missing")))?;
-            s = s.add(whole(&o));
+            let mid = p.training.start() + (p.training.end() - p.training.start()) / 2;
+            let (all, late) = (whole(&o), score_from(&o, mid, subject.setup.slo_ms));
+            let early = Score {
+                task_hours: all.task_hours - late.task_hours,
+                slo_minutes: all.slo_minutes - late.slo_minutes,
+            };
+            s.all = s.all.add(all);
+            s.halves = [s.halves[0].add(early), s.halves[1].add(late)];
         }
         out.push(s);
     }
@@ -266,13 +280,13 @@ pub fn tune(
     let started = Instant::now();
     let input: Vec<f64> = subject.knobs.iter().map(|k| k.value).collect();
     let first = evaluate(subject, parts, std::slice::from_ref(&input), opts.threads)?;
-    let input_score = first[0];
+    let input_score = first[0].all;
     let objective = opts.objective.bound(input_score);
-    let mut search = Search::new(objective, input.clone(), input_score);
+    let mut search = Search::new(objective, input.clone(), first[0]);
     let mut rng = Rng(opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let (mut runs, mut rounds) = (parts.len(), 0);
     let width = (opts.threads * 2).max(4);
-    progress(0, runs, search.best_score);
+    progress(0, runs, search.best_score.all);
     while !subject.knobs.is_empty()
         && opts.rounds.is_none_or(|r| rounds < r)
         && (opts.rounds.is_some() || started.elapsed() < opts.budget)
@@ -285,7 +299,7 @@ pub fn tune(
         let scores = evaluate(subject, parts, &candidates, opts.threads)?;
         runs += candidates.len() * parts.len();
         search.round(candidates.into_iter().zip(scores).collect());
-        progress(rounds, runs, search.best_score);
+        progress(rounds, runs, search.best_score.all);
     }
     let best = search.best.clone();
     let holdout = holdout(subject, parts, (&input, &best), opts.threads)?;
@@ -299,7 +313,7 @@ pub fn tune(
         objective,
         rounds,
         runs,
-        training: (input_score, search.best_score),
+        training: (input_score, search.best_score.all),
         holdout,
         values: best,
     })
@@ -308,16 +322,20 @@ pub fn tune(
 /// The search's state. It walks by a price on SLO minutes (task-hours per minute over the SLO),
 /// so it may pass through settings over the objective's bound on its way to better ones (more
 /// room bought here, given back there); the price rises while it stands over the bound and falls
-/// while it has slack. What it returns is the best setting *within* the bound seen, the input
-/// at worst.
+/// while it has slack. What it returns is the best setting *within* the bound seen, the input at
+/// worst, where within means in each half of the training parts too (each half's share of the
+/// bound): a gain that one stretch of history alone pays for is noise the search selected, and
+/// does not carry over to the held-out part.
 struct Search {
     objective: Objective,
+    /// The input's halves: how the bound is shared between them.
+    input: Scored,
     /// Where the walk stands, and its score.
     current: Vec<f64>,
     current_score: Score,
     /// The best within the bound.
     best: Vec<f64>,
-    best_score: Score,
+    best_score: Scored,
     /// Task-hours one SLO minute is worth.
     price: f64,
     reach: i64,
@@ -325,14 +343,15 @@ struct Search {
 }
 
 impl Search {
-    fn new(objective: Objective, input: Vec<f64>, score: Score) -> Search {
+    fn new(objective: Objective, input: Vec<f64>, score: Scored) -> Search {
         Search {
             objective,
+            input: score,
             current: input.clone(),
-            current_score: score,
+            current_score: score.all,
             best: input,
             best_score: score,
-            price: 0.1 * score.task_hours / score.slo_minutes.max(1.0),
+            price: 0.1 * score.all.task_hours / score.all.slo_minutes.max(1.0),
             reach: 4,
             stale: 0,
         }
@@ -342,23 +361,43 @@ impl Search {
         s.task_hours + self.price * s.slo_minutes
     }
 
-    fn within(&self, s: Score) -> bool {
+    fn within_all(&self, s: Score) -> bool {
         self.objective.key(s).0 <= 1e-9
     }
 
+    /// Within the bound in all and in each half (the bound shared as the input's score is).
+    fn within(&self, s: &Scored) -> bool {
+        let share = |half: Score, input: Score, total: Score| match self.objective {
+            Objective::Cost { max_slo_minutes } => {
+                let bound = max_slo_minutes.unwrap_or(f64::INFINITY);
+                let part = if total.slo_minutes > 0.0 {
+                    bound * input.slo_minutes / total.slo_minutes
+                } else {
+                    bound / 2.0
+                };
+                half.slo_minutes <= part + 1e-9
+            }
+            Objective::Slo { max_task_hours } => {
+                let bound = max_task_hours.unwrap_or(f64::INFINITY);
+                half.task_hours <= bound * input.task_hours / total.task_hours.max(1e-9) + 1e-9
+            }
+        };
+        self.within_all(s.all) && (0..2).all(|h| share(s.halves[h], self.input.halves[h], self.input.all))
+    }
+
     /// One round's candidates and their scores.
-    fn round(&mut self, scored: Vec<(Vec<f64>, Score)>) {
+    fn round(&mut self, scored: Vec<(Vec<f64>, Scored)>) {
         for (c, s) in &scored {
-            if self.within(*s) && self.objective.better(*s, self.best_score) {
+            if self.within(s) && self.objective.better(s.all, self.best_score.all) {
                 (self.best, self.best_score) = (c.clone(), *s);
             }
         }
         let step = scored
             .into_iter()
-            .filter(|(_, s)| self.cost(*s) < self.cost(self.current_score) - 1e-9)
-            .min_by(|a, b| self.cost(a.1).total_cmp(&self.cost(b.1)));
+            .filter(|(_, s)| self.cost(s.all) < self.cost(self.current_score) - 1e-9)
+            .min_by(|a, b| self.cost(a.1.all).total_cmp(&self.cost(b.1.all)));
         match step {
-            Some((c, s)) => (self.current, self.current_score, self.stale) = (c, s, 0),
+            Some((c, s)) => (self.current, self.current_score, self.stale) = (c, s.all, 0),
             None => {
                 self.stale += 1;
                 if self.stale >= 2 {
@@ -369,12 +408,9 @@ impl Search {
         }
         // Over the bound: SLO minutes dearer (or task-hours, for the slo objective); with
         // slack, cheaper.
-        let over = !self.within(self.current_score);
+        let over = !self.within_all(self.current_score);
         let slo_bound = matches!(self.objective, Objective::Cost { .. });
-        self.price *= match (over, slo_bound) {
-            (true, true) | (false, false) => 1.5,
-            _ => 0.8,
-        };
+        self.price *= if over == slo_bound { 1.5 } else { 0.8 };
     }
 }
 

@@ -211,6 +211,12 @@ impl Metrics {
         *self.reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
     }
 
+    /// The targets kept after their policy file vanished (`/status`, and `/healthz` degraded).
+    pub fn set_orphans(&self, list: Vec<String>) {
+        let mut g = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        g.get_or_insert_with(Default::default).orphaned = list;
+    }
+
     pub fn reloads(&self, result: &str) -> u64 {
         self.reloads.get(&[("result", result)])
     }
@@ -300,11 +306,17 @@ impl Metrics {
             // Shipping in trouble does not make the worker unhealthy (it scales on regardless:
             // restarting it would not help), but it is said.
             // So does a failed reload: the last good files keep running.
+            let orphaned = self
+                .reload_status()
+                .map(|r| r.orphaned)
+                .filter(|o| !o.is_empty())
+                .map(|o| format!("orphaned targets: {}", o.join("; ")));
             let why: Vec<String> = self
                 .ship_snapshot()
                 .and_then(|s| s.degraded())
                 .into_iter()
                 .chain(self.reload_trouble())
+                .chain(orphaned)
                 .collect();
             if why.is_empty() {
                 (true, format!("ok: {role}, last tick finished {ago:.1}s ago"))

@@ -20,6 +20,7 @@ pub mod groups;
 pub mod leader;
 pub mod metrics;
 pub mod notify;
+pub mod orphans;
 pub mod reload;
 pub mod ship;
 pub mod state;
@@ -299,6 +300,7 @@ impl Worker {
             ship,
             state,
             loaded_fencing: None,
+            orphans: Default::default(),
             config,
             policies,
         })

@@ -264,11 +264,51 @@ fn target_changes(old: &[TargetPolicy], new: &[TargetPolicy]) -> String {
 }
 
 impl Worker {
+    /// Removes the targets whose file has stayed gone for the grace, with their state: said in
+    /// the log and notified.
+    pub(super) fn expire_orphans(&mut self, now: DateTime<Utc>) {
+        let gone = self.orphans.expire(now);
+        if gone.is_empty() {
+            return;
+        }
+        for o in &gone {
+            let name = o.policy.target.to_string();
+            self.policies.retain(|p| p.target != o.policy.target);
+            self.state.targets.remove(&name);
+            let text = format!(
+                "{name} removed: its policy file {} has been gone since {} ({} ago)",
+                o.policy.file,
+                o.since.format("%H:%M:%S"),
+                humantime::format_duration(super::orphans::GRACE)
+            );
+            tracing::warn!("{text}");
+            self.notify
+                .send(&Event::new(EventKind::Reload, now, Some(name), text));
+        }
+        self.metrics.set_orphans(self.orphans.list());
+    }
+
     /// Puts a new config and policies in place between two ticks. Targets still there keep
-    /// their state; removed ones lose it. Returns what changed.
+    /// their state; removed ones lose it, but those whose file vanished are kept as orphans
+    /// ([`super::orphans`]). Returns what changed.
     pub fn reload(&mut self, loaded: Loaded) -> String {
-        let Loaded { config, policies } = loaded;
-        let summary = target_changes(&self.policies, &policies);
+        let Loaded { config, mut policies } = loaded;
+        let now = Utc::now();
+        let newly = self.orphans.keep(&self.policies, &mut policies, now);
+        let mut summary = target_changes(&self.policies, &policies);
+        if !newly.is_empty() {
+            let text = format!(
+                "orphaned, their policy file vanished: {}; each keeps its last good policy and its state for {} unless its file comes back, then it is removed",
+                newly.join(", "),
+                humantime::format_duration(super::orphans::GRACE)
+            );
+            self.notify.send(
+                &Event::new(EventKind::Reload, now, None, text.clone()).with("orphaned", newly.clone()),
+            );
+            summary.push_str("; ");
+            summary.push_str(&text);
+        }
+        self.metrics.set_orphans(self.orphans.list());
         let mut keep: BTreeSet<String> = policies.iter().map(|p| p.target.to_string()).collect();
         keep.extend(config.capacity.iter().map(|c| {
             TargetKey::AutoScalingGroup {
@@ -395,6 +435,7 @@ impl Reloading {
             last_trigger: Some(name.into()),
             last_result: Some(result.into()),
             mistakes,
+            orphaned: worker.orphans.list(),
             ..self.status()
         });
         if let Trigger::Http(reply) = trigger {

@@ -42,6 +42,9 @@ pub struct ReloadStatus {
     /// While the last reload failed: its mistakes (file:line: …). The files in use are those
     /// loaded at `loaded_at`.
     pub mistakes: Vec<String>,
+    /// Targets kept after their policy file vanished, and until when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphaned: Vec<String>,
 }
 
 /// One target: its counts, the last decision, and the clocks that hold it.

@@ -81,6 +81,8 @@ pub struct Worker {
     pub(super) state: WorkerState,
     /// The fencing token the state was loaded under (with a lease).
     pub(super) loaded_fencing: Option<u64>,
+    /// Targets whose policy file vanished, kept for a grace.
+    pub(super) orphans: super::orphans::Orphans,
 }
 
 /// The metrics of one target as the engine reads them.
@@ -310,6 +312,7 @@ impl Worker {
     /// One tick as of `now`.
     pub async fn tick(&mut self, now: DateTime<Utc>) -> TickReport {
         let started = Instant::now();
+        self.expire_orphans(now);
         if !self.leading().await {
             self.metrics.tick_done(started.elapsed());
             let report = TickReport::idle(now);

@@ -305,6 +305,89 @@ async fn reloads_on_sighup_and_post_keep_cooldowns_and_survive_a_broken_edit() {
     live.stop().await;
 }
 
+/// Hostile reloads while the worker runs: a policy nested 100,000 levels deep is refused with its
+/// place (the worker keeps running, not a stack overflow), and a policy file deleted from a
+/// glob's folder leaves its target orphaned, with its state, degraded and said, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_deep_policy_is_refused_and_a_vanished_file_leaves_its_target_orphaned() {
+    let Scene {
+        s,
+        live,
+        config,
+        policies,
+        original,
+        first,
+    } = scaled_out("ap-southeast-2", "it-orphan", "orphan.yaml", "  watch: 'off'\n").await;
+    let cooldown = first["targets"][0]["scale_out_cooldown_until"].clone();
+    // The policies move into a folder the config names by a glob.
+    let folder = s.dir.path().join("pol");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("web.yaml"), &original).unwrap();
+    // A second file in the folder, for the group: the glob still matches when web.yaml goes.
+    std::fs::write(
+        folder.join("group.yaml"),
+        format!(
+            "target: {{auto_scaling_group: {}}}\nmin: 1\nmax: 4\nrules:\n  - {{kind: target_tracking, metric: cpu_reservation, target: 80}}\n",
+            s.group
+        ),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("policies: [policies.yaml]", "policies: ['pol/*.yaml']"),
+    )
+    .unwrap();
+    std::fs::remove_file(&policies).unwrap();
+    let (code, body) = live.post_reload().await;
+    assert_eq!(code, 200, "{body}");
+
+    // 1. An expression 100,000 levels deep: refused at its place, the worker runs on.
+    let deep = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
+    std::fs::write(
+        folder.join("web.yaml"),
+        original.replace(
+            "rules:\n",
+            &format!("rules:\n  - {{name: deep, kind: expression, expression: '{deep}'}}\n"),
+        ),
+    )
+    .unwrap();
+    let (code, body) = live.post_reload().await;
+    assert_eq!(code, 422, "{}", &body[..body.len().min(400)]);
+    assert!(
+        body.contains("nests deeper than 64 levels"),
+        "{}",
+        &body[..body.len().min(400)]
+    );
+    let (code, health) = live.get("/healthz").await;
+    assert_eq!(code, 200, "still running: {health}");
+
+    // 2. The file removed: the target stays, with its cooldown, orphaned and said so.
+    std::fs::remove_file(folder.join("web.yaml")).unwrap();
+    let (code, body) = live.post_reload().await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("orphaned, their policy file vanished: "), "{body}");
+    assert!(!body.contains("removed (their state dropped)"), "{body}");
+    let (_, health) = live.get("/healthz").await;
+    assert!(health.starts_with("degraded: orphaned targets: "), "{health}");
+    let after = live.tick_after(Utc::now() + chrono::TimeDelta::seconds(1)).await;
+    let web = after["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == format!("{}/web", s.cluster).as_str())
+        .unwrap_or_else(|| panic!("web is still a target: {after}"));
+    assert_eq!(web["scale_out_cooldown_until"], cooldown, "{after}");
+    assert!(
+        after["reload"]["orphaned"][0]
+            .as_str()
+            .unwrap()
+            .contains("vanished at"),
+        "{after}"
+    );
+    live.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watcher_takes_a_renamed_file_and_a_slow_truncate_then_write_whole() {
     let Scene {
