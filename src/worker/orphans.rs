@@ -139,7 +139,7 @@ mod tests {
         assert!(orphans.is_empty());
         // the file coming back ends the orphan
         let mut o = Orphans::default();
-        o.keep(&[b.clone()], &mut Vec::new(), t0);
+        o.keep(std::slice::from_ref(&b), &mut Vec::new(), t0);
         let back = policy(dir.path(), "b.yaml", "b");
         o.keep(&[b], &mut vec![back], t0 + TimeDelta::minutes(1));
         assert!(o.is_empty());
