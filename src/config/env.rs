@@ -42,6 +42,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "ECSCALE_METRICS_ADDR",
         "Overrides `worker.metrics_addr` (`off`: no `/metrics` endpoint).",
     ),
+    (
+        "ECSCALE_CONTROL_TOKEN",
+        "The bearer token `POST /reload` needs when `worker.metrics_addr` is not a loopback address (without it, such a worker refuses reloads over HTTP).",
+    ),
 ];
 
 /// A secret from the environment variable `var` that the setting `field` names: set and not

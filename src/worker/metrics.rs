@@ -595,10 +595,60 @@ async fn reload(tx: Option<&mpsc::Sender<Trigger>>) -> (StatusCode, String) {
     }
 }
 
+/// Who may change state over HTTP: anyone on a loopback address; elsewhere only a caller with
+/// the bearer token (`ECSCALE_CONTROL_TOKEN`), and nobody when none is set.
+#[derive(Debug, Clone)]
+pub enum Guard {
+    Loopback,
+    Token(String),
+    Closed,
+}
+
+impl Guard {
+    /// The guard for an endpoint bound to `addr`, with the token from the environment.
+    pub fn of(addr: SocketAddr, token: Option<String>) -> Guard {
+        match token.filter(|t| !t.is_empty()) {
+            Some(t) => Guard::Token(t),
+            None if addr.ip().is_loopback() => Guard::Loopback,
+            None => Guard::Closed,
+        }
+    }
+
+    /// `None` when the request may change state, else the refusal.
+    fn refuse(&self, req: &Request<hyper::body::Incoming>) -> Option<(StatusCode, String)> {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match self {
+            Guard::Loopback => None,
+            Guard::Token(t) if given.is_some_and(|g| equal_in_constant_time(g.as_bytes(), t.as_bytes())) => None,
+            Guard::Token(_) => Some((
+                StatusCode::UNAUTHORIZED,
+                "unauthorized: POST /reload needs `Authorization: Bearer TOKEN` (ECSCALE_CONTROL_TOKEN)\n".into(),
+            )),
+            Guard::Closed => Some((
+                StatusCode::FORBIDDEN,
+                "forbidden: this endpoint is not on a loopback address and ECSCALE_CONTROL_TOKEN is not set, so it changes nothing over HTTP (SIGHUP reloads)\n".into(),
+            )),
+        }
+    }
+}
+
+/// Compares two secrets in time that depends on their length only.
+fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn answer(
     req: Request<hyper::body::Incoming>,
     m: Arc<Metrics>,
     reload_tx: Option<mpsc::Sender<Trigger>>,
+    guard: Guard,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, ctype, body) = match (req.method().as_str(), req.uri().path()) {
         ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", m.render()),
@@ -613,7 +663,10 @@ async fn answer(
             (status, "text/plain", text + "\n")
         }
         ("POST", "/reload") => {
-            let (status, text) = reload(reload_tx.as_ref()).await;
+            let (status, text) = match guard.refuse(&req) {
+                Some(refused) => refused,
+                None => reload(reload_tx.as_ref()).await,
+            };
             (status, "text/plain", text)
         }
         ("GET", _) => (
@@ -641,6 +694,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     reload: Option<mpsc::Sender<Trigger>>,
+    guard: Guard,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -656,9 +710,10 @@ pub async fn serve(
                 },
                 _ = stop.changed() => return,
             };
-            let (m, r) = (metrics.clone(), reload.clone());
+            let (m, r, g) = (metrics.clone(), reload.clone(), guard.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| answer(req, m.clone(), r.clone()));
+                let service =
+                    hyper::service::service_fn(move |req| answer(req, m.clone(), r.clone(), g.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -671,6 +726,67 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// POST /reload with `auth` (an Authorization header value) against an endpoint with `guard`:
+    /// the status, and whether a reload reached the worker.
+    async fn post(guard: Guard, auth: Option<&str>) -> (u16, bool) {
+        let m = Arc::new(Metrics::new(ApiMeter::default(), Duration::from_secs(60)));
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (tx, mut rx) = mpsc::channel(1);
+        let (addr, _task) = serve("127.0.0.1:0".parse().unwrap(), m, stop, Some(tx), guard)
+            .await
+            .unwrap();
+        let reached = tokio::spawn(async move {
+            match rx.recv().await {
+                Some(Trigger::Http(reply)) => {
+                    let _ = reply.send(super::super::control::Outcome {
+                        result: "ok",
+                        text: "reloaded".into(),
+                    });
+                    true
+                }
+                _ => false,
+            }
+        });
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let header = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let req = format!(
+            "POST /reload HTTP/1.1\r\nHost: x\r\n{header}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, req.as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut out)
+            .await
+            .unwrap();
+        let code: u16 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(300), reached)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        (code, got)
+    }
+
+    #[tokio::test]
+    async fn a_reload_beyond_loopback_needs_the_token_and_without_one_changes_nothing() {
+        let token = || Guard::Token("s3cret-token".into());
+        assert_eq!(post(token(), None).await, (401, false));
+        assert_eq!(post(token(), Some("Bearer wrong-token!")).await, (401, false));
+        assert_eq!(post(token(), Some("Basic s3cret-token")).await, (401, false));
+        assert_eq!(post(token(), Some("Bearer s3cret-token")).await, (200, true));
+        assert_eq!(post(Guard::Closed, Some("Bearer anything")).await, (403, false));
+        assert_eq!(post(Guard::Loopback, None).await, (200, true));
+        // what an endpoint gets from its address and the environment
+        let any: SocketAddr = "0.0.0.0:9464".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        assert!(matches!(Guard::of(any, None), Guard::Closed));
+        assert!(matches!(Guard::of(any, Some(String::new())), Guard::Closed));
+        assert!(matches!(Guard::of(lo, None), Guard::Loopback));
+        assert!(matches!(Guard::of(any, Some("t".into())), Guard::Token(_)));
+        assert!(equal_in_constant_time(b"abc", b"abc") && !equal_in_constant_time(b"abc", b"abd"));
+    }
 
     #[test]
     fn renders_counters_with_labels() {

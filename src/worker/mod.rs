@@ -336,7 +336,8 @@ async fn serve_metrics(
     let Some(addr) = config.worker.metrics_addr else {
         return Ok(None);
     };
-    let (bound, task) = metrics::serve(addr, metrics.clone(), stop.clone(), reload)
+    let guard = metrics::Guard::of(addr, std::env::var("ECSCALE_CONTROL_TOKEN").ok());
+    let (bound, task) = metrics::serve(addr, metrics.clone(), stop.clone(), reload, guard)
         .await
         .map_err(|source| Error::Metrics { addr, source })?;
     tracing::info!("serving /metrics, /healthz and /status on http://{bound}");

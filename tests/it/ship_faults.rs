@@ -99,9 +99,15 @@ async fn rig(sink: &SinkSettings) -> Rig {
     metrics.set_ship(shipper.stats_handle());
     metrics.tick_done(Duration::ZERO);
     let (stop, rx) = watch::channel(false);
-    let (addr, _) = ecscale::worker::metrics::serve("127.0.0.1:0".parse().unwrap(), metrics, rx, None)
-        .await
-        .unwrap();
+    let (addr, _) = ecscale::worker::metrics::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        metrics,
+        rx,
+        None,
+        ecscale::worker::metrics::Guard::Loopback,
+    )
+    .await
+    .unwrap();
     Rig {
         shipper,
         addr,
