@@ -219,7 +219,12 @@ async fn what_a_shipping_run_put_in_opensearch_comes_back_as_a_trace() {
     assert_eq!(code, 0, "{stderr}");
     let text = std::fs::read_to_string(&out).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("timestamp,cpu,running"), "{text}");
+    // cpu from CloudWatch; desired, pending and running from the service documents.
+    assert_eq!(
+        lines.next(),
+        Some("timestamp,cpu,desired,pending,running"),
+        "{text}"
+    );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     // The samples the ticks shipped (complete minutes of the lookback), each as seeded.
     let with_cpu: Vec<&Vec<&str>> = rows.iter().filter(|r| !r[1].is_empty()).collect();
@@ -230,7 +235,7 @@ async fn what_a_shipping_run_put_in_opensearch_comes_back_as_a_trace() {
         assert_eq!(row[1].parse::<f64>().unwrap(), 40.0 + (m + 15) as f64, "{row:?}");
     }
     // The running count from the service documents (moto starts no task: 0).
-    assert!(rows.iter().any(|r| r[2] == "0"), "{text}");
+    assert!(rows.iter().any(|r| r[4] == "0"), "{text}");
     std::fs::remove_file(&out).ok();
 }
 
@@ -264,20 +269,17 @@ async fn a_twin_is_fitted_to_a_service_s_history_read_from_cloudwatch() {
     let shift = minute(Utc::now()) - TimeDelta::minutes(6 * 60 + 5) - first;
     let keep = |t: DateTime<Utc>| t - first < TimeDelta::hours(6);
     let tg = "targetgroup/web/5e1d0c0ffee00001";
+    let lb = "app/web/5e1d0c0ffee00002";
+    let alb = [("LoadBalancer", lb), ("TargetGroup", tg)];
     let svc = [("ClusterName", s.cluster.as_str()), ("ServiceName", "web")];
     let asg = [("AutoScalingGroupName", s.group.as_str())];
     let put: [Put; 8] = [
-        (
-            "request_count",
-            "AWS/ApplicationELB",
-            "RequestCount",
-            &[("TargetGroup", tg)],
-        ),
+        ("request_count", "AWS/ApplicationELB", "RequestCount", &alb),
         (
             "target_response_time",
             "AWS/ApplicationELB",
             "TargetResponseTime",
-            &[("TargetGroup", tg)],
+            &alb,
         ),
         ("cpu", "AWS/ECS", "CPUUtilization", &svc),
         ("desired", "ECS/ContainerInsights", "DesiredTaskCount", &svc),
@@ -322,7 +324,7 @@ async fn a_twin_is_fitted_to_a_service_s_history_read_from_cloudwatch() {
         s.dir.path(),
         "twin.yaml",
         &format!(
-            "aws:\n  region: {region}\n  endpoint_url: {url}\n  retry: {{max_attempts: 1}}\n  timeouts: {{attempt: 60s, operation: 120s}}\nschedule: {{interval: 15s}}\nclusters:\n  - name: {cluster}\n    services:\n      - {{name: web, target_group: arn:aws:elasticloadbalancing:{region}:123456789012:{tg}}}\ncapacity:\n  - {{auto_scaling_group: {group}, cluster: {cluster}}}\nsink: {{spool: {{dir: spool}}}}\nworker:\n  metrics_addr: 'off'\n",
+            "aws:\n  region: {region}\n  endpoint_url: {url}\n  retry: {{max_attempts: 1}}\n  timeouts: {{attempt: 60s, operation: 120s}}\nschedule: {{interval: 15s}}\nclusters:\n  - name: {cluster}\n    services:\n      - {{name: web, target_group: arn:aws:elasticloadbalancing:{region}:123456789012:{tg}, load_balancer: {lb}}}\ncapacity:\n  - {{auto_scaling_group: {group}, cluster: {cluster}}}\nsink: {{spool: {{dir: spool}}}}\nworker:\n  metrics_addr: 'off'\n",
             region = s.moto.region,
             url = s.proxy.url,
             cluster = s.cluster,
