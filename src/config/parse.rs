@@ -716,10 +716,56 @@ pub(super) struct PolicyPaths {
 
 /// The files (not folders) that `pattern` matches now.
 pub fn glob_files(pattern: &str) -> Result<Vec<PathBuf>, glob::PatternError> {
-    Ok(glob::glob(pattern)?
-        .filter_map(Result::ok)
-        .filter(|f| f.is_file())
-        .collect())
+    Ok(glob_matches(pattern)?.0)
+}
+
+/// Matches of a pattern that cannot be read as files, each with why.
+pub type Unreadable = Vec<(PathBuf, String)>;
+
+/// The files `pattern` matches now, and the matches that cannot be read as files, each with
+/// why: a symbolic link loop, a link to nothing, a folder that cannot be listed.
+pub fn glob_matches(pattern: &str) -> Result<(Vec<PathBuf>, Unreadable), glob::PatternError> {
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for m in glob::glob(pattern)? {
+        match m {
+            Ok(f) => match std::fs::metadata(&f) {
+                Ok(meta) if meta.is_file() => files.push(f),
+                Ok(_) => {}
+                Err(e) => unreadable.push((f, why_unreadable(&e))),
+            },
+            Err(e) => unreadable.push((e.path().to_path_buf(), why_unreadable(e.error()))),
+        }
+    }
+    // A literal path glob does not yield when it cannot be followed: say why.
+    let literal = !pattern.contains(['*', '?', '[']);
+    if files.is_empty() && unreadable.is_empty() && literal {
+        let p = Path::new(pattern);
+        if let (Ok(_), Err(e)) = (std::fs::symlink_metadata(p), std::fs::metadata(p)) {
+            unreadable.push((p.to_path_buf(), why_unreadable(&e)));
+        }
+    }
+    Ok((files, unreadable))
+}
+
+/// Why a path cannot be read, in words.
+fn why_unreadable(e: &std::io::Error) -> String {
+    // ELOOP (Linux 40, macOS 62): too many levels of symbolic links.
+    if matches!(e.raw_os_error(), Some(40) | Some(62)) {
+        return "is a symbolic link loop (it leads back to itself)".into();
+    }
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return "is a symbolic link to nothing".into();
+    }
+    format!("cannot be read: {e}")
+}
+
+/// Whether two paths are the same file (after links); false when either cannot be resolved.
+fn is_same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// The files `policies` names.
@@ -747,13 +793,29 @@ pub(super) fn policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path
         let full = base_dir.join(&pattern);
         let full_str = full.to_string_lossy().to_string();
         patterns.push(full_str.clone());
-        match glob_files(&full_str) {
+        match glob_matches(&full_str) {
             Err(e) => {
                 cx.error(item.span, &p, format!("`{pattern}` is not a valid glob: {e}"));
                 ok = false;
             }
-            Ok(found) => {
-                if found.is_empty() {
+            Ok((mut found, unreadable)) => {
+                for (f, why) in unreadable {
+                    cx.error(item.span, &p, format!("`{pattern}`: {} {why}", f.display()));
+                    ok = false;
+                }
+                if let Some(own) = found.iter().position(|f| is_same_file(f, Path::new(cx.file()))) {
+                    cx.error(
+                        item.span,
+                        &p,
+                        format!(
+                            "`{pattern}` matches this config file itself ({}): list policy files, not the config",
+                            found[own].display()
+                        ),
+                    );
+                    found.remove(own);
+                    ok = false;
+                }
+                if found.is_empty() && ok {
                     cx.error(
                         item.span,
                         &p,

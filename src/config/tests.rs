@@ -402,3 +402,33 @@ fn a_file_of_many_mistakes_lists_the_first_hundred_and_says_there_are_more() {
     let last = e.0.last().unwrap();
     assert!(last.message.contains("only the first 100 are listed"), "{last}");
 }
+
+/// A policy pattern that matches the config itself, a symbolic link loop named or matched, and
+/// a link to nothing: each refused at the pattern's line, saying what the path is.
+#[test]
+fn a_config_that_lists_itself_and_link_loops_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::os::unix::fs::symlink(d.join("b"), d.join("a")).unwrap();
+    std::os::unix::fs::symlink(d.join("a"), d.join("b")).unwrap();
+    std::fs::create_dir(d.join("p")).unwrap();
+    std::os::unix::fs::symlink(d.join("p/gone.yaml"), d.join("p/dangling.yaml")).unwrap();
+    let base = "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\npolicies:\n";
+    let cases = [
+        ("- c.yaml", "`c.yaml` matches this config file itself"),
+        ("- '*.yaml'", "`*.yaml` matches this config file itself"),
+        ("- a", "a is a symbolic link loop"),
+        ("- 'p/*.yaml'", "dangling.yaml is a symbolic link to nothing"),
+    ];
+    for (entry, said) in cases {
+        let config = d.join("c.yaml");
+        std::fs::write(&config, format!("{base}  {entry}\n")).unwrap();
+        let e = crate::config::load(&config, &crate::config::env::Vars::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("4:5 policies[0]") || text.contains(":4:5: policies[0]"),
+            "{text}"
+        );
+        assert!(text.contains(said), "{entry}: {text}");
+    }
+}
