@@ -1,6 +1,7 @@
 //! `ecscale policy check` and `ecscale backtest`.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{invalid, Failure, Format, EXIT_FAILURE};
@@ -94,6 +95,10 @@ pub(super) struct BacktestArgs {
     /// Print only the ticks that change the count.
     #[arg(long)]
     changes_only: bool,
+    /// How far back each tick sees, as the worker's `collect.lookback` (a forecast rule also
+    /// sees its own window): the replay decides what the worker would on the same data.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, conflicts_with = "simulate")]
+    lookback: std::time::Duration,
     /// Closed loop: replay the trace's load through the simulated cluster (tasks, instances,
     /// queueing latency) with the worker and this policy, and with an AWS-style target-tracking
     /// baseline, and compare SLO-violation minutes and task-hours.
@@ -178,37 +183,22 @@ pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars
     let opts = Options {
         initial: args.initial,
         per_task: args.per_task.clone(),
+        lookback: args.lookback,
     };
-    let runner = PluginRunner::default();
-    let mut reports = Vec::new();
-    for t in policies.iter().flat_map(|p| p.targets.iter()) {
-        for rule in &t.rules {
-            for m in rule.spec.policy().metrics() {
-                if !trace.series.contains_key(m) {
-                    eprintln!(
-                        "warning: {} has no `{m}` column: rule `{}` of {} sees it missing at every tick",
-                        metrics.display(),
-                        rule.name,
-                        t.target
-                    );
-                }
-            }
-        }
-        reports.push((t, backtest::run(t, &trace, &opts, &runner).await));
+    let targets: Vec<&TargetPolicy> = policies.iter().flat_map(|p| p.targets.iter()).collect();
+    for t in &targets {
+        warn_missing_columns(t, &trace, &metrics);
     }
-    match args.format {
-        Format::Json => {
-            let all: Vec<&Report> = reports.iter().map(|(_, r)| r).collect();
-            println!("{}", serde_json::to_string_pretty(&all)?);
-        }
-        Format::Table => {
-            for (t, r) in &reports {
-                print!("{}", table(t, r, args.changes_only));
-            }
-        }
-    }
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let reports = replay_all(&targets, &trace, &opts, &args, &mut out)
+        .await
+        .and_then(|r| out.flush().map(|_| r))
+        .map_err(|e| Failure {
+            code: EXIT_FAILURE,
+            error: anyhow::anyhow!("writing the replay: {e}"),
+        })?;
     if let Some(out) = &args.plot {
-        let charts: Vec<Chart> = reports.iter().map(|(t, r)| chart(t, r)).collect();
+        let charts: Vec<Chart> = targets.iter().zip(&reports).map(|(t, r)| chart(t, r)).collect();
         plot::write(out, &charts).map_err(|e| Failure {
             code: EXIT_FAILURE,
             error: anyhow::anyhow!(e),
@@ -216,6 +206,104 @@ pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars
         eprintln!("plot written to {}", out.display());
     }
     Ok(0)
+}
+
+fn warn_missing_columns(t: &TargetPolicy, trace: &crate::evaluate::trace::Trace, file: &Path) {
+    for rule in &t.rules {
+        for m in rule.spec.policy().metrics() {
+            if !trace.series.contains_key(m) {
+                eprintln!(
+                    "warning: {} has no `{m}` column: rule `{}` of {} sees it missing at every tick",
+                    file.display(),
+                    rule.name,
+                    t.target
+                );
+            }
+        }
+    }
+}
+
+/// Replays each target, writing its ticks as they are decided (a table, or a JSON array of
+/// reports), so a long trace's decisions are never all in memory.
+async fn replay_all(
+    targets: &[&TargetPolicy],
+    trace: &crate::evaluate::trace::Trace,
+    opts: &Options,
+    args: &BacktestArgs,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<Vec<Report>> {
+    let runner = PluginRunner::default();
+    let json = matches!(args.format, Format::Json);
+    let mut reports = Vec::new();
+    if json {
+        out.write_all(b"[")?;
+    }
+    for (i, t) in targets.iter().enumerate() {
+        let initial = backtest::initial_count(t, trace, opts);
+        let period = trace.period_secs.max(1);
+        let metrics = metrics_read(t);
+        if json {
+            json_head(out, i, t, initial, period)?;
+        } else {
+            table_head(out, t, trace, initial, period, &metrics)?;
+        }
+        let mut failed: Option<std::io::Error> = None;
+        let mut n = 0usize;
+        let r = backtest::run(t, trace, opts, &runner, |d, seen| {
+            let done = if json {
+                json_decision(out, n, &d)
+            } else {
+                table_row(out, &d, seen, &metrics, args.changes_only)
+            };
+            n += 1;
+            if let Err(e) = done {
+                failed.get_or_insert(e);
+            }
+        })
+        .await;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if json {
+            json_tail(out, &r)?;
+        } else {
+            table_totals(out, &r)?;
+        }
+        reports.push(r);
+    }
+    if json {
+        out.write_all(b"\n]\n")?;
+    }
+    Ok(reports)
+}
+
+fn json_head(
+    out: &mut dyn std::io::Write,
+    i: usize,
+    t: &TargetPolicy,
+    initial: u32,
+    period: i64,
+) -> std::io::Result<()> {
+    let target = serde_json::to_string(&t.target)?;
+    let sep = if i == 0 { "" } else { "," };
+    write!(
+        out,
+        "{sep}\n{{\"target\": {target}, \"initial\": {initial}, \"period_secs\": {period}, \"decisions\": ["
+    )
+}
+
+fn json_decision(out: &mut dyn std::io::Write, n: usize, d: &crate::model::Decision) -> std::io::Result<()> {
+    out.write_all(if n == 0 { b"\n" } else { b",\n" })?;
+    serde_json::to_writer(&mut *out, d)?;
+    Ok(())
+}
+
+fn json_tail(out: &mut dyn std::io::Write, r: &Report) -> std::io::Result<()> {
+    write!(out, "], \"values\": ")?;
+    serde_json::to_writer(&mut *out, &r.values)?;
+    write!(out, ", \"totals\": ")?;
+    serde_json::to_writer(&mut *out, &r.totals)?;
+    write!(out, "}}")
 }
 
 /// The metrics a policy's rules read, in rule order.
@@ -229,65 +317,75 @@ fn metrics_read(t: &TargetPolicy) -> Vec<&str> {
     out
 }
 
-fn table(t: &TargetPolicy, r: &Report, changes_only: bool) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{} ({}): {} ticks of {}s from {}, starting at {}",
+fn table_head(
+    out: &mut dyn std::io::Write,
+    t: &TargetPolicy,
+    trace: &crate::evaluate::trace::Trace,
+    initial: u32,
+    period: i64,
+    metrics: &[&str],
+) -> std::io::Result<()> {
+    let first = trace.timestamps.first().map_or("-".into(), |t| {
+        (*t + chrono::TimeDelta::seconds(period))
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    });
+    writeln!(
+        out,
+        "{} ({}): {} ticks of {period}s from {first}, starting at {initial}",
         t.target,
         t.location(),
-        r.decisions.len(),
-        r.period_secs,
-        r.decisions
-            .first()
-            .map_or("-".into(), |d| d.at.format("%Y-%m-%d %H:%M").to_string()),
-        r.initial
-    );
-    let metrics = metrics_read(t);
+        trace.timestamps.len(),
+    )?;
     let mut header = format!("{:<17}", "TIME (UTC)");
-    for m in &metrics {
+    for m in metrics {
         let _ = write!(header, " {m:>10}");
     }
-    let _ = writeln!(
-        s,
+    writeln!(
+        out,
         "{header}  {:>9}  {:<9}  {:<16}  REASON",
         "COUNT", "ACTION", "RULE"
-    );
-    for d in &r.decisions {
-        if changes_only && d.action == Action::Hold {
-            continue;
-        }
-        let mut line = format!("{:<17}", d.at.format("%m-%d %H:%M:%S"));
-        let slot = d.at - chrono::TimeDelta::seconds(r.period_secs);
-        for m in &metrics {
-            let v = r
-                .values
-                .get(*m)
-                .and_then(|v| v.iter().find(|(t, _)| *t == slot))
-                .map(|(_, v)| num(*v));
-            let _ = write!(line, " {:>10}", v.unwrap_or_else(|| "-".into()));
-        }
-        let count = if d.desired == d.current {
-            d.current.to_string()
-        } else {
-            format!("{}→{}", d.current, d.desired)
-        };
-        let _ = writeln!(
-            s,
-            "{line}  {count:>9}  {:<9}  {:<16}  {}",
-            d.action.to_string(),
-            d.rule.as_deref().unwrap_or("-"),
-            d.reason
-        );
+    )
+}
+
+fn table_row(
+    out: &mut dyn std::io::Write,
+    d: &crate::model::Decision,
+    seen: &backtest::TickValues<'_>,
+    metrics: &[&str],
+    changes_only: bool,
+) -> std::io::Result<()> {
+    if changes_only && d.action == Action::Hold {
+        return Ok(());
     }
+    let mut line = format!("{:<17}", d.at.format("%m-%d %H:%M:%S"));
+    for m in metrics {
+        let v = seen.get(m).map(num);
+        let _ = write!(line, " {:>10}", v.unwrap_or_else(|| "-".into()));
+    }
+    let count = if d.desired == d.current {
+        d.current.to_string()
+    } else {
+        format!("{}→{}", d.current, d.desired)
+    };
+    writeln!(
+        out,
+        "{line}  {count:>9}  {:<9}  {:<16}  {}",
+        d.action.to_string(),
+        d.rule.as_deref().unwrap_or("-"),
+        d.reason
+    )
+}
+
+fn table_totals(out: &mut dyn std::io::Write, r: &Report) -> std::io::Result<()> {
     let tot = &r.totals;
     let above: Vec<String> = tot
         .above_target
         .iter()
         .map(|a| format!("{} above {} for {} min", a.metric, num(a.target), num(a.minutes)))
         .collect();
-    let _ = writeln!(
-        s,
+    writeln!(
+        out,
         "totals: {} scale-outs, {} scale-ins, {} task-hours over {} min, count {}..{}{}\n",
         tot.scale_outs,
         tot.scale_ins,
@@ -300,8 +398,7 @@ fn table(t: &TargetPolicy, r: &Report, changes_only: bool) -> String {
         } else {
             format!("; {}", above.join(", "))
         }
-    );
-    s
+    )
 }
 
 /// The chart of one replay: the metrics read (left), target lines (dashed), the count (right,
@@ -337,14 +434,14 @@ pub fn chart(t: &TargetPolicy, r: &Report) -> Chart {
         }
     }
     let count_color = "#111111";
-    let mut count: Vec<_> = Vec::with_capacity(r.decisions.len() + 1);
-    if let Some(first) = r.decisions.first() {
+    let mut count: Vec<_> = Vec::with_capacity(r.ticks.len() + 1);
+    if let Some(first) = r.ticks.first() {
         count.push((
             first.at - chrono::TimeDelta::seconds(r.period_secs),
             f64::from(r.initial),
         ));
     }
-    count.extend(r.decisions.iter().map(|d| (d.at, f64::from(d.desired))));
+    count.extend(r.ticks.iter().map(|d| (d.at, f64::from(d.desired))));
     lines.push(Line {
         label: "count".into(),
         points: count,
@@ -353,7 +450,7 @@ pub fn chart(t: &TargetPolicy, r: &Report) -> Chart {
         color: count_color,
     });
     let markers = r
-        .decisions
+        .ticks
         .iter()
         .filter(|d| d.action != Action::Hold)
         .map(|d| Marker {

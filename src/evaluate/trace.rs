@@ -134,10 +134,11 @@ const NON_NEGATIVE: &[&str] = &[
 
 struct Builder {
     file: String,
-    points: BTreeMap<String, BTreeMap<DateTime<Utc>, f64>>,
+    /// By metric, in time order (rows come in time order).
+    points: BTreeMap<String, Vec<Sample>>,
     counts: BTreeMap<DateTime<Utc>, u32>,
-    /// Every row's time, values or not, with its line.
-    rows: BTreeMap<DateTime<Utc>, usize>,
+    /// Every row's time, values or not, with its line: once per time, in time order.
+    rows: Vec<(DateTime<Utc>, usize)>,
     /// The last row read (rows must come in time order).
     last: Option<(DateTime<Utc>, usize)>,
     datapoints: usize,
@@ -168,7 +169,9 @@ impl Builder {
             ));
         }
         self.last = Some((t, line));
-        self.rows.entry(t).or_insert(line);
+        if self.rows.last().is_none_or(|(before, _)| *before < t) {
+            self.rows.push((t, line));
+        }
         if self.rows.len() > MAX_PERIODS as usize {
             return Err(self.err(line, format!("more than {MAX_PERIODS} rows")));
         }
@@ -216,18 +219,17 @@ impl Builder {
                 format!("{metric}: more than the {MAX_COLUMNS} metrics a trace may hold"),
             ));
         }
-        if self
-            .points
-            .entry(metric.to_string())
-            .or_default()
-            .insert(t, v)
-            .is_some()
-        {
+        let list = self.points.entry(metric.to_string()).or_default();
+        if list.last().is_some_and(|s| s.timestamp == t) {
             return Err(self.err(
                 line,
                 format!("{metric} has a second value for {}", t.to_rfc3339()),
             ));
         }
+        list.push(Sample {
+            timestamp: t,
+            value: v,
+        });
         Ok(())
     }
 
@@ -249,7 +251,7 @@ impl Builder {
         };
         if let Some(k) = gaps.iter().position(|g| g % period != 0) {
             let t = rows[k + 1];
-            let line = self.rows.get(&t).copied().unwrap_or(0);
+            let line = self.rows.get(k + 1).map_or(0, |(_, line)| *line);
             return Err(self.err(
                 line,
                 format!(
@@ -266,7 +268,7 @@ impl Builder {
         if self.points.is_empty() {
             return Err(self.err(0, "the file holds no datapoints"));
         }
-        let rows: Vec<DateTime<Utc>> = self.rows.keys().copied().collect();
+        let rows: Vec<DateTime<Utc>> = self.rows.iter().map(|(t, _)| *t).collect();
         let period_secs = self.grid(&rows)?;
         let (first, last) = (rows[0], rows[rows.len() - 1]);
         let periods = (last - first).num_seconds() / period_secs + 1;
@@ -286,18 +288,7 @@ impl Builder {
         Ok(Trace {
             file: self.file,
             timestamps,
-            series: self
-                .points
-                .into_iter()
-                .map(|(k, m)| {
-                    (
-                        k,
-                        m.into_iter()
-                            .map(|(timestamp, value)| Sample { timestamp, value })
-                            .collect(),
-                    )
-                })
-                .collect(),
+            series: self.points,
             recorded_count: self.counts,
             period_secs,
         })
