@@ -38,5 +38,5 @@ pub async fn read(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, Bo
 /// refused connection or the DNS failure is in the chain) and without the URL, which the caller
 /// names (it may hold a secret).
 pub fn describe(e: reqwest::Error) -> String {
-    crate::aws::error_chain(&e.without_url())
+    crate::errors::error_chain(&e.without_url())
 }

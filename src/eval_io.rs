@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Sample;
+use crate::model::{Sample, ServiceKey, Snapshot};
 
 /// The datapoints of one metric as one evaluation sees them.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +57,24 @@ impl<'a> MetricSet<'a> {
                     complete_until,
                     per_task: false,
                     history: None,
+                },
+            );
+        }
+        set
+    }
+
+    /// The metrics of one service in a collected snapshot, as the engine reads them.
+    pub fn of_service(snapshot: &'a Snapshot, key: &'a ServiceKey) -> Self {
+        let mut set = MetricSet::new();
+        for s in snapshot.series_of(key) {
+            set.insert(
+                &s.id,
+                MetricData {
+                    samples: &s.samples,
+                    period_secs: i64::try_from(s.period_secs).unwrap_or(60),
+                    complete_until: s.complete_until,
+                    per_task: s.per_task,
+                    history: s.history.as_ref().map(|h| h.as_slice()),
                 },
             );
         }

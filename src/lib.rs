@@ -13,8 +13,10 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod dashboards;
+pub mod errors;
 pub mod eval_io;
 pub mod evaluate;
+pub mod files;
 pub mod format;
 #[cfg(test)]
 mod fuzz;

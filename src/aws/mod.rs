@@ -9,6 +9,7 @@ mod cloudwatch;
 mod ecs;
 mod meter;
 mod scaling;
+pub mod sigv4;
 mod silence;
 
 use std::fmt;
@@ -20,9 +21,11 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+pub use crate::errors::{cause, error_chain};
 pub use cloudwatch::AwsCloudWatch;
 pub use ecs::AwsEcs;
 pub use scaling::{AwsAppAutoScaling, AwsAutoScaling};
+pub use sigv4::Signer;
 
 use crate::api::{ApiError, ErrorKind};
 use crate::config::{AwsSettings, RetryMode};
@@ -151,13 +154,11 @@ impl AwsContext {
     }
 
     /// What signs SigV4 requests (Amazon Managed Prometheus) with this context's credentials.
-    pub fn signer(&self) -> Option<crate::collect::prometheus::Signer> {
-        self.credentials
-            .clone()
-            .map(|provider| crate::collect::prometheus::Signer {
-                provider,
-                region: self.region.clone(),
-            })
+    pub fn signer(&self) -> Option<Signer> {
+        self.credentials.clone().map(|provider| Signer {
+            provider,
+            region: self.region.clone(),
+        })
     }
 }
 
@@ -276,38 +277,6 @@ where
         code,
         message,
     }
-}
-
-/// An error and its causes, `a: b: c`, without the Debug dump `DisplayErrorContext` appends and
-/// without repeating a cause that its parent already quoted.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !parts.last().is_some_and(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
-}
-
-/// The first error of type `T` among an error's causes (inside an I/O error's payload too:
-/// `io::Error::source` skips its own payload).
-pub fn cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if let Some(t) = c.downcast_ref::<T>() {
-            return Some(t);
-        }
-        let payload = c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
-        if let Some(t) = payload.and_then(|p| p.downcast_ref::<T>()) {
-            return Some(t);
-        }
-        cur = c.source();
-    }
-    None
 }
 
 /// chrono → smithy time.

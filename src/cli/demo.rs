@@ -566,7 +566,7 @@ fn write_report(
     }];
     let charts = report::charts(&runs, s.slo_p95.as_secs_f64() * 1000.0, Some(60.0), &marks);
     let html = report::html(&s.name, summary, checks, &charts, &runs);
-    crate::worker::state::write_atomically(&a.report, html.as_bytes())
+    crate::files::write_atomically(&a.report, html.as_bytes())
         .map_err(|e| anyhow::anyhow!("writing the report {}: {e}", a.report.display()))?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::policy::BacktestArgs;
-use super::simulate::Subject;
+use super::subject::Subject;
 use super::{invalid, Failure, Format};
 use crate::plot::xy::{self, Curve, Spot, XyChart};
 use crate::plot::COLORS;
@@ -208,7 +208,7 @@ pub(super) fn run(
     }
     if let Some(out) = &args.report {
         let html = report_html(&results, &charts);
-        crate::worker::state::write_atomically(out, html.as_bytes())
+        crate::files::write_atomically(out, html.as_bytes())
             .map_err(|e| anyhow::anyhow!("writing the report {}: {e}", out.display()))?;
         eprintln!("report written to {}", out.display());
     }

@@ -12,6 +12,7 @@ mod ship;
 mod simulate;
 mod status;
 mod stress;
+mod subject;
 mod trace;
 mod tune;
 mod twin;
@@ -312,6 +313,7 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
         Command::Policy {
             command: PolicyCommand::Check { files },
         } => policy::check(&files),
+        Command::Backtest(args) if args.simulate => simulate::backtest(*args, vars).await,
         Command::Backtest(args) => policy::backtest(*args, vars).await,
         Command::Trace {
             command: TraceCommand::Export(args),
@@ -415,7 +417,7 @@ async fn validate(path: &std::path::Path, vars: &Vars, aws: bool) -> Result<u8, 
         Err(d) => return Err(config_and_policy_mistakes(path, d)),
     };
     check_sink(&config)?;
-    let policies = crate::policy::load_for(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
+    let policies = crate::policy::load_for(&config).map_err(|d| mistakes(d, "the policy files"))?;
     let targets: usize = policies.iter().map(|p| p.targets.len()).sum();
     println!("{}", render::summary(&config, targets));
     if !aws {
@@ -521,7 +523,7 @@ async fn run_worker(
     ticks: Option<u64>,
 ) -> Result<u8, Failure> {
     let config = load_config(path, vars)?;
-    let files = crate::policy::load_for(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
+    let files = crate::policy::load_for(&config).map_err(|d| mistakes(d, "the policy files"))?;
     check_sink(&config)?;
     crate::worker::notify::check(&config.notify)
         .map_err(|e| invalid(anyhow::anyhow!("{}: {e}", config.file.display())))?;
@@ -536,4 +538,11 @@ async fn run_worker(
     };
     crate::worker::run(config, policies, clients, opts, Some(reloader(path, vars))).await?;
     Ok(0)
+}
+fn mistakes(d: config::Diagnostics, what: &str) -> Failure {
+    let n = d.0.len();
+    invalid(anyhow::anyhow!(
+        "{d}\n{n} mistake{} in {what}",
+        if n == 1 { "" } else { "s" }
+    ))
 }

@@ -4,21 +4,12 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{invalid, Failure, Format, EXIT_FAILURE};
-use crate::config::Diagnostics;
+use super::{invalid, mistakes, Failure, Format, EXIT_FAILURE};
 use crate::eval_io::num;
 use crate::evaluate::backtest::{self, Options, Report};
 use crate::model::Action;
 use crate::plot::{self, Axis, Chart, Line, Marker, Style, COLORS};
 use crate::policy::{external::PluginRunner, load_files as load_policies, RuleSpec, TargetPolicy};
-
-pub(super) fn mistakes(d: Diagnostics, what: &str) -> Failure {
-    let n = d.0.len();
-    invalid(anyhow::anyhow!(
-        "{d}\n{n} mistake{} in {what}",
-        if n == 1 { "" } else { "s" }
-    ))
-}
 
 /// One line per target: bounds, engine settings, rules.
 pub(super) fn target_summary(t: &TargetPolicy) -> String {
@@ -162,9 +153,6 @@ pub(super) struct BacktestArgs {
 }
 
 pub(super) async fn backtest(args: BacktestArgs, vars: &crate::config::env::Vars) -> Result<u8, Failure> {
-    if args.simulate {
-        return super::simulate::backtest(args, vars).await;
-    }
     let ([policy], metrics) = (args.policy.as_slice(), args.metrics.as_slice()) else {
         return Err(invalid(anyhow::anyhow!(
             "backtest replays one policy file on one trace (several are for --simulate)"

@@ -8,10 +8,12 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::policy::{mistakes, BacktestArgs};
+use super::mistakes;
+use super::policy::BacktestArgs;
+use super::subject::Subject;
 use super::{invalid, Failure, Format};
 use crate::model::TargetKey;
-use crate::policy::{load_files, TargetPolicy};
+use crate::policy::load_files;
 use crate::sim::baseline::{Kind, Peer};
 use crate::sim::report::{self, Run};
 use crate::sim::run::{Outcome, Totals};
@@ -41,36 +43,6 @@ pub(super) fn trace_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
         out.extend(found);
     }
     Ok(out)
-}
-
-/// One policy file, ready to run: its targets, the service target, and the cluster it scales.
-pub(super) struct Subject {
-    pub(super) file: String,
-    /// Every target of the file (the service's and the capacity ones).
-    pub(super) targets: Vec<TargetPolicy>,
-    /// The capacity targets alone (what sizes the instances under a peer).
-    pub(super) capacity: Vec<TargetPolicy>,
-    pub(super) setup: Setup,
-}
-
-impl Subject {
-    pub(super) fn contender(&self) -> Contender {
-        Contender::Ecscale(self.targets.clone())
-    }
-
-    pub(super) fn peer(&self, peer: &Peer) -> Contender {
-        Contender::Baseline {
-            peer: peer.clone(),
-            capacity: self.capacity.clone(),
-        }
-    }
-
-    /// The service target (there is exactly one).
-    pub(super) fn service(&self) -> Option<&TargetPolicy> {
-        self.targets
-            .iter()
-            .find(|t| matches!(t.target, TargetKey::Service { .. }))
-    }
 }
 
 /// The simulated cluster's spec from the arguments: the service's model (the twin's, or the
@@ -421,7 +393,7 @@ fn one(
     let ours = outcomes.remove(0);
     let theirs = outcomes;
     if let (Some(out), Some(h)) = (&args.record, &ours.history) {
-        crate::worker::state::write_atomically(out, crate::evaluate::trace::to_csv(h).as_bytes())
+        crate::files::write_atomically(out, crate::evaluate::trace::to_csv(h).as_bytes())
             .map_err(|e| anyhow::anyhow!("writing the history {}: {e}", out.display()))?;
         eprintln!("the ecscale run's history written to {}", out.display());
     }
@@ -477,7 +449,7 @@ fn one(
         .collect();
         let charts = report::charts(&runs, subject.setup.slo_ms, Some(args.baseline_target), &[]);
         let html = report::html("ecscale backtest --simulate", &summary, &[], &charts, &runs);
-        crate::worker::state::write_atomically(out, html.as_bytes())
+        crate::files::write_atomically(out, html.as_bytes())
             .map_err(|e| anyhow::anyhow!("writing the report {}: {e}", out.display()))?;
         if args.format == Format::Table {
             println!("report: {}", out.display());

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{invalid, load_config, policy, Failure, Format};
+use super::{invalid, load_config, Failure, Format};
 use crate::aws::AwsContext;
 use crate::config::env::Vars;
 use crate::config::StateBackend;
@@ -48,7 +48,7 @@ pub async fn status(path: &std::path::Path, vars: &Vars, format: Format) -> Resu
         Ok(s) => s,
         Err(why) => {
             let files =
-                crate::policy::load_for(&config).map_err(|d| policy::mistakes(d, "the policy files"))?;
+                crate::policy::load_for(&config).map_err(|d| super::mistakes(d, "the policy files"))?;
             let policies: Vec<_> = files.into_iter().flat_map(|f| f.targets).collect();
             let aws = match config.worker.state {
                 StateBackend::DynamoDb { .. } => Some(

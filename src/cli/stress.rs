@@ -366,7 +366,7 @@ fn plan_from_flags(a: &StressArgs) -> Result<Plan, String> {
         resolve: a
             .resolve
             .iter()
-            .map(|r| crate::stress::tls::parse_resolve(r).map_err(|e| format!("--resolve {e}")))
+            .map(|r| crate::stress::plan::parse_resolve(r).map_err(|e| format!("--resolve {e}")))
             .collect::<Result<Vec<_>, _>>()?,
     })
 }
@@ -390,7 +390,7 @@ fn check_output(path: &Option<PathBuf>, flag: &str) -> Result<(), Failure> {
 }
 
 fn write(path: &Path, text: &str) -> Result<(), Failure> {
-    crate::worker::state::write_atomically(path, text.as_bytes())
+    crate::files::write_atomically(path, text.as_bytes())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()).into())
 }
 

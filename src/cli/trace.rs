@@ -94,7 +94,7 @@ pub(super) async fn export(source: Source, w: &Window, vars: &Vars) -> Result<Tr
     let config = super::load_config(&w.config, vars)?;
     let key = service_key(w, &config)?;
     let policies: Vec<TargetPolicy> = crate::policy::load_for(&config)
-        .map_err(|d| super::policy::mistakes(d, "the policy files"))?
+        .map_err(|d| super::mistakes(d, "the policy files"))?
         .into_iter()
         .flat_map(|f| f.targets)
         .collect();

@@ -93,8 +93,7 @@ fn check(args: &TuneArgs) -> Result<Objective, Failure> {
 fn subject(args: &TuneArgs, source: &str) -> Result<Subject, Failure> {
     let file = args.policy.display().to_string();
     let base = args.policy.parent().map(Path::to_path_buf).unwrap_or_default();
-    let targets =
-        crate::policy::load_str(source, &file, &base).map_err(|d| super::policy::mistakes(d, &file))?;
+    let targets = crate::policy::load_str(source, &file, &base).map_err(|d| super::mistakes(d, &file))?;
     let docs = crate::config::yaml::parse_documents(source)
         .map_err(|e| invalid(anyhow::anyhow!("{file}: {}", e.message)))?;
     let mut spec = crate::sim::Spec::example();
@@ -161,7 +160,7 @@ fn parts(args: &TuneArgs) -> Result<Vec<Part>, Failure> {
 pub(super) async fn run(args: TuneArgs, _vars: &Vars) -> Result<u8, Failure> {
     let objective = check(&args)?;
     let source = crate::config::read::read_source(&args.policy, "the policy file")
-        .map_err(|d| super::policy::mistakes(d, &args.policy.display().to_string()))?;
+        .map_err(|d| super::mistakes(d, &args.policy.display().to_string()))?;
     let subject = subject(&args, &source)?;
     let parts = parts(&args)?;
     let opts = Options {
@@ -206,7 +205,7 @@ pub(super) async fn run(args: TuneArgs, _vars: &Vars) -> Result<u8, Failure> {
     let values = tuned.values.clone();
     let text = knobs::rewrite(&source, &knobs::edits(&subject.knobs, &values))
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.policy.display()))?;
-    crate::worker::state::write_atomically(&args.out, text.as_bytes())
+    crate::files::write_atomically(&args.out, text.as_bytes())
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.out.display()))?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&tuned)?),

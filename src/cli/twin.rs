@@ -44,7 +44,7 @@ pub(super) async fn fit(args: FitArgs, vars: &Vars) -> Result<u8, Failure> {
     }
     match &args.out {
         Some(path) => {
-            crate::worker::state::write_atomically(path, text.as_bytes())
+            crate::files::write_atomically(path, text.as_bytes())
                 .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
             eprintln!("twin written to {}", path.display());
         }
@@ -82,5 +82,5 @@ fn summary(f: &Fitted) -> String {
 
 /// `--twin FILE`: the twin, or its mistakes.
 pub(super) fn load(path: &std::path::Path) -> Result<Twin, Failure> {
-    file::load(path).map_err(|d| super::policy::mistakes(d, &path.display().to_string()))
+    file::load(path).map_err(|d| super::mistakes(d, &path.display().to_string()))
 }

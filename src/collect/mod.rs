@@ -120,7 +120,7 @@ impl Collector {
     }
 
     /// Signs Prometheus queries with these AWS credentials (`prometheus.sigv4`).
-    pub fn with_signer(mut self, signer: Option<prometheus::Signer>) -> Self {
+    pub fn with_signer(mut self, signer: Option<crate::aws::Signer>) -> Self {
         self.prometheus = self.prometheus.map(|p| p.with_signer(signer));
         self
     }

@@ -18,6 +18,8 @@ use serde::Deserialize;
 
 use super::cloudwatch::{align_down, ResolvedMetric};
 use super::Collector;
+use crate::aws::sigv4::FORM;
+use crate::aws::Signer;
 use crate::config::PrometheusSettings;
 use crate::model::{Problem, Sample, Series};
 
@@ -37,55 +39,6 @@ enum Auth {
         region: Option<String>,
         service: String,
     },
-}
-
-/// What signs SigV4 requests: the AWS credential chain's provider, and the default region.
-#[derive(Clone, Debug)]
-pub struct Signer {
-    pub provider: aws_credential_types::provider::SharedCredentialsProvider,
-    pub region: String,
-}
-
-const FORM: &str = "application/x-www-form-urlencoded";
-
-impl Signer {
-    /// The headers that sign a POST of `body` to `url` (`x-amz-date`, `authorization`, and
-    /// `x-amz-security-token` with temporary credentials).
-    pub async fn headers(
-        &self,
-        region: Option<&str>,
-        service: &str,
-        url: &str,
-        body: &[u8],
-    ) -> Result<Vec<(String, String)>, String> {
-        use aws_credential_types::provider::ProvideCredentials;
-        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-        let creds = self
-            .provider
-            .provide_credentials()
-            .await
-            .map_err(|e| format!("no AWS credentials to sign with (prometheus.sigv4): {e}"))?;
-        let identity = creds.into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(region.unwrap_or(&self.region))
-            .name(service)
-            .time(std::time::SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| format!("SigV4: {e}"))?
-            .into();
-        let headers = [("content-type", FORM)];
-        let req = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))
-            .map_err(|e| format!("SigV4: {e}"))?;
-        let (instructions, _) = sign(req, &params)
-            .map_err(|e| format!("SigV4: {e}"))?
-            .into_parts();
-        Ok(instructions
-            .headers()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
-    }
 }
 
 /// The HTTP client of the Prometheus metrics, with its auth read from the environment.

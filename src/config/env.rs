@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::parse::{check_http_url, is_region};
+use super::fields::check_http_url;
+use super::parse::is_region;
 use super::read::Diagnostic;
 use super::schema::{Config, ElasticsearchSettings};
 use super::yaml::Span;

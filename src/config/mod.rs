@@ -7,6 +7,7 @@
 
 pub mod cron;
 pub mod env;
+mod fields;
 mod groups;
 mod notify;
 mod parse;
@@ -18,9 +19,10 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use fields::{check_http_url, redact_url};
 pub use groups::{parse_attribute, AttrOp, AttributeExpr, Constraint, Field, GroupSpec, Placement, SpreadBy};
 pub use notify::{EventKind, NotifyFormat, NotifyTarget, UrlSource};
-pub use parse::{check_http_url, glob_files, is_region, kept_at, parse_cron, redact_url};
+pub use parse::{glob_files, is_region, kept_at, parse_cron};
 pub use parse_clusters::{check_placeholders, is_stat};
 pub use read::{Diagnostic, Diagnostics};
 pub use schema::*;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::parse::{check_http_url, env_name};
+use super::fields::{check_http_url, env_name};
 use super::read::{read_named_list, Cx, FromNode};
 use super::yaml::{Node, Span, Value};
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::parse::check_period;
+use super::fields::check_period;
 use super::read::{join, one_of, read_named_list, Cx, FromNode, MapReader};
 use super::schema::*;
 use super::yaml::{Node, Value};

@@ -11,6 +11,7 @@
 
 pub mod expression;
 pub mod external;
+mod fields;
 pub mod forecast;
 mod load;
 pub mod predictive;

@@ -7,7 +7,7 @@
 //! `below`. An adjustment is a change in count (`change: +2`), an exact count (`exact: 10`), or a
 //! percentage of the current count (`percent: 50`, with `min_magnitude`).
 
-use super::load::read_count;
+use super::fields::read_count;
 use super::Policy;
 use crate::config::read::{join, Cx, FromNode, MapReader};
 use crate::config::yaml::{Node, Value};

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::load::{read_count, read_fraction};
+use super::fields::{read_count, read_fraction};
 use super::Policy;
 use crate::config::read::{Cx, MapReader};
 use crate::eval_io::{num, EvalInput, MetricView, Recommendation};

@@ -537,7 +537,7 @@ impl Spool {
                 Err(e) => return Err(io(&path)(e)),
             }
         } else {
-            crate::worker::state::write_atomically(&path, lines).map_err(io(&path))?;
+            crate::files::write_atomically(&path, lines).map_err(io(&path))?;
         }
         self.rescan()?;
         self.changed.notify_waiters();

@@ -128,7 +128,7 @@ impl Spec {
             spare_tasks: 0,
             max_queue_wait: Duration::from_secs(2),
             service_time: None,
-            queueing: super::fluid::QUEUEING,
+            queueing: QUEUEING,
             seed: 7,
             groups: Vec::new(),
         }
@@ -210,6 +210,12 @@ impl Spec {
         })
     }
 }
+
+/// Service-time variability (squared coefficient of variation) and arrival variability: the
+/// queueing factor `(ca² + cs²) / 2` of a task by default.
+const CS2: f64 = 0.25;
+const CA2: f64 = 1.0;
+pub const QUEUEING: f64 = (CA2 + CS2) / 2.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskStatus {

@@ -20,16 +20,13 @@
 use std::collections::HashMap;
 
 use super::cluster::TaskStatus;
+#[cfg(test)]
+use super::cluster::QUEUEING;
 use super::load::LbMinute;
 use super::Inner;
 
 /// Quantiles recorded per step.
 const QUANTILES: usize = 20;
-/// Service-time variability (squared coefficient of variation) and arrival variability: the
-/// queueing factor `(ca² + cs²) / 2` of a task by default.
-const CS2: f64 = 0.25;
-const CA2: f64 = 1.0;
-pub const QUEUEING: f64 = (CA2 + CS2) / 2.0;
 
 /// How one task serves requests: what it serves a second at full CPU, the mean time one
 /// request takes when it does not wait, and the queueing factor of Kingman's formula. A twin

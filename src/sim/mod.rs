@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod oracle;
 pub mod record;
 pub mod report;
+pub mod rows;
 pub mod run;
 pub mod scenario;
 pub mod suite;

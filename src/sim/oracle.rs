@@ -18,7 +18,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::cluster::{InstanceStatus, TaskStatus};
 use super::fluid::{record, task_step, Service};
 use super::load::LbMinute;
-use super::run::{minute_violates, ActionRow, LoadFn};
+use super::rows::{minute_violates, ActionRow, LoadFn};
 use super::{Sim, Spec};
 
 /// The oracle's plan for a run, and where it stands.

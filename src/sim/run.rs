@@ -25,17 +25,8 @@ use crate::worker::metrics::Metrics;
 use crate::worker::state::MemoryStore;
 use crate::worker::{Clients, Parts, RunOptions, TickReport, Worker};
 
-/// The example service policy and the capacity policy, as shipped in `policies/`.
-pub const WEB_POLICY: (&str, &str) = ("policies/web.yaml", include_str!("../../policies/web.yaml"));
-pub const CAPACITY_POLICY: (&str, &str) = (
-    "policies/capacity.yaml",
-    include_str!("../../policies/capacity.yaml"),
-);
-/// The queue-worker group's policy ([`super::cluster::GroupWorkload::queue_worker`]).
-pub const QUEUE_WORKER_POLICY: (&str, &str) = (
-    "policies/queue-worker.yaml",
-    include_str!("../../policies/queue-worker.yaml"),
-);
+pub use super::rows::{minute_violates, ActionRow, LoadFn};
+pub use super::scenario::{Fault, CAPACITY_POLICY, QUEUE_WORKER_POLICY, WEB_POLICY};
 
 /// The worker's configuration for the simulated cluster: the demo's `examples/demo/ecscale.yaml`
 /// (compiled in, read by the config reader), with the spec's capacity room, high-resolution
@@ -119,24 +110,6 @@ pub async fn worker(
     Ok(Worker::new(config, policies, clients(sim), parts, &RunOptions::default()).await?)
 }
 
-/// A failure to inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The RUNNING task started first stops (its container exits).
-    KillTask,
-    /// The instance with the most tasks fails its health check.
-    KillInstance,
-}
-
-impl Fault {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Fault::KillTask => "a task killed",
-            Fault::KillInstance => "an instance killed",
-        }
-    }
-}
-
 /// Injects a fault now; what was hit, or `None` when there was nothing to hit.
 pub fn inject(sim: &Sim, fault: Fault) -> Option<String> {
     let mut g = sim.lock();
@@ -159,19 +132,6 @@ pub fn inject(sim: &Sim, fault: Fault) -> Option<String> {
             Some(what)
         }
     }
-}
-
-/// A change of a desired count, by whoever made it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ActionRow {
-    pub at: DateTime<Utc>,
-    /// `production/web`, `asg/NAME`.
-    pub target: String,
-    pub from: u32,
-    pub to: u32,
-    /// The rule (or `baseline`).
-    pub rule: Option<String>,
-    pub reason: String,
 }
 
 /// The changes a worker tick made (holds and failures left out; failures are in its problems).
@@ -217,11 +177,6 @@ pub struct Totals {
 pub fn violates(r: &Row, slo_ms: f64) -> bool {
     let failed = if r.rps > 0.0 { r.errors_per_s / r.rps } else { 0.0 };
     minute_violates(r.p95_ms, failed, slo_ms)
-}
-
-/// The SLO: p95 latency at most `slo_ms`, and at most 1 % of requests failed.
-pub fn minute_violates(p95_ms: Option<f64>, failed_share: f64, slo_ms: f64) -> bool {
-    failed_share > 0.01 || p95_ms.is_some_and(|p| p > slo_ms)
 }
 
 pub fn totals(sim: &Sim, actions: &[ActionRow], slo_ms: f64) -> Totals {
@@ -315,9 +270,6 @@ pub fn group_ticks(sim: &Sim, report: &TickReport) -> Vec<GroupTick> {
         })
         .collect()
 }
-
-/// The load in requests per second at a simulated time.
-pub type LoadFn<'a> = dyn Fn(DateTime<Utc>) -> f64 + 'a;
 
 pub struct LoopOptions {
     pub until: DateTime<Utc>,

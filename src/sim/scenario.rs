@@ -11,7 +11,6 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::cluster::{GroupWorkload, Spec};
-use super::run::Fault;
 use crate::config::env::Vars;
 use crate::config::read::{join, one_of, Cx, Diagnostics, FromNode, MapReader};
 use crate::config::yaml::{Node, Span};
@@ -21,6 +20,36 @@ use crate::policy::PolicyFile;
 use crate::policy::TargetPolicy;
 use crate::stress::plan::{list, read_phase, Phase};
 use crate::stress::profile::Load;
+
+/// The example service policy and the capacity policy, as shipped in `policies/`.
+pub const WEB_POLICY: (&str, &str) = ("policies/web.yaml", include_str!("../../policies/web.yaml"));
+pub const CAPACITY_POLICY: (&str, &str) = (
+    "policies/capacity.yaml",
+    include_str!("../../policies/capacity.yaml"),
+);
+/// The queue-worker group's policy ([`super::cluster::GroupWorkload::queue_worker`]).
+pub const QUEUE_WORKER_POLICY: (&str, &str) = (
+    "policies/queue-worker.yaml",
+    include_str!("../../policies/queue-worker.yaml"),
+);
+
+/// A failure to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The RUNNING task started first stops (its container exits).
+    KillTask,
+    /// The instance with the most tasks fails its health check.
+    KillInstance,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::KillTask => "a task killed",
+            Fault::KillInstance => "an instance killed",
+        }
+    }
+}
 
 /// The files of the scenario in `examples/demo/`, compiled in: (path from the repository, text).
 const EMBEDDED: [(&str, &str); 5] = [
@@ -32,9 +61,9 @@ const EMBEDDED: [(&str, &str); 5] = [
         "examples/demo/ecscale.yaml",
         include_str!("../../examples/demo/ecscale.yaml"),
     ),
-    super::run::WEB_POLICY,
-    super::run::CAPACITY_POLICY,
-    super::run::QUEUE_WORKER_POLICY,
+    WEB_POLICY,
+    CAPACITY_POLICY,
+    QUEUE_WORKER_POLICY,
 ];
 
 /// Where the scenario comes from.

@@ -240,9 +240,7 @@ fn read_plan(doc: &Node, cx: &mut Cx, base: &Path) -> Option<Plan> {
         .opt_with(cx, "resolve", |n, p, cx| {
             list(n, p, cx, "HOST:PORT:ADDR", |n, p, cx| {
                 let s = scalar(n, p, cx)?;
-                super::tls::parse_resolve(s)
-                    .map_err(|e| cx.error(n.span, p, e))
-                    .ok()
+                parse_resolve(s).map_err(|e| cx.error(n.span, p, e)).ok()
             })
         })
         .unwrap_or_default();
@@ -606,6 +604,25 @@ fn read_watch(n: &Node, p: &str, cx: &mut Cx, base: &Path) -> Option<Watch> {
         cluster: cluster?,
         service: service?,
         every,
+    })
+}
+
+/// `HOST:PORT:ADDR` (curl's `--resolve`): connections to HOST:PORT go to ADDR (IPv6 in
+/// brackets), the TLS name and the Host header stay HOST.
+pub fn parse_resolve(s: &str) -> Result<Resolve, String> {
+    let form = || format!("`{s}`: write HOST:PORT:ADDR (curl's form), e.g. api.example.com:443:10.0.0.5");
+    let (host, rest) = s.split_once(':').ok_or_else(form)?;
+    let (port, addr) = rest.split_once(':').ok_or_else(form)?;
+    let port: u16 = port.parse().map_err(|_| form())?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| form())?;
+    if host.is_empty() {
+        return Err(form());
+    }
+    Ok(Resolve {
+        host: host.to_ascii_lowercase(),
+        port,
+        addr,
     })
 }
 

@@ -50,7 +50,7 @@ pub struct Report {
     pub agents: Vec<AgentReport>,
     /// The TLS figures in a form that adds up (what an agent sends its coordinator).
     #[serde(skip)]
-    pub tls_tally: Option<super::tls::TlsTally>,
+    pub tls_tally: Option<TlsTally>,
 }
 
 /// One agent of a distributed run, as the coordinator saw it.
@@ -732,4 +732,56 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// What the handshake settled on, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    pub version: String,
+    pub cipher: String,
+    pub alpn: Option<String>,
+    /// An abbreviated handshake: a session the client kept from an earlier one (resumption is
+    /// on: one client config, and its session cache, for every connection of a run).
+    pub resumed: bool,
+}
+
+/// What a run's TLS connections did, in a form that adds up over agents: the handshake times
+/// (µs, an HDR histogram, added exactly), the resumed ones, and what the first negotiated.
+#[derive(Debug, Clone)]
+pub struct TlsTally {
+    pub negotiated: Option<Negotiated>,
+    pub handshakes: hdrhistogram::Histogram<u64>,
+    pub resumed: u64,
+}
+
+impl TlsTally {
+    /// Adds another process's tally to this one.
+    pub fn add(&mut self, other: &TlsTally) -> Result<(), String> {
+        self.handshakes
+            .add(&other.handshakes)
+            .map_err(|e| format!("adding handshake histograms: {e:?}"))?;
+        self.resumed += other.resumed;
+        if self.negotiated.is_none() {
+            self.negotiated = other.negotiated.clone();
+        }
+        Ok(())
+    }
+
+    /// The report's TLS lines, given the run's TCP connections and length.
+    pub fn report(&self, insecure: bool, connects: u64, duration_s: f64) -> TlsReport {
+        let h = &self.handshakes;
+        let ms = |q: f64| (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0);
+        let n = self.negotiated.as_ref();
+        TlsReport {
+            version: n.map(|n| n.version.clone()),
+            cipher: n.map(|n| n.cipher.clone()),
+            alpn: n.and_then(|n| n.alpn.clone()),
+            insecure,
+            handshakes: h.len(),
+            resumed: self.resumed,
+            handshake_ms_p50: ms(0.5),
+            handshake_ms_p99: ms(0.99),
+            new_connections_per_s: connects as f64 / duration_s.max(1e-3),
+        }
+    }
 }

@@ -19,59 +19,10 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+#[cfg(test)]
+use super::plan::parse_resolve;
 use super::plan::{HttpVersion, TlsOptions};
-
-/// What the handshake settled on, for the report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Negotiated {
-    pub version: String,
-    pub cipher: String,
-    pub alpn: Option<String>,
-    /// An abbreviated handshake: a session the client kept from an earlier one (resumption is
-    /// on: one client config, and its session cache, for every connection of a run).
-    pub resumed: bool,
-}
-
-/// What a run's TLS connections did, in a form that adds up over agents: the handshake times
-/// (µs, an HDR histogram, added exactly), the resumed ones, and what the first negotiated.
-#[derive(Debug, Clone)]
-pub struct TlsTally {
-    pub negotiated: Option<Negotiated>,
-    pub handshakes: hdrhistogram::Histogram<u64>,
-    pub resumed: u64,
-}
-
-impl TlsTally {
-    /// Adds another process's tally to this one.
-    pub fn add(&mut self, other: &TlsTally) -> Result<(), String> {
-        self.handshakes
-            .add(&other.handshakes)
-            .map_err(|e| format!("adding handshake histograms: {e:?}"))?;
-        self.resumed += other.resumed;
-        if self.negotiated.is_none() {
-            self.negotiated = other.negotiated.clone();
-        }
-        Ok(())
-    }
-
-    /// The report's TLS lines, given the run's TCP connections and length.
-    pub fn report(&self, insecure: bool, connects: u64, duration_s: f64) -> super::report::TlsReport {
-        let h = &self.handshakes;
-        let ms = |q: f64| (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0);
-        let n = self.negotiated.as_ref();
-        super::report::TlsReport {
-            version: n.map(|n| n.version.clone()),
-            cipher: n.map(|n| n.cipher.clone()),
-            alpn: n.and_then(|n| n.alpn.clone()),
-            insecure,
-            handshakes: h.len(),
-            resumed: self.resumed,
-            handshake_ms_p50: ms(0.5),
-            handshake_ms_p99: ms(0.99),
-            new_connections_per_s: connects as f64 / duration_s.max(1e-3),
-        }
-    }
-}
+pub use super::report::{Negotiated, TlsTally};
 
 /// The client side of every TLS connection of a run.
 #[derive(Clone)]
@@ -457,25 +408,6 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
-}
-
-/// `HOST:PORT:ADDR` (curl's `--resolve`): connections to HOST:PORT go to ADDR (IPv6 in
-/// brackets), the TLS name and the Host header stay HOST.
-pub fn parse_resolve(s: &str) -> Result<super::plan::Resolve, String> {
-    let form = || format!("`{s}`: write HOST:PORT:ADDR (curl's form), e.g. api.example.com:443:10.0.0.5");
-    let (host, rest) = s.split_once(':').ok_or_else(form)?;
-    let (port, addr) = rest.split_once(':').ok_or_else(form)?;
-    let port: u16 = port.parse().map_err(|_| form())?;
-    let addr = addr.trim_start_matches('[').trim_end_matches(']');
-    let addr: std::net::IpAddr = addr.parse().map_err(|_| form())?;
-    if host.is_empty() {
-        return Err(form());
-    }
-    Ok(super::plan::Resolve {
-        host: host.to_ascii_lowercase(),
-        port,
-        addr,
-    })
 }
 
 #[cfg(test)]

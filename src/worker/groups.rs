@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 
-use super::tick::metric_set;
 use super::Worker;
 use crate::actuate::capacity::TaskGroupDemand;
 use crate::actuate::task_group::Observed;
@@ -88,7 +87,7 @@ impl Worker {
                 (_, Placement::Daemon) => daemon_decision(spec, &observed, cluster, now),
                 (Some(i), _) => {
                     let key = spec.metrics_key();
-                    let metrics = metric_set(snapshot, &key);
+                    let metrics = crate::eval_io::MetricSet::of_service(snapshot, &key);
                     let obs = Observation {
                         now,
                         current: observed.count(),

@@ -84,7 +84,7 @@ pub struct Clients {
     pub dynamodb: Option<aws_sdk_dynamodb::Client>,
     pub meter: ApiMeter,
     /// Signs Amazon Managed Prometheus queries (none: no AWS credential chain).
-    pub signer: Option<crate::collect::prometheus::Signer>,
+    pub signer: Option<crate::aws::Signer>,
 }
 
 impl Clients {

@@ -21,7 +21,7 @@ use crate::actuate::ecs_service::ServiceActuator;
 use crate::actuate::{Applied, Fence};
 use crate::collect::Collector;
 use crate::config::Config;
-use crate::eval_io::{MetricData, MetricSet, Observation};
+use crate::eval_io::{MetricSet, Observation};
 use crate::evaluate::decide;
 use crate::model::{Action, Decision, ServiceKey, ServiceState, Snapshot, TargetKey};
 use crate::policy::external::{fetch_answers, PluginRunner};
@@ -83,24 +83,6 @@ pub struct Worker {
     pub(super) loaded_fencing: Option<u64>,
     /// Targets whose policy file vanished, kept for a grace.
     pub(super) orphans: super::orphans::Orphans,
-}
-
-/// The metrics of one target as the engine reads them.
-pub(super) fn metric_set<'a>(snapshot: &'a Snapshot, key: &'a ServiceKey) -> MetricSet<'a> {
-    let mut set = MetricSet::new();
-    for s in snapshot.series_of(key) {
-        set.insert(
-            &s.id,
-            MetricData {
-                samples: &s.samples,
-                period_secs: i64::try_from(s.period_secs).unwrap_or(60),
-                complete_until: s.complete_until,
-                per_task: s.per_task,
-                history: s.history.as_ref().map(|h| h.as_slice()),
-            },
-        );
-    }
-    set
 }
 
 fn has_externals(p: &TargetPolicy) -> bool {
@@ -352,7 +334,7 @@ impl Worker {
                 report.problems.push(msg);
                 continue;
             };
-            let metrics = metric_set(&snapshot, &key);
+            let metrics = MetricSet::of_service(&snapshot, &key);
             let obs = Observation {
                 now,
                 current: svc.desired,
@@ -391,7 +373,7 @@ impl Worker {
             };
             let policy_index = self.policies.iter().position(|p| p.target == target);
             let cluster_key = ServiceKey::new(&spec.cluster, "");
-            let metrics = metric_set(&snapshot, &cluster_key);
+            let metrics = MetricSet::of_service(&snapshot, &cluster_key);
             let floor = match policy_index {
                 Some(i) => {
                     let obs = Observation {

@@ -183,3 +183,127 @@ fn every_relative_link_resolves() {
     }
     assert!(checked >= 20, "only {checked} relative links checked");
 }
+
+/// The layers of `docs/development.md`'s table, top first: each module's layer.
+fn layers() -> std::collections::BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(repo().join("docs/development.md")).unwrap();
+    let rule = &text[text.find("## The layering rule").unwrap()..];
+    let block = rule.split("```").nth(1).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for (layer, line) in block.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let modules = line.split("   ").next().unwrap();
+        for m in modules.split_whitespace() {
+            out.insert(m.trim_end_matches('/').to_string(), layer);
+        }
+    }
+    out
+}
+
+/// A source file's code without comments and without its test module.
+fn code_of(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The names after `prefix` in `code` (`crate::` → `collect`, `sim`, ...).
+fn names_after(code: &str, prefix: &str) -> BTreeSet<String> {
+    code.match_indices(prefix)
+        .map(|(i, _)| {
+            code[i + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// Every non-test source file of `src/`, as (top module, file stem, folder-level file?, path).
+fn sources() -> Vec<(String, String, bool, std::path::PathBuf)> {
+    let src = repo().join("src");
+    let mut out = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let stem = p.file_stem().unwrap().to_string_lossy().to_string();
+            if p.extension().is_none_or(|x| x != "rs")
+                || ["tests", "proptests", "fuzz"].contains(&stem.as_str())
+            {
+                continue;
+            }
+            let rel: Vec<String> = p
+                .strip_prefix(&src)
+                .unwrap()
+                .iter()
+                .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string())
+                .collect();
+            out.push((rel[0].clone(), stem, rel.len() == 2, p));
+        }
+    }
+    out
+}
+
+/// Arrows point down: no module names a module of a layer above its own (the table of
+/// `docs/development.md`, which must list every module), and no two files of one folder import
+/// each other in a circle (a folder's `mod.rs` is their parent and left out).
+#[test]
+fn the_layering_rule_holds() {
+    let layers = layers();
+    let mut up = Vec::new();
+    let mut edges: std::collections::BTreeMap<(String, String), BTreeSet<String>> = Default::default();
+    for (top, stem, in_folder, path) in sources() {
+        let code = code_of(&path);
+        let mine = *layers
+            .get(&top)
+            .unwrap_or_else(|| panic!("{top} is not in docs/development.md's table"));
+        for other in names_after(&code, "crate::").into_iter().filter(|o| *o != top) {
+            let theirs = *layers
+                .get(&other)
+                .unwrap_or_else(|| panic!("{other} is not in docs/development.md's table"));
+            if theirs < mine {
+                up.push(format!("{} names crate::{other}", path.display()));
+            }
+        }
+        if in_folder && stem != "mod" {
+            let dir = path.parent().unwrap();
+            let siblings = names_after(&code, "super::")
+                .into_iter()
+                .chain(names_after(&code, &format!("crate::{top}::")))
+                .filter(|s| {
+                    *s != stem
+                        && *s != "mod"
+                        && (dir.join(format!("{s}.rs")).exists() || dir.join(s).is_dir())
+                });
+            edges.insert((top.clone(), stem.clone()), siblings.collect());
+        }
+    }
+    assert!(up.is_empty(), "imports that point up a layer:\n{}", up.join("\n"));
+    // A circle: a file that reaches itself through its siblings' imports.
+    for ((top, start), _) in edges.iter() {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
+        while let Some((at, trail)) = todo.pop() {
+            for next in edges.get(&(top.clone(), at)).into_iter().flatten() {
+                assert!(
+                    next != start,
+                    "{top}/: {} → {start} is a circle",
+                    trail.join(" → ")
+                );
+                if seen.insert(next.clone()) {
+                    let mut t = trail.clone();
+                    t.push(next.clone());
+                    todo.push((next.clone(), t));
+                }
+            }
+        }
+    }
+}

@@ -83,7 +83,7 @@ async fn a_twin_recovers_the_simulator_s_own_parameters_from_its_history() {
     );
 }
 
-const QUEUEING_DEFAULT: f64 = crate::sim::fluid::QUEUEING;
+const QUEUEING_DEFAULT: f64 = crate::sim::cluster::QUEUEING;
 
 #[test]
 fn a_trace_without_the_columns_a_fit_needs_says_so_and_keeps_the_defaults() {
