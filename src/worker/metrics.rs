@@ -407,6 +407,31 @@ impl Metrics {
         );
         head(
             &mut o,
+            "ecscale_start_time_seconds",
+            "gauge",
+            "When this worker started (Unix time).",
+        );
+        let _ = writeln!(
+            o,
+            "ecscale_start_time_seconds {}",
+            self.started.timestamp_millis() as f64 / 1000.0
+        );
+        head(
+            &mut o,
+            "ecscale_tick_stale_after_seconds",
+            "gauge",
+            "A last tick older than this is late: three of the schedule's gaps and a minute.",
+        );
+        let _ = writeln!(
+            o,
+            "ecscale_tick_stale_after_seconds {}",
+            self.stale_after
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_secs_f64()
+        );
+        head(
+            &mut o,
             "ecscale_stage_duration_seconds",
             "gauge",
             "How long each stage of the last tick took.",

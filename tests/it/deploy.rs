@@ -214,3 +214,55 @@ async fn a_first_sigterm_drains_a_second_exits_at_once() {
     );
     assert!(text.contains("second signal: exiting now"), "{text}");
 }
+
+/// The alerts on ecscale itself: `promtool check rules` accepts them, `promtool test rules`
+/// shows each one firing on the series that should raise it and quiet on a healthy pair, and
+/// every ecscale metric they read is one the worker's `/metrics` serves.
+#[tokio::test]
+async fn the_alerts_on_ecscale_pass_promtool_and_read_metrics_the_worker_serves() {
+    let promtool =
+        std::env::var("ECSCALE_TEST_PROMTOOL").expect("scripts/test-services sets ECSCALE_TEST_PROMTOOL");
+    let deploy = repo().join("deploy");
+    for args in [
+        &["check", "rules", "prometheus-rules.yaml"][..],
+        &["test", "rules", "prometheus-rules.test.yaml"][..],
+    ] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(&deploy)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.contains("SUCCESS"),
+            "promtool {args:?}: {said}"
+        );
+    }
+    let rules = std::fs::read_to_string(deploy.join("prometheus-rules.yaml")).unwrap();
+    // What a worker with a shipper serves.
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = ecscale::config::SinkSettings::default();
+    sink.spool.dir = dir.path().join("spool");
+    let shipper = ecscale::ship::Shipper::start(&sink).unwrap();
+    let metrics =
+        ecscale::worker::metrics::Metrics::new(ecscale::usage::ApiMeter::default(), Duration::from_secs(60));
+    metrics.set_ship(shipper.stats_handle());
+    let served = metrics.render();
+    let mut read = 0;
+    for (i, _) in rules.match_indices("ecscale_") {
+        let name: String = rules[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        read += 1;
+        assert!(
+            served.contains(&format!("# TYPE {name} ")),
+            "the rules read {name}, which /metrics does not serve"
+        );
+    }
+    assert!(read >= 8, "{read} metric names read");
+}
