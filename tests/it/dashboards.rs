@@ -358,19 +358,34 @@ async fn every_visualization_returns_buckets_from_seeded_data() {
     assert_eq!(checked, 8);
 }
 
+/// Kibana's import API: every object counted, the xsrf header required.
+fn kibana_import(req: &crate::support::fake::Seen) -> crate::support::fake::Reply {
+    use crate::support::fake::Reply;
+    let lines = String::from_utf8_lossy(&req.body)
+        .matches("\"migrationVersion\"")
+        .count();
+    if req.header("kbn-xsrf") != Some("true") {
+        return Reply::json(400, r#"{"message":"Request must contain a kbn-xsrf header."}"#);
+    }
+    Reply::json(200, format!(r#"{{"success":true,"successCount":{lines}}}"#))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_reaches_kibana_at_an_ipv6_literal_url() {
+    let (kibana, seen) = crate::support::fake::serve_on("[::1]:0", kibana_import).await;
+    assert!(kibana.starts_with("http://[::1]:"), "{kibana}");
+    let mut cmd = ecscale();
+    cmd.args(["dashboards", "install", "--kibana", &kibana]);
+    let (code, stdout, stderr) = crate::support::run_async(cmd).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(": 13 saved objects imported"), "{stdout}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_imports_through_the_saved_objects_api() {
     use crate::support::fake::{serve, Reply};
-    let (kibana, seen) = serve(|req| {
-        let lines = String::from_utf8_lossy(&req.body)
-            .matches("\"migrationVersion\"")
-            .count();
-        if req.header("kbn-xsrf") != Some("true") {
-            return Reply::json(400, r#"{"message":"Request must contain a kbn-xsrf header."}"#);
-        }
-        Reply::json(200, format!(r#"{{"success":true,"successCount":{lines}}}"#))
-    })
-    .await;
+    let (kibana, seen) = serve(kibana_import).await;
     let mut cmd = ecscale();
     cmd.args(["dashboards", "install", "--kibana", &kibana]);
     let (code, stdout, stderr) = crate::support::run_async(cmd).await;

@@ -315,9 +315,9 @@ async fn a_plugin_that_cannot_run_is_refused_when_read_and_holds_when_called() {
 }
 
 /// A plugin endpoint on a free port: `/good` answers, `/slow` sleeps, `/broken` fails.
-async fn plugin_server() -> String {
-    use crate::support::fake::{serve, Reply};
-    let (url, _) = serve(|req| {
+async fn plugin_server(addr: &str) -> String {
+    use crate::support::fake::{serve_on, Reply};
+    let (url, _) = serve_on(addr, |req| {
         let input: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         match req.target.as_str() {
             "/good" => Reply::json(
@@ -341,7 +341,15 @@ async fn plugin_server() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_plugin_answers_and_its_failures_hold() {
-    let base = plugin_server().await;
+    // Over IPv4 and over an IPv6 literal URL alike.
+    for addr in ["127.0.0.1:0", "[::1]:0"] {
+        plugin_answers_and_its_failures_hold(addr).await;
+    }
+}
+
+async fn plugin_answers_and_its_failures_hold(addr: &str) {
+    let base = plugin_server(addr).await;
+    assert!(base.contains('.') || base.contains("[::1]"), "{base}");
     let policy = |path: &str| {
         let text = format!(
             "target: {{cluster: c, service: s}}\nmin: 1\nmax: 50\nrules:\n  - {{name: model, kind: external, url: '{base}{path}', timeout: 500ms}}\n"

@@ -302,3 +302,63 @@ async fn a_prometheus_down_or_silent_is_a_problem_naming_it_and_nothing_is_scale
     }
     held.abort();
 }
+
+/// IPv6 literal URLs for the real services: the worker reads its metric from Prometheus and
+/// ships its documents to OpenSearch, both named as `http://[::1]:PORT` (a forwarder on IPv6
+/// loopback in front of each), and `ecscale setup` installs its templates the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_and_elasticsearch_at_ipv6_literal_urls() {
+    let s = stage("ap-southeast-1", "it-prom-v6").await;
+    let name = unique("v6");
+    let exporter = Exporter::start("# TYPE ecscale_it_load gauge\necscale_it_load 90\n").await;
+    scrape(&name, &exporter.addr);
+    until_at_least(
+        &format!("count_over_time(ecscale_it_load{{it=\"{name}\"}}[30s])"),
+        5.0,
+    )
+    .await;
+    let authority = |url: &str| {
+        url.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let prom6 = crate::support::ipv6_to(&authority(&prometheus_url())).await;
+    let es6 = crate::support::ipv6_to(&authority(&crate::support::es_url())).await;
+    assert!(prom6.starts_with("http://[::1]:") && es6.starts_with("http://[::1]:"));
+    let prefix = unique("itv6");
+    let config = config_on(
+        &s,
+        &format!("ecscale_it_load{{it=\"{name}\"}}"),
+        &format!("{{url: '{prom6}'}}"),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "sink: {spool: {dir: spool}}",
+        &format!("sink: {{index_prefix: {prefix}, elasticsearch: {{url: '{es6}', replicas: 0, flush_interval: 200ms}}, spool: {{dir: spool}}}}"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["setup", "--config"]).arg(&config);
+    let (code, stdout, stderr) = crate::support::run(&mut cmd);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("templates installed"), "{stdout}");
+    let (code, _, log) = run_ticks(&config, "2");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("2 → 4: load 90 > target 50"), "{log}");
+    // The documents arrived, through the IPv6 URL.
+    let es = crate::support::es_url();
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{es}/{prefix}-*/_refresh"))
+        .send()
+        .await
+        .unwrap();
+    let count: serde_json::Value = client
+        .get(format!("{es}/{prefix}-decisions-*/_count"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(count["count"].as_u64().unwrap_or(0) >= 1, "{count}");
+}

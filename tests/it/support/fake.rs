@@ -48,7 +48,15 @@ impl Reply {
 pub async fn serve(
     handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
 ) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on("127.0.0.1:0", handler).await
+}
+
+/// [`serve`] on `addr` (`[::1]:0` for IPv6 loopback: its URL is `http://[::1]:PORT`).
+pub async fn serve_on(
+    addr: &str,
+    handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let handler = Arc::new(handler);

@@ -199,3 +199,22 @@ pub async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
     });
     (url, held)
 }
+
+/// A TCP forwarder on IPv6 loopback to `upstream` (`127.0.0.1:PORT`), so a service that listens
+/// on IPv4 is reached through an `http://[::1]:PORT` URL; it lives as long as the runtime.
+pub async fn ipv6_to(upstream: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    url
+}
