@@ -2,6 +2,7 @@
 //! live worker, stop timeouts leave room for the graceful shutdown, the systemd unit runs what
 //! the README says; a first SIGTERM drains and exits 0, a second exits at once (130).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -265,4 +266,103 @@ async fn the_alerts_on_ecscale_pass_promtool_and_read_metrics_the_worker_serves(
         );
     }
     assert!(read >= 8, "{read} metric names read");
+}
+
+/// Runs `tests/scripts/stack.py` (boto3, beside moto): creates the stack in moto and returns what
+/// it made.
+fn create_stack(events: bool) -> serde_json::Value {
+    let python =
+        std::env::var("ECSCALE_TEST_PYTHON").expect("scripts/test-services sets ECSCALE_TEST_PYTHON");
+    let out = std::process::Command::new(&python)
+        .arg(repo().join("tests/scripts/stack.py"))
+        .arg(moto_url())
+        .arg("us-east-1")
+        .arg(repo().join("deploy/ecscale.cfn.yaml"))
+        .arg(unique("ecscale-stack"))
+        .arg(if events { "true" } else { "false" })
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The actions of a policy document's statements.
+fn actions(statements: &serde_json::Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for s in statements.as_array().unwrap() {
+        match &s["Action"] {
+            serde_json::Value::String(a) => {
+                out.insert(a.clone());
+            }
+            serde_json::Value::Array(list) => {
+                out.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
+            }
+            other => panic!("Action {other}"),
+        }
+    }
+    out
+}
+
+/// The one-step deploy: cfn-lint (CloudFormation's own resource specifications) finds nothing in
+/// deploy/ecscale.cfn.yaml, and created in moto over CloudFormation's API it makes the worker's
+/// service with two replicas, its roles, log group, DynamoDB table (key `key`), the stress
+/// agents' task definition and role, and with `EventsQueue` the queue and rule; the task role
+/// grants exactly deploy/iam-policy.json's actions, its ECS resources only in the named clusters.
+#[test]
+fn the_stack_passes_cfn_lint_and_creates_the_worker_with_least_privilege() {
+    let python =
+        std::env::var("ECSCALE_TEST_PYTHON").expect("scripts/test-services sets ECSCALE_TEST_PYTHON");
+    let lint = std::path::Path::new(&python).with_file_name("cfn-lint");
+    let out = std::process::Command::new(lint)
+        .arg(repo().join("deploy/ecscale.cfn.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cfn-lint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stack = create_stack(true);
+    assert_eq!(stack["status"], "CREATE_COMPLETE", "{stack}");
+    for r in [
+        "LogGroup",
+        "Table",
+        "ExecutionRole",
+        "TaskRole",
+        "TaskDefinition",
+        "Service",
+        "StressAgentTaskDefinition",
+        "StressCoordinatorRole",
+        "Events",
+        "EventsDeadLetters",
+        "EventsRule",
+    ] {
+        assert_eq!(stack["resources"][r]["status"], "CREATE_COMPLETE", "{r}: {stack}");
+    }
+    assert_eq!(stack["service"]["desired"], 2);
+    assert_eq!(stack["table_key"][0]["AttributeName"], "key");
+    assert_eq!(stack["log_groups"].as_array().unwrap().len(), 1);
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("deploy/iam-policy.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        actions(&stack["task_role_statements"]),
+        actions(&policy["Statement"])
+    );
+    let text = stack["task_role_statements"].to_string();
+    for arn in text
+        .split('"')
+        .filter(|s| s.starts_with("arn:aws:ecs:") && s.contains("/"))
+    {
+        let kind_and_rest = arn.rsplit(':').next().unwrap();
+        let cluster = kind_and_rest.split('/').nth(1).unwrap();
+        if kind_and_rest.starts_with("task-definition/") || kind_and_rest.starts_with("capacity-provider/") {
+            continue;
+        }
+        assert!(["production", "batch"].contains(&cluster), "{arn}");
+    }
+    let without = create_stack(false);
+    assert_eq!(without["status"], "CREATE_COMPLETE");
+    assert!(without["resources"]["Events"].is_null(), "{without}");
 }
