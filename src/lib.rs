@@ -13,6 +13,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod dashboards;
+pub mod deploy;
 pub mod errors;
 pub mod eval_io;
 pub mod evaluate;

@@ -5,6 +5,7 @@
 //! a service not found); 2 bad input (command line, config file, environment variables).
 
 mod demo;
+mod deploy;
 mod frontier;
 mod policy;
 mod render;
@@ -154,6 +155,18 @@ enum Command {
         #[command(subcommand)]
         command: TwinCommand,
     },
+    /// Deploying ecscale: check a CloudFormation stack and the config it will run, together.
+    #[command(after_help = "Documentation: docs/worker.md")]
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeployCommand {
+    /// Check that the stack's task role grants every AWS action the config needs, that every cluster the config and its policies name is one the stack grants, and that its replicas share a lease.
+    Check(deploy::CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -322,6 +335,9 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
             command: TwinCommand::Fit(args),
         } => twin::fit(args, vars).await,
         Command::Tune(args) => tune::run(*args, vars).await,
+        Command::Deploy {
+            command: DeployCommand::Check(args),
+        } => deploy::check(args, vars),
         Command::Stress(args) => stress::stress(*args, vars).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Setup(es) => ship::setup(es, vars).await,

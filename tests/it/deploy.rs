@@ -366,3 +366,88 @@ fn the_stack_passes_cfn_lint_and_creates_the_worker_with_least_privilege() {
     assert_eq!(without["status"], "CREATE_COMPLETE");
     assert!(without["resources"]["Events"].is_null(), "{without}");
 }
+
+/// `deploy check`: a config with capacity, a lease and DynamoDB state fits the shipped stack;
+/// a role without an action the config needs, a policy of a cluster the stack does not grant,
+/// and two replicas without a lease are each refused with exit 2, naming what and where.
+#[test]
+fn deploy_check_refuses_a_missing_action_a_foreign_cluster_and_replicas_without_a_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let policy = |cluster: &str| {
+        format!("target: {{cluster: {cluster}, service: web}}\nmin: 1\nmax: 10\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 60}}\n")
+    };
+    write(d, "web.yaml", &policy("production"));
+    let config = |worker: &str, policies: &str| {
+        let batch = if policies.contains("batch") {
+            ", {name: batch, services: [web]}"
+        } else {
+            ""
+        };
+        write(
+            d,
+            "ecscale.yaml",
+            &format!("schedule: {{interval: 30s}}\nclusters: [{{name: production, services: [web]}}{batch}]\ncapacity: [{{auto_scaling_group: prod-asg, cluster: production}}]\npolicies: [{policies}]\nworker:\n{worker}"),
+        )
+    };
+    let shared = "  state: {dynamodb_table: ecscale-prod}\n  leader: {dynamodb_table: ecscale-prod}\n";
+    let check = |template: &std::path::Path, config: &std::path::Path| {
+        let mut cmd = ecscale();
+        cmd.args(["deploy", "check", "--clusters", "production", "--template"])
+            .arg(template)
+            .arg("--config")
+            .arg(config);
+        crate::support::run(&mut cmd)
+    };
+    let shipped = repo().join("deploy/ecscale.cfn.yaml");
+    let good = config(shared, "web.yaml");
+    let (code, stdout, stderr) = check(&shipped, &good);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("fit: the") && stdout.contains("its 1 targets"),
+        "{stdout}"
+    );
+
+    // The role without SetDesiredCapacity: the capacity stage needs it.
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let narrowed = text.replace(
+        "[autoscaling:SetDesiredCapacity, autoscaling:TerminateInstanceInAutoScalingGroup]",
+        "[autoscaling:TerminateInstanceInAutoScalingGroup]",
+    );
+    assert_ne!(narrowed, text);
+    let narrowed = write(d, "narrowed.cfn.yaml", &narrowed);
+    let (code, _, stderr) = check(&narrowed, &good);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("does not allow autoscaling:SetDesiredCapacity (capacity:"),
+        "{stderr}"
+    );
+
+    // A policy of a cluster the stack does not grant, named at its file.
+    write(d, "batch.yaml", &policy("batch"));
+    let foreign = config(shared, "web.yaml, batch.yaml");
+    let (code, _, stderr) = check(&shipped, &foreign);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("batch.yaml")
+            && stderr
+                .contains("names cluster batch, which the stack's ClusterNames (production) does not grant"),
+        "{stderr}"
+    );
+
+    // Two replicas (the template's default) and no lease, the state in a file.
+    let alone = config("  state: {file: state.json}\n", "web.yaml");
+    let (code, _, stderr) = check(&shipped, &alone);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("runs 2 replicas but the config has no worker.leader"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("worker.state is a file"), "{stderr}");
+
+    // A template with short-form intrinsics is said to be one.
+    let short = write(d, "short.cfn.yaml", "Resources:\n  TaskRole: !Ref Other\n");
+    let (code, _, stderr) = check(&short, &good);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("short.cfn.yaml"), "{stderr}");
+}

@@ -111,6 +111,7 @@ fn help_lists_exactly_the_working_subcommands() {
             "trace",
             "tune",
             "twin",
+            "deploy",
             "help"
         ]
     );
@@ -134,6 +135,7 @@ fn help_lists_exactly_the_working_subcommands() {
         "ecscale trace export --config",
         "ecscale twin fit",
         "ecscale tune --policy",
+        "ecscale deploy check --config",
     ] {
         assert!(readme.contains(c), "README shows `{c}`");
     }
