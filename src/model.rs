@@ -316,15 +316,58 @@ impl fmt::Display for Action {
     }
 }
 
+/// What a rule's vote says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoteStatus {
+    /// A count.
+    Wants,
+    /// Keep the current count.
+    Holds,
+    /// No opinion.
+    Abstains,
+    /// Its metric had no data.
+    MissingData,
+    /// It failed (a plugin's error).
+    Error,
+    /// Recorded, not counted.
+    ForecastOnly,
+}
+
+impl VoteStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoteStatus::Wants => "wants",
+            VoteStatus::Holds => "holds",
+            VoteStatus::Abstains => "abstains",
+            VoteStatus::MissingData => "missing_data",
+            VoteStatus::Error => "error",
+            VoteStatus::ForecastOnly => "forecast_only",
+        }
+    }
+
+    /// A vote that keeps the count (its reason is the hold's).
+    pub fn keeps_the_count(self) -> bool {
+        matches!(
+            self,
+            VoteStatus::Holds | VoteStatus::MissingData | VoteStatus::Error
+        )
+    }
+}
+
+impl std::fmt::Display for VoteStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How one rule voted in a decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vote {
     pub rule: String,
     /// `target_tracking`, `step_scaling`, ...
     pub kind: String,
-    /// `wants` (a count), `holds` (keep the current count), `abstains` (no opinion),
-    /// `missing_data`, `error`, or `forecast_only` (recorded, not counted).
-    pub status: String,
+    pub status: VoteStatus,
     /// The count it asked for, when it asked for one.
     pub wants: Option<u32>,
     pub reason: String,

@@ -67,6 +67,7 @@ pub const TEST_VARIABLES: &[&str] = &[
     "ECSCALE_TEST_PROMETHEUS_URL",
     "ECSCALE_TEST_PROMETHEUS_TARGETS",
     "ECSCALE_TEST_PROMTOOL",
+    "ECSCALE_TEST_PYTHON",
 ];
 
 /// A snapshot of the `ECSCALE_*` variables, so loading is a pure function of its inputs.

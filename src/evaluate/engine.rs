@@ -28,8 +28,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::eval_io::{Answer, EvalInput, Observation, Recommendation, RunningHistory};
-use crate::model::{Action, Decision, Vote};
-use crate::policy::{MissingData, Rule, TargetPolicy};
+use crate::model::{Action, Decision, Vote, VoteStatus};
+use crate::policy::{Bounds, MissingData, Rule, TargetPolicy};
 
 /// What the engine remembers about a target between ticks. Serializable: a restarted worker
 /// must neither repeat an action nor forget a cooldown.
@@ -64,300 +64,424 @@ pub fn decide(
     state: &TargetState,
     externals: &BTreeMap<String, Result<Answer, String>>,
 ) -> Decision {
-    let now = obs.now;
-    let current = obs.current;
-    let bounds = policy.bounds(now);
     let assume = |id: &str| match policy.missing_for(id) {
         MissingData::Assume(v) => Some(v),
         _ => None,
     };
-
-    let mut votes: Vec<Vote> = Vec::with_capacity(policy.rules.len());
-    let mut inputs = BTreeMap::new();
-    let mut outs: Vec<Wish<'_>> = Vec::new();
-    let mut ins: Vec<Wish<'_>> = Vec::new();
-    // Rules that keep the count (or cannot say), with why: they block a scale-in.
-    let mut blockers: Vec<String> = Vec::new();
-    let mut holds: Vec<String> = Vec::new();
-    let mut freeze: Option<(&Rule, String)> = None;
-    let served = state.running.with_look(now, obs.running);
-    // What a metric rule reads this tick (its name and `foreseen` are set per rule).
-    let base = || {
-        let mut input = EvalInput::new(now, current, obs.metrics, &assume, externals);
-        input.running = obs.running;
-        input.pending = obs.pending;
-        input.min = bounds.min;
-        input.max = bounds.max;
-        input.last_scale_out = state.last_scale_out;
-        input.last_scale_in = state.last_scale_in;
-        input.served = &served;
-        input
+    let cx = Context {
+        policy,
+        obs,
+        state,
+        externals,
+        bounds: policy.bounds(obs.now),
+        served: state.running.with_look(obs.now, obs.running),
+        assume: &assume,
     };
-    // A counted forecast from a learned day: the rules that follow it may keep less room. The
-    // forecasts vote first, once, and their votes are counted in turn below.
-    let mut early: Vec<Option<(Recommendation, bool)>> = Vec::new();
-    let mut foreseen = false;
-    if policy.rules.iter().any(|r| r.spec.follows_forecast()) {
-        early = policy.rules.iter().map(|_| None).collect();
-        for (i, rule) in policy
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.spec.forecasts())
-        {
-            let mut input = base();
-            input.rule = &rule.name;
-            let (rec, learned) = rule.spec.policy().evaluate_foreseeing(&input);
-            foreseen |= learned;
-            early[i] = Some((rec, input.used_assumed()));
-        }
-    }
-
-    for (i, rule) in policy.rules.iter().enumerate() {
-        let kind = rule.spec.kind();
-        let vote = |status: &str, wants: Option<u32>, reason: String| Vote {
-            rule: rule.name.clone(),
-            kind: kind.to_string(),
-            status: status.to_string(),
-            wants,
-            reason,
-        };
-        if rule.spec.policy().is_schedule() {
-            let pending = bounds
-                .pending_desired
-                .iter()
-                .find(|(key, r, _)| r == &rule.name && !state.applied_windows.contains(key));
-            let rec =
-                rule.spec
-                    .policy()
-                    .evaluate(&EvalInput::new(now, current, obs.metrics, &assume, externals));
-            let reason = match rec {
-                Recommendation::Abstain { reason } => reason,
-                _ => String::new(),
-            };
-            match pending {
-                Some((_, _, d)) => {
-                    let wish = Wish {
-                        rule,
-                        count: *d,
-                        reason: format!("{reason}: the window starts, desired {d}"),
-                    };
-                    votes.push(vote("wants", Some(*d), wish.reason.clone()));
-                    // A window's start sets the count, up or down (other rules may still want more).
-                    if *d >= current {
-                        outs.push(wish);
-                    } else {
-                        ins.push(wish);
-                    }
-                }
-                None => votes.push(vote("abstains", None, reason)),
-            }
-            continue;
-        }
-
-        let (rec, assumed) = early.get_mut(i).and_then(Option::take).unwrap_or_else(|| {
-            let mut input = base();
-            input.rule = &rule.name;
-            input.foreseen = foreseen;
-            let rec = rule.spec.policy().evaluate(&input);
-            (rec, input.used_assumed())
-        });
-        let forecast_only = !rule.spec.policy().counts();
-        match rec {
-            Recommendation::Wants {
-                count,
-                reason,
-                inputs: used,
-            } => {
-                for (k, v) in used {
-                    inputs.insert(k, v);
-                }
-                if forecast_only {
-                    votes.push(vote("forecast_only", Some(count), reason));
-                } else if count > current {
-                    votes.push(vote("wants", Some(count), reason.clone()));
-                    outs.push(Wish { rule, count, reason });
-                } else if count < current && assumed {
-                    let reason =
-                        format!("{reason}; not scaling in on an assumed value (missing_data: assume)");
-                    votes.push(vote("holds", Some(current), reason.clone()));
-                    blockers.push(format!("{}: {reason}", rule.name));
-                } else if count < current {
-                    votes.push(vote("wants", Some(count), reason.clone()));
-                    ins.push(Wish { rule, count, reason });
-                } else {
-                    votes.push(vote("holds", Some(current), reason.clone()));
-                    blockers.push(format!("{}: {reason}", rule.name));
-                    holds.push(reason);
-                }
-            }
-            Recommendation::Abstain { reason } => votes.push(vote("abstains", None, reason)),
-            Recommendation::Missing { metric, reason } => {
-                let behaviour = policy.missing_for(&metric);
-                let reason = format!("{reason} (missing_data: {behaviour})");
-                votes.push(vote("missing_data", None, reason.clone()));
-                if behaviour == MissingData::Hold && freeze.is_none() {
-                    freeze = Some((rule, reason.clone()));
-                }
-                blockers.push(format!("{}: {reason}", rule.name));
-            }
-            Recommendation::Error { reason } => {
-                let reason = format!("{reason}; holding");
-                votes.push(vote("error", None, reason.clone()));
-                blockers.push(format!("{}: {reason}", rule.name));
-            }
-        }
-    }
-
-    // 3. Combine.
-    let (recommendation, mut decider, mut reason): (u32, Option<&Rule>, String) =
-        if let Some((rule, why)) = freeze {
-            (current, Some(rule), format!("{why}: the target holds"))
-        } else if let Some(w) = outs.iter().max_by_key(|w| w.count) {
-            (w.count, Some(w.rule), w.reason.clone())
-        } else if !ins.is_empty() && blockers.is_empty() {
-            // Every counted rule wants less: go to the highest of their counts.
-            let w = ins.iter().max_by_key(|w| w.count).unwrap_or(&ins[0]);
-            (w.count, Some(w.rule), w.reason.clone())
-        } else if let Some(w) = ins.first() {
-            let why = blockers.join("; ");
-            (
-                current,
-                Some(w.rule),
-                format!("{} — no scale-in: not every rule agrees ({why})", w.reason),
-            )
-        } else if holds.is_empty() && blockers.is_empty() {
-            (current, None, "no rule asked for a change".to_string())
-        } else {
-            let parts: Vec<&str> = votes
-                .iter()
-                .filter(|v| matches!(v.status.as_str(), "holds" | "missing_data" | "error"))
-                .map(|v| v.reason.as_str())
-                .collect();
-            (current, None, parts.join("; "))
-        };
-
-    // 4–6. Cooldowns, stabilization, step caps; then the bounds.
-    let mut desired = recommendation;
-    let mut rule_name = decider.map(|r| r.name.clone());
-    // A window's `desired` is a count an operator chose: no cooldown or step cap applies.
-    let explicit = decider.is_some_and(|r| r.spec.policy().is_schedule());
-    let note = |reason: &mut String, text: String| {
-        let _ = write!(reason, "; {text}");
-    };
-    if desired > current && !explicit {
-        let cd = decider.map_or(policy.cooldown, |r| r.cooldown).scale_out;
-        if let Some(t) = state.last_scale_out {
-            let ends = t + TimeDelta::from_std(cd).unwrap_or(TimeDelta::MAX);
-            if now < ends {
-                note(
-                    &mut reason,
-                    format!("held: scale-out cooldown until {}", until(ends)),
-                );
-                desired = current;
-            }
-        }
-        let cap = decider.map_or(policy.max_step_out, |r| r.max_step_out);
-        let allowed = cap.allowed(current);
-        if desired > current && desired - current > allowed {
-            desired = current + allowed;
-            note(
-                &mut reason,
-                format!("capped at +{allowed} per tick (max_step.out {cap})"),
-            );
-        }
-    } else if desired < current && !explicit {
-        let cd = decider.map_or(policy.cooldown, |r| r.cooldown).scale_in;
-        let last = state.last_scale_in.max(state.last_scale_out);
-        if let Some(t) = last {
-            let ends = t + TimeDelta::from_std(cd).unwrap_or(TimeDelta::MAX);
-            if now < ends {
-                note(
-                    &mut reason,
-                    format!("held: scale-in cooldown until {}", until(ends)),
-                );
-                desired = current;
-            }
-        }
-        if desired < current {
-            let window_start =
-                now - TimeDelta::from_std(policy.scale_in_stabilization).unwrap_or(TimeDelta::MAX);
-            let highest = state
-                .recommendations
-                .iter()
-                .filter(|(t, _)| *t > window_start)
-                .map(|(_, c)| *c)
-                .max()
-                .unwrap_or(0);
-            if highest > desired {
-                let stabilized = highest.min(current);
-                note(
-                    &mut reason,
-                    format!(
-                        "stabilized: {} was recommended within the last {}",
-                        highest,
-                        humantime::format_duration(policy.scale_in_stabilization)
-                    ),
-                );
-                desired = stabilized;
-            }
-        }
-        let cap = decider.map_or(policy.max_step_in, |r| r.max_step_in);
-        let allowed = cap.allowed(current);
-        if desired < current && current - desired > allowed {
-            desired = current - allowed;
-            note(
-                &mut reason,
-                format!("capped at -{allowed} per tick (max_step.in {cap})"),
-            );
-        }
-    }
-    if desired < bounds.min {
-        if current < bounds.min || recommendation < bounds.min {
-            note(
-                &mut reason,
-                format!("raised to the minimum {} ({})", bounds.min, bounds.min_source),
-            );
-        }
-        if decider.is_none() || current < bounds.min {
-            rule_name = Some(bounds.min_source.clone());
-        }
-        desired = bounds.min;
-    } else if desired > bounds.max {
-        note(
-            &mut reason,
-            format!("limited to the maximum {} ({})", bounds.max, bounds.max_source),
-        );
-        if current > bounds.max {
-            rule_name = Some(bounds.max_source.clone());
-        }
-        desired = bounds.max;
-    }
+    let ballot = cx.ballot();
+    let (recommendation, decider, reason) = ballot.combine(obs.current);
+    let limited = cx.limit(recommendation, decider, reason);
+    let current = obs.current;
+    let (desired, mut rule_name, reason) = cx.clamp(limited, recommendation, decider);
     let action = match desired.cmp(&current) {
         std::cmp::Ordering::Greater => Action::ScaleOut,
         std::cmp::Ordering::Less => Action::ScaleIn,
         std::cmp::Ordering::Equal => Action::Hold,
     };
     if action == Action::Hold && recommendation == current {
-        decider = None;
         rule_name = None;
     }
-    let _ = decider;
     Decision {
         target: policy.target.clone(),
-        at: now,
+        at: obs.now,
         current,
         running: obs.running,
         desired,
         action,
-        min: bounds.min,
-        max: bounds.max,
+        min: cx.bounds.min,
+        max: cx.bounds.max,
         rule: rule_name,
         reason,
         recommendation,
-        inputs,
-        votes,
+        inputs: ballot.inputs,
+        votes: ballot.votes,
     }
+}
+
+/// What one decision reads: the policy, the observation, the engine's memory, the plugins'
+/// answers, and the bounds in force.
+struct Context<'a> {
+    policy: &'a TargetPolicy,
+    obs: &'a Observation<'a>,
+    state: &'a TargetState,
+    externals: &'a BTreeMap<String, Result<Answer, String>>,
+    bounds: Bounds,
+    served: RunningHistory,
+    assume: &'a dyn Fn(&str) -> Option<f64>,
+}
+
+/// The rules' votes of one tick, sorted by what they mean for the count.
+#[derive(Default)]
+struct Ballot<'r> {
+    votes: Vec<Vote>,
+    inputs: BTreeMap<String, f64>,
+    outs: Vec<Wish<'r>>,
+    ins: Vec<Wish<'r>>,
+    /// Rules that keep the count (or cannot say), with why: they block a scale-in.
+    blockers: Vec<String>,
+    holds: Vec<String>,
+    /// A rule blind on a metric whose missing data holds the target.
+    freeze: Option<(&'r Rule, String)>,
+}
+
+/// A count with the rule that set it and the reason so far.
+struct Limited<'r> {
+    desired: u32,
+    decider: Option<&'r Rule>,
+    reason: String,
+}
+
+impl<'a> Context<'a> {
+    /// What a metric rule reads this tick.
+    fn input<'s>(&'s self, rule: &'s str, foreseen: bool) -> EvalInput<'s> {
+        let o = self.obs;
+        let mut input = EvalInput::new(o.now, o.current, o.metrics, self.assume, self.externals);
+        input.rule = rule;
+        input.foreseen = foreseen;
+        input.running = o.running;
+        input.pending = o.pending;
+        input.min = self.bounds.min;
+        input.max = self.bounds.max;
+        input.last_scale_out = self.state.last_scale_out;
+        input.last_scale_in = self.state.last_scale_in;
+        input.served = &self.served;
+        input
+    }
+
+    /// Every rule's vote. When a rule follows a forecast, the forecasts vote first, once, so
+    /// the rules that follow know whether a learned day is in force; their votes are counted in
+    /// turn.
+    fn ballot(&self) -> Ballot<'a> {
+        let rules = &self.policy.rules;
+        let mut early: Vec<Option<(Recommendation, bool)>> = rules.iter().map(|_| None).collect();
+        let mut foreseen = false;
+        if rules.iter().any(|r| r.spec.follows_forecast()) {
+            for (i, rule) in rules.iter().enumerate().filter(|(_, r)| r.spec.forecasts()) {
+                let input = self.input(&rule.name, false);
+                let (rec, learned) = rule.spec.policy().evaluate_foreseeing(&input);
+                foreseen |= learned;
+                early[i] = Some((rec, input.used_assumed()));
+            }
+        }
+        let mut ballot = Ballot::default();
+        for (rule, early) in rules.iter().zip(early) {
+            if rule.spec.policy().is_schedule() {
+                self.schedule_vote(rule, &mut ballot);
+                continue;
+            }
+            let (rec, assumed) = early.unwrap_or_else(|| {
+                let input = self.input(&rule.name, foreseen);
+                let rec = rule.spec.policy().evaluate(&input);
+                (rec, input.used_assumed())
+            });
+            ballot.count(self.policy, rule, rec, assumed, self.obs.current);
+        }
+        ballot
+    }
+
+    /// A scheduled rule: the window's `desired` when it starts (up or down: other rules may
+    /// still want more), else no opinion.
+    fn schedule_vote(&self, rule: &'a Rule, ballot: &mut Ballot<'a>) {
+        let o = self.obs;
+        let pending = self
+            .bounds
+            .pending_desired
+            .iter()
+            .find(|(key, r, _)| r == &rule.name && !self.state.applied_windows.contains(key));
+        let input = EvalInput::new(o.now, o.current, o.metrics, self.assume, self.externals);
+        let reason = match rule.spec.policy().evaluate(&input) {
+            Recommendation::Abstain { reason } => reason,
+            _ => String::new(),
+        };
+        let Some((_, _, d)) = pending else {
+            ballot.votes.push(vote(rule, VoteStatus::Abstains, None, reason));
+            return;
+        };
+        let wish = Wish {
+            rule,
+            count: *d,
+            reason: format!("{reason}: the window starts, desired {d}"),
+        };
+        ballot
+            .votes
+            .push(vote(rule, VoteStatus::Wants, Some(*d), wish.reason.clone()));
+        if *d >= o.current {
+            ballot.outs.push(wish);
+        } else {
+            ballot.ins.push(wish);
+        }
+    }
+
+    /// Steps 4 and 5: the deciding rule's cooldowns, the scale-in stabilization and the step
+    /// caps. A window's `desired` is a count an operator chose: none of them applies.
+    fn limit(&self, recommendation: u32, decider: Option<&'a Rule>, reason: String) -> Limited<'a> {
+        let mut l = Limited {
+            desired: recommendation,
+            decider,
+            reason,
+        };
+        let explicit = decider.is_some_and(|r| r.spec.policy().is_schedule());
+        let current = self.obs.current;
+        if explicit || l.desired == current {
+            return l;
+        }
+        if l.desired > current {
+            self.limit_out(&mut l);
+        } else {
+            self.limit_in(&mut l);
+        }
+        l
+    }
+
+    fn limit_out(&self, l: &mut Limited<'a>) {
+        let (policy, current) = (self.policy, self.obs.current);
+        let cd = l.decider.map_or(policy.cooldown, |r| r.cooldown).scale_out;
+        if let Some(ends) = self.state.last_scale_out.map(|t| after(t, cd)) {
+            if self.obs.now < ends {
+                note(
+                    &mut l.reason,
+                    format!("held: scale-out cooldown until {}", until(ends)),
+                );
+                l.desired = current;
+            }
+        }
+        let cap = l.decider.map_or(policy.max_step_out, |r| r.max_step_out);
+        let allowed = cap.allowed(current);
+        if l.desired > current && l.desired - current > allowed {
+            l.desired = current + allowed;
+            note(
+                &mut l.reason,
+                format!("capped at +{allowed} per tick (max_step.out {cap})"),
+            );
+        }
+    }
+
+    fn limit_in(&self, l: &mut Limited<'a>) {
+        let (policy, state, current) = (self.policy, self.state, self.obs.current);
+        let cd = l.decider.map_or(policy.cooldown, |r| r.cooldown).scale_in;
+        let last = state.last_scale_in.max(state.last_scale_out);
+        if let Some(ends) = last.map(|t| after(t, cd)) {
+            if self.obs.now < ends {
+                note(
+                    &mut l.reason,
+                    format!("held: scale-in cooldown until {}", until(ends)),
+                );
+                l.desired = current;
+            }
+        }
+        if l.desired < current {
+            self.stabilize(l);
+        }
+        let cap = l.decider.map_or(policy.max_step_in, |r| r.max_step_in);
+        let allowed = cap.allowed(current);
+        if l.desired < current && current - l.desired > allowed {
+            l.desired = current - allowed;
+            note(
+                &mut l.reason,
+                format!("capped at -{allowed} per tick (max_step.in {cap})"),
+            );
+        }
+    }
+
+    /// A scale-in goes no lower than the highest recommendation within the stabilization window.
+    fn stabilize(&self, l: &mut Limited<'a>) {
+        let window = self.policy.scale_in_stabilization;
+        let window_start = self.obs.now - TimeDelta::from_std(window).unwrap_or(TimeDelta::MAX);
+        let highest = self
+            .state
+            .recommendations
+            .iter()
+            .filter(|(t, _)| *t > window_start)
+            .map(|(_, c)| *c)
+            .max()
+            .unwrap_or(0);
+        if highest > l.desired {
+            note(
+                &mut l.reason,
+                format!(
+                    "stabilized: {} was recommended within the last {}",
+                    highest,
+                    humantime::format_duration(window)
+                ),
+            );
+            l.desired = highest.min(self.obs.current);
+        }
+    }
+
+    /// Step 6: the bounds, last, so the count is always within them (outside them, the count
+    /// moves whatever the cooldowns). Returns the count, the rule (or bound) named, the reason.
+    fn clamp(
+        &self,
+        l: Limited<'a>,
+        recommendation: u32,
+        decider: Option<&Rule>,
+    ) -> (u32, Option<String>, String) {
+        let (b, current) = (&self.bounds, self.obs.current);
+        let Limited {
+            mut desired,
+            mut reason,
+            ..
+        } = l;
+        let mut rule_name = decider.map(|r| r.name.clone());
+        if desired < b.min {
+            if current < b.min || recommendation < b.min {
+                note(
+                    &mut reason,
+                    format!("raised to the minimum {} ({})", b.min, b.min_source),
+                );
+            }
+            if decider.is_none() || current < b.min {
+                rule_name = Some(b.min_source.clone());
+            }
+            desired = b.min;
+        } else if desired > b.max {
+            note(
+                &mut reason,
+                format!("limited to the maximum {} ({})", b.max, b.max_source),
+            );
+            if current > b.max {
+                rule_name = Some(b.max_source.clone());
+            }
+            desired = b.max;
+        }
+        (desired, rule_name, reason)
+    }
+}
+
+impl<'r> Ballot<'r> {
+    /// Counts one metric rule's recommendation.
+    fn count(
+        &mut self,
+        policy: &TargetPolicy,
+        rule: &'r Rule,
+        rec: Recommendation,
+        assumed: bool,
+        current: u32,
+    ) {
+        let forecast_only = !rule.spec.policy().counts();
+        match rec {
+            Recommendation::Wants {
+                count,
+                reason,
+                inputs,
+            } => {
+                self.inputs.extend(inputs);
+                if forecast_only {
+                    self.votes
+                        .push(vote(rule, VoteStatus::ForecastOnly, Some(count), reason));
+                } else if count > current {
+                    self.votes
+                        .push(vote(rule, VoteStatus::Wants, Some(count), reason.clone()));
+                    self.outs.push(Wish { rule, count, reason });
+                } else if count < current && assumed {
+                    let reason =
+                        format!("{reason}; not scaling in on an assumed value (missing_data: assume)");
+                    self.hold(rule, reason, current, false);
+                } else if count < current {
+                    self.votes
+                        .push(vote(rule, VoteStatus::Wants, Some(count), reason.clone()));
+                    self.ins.push(Wish { rule, count, reason });
+                } else {
+                    self.hold(rule, reason, current, true);
+                }
+            }
+            Recommendation::Abstain { reason } => {
+                self.votes.push(vote(rule, VoteStatus::Abstains, None, reason))
+            }
+            Recommendation::Missing { metric, reason } => {
+                let behaviour = policy.missing_for(&metric);
+                let reason = format!("{reason} (missing_data: {behaviour})");
+                self.votes
+                    .push(vote(rule, VoteStatus::MissingData, None, reason.clone()));
+                if behaviour == MissingData::Hold && self.freeze.is_none() {
+                    self.freeze = Some((rule, reason.clone()));
+                }
+                self.blockers.push(format!("{}: {reason}", rule.name));
+            }
+            Recommendation::Error { reason } => {
+                let reason = format!("{reason}; holding");
+                self.votes
+                    .push(vote(rule, VoteStatus::Error, None, reason.clone()));
+                self.blockers.push(format!("{}: {reason}", rule.name));
+            }
+        }
+    }
+
+    /// A rule that keeps the count: it blocks a scale-in (and, when it wants this very count,
+    /// is a reason to hold).
+    fn hold(&mut self, rule: &'r Rule, reason: String, current: u32, wants_this: bool) {
+        self.votes
+            .push(vote(rule, VoteStatus::Holds, Some(current), reason.clone()));
+        self.blockers.push(format!("{}: {reason}", rule.name));
+        if wants_this {
+            self.holds.push(reason);
+        }
+    }
+
+    /// Step 3: out if any rule wants more (the largest), in only when every counted rule wants
+    /// less (to the highest of their counts), else hold. The count, the deciding rule, why.
+    fn combine(&self, current: u32) -> (u32, Option<&'r Rule>, String) {
+        if let Some((rule, why)) = &self.freeze {
+            return (current, Some(*rule), format!("{why}: the target holds"));
+        }
+        if let Some(w) = self.outs.iter().max_by_key(|w| w.count) {
+            return (w.count, Some(w.rule), w.reason.clone());
+        }
+        if let Some(w) = self
+            .ins
+            .iter()
+            .max_by_key(|w| w.count)
+            .filter(|_| self.blockers.is_empty())
+        {
+            return (w.count, Some(w.rule), w.reason.clone());
+        }
+        if let Some(w) = self.ins.first() {
+            let why = self.blockers.join("; ");
+            return (
+                current,
+                Some(w.rule),
+                format!("{} — no scale-in: not every rule agrees ({why})", w.reason),
+            );
+        }
+        if self.holds.is_empty() && self.blockers.is_empty() {
+            return (current, None, "no rule asked for a change".to_string());
+        }
+        let parts: Vec<&str> = self
+            .votes
+            .iter()
+            .filter(|v| v.status.keeps_the_count())
+            .map(|v| v.reason.as_str())
+            .collect();
+        (current, None, parts.join("; "))
+    }
+}
+
+fn vote(rule: &Rule, status: VoteStatus, wants: Option<u32>, reason: String) -> Vote {
+    Vote {
+        rule: rule.name.clone(),
+        kind: rule.spec.kind().to_string(),
+        status,
+        wants,
+        reason,
+    }
+}
+
+fn note(reason: &mut String, text: String) {
+    let _ = write!(reason, "; {text}");
+}
+
+/// `t` plus `d` (a duration too long to add is forever).
+fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    t + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
 impl TargetState {

@@ -245,7 +245,7 @@ fn predictive_forecast_only_is_recorded_not_counted() {
         let d = decide(&p, &obs, &TargetState::default(), &BTreeMap::new());
         assert_eq!(d.action, action, "forecast_only {only}: {}", d.reason);
         let v = &d.votes[0];
-        assert_eq!(v.status, if only { "forecast_only" } else { "wants" });
+        assert_eq!(v.status.as_str(), if only { "forecast_only" } else { "wants" });
         let wants = v.wants.unwrap();
         assert!(
             (19..=24).contains(&wants),

@@ -924,6 +924,6 @@ mod tests {
         let d = decide_on(&rules, &[30.0; 5], true, &[(30, 10)], 10, 10);
         assert_eq!((d.action, d.desired), (Action::ScaleIn, 5), "{}", d.reason);
         let other = d.votes.iter().find(|v| v.rule == "other").unwrap();
-        assert_eq!(other.status, "abstains", "{other:?}");
+        assert_eq!(other.status.as_str(), "abstains", "{other:?}");
     }
 }

@@ -315,11 +315,48 @@ impl Worker {
             self.metrics.error("collect");
             report.problems.push(p.to_string());
         }
+        // 1. Decide: services, then task groups.
+        let mut pending = self.decide_services(&snapshot, now, &mut report).await;
+        let groups = self.decide_groups(&snapshot, now, &mut report.problems).await;
+        stage(&mut report, "evaluate");
+        // 2. Capacity, for the counts just decided.
+        for spec in &self.config.capacity.clone() {
+            if let Some(outcome) = self
+                .size_group(spec, &snapshot, &groups, &pending, now, &mut report)
+                .await
+            {
+                note_waiting(&mut pending, spec, &outcome, &self.metrics);
+                report.groups.push(outcome);
+            }
+        }
+        // 3. The services, all at once within the UpdateService rate; then the task groups.
+        self.apply_services(pending, &mut report).await;
+        self.apply_groups(groups, &snapshot, &mut report).await;
+        stage(&mut report, "actuate");
+        // 4. Remember, then ship.
+        self.save(&mut report).await;
+        stage(&mut report, "save");
+        for (name, ms) in &report.stage_ms {
+            self.metrics.stage(name, *ms / 1000.0);
+        }
+        self.ship(&snapshot, &report);
+        self.notify.tick(tick_events(&report));
+        self.metrics.tick_done(started.elapsed());
+        self.metrics.set_status(self.status(&report, started.elapsed()));
+        report
+    }
 
-        // 1. Service decisions.
+    /// Each service target's decision, with the service as collected (one missing from the
+    /// collection is a problem, and no decision).
+    async fn decide_services<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Vec<(usize, Decision, &'s ServiceState)> {
         let services: BTreeMap<ServiceKey, &ServiceState> =
             snapshot.services().map(|s| (s.key(), s)).collect();
-        let mut pending: Vec<(usize, Decision, &ServiceState)> = Vec::new();
+        let mut pending = Vec::new();
         for (i, policy) in self.policies.iter().enumerate() {
             let TargetKey::Service { cluster, service } = &policy.target else {
                 continue;
@@ -334,7 +371,7 @@ impl Worker {
                 report.problems.push(msg);
                 continue;
             };
-            let metrics = MetricSet::of_service(&snapshot, &key);
+            let metrics = MetricSet::of_service(snapshot, &key);
             let obs = Observation {
                 now,
                 current: svc.desired,
@@ -342,139 +379,162 @@ impl Worker {
                 pending: svc.pending,
                 metrics: &metrics,
             };
-            pending.push((i, self.decide(policy, &obs, &mut report.problems).await, svc));
+            pending.push((i, self.decide(policy, &obs, &mut report.problems).await, *svc));
         }
+        pending
+    }
 
-        let groups = self.decide_groups(&snapshot, now, &mut report.problems).await;
-        stage(&mut report, "evaluate");
-
-        // 2. Capacity, for the counts just decided.
-        for spec in &self.config.capacity {
-            let Some(cluster) = snapshot.clusters.iter().find(|c| c.name == spec.cluster) else {
-                continue;
-            };
-            let group = match self.capacity.observe(&spec.auto_scaling_group).await {
-                Ok(g) => g,
-                Err(e) => {
-                    let msg = format!("asg/{}: {e}", spec.auto_scaling_group);
-                    tracing::error!("{msg}");
-                    self.metrics.error("actuate");
-                    report.problems.push(msg);
-                    continue;
-                }
-            };
-            let desired: BTreeMap<String, u32> = pending
-                .iter()
-                .filter(|(_, _, s)| s.cluster == spec.cluster)
-                .map(|(_, d, s)| (s.name.clone(), d.desired))
-                .collect();
-            let target = TargetKey::AutoScalingGroup {
-                name: spec.auto_scaling_group.clone(),
-            };
-            let policy_index = self.policies.iter().position(|p| p.target == target);
-            let cluster_key = ServiceKey::new(&spec.cluster, "");
-            let metrics = MetricSet::of_service(&snapshot, &cluster_key);
-            let floor = match policy_index {
-                Some(i) => {
-                    let obs = Observation {
-                        now,
-                        current: group.desired,
-                        running: group
-                            .instances
-                            .iter()
-                            .filter(|i| i.lifecycle_state == "InService")
-                            .count() as u32,
-                        pending: group
-                            .instances
-                            .iter()
-                            .filter(|i| i.lifecycle_state.starts_with("Pending"))
-                            .count() as u32,
-                        metrics: &metrics,
-                    };
-                    Some((
-                        i,
-                        self.decide(&self.policies[i], &obs, &mut report.problems).await,
-                    ))
-                }
-                None => None,
-            };
-            let mut gstate = self
-                .state
-                .groups
-                .get(&spec.auto_scaling_group)
-                .cloned()
-                .unwrap_or_default();
-            let task_groups = super::groups::demands(&groups, &self.config.groups, &spec.cluster);
-            let tick = GroupTick {
-                spec,
-                group: &group,
-                cluster,
-                desired: &desired,
-                policy: floor.as_ref().map(|(_, d)| d),
-                task_groups: &task_groups,
-                now,
-            };
-            let outcome = match self.capacity.managed_refusal(spec).await {
-                Ok(None) => self.capacity.apply(&tick, &mut gstate, self.fence.as_ref()).await,
-                Ok(Some(reason)) => self.capacity.refused(&tick, reason),
-                Err(e) => {
-                    // Not knowing whether ECS sizes the group, leave it alone this tick.
-                    let msg = format!(
+    /// Sizes one Auto Scaling group for the services' decided counts, its task groups and its
+    /// own policy (a floor); `None` when it could not be read or its sizing is not known.
+    async fn size_group(
+        &mut self,
+        spec: &crate::config::CapacitySpec,
+        snapshot: &Snapshot,
+        groups: &[super::groups::PendingGroup],
+        pending: &[(usize, Decision, &ServiceState)],
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Option<GroupOutcome> {
+        let cluster = snapshot.clusters.iter().find(|c| c.name == spec.cluster)?;
+        let group = match self.capacity.observe(&spec.auto_scaling_group).await {
+            Ok(g) => g,
+            Err(e) => {
+                self.problem(report, format!("asg/{}: {e}", spec.auto_scaling_group));
+                return None;
+            }
+        };
+        let desired: BTreeMap<String, u32> = pending
+            .iter()
+            .filter(|(_, _, s)| s.cluster == spec.cluster)
+            .map(|(_, d, s)| (s.name.clone(), d.desired))
+            .collect();
+        let floor = self.group_floor(spec, snapshot, &group, now, report).await;
+        let mut gstate = self
+            .state
+            .groups
+            .get(&spec.auto_scaling_group)
+            .cloned()
+            .unwrap_or_default();
+        let task_groups = super::groups::demands(groups, &self.config.groups, &spec.cluster);
+        let tick = GroupTick {
+            spec,
+            group: &group,
+            cluster,
+            desired: &desired,
+            policy: floor.as_ref().map(|(_, d)| d),
+            task_groups: &task_groups,
+            now,
+        };
+        let outcome = match self.capacity.managed_refusal(spec).await {
+            Ok(None) => self.capacity.apply(&tick, &mut gstate, self.fence.as_ref()).await,
+            Ok(Some(reason)) => self.capacity.refused(&tick, reason),
+            Err(e) => {
+                // Not knowing whether ECS sizes the group, leave it alone this tick.
+                self.problem(
+                    report,
+                    format!(
                         "asg/{}: capacity providers not known, the group is not sized this tick: {e}",
                         spec.auto_scaling_group
-                    );
-                    tracing::error!("{msg}");
-                    self.metrics.error("actuate");
-                    report.problems.push(msg);
-                    continue;
-                }
-            };
-            self.state.groups.insert(spec.auto_scaling_group.clone(), gstate);
-            if let Some((i, d)) = &floor {
-                // The policy's own clocks start when the group moved its way. Any launch starts
-                // its scale-out clock, the bin-packing's too: its metric (a reservation over the
-                // instances registered) does not count the new instances until they register,
-                // and read against the grown group it would ask for them a second time.
-                let launched = outcome.applied.took_effect() && outcome.decision.action == Action::ScaleOut;
-                let moved = launched || (d.action == Action::ScaleIn && !outcome.drained.is_empty());
-                let mut d = d.clone();
-                if launched {
-                    d.action = Action::ScaleOut;
-                }
-                let policy = &self.policies[*i];
-                self.state
-                    .targets
-                    .entry(d.target.to_string())
-                    .or_default()
-                    .engine
-                    .record(policy, &d, moved);
+                    ),
+                );
+                return None;
             }
-            let took = outcome.applied.took_effect() || !outcome.drained.is_empty();
-            let applied = outcome.applied.clone();
-            let decision = outcome.decision.clone();
-            // Counted and logged like a service decision (no engine state of its own).
-            let k = kind(&decision.target);
-            self.metrics.decision(k, &decision.action.to_string());
-            self.metrics.action(k, applied.result());
-            for e in &outcome.errors {
-                tracing::error!(target = %decision.target, "{e}");
-                self.metrics.error("actuate");
-            }
-            if took || !matches!(applied, Applied::Unchanged) {
-                tracing::info!(target = %decision.target, "{applied}: {}", decision.reason);
-                let record = self.state.targets.entry(decision.target.to_string()).or_default();
-                record.last_action = Some(LastAction {
-                    at: now,
-                    from: decision.current,
-                    to: decision.desired,
-                    result: applied.result().to_string(),
-                });
-            }
-            note_waiting(&mut pending, spec, &outcome, &self.metrics);
-            report.groups.push(outcome);
+        };
+        self.state.groups.insert(spec.auto_scaling_group.clone(), gstate);
+        if let Some((i, d)) = &floor {
+            self.record_group_policy(*i, d, &outcome);
         }
+        self.record_group_outcome(&outcome, now);
+        Some(outcome)
+    }
 
-        // 3. The services, all at once within the UpdateService rate.
+    /// An actuation problem: logged, counted and listed.
+    fn problem(&self, report: &mut TickReport, msg: String) {
+        tracing::error!("{msg}");
+        self.metrics.error("actuate");
+        report.problems.push(msg);
+    }
+
+    /// The group's own policy's decision (its index and decision), when it has one.
+    async fn group_floor(
+        &self,
+        spec: &crate::config::CapacitySpec,
+        snapshot: &Snapshot,
+        group: &crate::api::GroupInfo,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Option<(usize, Decision)> {
+        let target = TargetKey::AutoScalingGroup {
+            name: spec.auto_scaling_group.clone(),
+        };
+        let i = self.policies.iter().position(|p| p.target == target)?;
+        let cluster_key = ServiceKey::new(&spec.cluster, "");
+        let metrics = MetricSet::of_service(snapshot, &cluster_key);
+        let count = |f: &dyn Fn(&str) -> bool| {
+            group.instances.iter().filter(|i| f(&i.lifecycle_state)).count() as u32
+        };
+        let obs = Observation {
+            now,
+            current: group.desired,
+            running: count(&|s| s == "InService"),
+            pending: count(&|s| s.starts_with("Pending")),
+            metrics: &metrics,
+        };
+        Some((
+            i,
+            self.decide(&self.policies[i], &obs, &mut report.problems).await,
+        ))
+    }
+
+    /// The group policy's own clocks start when the group moved its way. Any launch starts its
+    /// scale-out clock, the bin-packing's too: its metric (a reservation over the instances
+    /// registered) does not count the new instances until they register, and read against the
+    /// grown group it would ask for them a second time.
+    fn record_group_policy(&mut self, i: usize, d: &Decision, outcome: &GroupOutcome) {
+        let launched = outcome.applied.took_effect() && outcome.decision.action == Action::ScaleOut;
+        let moved = launched || (d.action == Action::ScaleIn && !outcome.drained.is_empty());
+        let mut d = d.clone();
+        if launched {
+            d.action = Action::ScaleOut;
+        }
+        let policy = &self.policies[i];
+        self.state
+            .targets
+            .entry(d.target.to_string())
+            .or_default()
+            .engine
+            .record(policy, &d, moved);
+    }
+
+    /// A group's decision, counted and logged like a service's (no engine state of its own).
+    fn record_group_outcome(&mut self, outcome: &GroupOutcome, now: DateTime<Utc>) {
+        let took = outcome.applied.took_effect() || !outcome.drained.is_empty();
+        let (applied, decision) = (&outcome.applied, &outcome.decision);
+        let k = kind(&decision.target);
+        self.metrics.decision(k, &decision.action.to_string());
+        self.metrics.action(k, applied.result());
+        for e in &outcome.errors {
+            tracing::error!(target = %decision.target, "{e}");
+            self.metrics.error("actuate");
+        }
+        if took || !matches!(applied, Applied::Unchanged) {
+            tracing::info!(target = %decision.target, "{applied}: {}", decision.reason);
+            let record = self.state.targets.entry(decision.target.to_string()).or_default();
+            record.last_action = Some(LastAction {
+                at: now,
+                from: decision.current,
+                to: decision.desired,
+                result: applied.result().to_string(),
+            });
+        }
+    }
+
+    /// The services' decisions, applied together within the UpdateService rate, and recorded.
+    async fn apply_services(
+        &mut self,
+        pending: Vec<(usize, Decision, &ServiceState)>,
+        report: &mut TickReport,
+    ) {
         let fence = self.fence.clone();
         let changing: Vec<(&Decision, &ServiceState)> = pending.iter().map(|(_, d, s)| (d, *s)).collect();
         self.services.prepare(&changing).await;
@@ -484,26 +544,10 @@ impl Worker {
                 .map(|(_, d, svc)| self.services.apply(d, svc, fence.as_ref())),
         )
         .await;
-        let decided: Vec<(usize, Decision)> = pending.into_iter().map(|(i, d, _)| (i, d)).collect();
-        for ((i, d), a) in decided.into_iter().zip(applied) {
+        for ((i, d, _), a) in pending.into_iter().zip(applied) {
             self.record(Some(i), &d, &a, a.took_effect());
             report.services.push((d, a));
         }
-        self.apply_groups(groups, &snapshot, &mut report).await;
-
-        stage(&mut report, "actuate");
-
-        // 4. Remember, then ship.
-        self.save(&mut report).await;
-        stage(&mut report, "save");
-        for (name, ms) in &report.stage_ms {
-            self.metrics.stage(name, *ms / 1000.0);
-        }
-        self.ship(&snapshot, &report);
-        self.notify.tick(tick_events(&report));
-        self.metrics.tick_done(started.elapsed());
-        self.metrics.set_status(self.status(&report, started.elapsed()));
-        report
     }
 
     /// `/status` after a tick: every target with its decision, clocks and last action.

@@ -243,7 +243,7 @@ async fn seed(prefix: &str, es: &str) {
                 votes: vec![Vote {
                     rule: "target_tracking".into(),
                     kind: "target_tracking".into(),
-                    status: "wants".into(),
+                    status: ecscale::model::VoteStatus::Wants,
                     wants: Some(6),
                     reason: "cpu 80".into(),
                 }],

@@ -189,7 +189,7 @@ async fn every_example_policy_is_parsed_and_evaluated() {
             // The forecast is recorded: the 14:00 peak of ~50,000 rpm within the next 30 min
             // is not in view yet at 13:00, but the climb is: about 47,000 / 6,000 → 8 or 9.
             let f = d.votes.iter().find(|v| v.rule == "forecast").unwrap();
-            assert_eq!(f.status, "forecast_only", "{}", f.reason);
+            assert_eq!(f.status.as_str(), "forecast_only", "{}", f.reason);
             assert!(matches!(f.wants, Some(8..=10)), "{:?}: {}", f.wants, f.reason);
         }
     }
@@ -251,7 +251,7 @@ async fn an_executable_plugin_answers_and_every_failure_is_a_hold() {
             "{program}: never a scale action ({})",
             d.reason
         );
-        assert_eq!(d.votes[0].status, "error", "{program}");
+        assert_eq!(d.votes[0].status.as_str(), "error", "{program}");
         assert!(
             d.reason.contains(want),
             "{program}: «{}» lacks «{want}»",
