@@ -15,6 +15,19 @@ pub fn short_number(v: f64, decimals: usize) -> String {
     }
 }
 
+/// A whole count with thousands separated: `691,200`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A size for people: `512 B`, `64 KiB`, `1.5 MiB`, `2 GiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];

@@ -436,6 +436,18 @@ async fn validate(path: &std::path::Path, vars: &Vars, aws: bool) -> Result<u8, 
     let policies = crate::policy::load_for(&config).map_err(|d| mistakes(d, "the policy files"))?;
     let targets: usize = policies.iter().map(|p| p.targets.len()).sum();
     println!("{}", render::summary(&config, targets));
+    let all: Vec<_> = policies.iter().flat_map(|p| p.targets.iter().cloned()).collect();
+    let needs = crate::worker::history_needs(&all);
+    let tick = crate::worker::expected_gap(&config.schedule);
+    println!(
+        "{}",
+        render::cloudwatch_cost(&crate::collect::cost::monthly(&config, &needs, tick))
+    );
+    if config.clusters.iter().any(|c| c.discover.is_some()) {
+        println!(
+            "  (named services only: each service discovery finds adds its own metrics at the same rhythm)"
+        );
+    }
     if !aws {
         return Ok(0);
     }

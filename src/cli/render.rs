@@ -301,3 +301,28 @@ pub fn snapshot_table(s: &Snapshot) -> String {
     );
     out
 }
+
+/// A month of CloudWatch requests, with the arithmetic: one line per rhythm.
+pub fn cloudwatch_cost(c: &crate::collect::cost::MonthlyCost) -> String {
+    let per_service = c
+        .per_service_usd()
+        .map_or(String::new(), |u| format!(", ${u:.2} per service"));
+    let mut s = format!(
+        "CloudWatch: about {} metrics requested a month, ${:.2} a month{per_service} (GetMetricData, $0.01 per 1,000; each series read once a period, or once a tick when ticks are further apart):",
+        crate::format::count(c.requests.round() as u64),
+        c.usd
+    );
+    for t in &c.terms {
+        let _ = write!(
+            s,
+            "\n  {} {} every {}: {} × 30 days ÷ {} = {}",
+            t.series,
+            t.what,
+            humantime::format_duration(t.every),
+            t.series,
+            humantime::format_duration(t.every),
+            crate::format::count(t.requests.round() as u64)
+        );
+    }
+    s
+}

@@ -10,6 +10,7 @@
 //! instead ([`prometheus`]), into the same kind of series.
 
 mod cloudwatch;
+pub mod cost;
 mod ecs;
 mod history;
 pub mod prometheus;

@@ -142,7 +142,7 @@ pub fn store(
 }
 
 /// How long a gap between ticks is normal (for `/healthz`).
-fn expected_gap(schedule: &Schedule) -> Duration {
+pub fn expected_gap(schedule: &Schedule) -> Duration {
     match schedule {
         Schedule::Interval(d) => *d,
         Schedule::Cron { schedule, .. } => {
@@ -188,7 +188,7 @@ pub struct Parts {
 
 /// The long windows the policies' rules need (predictive rules): per service and metric, the
 /// longest window any rule asks for, read again as often as the most demanding rule wants.
-fn history_needs(policies: &[TargetPolicy]) -> Vec<HistoryNeed> {
+pub fn history_needs(policies: &[TargetPolicy]) -> Vec<HistoryNeed> {
     let mut needs: Vec<HistoryNeed> = Vec::new();
     for p in policies {
         let TargetKey::Service { cluster, service } = &p.target else {

@@ -27,9 +27,9 @@ fn three_mistakes_are_all_reported_with_positions_and_exit_2() {
 fn the_example_config_is_valid() {
     let (code, stdout, stderr) = run(ecscale().args(["validate", "--config", "examples/ecscale.yaml"]));
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
+    let summary = stdout.lines().next().unwrap();
     assert!(
-        stdout.trim_end().ends_with(
+        summary.ends_with(
             "8 policy files with 8 targets, 1 Auto Scaling group (production-ecs-m5), 1 task group placed by ecscale (queue-worker), state in examples/ecscale-state.json"
         ),
         "{stdout}"
@@ -38,6 +38,18 @@ fn the_example_config_is_valid() {
         stdout.starts_with("examples/ecscale.yaml: valid: 1 cluster, 6 named services and 1 discovery rule (23 metrics on named services), every 30s"),
         "{stdout}"
     );
+    // Then the month's CloudWatch requests, each rhythm's arithmetic on its line: the 23
+    // service metrics at 1 minute are 23 × 43,200.
+    let cost: Vec<&str> = stdout.lines().skip(1).collect();
+    assert!(
+        cost[0].starts_with("CloudWatch: about 1,264,320 metrics requested a month, $12.64 a month"),
+        "{stdout}"
+    );
+    assert!(
+        cost.contains(&"  23 service metrics every 1m: 23 × 30 days ÷ 1m = 993,600"),
+        "{stdout}"
+    );
+    assert!(cost.last().unwrap().contains("named services only"), "{stdout}");
 }
 
 /// The README's sample config (between the `sample-config` markers) is valid as printed.
