@@ -1021,3 +1021,63 @@ async fn wait_for_error(addr: &str, kind: &str, what: &str, secs: u64) {
     })
     .await;
 }
+
+/// The spool's folder removed (`rm -rf`) while Elasticsearch is down: the folder is made again,
+/// what vanished with it is counted lost (documents and segments, in the stats and in
+/// `/metrics`), and once Elasticsearch is back the accounting is exact: spooled = delivered +
+/// dead-lettered + dropped + lost, and Elasticsearch holds exactly what was delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_folder_removed_while_elasticsearch_is_down_is_made_again_and_the_loss_counted() {
+    let es = es_url();
+    let gate = Gate::start(&es, Mode::Down).await;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("spool");
+    let prefix = unique("it-rmspool").to_lowercase();
+    let r = rig(&sink(&dir, &gate.url, &prefix, OnFull::Block)).await;
+    let all = docs(&prefix, 0, 600);
+    produce(&r.shipper, all[..300].to_vec()).await.unwrap();
+    let s = r.shipper.clone();
+    wait_until("the first 300 spooled", Duration::from_secs(30), || {
+        let s = s.clone();
+        async move { s.stats().spooled == 300 }
+    })
+    .await;
+    assert_eq!(r.shipper.stats().delivered, 0, "Elasticsearch is down");
+    std::fs::remove_dir_all(&dir).unwrap();
+    produce(&r.shipper, all[300..].to_vec()).await.unwrap();
+    let s = r.shipper.clone();
+    wait_until("the rest spooled", Duration::from_secs(30), || {
+        let s = s.clone();
+        async move { s.stats().spooled == 600 }
+    })
+    .await;
+    assert!(dir.is_dir(), "the folder is made again");
+    gate.set(Mode::Open);
+    idle(&r).await;
+    let s = r.shipper.stats();
+    assert_eq!((s.queued, s.not_spooled, s.pending), (600, 0, 0), "{s:?}");
+    assert!(
+        s.lost >= 1 && s.lost_segments >= 1,
+        "what vanished is counted: {s:?}"
+    );
+    assert_eq!(
+        s.spooled,
+        s.delivered + s.dead_lettered + s.dropped + s.lost,
+        "{s:?}"
+    );
+    assert!(
+        s.delivered >= 300,
+        "what came after the folder went arrives: {s:?}"
+    );
+    assert_eq!(
+        count(&es, &format!("{prefix}-metrics-*")).await,
+        s.delivered,
+        "{s:?}"
+    );
+    let (metrics, _, _) = scrape(&r.addr.to_string()).await;
+    assert_eq!(
+        value(&metrics, "ecscale_ship_documents_total{state=\"lost\"}"),
+        s.lost as f64,
+        "{metrics}"
+    );
+}
