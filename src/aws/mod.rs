@@ -5,6 +5,7 @@
 //! EC2 instance role); `aws.endpoint_url` points every client at an AWS-compatible endpoint
 //! (moto in tests).
 
+pub mod budget;
 mod cloudwatch;
 mod ecs;
 mod meter;
@@ -13,6 +14,7 @@ pub mod sigv4;
 mod silence;
 
 use std::fmt;
+use std::sync::Arc;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -51,6 +53,8 @@ pub struct AwsContext {
     pub meter: ApiMeter,
     /// The credential chain's provider (also signs Amazon Managed Prometheus queries).
     pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    /// ECS's reads' share of the account's bucket (`aws.budget.ecs_reads`), when paced.
+    pub ecs_reads: Option<Arc<budget::Budget>>,
 }
 
 impl fmt::Debug for AwsContext {
@@ -148,6 +152,12 @@ impl AwsContext {
             app_autoscaling,
             dynamodb,
             credentials: sdk.credentials_provider(),
+            ecs_reads: settings.budget.ecs_reads.map(|share| {
+                Arc::new(budget::Budget::share(
+                    share,
+                    crate::config::BudgetSettings::ECS_READS,
+                ))
+            }),
             region,
             meter,
         })

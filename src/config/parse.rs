@@ -140,13 +140,18 @@ impl FromNode for AwsSettings {
         let profile = m.opt(cx, "profile");
         let retry = m.or(cx, "retry", RetrySettings::default());
         let timeouts = m.or(cx, "timeouts", TimeoutSettings::default());
-        m.finish(cx, &["region", "endpoint_url", "profile", "retry", "timeouts"]);
+        let budget = m.or(cx, "budget", BudgetSettings::default());
+        m.finish(
+            cx,
+            &["region", "endpoint_url", "profile", "retry", "timeouts", "budget"],
+        );
         Some(AwsSettings {
             region,
             endpoint_url,
             profile,
             retry,
             timeouts,
+            budget,
         })
     }
 }
@@ -187,6 +192,38 @@ fn read_positive(m: &mut MapReader<'_>, cx: &mut Cx, key: &str) -> Option<Durati
     m.opt_with(cx, key, |n, p, cx| {
         positive(Duration::from_node(n, p, cx)?, n, p, cx)
     })
+}
+
+impl FromNode for BudgetSettings {
+    fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self> {
+        let mut m = cx.map(node, path)?;
+        let ecs_reads = m.opt_with(cx, "ecs_reads", read_share);
+        m.finish(cx, &["ecs_reads"]);
+        Some(BudgetSettings { ecs_reads })
+    }
+}
+
+/// A share of a limit: `25%` or `0.25`, above 0 and at most all of it.
+fn read_share(n: &Node, p: &str, cx: &mut Cx) -> Option<f64> {
+    let s = n.as_scalar().unwrap_or_default().trim();
+    let v = match s.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().ok().map(|v| v / 100.0),
+        None => s.parse::<f64>().ok(),
+    };
+    match v {
+        Some(v) if v > 0.0 && v <= 1.0 => Some(v),
+        _ => {
+            cx.error(
+                n.span,
+                p,
+                format!(
+                    "expected a share such as 25% or 0.25 (above 0, at most 100%), found {}",
+                    n.describe()
+                ),
+            );
+            None
+        }
+    }
 }
 
 impl FromNode for RetrySettings {

@@ -55,6 +55,24 @@ pub struct AwsSettings {
     pub profile: Option<String>,
     pub retry: RetrySettings,
     pub timeouts: TimeoutSettings,
+    /// The share of the account's API rate limits this worker may use.
+    pub budget: BudgetSettings,
+}
+
+/// Shares of the account's API rate limits (token buckets shared with every other client of
+/// the account): the worker paces its calls to stay within them, and a throttling answer
+/// pauses the whole family, not one call.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BudgetSettings {
+    /// ECS's read bucket (DescribeServices, ListServices, ListTasks, DescribeTasks, the
+    /// container instances' and clusters' reads): refilled at 20 calls a second, 100 at most.
+    /// `None`: not paced.
+    pub ecs_reads: Option<f64>,
+}
+
+impl BudgetSettings {
+    /// ECS's read bucket: refill per second, and size.
+    pub const ECS_READS: (f64, f64) = (20.0, 100.0);
 }
 
 /// SDK retry behaviour for throttling and transient errors.

@@ -90,8 +90,16 @@ pub struct Clients {
 impl Clients {
     /// The AWS SDK clients of a context.
     pub fn aws(aws: &crate::aws::AwsContext) -> Self {
+        let ecs: Arc<dyn EcsApi> = Arc::new(aws.ecs.clone());
+        let ecs: Arc<dyn EcsApi> = match &aws.ecs_reads {
+            Some(budget) => Arc::new(crate::aws::budget::PacedEcs {
+                inner: ecs,
+                budget: budget.clone(),
+            }),
+            None => ecs,
+        };
         Clients {
-            ecs: Arc::new(aws.ecs.clone()),
+            ecs,
             cloudwatch: Arc::new(aws.cloudwatch.clone()),
             ecs_write: Arc::new(aws.ecs.clone()),
             autoscaling: Arc::new(aws.autoscaling.clone()),

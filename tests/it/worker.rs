@@ -1161,3 +1161,49 @@ async fn status_reads_a_running_worker_and_then_its_state_file() {
     assert_eq!(again, until);
     assert_eq!(v["targets"][0]["last_action"]["to"], 4);
 }
+
+/// `aws.budget.ecs_reads: 5%` (1 call a second, 5 at once, of ECS's read bucket of 20 a second
+/// and 100): on the wire, after the first 5, ECS reads come no faster than one a second across
+/// ticks; a throttled DescribeServices pauses every ECS read for a second, not only its retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_reads_keep_within_their_budget_and_a_throttle_pauses_the_family() {
+    let s = stage("eu-north-1", "it-budget").await;
+    let path = s.config(&["web"], "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "retry: {max_attempts: 1}",
+        "retry: {max_attempts: 1}\n  budget: {ecs_reads: 5%}",
+    );
+    std::fs::write(&path, text).unwrap();
+    s.proxy.throttle("ECS.DescribeServices", 1);
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["run", "--dry-run", "--ticks", "4", "--config"])
+        .arg(&path);
+    let (code, _, stderr) = crate::support::run_async(cmd).await;
+    assert_eq!(code, 0, "{stderr}");
+    let reads = [
+        "ECS.ListServices",
+        "ECS.DescribeServices",
+        "ECS.DescribeTaskDefinition",
+        "ECS.ListContainerInstances",
+        "ECS.DescribeContainerInstances",
+        "ECS.ListTasks",
+        "ECS.DescribeTasks",
+    ];
+    let mut times: Vec<std::time::Instant> = reads.iter().flat_map(|op| s.proxy.times(op)).collect();
+    times.sort();
+    assert!(times.len() >= 10, "{:?}", s.proxy.seen());
+    for (k, t) in times.iter().enumerate().skip(5) {
+        let since = t.duration_since(times[0]).as_secs_f64();
+        let least = (k + 1 - 5) as f64 - 0.05;
+        assert!(since >= least, "read {k} came {since:.2} s after the first: at 1 a second after a burst of 5, not before {least}");
+    }
+    // The throttled call, and the next ECS read of any kind: a second apart at least.
+    let throttled = s.proxy.times("ECS.DescribeServices")[0];
+    let next = times.iter().find(|t| **t > throttled).unwrap();
+    let pause = next.duration_since(throttled).as_secs_f64();
+    assert!(pause >= 0.95, "the family paused {pause:.2} s after the throttle");
+    assert!(
+        stderr.contains("Throttling") || stderr.contains("throttled"),
+        "{stderr}"
+    );
+}
