@@ -268,22 +268,18 @@ async fn the_alerts_on_ecscale_pass_promtool_and_read_metrics_the_worker_serves(
     assert!(read >= 8, "{read} metric names read");
 }
 
-/// Runs `tests/scripts/stack.py` (boto3, beside moto): creates the stack in moto and returns what
-/// it made.
+/// The stack created in moto (clusters `production,batch`), what it made.
 fn create_stack(events: bool) -> serde_json::Value {
-    let python =
-        std::env::var("ECSCALE_TEST_PYTHON").expect("scripts/test-services sets ECSCALE_TEST_PYTHON");
-    let out = std::process::Command::new(&python)
-        .arg(repo().join("tests/scripts/stack.py"))
-        .arg(moto_url())
-        .arg("us-east-1")
-        .arg(repo().join("deploy/ecscale.cfn.yaml"))
-        .arg(unique("ecscale-stack"))
-        .arg(if events { "true" } else { "false" })
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let template = repo().join("deploy/ecscale.cfn.yaml");
+    let name = unique("ecscale-stack");
+    let events = if events { "true" } else { "false" };
+    stack_script(&[
+        "create",
+        template.to_str().unwrap(),
+        &name,
+        events,
+        "production,batch",
+    ])
 }
 
 /// The actions of a policy document's statements.
@@ -326,6 +322,7 @@ fn the_stack_passes_cfn_lint_and_creates_the_worker_with_least_privilege() {
     let stack = create_stack(true);
     assert_eq!(stack["status"], "CREATE_COMPLETE", "{stack}");
     for r in [
+        "WorkerSecurityGroup",
         "LogGroup",
         "Table",
         "ExecutionRole",
@@ -450,4 +447,134 @@ fn deploy_check_refuses_a_missing_action_a_foreign_cluster_and_replicas_without_
     let (code, _, stderr) = check(&short, &good);
     assert_eq!(code, 2);
     assert!(stderr.contains("short.cfn.yaml"), "{stderr}");
+}
+
+/// `tests/scripts/stack.py MODE MOTO REGION ARGS...`, its JSON.
+fn stack_script(args: &[&str]) -> serde_json::Value {
+    let python =
+        std::env::var("ECSCALE_TEST_PYTHON").expect("scripts/test-services sets ECSCALE_TEST_PYTHON");
+    let out = std::process::Command::new(&python)
+        .arg(repo().join("tests/scripts/stack.py"))
+        .args(&args[..1])
+        .arg(moto_url())
+        .arg("us-east-1")
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The stack as shipped, end to end in moto: created with the config and policies in the
+/// parameters it reads; `deploy check` passes; the worker's container is started as ECS would
+/// start it (the task definition's entry point and command, its environment, its secrets
+/// resolved from Parameter Store) and ticks three times, with its lease and state in the
+/// stack's DynamoDB table; its security group lets in only the scraper on 9464; the stack
+/// deletes cleanly, the table with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_runs_the_worker_from_its_parameters_and_table_and_deletes_cleanly() {
+    let moto = Moto::new(&moto_url(), "us-east-1");
+    let cluster = unique("it-stack");
+    moto.cluster(&cluster).await.unwrap();
+    let td = moto.task_definition(&unique("web"), 256, 512).await.unwrap();
+    moto.service(&cluster, "web", &td, 2, &[]).await.unwrap();
+    let stack = unique("ecscale-st");
+    let table = format!("ecscale-{stack}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "ecscale.yaml",
+        &format!(
+            "aws: {{region: us-east-1, endpoint_url: '{}', retry: {{max_attempts: 1}}}}\nschedule: {{interval: 1s}}\nclusters: [{{name: {cluster}, services: [web]}}]\npolicies: [policies.yaml]\nsink: {{spool: {{dir: spool}}}}\nworker:\n  state: {{dynamodb_table: {table}}}\n  leader: {{dynamodb_table: {table}, lease: 10s}}\n",
+            moto_url()
+        ),
+    );
+    let policies = write(
+        dir.path(),
+        "policies.yaml",
+        &format!("target: {{cluster: {cluster}, service: web}}\nmin: 1\nmax: 4\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 50}}\n"),
+    );
+    let mut cmd = ecscale();
+    cmd.args(["deploy", "check", "--clusters", &cluster, "--config"])
+        .arg(&config);
+    let (code, stdout, stderr) = crate::support::run_async(cmd).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let template = repo().join("deploy/ecscale.cfn.yaml");
+    let made = stack_script(&[
+        "create",
+        template.to_str().unwrap(),
+        &stack,
+        "false",
+        &cluster,
+        config.to_str().unwrap(),
+        policies.to_str().unwrap(),
+    ]);
+    assert_eq!(made["status"], "CREATE_COMPLETE", "{made}");
+    assert_eq!(made["outputs"]["Table"], table.as_str());
+    assert_eq!(
+        made["ingress"],
+        serde_json::json!([{"port": [9464, 9464], "cidrs": ["10.0.9.0/24"]}]),
+        "only the scraper, on 9464"
+    );
+    // The container as ECS starts it, in a folder of the test's instead of /tmp/ecscale, with
+    // `ecscale` on the PATH taking three ticks, and its metrics on a free loopback port.
+    let c = &made["container"];
+    assert_eq!(c["entry_point"], serde_json::json!(["sh", "-c"]));
+    let script = c["command"][0]
+        .as_str()
+        .unwrap()
+        .replace("/tmp/ecscale", &dir.path().join("task").display().to_string());
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let wrapper = write(
+        &bin,
+        "ecscale",
+        &format!(
+            "#!/bin/sh\nexec '{}' \"$@\" --ticks 3\n",
+            env!("CARGO_BIN_EXE_ecscale")
+        ),
+    );
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut run = tokio::process::Command::new("sh");
+    run.arg("-c").arg(&script).env_clear();
+    for (k, v) in c["environment"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .chain(c["secrets"].as_object().unwrap())
+    {
+        run.env(k, v.as_str().unwrap());
+    }
+    run.env("ECSCALE_METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let out = tokio::time::timeout(Duration::from_secs(60), run.output())
+        .await
+        .expect("three ticks within a minute")
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("acting only while it holds the lease"), "{log}");
+    // The lease and the target's state are in the stack's table.
+    let scanned = stack_script(&["scan", &table]);
+    let keys: Vec<&str> = scanned["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"leader"), "{keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("state/target/") && k.contains(&cluster)),
+        "{keys:?}"
+    );
+    let gone = stack_script(&["delete", &stack]);
+    assert!(
+        ["DELETE_COMPLETE", "GONE"].contains(&gone["status"].as_str().unwrap()),
+        "{gone}"
+    );
+    assert_eq!(gone["table_left"], false, "{gone}");
 }
