@@ -429,7 +429,7 @@ fn checks(
     start: DateTime<Utc>,
     not_spooled: u64,
 ) -> Vec<Check> {
-    let (from, to) = s.peak_phase();
+    let (busiest, from, to) = s.peak_phase();
     let marks: Vec<(DateTime<Utc>, &str)> = rec
         .faults
         .iter()
@@ -446,7 +446,10 @@ fn checks(
         &format!("{}/{}", s.spec.cluster, s.spec.service),
         s.spec.initial_tasks,
         s.slo_p95.as_secs_f64() * 1000.0,
-        (minute(start, from), minute(start, to)),
+        report::Phases {
+            busiest: (busiest, minute(start, from), minute(start, to)),
+            last: s.last_phase(),
+        },
         &marks,
     );
     checks.extend(report::group_checks(o, &s.spec));

@@ -393,22 +393,30 @@ fn row_at(rows: &[Row], t: DateTime<Utc>) -> Option<&Row> {
     rows.iter().rev().find(|r| r.t <= t)
 }
 
+/// The phases a run's checks are about, named as the scenario names them: its busiest phase
+/// (name, start, end) and its last one.
+pub struct Phases<'a> {
+    pub busiest: (&'a str, DateTime<Utc>, DateTime<Utc>),
+    pub last: &'a str,
+}
+
 /// What a scaling run must show: it scaled out, latency came back under the SLO during the
-/// hold, it scaled back in, it did not flap, and (when faults were injected) what was killed was
-/// replaced.
+/// busiest phase, it scaled back in by the end, it did not flap, and (when faults were injected)
+/// what was killed was replaced. Each label names the scenario's own phases.
 pub fn checks(
     o: &Outcome,
     service: &str,
     initial: u32,
     slo_ms: f64,
-    hold: (DateTime<Utc>, DateTime<Utc>),
+    phases: Phases<'_>,
     faults: &[(DateTime<Utc>, &str)],
 ) -> Vec<Check> {
+    let (busiest, hold) = (phases.busiest.0, (phases.busiest.1, phases.busiest.2));
     let mut out = Vec::new();
     let peak = o.rows.iter().map(|r| r.desired).max().unwrap_or(0);
     out.push(Check {
         passed: peak > initial,
-        what: format!("the service scaled out under the ramp: {initial} → {peak} tasks"),
+        what: format!("the service scaled out under the load: {initial} → {peak} tasks"),
     });
     // The last third of the hold, minutes right after a fault left out.
     let from = hold.1 - (hold.1 - hold.0) / 3;
@@ -426,7 +434,7 @@ pub fn checks(
     out.push(Check {
         passed: !late.is_empty() && over == 0,
         what: format!(
-            "p95 latency back under {slo_ms:.0} ms by the end of the hold: {} of the last {} minutes over",
+            "p95 latency back under {slo_ms:.0} ms by the end of `{busiest}`, the busiest phase: {} of its last {} minutes over",
             over,
             late.len()
         ),
@@ -434,7 +442,10 @@ pub fn checks(
     let last = o.rows.last().map(|r| r.desired).unwrap_or(0);
     out.push(Check {
         passed: last < peak && last <= initial.max(peak / 3),
-        what: format!("it scaled back in after the load fell: {peak} → {last} tasks"),
+        what: format!(
+            "it scaled back in by the end of `{}`, the last phase: {peak} → {last} tasks",
+            phases.last
+        ),
     });
     let svc: Vec<&ActionRow> = o.actions.iter().filter(|a| a.target == service).collect();
     // Flapping is going back and forth: out, in, out (or in, out, in) within 10 minutes. One

@@ -98,22 +98,27 @@ impl Scenario {
         self.phases.iter().map(|p| p.duration.as_secs_f64()).sum::<f64>() / 60.0
     }
 
-    /// The simulated span (start, end in minutes) of the phase with the highest mean rate
-    /// (the longest of those): where the checks expect latency back under the SLO.
-    pub fn peak_phase(&self) -> (f64, f64) {
+    /// The phase with the highest mean rate (the longest of those), and its simulated span
+    /// (start, end in minutes): where the checks expect latency back under the SLO.
+    pub fn peak_phase(&self) -> (&str, f64, f64) {
         let mut t = 0.0;
-        let mut best = (f64::MIN, 0.0, (0.0, 0.0));
+        let mut best = (f64::MIN, 0.0, ("", 0.0, 0.0));
         for p in &self.phases {
             let d = p.duration.as_secs_f64() / 60.0;
             let mean = p
                 .schedule()
                 .map_or(0.0, |s| s.total() as f64 / p.duration.as_secs_f64());
             if (mean, d) > (best.0, best.1) {
-                best = (mean, d, (t, t + d));
+                best = (mean, d, (p.name.as_str(), t, t + d));
             }
             t += d;
         }
         best.2
+    }
+
+    /// The last phase's name (where the checks expect the count back down).
+    pub fn last_phase(&self) -> &str {
+        self.phases.last().map_or("", |p| p.name.as_str())
     }
 
     /// The worker's tick interval.
@@ -535,7 +540,8 @@ mod tests {
         assert_eq!(s.spec.groups[0].task.cpu, 1024);
         assert_eq!(s.policies.len(), 3);
         assert_eq!(s.minutes(), 50.0);
-        assert_eq!(s.peak_phase(), (13.0, 28.0));
+        assert_eq!(s.peak_phase(), ("hold", 13.0, 28.0));
+        assert_eq!(s.last_phase(), "quiet");
         assert_eq!(s.faults.len(), 2);
         assert_eq!(s.tick(), Duration::from_secs(15));
     }

@@ -24,9 +24,9 @@ async fn the_demo_scales_survives_kills_ships_and_writes_a_report_that_renders()
         .arg(dir.path().join("spool")));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     for line in [
-        "✓ the service scaled out under the ramp: 3 → ",
-        "✓ p95 latency back under 250 ms by the end of the hold",
-        "✓ it scaled back in after the load fell",
+        "✓ the service scaled out under the load: 3 → ",
+        "✓ p95 latency back under 250 ms by the end of `hold`, the busiest phase",
+        "✓ it scaled back in by the end of `quiet`, the last phase",
         "✓ no flapping",
         "✓ the killed task at ",
         "✓ the killed instance at ",
