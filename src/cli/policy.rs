@@ -57,7 +57,7 @@ pub(super) struct BacktestArgs {
     pub(super) policy: Vec<PathBuf>,
     /// Recorded metrics: .csv (timestamp,METRIC,...) or .ndjson (with --simulate, repeat it, or
     /// name a folder, to run a suite of traces).
-    #[arg(long, required_unless_present = "from")]
+    #[arg(long, required_unless_present = "from", conflicts_with_all = ["service", "since", "period"])]
     pub(super) metrics: Vec<PathBuf>,
     /// Instead of --metrics: the service's own history, read from CloudWatch or from what
     /// ecscale shipped to Elasticsearch (with --config, --service, --since; as `trace export`).
@@ -80,11 +80,12 @@ pub(super) struct BacktestArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cpu,memory,request_count_per_target"
+        default_value = "cpu,memory,request_count_per_target",
+        conflicts_with = "simulate"
     )]
     per_task: Vec<String>,
     /// Print only the ticks that change the count.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "simulate")]
     changes_only: bool,
     /// How far back each tick sees, as the worker's `collect.lookback` (a forecast rule also
     /// sees its own window): the replay decides what the worker would on the same data.

@@ -13,7 +13,11 @@ use crate::sim::twin::{self, file, Estimate, Fitted, Twin};
 #[derive(Debug, clap::Args)]
 pub(super) struct FitArgs {
     /// The service's history: a trace file (as `trace export` writes it).
-    #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+    #[arg(
+        long,
+        conflicts_with_all = ["from", "service", "since", "period"],
+        required_unless_present = "from"
+    )]
     metrics: Option<PathBuf>,
     /// Instead of --metrics: read the history from CloudWatch or Elasticsearch (with --config,
     /// --service, --since).

@@ -682,3 +682,80 @@ fn validate_checks_policies_against_the_config() {
     );
     assert!(stderr.contains("2 mistakes in the policy files"), "{stderr}");
 }
+
+/// A flag that would do nothing in the combination given is refused (exit 2, naming both),
+/// never silently ignored: the open-loop replay's flags with `--simulate`, and the window of a
+/// service's history with a trace file.
+#[test]
+fn flags_that_would_do_nothing_together_are_refused() {
+    let web = "policies/web.yaml";
+    let step = "examples/traces/step.csv";
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &[
+                "backtest",
+                "--simulate",
+                "--changes-only",
+                "--policy",
+                web,
+                "--metrics",
+                step,
+            ],
+            "--simulate",
+            "--changes-only",
+        ),
+        (
+            &[
+                "backtest",
+                "--simulate",
+                "--per-task",
+                "cpu",
+                "--policy",
+                web,
+                "--metrics",
+                step,
+            ],
+            "--simulate",
+            "--per-task",
+        ),
+        (
+            &[
+                "backtest",
+                "--simulate",
+                "--lookback",
+                "5m",
+                "--policy",
+                web,
+                "--metrics",
+                step,
+            ],
+            "--simulate",
+            "--lookback",
+        ),
+        (
+            &["backtest", "--policy", web, "--metrics", step, "--since", "3d"],
+            "--metrics",
+            "--since",
+        ),
+        (
+            &["backtest", "--policy", web, "--metrics", step, "--service", "a/b"],
+            "--metrics",
+            "--service",
+        ),
+        (
+            &["twin", "fit", "--metrics", step, "--since", "3d"],
+            "--metrics",
+            "--since",
+        ),
+        (
+            &["twin", "fit", "--metrics", step, "--period", "5m"],
+            "--metrics",
+            "--period",
+        ),
+    ];
+    for (args, a, b) in cases {
+        let (code, _, stderr) = run(ecscale().args(*args));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(a) && stderr.contains(b), "{args:?}: {stderr}");
+    }
+}
