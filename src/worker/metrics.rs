@@ -106,6 +106,12 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(meter: ApiMeter, stale_after: Duration) -> Self {
+        // Every reload result from 0, so the first failure is an increase an alert can see
+        // (a counter series born at 1 shows none).
+        let reloads = Labeled::default();
+        for result in ["ok", "unchanged", "failed"] {
+            reloads.add(vec![("result", result.to_string())], 0);
+        }
         Metrics {
             meter,
             started: chrono::Utc::now(),
@@ -125,7 +131,7 @@ impl Metrics {
             waiting: Labeled::default(),
             ship: Mutex::new(None),
             notifications: Labeled::default(),
-            reloads: Labeled::default(),
+            reloads,
             reload: Mutex::new(None),
         }
     }

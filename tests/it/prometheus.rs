@@ -362,3 +362,55 @@ async fn prometheus_and_elasticsearch_at_ipv6_literal_urls() {
         .unwrap();
     assert!(count["count"].as_u64().unwrap_or(0) >= 1, "{count}");
 }
+
+/// The alerts on ecscale itself in the real Prometheus (`scripts/test-services` loads
+/// `deploy/prometheus-rules.yaml`, evaluated every second): a worker whose Elasticsearch does
+/// not answer raises EcscaleShipperDegraded (pending through its `for:`), a refused reload
+/// raises EcscaleReloadFailed at once, and the worker stopped raises EcscaleDown (pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_on_ecscale_go_true_in_prometheus() {
+    let s = stage("ap-southeast-1", "it-prom-alerts").await;
+    let name = unique("alerts");
+    let exporter = Exporter::start("ecscale_it_load 40\n").await;
+    scrape(&format!("{name}-load"), &exporter.addr);
+    let config = config(&s, &format!("ecscale_it_load{{it=\"{name}-load\"}}"));
+    let (port, nobody) = (crate::support::free_port(), crate::support::free_port());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "metrics_addr: 'off'",
+            &format!("metrics_addr: '127.0.0.1:{port}'"),
+        )
+        .replace(
+            "sink: {spool: {dir: spool}}",
+            &format!("sink: {{elasticsearch: {{url: 'http://127.0.0.1:{nobody}'}}, spool: {{dir: spool}}}}"),
+        );
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["run", "--config"]).arg(&config);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut worker = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    scrape(&name, &format!("127.0.0.1:{port}"));
+    let alert = |alert: &str| format!("ALERTS{{alertname=\"{alert}\", it=\"{name}\"}}");
+    until_at_least(&alert("EcscaleShipperDegraded"), 1.0).await;
+    // A broken policy file, reloaded: refused, the alert fires (no `for:`).
+    write(s.dir.path(), "policies.yaml", "target: [unclosed\n");
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!answer.status().is_success(), "{}", answer.status());
+    until_at_least(
+        &format!("ALERTS{{alertname=\"EcscaleReloadFailed\", alertstate=\"firing\", it=\"{name}\"}}"),
+        1.0,
+    )
+    .await;
+    // Stopped: nothing to scrape.
+    worker.kill().await.unwrap();
+    until_at_least(&alert("EcscaleDown"), 1.0).await;
+}
