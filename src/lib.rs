@@ -21,6 +21,7 @@ pub mod files;
 pub mod format;
 #[cfg(test)]
 mod fuzz;
+pub mod lsq;
 pub mod model;
 pub mod plot;
 pub mod policy;

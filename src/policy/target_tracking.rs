@@ -64,24 +64,6 @@ const NOISE_Z: f64 = 2.5;
 /// its estimate of the noise (fewer: a few quiet pairs by chance would let a noisy load go).
 const MIN_GUARD_HORIZONS: usize = 5;
 
-/// The least-squares line through `(x, y)` points: `(intercept, slope, r²)`.
-fn fit(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
-    let n = points.len() as f64;
-    if points.len() < 3 {
-        return None;
-    }
-    let (mx, my) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
-    let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
-    let syy: f64 = points.iter().map(|(_, y)| (y - my).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    (sxx > 0.0 && syy > 0.0).then(|| {
-        let slope = sxy / sxx;
-        (my - slope * mx, slope, sxy * sxy / (sxx * syy))
-    })
-}
-
 /// A trend is projected only when the line explains this much of the variation (a jump or
 /// noise is not a trend), and it still rises over the last third of its window at half its
 /// slope or more...
@@ -279,7 +261,8 @@ impl TargetTracking {
         let x =
             |t: DateTime<Utc>| (t - r.input.now).num_milliseconds() as f64 / 1000.0 + r.period as f64 / 2.0;
         let points: Vec<(f64, f64)> = slots.iter().zip(&demand).map(|((t, _), d)| (x(*t), *d)).collect();
-        let (a, slope, r2) = fit(&points)?;
+        let line = crate::lsq::Line::through(&points)?;
+        let (a, slope, r2) = (line.a, line.b, line.r2()?);
         let last = *demand.last()?;
         // Still rising at the end of the window: a step (flat, jump, flat) fits a line too.
         let k = (points.len() / 3)

@@ -156,6 +156,9 @@ pub fn of(policy: &TargetPolicy, doc: &Node) -> Vec<Knob> {
 /// The knobs of rule `i`, written at `node`.
 fn rule_knobs(i: usize, rule: &crate::policy::Rule, node: &Node) -> Vec<Knob> {
     let name = |key: &str| format!("{}.{key}", rule.name);
+    // A knob written at `key` of the rule.
+    let at =
+        |key: &str, unit, value, range, field| knob(name(key), get(node, key), unit, value, range, field);
     let mut out = Vec::new();
     if let Some(c) = get(node, "cooldown") {
         out.push(knob(
@@ -181,9 +184,8 @@ fn rule_knobs(i: usize, rule: &crate::policy::Rule, node: &Node) -> Vec<Knob> {
             let offset = tt.foreseen_target.map(|f| f - tt.target);
             let hi = (tt.target * 1.4).min(top - offset.unwrap_or(0.0));
             let decimals = usize::from(tt.target.fract() != 0.0);
-            let mut target = knob(
-                name("target"),
-                get(node, "target"),
+            let mut target = at(
+                "target",
                 Unit::Number(decimals),
                 tt.target,
                 (tt.target * 0.6, hi, (tt.target * 0.04).max(0.5)),
@@ -196,49 +198,43 @@ fn rule_knobs(i: usize, rule: &crate::policy::Rule, node: &Node) -> Vec<Knob> {
                 k.offset = Some(off);
             }
             out.push(target);
-            out.push(knob(
-                name("tolerance"),
-                get(node, "tolerance"),
+            out.push(at(
+                "tolerance",
                 Unit::Fraction { percent: true },
                 tt.tolerance,
                 (0.02, 0.2, 0.02),
                 Field::Tolerance(i),
             ));
-            out.push(knob(
-                name("scale_out_datapoints"),
-                get(node, "scale_out_datapoints"),
+            out.push(at(
+                "scale_out_datapoints",
                 Unit::Count,
                 tt.scale_out_datapoints as f64,
                 (1.0, 6.0, 1.0),
                 Field::OutDatapoints(i),
             ));
-            out.push(knob(
-                name("scale_in_datapoints"),
-                get(node, "scale_in_datapoints"),
+            out.push(at(
+                "scale_in_datapoints",
                 Unit::Count,
                 tt.scale_in_datapoints as f64,
                 (1.0, 15.0, 1.0),
                 Field::InDatapoints(i),
             ));
-            out.push(knob(
-                name("lead"),
-                get(node, "lead"),
+            out.push(at(
+                "lead",
                 Unit::Duration,
                 tt.lead.map_or(0.0, secs),
                 (0.0, 180.0, 15.0),
                 Field::Lead(i),
             ));
-            out.push(knob(
-                name("noise_guard"),
-                get(node, "noise_guard"),
+            out.push(at(
+                "noise_guard",
                 Unit::Duration,
                 tt.noise_guard.map_or(0.0, secs),
                 (0.0, 300.0, 30.0),
                 Field::NoiseGuard(i),
             ));
-            out.push(knob(
-                name("noise_absorbed"),
-                get(node, "noise_absorbed"),
+            out.push(at(
+                "noise_absorbed",
                 Unit::Fraction { percent: true },
                 tt.noise_absorbed,
                 (0.0, 0.5, 0.05),
@@ -246,9 +242,8 @@ fn rule_knobs(i: usize, rule: &crate::policy::Rule, node: &Node) -> Vec<Knob> {
             ));
         }
         RuleSpec::Predictive(p) => {
-            out.push(knob(
-                name("target_per_task"),
-                get(node, "target_per_task"),
+            out.push(at(
+                "target_per_task",
                 Unit::Number(0),
                 p.target_per_task,
                 (
@@ -258,9 +253,8 @@ fn rule_knobs(i: usize, rule: &crate::policy::Rule, node: &Node) -> Vec<Knob> {
                 ),
                 Field::PerTask(i),
             ));
-            out.push(knob(
-                name("confidence"),
-                get(node, "confidence"),
+            out.push(at(
+                "confidence",
                 Unit::Number(2),
                 p.confidence,
                 (0.5, 0.99, 0.05),

@@ -33,28 +33,6 @@ fn column(t: &Trace, id: &str) -> std::collections::BTreeMap<DateTime<Utc>, f64>
         .unwrap_or_default()
 }
 
-/// Ordinary least squares `y = a + b·x`: (a, b, standard error of a, of b).
-fn ols(points: &[(f64, f64)]) -> Option<(f64, f64, f64, f64)> {
-    let n = points.len() as f64;
-    if points.len() < 3 {
-        return None;
-    }
-    let (mx, my) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
-    let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
-    if sxx <= 0.0 {
-        return None;
-    }
-    let b = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum::<f64>() / sxx;
-    let a = my - b * mx;
-    let rss: f64 = points.iter().map(|(x, y)| (y - a - b * x).powi(2)).sum();
-    let s2 = rss / (n - 2.0);
-    let se_b = (s2 / sxx).sqrt();
-    let se_a = (s2 * (1.0 / n + mx * mx / sxx)).sqrt();
-    Some((a, b, se_a, se_b))
-}
-
 /// The minutes with a steady count: the same running count as the minute before, nothing
 /// starting, every column there. (minute, requests/s, running, cpu)
 fn steady_minutes(t: &Trace) -> Vec<(DateTime<Utc>, f64, f64, f64)> {
@@ -101,7 +79,9 @@ pub fn task_rate(t: &Trace) -> Estimate {
             points.len()
         ));
     }
-    let Some((a, b, se_a, se_b)) = ols(&points) else {
+    let Some((a, b, (se_a, se_b))) =
+        crate::lsq::Line::through(&points).map(|l| (l.a, l.b, l.standard_errors()))
+    else {
         return Estimate::missing("the requests per task never vary, so CPU cannot be told apart from idle");
     };
     if b <= 0.0 {
