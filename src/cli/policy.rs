@@ -88,7 +88,8 @@ pub(super) struct BacktestArgs {
     #[arg(long, conflicts_with = "simulate")]
     changes_only: bool,
     /// How far back each tick sees, as the worker's `collect.lookback` (a forecast rule also
-    /// sees its own window): the replay decides what the worker would on the same data.
+    /// sees its own window, and a rule that reads further back, as a burst guard's hour, what
+    /// it reads): the replay decides what the worker would on the same data.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, conflicts_with = "simulate")]
     lookback: std::time::Duration,
     /// Closed loop: replay the trace's load through the simulated cluster (tasks, instances,

@@ -65,10 +65,13 @@ pub struct Totals {
     pub above_target: Vec<AboveTarget>,
 }
 
-/// What a tick sees of each metric: the recent window (the worker's lookback) and, for a metric
-/// a forecast rule reads, its long window.
+/// What a tick sees of each metric: the recent window (the worker's lookback, or longer for a
+/// metric a rule reads further back) and, for a metric a forecast rule reads, its long window.
 struct Windows {
     recent: std::time::Duration,
+    /// A metric a rule reads further back than the lookback ([`crate::policy::Policy::window`]),
+    /// as the worker's lookback must then be: how far.
+    wider: BTreeMap<String, std::time::Duration>,
     long: BTreeMap<String, TimeDelta>,
 }
 
@@ -87,6 +90,11 @@ pub fn window_start(
 impl Windows {
     fn of(policy: &TargetPolicy, lookback: std::time::Duration) -> Self {
         let mut long: BTreeMap<String, TimeDelta> = BTreeMap::new();
+        let mut wider: BTreeMap<String, std::time::Duration> = BTreeMap::new();
+        for (metric, window) in policy.rules.iter().filter_map(|r| r.spec.policy().window()) {
+            let e = wider.entry(metric.to_string()).or_insert(lookback);
+            *e = (*e).max(window);
+        }
         for (metric, window, _) in policy.rules.iter().filter_map(|r| r.spec.policy().history()) {
             let w = TimeDelta::from_std(window).unwrap_or(TimeDelta::MAX);
             let e = long.entry(metric.to_string()).or_insert(w);
@@ -94,8 +102,15 @@ impl Windows {
         }
         Windows {
             recent: lookback,
+            wider,
             long,
         }
+    }
+}
+
+impl Windows {
+    fn recent_of(&self, metric: &str) -> std::time::Duration {
+        self.wider.get(metric).copied().unwrap_or(self.recent)
     }
 }
 
@@ -124,7 +139,7 @@ fn visible<'a>(
         set.insert(
             id,
             MetricData {
-                samples: since(list, window_start(now, windows.recent, period)),
+                samples: since(list, window_start(now, windows.recent_of(id), period)),
                 period_secs: period,
                 complete_until: now,
                 per_task: per_task.iter().any(|p| p == id),
@@ -356,19 +371,48 @@ mod tests {
     }
 
     async fn last_count(trace: &Trace, lookback: Duration) -> u32 {
-        let policy = crate::policy::load_str(
-            "target: {cluster: c, service: s}\nmin: 1\nmax: 40\nrules:\n  - {name: cpu, kind: target_tracking, metric: cpu, target: 50, noise_guard: 1m}\n",
-            "p.yaml",
-            Path::new("."),
-        )
-        .unwrap();
+        let ticks = ticks_of(trace, lookback, "noise_guard: 1m").await;
+        ticks.last().unwrap().0
+    }
+
+    /// The count after each tick, and its reason.
+    async fn ticks_of(trace: &Trace, lookback: Duration, keys: &str) -> Vec<(u32, String)> {
+        let text = format!("target: {{cluster: c, service: s}}\nmin: 1\nmax: 40\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 50, {keys}}}\n");
+        let policy = crate::policy::load_str(&text, "p.yaml", Path::new(".")).unwrap();
         let opts = Options {
             initial: Some(8),
             lookback,
             ..Options::default()
         };
-        let r = run(&policy[0], trace, &opts, &PluginRunner::default(), |_, _| {}).await;
-        r.ticks.last().unwrap().desired
+        let mut reasons = Vec::new();
+        let each = |d: Decision, _: &TickValues| reasons.push(d.reason);
+        let r = run(&policy[0], trace, &opts, &PluginRunner::default(), each).await;
+        r.ticks.iter().map(|t| t.desired).zip(reasons).collect()
+    }
+
+    /// A rule that reads further back than the lookback (a burst guard's hour) sees it, as the
+    /// worker would (`validate` makes its lookback cover it): at a 15-minute lookback, a burst
+    /// in each of the last four quarter hours keeps room, and the reason says so.
+    #[tokio::test]
+    async fn a_rule_reading_an_hour_sees_it_whatever_the_lookback() {
+        // CPU over the 8 tasks that ran (the `running` column): 160 % of a task, 360 % a minute
+        // in each quarter hour.
+        let t0: DateTime<Utc> = "2026-03-01T00:00:00Z".parse().unwrap();
+        let mut text = String::from("timestamp,cpu,running\n");
+        for k in 0..123 {
+            let cpu = if k % 15 == 7 && k < 120 { 45 } else { 20 };
+            let t = (t0 + TimeDelta::minutes(k)).format("%Y-%m-%dT%H:%M:%SZ");
+            text.push_str(&format!("{t},{cpu},8\n"));
+        }
+        let trace = crate::evaluate::trace::parse_csv(&text, "t.csv").unwrap();
+        let lookback = Duration::from_secs(15 * 60);
+        let keys = "noise_guard: 1m, burst_recurrence: 15m";
+        let ticks = ticks_of(&trace, lookback, keys).await;
+        let kept = |why: &str| why.contains("bursts back in each of the last 4 15m");
+        // Not while fewer than four quarter hours are there; then each refused scale-in says why.
+        assert!(ticks[..45].iter().all(|(_, why)| !kept(why)));
+        let (_, why) = ticks.last().unwrap();
+        assert!(kept(why), "{why}");
     }
 
     /// Datapoints older than the lookback change nothing, as in the worker: two hours of a

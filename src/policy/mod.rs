@@ -74,6 +74,12 @@ pub trait Policy: Send + Sync + fmt::Debug {
     fn history(&self) -> Option<(&str, std::time::Duration, std::time::Duration)> {
         None
     }
+
+    /// A metric whose recent datapoints it reads further back than a pass usually keeps, and
+    /// how far: the worker's `collect.lookback` must cover it.
+    fn window(&self) -> Option<(&str, std::time::Duration)> {
+        None
+    }
 }
 
 /// The rule kinds.
@@ -355,6 +361,11 @@ pub fn check_against_config(
                 path,
                 message,
             };
+            for (i, rule) in t.rules.iter().enumerate() {
+                if let Some(d) = lookback_short(config, rule) {
+                    out.push(at(rule.span, format!("rules[{i}]"), d));
+                }
+            }
             let (cluster, service) = match &t.target {
                 TargetKey::Service { cluster, service } => (cluster, service),
                 TargetKey::AutoScalingGroup { name } => {
@@ -432,6 +443,22 @@ pub fn check_against_config(
         }
     }
     out
+}
+
+/// Why the worker's lookback is too short for the datapoints a rule reads, if it is.
+fn lookback_short(config: &crate::config::Config, rule: &Rule) -> Option<String> {
+    let (metric, window) = rule.spec.policy().window()?;
+    let lookback = config.collect.lookback;
+    (window > lookback).then(|| {
+        format!(
+            "rule `{}` reads {} of `{metric}`, and collect.lookback in {} keeps {}: give collect.lookback: {} or more",
+            rule.name,
+            humantime::format_duration(window),
+            config.file.display(),
+            humantime::format_duration(lookback),
+            humantime::format_duration(window)
+        )
+    })
 }
 
 /// A task group's policy: the group must be in `groups:`, its metrics among the group's.

@@ -50,6 +50,12 @@ pub struct TargetTracking {
     /// The share of the demand the target's room absorbs (a rise this large is met by the
     /// scale-out rules in time): a fraction, 0.15 by default.
     pub noise_absorbed: f64,
+    /// With [`TargetTracking::noise_guard`]: also keep room for the largest rise that came back
+    /// in each of the last four spans this long (bursts that recur: a crawler, a busy hour's
+    /// spikes), however few pairs span each. One burst, a step or a herd falls in one span and
+    /// sets nothing; bursts that leave a span out set nothing either. The rule then reads four spans of datapoints
+    /// ([`Policy::window`]).
+    pub burst_recurrence: Option<Duration>,
     /// The target while a counted predictive rule of the same target forecasts from a learned
     /// day ([`EvalInput::foreseen`]): the recurring rises are then met ahead by the forecast's
     /// floor, so this rule keeps only the room for what the forecast misses.
@@ -59,6 +65,11 @@ pub struct TargetTracking {
 /// How many robust standard deviations of the recent rises [`TargetTracking::noise_guard`]
 /// covers: 2.5 is normal noise's 99.4th percentile.
 const NOISE_Z: f64 = 2.5;
+
+/// The spans [`TargetTracking::burst_recurrence`] looks back over: a rise must have come back in
+/// each of them to set the room (in three of four, occasional bursts of 1.5 to 3.5 times the
+/// load cost more than the SLO minutes they save).
+const BURST_SPANS: u32 = 4;
 
 /// How many horizons' worth of pairs [`TargetTracking::noise_guard`] needs before it trusts
 /// its estimate of the noise (fewer: a few quiet pairs by chance would let a noisy load go).
@@ -83,6 +94,7 @@ pub(super) const KEYS: &[&str] = &[
     "lead",
     "noise_guard",
     "noise_absorbed",
+    "burst_recurrence",
     "foreseen_target",
 ];
 
@@ -116,6 +128,25 @@ impl TargetTracking {
         let lead = m.opt::<Duration>(cx, "lead").filter(|d| !d.is_zero());
         let noise_guard = m.opt::<Duration>(cx, "noise_guard").filter(|d| !d.is_zero());
         let noise_absorbed = m.opt_with(cx, "noise_absorbed", read_fraction).unwrap_or(0.15);
+        let burst_recurrence = m.opt_with(cx, "burst_recurrence", |n, p, cx| {
+            let d = <Duration as crate::config::read::FromNode>::from_node(n, p, cx)?;
+            match noise_guard {
+                Some(h) if d > h => Some(d),
+                Some(h) => {
+                    let h = humantime::format_duration(h);
+                    cx.error(n.span, p, format!("must be longer than the noise_guard's {h}"));
+                    None
+                }
+                None => {
+                    cx.error(
+                        n.span,
+                        p,
+                        String::from("needs a noise_guard (the horizon of the rises it keeps room for)"),
+                    );
+                    None
+                }
+            }
+        });
         let foreseen_target = m.opt_with(cx, "foreseen_target", |n, p, cx| {
             let v = <f64 as crate::config::read::FromNode>::from_node(n, p, cx)?;
             let (t, cap) = (target.unwrap_or(0.0), saturation.unwrap_or(f64::INFINITY));
@@ -142,6 +173,7 @@ impl TargetTracking {
             lead,
             noise_guard,
             noise_absorbed,
+            burst_recurrence,
             foreseen_target,
         })
     }
@@ -152,6 +184,40 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 type Slots = Vec<(DateTime<Utc>, f64)>;
+
+/// The room a noise guard keeps, and whether recurring bursts set it.
+struct Rise {
+    room: f64,
+    burst: bool,
+}
+
+/// Normal noise's high quantile of the rises, robustly: the median and the median absolute
+/// deviation, so the few pairs that span one jump (a step, a herd, a cron's burst) set nothing;
+/// the quantile lies [`NOISE_Z`] scaled deviations above the median.
+fn robust_high(mut rises: Vec<f64>) -> f64 {
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mid = median(&mut rises);
+    let mut dev: Vec<f64> = rises.iter().map(|x| (x - mid).abs()).collect();
+    mid + NOISE_Z * 1.4826 * median(&mut dev)
+}
+
+/// The largest rise that came back in each of the last [`BURST_SPANS`] spans of `span` before
+/// `now` (the smallest of the spans' largest rises); `None` while a span has no pair yet.
+fn recurring_rise(rises: &[(DateTime<Utc>, f64)], now: DateTime<Utc>, span: Duration) -> Option<f64> {
+    let span = TimeDelta::from_std(span).ok()?.num_seconds().max(1);
+    let mut top = [f64::NEG_INFINITY; BURST_SPANS as usize];
+    for (t, v) in rises {
+        let k = (now - *t).num_seconds().div_euclid(span);
+        if let Some(slot) = usize::try_from(k).ok().and_then(|k| top.get_mut(k)) {
+            *slot = slot.max(*v);
+        }
+    }
+    let least = top.into_iter().fold(f64::INFINITY, f64::min);
+    least.is_finite().then_some(least)
+}
 
 /// The rule's view of its metric this tick.
 struct Reading<'a, 'i> {
@@ -380,46 +446,50 @@ impl TargetTracking {
     }
 
     /// How much the demand may rise within `horizon` above `from`, by its changes over every
-    /// pair of recent periods that far apart (0 when it mostly fell); with less than
+    /// pair of recent periods that far apart (0 when it mostly fell), or by the bursts that
+    /// recur ([`TargetTracking::burst_recurrence`]) when they rose more; with less than
     /// [`MIN_GUARD_HORIZONS`] horizons of pairs, all of the highest demand seen.
-    fn recent_rise(&self, r: &Reading<'_, '_>, horizon: Duration, from: f64) -> f64 {
+    fn recent_rise(&self, r: &Reading<'_, '_>, horizon: Duration, from: f64) -> Rise {
         let samples = r.view.history();
         let slots: Slots = samples.iter().map(|s| (s.timestamp, s.value)).collect();
         let demand = r.demand(&slots);
         // Whole periods apart (at least one), so pairs fall on the datapoints' grid.
         let period = r.period.max(1);
         let step = TimeDelta::seconds(((horizon.as_secs() as i64 + period / 2) / period).max(1) * period);
-        let mut rises: Vec<f64> = Vec::with_capacity(slots.len());
+        // Each pair's rise, at the start of its later period.
+        let mut rises: Vec<(DateTime<Utc>, f64)> = Vec::with_capacity(slots.len());
         let mut j = 0;
         for (i, (t, _)) in slots.iter().enumerate() {
             while j < slots.len() && slots[j].0 < *t + step {
                 j += 1;
             }
             match slots.get(j) {
-                Some((tj, _)) if *tj == *t + step => rises.push(demand[j] - demand[i]),
+                Some((tj, _)) if *tj == *t + step => rises.push((*tj, demand[j] - demand[i])),
                 Some(_) => {}
                 None => break,
             }
         }
         // Never more than the highest demand seen: the guard is at most a long stabilization.
         let highest = demand.iter().copied().fold(0.0, f64::max);
+        let cap = (highest - from).max(0.0);
         // Too few horizons of history (a worker or a service just started) say nothing of the
         // noise: keep everything seen, as a stabilization over the whole history would.
         let horizons = (step.num_seconds() / period).max(1) as usize;
         if rises.len() < MIN_GUARD_HORIZONS * horizons {
-            return (highest - from).max(0.0);
+            return Rise {
+                room: cap,
+                burst: false,
+            };
         }
-        // Robust: the median and the median absolute deviation, so the few pairs that span
-        // one jump (a step, a herd, a cron's burst) set nothing; normal noise's quantile then
-        // lies `z` scaled deviations above the median.
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let mid = median(&mut rises);
-        let mut dev: Vec<f64> = rises.iter().map(|x| (x - mid).abs()).collect();
-        let sigma = 1.4826 * median(&mut dev);
-        (mid + NOISE_Z * sigma).min(highest - from).max(0.0)
+        let noise = robust_high(rises.iter().map(|(_, v)| *v).collect());
+        let burst = self
+            .burst_recurrence
+            .and_then(|span| recurring_rise(&rises, r.input.now, span))
+            .filter(|b| *b > noise);
+        Rise {
+            room: burst.unwrap_or(noise).min(cap).max(0.0),
+            burst: burst.is_some(),
+        }
     }
 
     /// In when every datapoint is below the band, to the highest demand's count (plus the
@@ -431,9 +501,10 @@ impl TargetTracking {
         }
         let peak = inw.iter().map(|(_, v)| *v).fold(f64::MIN, f64::max);
         let peak_demand = r.demand(inw).into_iter().fold(0.0, f64::max);
-        let rise = self.noise_guard.map_or(0.0, |h| {
-            (self.recent_rise(r, h, peak_demand) - self.noise_absorbed * peak_demand).max(0.0)
-        });
+        let guard = self.noise_guard.map(|h| self.recent_rise(r, h, peak_demand));
+        let rise = guard
+            .as_ref()
+            .map_or(0.0, |g| (g.room - self.noise_absorbed * peak_demand).max(0.0));
         let want = ((peak_demand + rise) / r.target).ceil() as u32;
         let n = inw.len();
         let mut what = format!(
@@ -446,9 +517,16 @@ impl TargetTracking {
         if rise > 0.0 {
             let _ = write!(
                 what,
-                ", with room for a rise of {} tasks' worth (its noise within {})",
+                ", with room for a rise of {} tasks' worth (its noise within {}{})",
                 num(rise / r.target),
-                humantime::format_duration(self.noise_guard.unwrap_or_default())
+                humantime::format_duration(self.noise_guard.unwrap_or_default()),
+                match (guard.is_some_and(|g| g.burst), self.burst_recurrence) {
+                    (true, Some(span)) => format!(
+                        ", bursts back in each of the last {BURST_SPANS} {}",
+                        humantime::format_duration(span)
+                    ),
+                    _ => String::new(),
+                }
             );
         }
         if want >= current {
@@ -569,6 +647,12 @@ impl Policy for TargetTracking {
 
     fn tracks(&self) -> Option<(&str, f64)> {
         Some((&self.metric, self.target))
+    }
+
+    fn window(&self) -> Option<(&str, Duration)> {
+        let span = self.burst_recurrence?;
+        // The oldest span's first pairs start before it: it has fewer, which is enough.
+        Some((&self.metric, span * BURST_SPANS))
     }
 }
 
@@ -779,6 +863,69 @@ mod tests {
         // One step down after a plateau (a sawtooth's fall): its one jump sets nothing.
         let step: Vec<f64> = std::iter::repeat_n(80.0, 12).chain([40.0; 6]).collect();
         assert_eq!(at(&step, guarded).1, plain, "{}", at(&step, guarded).2);
+    }
+
+    #[test]
+    fn a_burst_guard_keeps_room_for_bursts_that_recur_and_none_for_fewer() {
+        let rules = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 60, warmup: 0s, scale_in_datapoints: 3, noise_guard: 1m, burst_recurrence: 15m}\n";
+        // 10 tasks, an hour at 40 % with a one-minute burst to 60 % in the quarter hours given
+        // (counted back from now), the last three minutes at 40 %.
+        let hour = |quarters: &[i64]| -> Vec<f64> {
+            (0..64)
+                .map(|i| {
+                    let ago = 64 - i;
+                    if quarters.iter().any(|q| ago == q * 15 + 7) {
+                        60.0
+                    } else {
+                        40.0
+                    }
+                })
+                .collect()
+        };
+        let at = |cpu: &[f64]| decide_on(rules, cpu, true, &[(70, 10)], 10, 10);
+        // Bursts in every quarter: room for the next one's rise (200 % of a task), less the 15 %
+        // of the 400 % the target absorbs: (400 + 140) / 60 → 9, where a plain rule goes to 7.
+        let d = at(&hour(&[0, 1, 2, 3]));
+        assert_eq!((d.action, d.desired), (Action::ScaleIn, 9), "{}", d.reason);
+        assert!(
+            d.reason.contains("bursts back in each of the last 4 15m"),
+            "{}",
+            d.reason
+        );
+        // In three of the four, two, one (a herd, a step) or none: nothing kept for them.
+        for quarters in [&[0, 2, 3][..], &[1, 3], &[2], &[]] {
+            let d = at(&hour(quarters));
+            assert_eq!(
+                (d.action, d.desired),
+                (Action::ScaleIn, 7),
+                "{quarters:?}: {}",
+                d.reason
+            );
+            assert!(!d.reason.contains("bursts"), "{}", d.reason);
+        }
+        // Less than four quarter hours seen (a worker just started): the plain noise guard.
+        let d = at(&hour(&[0, 1, 2, 3])[20..]);
+        assert!(!d.reason.contains("bursts"), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_burst_guard_needs_a_noise_guard_shorter_than_its_span() {
+        let load = |rule: &str| {
+            let text = format!("target: {{cluster: c, service: s}}\nmin: 1\nmax: 4\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 60, {rule}}}\n");
+            crate::policy::load_str(&text, "t.yaml", Path::new(".")).map(|mut p| p.remove(0))
+        };
+        let err = load("burst_recurrence: 15m").unwrap_err().to_string();
+        assert!(
+            err.contains("t.yaml:5:") && err.contains("burst_recurrence: needs a noise_guard"),
+            "{err}"
+        );
+        let err = load("noise_guard: 20m, burst_recurrence: 15m")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be longer than the noise_guard's 20m"), "{err}");
+        let p = load("noise_guard: 1m, burst_recurrence: 15m").unwrap();
+        let rule = p.rules[0].spec.policy();
+        assert_eq!(rule.window(), Some(("cpu", std::time::Duration::from_secs(3600))));
     }
 
     #[test]

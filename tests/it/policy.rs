@@ -683,6 +683,42 @@ fn validate_checks_policies_against_the_config() {
     assert!(stderr.contains("2 mistakes in the policy files"), "{stderr}");
 }
 
+/// A rule that reads further back than the worker's lookback (a burst guard's hour) is refused
+/// by `validate`, naming the rule's line, how far it reads and the config's lookback; with the
+/// lookback it needs, the same files are valid.
+#[test]
+fn validate_refuses_a_lookback_shorter_than_a_rule_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    write(
+        &dir.path().join("policies"),
+        "web.yaml",
+        "target: {cluster: production, service: web}\nmin: 1\nmax: 5\nrules:\n  - {name: cpu, kind: target_tracking, metric: cpu, target: 60, noise_guard: 1m, burst_recurrence: 15m}\n",
+    );
+    let config = |lookback: &str| {
+        write(
+            dir.path(),
+            "ecscale.yaml",
+            &format!("schedule: {{interval: 30s}}\ncollect: {{lookback: {lookback}}}\nclusters:\n  - name: production\n    services: [web]\npolicies: [policies/*.yaml]\n"),
+        )
+    };
+    let short = config("15m");
+    let (code, _, stderr) = run(ecscale().arg("validate").arg("--config").arg(&short));
+    assert_eq!(code, 2, "{stderr}");
+    let web = dir.path().join("policies/web.yaml");
+    assert!(
+        stderr.contains(&format!(
+            "{}:5:5: rules[0]: rule `cpu` reads 1h of `cpu`, and collect.lookback in {} keeps 15m: give collect.lookback: 1h or more",
+            web.display(),
+            short.display()
+        )),
+        "{stderr}"
+    );
+    let enough = config("1h");
+    let (code, _, stderr) = run(ecscale().arg("validate").arg("--config").arg(&enough));
+    assert_eq!(code, 0, "{stderr}");
+}
+
 /// A flag that would do nothing in the combination given is refused (exit 2, naming both),
 /// never silently ignored: the open-loop replay's flags with `--simulate`, and the window of a
 /// service's history with a trace file.
