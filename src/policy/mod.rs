@@ -366,79 +366,86 @@ pub fn check_against_config(
                     out.push(at(rule.span, format!("rules[{i}]"), d));
                 }
             }
-            let (cluster, service) = match &t.target {
-                TargetKey::Service { cluster, service } => (cluster, service),
-                TargetKey::AutoScalingGroup { name } => {
-                    out.extend(check_group(config, t, name, &at));
-                    continue;
-                }
-                TargetKey::TaskGroup { cluster, group } => {
-                    out.extend(check_task_group(config, t, cluster, group, &at));
-                    continue;
-                }
-            };
-            let Some(c) = config.clusters.iter().find(|c| &c.name == cluster) else {
-                let known: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
-                out.push(at(
-                    t.span,
-                    "target.cluster".into(),
-                    format!(
-                        "cluster `{cluster}` is not in {} (clusters: {})",
-                        config.file.display(),
-                        known.join(", ")
-                    ),
-                ));
-                continue;
-            };
-            let named = c
-                .services
-                .iter()
-                .find(|s| crate::model::arn_name(&s.name) == service);
-            if named.is_none() && c.discover.is_none() {
-                out.push(at(
-                    t.span,
-                    "target.service".into(),
-                    format!(
-                        "service `{service}` is not among cluster {cluster}'s services in {} and the cluster discovers none",
-                        config.file.display()
-                    ),
-                ));
-                continue;
-            }
-            // Collected for sure, and (without a configured target group) what a target group
-            // that ECS reports attached would add.
-            let configured_tg = named.is_some_and(|s| s.target_group.is_some());
-            let ids = |tg: bool| -> Vec<String> {
-                c.metrics_of(named, &config.collect, tg)
-                    .into_iter()
-                    .map(|m| m.id)
-                    .collect()
-            };
-            let mut known = ids(configured_tg);
-            known.sort();
-            let with_attached: Vec<String> = ids(true).into_iter().filter(|id| !known.contains(id)).collect();
-            let listing = if with_attached.is_empty() {
+            out.extend(match &t.target {
+                TargetKey::Service { cluster, service } => check_service(config, t, cluster, service, &at),
+                TargetKey::AutoScalingGroup { name } => check_group(config, t, name, &at),
+                TargetKey::TaskGroup { cluster, group } => check_task_group(config, t, cluster, group, &at),
+            });
+        }
+    }
+    out
+}
+
+/// A service's policy: its cluster is configured, the service is named there (or discovered),
+/// and each metric its rules read is collected for it.
+fn check_service(
+    config: &crate::config::Config,
+    t: &TargetPolicy,
+    cluster: &str,
+    service: &str,
+    at: &dyn Fn(Span, String, String) -> crate::config::Diagnostic,
+) -> Vec<crate::config::Diagnostic> {
+    let mut out = Vec::new();
+    let Some(c) = config.clusters.iter().find(|c| &c.name == cluster) else {
+        let known: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+        out.push(at(
+            t.span,
+            "target.cluster".into(),
+            format!(
+                "cluster `{cluster}` is not in {} (clusters: {})",
+                config.file.display(),
                 known.join(", ")
-            } else {
-                format!(
-                    "{}; {} when ECS reports a target group",
-                    known.join(", "),
-                    with_attached.join(", ")
-                )
-            };
-            for (i, rule) in t.rules.iter().enumerate() {
-                for metric in rule.spec.policy().metrics() {
-                    if !known.iter().chain(&with_attached).any(|k| k == metric) {
-                        out.push(at(
-                            rule.span,
-                            format!("rules[{i}]"),
-                            format!(
-                                "rule `{}` reads `{metric}`, which is not collected for {cluster}/{service} (collected: {listing})",
-                                rule.name
-                            ),
-                        ));
-                    }
-                }
+            ),
+        ));
+        return out;
+    };
+    let named = c
+        .services
+        .iter()
+        .find(|s| crate::model::arn_name(&s.name) == service);
+    if named.is_none() && c.discover.is_none() {
+        out.push(at(
+            t.span,
+            "target.service".into(),
+            format!(
+                "service `{service}` is not among cluster {cluster}'s services in {} and the cluster discovers none",
+                config.file.display()
+            ),
+        ));
+        return out;
+    }
+    // Collected for sure, and (without a configured target group) what a target group
+    // that ECS reports attached would add.
+    let configured_tg = named.is_some_and(|s| s.target_group.is_some());
+    let ids = |tg: bool| -> Vec<String> {
+        c.metrics_of(named, &config.collect, tg)
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    let mut known = ids(configured_tg);
+    known.sort();
+    let with_attached: Vec<String> = ids(true).into_iter().filter(|id| !known.contains(id)).collect();
+    let listing = if with_attached.is_empty() {
+        known.join(", ")
+    } else {
+        format!(
+            "{}; {} when ECS reports a target group",
+            known.join(", "),
+            with_attached.join(", ")
+        )
+    };
+    for (i, rule) in t.rules.iter().enumerate() {
+        for metric in rule.spec.policy().metrics() {
+            if !known.iter().chain(&with_attached).any(|k| k == metric) {
+                out.push(at(
+                    rule.span,
+                    format!("rules[{i}]"),
+                    format!(
+                        "rule `{}` reads `{metric}`, which is not collected for {cluster}/{service} (collected: {listing})",
+                        rule.name
+                    ),
+                ));
             }
         }
     }
