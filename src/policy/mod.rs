@@ -386,7 +386,7 @@ fn check_service(
     at: &dyn Fn(Span, String, String) -> crate::config::Diagnostic,
 ) -> Vec<crate::config::Diagnostic> {
     let mut out = Vec::new();
-    let Some(c) = config.clusters.iter().find(|c| &c.name == cluster) else {
+    let Some(c) = config.clusters.iter().find(|c| c.name == cluster) else {
         let known: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
         out.push(at(
             t.span,
