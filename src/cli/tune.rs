@@ -205,6 +205,12 @@ pub(super) async fn run(args: TuneArgs, _vars: &Vars) -> Result<u8, Failure> {
     let values = tuned.values.clone();
     let text = knobs::rewrite(&source, &knobs::edits(&subject.knobs, &values))
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.policy.display()))?;
+    // What is written must load as it was tuned: a knob's value the policy reader refuses
+    // would be a bug in the knobs' ranges, and nothing is written.
+    let out = args.out.display().to_string();
+    let base = args.policy.parent().map(Path::to_path_buf).unwrap_or_default();
+    crate::policy::load_str(&text, &out, &base)
+        .map_err(|d| anyhow::anyhow!("the tuned policy would not load (a bug in tune's ranges):\n{d}"))?;
     crate::files::write_atomically(&args.out, text.as_bytes())
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.out.display()))?;
     match args.format {

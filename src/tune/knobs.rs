@@ -226,11 +226,16 @@ fn rule_knobs(i: usize, rule: &crate::policy::Rule, node: &Node) -> Vec<Knob> {
                 (0.0, 180.0, 15.0),
                 Field::Lead(i),
             ));
+            // A burst guard needs a noise guard shorter than its span: never 0s, never as long.
+            let guard = match tt.burst_recurrence {
+                Some(span) => (30.0, (secs(span) - 30.0).clamp(30.0, 300.0), 30.0),
+                None => (0.0, 300.0, 30.0),
+            };
             out.push(at(
                 "noise_guard",
                 Unit::Duration,
                 tt.noise_guard.map_or(0.0, secs),
-                (0.0, 300.0, 30.0),
+                guard,
                 Field::NoiseGuard(i),
             ));
             out.push(at(

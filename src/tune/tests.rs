@@ -86,6 +86,30 @@ fn the_example_policy_s_knobs_are_found_where_its_file_writes_them() {
     assert_eq!((lead.value, lead.texts(90.0)[0].as_str()), (45.0, "1m 30s"));
 }
 
+/// Whatever the search picks within the knobs' ranges, the written file loads: every knob at
+/// its lowest, then at its highest (the noise guard never 0s under a burst guard, which needs
+/// one).
+#[test]
+fn every_knob_at_either_end_of_its_range_writes_a_policy_that_loads() {
+    let s = subject();
+    let web = include_str!("../../policies/web.yaml");
+    for end in ["lowest", "highest"] {
+        let values: Vec<f64> = s
+            .knobs
+            .iter()
+            .map(|k| if end == "lowest" { k.lo } else { k.hi })
+            .map(|v| v.max(0.0))
+            .zip(&s.knobs)
+            .map(|(v, k)| k.clamp(v))
+            .collect();
+        let tuned = knobs::rewrite(web, &knobs::edits(&s.knobs, &values)).unwrap();
+        let loaded = crate::policy::load_str(&tuned, "tuned.yaml", Path::new("."));
+        assert!(loaded.is_ok(), "{end}: {}\n{tuned}", loaded.unwrap_err());
+    }
+    let guard = s.knobs.iter().find(|k| k.name == "cpu.noise_guard").unwrap();
+    assert!(guard.lo > 0.0, "{}", guard.lo);
+}
+
 #[test]
 fn a_tuned_file_keeps_the_input_s_comments_and_layout_and_reads_back_as_the_values_tuned() {
     let s = subject();
