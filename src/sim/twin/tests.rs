@@ -13,16 +13,18 @@ fn t0() -> DateTime<Utc> {
     "2026-11-23T00:00:00Z".parse().unwrap()
 }
 
-/// Levels held 45 minutes each: quiet, busy, quiet, as a day would bring them.
+/// Levels held 45 minutes each: quiet, busy, quiet, busy again, as a day would bring them
+/// (two rises, so the group launches enough instances to time their boot).
+const LEVELS: [f64; 10] = [20.0, 60.0, 150.0, 300.0, 420.0, 200.0, 80.0, 30.0, 250.0, 440.0];
+
 fn levels(t: DateTime<Utc>) -> f64 {
-    const L: [f64; 8] = [20.0, 60.0, 150.0, 300.0, 420.0, 200.0, 80.0, 30.0];
     let k = ((t - t0()).num_minutes() / 45) as usize;
-    L[k.min(L.len() - 1)]
+    LEVELS[k.min(LEVELS.len() - 1)]
 }
 
 /// History made by the example policies on a simulated service with these parameters.
 async fn history(spec: Spec) -> Trace {
-    let minutes = 8 * 45;
+    let minutes = LEVELS.len() as i64 * 45;
     let sim = Sim::new(spec.clone(), t0(), Clock::Manual);
     let config = run::config(&spec, Duration::from_secs(15)).unwrap();
     let policies = run::policies(&[run::WEB_POLICY, run::CAPACITY_POLICY]).unwrap();
