@@ -53,8 +53,8 @@ pub struct TargetTracking {
     /// With [`TargetTracking::noise_guard`]: also keep room for the largest rise that came back
     /// in each of the last four spans this long (bursts that recur: a crawler, a busy hour's
     /// spikes), however few pairs span each. One burst, a step or a herd falls in one span and
-    /// sets nothing; bursts that leave a span out set nothing either. The rule then reads four spans of datapoints
-    /// ([`Policy::window`]).
+    /// sets nothing; bursts that leave a span out set nothing either. The rule then reads four
+    /// spans of datapoints ([`Policy::window`]).
     pub burst_recurrence: Option<Duration>,
     /// The target while a counted predictive rule of the same target forecasts from a learned
     /// day ([`EvalInput::foreseen`]): the recurring rises are then met ahead by the forecast's
