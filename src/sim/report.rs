@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::cluster::Event;
 use super::run::{violates, ActionRow, Outcome, Totals};
 use super::Row;
 use crate::plot::{self, esc, Axis, Chart, Line, Marker, Style, COLORS};
@@ -462,38 +463,7 @@ pub fn checks(
         what: format!("no flapping: {flaps} back-and-forth change(s) of direction within 10 minutes"),
     });
     for (at, what) in faults {
-        // A loss is not demand: no scale-out above the count set before it, while it is replaced.
-        let before = row_at(&o.rows, *at - TimeDelta::minutes(1)).map_or(0, |r| r.desired);
-        let after = o
-            .rows
-            .iter()
-            .filter(|r| r.t >= *at && r.t < *at + TimeDelta::minutes(5))
-            .map(|r| r.desired)
-            .max()
-            .unwrap_or(0);
-        out.push(Check {
-            passed: after <= before,
-            what: format!(
-                "{what} at {}: no scale-out for the loss ({before} desired before, at most {after} in the 5 minutes after)",
-                at.format("%H:%M")
-            ),
-        });
-        let later = *at + TimeDelta::minutes(4);
-        let r = row_at(&o.rows, later);
-        let ok = r.is_some_and(|r| r.running >= r.desired);
-        let replaced = o
-            .events
-            .iter()
-            .any(|e| e.at > *at && matches!(e.kind, "task_started" | "instance_in_service"));
-        out.push(Check {
-            passed: ok && replaced,
-            what: format!(
-                "{what} at {}: replaced, {} running of {} desired 4 minutes later",
-                at.format("%H:%M"),
-                r.map_or(0, |r| r.running),
-                r.map_or(0, |r| r.desired)
-            ),
-        });
+        out.extend(fault_checks(&o.rows, &o.events, &svc, *at, what));
     }
     let mut streak = 0;
     let mut longest = 0;
@@ -506,6 +476,71 @@ pub fn checks(
         what: format!("capacity in time: tasks waited for an instance at most {longest} minute(s) in a row"),
     });
     out
+}
+
+/// What a fault at `at` must show: no scale-out for the loss (a failure names the action and
+/// its reason), and what was killed replaced within 4 minutes.
+fn fault_checks(
+    rows: &[Row],
+    events: &[Event],
+    svc: &[&ActionRow],
+    at: DateTime<Utc>,
+    what: &str,
+) -> [Check; 2] {
+    // A loss is not demand: no scale-out above the count set before it while the loss is in the
+    // data, until a minute after its replacements run (or 5 minutes when they do not). Later, a
+    // scale-out answers the load, as the flapping check judges.
+    let before = row_at(rows, at - TimeDelta::minutes(1)).map_or(0, |r| r.desired);
+    let limit = at + TimeDelta::minutes(5);
+    let whole = rows
+        .iter()
+        .find(|r| r.t >= at && r.running >= r.desired)
+        .map_or(limit, |r| (r.t + TimeDelta::minutes(2)).min(limit));
+    let after = rows
+        .iter()
+        .filter(|r| r.t >= at && r.t < whole)
+        .map(|r| r.desired)
+        .max()
+        .unwrap_or(0);
+    // A failure names the scale-out and its reason: the check runs on a live, timed loop.
+    let why = svc
+        .iter()
+        .find(|a| a.at >= at && a.at < whole && a.to > before)
+        .map(|a| {
+            format!(
+                ": {} → {} at {} by {}",
+                a.from,
+                a.to,
+                a.at.format("%H:%M:%S"),
+                a.reason
+            )
+        })
+        .filter(|_| after > before)
+        .unwrap_or_default();
+    let no_scale_out = Check {
+        passed: after <= before,
+        what: format!(
+            "{what} at {}: no scale-out for the loss ({before} desired before, at most {after} until {}){why}",
+            at.format("%H:%M"),
+            whole.format("%H:%M")
+        ),
+    };
+    let later = at + TimeDelta::minutes(4);
+    let r = row_at(rows, later);
+    let ok = r.is_some_and(|r| r.running >= r.desired);
+    let started = events
+        .iter()
+        .any(|e| e.at > at && matches!(e.kind, "task_started" | "instance_in_service"));
+    let replaced = Check {
+        passed: ok && started,
+        what: format!(
+            "{what} at {}: replaced, {} running of {} desired 4 minutes later",
+            at.format("%H:%M"),
+            r.map_or(0, |r| r.running),
+            r.map_or(0, |r| r.desired)
+        ),
+    };
+    [no_scale_out, replaced]
 }
 
 /// The longest run of minutes in which a group's spread over zones was off by more than one
@@ -602,5 +637,109 @@ mod clip_tests {
             clipped_label("p95".into(), spike.into_iter(), 1000.0),
             "p95 (drawn up to 1000 ms; worst 3412 ms at 22:16)"
         );
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    /// Minutes of (desired, running) from `t0`, a minute a row.
+    fn rows(t0: DateTime<Utc>, counts: &[(u32, u32)]) -> Vec<Row> {
+        let row = |(i, (desired, running)): (usize, &(u32, u32))| Row {
+            t: t0 + TimeDelta::minutes(i as i64),
+            rps: 360.0,
+            requests: 21_600.0,
+            errors_per_s: 0.0,
+            p50_ms: None,
+            p95_ms: None,
+            p99_ms: None,
+            cpu: None,
+            desired: *desired,
+            running: *running,
+            pending: desired.saturating_sub(*running),
+            provisioning: 0,
+            instances: 4,
+            booting: 0,
+            draining: 0,
+            group_desired: 4,
+            cpu_reservation: None,
+            task_seconds: 0.0,
+            groups: Vec::new(),
+        };
+        counts.iter().enumerate().map(row).collect()
+    }
+
+    fn scale_out(at: DateTime<Utc>, from: u32, to: u32) -> ActionRow {
+        ActionRow {
+            at,
+            target: "production/web".into(),
+            from,
+            to,
+            rule: Some("cpu".into()),
+            reason: "cpu 86 > target 67".into(),
+        }
+    }
+
+    fn started(at: DateTime<Utc>) -> Event {
+        Event {
+            at,
+            kind: "task_started",
+            text: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_scale_out_while_the_loss_is_in_the_data_fails_and_one_after_it_is_the_loads() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let kill = t0 + TimeDelta::minutes(2);
+        let m = |k: i64, s: i64| t0 + TimeDelta::minutes(k) + TimeDelta::seconds(s);
+        let events = [started(m(2, 50))];
+        // Replaced within the kill's minute: the window ends two rows later.
+        let whole = [
+            (14, 14),
+            (14, 14),
+            (14, 14),
+            (14, 14),
+            (16, 14),
+            (16, 16),
+            (16, 16),
+        ];
+        let late = scale_out(m(4, 35), 14, 16);
+        let [no_out, replaced] = fault_checks(&rows(t0, &whole), &events, &[&late], kill, "killed instance");
+        assert!(no_out.passed, "{}", no_out.what);
+        assert!(no_out.what.contains("at most 14 until"), "{}", no_out.what);
+        assert!(replaced.passed, "{}", replaced.what);
+        // The same scale-out while the replacements still start is the loss's.
+        let starting = [
+            (14, 14),
+            (14, 14),
+            (14, 10),
+            (16, 12),
+            (16, 16),
+            (16, 16),
+            (16, 16),
+        ];
+        let early = scale_out(m(3, 10), 14, 16);
+        let [no_out, _] = fault_checks(&rows(t0, &starting), &events, &[&early], kill, "killed instance");
+        assert!(!no_out.passed);
+        assert!(
+            no_out.what.contains("14 → 16 at") && no_out.what.contains("by cpu 86"),
+            "{}",
+            no_out.what
+        );
+        // Never replaced: five minutes are the loss's, and nothing counts as replaced.
+        let never = [
+            (14, 14),
+            (14, 14),
+            (14, 10),
+            (14, 10),
+            (14, 10),
+            (14, 10),
+            (18, 10),
+            (18, 10),
+        ];
+        let [no_out, replaced] = fault_checks(&rows(t0, &never), &[], &[], kill, "killed instance");
+        assert!(!no_out.passed && !replaced.passed, "{}", no_out.what);
     }
 }
