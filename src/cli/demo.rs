@@ -39,8 +39,8 @@ pub(super) struct DemoArgs {
     /// Where to write the HTML report.
     #[arg(long, value_name = "OUT.html", default_value = "ecscale-demo.html")]
     report: PathBuf,
-    /// Simulated seconds per real second (default: the scenario's; 20 runs its 50 minutes in
-    /// 2.5).
+    /// Simulated seconds per real second, 1 to 90 (default: the scenario's; 20 runs its 50
+    /// minutes in 2.5).
     #[arg(long)]
     speed: Option<f64>,
     /// The spool directory.
@@ -63,11 +63,7 @@ fn read_scenario(a: &DemoArgs) -> Result<Scenario, Failure> {
     let source = a.scenario.as_deref().map_or(Source::Embedded, Source::File);
     let mut s = scenario::load(source).map_err(|d| invalid(anyhow::anyhow!("{d}")))?;
     if let Some(speed) = a.speed {
-        if !(1.0..=120.0).contains(&speed) {
-            return Err(invalid(anyhow::anyhow!(
-                "--speed {speed}: must be between 1 and 120 (simulated seconds per real second)"
-            )));
-        }
+        scenario::check_speed(speed).map_err(|e| invalid(anyhow::anyhow!("--speed {speed}: {e}")))?;
         s.speed = speed;
     }
     if let Some(url) = &a.es {

@@ -134,12 +134,15 @@ fn the_demo_scenario_is_read_by_the_users_readers_and_a_mistake_starts_nothing()
 
 #[test]
 fn the_demo_refuses_a_bad_speed_or_url_before_starting() {
-    let (code, _, stderr) = run(ecscale().args(["demo", "--speed", "0.5"]));
-    assert_eq!(code, 2);
-    assert!(
-        stderr.contains("--speed 0.5: must be between 1 and 120"),
-        "{stderr}"
-    );
+    for (speed, shown) in [("0.5", "0.5"), ("120", "120")] {
+        let (code, _, stderr) = run(ecscale().args(["demo", "--speed", speed]));
+        assert_eq!(code, 2);
+        assert!(
+            stderr.contains(&format!("--speed {shown}: must be between 1 and 90")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("to measure a task's CPU steadily"), "{stderr}");
+    }
     let (code, _, stderr) = run(ecscale().args(["demo", "--es", "ftp://x"]));
     assert_eq!(code, 2);
     assert!(stderr.contains("--es: `ftp://x`"), "{stderr}");
