@@ -347,6 +347,26 @@ impl TargetTracking {
         })
     }
 
+    /// Whether the count in force carries a per-task metric's demand within the band.
+    fn carried(&self, r: &Reading<'_, '_>, demand: &[f64]) -> bool {
+        r.view.per_task() && mean(demand) / f64::from(r.input.current.max(1)) <= r.hi
+    }
+
+    fn carried_reason(&self, r: &Reading<'_, '_>, out: &[(DateTime<Utc>, f64)], d: &[f64]) -> String {
+        let current = r.input.current;
+        let values: Vec<f64> = out.iter().map(|(_, v)| *v).collect();
+        format!(
+            "{} {}{} > target {} (+{}%) for {n}/{n} datapoints, but {} per task of the {current} set: within the band",
+            self.metric,
+            num(mean(&values)),
+            r.over(out, d),
+            r.shown,
+            r.tol,
+            num(mean(d) / f64::from(current.max(1))),
+            n = values.len(),
+        )
+    }
+
     /// Out when every datapoint is above the band, or when the rising trend will take the
     /// count in force above it within `lead`.
     fn scale_out(&self, r: &Reading<'_, '_>, out: &[(DateTime<Utc>, f64)]) -> Option<Recommendation> {
@@ -355,7 +375,7 @@ impl TargetTracking {
         let latest = values.last().copied().unwrap_or(0.0);
         // A saturated datapoint needs no confirmation: the load is over capacity now.
         let saturated = self.saturation.is_some_and(|s| latest >= s);
-        let hot = !values.is_empty() && (values.iter().all(|v| *v > r.hi) || saturated);
+        let mut hot = !values.is_empty() && (values.iter().all(|v| *v > r.hi) || saturated);
         let ahead = self
             .projection(r)
             .filter(|p| p.demand / f64::from(current.max(1)) > r.hi);
@@ -364,6 +384,15 @@ impl TargetTracking {
         }
         let d = r.demand(out);
         let n = values.len();
+        if hot && !saturated && self.carried(r, &d) {
+            // Fewer tasks carried the values than the count in force (a task or an instance
+            // lost, tasks still starting), and the count in force carries their load within
+            // the band: the per-task values are hot because of the count, not the load.
+            if ahead.is_none() {
+                return Some(self.hold(current, self.carried_reason(r, out, &d), Some(latest)));
+            }
+            hot = false;
+        }
         let mut need = if hot {
             (mean(&d) / r.target).ceil() as u32
         } else {
@@ -822,10 +851,24 @@ mod tests {
         let d = decide_on(CPU, &cpu, true, &[(30, 10), (2, 7)], 10, 7);
         assert_eq!(d.action, Action::Hold, "{}", d.reason);
         assert!(
-            d.reason.contains("over 7 running") && d.reason.contains("already carry"),
+            d.reason.contains("over 7 running")
+                && d.reason.contains("59.99 per task of the 10 set: within the band"),
             "{}",
             d.reason
         );
+        // At the band's edge: 7 at 92 % are 64.4 % over the 10 set, within 54..66 %, where the
+        // demand's own count (ceil 10.7) would have added one; 7 at 97 % are 67.9 %, above it.
+        for (hot, want) in [(92.0, 10), (97.0, 12)] {
+            let d = decide_on(
+                CPU,
+                &[60.0, 60.0, 60.0, hot, hot],
+                true,
+                &[(30, 10), (2, 7)],
+                10,
+                7,
+            );
+            assert_eq!(d.desired, want, "{}", d.reason);
+        }
         // Read over the count in force instead, the same values ask for 15.
         let d = decide_on(CPU, &cpu, false, &[(30, 10), (2, 7)], 10, 7);
         assert_eq!((d.action, d.desired), (Action::ScaleOut, 15), "{}", d.reason);
