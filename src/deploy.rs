@@ -40,10 +40,13 @@ pub fn read_template(path: &Path) -> Result<Stack, String> {
     let text =
         crate::config::read::read_bounded(path, MAX_TEMPLATE_BYTES).map_err(|e| format!("{file}: {e}"))?;
     let docs = parse_documents(&text).map_err(|e| {
-        format!(
-            "{file}:{}:{}: {} (intrinsics in short form, `!Ref`, are not read: write `{{Ref: X}}`)",
-            e.span.line, e.span.col, e.message
-        )
+        // The hint only where it helps: a tag is what a short-form intrinsic reads as.
+        let hint = if e.message.contains("tags") {
+            " (intrinsics in short form, `!Ref`, are not read: write `{Ref: X}`)"
+        } else {
+            ""
+        };
+        format!("{file}:{}:{}: {}{hint}", e.span.line, e.span.col, e.message)
     })?;
     let root = docs.first().ok_or_else(|| format!("{file}: empty"))?;
     let role = get(root, "Resources")

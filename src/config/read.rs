@@ -24,10 +24,16 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.span.line == 0 {
-            write!(f, "{}: {}: {}", self.file, self.path, self.message)
+        // The whole document has no field path to name: the position says where.
+        let path = if self.path.is_empty() {
+            String::new()
         } else {
-            write!(f, "{}:{}: {}: {}", self.file, self.span, self.path, self.message)
+            format!("{}: ", self.path)
+        };
+        if self.span.line == 0 {
+            write!(f, "{}: {path}{}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}: {path}{}", self.file, self.span, self.message)
         }
     }
 }

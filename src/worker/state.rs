@@ -13,6 +13,7 @@
 //! start rather than being replaced by an empty one: forgetting a cooldown is an action taken
 //! twice.
 
+use crate::config::read::read_bounded;
 use crate::files::write_atomically;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -141,18 +142,26 @@ impl FileStore {
     }
 }
 
+/// The largest state file read: a few KB a target, so room for fleets of tens of thousands,
+/// and a file that is not ours (a device, a log) never fills memory.
+const MAX_STATE_BYTES: u64 = 256 << 20;
+
 #[async_trait]
 impl StateStore for FileStore {
     async fn load(&self) -> Result<WorkerState> {
-        match tokio::fs::read(&self.path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                self.err(format!(
-                    "not a state ecscale can read ({e}); move it away to start with no memory of earlier ticks"
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(WorkerState::default()),
-            Err(e) => Err(self.err(format!("cannot read it: {e}"))),
+        if !self.path.exists() {
+            return Ok(WorkerState::default());
         }
+        let path = self.path.clone();
+        let text = tokio::task::spawn_blocking(move || read_bounded(&path, MAX_STATE_BYTES))
+            .await
+            .map_err(|e| self.err(e.to_string()))?
+            .map_err(|e| self.err(format!("cannot read it: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| {
+            self.err(format!(
+                "not a state ecscale can read ({e}); move it away to start with no memory of earlier ticks"
+            ))
+        })
     }
 
     async fn save(&self, state: &WorkerState, _fencing: Option<u64>) -> Result<()> {

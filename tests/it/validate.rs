@@ -1,7 +1,7 @@
 //! `ecscale validate`: every mistake at once with file:line:column and exit 2; the shipped
 //! examples (the example file, the README's sample) are valid.
 
-use crate::support::{ecscale, repo, run, write};
+use crate::support::{ecscale, path_str, repo, run, write};
 
 #[test]
 fn three_mistakes_are_all_reported_with_positions_and_exit_2() {
@@ -213,4 +213,118 @@ fn a_file_over_the_size_bound_is_refused_without_reading_it_all() {
     );
     assert_eq!(stderr.lines().next(), Some(want.as_str()), "{stderr}");
     assert!(rss_kib < 96 * 1024, "peak RSS {rss_kib} KiB");
+}
+
+/// Every file ecscale reads, by the command that reads it, nested 10 to 100,000 levels deep in
+/// each way its format nests: never an abort (a stack overflow is exit 134), always exit 2 with
+/// the file and a position, and a few mistakes, not one a level.
+#[test]
+fn every_reader_refuses_nesting_of_every_depth_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo();
+    let (web, trace) = (
+        root.join("policies/web.yaml"),
+        root.join("examples/traces/step.csv"),
+    );
+    let config = root.join("examples/ecscale.yaml");
+    let out = dir.path().join("tuned.yaml");
+    // Each reader: the command, with `{}` where the hostile file goes.
+    let yaml_readers: [(&str, Vec<&str>); 7] = [
+        ("config", vec!["validate", "--config", "{}"]),
+        ("policy", vec!["policy", "check", "{}"]),
+        (
+            "tune's policy",
+            vec![
+                "tune",
+                "--policy",
+                "{}",
+                "--metrics",
+                path_str(&trace),
+                "--out",
+                path_str(&out),
+            ],
+        ),
+        ("stress plan", vec!["stress", "--plan", "{}"]),
+        ("demo scenario", vec!["demo", "--scenario", "{}"]),
+        (
+            "twin",
+            vec![
+                "backtest",
+                "--simulate",
+                "--policy",
+                path_str(&web),
+                "--metrics",
+                path_str(&trace),
+                "--twin",
+                "{}",
+            ],
+        ),
+        (
+            "stack template",
+            vec![
+                "deploy",
+                "check",
+                "--template",
+                "{}",
+                "--config",
+                path_str(&config),
+            ],
+        ),
+    ];
+    let json_readers: [(&str, Vec<&str>); 2] = [
+        (
+            "NDJSON trace",
+            vec!["backtest", "--policy", path_str(&web), "--metrics", "{}"],
+        ),
+        ("twin fit's trace", vec!["twin", "fit", "--metrics", "{}"]),
+    ];
+    for n in [10usize, 100, 1_000, 10_000, 100_000] {
+        let yaml = [
+            ("block", format!("{}1\n", "- ".repeat(n))),
+            ("flow", format!("{}{}\n", "[".repeat(n), "]".repeat(n))),
+            ("mappings", format!("{}1{}\n", "{k: ".repeat(n), "}".repeat(n))),
+        ];
+        let json = format!(
+            "{{\"timestamp\":\"2026-01-01T00:00:00Z\",\"x\":{}{}}}\n",
+            "[".repeat(n),
+            "]".repeat(n)
+        );
+        let cases = yaml.iter().flat_map(|(form, text)| {
+            yaml_readers
+                .iter()
+                .map(move |(what, args)| (*what, *form, "yaml", text.as_str(), args))
+        });
+        let cases = cases.chain(
+            json_readers
+                .iter()
+                .map(|(what, args)| (*what, "arrays", "ndjson", json.as_str(), args)),
+        );
+        for (what, form, ext, text, args) in cases {
+            let file = write(dir.path(), &format!("deep-{n}-{form}.{ext}"), text);
+            let name = file.file_name().unwrap().to_str().unwrap().to_string();
+            let args: Vec<&str> = args
+                .iter()
+                .map(|a| if *a == "{}" { path_str(&file) } else { a })
+                .collect();
+            let (code, stdout, stderr) = run(ecscale().args(&args));
+            let case = format!("{what}, {form} {n} deep: exit {code}\n{stdout}\n{stderr}");
+            assert_eq!(code, 2, "{case}");
+            let first = stderr.lines().find(|l| l.contains(&name)).unwrap_or_default();
+            // The file with its line, and a column where the reader knows one.
+            assert!(
+                first.contains(&format!("{name}:1")) || (n <= 64 && first.contains(&name)),
+                "{case}"
+            );
+            assert!(
+                stderr.lines().filter(|l| l.contains(&name)).count() <= 8,
+                "a few mistakes, not one a level: {case}"
+            );
+            if n > 128 {
+                assert!(
+                    first.contains("deeper than") || first.contains("recursion limit"),
+                    "{case}"
+                );
+            }
+        }
+    }
 }
