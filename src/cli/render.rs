@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::config::Config;
-use crate::model::{Series, Snapshot};
+use crate::model::{ClusterSnapshot, Series, Snapshot};
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -162,125 +162,149 @@ pub fn snapshot_table(s: &Snapshot) -> String {
             plural(c.pending_tasks.len(), "pending task", "pending tasks"),
         );
         let _ = writeln!(out);
-        let rows: Vec<Vec<String>> = c
-            .services
-            .iter()
-            .map(|v| {
-                vec![
-                    v.name.clone(),
-                    v.status.clone(),
-                    v.desired.to_string(),
-                    v.running.to_string(),
-                    v.pending.to_string(),
-                    v.rollout.to_string(),
-                    v.task_reservation
-                        .map_or("?".into(), |r| format!("{}/{}", r.cpu, r.memory_mib)),
-                    short_task_definition(&v.task_definition).to_string(),
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            &[
-                "SERVICE",
-                "STATUS",
-                "DESIRED",
-                "RUNNING",
-                "PENDING",
-                "ROLLOUT",
-                "TASK CPU/MiB",
-                "TASK DEFINITION",
-            ],
-            &rows,
-        );
-        if !c.container_instances.is_empty() {
-            let _ = writeln!(out);
-            let rows: Vec<Vec<String>> = c
-                .container_instances
-                .iter()
-                .map(|i| {
-                    vec![
-                        i.ec2_instance_id.clone().unwrap_or_else(|| "-".into()),
-                        i.instance_type.clone().unwrap_or_else(|| "-".into()),
-                        i.status.clone(),
-                        if i.agent_connected { "yes" } else { "NO" }.into(),
-                        format!("{}/{}", i.remaining.cpu, i.registered.cpu),
-                        format!("{}/{}", i.remaining.memory_mib, i.registered.memory_mib),
-                        format!("{}/{}", i.running_tasks, i.pending_tasks),
-                    ]
-                })
-                .collect();
-            table(
-                &mut out,
-                &[
-                    "INSTANCE",
-                    "TYPE",
-                    "STATUS",
-                    "AGENT",
-                    "CPU FREE/ALL",
-                    "MiB FREE/ALL",
-                    "TASKS RUN/PEND",
-                ],
-                &rows,
-            );
-        }
-        if !c.pending_tasks.is_empty() {
-            let _ = writeln!(out);
-            let rows: Vec<Vec<String>> = c
-                .pending_tasks
-                .iter()
-                .map(|t| {
-                    vec![
-                        short_task_definition(&t.arn).to_string(),
-                        t.service.clone().unwrap_or_else(|| "-".into()),
-                        t.last_status.clone(),
-                        t.reservation
-                            .map_or("?".into(), |r| format!("{}/{}", r.cpu, r.memory_mib)),
-                        t.created_at
-                            .map_or("-".into(), |d| d.format("%H:%M:%S").to_string()),
-                    ]
-                })
-                .collect();
-            table(
-                &mut out,
-                &["PENDING TASK", "SERVICE", "STATUS", "CPU/MiB", "CREATED"],
-                &rows,
-            );
-        }
+        services_table(&mut out, c);
+        instances_table(&mut out, c);
+        pending_table(&mut out, c);
         let _ = writeln!(out);
     }
+    metrics_table(&mut out, s);
+    usage_line(&mut out, s);
+    out
+}
 
-    if !s.series.is_empty() {
-        let _ = writeln!(out, "metrics (newest complete datapoint):");
-        let _ = writeln!(out);
-        let rows: Vec<Vec<String>> = s
-            .series
-            .iter()
-            .map(|m| {
-                let (value, at) = latest(m);
-                vec![
-                    m.target(),
-                    m.id.clone(),
-                    m.stat.clone(),
-                    format!("{}s", m.period_secs),
-                    value,
-                    m.unit.clone().unwrap_or_else(|| "-".into()),
-                    at,
-                    m.samples.len().to_string(),
-                    m.status.clone(),
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            &[
-                "SERVICE", "METRIC", "STAT", "PERIOD", "LATEST", "UNIT", "AT (UTC)", "POINTS", "STATUS",
-            ],
-            &rows,
-        );
-        let _ = writeln!(out);
+fn services_table(out: &mut String, c: &ClusterSnapshot) {
+    let rows: Vec<Vec<String>> = c
+        .services
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.status.clone(),
+                v.desired.to_string(),
+                v.running.to_string(),
+                v.pending.to_string(),
+                v.rollout.to_string(),
+                v.task_reservation
+                    .map_or("?".into(), |r| format!("{}/{}", r.cpu, r.memory_mib)),
+                short_task_definition(&v.task_definition).to_string(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "SERVICE",
+            "STATUS",
+            "DESIRED",
+            "RUNNING",
+            "PENDING",
+            "ROLLOUT",
+            "TASK CPU/MiB",
+            "TASK DEFINITION",
+        ],
+        &rows,
+    );
+}
+
+fn instances_table(out: &mut String, c: &ClusterSnapshot) {
+    if c.container_instances.is_empty() {
+        return;
     }
+    let _ = writeln!(out);
+    let rows: Vec<Vec<String>> = c
+        .container_instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.ec2_instance_id.clone().unwrap_or_else(|| "-".into()),
+                i.instance_type.clone().unwrap_or_else(|| "-".into()),
+                i.status.clone(),
+                if i.agent_connected { "yes" } else { "NO" }.into(),
+                format!("{}/{}", i.remaining.cpu, i.registered.cpu),
+                format!("{}/{}", i.remaining.memory_mib, i.registered.memory_mib),
+                format!("{}/{}", i.running_tasks, i.pending_tasks),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "INSTANCE",
+            "TYPE",
+            "STATUS",
+            "AGENT",
+            "CPU FREE/ALL",
+            "MiB FREE/ALL",
+            "TASKS RUN/PEND",
+        ],
+        &rows,
+    );
+}
 
+fn pending_table(out: &mut String, c: &ClusterSnapshot) {
+    if c.pending_tasks.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let rows: Vec<Vec<String>> = c
+        .pending_tasks
+        .iter()
+        .map(|t| {
+            vec![
+                short_task_definition(&t.arn).to_string(),
+                t.service.clone().unwrap_or_else(|| "-".into()),
+                t.last_status.clone(),
+                t.reservation
+                    .map_or("?".into(), |r| format!("{}/{}", r.cpu, r.memory_mib)),
+                t.created_at
+                    .map_or("-".into(), |d| d.format("%H:%M:%S").to_string()),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["PENDING TASK", "SERVICE", "STATUS", "CPU/MiB", "CREATED"],
+        &rows,
+    );
+}
+
+/// The newest complete datapoint of every series.
+fn metrics_table(out: &mut String, s: &Snapshot) {
+    if s.series.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "metrics (newest complete datapoint):");
+    let _ = writeln!(out);
+    let rows: Vec<Vec<String>> = s
+        .series
+        .iter()
+        .map(|m| {
+            let (value, at) = latest(m);
+            vec![
+                m.target(),
+                m.id.clone(),
+                m.stat.clone(),
+                format!("{}s", m.period_secs),
+                value,
+                m.unit.clone().unwrap_or_else(|| "-".into()),
+                at,
+                m.samples.len().to_string(),
+                m.status.clone(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "SERVICE", "METRIC", "STAT", "PERIOD", "LATEST", "UNIT", "AT (UTC)", "POINTS", "STATUS",
+        ],
+        &rows,
+    );
+    let _ = writeln!(out);
+}
+
+/// The API calls the pass made and what its metrics cost.
+fn usage_line(out: &mut String, s: &Snapshot) {
     let u = &s.usage;
     let calls: Vec<String> = u
         .operations
@@ -299,7 +323,6 @@ pub fn snapshot_table(s: &Snapshot) -> String {
         u.cloudwatch_metrics_requested,
         u.cloudwatch_cost_usd,
     );
-    out
 }
 
 /// A month of CloudWatch requests, with the arithmetic: one line per rhythm.

@@ -54,7 +54,26 @@ fn parse_embedded(obj: &Value, path: &[&str]) -> Result<Value, String> {
 /// Checks the saved objects of one file (`text`, one JSON object per line).
 pub fn check(text: &str) -> CheckReport {
     let mut report = CheckReport::default();
-    let mut objects: Vec<(usize, Value)> = Vec::new();
+    let objects = read_objects(text, &mut report);
+    let (seen, patterns) = index(&objects, &mut report);
+    for (line, o) in &objects {
+        let kind = o["type"].as_str().unwrap_or("");
+        *report.counts.entry(kind.to_string()).or_default() += 1;
+        let id = o["id"].as_str().unwrap_or("?");
+        for message in check_object(o, &seen, &patterns) {
+            report.problems.push(Problem {
+                line: *line,
+                id: id.into(),
+                message,
+            });
+        }
+    }
+    report
+}
+
+/// Each line's JSON object, with its line number; a line that is not one is a problem.
+fn read_objects(text: &str, report: &mut CheckReport) -> Vec<(usize, Value)> {
+    let mut objects = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -70,9 +89,17 @@ pub fn check(text: &str) -> CheckReport {
             Err(e) => report.problems.push(problem(format!("not JSON: {e}"))),
         }
     }
+    objects
+}
+
+/// Every (type, id) in the file (a second one is a problem), and each index pattern's stream.
+type Seen = BTreeSet<(String, String)>;
+type Patterns = BTreeMap<String, Option<Stream>>;
+
+fn index(objects: &[(usize, Value)], report: &mut CheckReport) -> (Seen, Patterns) {
     let mut seen = BTreeSet::new();
-    let mut patterns: BTreeMap<String, Option<Stream>> = BTreeMap::new();
-    for (line, o) in &objects {
+    let mut patterns = BTreeMap::new();
+    for (line, o) in objects {
         let (kind, id) = (o["type"].as_str().unwrap_or(""), o["id"].as_str().unwrap_or(""));
         if !seen.insert((kind.to_string(), id.to_string())) {
             report.problems.push(Problem {
@@ -88,134 +115,137 @@ pub fn check(text: &str) -> CheckReport {
             );
         }
     }
-    for (line, o) in &objects {
-        let id = o["id"].as_str().unwrap_or("?").to_string();
-        let mut bad = |message: String| {
-            report.problems.push(Problem {
-                line: *line,
-                id: id.clone(),
-                message,
-            })
-        };
-        let kind = o["type"].as_str().unwrap_or("");
-        *report.counts.entry(kind.to_string()).or_default() += 1;
-        if !TYPES.contains(&kind) {
-            bad(format!("unknown type `{kind}` (known: {})", TYPES.join(", ")));
-            continue;
-        }
-        if o["id"].as_str().is_none_or(str::is_empty) || !o["attributes"].is_object() {
-            bad("needs a string `id` and an `attributes` object".into());
-            continue;
-        }
-        let refs: Vec<&Value> = o["references"]
-            .as_array()
-            .map(|a| a.iter().collect())
-            .unwrap_or_default();
-        for r in &refs {
-            let (rt, rid) = (r["type"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or(""));
-            if !seen.contains(&(rt.to_string(), rid.to_string())) {
-                bad(format!(
-                    "reference `{}` to {rt} `{rid}` resolves to nothing in the file",
-                    r["name"].as_str().unwrap_or("?")
-                ));
-            }
-        }
-        let ref_named = |name: &str| refs.iter().find(|r| r["name"] == name).copied();
-        match kind {
-            "index-pattern" => {
-                let title = o["attributes"]["title"].as_str().unwrap_or("");
-                if stream_of(title).is_none() {
-                    bad(format!(
-                        "title `{title}` is not an ecscale index pattern (PREFIX-metrics-*, ...)"
-                    ));
-                }
-                if o["attributes"]["timeFieldName"] != "@timestamp" {
-                    bad("timeFieldName must be @timestamp".into());
-                }
-            }
-            "visualization" | "search" => {
-                let source =
-                    match parse_embedded(o, &["attributes", "kibanaSavedObjectMeta", "searchSourceJSON"]) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            bad(e);
-                            continue;
-                        }
-                    };
-                let Some(r) = source["indexRefName"].as_str().and_then(ref_named) else {
-                    bad("searchSourceJSON.indexRefName names no reference".into());
-                    continue;
-                };
-                let stream = r["id"].as_str().and_then(|p| patterns.get(p).copied().flatten());
-                let Some(stream) = stream else {
-                    bad("its index pattern is not in the file".into());
-                    continue;
-                };
-                let fields = field_types(stream);
-                let need = |field: &str, want: &[&str], what: &str, bad: &mut dyn FnMut(String)| match fields
-                    .get(field)
-                {
-                    None => bad(format!(
-                        "{what}: no field `{field}` in the {} mappings",
-                        stream.name()
-                    )),
-                    Some(t) if !want.is_empty() && !want.contains(&t.as_str()) => {
-                        bad(format!("{what}: `{field}` is a {t}, not {}", want.join(" or ")))
-                    }
-                    _ => {}
-                };
-                if kind == "search" {
-                    for c in o["attributes"]["columns"].as_array().into_iter().flatten() {
-                        need(c.as_str().unwrap_or(""), &[], "column", &mut bad);
-                    }
-                    continue;
-                }
-                let vis = match parse_embedded(o, &["attributes", "visState"]) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        bad(e);
-                        continue;
-                    }
-                };
-                for agg in vis["aggs"].as_array().into_iter().flatten() {
-                    let t = agg["type"].as_str().unwrap_or("");
-                    let field = agg["params"]["field"].as_str().unwrap_or("");
-                    let what = format!("aggregation {} ({t})", agg["id"].as_str().unwrap_or("?"));
-                    match t {
-                        "avg" | "max" | "min" | "sum" => need(field, NUMERIC, &what, &mut bad),
-                        "terms" => need(field, &["keyword"], &what, &mut bad),
-                        "date_histogram" => need(field, &["date"], &what, &mut bad),
-                        "count" => {}
-                        "filters" => {
-                            if agg["params"]["filters"].as_array().is_none_or(|f| f.is_empty()) {
-                                bad(format!("{what}: no filters"));
-                            }
-                        }
-                        other => bad(format!(
-                            "{what}: aggregation type `{other}` is not one ecscale uses"
-                        )),
-                    }
-                    let schema = agg["schema"].as_str().unwrap_or("");
-                    if !["metric", "segment", "group", "split", "bucket"].contains(&schema) {
-                        bad(format!("{what}: schema `{schema}`"));
-                    }
-                }
-            }
-            "dashboard" => match parse_embedded(o, &["attributes", "panelsJSON"]) {
-                Ok(panels) => {
-                    for p in panels.as_array().into_iter().flatten() {
-                        let name = p["panelRefName"].as_str().unwrap_or("");
-                        if ref_named(name).is_none() {
-                            bad(format!("panel `{name}` has no reference"));
-                        }
-                    }
-                }
-                Err(e) => bad(e),
-            },
-            _ => {}
+    (seen, patterns)
+}
+
+/// What is wrong with one saved object: its type, its references, and what its kind needs.
+fn check_object(o: &Value, seen: &Seen, patterns: &Patterns) -> Vec<String> {
+    let kind = o["type"].as_str().unwrap_or("");
+    if !TYPES.contains(&kind) {
+        return vec![format!("unknown type `{kind}` (known: {})", TYPES.join(", "))];
+    }
+    if o["id"].as_str().is_none_or(str::is_empty) || !o["attributes"].is_object() {
+        return vec!["needs a string `id` and an `attributes` object".into()];
+    }
+    let refs: Vec<&Value> = o["references"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let mut bad = Vec::new();
+    for r in &refs {
+        let (rt, rid) = (r["type"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or(""));
+        if !seen.contains(&(rt.to_string(), rid.to_string())) {
+            bad.push(format!(
+                "reference `{}` to {rt} `{rid}` resolves to nothing in the file",
+                r["name"].as_str().unwrap_or("?")
+            ));
         }
     }
-    report
+    let ref_named = |name: &str| refs.iter().find(|r| r["name"] == name).copied();
+    match kind {
+        "index-pattern" => check_pattern(o, &mut bad),
+        "visualization" | "search" => {
+            if let Err(e) = check_panel(o, kind, &ref_named, patterns, &mut bad) {
+                bad.push(e);
+            }
+        }
+        "dashboard" => match parse_embedded(o, &["attributes", "panelsJSON"]) {
+            Ok(panels) => {
+                for p in panels.as_array().into_iter().flatten() {
+                    let name = p["panelRefName"].as_str().unwrap_or("");
+                    if ref_named(name).is_none() {
+                        bad.push(format!("panel `{name}` has no reference"));
+                    }
+                }
+            }
+            Err(e) => bad.push(e),
+        },
+        _ => {}
+    }
+    bad
+}
+
+fn check_pattern(o: &Value, bad: &mut Vec<String>) {
+    let title = o["attributes"]["title"].as_str().unwrap_or("");
+    if stream_of(title).is_none() {
+        bad.push(format!(
+            "title `{title}` is not an ecscale index pattern (PREFIX-metrics-*, ...)"
+        ));
+    }
+    if o["attributes"]["timeFieldName"] != "@timestamp" {
+        bad.push("timeFieldName must be @timestamp".into());
+    }
+}
+
+/// A visualization or a saved search: its index pattern in the file, and every field it reads
+/// in that stream's mappings with a type its aggregation takes. `Err` is the mistake that
+/// stops the check of the rest.
+fn check_panel<'a>(
+    o: &Value,
+    kind: &str,
+    ref_named: &dyn Fn(&str) -> Option<&'a Value>,
+    patterns: &Patterns,
+    bad: &mut Vec<String>,
+) -> Result<(), String> {
+    let source = parse_embedded(o, &["attributes", "kibanaSavedObjectMeta", "searchSourceJSON"])?;
+    let r = source["indexRefName"]
+        .as_str()
+        .and_then(ref_named)
+        .ok_or("searchSourceJSON.indexRefName names no reference")?;
+    let stream = r["id"]
+        .as_str()
+        .and_then(|p| patterns.get(p).copied().flatten())
+        .ok_or("its index pattern is not in the file")?;
+    let fields = field_types(stream);
+    let need = |field: &str, want: &[&str], what: &str| match fields.get(field) {
+        None => Some(format!(
+            "{what}: no field `{field}` in the {} mappings",
+            stream.name()
+        )),
+        Some(t) if !want.is_empty() && !want.contains(&t.as_str()) => {
+            Some(format!("{what}: `{field}` is a {t}, not {}", want.join(" or ")))
+        }
+        _ => None,
+    };
+    if kind == "search" {
+        for c in o["attributes"]["columns"].as_array().into_iter().flatten() {
+            bad.extend(need(c.as_str().unwrap_or(""), &[], "column"));
+        }
+        return Ok(());
+    }
+    let vis = parse_embedded(o, &["attributes", "visState"])?;
+    for agg in vis["aggs"].as_array().into_iter().flatten() {
+        bad.extend(agg_problems(agg, &need));
+    }
+    Ok(())
+}
+
+/// The mistake, if any, of reading `field` (of one of the wanted types, any when none) as `what`.
+type Need<'a> = dyn Fn(&str, &[&str], &str) -> Option<String> + 'a;
+
+/// What is wrong with one aggregation: its field's type for its kind, and its schema.
+fn agg_problems(agg: &Value, need: &Need<'_>) -> Vec<String> {
+    let t = agg["type"].as_str().unwrap_or("");
+    let field = agg["params"]["field"].as_str().unwrap_or("");
+    let what = format!("aggregation {} ({t})", agg["id"].as_str().unwrap_or("?"));
+    let mut bad: Vec<String> = match t {
+        "avg" | "max" | "min" | "sum" => need(field, NUMERIC, &what).into_iter().collect(),
+        "terms" => need(field, &["keyword"], &what).into_iter().collect(),
+        "date_histogram" => need(field, &["date"], &what).into_iter().collect(),
+        "count" => Vec::new(),
+        "filters" if agg["params"]["filters"].as_array().is_none_or(|f| f.is_empty()) => {
+            vec![format!("{what}: no filters")]
+        }
+        "filters" => Vec::new(),
+        other => vec![format!(
+            "{what}: aggregation type `{other}` is not one ecscale uses"
+        )],
+    };
+    let schema = agg["schema"].as_str().unwrap_or("");
+    if !["metric", "segment", "group", "split", "bucket"].contains(&schema) {
+        bad.push(format!("{what}: schema `{schema}`"));
+    }
+    bad
 }
 
 fn query_of(source: &Value) -> Value {

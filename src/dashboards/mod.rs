@@ -171,7 +171,6 @@ fn visualization(id: &str, title: &str, pattern: &str, query: &str, vis: String)
 
 /// Every saved object, for indices named `PREFIX-*`.
 pub fn saved_objects(prefix: &str) -> Vec<Value> {
-    let pattern = |s: Stream| format!("{prefix}-{}", s.name());
     let mut out: Vec<Value> = [
         Stream::Metrics,
         Stream::Decisions,
@@ -182,19 +181,33 @@ pub fn saved_objects(prefix: &str) -> Vec<Value> {
     .map(|s| {
         object(
             "index-pattern",
-            &pattern(s),
+            &format!("{prefix}-{}", s.name()),
             json!({"title": format!("{prefix}-{}-*", s.name()), "timeFieldName": "@timestamp"}),
             vec![],
         )
     })
     .collect();
-    let metrics = pattern(Stream::Metrics);
-    let m = |agg, field, label, axis| Metric {
+    out.extend(metric_panels(prefix));
+    out.extend(decision_panels(prefix));
+    out.push(stress_panel(prefix));
+    out.push(overview(prefix, &out));
+    out
+}
+
+fn m(agg: &'static str, field: Option<&'static str>, label: &'static str, axis: u8) -> Metric<'static> {
+    Metric {
         agg,
         field,
         label,
         axis,
-    };
+    }
+}
+
+/// The panels on the metrics stream: CPU and memory against their targets, task counts,
+/// capacity against reservation, and AWS calls with their cost.
+fn metric_panels(prefix: &str) -> Vec<Value> {
+    let metrics = format!("{prefix}-{}", Stream::Metrics.name());
+    let mut out = Vec::new();
     for (metric, label) in [("cpu", "CPU"), ("memory", "Memory")] {
         out.push(visualization(
             &format!("{prefix}-{metric}-vs-target"),
@@ -285,7 +298,13 @@ pub fn saved_objects(prefix: &str) -> Vec<Value> {
             "USD",
         ),
     ));
-    let decisions = pattern(Stream::Decisions);
+    out
+}
+
+/// The panels on the decisions stream: a timeline by action, and the log with its reasons.
+fn decision_panels(prefix: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let decisions = format!("{prefix}-{}", Stream::Decisions.name());
     out.push(visualization(
         &format!("{prefix}-decisions-timeline"),
         "ecscale · Scaling decisions",
@@ -319,10 +338,15 @@ pub fn saved_objects(prefix: &str) -> Vec<Value> {
         }),
         vec![index_ref(&decisions)],
     ));
-    out.push(visualization(
+    out
+}
+
+/// The stress runs' latency percentiles and rate beside the task count.
+fn stress_panel(prefix: &str) -> Value {
+    visualization(
         &format!("{prefix}-stress-latency"),
         "ecscale · Stress: latency percentiles and rate beside the task count",
-        &pattern(Stream::Stress),
+        &format!("{prefix}-{}", Stream::Stress.name()),
         "*",
         vis_state(
             "Stress",
@@ -338,9 +362,12 @@ pub fn saved_objects(prefix: &str) -> Vec<Value> {
             "ms",
             "requests/s, tasks",
         ),
-    ));
-    // The overview dashboard: every panel above, two per row.
-    let panels: Vec<&Value> = out
+    )
+}
+
+/// The overview dashboard: every panel of `objects`, two per row.
+fn overview(prefix: &str, objects: &[Value]) -> Value {
+    let panels: Vec<&Value> = objects
         .iter()
         .filter(|o| o["type"] == "visualization" || o["type"] == "search")
         .collect();
@@ -357,7 +384,7 @@ pub fn saved_objects(prefix: &str) -> Vec<Value> {
         }));
         references.push(json!({"name": name, "type": p["type"], "id": p["id"]}));
     }
-    out.push(object(
+    object(
         "dashboard",
         &format!("{prefix}-overview"),
         json!({
@@ -370,8 +397,7 @@ pub fn saved_objects(prefix: &str) -> Vec<Value> {
             "kibanaSavedObjectMeta": {"searchSourceJSON": json!({"query": {"query": "", "language": "lucene"}, "filter": []}).to_string()},
         }),
         references,
-    ));
-    out
+    )
 }
 
 /// The saved objects as an import file (one object per line).

@@ -122,6 +122,7 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Scale {
     lo: f64,
     hi: f64,
@@ -177,20 +178,14 @@ fn document(height: f64, draw: impl FnOnce(&mut String)) -> String {
 }
 
 fn panel(s: &mut String, c: &Chart, y0: f64) {
-    let (top, bottom, left, right) = (y0 + MT, y0 + PANEL - MB, ML, WIDTH - MR);
+    let (top, bottom, left) = (y0 + MT, y0 + PANEL - MB, ML);
     let _ = write!(
         s,
         r#"<text x="{left}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
         y0 + 22.0,
         esc(&c.title)
     );
-    let times = c
-        .lines
-        .iter()
-        .flat_map(|l| l.points.iter().map(|p| p.0))
-        .chain(c.markers.iter().map(|m| m.at))
-        .chain(c.events.iter().map(|e| e.at));
-    let (Some(t_lo), Some(t_hi)) = (times.clone().min(), times.max()) else {
+    let Some(f) = Frame::of(c, y0) else {
         let _ = write!(
             s,
             r##"<text x="{left}" y="{}" fill="#666">no data</text>"##,
@@ -198,27 +193,87 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
         );
         return;
     };
-    let span = (t_hi - t_lo).num_seconds().max(1) as f64;
-    let x = |t: DateTime<Utc>| left + (t - t_lo).num_seconds() as f64 / span * (right - left);
+    grid(s, c, &f);
+    lines(s, c, &f);
+    markers(s, c, &f);
+    events(s, c, &f);
+    legend(s, c, &f);
+}
 
-    let axis_values = |axis: Axis| {
-        c.lines
+/// A panel's plotting area: its edges, its time axis and its two value scales.
+#[derive(Clone, Copy)]
+struct Frame {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    t_lo: DateTime<Utc>,
+    /// Seconds from the first time to the last (at least 1).
+    span: f64,
+    left_scale: Option<Scale>,
+    right_scale: Option<Scale>,
+}
+
+impl Frame {
+    /// The frame of the panel at `y0`, or `None` when the chart has nothing to draw.
+    fn of(c: &Chart, y0: f64) -> Option<Frame> {
+        let (top, bottom, left, right) = (y0 + MT, y0 + PANEL - MB, ML, WIDTH - MR);
+        let times = c
+            .lines
             .iter()
-            .filter(move |l| l.axis == axis)
-            .flat_map(|l| l.points.iter().map(|p| p.1))
-            .chain(c.markers.iter().filter(move |m| m.axis == axis).map(|m| m.value))
-    };
-    let left_scale = range(axis_values(Axis::Left), true).map(|(lo, hi)| Scale { lo, hi, top, bottom });
-    let right_scale = range(axis_values(Axis::Right), true).map(|(lo, hi)| Scale { lo, hi, top, bottom });
+            .flat_map(|l| l.points.iter().map(|p| p.0))
+            .chain(c.markers.iter().map(|m| m.at))
+            .chain(c.events.iter().map(|e| e.at));
+        let (t_lo, t_hi) = (times.clone().min()?, times.max()?);
+        let axis_values = |axis: Axis| {
+            c.lines
+                .iter()
+                .filter(move |l| l.axis == axis)
+                .flat_map(|l| l.points.iter().map(|p| p.1))
+                .chain(c.markers.iter().filter(move |m| m.axis == axis).map(|m| m.value))
+        };
+        let scale = |axis| range(axis_values(axis), true).map(|(lo, hi)| Scale { lo, hi, top, bottom });
+        Some(Frame {
+            left,
+            right,
+            top,
+            bottom,
+            t_lo,
+            span: (t_hi - t_lo).num_seconds().max(1) as f64,
+            left_scale: scale(Axis::Left),
+            right_scale: scale(Axis::Right),
+        })
+    }
 
-    // Frame, grid and ticks.
+    fn x(&self, t: DateTime<Utc>) -> f64 {
+        self.left + (t - self.t_lo).num_seconds() as f64 / self.span * (self.right - self.left)
+    }
+
+    fn scale(&self, axis: Axis) -> Option<&Scale> {
+        match axis {
+            Axis::Left => self.left_scale.as_ref(),
+            Axis::Right => self.right_scale.as_ref(),
+        }
+    }
+}
+
+/// The frame, the grid, both axes' ticks and labels, and the time axis.
+fn grid(s: &mut String, c: &Chart, f: &Frame) {
+    let Frame {
+        left,
+        right,
+        top,
+        bottom,
+        ..
+    } = *f;
+    let (span, t_lo) = (f.span, f.t_lo);
     let _ = write!(
         s,
         r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="#999"/>"##,
         right - left,
         bottom - top
     );
-    if let Some(sc) = &left_scale {
+    if let Some(sc) = &f.left_scale {
         for v in nice_ticks(sc.lo, sc.hi, 5) {
             let y = sc.y(v);
             let _ = write!(
@@ -234,7 +289,7 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
             );
         }
     }
-    if let Some(sc) = &right_scale {
+    if let Some(sc) = &f.right_scale {
         for v in nice_ticks(sc.lo, sc.hi, 5) {
             let _ = write!(
                 s,
@@ -252,7 +307,7 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
     };
     for k in 0..=6 {
         let t = t_lo + chrono::TimeDelta::seconds((span * k as f64 / 6.0) as i64);
-        let xx = x(t);
+        let xx = f.x(t);
         let _ = write!(
             s,
             r##"<line x1="{xx:.1}" y1="{bottom}" x2="{xx:.1}" y2="{}" stroke="#999"/>"##,
@@ -277,7 +332,7 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
         r##"<text x="18" y="{mid}" text-anchor="middle" transform="rotate(-90 18 {mid})" fill="#444">{}</text>"##,
         esc(&c.left_label)
     );
-    if right_scale.is_some() {
+    if f.right_scale.is_some() {
         let rx = WIDTH - 14.0;
         let _ = write!(
             s,
@@ -285,20 +340,19 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
             esc(&c.right_label)
         );
     }
+}
 
-    // Lines.
+/// Each line, as a path (steps for counts, dashed for forecasts).
+fn lines(s: &mut String, c: &Chart, f: &Frame) {
+    let right = f.right;
     for l in &c.lines {
-        let Some(sc) = (if l.axis == Axis::Left {
-            &left_scale
-        } else {
-            &right_scale
-        }) else {
+        let Some(sc) = f.scale(l.axis) else {
             continue;
         };
         let mut d = String::new();
         let mut prev_y: Option<f64> = None;
         for (t, v) in l.points.iter().filter(|p| p.1.is_finite()) {
-            let (xx, yy) = (x(*t), sc.y(*v));
+            let (xx, yy) = (f.x(*t), sc.y(*v));
             match (l.style, prev_y) {
                 (_, None) => {
                     let _ = write!(d, "M{xx:.1},{yy:.1}");
@@ -327,16 +381,15 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
             l.color
         );
     }
-    // Markers.
+}
+
+/// Each marker: a triangle up (scale-out) or down (scale-in) at its value.
+fn markers(s: &mut String, c: &Chart, f: &Frame) {
     for m in &c.markers {
-        let Some(sc) = (if m.axis == Axis::Left {
-            &left_scale
-        } else {
-            &right_scale
-        }) else {
+        let Some(sc) = f.scale(m.axis) else {
             continue;
         };
-        let (xx, yy) = (x(m.at), sc.y(m.value));
+        let (xx, yy) = (f.x(m.at), sc.y(m.value));
         let pts = if m.up {
             format!(
                 "{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}",
@@ -360,9 +413,13 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
         };
         let _ = write!(s, r#"<polygon points="{pts}" fill="{}"/>"#, m.color);
     }
-    // Events: a dashed vertical line, labelled near its foot (staggered: close ones apart).
+}
+
+/// Events: a dashed vertical line, labelled near its foot (staggered: close ones apart).
+fn events(s: &mut String, c: &Chart, f: &Frame) {
+    let (top, bottom) = (f.top, f.bottom);
     for (k, e) in c.events.iter().enumerate() {
-        let xx = x(e.at);
+        let xx = f.x(e.at);
         let _ = write!(
             s,
             r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{bottom}" stroke="#444" stroke-width="1.2" stroke-dasharray="3 3"/>"##
@@ -375,8 +432,12 @@ fn panel(s: &mut String, c: &Chart, y0: f64) {
             esc(&e.label)
         );
     }
-    // Legend.
-    let mut lx = left + 8.0;
+}
+
+/// The legend along the top of the panel: each line's stroke and label.
+fn legend(s: &mut String, c: &Chart, f: &Frame) {
+    let top = f.top;
+    let mut lx = f.left + 8.0;
     for l in &c.lines {
         let ly = top + 16.0;
         let dash = if l.style.dashed() {

@@ -354,16 +354,10 @@ impl TargetTracking {
 
     fn carried_reason(&self, r: &Reading<'_, '_>, out: &[(DateTime<Utc>, f64)], d: &[f64]) -> String {
         let current = r.input.current;
-        let values: Vec<f64> = out.iter().map(|(_, v)| *v).collect();
         format!(
-            "{} {}{} > target {} (+{}%) for {n}/{n} datapoints, but {} per task of the {current} set: within the band",
-            self.metric,
-            num(mean(&values)),
-            r.over(out, d),
-            r.shown,
-            r.tol,
+            "{}, but {} per task of the {current} set: within the band",
+            self.hot_reason(r, out, d),
             num(mean(d) / f64::from(current.max(1))),
-            n = values.len(),
         )
     }
 
@@ -383,7 +377,6 @@ impl TargetTracking {
             return None;
         }
         let d = r.demand(out);
-        let n = values.len();
         if hot && !saturated && self.carried(r, &d) {
             // Fewer tasks carried the values than the count in force (a task or an instance
             // lost, tasks still starting), and the count in force carries their load within
@@ -393,85 +386,109 @@ impl TargetTracking {
             }
             hot = false;
         }
-        let mut need = if hot {
-            (mean(&d) / r.target).ceil() as u32
+        let (mut need, mut what) = if hot {
+            ((mean(&d) / r.target).ceil() as u32, self.hot_reason(r, out, &d))
         } else {
-            0
-        };
-        let mut what = if hot {
-            let k = values.iter().filter(|v| **v > r.hi).count();
-            format!(
-                "{} {}{} > target {} (+{}%) for {k}/{n} datapoints",
-                self.metric,
-                num(mean(&values)),
-                r.over(out, &d),
-                r.shown,
-                r.tol
-            )
-        } else {
-            format!("{} {}", self.metric, num(latest))
+            (0, format!("{} {}", self.metric, num(latest)))
         };
         if let Some(p) = &ahead {
-            need = need.max((p.demand / r.target).ceil() as u32);
-            let per_task = p.demand / f64::from(current.max(1));
+            need = need.max(self.ahead_need(r, p, &mut what));
+        }
+        if saturated {
+            need = need.max(self.saturated_need(r, out, &d, &mut what));
+        }
+        Some(self.out_answer(r, need, what, latest))
+    }
+
+    /// "cpu 80 over 10.5 running > target 67 (+6%) for 2/2 datapoints".
+    fn hot_reason(&self, r: &Reading<'_, '_>, out: &[(DateTime<Utc>, f64)], d: &[f64]) -> String {
+        let values: Vec<f64> = out.iter().map(|(_, v)| *v).collect();
+        let k = values.iter().filter(|v| **v > r.hi).count();
+        format!(
+            "{} {}{} > target {} (+{}%) for {k}/{} datapoints",
+            self.metric,
+            num(mean(&values)),
+            r.over(out, d),
+            r.shown,
+            r.tol,
+            values.len()
+        )
+    }
+
+    /// The count the projected demand needs, its reason added to `what`.
+    fn ahead_need(&self, r: &Reading<'_, '_>, p: &Projection, what: &mut String) -> u32 {
+        let current = r.input.current;
+        let per_task = p.demand / f64::from(current.max(1));
+        let _ = write!(
+            what,
+            ", rising {}/min: {} per task of {current} in {} > {} (+{}%)",
+            num(p.per_minute / f64::from(current.max(1))),
+            num(per_task),
+            humantime::format_duration(self.lead.unwrap_or_default()),
+            r.shown,
+            r.tol
+        );
+        (p.demand / r.target).ceil() as u32
+    }
+
+    /// The count a saturated newest datapoint needs, its reason added to `what`: the newest
+    /// period's tasks ran flat out, so the load may be any amount more; twice the tasks that
+    /// carried it. Unless fewer tasks carried it than in the period before: tasks were lost (a
+    /// crash, an instance), and the loss explains the saturation; their replacements restore
+    /// the capacity, and the demand (what the survivors carried) sizes the rest.
+    fn saturated_need(
+        &self,
+        r: &Reading<'_, '_>,
+        out: &[(DateTime<Utc>, f64)],
+        d: &[f64],
+        what: &mut String,
+    ) -> u32 {
+        let s = self.saturation.unwrap_or(100.0);
+        let n = out.len();
+        let carried_by = |k: usize| d[k] / out[k].1.max(f64::MIN_POSITIVE);
+        let carried = carried_by(n - 1);
+        let lost = (n >= 2 && r.view.per_task())
+            .then(|| carried_by(n - 2) - carried)
+            .filter(|l| *l >= 0.5);
+        if let Some(l) = lost {
             let _ = write!(
                 what,
-                ", rising {}/min: {} per task of {current} in {} > {} (+{}%)",
-                num(p.per_minute / f64::from(current.max(1))),
-                num(per_task),
-                humantime::format_duration(self.lead.unwrap_or_default()),
-                r.shown,
-                r.tol
+                ", saturated (≥ {}) on {} tasks, {} fewer than the period before: the loss explains it",
+                num(s),
+                num(carried),
+                num(l)
             );
+            return 0;
         }
-        if let Some(s) = self.saturation.filter(|_| saturated) {
-            // The newest period's tasks ran flat out: the load may be any amount more. Unless
-            // fewer tasks carried it than in the period before: tasks were lost (a crash, an
-            // instance), and the loss explains the saturation; their replacements restore
-            // the capacity, and the demand above (what the survivors carried) sizes the rest.
-            let carried_by = |k: usize| d[k] / values[k].max(f64::MIN_POSITIVE);
-            let carried = carried_by(n - 1);
-            let lost = (n >= 2 && r.view.per_task())
-                .then(|| carried_by(n - 2) - carried)
-                .filter(|l| *l >= 0.5);
-            match lost {
-                Some(l) => {
-                    let _ = write!(
-                        what,
-                        ", saturated (≥ {}) on {} tasks, {} fewer than the period before: the loss explains it",
-                        num(s),
-                        num(carried),
-                        num(l)
-                    );
-                }
-                None => {
-                    need = need.max((2.0 * carried).ceil() as u32);
-                    let _ = write!(
-                        what,
-                        ", saturated (≥ {}: twice the tasks that carried it)",
-                        num(s)
-                    );
-                }
-            }
-        }
+        let _ = write!(
+            what,
+            ", saturated (≥ {}: twice the tasks that carried it)",
+            num(s)
+        );
+        (2.0 * carried).ceil() as u32
+    }
+
+    /// Out to `need` (at least one more for a metric that is not per task), or a hold when the
+    /// count in force already carries it.
+    fn out_answer(&self, r: &Reading<'_, '_>, need: u32, what: String, latest: f64) -> Recommendation {
+        let current = r.input.current;
         let want = if r.view.per_task() {
             need
         } else {
             need.max(current + 1)
         };
-        Some(if want <= current {
-            self.hold(
+        if want <= current {
+            return self.hold(
                 current,
                 format!("{what}: the {current} tasks set already carry that load"),
                 Some(latest),
-            )
-        } else {
-            Recommendation::Wants {
-                count: want,
-                reason: format!("{what} → {current} → {want}"),
-                inputs: vec![(self.metric.clone(), latest)],
-            }
-        })
+            );
+        }
+        Recommendation::Wants {
+            count: want,
+            reason: format!("{what} → {current} → {want}"),
+            inputs: vec![(self.metric.clone(), latest)],
+        }
     }
 
     /// How much the demand may rise within `horizon` above `from`, by its changes over every

@@ -411,62 +411,57 @@ impl Inner {
             .chain(self.cluster.retired.drain(..).map(|m| m.take()))
             .collect();
         let (cpu, mem) = Self::utilization(&counts, window);
-        let served: f64 = counts.iter().map(|c| c.requests).sum();
-        let up: f64 = counts.iter().map(|c| c.up).sum();
-        let (cluster, service) = (spec.cluster.clone(), spec.service.clone());
-        let (tg, lb) = (spec.target_group(), spec.load_balancer());
-        let svc = [
-            ("ClusterName", cluster.as_str()),
-            ("ServiceName", service.as_str()),
-        ];
         // With high-resolution metrics the service's CPU and memory went out per window.
-        if spec.high_resolution.is_none() {
+        if self.cluster.spec.high_resolution.is_none() {
+            let (cluster, service) = (
+                self.cluster.spec.cluster.clone(),
+                self.cluster.spec.service.clone(),
+            );
+            let svc = [
+                ("ClusterName", cluster.as_str()),
+                ("ServiceName", service.as_str()),
+            ];
             for (name, stats) in [("CPUUtilization", cpu), ("MemoryUtilization", mem)] {
                 if let Some(s) = stats {
                     self.store.put("AWS/ECS", name, &svc, minute, s, visible);
                 }
             }
         }
+        self.publish_lb(&counts, window, visible);
+        self.publish_reservation(cpu, visible);
+        self.push_row(cpu.map(|s| s.sum / s.count), window);
+        self.publish_queues(minute, visible);
+        self.publish_counts(minute, visible);
+        self.task_seconds_at_minute = self.cluster.task_seconds;
+        self.lb = LbMinute::default();
+        self.fed = 0.0;
+    }
+
+    /// The load balancer's minute: requests per target (over the targets up), the request
+    /// count, and the response time of the requests answered, by load balancer and target
+    /// group.
+    fn publish_lb(&mut self, counts: &[load::TaskCounts], window: f64, visible: DateTime<Utc>) {
+        let minute = self.minute;
+        let spec = &self.cluster.spec;
+        let (tg, lb) = (spec.target_group(), spec.load_balancer());
         let with_lb = [("LoadBalancer", lb.as_str()), ("TargetGroup", tg.as_str())];
         let tg_only = [("TargetGroup", tg.as_str())];
-        let targets = up / window;
+        let served: f64 = counts.iter().map(|c| c.requests).sum();
+        let targets = counts.iter().map(|c| c.up).sum::<f64>() / window;
+        let answered = self.lb.requests - self.lb.errors;
+        let mut put = |name: &str, stats: StatSet| {
+            for dims in [&with_lb[..], &tg_only[..]] {
+                self.store
+                    .put("AWS/ApplicationELB", name, dims, minute, stats, visible);
+            }
+        };
         if targets > 0.05 {
-            let per_target = StatSet::one(served / self.base / targets);
-            self.store.put(
-                "AWS/ApplicationELB",
+            put(
                 "RequestCountPerTarget",
-                &tg_only,
-                minute,
-                per_target,
-                visible,
-            );
-            self.store.put(
-                "AWS/ApplicationELB",
-                "RequestCountPerTarget",
-                &with_lb,
-                minute,
-                per_target,
-                visible,
+                StatSet::one(served / self.base / targets),
             );
         }
-        let count = StatSet::one(self.lb.requests / self.base);
-        self.store.put(
-            "AWS/ApplicationELB",
-            "RequestCount",
-            &with_lb,
-            minute,
-            count,
-            visible,
-        );
-        self.store.put(
-            "AWS/ApplicationELB",
-            "RequestCount",
-            &tg_only,
-            minute,
-            count,
-            visible,
-        );
-        let answered = self.lb.requests - self.lb.errors;
+        put("RequestCount", StatSet::one(self.lb.requests / self.base));
         if answered > 0.0 {
             let rt = StatSet {
                 sum: self.lb.latency_sum / self.base,
@@ -474,57 +469,52 @@ impl Inner {
                 min: self.lb.latency_us.min() as f64 / 1e6,
                 max: self.lb.latency_us.max() as f64 / 1e6,
             };
-            self.store.put(
-                "AWS/ApplicationELB",
-                "TargetResponseTime",
-                &with_lb,
-                minute,
-                rt,
-                visible,
-            );
-            self.store.put(
-                "AWS/ApplicationELB",
-                "TargetResponseTime",
-                &tg_only,
-                minute,
-                rt,
-                visible,
-            );
+            put("TargetResponseTime", rt);
         }
+    }
+
+    /// The cluster's CPU and memory reservation, and its CPU, per minute.
+    fn publish_reservation(&mut self, cpu: Option<StatSet>, visible: DateTime<Utc>) {
+        let Some((cpu_r, mem_r)) = self.cluster.reservation() else {
+            return;
+        };
+        let cluster = self.cluster.spec.cluster.clone();
+        let cl = [("ClusterName", cluster.as_str())];
+        let minute = self.minute;
+        self.store.put(
+            "AWS/ECS",
+            "CPUReservation",
+            &cl,
+            minute,
+            StatSet::one(cpu_r),
+            visible,
+        );
+        self.store.put(
+            "AWS/ECS",
+            "MemoryReservation",
+            &cl,
+            minute,
+            StatSet::one(mem_r),
+            visible,
+        );
+        if let Some(s) = cpu {
+            self.store
+                .put("AWS/ECS", "CPUUtilization", &cl, minute, s, visible);
+        }
+    }
+
+    /// The minute's row, as the report plots it.
+    fn push_row(&mut self, cpu: Option<f64>, window: f64) {
         let c = &self.cluster;
-        let reservation = c.reservation();
-        if let Some((cpu_r, mem_r)) = reservation {
-            let cl = [("ClusterName", cluster.as_str())];
-            self.store.put(
-                "AWS/ECS",
-                "CPUReservation",
-                &cl,
-                minute,
-                StatSet::one(cpu_r),
-                visible,
-            );
-            self.store.put(
-                "AWS/ECS",
-                "MemoryReservation",
-                &cl,
-                minute,
-                StatSet::one(mem_r),
-                visible,
-            );
-            if let Some(s) = cpu {
-                self.store
-                    .put("AWS/ECS", "CPUUtilization", &cl, minute, s, visible);
-            }
-        }
         self.rows.push(Row {
-            t: minute,
+            t: self.minute,
             rps: self.lb.requests / window,
             requests: self.lb.requests,
             errors_per_s: self.lb.errors / window,
             p50_ms: self.lb.percentile_ms(0.50),
             p95_ms: self.lb.percentile_ms(0.95),
             p99_ms: self.lb.percentile_ms(0.99),
-            cpu: cpu.map(|s| s.sum / s.count),
+            cpu,
             desired: c.desired,
             running: c.count(TaskStatus::Running),
             pending: c.count(TaskStatus::Pending),
@@ -533,15 +523,10 @@ impl Inner {
             booting: c.instances_in(InstanceStatus::Booting),
             draining: c.instances_in(InstanceStatus::Draining),
             group_desired: c.group_desired,
-            cpu_reservation: reservation.map(|(cpu, _)| cpu),
+            cpu_reservation: c.reservation().map(|(cpu, _)| cpu),
             task_seconds: c.task_seconds - self.task_seconds_at_minute,
             groups: (0..c.spec.groups.len()).map(|g| GroupRow::of(c, g)).collect(),
         });
-        self.publish_queues(minute, visible);
-        self.publish_counts(minute, visible);
-        self.task_seconds_at_minute = self.cluster.task_seconds;
-        self.lb = LbMinute::default();
-        self.fed = 0.0;
     }
 
     /// The minute's average task counts (Container Insights: RunningTaskCount, PendingTaskCount,

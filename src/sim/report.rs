@@ -44,20 +44,62 @@ pub fn charts(
     cpu_target: Option<f64>,
     faults: &[(DateTime<Utc>, String)],
 ) -> Vec<Chart> {
-    let two = runs.len() > 1;
-    let name = |r: &Run<'_>, what: &str| {
-        if two {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    let names = Names(runs.len() > 1);
+    let mut charts = vec![
+        load_chart(runs, slo_ms, names),
+        cpu_chart(runs, cpu_target, names),
+        tasks_chart(runs, names),
+        instances_chart(runs, names),
+    ];
+    charts.extend(group_charts(first.outcome));
+    for c in &mut charts {
+        c.events = faults
+            .iter()
+            .map(|(at, label)| crate::plot::Event {
+                at: *at,
+                label: label.clone(),
+            })
+            .collect();
+    }
+    charts
+}
+
+/// How lines are named and drawn when several runs share a chart: the run's name after the
+/// line's, the first run solid and the others dashed.
+#[derive(Clone, Copy)]
+struct Names(bool);
+
+impl Names {
+    fn of(self, r: &Run<'_>, what: &str) -> String {
+        if self.0 {
             format!("{what} ({})", r.name)
         } else {
             what.to_string()
         }
-    };
-    let style = |i: usize| if i == 0 { Style::Line } else { Style::Dashed };
-    let Some(first) = runs.first() else {
-        return Vec::new();
-    };
-    let rows0 = &first.outcome.rows;
-    let span = |v: f64| series(rows0, |_| Some(v));
+    }
+
+    fn style(i: usize) -> Style {
+        if i == 0 {
+            Style::Line
+        } else {
+            Style::Dashed
+        }
+    }
+}
+
+/// A level line across the first run's minutes.
+fn level(runs: &[Run<'_>], v: f64) -> Vec<(DateTime<Utc>, f64)> {
+    runs.first()
+        .map_or_else(Vec::new, |r| series(&r.outcome.rows, |_| Some(v)))
+}
+
+/// The load, its errors, each run's p95 (drawn up to 4 × the SLO: one outage would flatten
+/// every other minute; the legend says so with the true worst), and the SLO.
+fn load_chart(runs: &[Run<'_>], slo_ms: f64, names: Names) -> Chart {
+    let rows0 = runs.first().map_or(&[][..], |r| &r.outcome.rows[..]);
     let mut load = Chart {
         title: "Load and latency".into(),
         left_label: "requests/s".into(),
@@ -78,12 +120,10 @@ pub fn charts(
         Style::Line,
         COLORS[3],
     ));
-    // p95 is drawn up to 4 × the SLO (one outage would flatten every other minute), and the
-    // legend says so with the true worst.
     let clip = slo_ms * 4.0;
     for (i, r) in runs.iter().enumerate() {
         let label = clipped_label(
-            name(r, "p95"),
+            names.of(r, "p95"),
             r.outcome.rows.iter().filter_map(|x| Some((x.p95_ms?, x.t))),
             clip,
         );
@@ -91,17 +131,22 @@ pub fn charts(
             label,
             series(&r.outcome.rows, |x| x.p95_ms.map(|p| p.min(clip))),
             Axis::Right,
-            style(i),
+            Names::style(i),
             [COLORS[1], COLORS[4]][i.min(1)],
         ));
     }
     load.lines.push(line(
         format!("SLO {slo_ms:.0} ms"),
-        span(slo_ms),
+        level(runs, slo_ms),
         Axis::Right,
         Style::Dashed,
         COLORS[5],
     ));
+    load
+}
+
+/// Each run's CPU, and the target.
+fn cpu_chart(runs: &[Run<'_>], cpu_target: Option<f64>, names: Names) -> Chart {
     let mut cpu = Chart {
         title: "CPU utilization of the service (average over its tasks)".into(),
         left_label: "%".into(),
@@ -109,44 +154,44 @@ pub fn charts(
     };
     for (i, r) in runs.iter().enumerate() {
         cpu.lines.push(line(
-            name(r, "cpu"),
+            names.of(r, "cpu"),
             series(&r.outcome.rows, |x| x.cpu),
             Axis::Left,
-            style(i),
+            Names::style(i),
             COLORS[i.min(1) * 2],
         ));
     }
     if let Some(t) = cpu_target {
         cpu.lines.push(line(
             format!("target {t:.0} %"),
-            span(t),
+            level(runs, t),
             Axis::Left,
             Style::Dashed,
             COLORS[5],
         ));
     }
+    cpu
+}
+
+/// Each run's running and desired tasks (running first, desired dashed over it: both show
+/// where they are equal), the first run's tasks waiting for room, and the service's decisions.
+fn tasks_chart(runs: &[Run<'_>], names: Names) -> Chart {
     let mut tasks = Chart {
         title: "Tasks (▲▼ the service's scaling decisions)".into(),
         left_label: "tasks".into(),
         ..Default::default()
     };
-    let mut instances = Chart {
-        title: "EC2 instances".into(),
-        left_label: "instances".into(),
-        ..Default::default()
-    };
     for (i, r) in runs.iter().enumerate() {
         let rows = &r.outcome.rows;
-        // Running first, desired dashed over it: both show where they are equal.
         tasks.lines.push(line(
-            name(r, "running"),
+            names.of(r, "running"),
             series(rows, |x| Some(f64::from(x.running))),
             Axis::Left,
             Style::Step,
             [COLORS[2], COLORS[3]][i.min(1)],
         ));
         tasks.lines.push(line(
-            name(r, "desired"),
+            names.of(r, "desired"),
             series(rows, |x| Some(f64::from(x.desired))),
             Axis::Left,
             Style::DashedStep,
@@ -163,42 +208,42 @@ pub fn charts(
         }
         let service = |a: &ActionRow| !a.target.starts_with("asg/") && !a.target.contains("/group:");
         tasks.markers.extend(decisions(&r.outcome.actions, service));
+    }
+    tasks
+}
+
+/// Each run's instances in service, and the first run's booting and draining ones.
+fn instances_chart(runs: &[Run<'_>], names: Names) -> Chart {
+    let mut instances = Chart {
+        title: "EC2 instances".into(),
+        left_label: "instances".into(),
+        ..Default::default()
+    };
+    for (i, r) in runs.iter().enumerate() {
+        let rows = &r.outcome.rows;
         instances.lines.push(line(
-            name(r, "in service"),
+            names.of(r, "in service"),
             series(rows, |x| Some(f64::from(x.instances + x.draining))),
             Axis::Left,
             Style::Step,
             [COLORS[0], COLORS[4]][i.min(1)],
         ));
         if i == 0 {
-            instances.lines.push(line(
-                "booting".into(),
-                series(rows, |x| Some(f64::from(x.booting))),
-                Axis::Left,
-                Style::Step,
-                COLORS[1],
-            ));
-            instances.lines.push(line(
-                "draining".into(),
-                series(rows, |x| Some(f64::from(x.draining))),
-                Axis::Left,
-                Style::Step,
-                COLORS[3],
-            ));
+            for (what, count, color) in [
+                ("booting", (|x: &Row| x.booting) as fn(&Row) -> u32, COLORS[1]),
+                ("draining", |x: &Row| x.draining, COLORS[3]),
+            ] {
+                instances.lines.push(line(
+                    what.into(),
+                    series(rows, |x| Some(f64::from(count(x)))),
+                    Axis::Left,
+                    Style::Step,
+                    color,
+                ));
+            }
         }
     }
-    let mut charts = vec![load, cpu, tasks, instances];
-    charts.extend(group_charts(first.outcome));
-    for c in &mut charts {
-        c.events = faults
-            .iter()
-            .map(|(at, label)| crate::plot::Event {
-                at: *at,
-                label: label.clone(),
-            })
-            .collect();
-    }
-    charts
+    instances
 }
 
 /// The changes `keep` selects, as ▲▼ markers at the count they set.

@@ -349,95 +349,78 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(4096);
-        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        head(&mut o, "ecscale_ticks_total", "counter", "Ticks run.");
-        let _ = writeln!(o, "ecscale_ticks_total {}", self.ticks());
-        head(
-            &mut o,
+        self.render_ticks(&mut o);
+        self.render_counters(&mut o);
+        self.render_aws(&mut o);
+        if let Some(s) = self.ship_snapshot() {
+            render_ship(&mut o, &s);
+        }
+        o
+    }
+
+    /// The ticks: how many, how long, when the last one ended, and what counts as late.
+    fn render_ticks(&self, o: &mut String) {
+        one(o, "ecscale_ticks_total", "counter", "Ticks run.", self.ticks());
+        one(
+            o,
             "ecscale_ticks_skipped_total",
             "counter",
             "Scheduled ticks skipped because the previous one overran.",
-        );
-        let _ = writeln!(
-            o,
-            "ecscale_ticks_skipped_total {}",
-            self.skipped.load(Ordering::Relaxed)
+            self.skipped.load(Ordering::Relaxed),
         );
         head(
-            &mut o,
+            o,
             "ecscale_tick_duration_seconds",
             "histogram",
             "How long ticks take.",
         );
         for (b, n) in BUCKETS.iter().zip(&self.tick_buckets) {
-            let _ = writeln!(
-                o,
-                "ecscale_tick_duration_seconds_bucket{{le=\"{b}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
+            let n = n.load(Ordering::Relaxed);
+            let _ = writeln!(o, "ecscale_tick_duration_seconds_bucket{{le=\"{b}\"}} {n}");
         }
-        let _ = writeln!(
-            o,
-            "ecscale_tick_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            self.ticks()
+        let (ticks, sum) = (
+            self.ticks(),
+            self.tick_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         );
-        let _ = writeln!(
+        let _ = writeln!(o, "ecscale_tick_duration_seconds_bucket{{le=\"+Inf\"}} {ticks}");
+        let _ = writeln!(o, "ecscale_tick_duration_seconds_sum {sum}");
+        let _ = writeln!(o, "ecscale_tick_duration_seconds_count {ticks}");
+        let last = *self.last_tick_seconds.lock().unwrap_or_else(|p| p.into_inner());
+        one(
             o,
-            "ecscale_tick_duration_seconds_sum {}",
-            self.tick_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
-        );
-        let _ = writeln!(o, "ecscale_tick_duration_seconds_count {}", self.ticks());
-        head(
-            &mut o,
             "ecscale_last_tick_duration_seconds",
             "gauge",
             "How long the last tick took.",
+            last,
         );
-        let _ = writeln!(
+        one(
             o,
-            "ecscale_last_tick_duration_seconds {}",
-            *self.last_tick_seconds.lock().unwrap_or_else(|p| p.into_inner())
-        );
-        head(
-            &mut o,
             "ecscale_last_tick_timestamp_seconds",
             "gauge",
             "When the last tick finished (Unix time).",
+            self.last_tick_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         );
-        let _ = writeln!(
+        one(
             o,
-            "ecscale_last_tick_timestamp_seconds {}",
-            self.last_tick_ms.load(Ordering::Relaxed) as f64 / 1000.0
-        );
-        head(
-            &mut o,
             "ecscale_start_time_seconds",
             "gauge",
             "When this worker started (Unix time).",
+            self.started.timestamp_millis() as f64 / 1000.0,
         );
-        let _ = writeln!(
+        let stale = self
+            .stale_after
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_secs_f64();
+        one(
             o,
-            "ecscale_start_time_seconds {}",
-            self.started.timestamp_millis() as f64 / 1000.0
-        );
-        head(
-            &mut o,
             "ecscale_tick_stale_after_seconds",
             "gauge",
             "A last tick older than this is late: three of the schedule's gaps and a minute.",
-        );
-        let _ = writeln!(
-            o,
-            "ecscale_tick_stale_after_seconds {}",
-            self.stale_after
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_secs_f64()
+            stale,
         );
         head(
-            &mut o,
+            o,
             "ecscale_stage_duration_seconds",
             "gauge",
             "How long each stage of the last tick took.",
@@ -449,43 +432,52 @@ impl Metrics {
                 escape(stage)
             );
         }
-        head(
-            &mut o,
+    }
+
+    /// The leader flag and the labelled counters: decisions, actions, errors, waiting tasks,
+    /// reloads and notifications.
+    fn render_counters(&self, o: &mut String) {
+        one(
+            o,
             "ecscale_leader",
             "gauge",
             "1 while this worker may act (the leader, or the only worker).",
+            u8::from(self.leader.load(Ordering::Relaxed)),
         );
-        let _ = writeln!(
-            o,
-            "ecscale_leader {}",
-            u8::from(self.leader.load(Ordering::Relaxed))
-        );
-        head(
-            &mut o,
-            "ecscale_decisions_total",
-            "counter",
-            "Decisions, by target kind and action.",
-        );
-        self.decisions.render(&mut o, "ecscale_decisions_total");
-        head(
-            &mut o,
-            "ecscale_actions_total",
-            "counter",
-            "What the actuators did, by target kind and result.",
-        );
-        self.actions.render(&mut o, "ecscale_actions_total");
-        head(&mut o, "ecscale_errors_total", "counter", "Failures, by stage.");
-        self.errors.render(&mut o, "ecscale_errors_total");
-        head(
-            &mut o,
-            "ecscale_tasks_waiting",
-            "gauge",
-            "Tasks decided for a service that its cluster's Auto Scaling group, at its max, leaves without room.",
-        );
-        self.waiting.render(&mut o, "ecscale_tasks_waiting");
+        let labelled: [(&str, &str, &str, &Labeled); 6] = [
+            ("ecscale_decisions_total", "counter", "Decisions, by target kind and action.", &self.decisions),
+            ("ecscale_actions_total", "counter", "What the actuators did, by target kind and result.", &self.actions),
+            ("ecscale_errors_total", "counter", "Failures, by stage.", &self.errors),
+            (
+                "ecscale_tasks_waiting",
+                "gauge",
+                "Tasks decided for a service that its cluster's Auto Scaling group, at its max, leaves without room.",
+                &self.waiting,
+            ),
+            (
+                "ecscale_config_reloads_total",
+                "counter",
+                "Reloads of the config and policy files, by result (ok, unchanged, failed).",
+                &self.reloads,
+            ),
+            (
+                "ecscale_notifications_total",
+                "counter",
+                "Notifications, by target and result (sent, failed, dropped).",
+                &self.notifications,
+            ),
+        ];
+        for (name, kind, help, values) in labelled {
+            head(o, name, kind, help);
+            values.render(o, name);
+        }
+    }
+
+    /// AWS calls and failed attempts by operation, and the metrics CloudWatch bills.
+    fn render_aws(&self, o: &mut String) {
         let usage = self.meter.usage();
         head(
-            &mut o,
+            o,
             "ecscale_aws_calls_total",
             "counter",
             "AWS API calls, by operation.",
@@ -499,7 +491,7 @@ impl Metrics {
             );
         }
         head(
-            &mut o,
+            o,
             "ecscale_aws_attempts_failed_total",
             "counter",
             "AWS API attempts that failed (retried or not), by operation.",
@@ -512,43 +504,29 @@ impl Metrics {
                 c.failed_attempts
             );
         }
-        head(
-            &mut o,
+        one(
+            o,
             "ecscale_cloudwatch_metrics_requested_total",
             "counter",
             "Metrics requested from GetMetricData (what it is billed on).",
+            usage.cloudwatch_metrics_requested,
         );
-        let _ = writeln!(
-            o,
-            "ecscale_cloudwatch_metrics_requested_total {}",
-            usage.cloudwatch_metrics_requested
-        );
-        head(
-            &mut o,
-            "ecscale_config_reloads_total",
-            "counter",
-            "Reloads of the config and policy files, by result (ok, unchanged, failed).",
-        );
-        self.reloads.render(&mut o, "ecscale_config_reloads_total");
-        head(
-            &mut o,
-            "ecscale_notifications_total",
-            "counter",
-            "Notifications, by target and result (sent, failed, dropped).",
-        );
-        self.notifications.render(&mut o, "ecscale_notifications_total");
-        if let Some(s) = self.ship_snapshot() {
-            render_ship(&mut o, &s);
-        }
-        o
     }
+}
+
+/// A metric's HELP and TYPE lines.
+fn head(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric of one unlabelled value, with its HELP and TYPE.
+fn one(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    head(o, name, kind, help);
+    let _ = writeln!(o, "{name} {value}");
 }
 
 /// The shipping counters: documents by what became of them, failures by kind, what waits.
 fn render_ship(o: &mut String, s: &crate::ship::StatsSnapshot) {
-    let head = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
     head(
         o,
         "ecscale_ship_documents_total",
