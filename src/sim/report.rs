@@ -497,15 +497,29 @@ pub fn checks(
     // Flapping is going back and forth: out, in, out (or in, out, in) within 10 minutes. One
     // correction after the end of a ramp is not.
     let up = |a: &ActionRow| a.to > a.from;
-    let flaps = svc
+    let flapping: Vec<&[&ActionRow]> = svc
         .windows(3)
         .filter(|w| {
             up(w[0]) != up(w[1]) && up(w[1]) != up(w[2]) && w[2].at - w[0].at < TimeDelta::minutes(10)
         })
-        .count();
+        .collect();
+    // A failure names the first flap's changes and the reason of the one that turned back.
+    let first = flapping.first().map_or(String::new(), |w| {
+        let change = |a: &ActionRow| format!("{} → {} at {}", a.from, a.to, a.at.format("%H:%M:%S"));
+        format!(
+            ": {}, {}, {} by {}",
+            change(w[0]),
+            change(w[1]),
+            change(w[2]),
+            w[2].reason
+        )
+    });
     out.push(Check {
-        passed: flaps == 0,
-        what: format!("no flapping: {flaps} back-and-forth change(s) of direction within 10 minutes"),
+        passed: flapping.is_empty(),
+        what: format!(
+            "no flapping: {} back-and-forth change(s) of direction within 10 minutes{first}",
+            flapping.len()
+        ),
     });
     for (at, what) in faults {
         out.extend(fault_checks(&o.rows, &o.events, &svc, *at, what));
