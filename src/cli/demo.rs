@@ -39,7 +39,7 @@ pub(super) struct DemoArgs {
     /// Where to write the HTML report.
     #[arg(long, value_name = "OUT.html", default_value = "ecscale-demo.html")]
     report: PathBuf,
-    /// Simulated seconds per real second, 1 to 90 (default: the scenario's; 20 runs its 50
+    /// Simulated seconds per real second, 1 to 60 (default: the scenario's; 20 runs its 50
     /// minutes in 2.5).
     #[arg(long)]
     speed: Option<f64>,

@@ -134,11 +134,11 @@ fn the_demo_scenario_is_read_by_the_users_readers_and_a_mistake_starts_nothing()
 
 #[test]
 fn the_demo_refuses_a_bad_speed_or_url_before_starting() {
-    for (speed, shown) in [("0.5", "0.5"), ("120", "120")] {
+    for (speed, shown) in [("0.5", "0.5"), ("90", "90")] {
         let (code, _, stderr) = run(ecscale().args(["demo", "--speed", speed]));
         assert_eq!(code, 2);
         assert!(
-            stderr.contains(&format!("--speed {shown}: must be between 1 and 90")),
+            stderr.contains(&format!("--speed {shown}: must be between 1 and 60")),
             "{stderr}"
         );
         assert!(stderr.contains("to measure a task's CPU steadily"), "{stderr}");
