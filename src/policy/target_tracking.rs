@@ -421,7 +421,7 @@ impl TargetTracking {
         let per_task = p.demand / f64::from(current.max(1));
         let _ = write!(
             what,
-            ", rising {}/min: {} per task of {current} in {} > {} (+{}%)",
+            ", rising {}/min: {} per task of {current} in {} > target {} (+{}%)",
             num(p.per_minute / f64::from(current.max(1))),
             num(per_task),
             humantime::format_duration(self.lead.unwrap_or_default()),
