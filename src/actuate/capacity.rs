@@ -179,6 +179,149 @@ fn new_instance_size(
     }
 }
 
+/// The group's instances this tick: registered ones (ACTIVE or draining), the ACTIVE ones not
+/// being drained, and those launched but not registered yet.
+struct Fleet<'a> {
+    registered: Vec<&'a ContainerInstance>,
+    active: Vec<&'a ContainerInstance>,
+    /// Launched or to be launched, not registered yet (an instance that never registers stays
+    /// counted here, and holds scale-in back: look at the group when this lasts).
+    booting: u32,
+    draining: u32,
+    /// The group's desired capacity after this tick's terminations.
+    desired_now: u32,
+}
+
+impl<'a> Fleet<'a> {
+    fn of(t: &GroupTick<'a>, state: &GroupState, out: &GroupOutcome) -> Fleet<'a> {
+        let g = t.group;
+        let group_ids: HashMap<&str, &crate::api::GroupInstance> = g
+            .instances
+            .iter()
+            .filter(|i| !i.lifecycle_state.starts_with("Terminat"))
+            .map(|i| (i.id.as_str(), i))
+            .collect();
+        let registered: Vec<&ContainerInstance> = t
+            .cluster
+            .container_instances
+            .iter()
+            .filter(|c| {
+                c.ec2_instance_id
+                    .as_deref()
+                    .is_some_and(|id| group_ids.contains_key(id))
+            })
+            .collect();
+        let draining: Vec<&str> = state.draining.iter().map(|d| d.instance_id.as_str()).collect();
+        let active: Vec<&ContainerInstance> = registered
+            .iter()
+            .copied()
+            .filter(|c| {
+                let drained = c
+                    .ec2_instance_id
+                    .as_deref()
+                    .is_some_and(|id| draining.contains(&id));
+                c.status == "ACTIVE" && !drained
+            })
+            .collect();
+        let desired_now = g.desired.saturating_sub(out.terminated.len() as u32);
+        Fleet {
+            booting: desired_now.saturating_sub(registered.len() as u32),
+            draining: registered.len().saturating_sub(active.len()) as u32,
+            registered,
+            active,
+            desired_now,
+        }
+    }
+
+    /// A bin per ACTIVE instance (its room after the overhead), and one per booting instance of
+    /// the size a new one will have.
+    fn bins(&self, size: Resources, overhead: Resources) -> Vec<Bin> {
+        let mut bins: Vec<Bin> = self
+            .active
+            .iter()
+            .map(|c| Bin {
+                id: c.ec2_instance_id.clone().unwrap_or_default(),
+                capacity: sub(c.registered, overhead),
+                tasks: c.running_tasks + c.pending_tasks,
+            })
+            .collect();
+        bins.extend((0..self.booting).map(|i| Bin {
+            id: format!("booting-{i}"),
+            capacity: sub(size, overhead),
+            tasks: u32::MAX,
+        }));
+        bins
+    }
+}
+
+/// The demands with `spares` tasks of the largest size added (none when nothing is demanded).
+fn with_spares(mut demands: Vec<Demand>, spares: u32) -> Vec<Demand> {
+    let largest = demands
+        .iter()
+        .map(|d| d.size)
+        .max_by_key(|s| (s.cpu, s.memory_mib));
+    if let Some(size) = largest.filter(|_| spares > 0) {
+        demands.push(Demand {
+            name: "spare".into(),
+            size,
+            count: spares,
+        });
+    }
+    demands
+}
+
+/// What the decision shows it rested on.
+fn record_inputs(
+    d: &mut Decision,
+    fleet: &Fleet<'_>,
+    needed: u32,
+    demands: &[Demand],
+    size: Resources,
+    overhead: Resources,
+) {
+    d.recommendation = needed;
+    let tasks: f64 = demands.iter().map(|x| f64::from(x.count)).sum();
+    for (name, v) in [
+        ("instances_needed", f64::from(needed)),
+        ("instances_active", fleet.active.len() as f64),
+        ("instances_booting", f64::from(fleet.booting)),
+        ("instances_draining", f64::from(fleet.draining)),
+        ("tasks", tasks),
+        ("instance_cpu", f64::from(size.cpu)),
+        ("instance_memory_mib", f64::from(size.memory_mib)),
+        ("overhead_cpu", f64::from(overhead.cpu)),
+        ("overhead_memory_mib", f64::from(overhead.memory_mib)),
+    ] {
+        d.inputs.insert(name.into(), v);
+    }
+}
+
+/// The outcome with this tick's terminations (a scale-in of the group's count) and its errors
+/// (a failure when nothing else was applied).
+fn finish(mut out: GroupOutcome, from: u32, desired_now: u32) -> GroupOutcome {
+    if !out.terminated.is_empty() {
+        out.decision.action = Action::ScaleIn;
+        out.decision.desired = out.decision.desired.min(desired_now);
+        if matches!(out.applied, Applied::Unchanged) {
+            out.applied = Applied::Updated {
+                from,
+                to: desired_now,
+            };
+        }
+        let terminated = out.terminated.join(", ");
+        out.decision
+            .reason
+            .push_str(&format!("; terminated {terminated} (drained)"));
+    }
+    if !out.errors.is_empty() && matches!(out.applied, Applied::Unchanged) {
+        out.applied = Applied::Failed {
+            kind: crate::api::ErrorKind::Other,
+            error: out.errors.join("; "),
+        };
+    }
+    out
+}
+
 fn sub(a: Resources, b: Resources) -> Resources {
     Resources {
         cpu: a.cpu.saturating_sub(b.cpu),
@@ -521,73 +664,14 @@ impl CapacityActuator {
         let g = t.group;
         let mut out = base_outcome(t);
         self.progress_drains(t, state, fence, &mut out).await;
-
-        // The group's registered instances, ACTIVE or draining.
-        let group_ids: HashMap<&str, &crate::api::GroupInstance> = g
-            .instances
-            .iter()
-            .filter(|i| !i.lifecycle_state.starts_with("Terminat"))
-            .map(|i| (i.id.as_str(), i))
-            .collect();
-        let registered: Vec<&ContainerInstance> = t
-            .cluster
-            .container_instances
-            .iter()
-            .filter(|c| {
-                c.ec2_instance_id
-                    .as_deref()
-                    .is_some_and(|id| group_ids.contains_key(id))
-            })
-            .collect();
-        let draining: Vec<&str> = state.draining.iter().map(|d| d.instance_id.as_str()).collect();
-        let active: Vec<&ContainerInstance> = registered
-            .iter()
-            .copied()
-            .filter(|c| {
-                c.status == "ACTIVE"
-                    && !c
-                        .ec2_instance_id
-                        .as_deref()
-                        .is_some_and(|id| draining.contains(&id))
-            })
-            .collect();
-        let desired_now = g.desired.saturating_sub(out.terminated.len() as u32);
-        let draining_in_group = registered.len().saturating_sub(active.len()) as u32;
-        // Launched or to be launched, not registered yet (an instance that never registers
-        // stays counted here, and holds scale-in back: look at the group when this lasts).
-        let booting = desired_now.saturating_sub(registered.len() as u32);
-
-        let size = match new_instance_size(t.spec, g, &registered) {
+        let fleet = Fleet::of(t, state, &out);
+        let size = match new_instance_size(t.spec, g, &fleet.registered) {
             Ok(s) => s,
             Err(e) => return self.no_action(out, e),
         };
-        let (mut demands, overhead, unknown) = demand(t.cluster, t.desired, t.task_groups, &active);
-        if let Some(largest) = demands
-            .iter()
-            .map(|d| d.size)
-            .max_by_key(|s| (s.cpu, s.memory_mib))
-        {
-            if t.spec.spare_tasks > 0 {
-                demands.push(Demand {
-                    name: "spare".into(),
-                    size: largest,
-                    count: t.spec.spare_tasks,
-                });
-            }
-        }
-        let mut bins: Vec<Bin> = active
-            .iter()
-            .map(|c| Bin {
-                id: c.ec2_instance_id.clone().unwrap_or_default(),
-                capacity: sub(c.registered, overhead),
-                tasks: c.running_tasks + c.pending_tasks,
-            })
-            .collect();
-        bins.extend((0..booting).map(|i| Bin {
-            id: format!("booting-{i}"),
-            capacity: sub(size, overhead),
-            tasks: u32::MAX,
-        }));
+        let (demands, overhead, unknown) = demand(t.cluster, t.desired, t.task_groups, &fleet.active);
+        let demands = with_spares(demands, t.spec.spare_tasks);
+        let bins = fleet.bins(size, overhead);
         let packing = match pack(&demands, &bins, sub(size, overhead), t.spec.headroom) {
             Ok(p) => p,
             Err(e) => {
@@ -598,84 +682,69 @@ impl CapacityActuator {
         let needed = packing.needed();
         // A policy that scales sets the floor; one that holds only keeps what the group has (its
         // count may be the one from before this tick's terminations: it must not grow it back).
+        let have = fleet.active.len() as u32 + fleet.booting;
         let floor = t.policy.map_or(0, |p| {
             if p.action == Action::Hold {
-                p.desired.min(active.len() as u32 + booting)
+                p.desired.min(have)
             } else {
                 p.desired
             }
         });
         let wanted = needed.max(floor);
         let target = wanted.clamp(g.min, g.max);
-        let d = &mut out.decision;
-        d.recommendation = needed;
-        d.inputs.insert("instances_needed".into(), f64::from(needed));
-        d.inputs.insert("instances_active".into(), active.len() as f64);
-        d.inputs.insert("instances_booting".into(), f64::from(booting));
-        d.inputs
-            .insert("instances_draining".into(), f64::from(draining_in_group));
-        d.inputs
-            .insert("tasks".into(), demands.iter().map(|x| f64::from(x.count)).sum());
-        d.inputs.insert("instance_cpu".into(), f64::from(size.cpu));
-        d.inputs
-            .insert("instance_memory_mib".into(), f64::from(size.memory_mib));
-        d.inputs.insert("overhead_cpu".into(), f64::from(overhead.cpu));
-        d.inputs
-            .insert("overhead_memory_mib".into(), f64::from(overhead.memory_mib));
+        record_inputs(&mut out.decision, &fleet, needed, &demands, size, overhead);
         let mut why = describe(&packing, &demands, size, t.spec.headroom, floor, t.policy);
-        let have = active.len() as u32 + booting;
         if wanted > g.max {
             out.waiting = waiting_at(&demands, &bins, sub(size, overhead), t.spec.headroom, g.max);
             let n: u32 = out.waiting.iter().map(|(_, n)| n).sum();
             out.decision.inputs.insert("tasks_waiting".into(), f64::from(n));
             why.push_str(&capped_note(g.max, &out.waiting));
         }
-
         if target > have {
             self.scale_out(t, state, fence, &mut out, have, target, why).await;
         } else if target < have {
-            let blocked = if booting > 0 {
-                Some(format!("{booting} instance(s) still booting"))
-            } else if !unknown.is_empty() {
-                Some(format!("demand unknown ({})", unknown.join("; ")))
-            } else {
-                self.cooling(t, state)
-                    .map(|until| format!("scale-in cooldown until {}", until.format("%H:%M:%S")))
-            };
-            match blocked {
+            match self.scale_in_blocked(t, state, fleet.booting, &unknown) {
                 Some(b) => {
                     out.decision.reason =
                         format!("{why}; {have} in service, {target} would do, but {b}: hold");
                 }
                 None => {
-                    self.scale_in(t, state, fence, &mut out, &packing, &active, have - target, why)
-                        .await
+                    self.scale_in(
+                        t,
+                        state,
+                        fence,
+                        &mut out,
+                        &packing,
+                        &fleet.active,
+                        have - target,
+                        why,
+                    )
+                    .await
                 }
             }
         } else {
             out.decision.reason = format!("{why}; {have} in service: hold");
         }
-        if !out.terminated.is_empty() {
-            let from = g.desired;
-            out.decision.action = Action::ScaleIn;
-            out.decision.desired = out.decision.desired.min(desired_now);
-            if matches!(out.applied, Applied::Unchanged) {
-                out.applied = Applied::Updated {
-                    from,
-                    to: desired_now,
-                };
-            }
-            out.decision
-                .reason
-                .push_str(&format!("; terminated {} (drained)", out.terminated.join(", ")));
+        finish(out, g.desired, fleet.desired_now)
+    }
+
+    /// Why a scale-in must wait this tick, if it must: instances still booting, a demand not
+    /// known, or the scale-in cooldown.
+    fn scale_in_blocked(
+        &self,
+        t: &GroupTick<'_>,
+        state: &GroupState,
+        booting: u32,
+        unknown: &[String],
+    ) -> Option<String> {
+        if booting > 0 {
+            return Some(format!("{booting} instance(s) still booting"));
         }
-        if !out.errors.is_empty() && matches!(out.applied, Applied::Unchanged) {
-            out.applied = Applied::Failed {
-                kind: crate::api::ErrorKind::Other,
-                error: out.errors.join("; "),
-            };
+        if !unknown.is_empty() {
+            return Some(format!("demand unknown ({})", unknown.join("; ")));
         }
-        out
+        self.cooling(t, state)
+            .map(|until| format!("scale-in cooldown until {}", until.format("%H:%M:%S")))
     }
 
     fn no_action(&self, mut out: GroupOutcome, reason: String) -> GroupOutcome {

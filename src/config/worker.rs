@@ -113,70 +113,12 @@ pub(super) fn read_worker(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path)
     let metrics_addr = match m.take("metrics_addr") {
         None if m.has("metrics_addr") => None,
         None => d.metrics_addr,
-        Some(n) => match n.as_scalar() {
-            Some("off") => None,
-            Some(s) => s
-                .parse::<SocketAddr>()
-                .map_err(|e| {
-                    cx.error(
-                        n.span,
-                        &join(path, "metrics_addr"),
-                        format!("`{s}` is not an address such as 127.0.0.1:9464 ({e}); `off` serves nothing"),
-                    )
-                })
-                .ok(),
-            None => {
-                cx.error(
-                    n.span,
-                    &join(path, "metrics_addr"),
-                    "expected an address such as 127.0.0.1:9464, or off",
-                );
-                None
-            }
-        },
+        Some(n) => read_metrics_addr(n, &join(path, "metrics_addr"), cx),
     };
     let state = m
-        .opt_with(cx, "state", |n, p, cx| {
-            let mut s = cx.map(n, p)?;
-            let file = s.opt::<String>(cx, "file").map(|f| base_dir.join(f));
-            let table = s.opt::<String>(cx, "dynamodb_table");
-            let span = s.span();
-            s.finish(cx, &["file", "dynamodb_table"]);
-            match (file, table) {
-                (Some(f), None) => Some(StateBackend::File(f)),
-                (None, Some(t)) => Some(StateBackend::DynamoDb { table: t }),
-                _ => {
-                    cx.error(
-                        span,
-                        p,
-                        "give `file` (one worker) or `dynamodb_table` (several), one of the two",
-                    );
-                    None
-                }
-            }
-        })
+        .opt_with(cx, "state", |n, p, cx| read_state(n, p, cx, base_dir))
         .unwrap_or(d.state);
-    let leader = m.opt_with(cx, "leader", |n, p, cx| {
-        let mut l = cx.map(n, p)?;
-        let table = l.req::<String>(cx, "dynamodb_table");
-        let lease = l
-            .opt_with(cx, "lease", positive)
-            .unwrap_or(Duration::from_secs(15));
-        let id = l.opt::<String>(cx, "id");
-        if lease < Duration::from_secs(2) {
-            cx.error(
-                l.span_of("lease"),
-                &join(p, "lease"),
-                "must be at least 2s (it is renewed every third of it)",
-            );
-        }
-        l.finish(cx, &["dynamodb_table", "lease", "id"]);
-        Some(LeaderSettings {
-            table: table?,
-            lease,
-            id,
-        })
-    });
+    let leader = m.opt_with(cx, "leader", read_leader);
     let app_autoscaling = m
         .opt_with(cx, "app_autoscaling", |n, p, cx| {
             one_of(n, p, cx, &["refuse", "take_over"])
@@ -233,6 +175,71 @@ pub(super) fn read_worker(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path)
         update_rate,
         shutdown_grace,
         watch,
+    })
+}
+
+/// `worker.metrics_addr`: an address, or `off`.
+fn read_metrics_addr(n: &Node, p: &str, cx: &mut Cx) -> Option<SocketAddr> {
+    match n.as_scalar() {
+        Some("off") => None,
+        Some(s) => s
+            .parse::<SocketAddr>()
+            .map_err(|e| {
+                cx.error(
+                    n.span,
+                    p,
+                    format!("`{s}` is not an address such as 127.0.0.1:9464 ({e}); `off` serves nothing"),
+                )
+            })
+            .ok(),
+        None => {
+            cx.error(n.span, p, "expected an address such as 127.0.0.1:9464, or off");
+            None
+        }
+    }
+}
+
+/// `worker.state`: a file (one worker) or a DynamoDB table (several), one of the two.
+fn read_state(n: &Node, p: &str, cx: &mut Cx, base_dir: &Path) -> Option<StateBackend> {
+    let mut s = cx.map(n, p)?;
+    let file = s.opt::<String>(cx, "file").map(|f| base_dir.join(f));
+    let table = s.opt::<String>(cx, "dynamodb_table");
+    let span = s.span();
+    s.finish(cx, &["file", "dynamodb_table"]);
+    match (file, table) {
+        (Some(f), None) => Some(StateBackend::File(f)),
+        (None, Some(t)) => Some(StateBackend::DynamoDb { table: t }),
+        _ => {
+            cx.error(
+                span,
+                p,
+                "give `file` (one worker) or `dynamodb_table` (several), one of the two",
+            );
+            None
+        }
+    }
+}
+
+/// `worker.leader`: the lease's table, its length (at least 2 s) and this worker's id.
+fn read_leader(n: &Node, p: &str, cx: &mut Cx) -> Option<LeaderSettings> {
+    let mut l = cx.map(n, p)?;
+    let table = l.req::<String>(cx, "dynamodb_table");
+    let lease = l
+        .opt_with(cx, "lease", positive)
+        .unwrap_or(Duration::from_secs(15));
+    let id = l.opt::<String>(cx, "id");
+    if lease < Duration::from_secs(2) {
+        cx.error(
+            l.span_of("lease"),
+            &join(p, "lease"),
+            "must be at least 2s (it is renewed every third of it)",
+        );
+    }
+    l.finish(cx, &["dynamodb_table", "lease", "id"]);
+    Some(LeaderSettings {
+        table: table?,
+        lease,
+        id,
     })
 }
 

@@ -233,39 +233,61 @@ fn read_target_policy(doc: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> O
         })
         .unwrap_or((DEFAULT_STEP_OUT, StepLimit::default()));
     let (max_step_out, max_step_in) = steps;
-    let mut default_missing = MissingData::BlockScaleIn;
-    let missing_data = m
-        .opt_with(cx, "missing_data", |n, p, cx| {
-            let Value::Map(entries) = &n.value else {
-                cx.error(
-                    n.span,
-                    p,
-                    format!("expected metric ids to behaviours, found {}", n.describe()),
-                );
-                return None;
-            };
-            let mut out = BTreeMap::new();
-            for (k, v) in entries {
-                let key = k.as_scalar().unwrap_or_default();
-                let Some(b) = read_missing(v, &join(p, key), cx) else {
-                    continue;
-                };
-                if key == "default" {
-                    default_missing = b;
-                } else {
-                    out.insert(key.to_string(), b);
-                }
-            }
-            Some(out)
-        })
-        .unwrap_or_default();
+    let (missing_data, default_missing) = m
+        .opt_with(cx, "missing_data", read_missing_data)
+        .unwrap_or_else(|| (BTreeMap::new(), MissingData::BlockScaleIn));
     let defaults = RuleDefaults { cooldown, steps };
     let rules = m.req_with(cx, "rules", |n, p, cx| read_rules(n, p, cx, &defaults, base_dir));
     m.finish(cx, TARGET_KEYS);
 
     let (target, min, max, rules) = (target?, min?, max?, rules?);
-    // A scheduled window's bounds, with the policy's filling in, must make sense together.
-    for rule in &rules {
+    check_windows(&rules, min, max, path, cx);
+    check_missing_data(&rules, &missing_data, doc, path, cx);
+    Some(TargetPolicy {
+        target,
+        min,
+        max,
+        cooldown,
+        scale_in_stabilization,
+        max_step_out,
+        max_step_in,
+        missing_data,
+        default_missing,
+        rules,
+        file: cx.file().to_string(),
+        span: doc.span,
+    })
+}
+
+/// `missing_data`: metric ids (and `default`) to behaviours; the default is `block_scale_in`.
+fn read_missing_data(n: &Node, p: &str, cx: &mut Cx) -> Option<(BTreeMap<String, MissingData>, MissingData)> {
+    let Value::Map(entries) = &n.value else {
+        cx.error(
+            n.span,
+            p,
+            format!("expected metric ids to behaviours, found {}", n.describe()),
+        );
+        return None;
+    };
+    let mut out = BTreeMap::new();
+    let mut default = MissingData::BlockScaleIn;
+    for (k, v) in entries {
+        let key = k.as_scalar().unwrap_or_default();
+        let Some(b) = read_missing(v, &join(p, key), cx) else {
+            continue;
+        };
+        if key == "default" {
+            default = b;
+        } else {
+            out.insert(key.to_string(), b);
+        }
+    }
+    Some((out, default))
+}
+
+/// A scheduled window's bounds, with the policy's filling in, must make sense together.
+fn check_windows(rules: &[Rule], min: u32, max: u32, path: &str, cx: &mut Cx) {
+    for rule in rules {
         if let RuleSpec::Scheduled(s) = &rule.spec {
             for w in &s.windows {
                 let (lo, hi) = (w.min.unwrap_or(min), w.max.unwrap_or(max));
@@ -282,7 +304,16 @@ fn read_target_policy(doc: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> O
             }
         }
     }
-    // Missing-data settings for metrics no rule reads are likely typos.
+}
+
+/// Missing-data settings for metrics no rule reads are likely typos.
+fn check_missing_data(
+    rules: &[Rule],
+    missing_data: &BTreeMap<String, MissingData>,
+    doc: &Node,
+    path: &str,
+    cx: &mut Cx,
+) {
     let read: Vec<&str> = rules.iter().flat_map(|r| r.spec.policy().metrics()).collect();
     for metric in missing_data.keys() {
         if !read.contains(&metric.as_str()) {
@@ -300,20 +331,6 @@ fn read_target_policy(doc: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> O
             );
         }
     }
-    Some(TargetPolicy {
-        target,
-        min,
-        max,
-        cooldown,
-        scale_in_stabilization,
-        max_step_out,
-        max_step_in,
-        missing_data,
-        default_missing,
-        rules,
-        file: cx.file().to_string(),
-        span: doc.span,
-    })
 }
 
 /// Where `missing_data` is in a document (for the unused-key check).

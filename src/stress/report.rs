@@ -370,6 +370,25 @@ fn unsent_line(s: &mut String, r: &Report) {
 pub fn text(r: &Report) -> String {
     let mut s = String::new();
     let t = &r.totals;
+    totals_lines(&mut s, r);
+    for c in &t.summary.error_causes {
+        let _ = writeln!(s, "    {} {}: {}", c.kind, c.count, c.cause);
+    }
+    unsent_line(&mut s, r);
+    status_lines(&mut s, &t.summary);
+    if let Some(tls) = &r.tls {
+        let _ = writeln!(s, "  tls {}", tls.line());
+    }
+    latency_lines(&mut s, &t.summary);
+    phase_lines(&mut s, r);
+    check_lines(&mut s, r);
+    agent_lines(&mut s, r);
+    s
+}
+
+/// The verdict, the requests and their rate against the plan, and the errors by kind.
+fn totals_lines(s: &mut String, r: &Report) {
+    let t = &r.totals;
     let _ = writeln!(
         s,
         "stress {}: {} ({} s of {} s planned)",
@@ -406,16 +425,12 @@ pub fn text(r: &Report) -> String {
             )
         }
     );
-    for c in &t.summary.error_causes {
-        let _ = writeln!(s, "    {} {}: {}", c.kind, c.count, c.cause);
-    }
-    unsent_line(&mut s, r);
-    status_lines(&mut s, &t.summary);
-    if let Some(tls) = &r.tls {
-        let _ = writeln!(s, "  tls {}", tls.line());
-    }
-    let l = &t.summary.latency_ms;
-    let sv = &t.summary.service_time_ms;
+}
+
+/// Latency from the scheduled send (what a user waited) and from the actual send.
+fn latency_lines(s: &mut String, summary: &super::stats::Summary) {
+    let l = &summary.latency_ms;
+    let sv = &summary.service_time_ms;
     let _ = writeln!(
         s,
         "  latency from scheduled send  p50 {:.2}ms  p90 {:.2}ms  p95 {:.2}ms  p99 {:.2}ms  p99.9 {:.2}ms  max {:.2}ms",
@@ -426,6 +441,9 @@ pub fn text(r: &Report) -> String {
         "  latency from actual send     p50 {:.2}ms  p90 {:.2}ms  p95 {:.2}ms  p99 {:.2}ms  p99.9 {:.2}ms  max {:.2}ms",
         sv.p50, sv.p90, sv.p95, sv.p99, sv.p99_9, sv.max
     );
+}
+
+fn phase_lines(s: &mut String, r: &Report) {
     for p in &r.phases {
         let _ = writeln!(
             s,
@@ -442,6 +460,10 @@ pub fn text(r: &Report) -> String {
             p.summary.errors
         );
     }
+}
+
+/// Each threshold and each scaling assertion, passed or failed.
+fn check_lines(s: &mut String, r: &Report) {
     for th in &r.thresholds {
         let _ = writeln!(
             s,
@@ -466,6 +488,10 @@ pub fn text(r: &Report) -> String {
         };
         let _ = writeln!(s, "  {tag} assertion {}: {detail}", a.assertion);
     }
+}
+
+/// Each agent's segment, counts and clock.
+fn agent_lines(s: &mut String, r: &Report) {
     if !r.agents.is_empty() {
         let _ = writeln!(
             s,
@@ -490,7 +516,6 @@ pub fn text(r: &Report) -> String {
             a.status
         );
     }
-    s
 }
 
 fn fmt1(v: f64) -> String {

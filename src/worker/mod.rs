@@ -544,13 +544,25 @@ pub async fn run(
         }
     }
 
-    // Drain: the ship queue, the shipper, the notifications, the lease.
     let grace = worker.config.worker.shutdown_grace;
-    let deadline = tokio::time::Instant::now() + grace;
     drop(worker);
     if let Some(w) = watcher {
         w.abort();
     }
+    let deadline = tokio::time::Instant::now() + grace;
+    drain(ship_stage, &notify, deadline).await;
+    if let Some(l) = &lease {
+        l.release().await;
+    }
+    for t in [lease_task, server].into_iter().flatten() {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// The shutdown: the ship queue and the shipper, with the count of every document, then the
+/// notifications, all within `deadline`.
+async fn drain(ship_stage: ShipStage, notify: &Arc<notify::Notifications>, deadline: tokio::time::Instant) {
     let s = ship_stage.finish(deadline).await;
     let summary = format!(
         "ship stage: {} documents handed over: {} spooled, {} not spooled; {} delivered, {} dead-lettered, {} dropped (drop_oldest), {} lost (vanished from the spool's disk); {} bytes left in the spool for the next start",
@@ -562,16 +574,6 @@ pub async fn run(
         tracing::info!("{summary}");
     }
     notify::retire(notify.replace(None), deadline).await;
-    if let Some(l) = &lease {
-        l.release().await;
-    }
-    if let Some(t) = lease_task {
-        t.abort();
-    }
-    if let Some(t) = server {
-        t.abort();
-    }
-    Ok(())
 }
 
 /// One tick; a stop signal during it gives it `worker.shutdown_grace` to finish (none: it
