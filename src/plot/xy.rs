@@ -64,24 +64,14 @@ fn range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 }
 
 fn panel(s: &mut String, c: &XyChart, y0: f64) {
-    let (top, bottom, left, right) = (y0 + MT, y0 + PANEL - MB, ML, WIDTH - MR);
+    let (top, bottom, left) = (y0 + MT, y0 + PANEL - MB, ML);
     let _ = write!(
         s,
         r#"<text x="{left}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
         y0 + 22.0,
         esc(&c.title)
     );
-    let xs = c
-        .curves
-        .iter()
-        .flat_map(|k| k.points.iter().map(|p| p.0))
-        .chain(c.spots.iter().map(|p| p.at.0));
-    let ys = c
-        .curves
-        .iter()
-        .flat_map(|k| k.points.iter().map(|p| p.1))
-        .chain(c.spots.iter().map(|p| p.at.1));
-    let (Some((x_lo, x_hi)), Some((y_lo, y_hi))) = (range(xs), range(ys.chain([0.0]))) else {
+    let Some(f) = XyFrame::of(c, y0) else {
         let _ = write!(
             s,
             r##"<text x="{left}" y="{}" fill="#666">no data</text>"##,
@@ -89,19 +79,69 @@ fn panel(s: &mut String, c: &XyChart, y0: f64) {
         );
         return;
     };
-    let (x_ticks, y_ticks) = (nice_ticks(x_lo, x_hi, 6), nice_ticks(y_lo.max(0.0), y_hi, 5));
-    let (x_lo, x_hi) = (x_ticks[0], *x_ticks.last().unwrap_or(&x_hi));
-    let (y_lo, y_hi) = (y_ticks[0], *y_ticks.last().unwrap_or(&y_hi));
-    let x = |v: f64| left + (v - x_lo) / (x_hi - x_lo).max(1e-9) * (right - left);
-    let y = |v: f64| bottom - (v - y_lo) / (y_hi - y_lo).max(1e-9) * (bottom - top);
+    axes(s, c, &f);
+    curves(s, c, &f);
+    spots(s, c, &f);
+    legend(s, c, &f);
+}
+
+/// A panel's plotting area: its edges and both axes' ticks (the first and last are the range).
+struct XyFrame {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    x_ticks: Vec<f64>,
+    y_ticks: Vec<f64>,
+}
+
+impl XyFrame {
+    /// The frame of the panel at `y0` (the y axis from 0), or `None` with nothing to draw.
+    fn of(c: &XyChart, y0: f64) -> Option<XyFrame> {
+        let xs = c
+            .curves
+            .iter()
+            .flat_map(|k| k.points.iter().map(|p| p.0))
+            .chain(c.spots.iter().map(|p| p.at.0));
+        let ys = c
+            .curves
+            .iter()
+            .flat_map(|k| k.points.iter().map(|p| p.1))
+            .chain(c.spots.iter().map(|p| p.at.1));
+        let ((x_lo, x_hi), (y_lo, y_hi)) = (range(xs)?, range(ys.chain([0.0]))?);
+        Some(XyFrame {
+            left: ML,
+            right: WIDTH - MR,
+            top: y0 + MT,
+            bottom: y0 + PANEL - MB,
+            x_ticks: nice_ticks(x_lo, x_hi, 6),
+            y_ticks: nice_ticks(y_lo.max(0.0), y_hi, 5),
+        })
+    }
+
+    fn x(&self, v: f64) -> f64 {
+        let (lo, hi) = (self.x_ticks[0], *self.x_ticks.last().unwrap_or(&self.x_ticks[0]));
+        self.left + (v - lo) / (hi - lo).max(1e-9) * (self.right - self.left)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        let (lo, hi) = (self.y_ticks[0], *self.y_ticks.last().unwrap_or(&self.y_ticks[0]));
+        self.bottom - (v - lo) / (hi - lo).max(1e-9) * (self.bottom - self.top)
+    }
+}
+
+/// The frame, the grid, both axes' ticks and their labels.
+fn axes(s: &mut String, c: &XyChart, f: &XyFrame) {
+    let (left, right, top, bottom) = (f.left, f.right, f.top, f.bottom);
+    let (x_ticks, y_ticks) = (&f.x_ticks, &f.y_ticks);
     let _ = write!(
         s,
         r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="#999"/>"##,
         right - left,
         bottom - top
     );
-    for v in &y_ticks {
-        let yy = y(*v);
+    for v in y_ticks {
+        let yy = f.y(*v);
         let _ = write!(
             s,
             r##"<line x1="{left}" y1="{yy:.1}" x2="{right}" y2="{yy:.1}" stroke="#e5e5e5"/>"##
@@ -114,8 +154,8 @@ fn panel(s: &mut String, c: &XyChart, y0: f64) {
             fmt_tick(*v)
         );
     }
-    for v in &x_ticks {
-        let xx = x(*v);
+    for v in x_ticks {
+        let xx = f.x(*v);
         let _ = write!(
             s,
             r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{bottom}" stroke="#f0f0f0"/>"##
@@ -141,12 +181,23 @@ fn panel(s: &mut String, c: &XyChart, y0: f64) {
         (top + bottom) / 2.0,
         esc(&c.y_label)
     );
+}
+
+/// Each curve: a line through its points, and a dot on each.
+fn curves(s: &mut String, c: &XyChart, f: &XyFrame) {
     for k in &c.curves {
         let d: Vec<String> = k
             .points
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{}{:.1} {:.1}", if i == 0 { "M" } else { " L" }, x(p.0), y(p.1)))
+            .map(|(i, p)| {
+                format!(
+                    "{}{:.1} {:.1}",
+                    if i == 0 { "M" } else { " L" },
+                    f.x(p.0),
+                    f.y(p.1)
+                )
+            })
             .collect();
         let dash = if k.dashed {
             r#" stroke-dasharray="6 4""#
@@ -163,14 +214,18 @@ fn panel(s: &mut String, c: &XyChart, y0: f64) {
             let _ = write!(
                 s,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#,
-                x(p.0),
-                y(p.1),
+                f.x(p.0),
+                f.y(p.1),
                 k.color
             );
         }
     }
+}
+
+/// Each spot: a large dot, labelled.
+fn spots(s: &mut String, c: &XyChart, f: &XyFrame) {
     for p in &c.spots {
-        let (xx, yy) = (x(p.at.0), y(p.at.1));
+        let (xx, yy) = (f.x(p.at.0), f.y(p.at.1));
         let _ = write!(
             s,
             r##"<circle cx="{xx:.1}" cy="{yy:.1}" r="7" fill="{}" stroke="#222" stroke-width="1.5"/>"##,
@@ -184,8 +239,12 @@ fn panel(s: &mut String, c: &XyChart, y0: f64) {
             esc(&p.label)
         );
     }
-    // The legend, right of the panel.
-    let mut ly = top + 10.0;
+}
+
+/// The legend, right of the panel.
+fn legend(s: &mut String, c: &XyChart, f: &XyFrame) {
+    let right = f.right;
+    let mut ly = f.top + 10.0;
     for (label, color, dashed) in c
         .curves
         .iter()

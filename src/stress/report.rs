@@ -632,6 +632,18 @@ pub fn charts(r: &Report) -> Vec<Chart> {
 /// The HTML report: self-contained (inline SVG, no script, no network).
 pub fn html(r: &Report) -> String {
     let mut h = String::new();
+    html_head(&mut h, r);
+    html_totals(&mut h, r);
+    h.push_str("<h2>Over time</h2>\n");
+    h.push_str(&plot::svg(&charts(r)));
+    html_phases(&mut h, r);
+    html_checks(&mut h, r);
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// The page's head and style, the verdict, the run's settings and its TLS.
+fn html_head(h: &mut String, r: &Report) {
     let ok = r.exit_code == 0;
     let _ = write!(
         h,
@@ -670,6 +682,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
             esc(&tls.line())
         );
     }
+}
+
+/// The totals (latency from the scheduled and the actual send) and why requests failed.
+fn html_totals(h: &mut String, r: &Report) {
     let t = &r.totals;
     let l = &t.summary.latency_ms;
     let sv = &t.summary.service_time_ms;
@@ -699,8 +715,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
         }
         h.push_str("</table>\n");
     }
-    h.push_str("<h2>Over time</h2>\n");
-    h.push_str(&plot::svg(&charts(r)));
+}
+
+fn html_phases(h: &mut String, r: &Report) {
     h.push_str("\n<h2>Phases</h2>\n<table><tr><th class=\"l\">phase</th><th class=\"l\">model</th><th>start</th><th>duration</th><th>planned</th><th>requests</th><th>rate</th><th>of plan</th><th>p50</th><th>p99</th><th>errors</th></tr>\n");
     for p in &r.phases {
         let _ = writeln!(
@@ -720,6 +737,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
         );
     }
     h.push_str("</table>\n");
+}
+
+/// The thresholds and the scaling assertions, each passed or failed.
+fn html_checks(h: &mut String, r: &Report) {
     if !r.thresholds.is_empty() {
         h.push_str("<h2>Thresholds</h2>\n<table><tr><th class=\"l\">result</th><th class=\"l\">check</th><th class=\"l\">scope</th><th class=\"l\">detail</th></tr>\n");
         for th in &r.thresholds {
@@ -755,8 +776,6 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
         }
         h.push_str("</table>\n");
     }
-    h.push_str("</body></html>\n");
-    h
 }
 
 /// What the handshake settled on, for the report.
