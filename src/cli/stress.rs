@@ -266,67 +266,12 @@ fn plan_text_from_flags(a: &StressArgs, want: &Plan) -> Result<String, String> {
 }
 
 fn plan_from_flags(a: &StressArgs) -> Result<Plan, String> {
-    if a.url.is_empty() {
-        return Err("give --url URL (or --plan FILE)".into());
-    }
-    let mut headers = Vec::new();
-    for h in &a.headers {
-        let (k, v) = h
-            .split_once(':')
-            .ok_or_else(|| format!("--header `{h}`: write `Name: value`"))?;
-        let (k, v) = (k.trim(), v.trim());
-        hyper::header::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("--header `{h}`: `{k}` is not a header name"))?;
-        hyper::header::HeaderValue::from_str(v)
-            .map_err(|_| format!("--header `{h}`: not a valid header value"))?;
-        headers.push((k.to_string(), v.to_string()));
-    }
-    let body = match a.body.as_deref() {
-        Some(b) if b.starts_with('@') => {
-            std::fs::read(&b[1..]).map_err(|e| format!("--body {b}: cannot read {}: {e}", &b[1..]))?
-        }
-        Some(b) => b.as_bytes().to_vec(),
-        None => Vec::new(),
-    };
-    let method = a
-        .method
-        .clone()
-        .unwrap_or_else(|| "GET".into())
-        .to_ascii_uppercase();
-    hyper::Method::from_bytes(method.as_bytes())
-        .map_err(|_| format!("--method {method} is not an HTTP method"))?;
-    let targets = a
-        .url
-        .iter()
-        .map(|u| {
-            plan::parse_url(u).map(|url| Target {
-                method: method.clone(),
-                url,
-                headers: headers.clone(),
-                body: body.clone(),
-                weight: 1,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("--url {e}"))?;
+    let targets = flag_targets(a)?;
     let duration: Duration = a.duration.map(Into::into).unwrap_or(Duration::from_secs(10));
     if duration.is_zero() {
         return Err("--duration must be above 0".into());
     }
-    let load = match (a.rate, a.users) {
-        (Some(r), _) if !(r > 0.0 && r <= 10_000_000.0) => {
-            return Err(format!(
-                "--rate {r}: a rate is above 0 and at most 10,000,000 requests per second"
-            ))
-        }
-        (Some(r), _) => Load::Open(Shape::Constant(r)),
-        (None, Some(0)) => return Err("--users must be at least 1".into()),
-        (None, Some(users)) => Load::Closed {
-            users,
-            think: a.think.map(Into::into).unwrap_or_default(),
-        },
-        (None, None) => Load::Max,
-    };
+    let load = flag_load(a)?;
     let connections = a.connections.unwrap_or(50);
     if !(1..=10_000).contains(&connections) {
         return Err("--connections must be between 1 and 10000".into());
@@ -368,6 +313,89 @@ fn plan_from_flags(a: &StressArgs) -> Result<Plan, String> {
             .iter()
             .map(|r| crate::stress::plan::parse_resolve(r).map_err(|e| format!("--resolve {e}")))
             .collect::<Result<Vec<_>, _>>()?,
+    })
+}
+
+/// The largest `--body @FILE` read: a request body, not a data set.
+const MAX_BODY_BYTES: u64 = 64 << 20;
+
+/// The targets of `--url` (each with `--method`, `--header` and `--body`), checked.
+fn flag_targets(a: &StressArgs) -> Result<Vec<Target>, String> {
+    if a.url.is_empty() {
+        return Err("give --url URL (or --plan FILE)".into());
+    }
+    let mut headers = Vec::new();
+    for h in &a.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header `{h}`: write `Name: value`"))?;
+        let (k, v) = (k.trim(), v.trim());
+        hyper::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("--header `{h}`: `{k}` is not a header name"))?;
+        hyper::header::HeaderValue::from_str(v)
+            .map_err(|_| format!("--header `{h}`: not a valid header value"))?;
+        headers.push((k.to_string(), v.to_string()));
+    }
+    let body = match a.body.as_deref() {
+        Some(b) if b.starts_with('@') => read_body(&b[1..]).map_err(|e| format!("--body {b}: {e}"))?,
+        Some(b) => b.as_bytes().to_vec(),
+        None => Vec::new(),
+    };
+    let method = a
+        .method
+        .clone()
+        .unwrap_or_else(|| "GET".into())
+        .to_ascii_uppercase();
+    hyper::Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("--method {method} is not an HTTP method"))?;
+    a.url
+        .iter()
+        .map(|u| {
+            plan::parse_url(u).map(|url| Target {
+                method: method.clone(),
+                url,
+                headers: headers.clone(),
+                body: body.clone(),
+                weight: 1,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--url {e}"))
+}
+
+/// A body file of at most [`MAX_BODY_BYTES`], read no further (a device never fills memory).
+fn read_body(path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_BODY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    if bytes.len() as u64 > MAX_BODY_BYTES {
+        return Err(format!(
+            "{path} is larger than {}, the most a body may hold",
+            crate::format::bytes(MAX_BODY_BYTES)
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The load of `--rate` (open), `--users` and `--think` (closed), or neither (as fast as the
+/// connections go).
+fn flag_load(a: &StressArgs) -> Result<Load, String> {
+    Ok(match (a.rate, a.users) {
+        (Some(r), _) if !(r > 0.0 && r <= 10_000_000.0) => {
+            return Err(format!(
+                "--rate {r}: a rate is above 0 and at most 10,000,000 requests per second"
+            ))
+        }
+        (Some(r), _) => Load::Open(Shape::Constant(r)),
+        (None, Some(0)) => return Err("--users must be at least 1".into()),
+        (None, Some(users)) => Load::Closed {
+            users,
+            think: a.think.map(Into::into).unwrap_or_default(),
+        },
+        (None, None) => Load::Max,
     })
 }
 

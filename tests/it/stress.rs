@@ -351,6 +351,13 @@ async fn plan_mistakes_are_all_named_with_their_line_and_exit_2() {
         stderr.contains("the folder /nonexistent/dir does not exist"),
         "{stderr}"
     );
+    // A body file is read within a bound: an endless one is refused, not read into memory.
+    let (code, _, stderr) = stress(&["--url", "http://127.0.0.1:1/", "--body", "@/dev/zero"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--body @/dev/zero: /dev/zero is larger than 64 MiB"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
