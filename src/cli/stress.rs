@@ -365,19 +365,11 @@ fn flag_targets(a: &StressArgs) -> Result<Vec<Target>, String> {
 
 /// A body file of at most [`MAX_BODY_BYTES`], read no further (a device never fills memory).
 fn read_body(path: &str) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_BODY_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {path}: {e}"))?;
-    if bytes.len() as u64 > MAX_BODY_BYTES {
-        return Err(format!(
-            "{path} is larger than {}, the most a body may hold",
-            crate::format::bytes(MAX_BODY_BYTES)
-        ));
-    }
-    Ok(bytes)
+    use crate::config::read::{read_bounded_bytes, BoundedError};
+    read_bounded_bytes(std::path::Path::new(path), MAX_BODY_BYTES).map_err(|e| match e {
+        BoundedError::Io(e) => format!("cannot read {path}: {e}"),
+        BoundedError::TooLarge(_) => format!("{path} is {e}"),
+    })
 }
 
 /// The load of `--rate` (open), `--users` and `--think` (closed), or neither (as fast as the

@@ -59,21 +59,45 @@ impl std::error::Error for Diagnostics {}
 /// The largest YAML file read (config, policy files, stress plans): far above any real one.
 pub const MAX_YAML_BYTES: u64 = 16 << 20;
 
-/// Reads a whole text file of at most `limit` bytes, without reading past it (a huge file or a
-/// device never fills memory). The error says what went wrong, for the caller to place.
-pub fn read_bounded(path: &std::path::Path, limit: u64) -> Result<String, String> {
+/// Why a bounded read failed: the file could not be read, or it holds more than the bound.
+#[derive(Debug)]
+pub enum BoundedError {
+    Io(std::io::Error),
+    TooLarge(u64),
+}
+
+impl fmt::Display for BoundedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BoundedError::Io(e) => write!(f, "{e}"),
+            BoundedError::TooLarge(limit) => write!(
+                f,
+                "larger than {}, the most this file may hold",
+                crate::format::bytes(*limit)
+            ),
+        }
+    }
+}
+
+/// Reads a whole file of at most `limit` bytes, without reading past it (a huge file or a
+/// device never fills memory).
+pub fn read_bounded_bytes(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, BoundedError> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(BoundedError::Io)?;
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+        .map_err(BoundedError::Io)?;
     if bytes.len() as u64 > limit {
-        return Err(format!(
-            "larger than {}, the most this file may hold",
-            crate::format::bytes(limit)
-        ));
+        return Err(BoundedError::TooLarge(limit));
     }
+    Ok(bytes)
+}
+
+/// Reads a whole text file of at most `limit` bytes ([`read_bounded_bytes`]). The error says
+/// what went wrong, for the caller to place.
+pub fn read_bounded(path: &std::path::Path, limit: u64) -> Result<String, String> {
+    let bytes = read_bounded_bytes(path, limit).map_err(|e| e.to_string())?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         format!("not UTF-8 text (byte {at})")

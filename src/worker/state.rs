@@ -13,7 +13,7 @@
 //! start rather than being replaced by an empty one: forgetting a cooldown is an action taken
 //! twice.
 
-use crate::config::read::read_bounded;
+use crate::config::read::{read_bounded_bytes, BoundedError};
 use crate::files::write_atomically;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -149,15 +149,18 @@ const MAX_STATE_BYTES: u64 = 256 << 20;
 #[async_trait]
 impl StateStore for FileStore {
     async fn load(&self) -> Result<WorkerState> {
-        if !self.path.exists() {
-            return Ok(WorkerState::default());
-        }
         let path = self.path.clone();
-        let text = tokio::task::spawn_blocking(move || read_bounded(&path, MAX_STATE_BYTES))
+        let bytes = match tokio::task::spawn_blocking(move || read_bounded_bytes(&path, MAX_STATE_BYTES))
             .await
             .map_err(|e| self.err(e.to_string()))?
-            .map_err(|e| self.err(format!("cannot read it: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| {
+        {
+            Ok(bytes) => bytes,
+            Err(BoundedError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(WorkerState::default())
+            }
+            Err(e) => return Err(self.err(format!("cannot read it: {e}"))),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| {
             self.err(format!(
                 "not a state ecscale can read ({e}); move it away to start with no memory of earlier ticks"
             ))
