@@ -179,24 +179,38 @@ pub struct StressArgs {
 /// flag a plan holds, strings JSON-quoted (YAML reads them as double-quoted scalars). The text
 /// must read back as exactly the plan the flags make, or the run is refused.
 fn plan_text_from_flags(a: &StressArgs, want: &Plan) -> Result<String, String> {
-    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
-    let abs = |p: &PathBuf| {
-        std::path::absolute(p)
-            .unwrap_or_else(|_| p.clone())
-            .display()
-            .to_string()
-    };
     let mut t = String::from("name: stress\ntargets:\n");
-    let body = match a.body.as_deref() {
+    push_targets(&mut t, a, flag_body_text(a)?.as_deref());
+    push_load(&mut t, a);
+    push_options(&mut t, a, want);
+    let read = plan::load_str(&t, "(the flags' plan)", Path::new("/")).map_err(|d| d.to_string())?;
+    if read != *want {
+        return Err("the flags' plan cannot be sent to agents as it is (a bug): write it as a plan file and use --plan".into());
+    }
+    Ok(t)
+}
+
+/// A string as a double-quoted YAML scalar.
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// `--body` as text (from its file with `@FILE`, within [`MAX_BODY_BYTES`]).
+fn flag_body_text(a: &StressArgs) -> Result<Option<String>, String> {
+    match a.body.as_deref() {
         Some(b) if b.starts_with('@') => {
-            let bytes =
-                std::fs::read(&b[1..]).map_err(|e| format!("--body {b}: cannot read {}: {e}", &b[1..]))?;
-            Some(String::from_utf8(bytes).map_err(|_| {
+            let bytes = read_body(&b[1..]).map_err(|e| format!("--body {b}: {e}"))?;
+            let text = String::from_utf8(bytes).map_err(|_| {
                 format!("--body {b}: agents are sent the body as text, and this file is not UTF-8")
-            })?)
+            })?;
+            Ok(Some(text))
         }
-        other => other.map(str::to_string),
-    };
+        other => Ok(other.map(str::to_string)),
+    }
+}
+
+/// The `targets:` items: each `--url` with the method, headers and body.
+fn push_targets(t: &mut String, a: &StressArgs, body: Option<&str>) {
     for u in &a.url {
         t.push_str(&format!("  - url: {}\n", q(u)));
         if let Some(m) = &a.method {
@@ -209,10 +223,14 @@ fn plan_text_from_flags(a: &StressArgs, want: &Plan) -> Result<String, String> {
                 t.push_str(&format!("      {}: {}\n", q(k.trim()), q(v.trim())));
             }
         }
-        if let Some(b) = &body {
+        if let Some(b) = body {
             t.push_str(&format!("    body: {}\n", q(b)));
         }
     }
+}
+
+/// The one phase: its duration and its load (a rate, users, or as fast as it goes).
+fn push_load(t: &mut String, a: &StressArgs) {
     let duration = a.duration.map_or("10s".to_string(), |d| d.to_string());
     t.push_str(&format!(
         "phases:\n  - name: main\n    duration: {}\n",
@@ -228,6 +246,16 @@ fn plan_text_from_flags(a: &StressArgs, want: &Plan) -> Result<String, String> {
         }
         (None, None) => t.push_str("    max: true\n"),
     }
+}
+
+/// Connections, HTTP version, timeout, thresholds, TLS (paths made absolute) and `--resolve`.
+fn push_options(t: &mut String, a: &StressArgs, want: &Plan) {
+    let abs = |p: &PathBuf| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string()
+    };
     t.push_str(&format!("connections: {}\n", want.connections));
     if a.http2 {
         t.push_str("http: \"2\"\n");
@@ -235,12 +263,7 @@ fn plan_text_from_flags(a: &StressArgs, want: &Plan) -> Result<String, String> {
     if let Some(to) = a.timeout {
         t.push_str(&format!("timeout: {}\n", q(&to.to_string())));
     }
-    if !a.thresholds.is_empty() {
-        t.push_str("thresholds:\n");
-        for th in &a.thresholds {
-            t.push_str(&format!("  - {}\n", q(th)));
-        }
-    }
+    push_list(t, "thresholds", &a.thresholds);
     if a.insecure || a.cacert.is_some() || a.cert.is_some() {
         t.push_str("tls:\n");
         if a.insecure {
@@ -252,17 +275,17 @@ fn plan_text_from_flags(a: &StressArgs, want: &Plan) -> Result<String, String> {
             }
         }
     }
-    if !a.resolve.is_empty() {
-        t.push_str("resolve:\n");
-        for r in &a.resolve {
-            t.push_str(&format!("  - {}\n", q(r)));
+    push_list(t, "resolve", &a.resolve);
+}
+
+/// `key:` and its items, when there are any.
+fn push_list(t: &mut String, key: &str, items: &[String]) {
+    if !items.is_empty() {
+        t.push_str(&format!("{key}:\n"));
+        for i in items {
+            t.push_str(&format!("  - {}\n", q(i)));
         }
     }
-    let read = plan::load_str(&t, "(the flags' plan)", Path::new("/")).map_err(|d| d.to_string())?;
-    if read != *want {
-        return Err("the flags' plan cannot be sent to agents as it is (a bug): write it as a plan file and use --plan".into());
-    }
-    Ok(t)
 }
 
 fn plan_from_flags(a: &StressArgs) -> Result<Plan, String> {
@@ -508,33 +531,13 @@ pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
         Some(n) => Some(distributed(&a, n, vars).await?),
         None => None,
     };
-    let plan = match &a.plan {
-        Some(file) => plan::load(file).map_err(|d| {
-            let n = d.0.len();
-            invalid(anyhow::anyhow!(
-                "{d}\n{n} mistake{} in {}",
-                if n == 1 { "" } else { "s" },
-                file.display()
-            ))
-        })?,
-        None => plan_from_flags(&a).map_err(|e| invalid(anyhow::anyhow!(e)))?,
-    };
+    let plan = read_plan(&a)?;
     check_output(&a.json, "--json")?;
     check_output(&a.report, "--report")?;
     if plan.uses_tls() {
         crate::stress::tls::Tls::new(&plan.tls, plan.http).map_err(|e| invalid(anyhow::anyhow!(e)))?;
     }
-
-    let ecs: Option<Arc<dyn crate::api::EcsApi>> = match &plan.watch {
-        Some(w) => {
-            let config = load_config(&w.config, vars)?;
-            let aws = AwsContext::connect(&config.aws, ApiMeter::default())
-                .await
-                .map_err(invalid)?;
-            Some(Arc::new(aws.ecs.clone()))
-        }
-        None => None,
-    };
+    let ecs = watched_ecs(&plan, vars).await?;
     let shipper = match &a.config {
         Some(path) => {
             let config = load_config(path, vars)?;
@@ -545,19 +548,72 @@ pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
         }
         None => None,
     };
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let progress = match a.progress {
-        ProgressArg::Auto if tty => Progress::Tty,
-        ProgressArg::Auto | ProgressArg::Plain => Progress::Plain,
-        ProgressArg::Tty => Progress::Tty,
-        ProgressArg::Off => Progress::Off,
-    };
     let (interrupt_tx, interrupt) = watch::channel(false);
     crate::worker::watch_signals(
         interrupt_tx,
         "stress: stopping: writing the report (a second signal exits at once)",
     );
-    eprintln!(
+    eprintln!("{}", announcement(&plan));
+    let opts = Options {
+        ecs,
+        shipper,
+        plain_every: Duration::from_secs(5),
+        ..Options::new(progress_of(a.progress), interrupt)
+    };
+    let report = run_plan(&a, &plan, dist.as_ref(), opts).await?;
+    if let Some(p) = &a.json {
+        write(p, &serde_json::to_string_pretty(&report)?)?;
+    }
+    if let Some(p) = &a.report {
+        write(p, &report::html(&report))?;
+    }
+    print!("{}", report::text(&report));
+    if let Some(e) = &report.shipping_error {
+        eprintln!("stress: the per-second documents could not all be shipped: {e}");
+    }
+    Ok(report.exit_code)
+}
+
+/// The plan: from `--plan`, or made of the flags.
+fn read_plan(a: &StressArgs) -> Result<Plan, Failure> {
+    match &a.plan {
+        Some(file) => plan::load(file).map_err(|d| {
+            let n = d.0.len();
+            invalid(anyhow::anyhow!(
+                "{d}\n{n} mistake{} in {}",
+                if n == 1 { "" } else { "s" },
+                file.display()
+            ))
+        }),
+        None => plan_from_flags(a).map_err(|e| invalid(anyhow::anyhow!(e))),
+    }
+}
+
+/// ECS, reached with the watch's config, when the plan watches a service.
+async fn watched_ecs(plan: &Plan, vars: &Vars) -> Result<Option<Arc<dyn crate::api::EcsApi>>, Failure> {
+    let Some(w) = &plan.watch else {
+        return Ok(None);
+    };
+    let config = load_config(&w.config, vars)?;
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .map_err(invalid)?;
+    Ok(Some(Arc::new(aws.ecs.clone())))
+}
+
+fn progress_of(p: ProgressArg) -> Progress {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match p {
+        ProgressArg::Auto if tty => Progress::Tty,
+        ProgressArg::Auto | ProgressArg::Plain => Progress::Plain,
+        ProgressArg::Tty => Progress::Tty,
+        ProgressArg::Off => Progress::Off,
+    }
+}
+
+/// The line that says what the run sends.
+fn announcement(plan: &Plan) -> String {
+    format!(
         "stress: {} over {} s, {} phase{}, HTTP/{}, {} connections{}",
         plan.targets
             .iter()
@@ -578,38 +634,30 @@ pub async fn stress(a: StressArgs, vars: &Vars) -> Result<u8, Failure> {
         } else {
             ""
         }
-    );
-    let opts = Options {
-        ecs,
-        shipper,
-        plain_every: Duration::from_secs(5),
-        ..Options::new(progress, interrupt)
-    };
-    let report = match (&dist, &a.plan) {
+    )
+}
+
+/// Runs the plan here, or on agents (sent the plan file's text, or the flags' plan as text).
+async fn run_plan(
+    a: &StressArgs,
+    plan: &Plan,
+    dist: Option<&crate::stress::coordinate::Distributed>,
+    opts: Options,
+) -> Result<report::Report, Failure> {
+    let report = match (dist, &a.plan) {
         (Some(d), Some(file)) => {
             let text = crate::config::read::read_bounded(file, 1 << 20).map_err(|e| anyhow::anyhow!(e))?;
             let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
             let base = std::fs::canonicalize(&base).unwrap_or(base);
-            crate::stress::coordinate::coordinate(&plan, text, &base, d, opts).await
+            crate::stress::coordinate::coordinate(plan, text, &base, d, opts).await
         }
         // The flags' one-target plan is a plan: its agents are sent it as plan text.
         (Some(d), None) => {
-            let text = plan_text_from_flags(&a, &plan).map_err(|e| invalid(anyhow::anyhow!(e)))?;
+            let text = plan_text_from_flags(a, plan).map_err(|e| invalid(anyhow::anyhow!(e)))?;
             let base = std::env::current_dir().unwrap_or_default();
-            crate::stress::coordinate::coordinate(&plan, text, &base, d, opts).await
+            crate::stress::coordinate::coordinate(plan, text, &base, d, opts).await
         }
-        _ => crate::stress::run(&plan, opts).await,
-    }
-    .map_err(|e| anyhow::anyhow!(e))?;
-    if let Some(p) = &a.json {
-        write(p, &serde_json::to_string_pretty(&report)?)?;
-    }
-    if let Some(p) = &a.report {
-        write(p, &report::html(&report))?;
-    }
-    print!("{}", report::text(&report));
-    if let Some(e) = &report.shipping_error {
-        eprintln!("stress: the per-second documents could not all be shipped: {e}");
-    }
-    Ok(report.exit_code)
+        _ => crate::stress::run(plan, opts).await,
+    };
+    Ok(report.map_err(|e| anyhow::anyhow!(e))?)
 }

@@ -181,117 +181,160 @@ async fn deliver(
     opts: &SendOptions,
     stats: &Stats,
     pace: &Pace,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<bool, SpoolError> {
     let body = Bytes::from(std::fs::read(&seg.path).map_err(|source| SpoolError::Io {
         path: seg.path.clone(),
         source,
     })?);
-    let mut work = vec![body];
-    let mut backoff = Duration::from_millis(100);
-    while let Some(whole) = work.pop() {
+    let mut d = Delivery {
+        es,
+        spool,
+        prefix: &opts.prefix,
+        stats,
+        stop,
+        work: vec![body],
+        backoff: Duration::from_millis(100),
+    };
+    while let Some(whole) = d.work.pop() {
         let (body, rest, full) = pace.take(whole);
         if !rest.is_empty() {
-            work.push(rest);
+            d.work.push(rest);
         }
         if body.is_empty() {
             continue;
         }
         stats.requests.fetch_add(1, Ordering::Relaxed);
-        match send(es, &body).await {
+        let going = match send(es, &body).await {
             Ok(o) => {
                 pace.went(full);
-                stats.delivered.fetch_add(o.delivered, Ordering::Relaxed);
-                if o.delivered > 0 {
-                    stats.progressed(super::Side::Send);
-                }
-                for r in &o.refused {
-                    tracing::warn!(
-                        "Elasticsearch refused a document ({} {}): dead-lettered",
-                        r.status,
-                        r.error["reason"].as_str().unwrap_or("no reason given")
-                    );
-                }
-                if !o.refused.is_empty()
-                    && !dead_letter(Some(es), spool, &opts.prefix, &o.refused, stats, &mut stop).await
-                {
-                    return Ok(false);
-                }
-                if o.retry_docs > 0 {
-                    stats.retried.fetch_add(o.retry_docs, Ordering::Relaxed);
-                    if let Some(why) = &o.retry_why {
-                        stats.failed(
-                            why.kind,
-                            format!(
-                                "Elasticsearch at {} did not take {} documents ({}); they wait and are retried",
-                                es.url, o.retry_docs, why.said
-                            ),
-                        );
-                    }
-                    work.push(Bytes::from(o.retry));
-                    if !pause(&mut backoff, &mut stop).await {
-                        return Ok(false);
-                    }
-                } else {
-                    backoff = Duration::from_millis(100);
-                }
+                d.answered(o).await
             }
             Err(e @ EsError::Timeout { .. }) if memchr::memchr_iter(b'\n', &body).nth(2).is_some() => {
-                // A slow node, and more than one document: the same documents again in smaller
-                // bulks (their ids make a bulk it finished after the timeout harmless to resend).
-                stats.failed_requests.fetch_add(1, Ordering::Relaxed);
-                let docs = pairs(&body).len();
-                let cap = pace.slowed(docs);
-                stats.failed(
-                    "timeout",
-                    format!("{e} for a bulk of {docs} documents; they are sent again, {cap} at a time"),
-                );
-                work.push(body);
-                if !pause(&mut backoff, &mut stop).await {
-                    return Ok(false);
-                }
+                d.timed_out(e, body, pace).await
             }
-            Err(e) if about_content(&e) => {
-                stats.failed_requests.fetch_add(1, Ordering::Relaxed);
-                let docs = pairs(&body);
-                if docs.len() > 1 {
-                    // Find the document at fault: each half on its own.
-                    let (a, b) = split(&body);
-                    work.push(b);
-                    work.push(a);
-                    continue;
-                }
-                let refused: Vec<Refused> = docs
-                    .into_iter()
-                    .map(|(a, s)| Refused {
-                        action: body.slice(a),
-                        source: body.slice(s),
-                        status: match &e {
-                            EsError::Status { status, .. } => *status,
-                            _ => 0,
-                        },
-                        error: serde_json::json!({"type": "request_refused", "reason": e.to_string()}),
-                    })
-                    .collect();
-                tracing::warn!("{e}: the document at fault is dead-lettered");
-                if !dead_letter(Some(es), spool, &opts.prefix, &refused, stats, &mut stop).await {
-                    return Ok(false);
-                }
-            }
+            Err(e) if about_content(&e) => d.refused_whole(e, body).await,
             Err(e) => {
                 stats.failed_requests.fetch_add(1, Ordering::Relaxed);
                 stats.failed(
                     es_kind(&e),
                     format!("{e}; the documents wait in the spool and are retried"),
                 );
-                work.push(body);
-                if !pause(&mut backoff, &mut stop).await {
-                    return Ok(false);
-                }
+                d.again(body).await
             }
+        };
+        if !going {
+            return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// One segment on its way: the bulks still to send, and the pause before a retry. Each step
+/// returns `false` when stopped.
+struct Delivery<'a> {
+    es: &'a Es,
+    spool: &'a Spool,
+    prefix: &'a str,
+    stats: &'a Stats,
+    stop: watch::Receiver<bool>,
+    work: Vec<Bytes>,
+    backoff: Duration,
+}
+
+impl Delivery<'_> {
+    /// `body` again, after the pause.
+    async fn again(&mut self, body: Bytes) -> bool {
+        self.work.push(body);
+        pause(&mut self.backoff, &mut self.stop).await
+    }
+
+    async fn dead_letter(&mut self, refused: &[Refused]) -> bool {
+        dead_letter(
+            Some(self.es),
+            self.spool,
+            self.prefix,
+            refused,
+            self.stats,
+            &mut self.stop,
+        )
+        .await
+    }
+
+    /// A bulk answer: the delivered counted, the refused dead-lettered, the rest retried.
+    async fn answered(&mut self, o: Outcome) -> bool {
+        let stats = self.stats;
+        stats.delivered.fetch_add(o.delivered, Ordering::Relaxed);
+        if o.delivered > 0 {
+            stats.progressed(super::Side::Send);
+        }
+        for r in &o.refused {
+            tracing::warn!(
+                "Elasticsearch refused a document ({} {}): dead-lettered",
+                r.status,
+                r.error["reason"].as_str().unwrap_or("no reason given")
+            );
+        }
+        if !o.refused.is_empty() && !self.dead_letter(&o.refused).await {
+            return false;
+        }
+        if o.retry_docs == 0 {
+            self.backoff = Duration::from_millis(100);
+            return true;
+        }
+        stats.retried.fetch_add(o.retry_docs, Ordering::Relaxed);
+        if let Some(why) = &o.retry_why {
+            stats.failed(
+                why.kind,
+                format!(
+                    "Elasticsearch at {} did not take {} documents ({}); they wait and are retried",
+                    self.es.url, o.retry_docs, why.said
+                ),
+            );
+        }
+        self.again(Bytes::from(o.retry)).await
+    }
+
+    /// A slow node, and more than one document: the same documents again in smaller bulks
+    /// (their ids make a bulk it finished after the timeout harmless to resend).
+    async fn timed_out(&mut self, e: EsError, body: Bytes, pace: &Pace) -> bool {
+        self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+        let docs = pairs(&body).len();
+        let cap = pace.slowed(docs);
+        self.stats.failed(
+            "timeout",
+            format!("{e} for a bulk of {docs} documents; they are sent again, {cap} at a time"),
+        );
+        self.again(body).await
+    }
+
+    /// The whole request refused for its content: halves until the document at fault is
+    /// alone, which is dead-lettered.
+    async fn refused_whole(&mut self, e: EsError, body: Bytes) -> bool {
+        self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+        let docs = pairs(&body);
+        if docs.len() > 1 {
+            let (a, b) = split(&body);
+            self.work.push(b);
+            self.work.push(a);
+            return true;
+        }
+        let status = match &e {
+            EsError::Status { status, .. } => *status,
+            _ => 0,
+        };
+        let refused: Vec<Refused> = docs
+            .into_iter()
+            .map(|(a, s)| Refused {
+                action: body.slice(a),
+                source: body.slice(s),
+                status,
+                error: serde_json::json!({"type": "request_refused", "reason": e.to_string()}),
+            })
+            .collect();
+        tracing::warn!("{e}: the document at fault is dead-lettered");
+        self.dead_letter(&refused).await
+    }
 }
 
 /// What the loop keeps between turns.
@@ -375,20 +418,9 @@ pub async fn run(
     let started = Instant::now();
     loop {
         let stopping = *stop.borrow();
-        if let Some(limit) = opts.give_up_after {
-            let idle = stats.since_progress().unwrap_or_else(|| started.elapsed());
-            let waiting = !l.tasks.is_empty() || !templates_ok;
-            if idle > limit && waiting {
-                return Err(ShipError::GaveUp(format!(
-                    "no progress for {}: {}; the documents stay in {}",
-                    humantime::format_duration(limit),
-                    stats
-                        .snapshot(&spool)
-                        .trouble
-                        .unwrap_or_else(|| "nothing moved".into()),
-                    spool.dir().display()
-                )));
-            }
+        let waiting = !l.tasks.is_empty() || !templates_ok;
+        if let Some(e) = gave_up(&opts, &stats, &spool, started, waiting) {
+            return Err(e);
         }
         let age = if stopping {
             Duration::ZERO
@@ -434,6 +466,30 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
+}
+
+/// With `give_up_after`: the error once that long passed with no progress while something
+/// waits.
+fn gave_up(
+    opts: &SendOptions,
+    stats: &Stats,
+    spool: &Spool,
+    started: Instant,
+    waiting: bool,
+) -> Option<ShipError> {
+    let limit = opts.give_up_after?;
+    let idle = stats.since_progress().unwrap_or_else(|| started.elapsed());
+    (idle > limit && waiting).then(|| {
+        ShipError::GaveUp(format!(
+            "no progress for {}: {}; the documents stay in {}",
+            humantime::format_duration(limit),
+            stats
+                .snapshot(spool)
+                .trouble
+                .unwrap_or_else(|| "nothing moved".into()),
+            spool.dir().display()
+        ))
+    })
 }
 
 /// Claims segments for every free slot and starts sending them.

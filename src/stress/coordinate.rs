@@ -358,46 +358,16 @@ pub async fn coordinate(
         base.display().to_string(),
         &names,
     )));
-    let (listener, addr) = dist::bind(d.listen).await?;
-    let server = dist::serve(listener, state.clone(), d.token.clone());
-    let url = match &d.launch {
-        Launch::Local => format!("http://{addr}"),
-        Launch::Ecs { advertise, .. } => format!("http://{advertise}"),
-    };
-    let mut launched = match Launched::start(d, &url, &names, &state).await {
-        Ok(l) => l,
-        Err(e) => {
-            server.abort();
-            return Err(e);
-        }
-    };
-    if progress != Progress::Off {
-        let pids: Vec<String> = lock(&state)
-            .agents
-            .iter()
-            .map(|a| format!("{} ({})", a.name, a.at))
-            .collect();
-        eprintln!("stress: coordinator at {url}; agents {}", pids.join(", "));
-    }
-    let start_us = dist::barrier(&state, d.join_timeout, Duration::from_millis(500), |s| {
+    let (server, mut launched) = launch(d, &names, &state, progress).await?;
+    let start_us = match dist::barrier(&state, d.join_timeout, Duration::from_millis(500), |s| {
         launched.reap(s)
     })
-    .await;
-    let start_us = match start_us {
+    .await
+    {
         Ok(s) => s,
-        Err(e) => {
-            let stopped = launched.stop().await;
-            server.abort();
-            return Err(stopped.into_iter().fold(e, |e, s| format!("{e}; {s}")));
-        }
+        Err(e) => return Err(abandon(e, &mut launched, server).await),
     };
-    let start = Instant::now() + Duration::from_micros((start_us - now_us()).max(0) as u64);
-    let started_at = DateTime::<Utc>::from_timestamp_micros(start_us).unwrap_or_else(Utc::now);
-    let run_id = format!(
-        "{}-{}",
-        super::slug(&plan.name),
-        started_at.format("%Y%m%dT%H%M%S%.3fZ")
-    );
+    let (start, started_at, run_id) = common_start(plan, start_us);
     let watcher = Watcher::start(plan, opts.ecs.as_ref(), start);
     let mut sinks = Sinks {
         watcher: &watcher,
@@ -413,10 +383,9 @@ pub async fn coordinate(
         &mut opts.interrupt,
     )
     .await;
-    let (agg, aborted, interrupted, sec) = (merged.agg, merged.aborted, merged.interrupted, merged.seconds);
     sinks.view.done();
     let mut docs = sinks.docs;
-    let elapsed = start.elapsed().as_secs_f64().min(sec as f64).max(1e-3);
+    let elapsed = start.elapsed().as_secs_f64().min(merged.seconds as f64).max(1e-3);
     for e in launched.stop().await {
         eprintln!("stress: {e}");
     }
@@ -441,8 +410,8 @@ pub async fn coordinate(
         run_id,
         started_at,
         elapsed,
-        interrupted: interrupted || watched.interrupted,
-        aborted,
+        interrupted: merged.interrupted || watched.interrupted,
+        aborted: merged.aborted,
         connects: s.agents.iter().map(|a| a.connects).sum(),
         tls: merged_tls(&s),
         assertions: watched.assertions,
@@ -450,8 +419,64 @@ pub async fn coordinate(
         shipping_error: docs.failed,
         tasks: watched.points,
     };
-    let mut report = ending.report(plan, agg);
-    report.agents = agent_rows(&s, elapsed);
+    Ok(with_agents(ending.report(plan, merged.agg), &s, elapsed))
+}
+
+/// The agents did not all join: stops them and the server; the error with each failure to stop.
+async fn abandon(e: String, launched: &mut Launched, server: tokio::task::JoinHandle<()>) -> String {
+    let stopped = launched.stop().await;
+    server.abort();
+    stopped.into_iter().fold(e, |e, s| format!("{e}; {s}"))
+}
+
+/// The common start the agents were given (microseconds since the epoch): as an instant here,
+/// as a time, and the run's id from it.
+fn common_start(plan: &Plan, start_us: i64) -> (Instant, DateTime<Utc>, String) {
+    let start = Instant::now() + Duration::from_micros((start_us - now_us()).max(0) as u64);
+    let started_at = DateTime::<Utc>::from_timestamp_micros(start_us).unwrap_or_else(Utc::now);
+    let run_id = format!(
+        "{}-{}",
+        super::slug(&plan.name),
+        started_at.format("%Y%m%dT%H%M%S%.3fZ")
+    );
+    (start, started_at, run_id)
+}
+
+/// Serves the coordinator's API and starts the agents, saying where they run.
+async fn launch(
+    d: &Distributed,
+    names: &[String],
+    state: &Arc<Mutex<State>>,
+    progress: Progress,
+) -> Result<(tokio::task::JoinHandle<()>, Launched), String> {
+    let (listener, addr) = dist::bind(d.listen).await?;
+    let server = dist::serve(listener, state.clone(), d.token.clone());
+    let url = match &d.launch {
+        Launch::Local => format!("http://{addr}"),
+        Launch::Ecs { advertise, .. } => format!("http://{advertise}"),
+    };
+    let launched = match Launched::start(d, &url, names, state).await {
+        Ok(l) => l,
+        Err(e) => {
+            server.abort();
+            return Err(e);
+        }
+    };
+    if progress != Progress::Off {
+        let pids: Vec<String> = lock(state)
+            .agents
+            .iter()
+            .map(|a| format!("{} ({})", a.name, a.at))
+            .collect();
+        eprintln!("stress: coordinator at {url}; agents {}", pids.join(", "));
+    }
+    Ok((server, launched))
+}
+
+/// The report with its table of agents; a run whose agent did not finish fails, since that
+/// agent's share of the load is missing.
+fn with_agents(mut report: Report, s: &State, elapsed: f64) -> Report {
+    report.agents = agent_rows(s, elapsed);
     if report.agents.iter().any(|a| a.status != "finished") && report.exit_code == 0 {
         report.exit_code = 1;
         report.verdict = format!(
@@ -459,7 +484,7 @@ pub async fn coordinate(
             report.verdict
         );
     }
-    Ok(report)
+    report
 }
 
 /// The agents' TLS tallies added up (none when no agent made a TLS connection).
@@ -504,84 +529,17 @@ pub async fn agent(url: &str, token: &str, name: Option<&str>) -> Result<(), Str
         token,
         name,
     };
-    let t0 = now_us();
-    let at = whereabouts(&client).await;
-    let joined: Joined = call
-        .post(
-            "/v1/join",
-            &Join {
-                name: name.into(),
-                at,
-                sent_us: t0,
-            },
-        )
-        .await?;
+    let (joined, clock) = join(&call).await?;
     let name = joined.name.as_str();
     let call = Call { name, ..call };
-    let t2 = now_us();
-    let offset_us = joined.coordinator_us as f64 - (t0 + t2) as f64 / 2.0;
-    let rtt_us = (t2 - t0) as f64;
-    let mut plan = plan::load_str(
-        &joined.plan,
-        "(the coordinator's plan)",
-        &PathBuf::from(&joined.base),
-    )
-    .map_err(|d| format!("agent {name}: the coordinator's plan: {d}"))?;
-    // Thresholds and the watch are the coordinator's, on the merged data.
-    plan.thresholds.clear();
-    plan.phases.iter_mut().for_each(|p| p.thresholds.clear());
-    plan.watch = None;
-    plan.assertions.clear();
+    let plan = agent_plan(&joined)?;
     let start: Start = call.start().await?;
-    let local_start_us = start.start_us as f64 - offset_us;
+    let local_start_us = start.start_us as f64 - clock.offset_us;
     let wait_us = (local_start_us - now_us() as f64).max(0.0);
     let start_at = Instant::now() + Duration::from_micros(wait_us as u64);
-    let (tap, mut seconds) = tokio::sync::mpsc::unbounded_channel::<(u64, Acc)>();
+    let (tap, seconds) = tokio::sync::mpsc::unbounded_channel::<(u64, Acc)>();
     let (stop_tx, stop) = watch::channel(false);
-    let forward = {
-        let (client, url, token, name) = (
-            client.clone(),
-            call.url.to_string(),
-            token.to_string(),
-            name.to_string(),
-        );
-        tokio::spawn(async move {
-            let call = Call {
-                client: &client,
-                url: &url,
-                token: &token,
-                name: &name,
-            };
-            while let Some((sec, acc)) = seconds.recv().await {
-                let msg = match WireAcc::encode(&acc) {
-                    Ok(acc) => SecondMsg {
-                        name: name.clone(),
-                        sec,
-                        acc,
-                        offset_us,
-                        rtt_us,
-                    },
-                    Err(e) => {
-                        let _ = stop_tx.send(true);
-                        return Err(e);
-                    }
-                };
-                // A coordinator that cannot be reached (after retries) stops this agent: no
-                // load goes out that nobody counts.
-                match call.post_retrying::<_, Reply>("/v1/second", &msg).await {
-                    Ok(r) if r.stop => {
-                        let _ = stop_tx.send(true);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = stop_tx.send(true);
-                        return Err(e);
-                    }
-                }
-            }
-            Ok::<(), String>(())
-        })
-    };
+    let forward = spawn_forward(&call, clock, seconds, stop_tx);
     let opts = Options {
         segment: Segment {
             index: joined.index,
@@ -593,7 +551,110 @@ pub async fn agent(url: &str, token: &str, name: Option<&str>) -> Result<(), Str
     };
     let ran = super::run(&plan, opts).await;
     let forwarded = forward.await.map_err(|e| e.to_string()).and_then(|r| r);
-    let (requests, connects, mut error) = match (&ran, &forwarded) {
+    let done = agent_done(name, &ran, &forwarded);
+    let _: Reply = call.post("/v1/done", &done).await?;
+    match done.error {
+        Some(e) => Err(format!("agent {name}: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// The agent's clock against the coordinator's, measured when it joined.
+#[derive(Clone, Copy)]
+struct Clock {
+    offset_us: f64,
+    rtt_us: f64,
+}
+
+/// Joins the coordinator: the answer, and the clock offset and round trip it measures.
+async fn join(call: &Call<'_>) -> Result<(Joined, Clock), String> {
+    let t0 = now_us();
+    let at = whereabouts(call.client).await;
+    let join = Join {
+        name: call.name.into(),
+        at,
+        sent_us: t0,
+    };
+    let joined: Joined = call.post("/v1/join", &join).await?;
+    let t2 = now_us();
+    let clock = Clock {
+        offset_us: joined.coordinator_us as f64 - (t0 + t2) as f64 / 2.0,
+        rtt_us: (t2 - t0) as f64,
+    };
+    Ok((joined, clock))
+}
+
+/// The coordinator's plan as this agent runs it: thresholds and the watch are the
+/// coordinator's, on the merged data.
+fn agent_plan(joined: &Joined) -> Result<Plan, String> {
+    let mut plan = plan::load_str(
+        &joined.plan,
+        "(the coordinator's plan)",
+        &PathBuf::from(&joined.base),
+    )
+    .map_err(|d| format!("agent {}: the coordinator's plan: {d}", joined.name))?;
+    plan.thresholds.clear();
+    plan.phases.iter_mut().for_each(|p| p.thresholds.clear());
+    plan.watch = None;
+    plan.assertions.clear();
+    Ok(plan)
+}
+
+/// Sends each second's tally to the coordinator as it comes. A coordinator that cannot be
+/// reached (after retries), or that says stop, stops this agent: no load goes out that nobody
+/// counts.
+fn spawn_forward(
+    call: &Call<'_>,
+    clock: Clock,
+    mut seconds: tokio::sync::mpsc::UnboundedReceiver<(u64, Acc)>,
+    stop_tx: watch::Sender<bool>,
+) -> tokio::task::JoinHandle<Result<(), String>> {
+    let (client, url, token, name) = (
+        call.client.clone(),
+        call.url.to_string(),
+        call.token.to_string(),
+        call.name.to_string(),
+    );
+    tokio::spawn(async move {
+        let call = Call {
+            client: &client,
+            url: &url,
+            token: &token,
+            name: &name,
+        };
+        while let Some((sec, acc)) = seconds.recv().await {
+            let msg = match WireAcc::encode(&acc) {
+                Ok(acc) => SecondMsg {
+                    name: name.clone(),
+                    sec,
+                    acc,
+                    offset_us: clock.offset_us,
+                    rtt_us: clock.rtt_us,
+                },
+                Err(e) => {
+                    let _ = stop_tx.send(true);
+                    return Err(e);
+                }
+            };
+            match call.post_retrying::<_, Reply>("/v1/second", &msg).await {
+                Ok(r) if r.stop => {
+                    let _ = stop_tx.send(true);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = stop_tx.send(true);
+                    return Err(e);
+                }
+            }
+        }
+        Ok::<(), String>(())
+    })
+}
+
+/// What the agent tells the coordinator when its segment is over: its totals, or the error
+/// that ended it.
+fn agent_done(name: &str, ran: &Result<Report, String>, forwarded: &Result<(), String>) -> Done {
+    let (requests, connects, mut error) = match (ran, forwarded) {
         (Ok(r), Ok(())) => (r.totals.summary.requests, r.connects, None),
         (Err(e), _) | (_, Err(e)) => (0, 0, Some(e.clone())),
     };
@@ -610,21 +671,12 @@ pub async fn agent(url: &str, token: &str, name: Option<&str>) -> Result<(), Str
         }
         None => None,
     };
-    let _: Reply = call
-        .post(
-            "/v1/done",
-            &Done {
-                name: name.into(),
-                requests,
-                connects,
-                error: error.clone(),
-                tls,
-            },
-        )
-        .await?;
-    match error {
-        Some(e) => Err(format!("agent {name}: {e}")),
-        None => Ok(()),
+    Done {
+        name: name.into(),
+        requests,
+        connects,
+        error,
+        tls,
     }
 }
 

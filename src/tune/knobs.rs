@@ -155,14 +155,15 @@ pub fn of(policy: &TargetPolicy, doc: &Node) -> Vec<Knob> {
 
 /// The knobs of rule `i`, written at `node`.
 fn rule_knobs(i: usize, rule: &crate::policy::Rule, node: &Node) -> Vec<Knob> {
-    let name = |key: &str| format!("{}.{key}", rule.name);
-    // A knob written at `key` of the rule.
-    let at =
-        |key: &str, unit, value, range, field| knob(name(key), get(node, key), unit, value, range, field);
+    let at = At {
+        i,
+        rule: &rule.name,
+        node,
+    };
     let mut out = Vec::new();
     if let Some(c) = get(node, "cooldown") {
         out.push(knob(
-            name("cooldown.scale_out"),
+            at.name("cooldown.scale_out"),
             get(c, "scale_out"),
             Unit::Duration,
             secs(rule.cooldown.scale_out),
@@ -170,7 +171,7 @@ fn rule_knobs(i: usize, rule: &crate::policy::Rule, node: &Node) -> Vec<Knob> {
             Field::RuleCooldownOut(i),
         ));
         out.push(knob(
-            name("cooldown.scale_in"),
+            at.name("cooldown.scale_in"),
             get(c, "scale_in"),
             Unit::Duration,
             secs(rule.cooldown.scale_in),
@@ -179,96 +180,126 @@ fn rule_knobs(i: usize, rule: &crate::policy::Rule, node: &Node) -> Vec<Knob> {
         ));
     }
     match &rule.spec {
-        RuleSpec::TargetTracking(tt) => {
-            let top = tt.saturation.map_or(f64::INFINITY, |s| s - 1.0);
-            let offset = tt.foreseen_target.map(|f| f - tt.target);
-            let hi = (tt.target * 1.4).min(top - offset.unwrap_or(0.0));
-            let decimals = usize::from(tt.target.fract() != 0.0);
-            let mut target = at(
-                "target",
-                Unit::Number(decimals),
-                tt.target,
-                (tt.target * 0.6, hi, (tt.target * 0.04).max(0.5)),
-                Field::Target(i),
-            );
-            if let (Some(off), Some(k)) = (offset, target.as_mut()) {
-                if let Some(f) = get(node, "foreseen_target") {
-                    k.at.push((f.span, f.as_scalar().unwrap_or_default().to_string()));
-                }
-                k.offset = Some(off);
-            }
-            out.push(target);
-            out.push(at(
-                "tolerance",
-                Unit::Fraction { percent: true },
-                tt.tolerance,
-                (0.02, 0.2, 0.02),
-                Field::Tolerance(i),
-            ));
-            out.push(at(
-                "scale_out_datapoints",
-                Unit::Count,
-                tt.scale_out_datapoints as f64,
-                (1.0, 6.0, 1.0),
-                Field::OutDatapoints(i),
-            ));
-            out.push(at(
-                "scale_in_datapoints",
-                Unit::Count,
-                tt.scale_in_datapoints as f64,
-                (1.0, 15.0, 1.0),
-                Field::InDatapoints(i),
-            ));
-            out.push(at(
-                "lead",
-                Unit::Duration,
-                tt.lead.map_or(0.0, secs),
-                (0.0, 180.0, 15.0),
-                Field::Lead(i),
-            ));
-            // A burst guard needs a noise guard shorter than its span: never 0s, never as long.
-            let guard = match tt.burst_recurrence {
-                Some(span) => (30.0, (secs(span) - 30.0).clamp(30.0, 300.0), 30.0),
-                None => (0.0, 300.0, 30.0),
-            };
-            out.push(at(
-                "noise_guard",
-                Unit::Duration,
-                tt.noise_guard.map_or(0.0, secs),
-                guard,
-                Field::NoiseGuard(i),
-            ));
-            out.push(at(
-                "noise_absorbed",
-                Unit::Fraction { percent: true },
-                tt.noise_absorbed,
-                (0.0, 0.5, 0.05),
-                Field::NoiseAbsorbed(i),
-            ));
-        }
-        RuleSpec::Predictive(p) => {
-            out.push(at(
-                "target_per_task",
-                Unit::Number(0),
-                p.target_per_task,
-                (
-                    p.target_per_task * 0.6,
-                    p.target_per_task * 1.4,
-                    p.target_per_task * 0.04,
-                ),
-                Field::PerTask(i),
-            ));
-            out.push(at(
-                "confidence",
-                Unit::Number(2),
-                p.confidence,
-                (0.5, 0.99, 0.05),
-                Field::Confidence(i),
-            ));
-        }
+        RuleSpec::TargetTracking(tt) => out.extend(tracking_knobs(&at, tt)),
+        RuleSpec::Predictive(p) => out.extend(predictive_knobs(&at, p)),
         _ => {}
     }
     out.into_iter().flatten().collect()
+}
+
+/// Where a rule's knobs are written: rule `i`, named `rule`, at `node`.
+struct At<'a> {
+    i: usize,
+    rule: &'a str,
+    node: &'a Node,
+}
+
+impl At<'_> {
+    fn name(&self, key: &str) -> String {
+        format!("{}.{key}", self.rule)
+    }
+
+    /// A knob written at `key` of the rule.
+    fn knob(&self, key: &str, unit: Unit, value: f64, range: (f64, f64, f64), field: Field) -> Option<Knob> {
+        knob(self.name(key), get(self.node, key), unit, value, range, field)
+    }
+}
+
+/// A target tracking rule's knobs.
+fn tracking_knobs(at: &At, tt: &crate::policy::target_tracking::TargetTracking) -> Vec<Option<Knob>> {
+    let (i, node) = (at.i, at.node);
+    let mut out = Vec::new();
+    let top = tt.saturation.map_or(f64::INFINITY, |s| s - 1.0);
+    let offset = tt.foreseen_target.map(|f| f - tt.target);
+    let hi = (tt.target * 1.4).min(top - offset.unwrap_or(0.0));
+    let decimals = usize::from(tt.target.fract() != 0.0);
+    let mut target = at.knob(
+        "target",
+        Unit::Number(decimals),
+        tt.target,
+        (tt.target * 0.6, hi, (tt.target * 0.04).max(0.5)),
+        Field::Target(i),
+    );
+    if let (Some(off), Some(k)) = (offset, target.as_mut()) {
+        if let Some(f) = get(node, "foreseen_target") {
+            k.at.push((f.span, f.as_scalar().unwrap_or_default().to_string()));
+        }
+        k.offset = Some(off);
+    }
+    out.push(target);
+    out.push(at.knob(
+        "tolerance",
+        Unit::Fraction { percent: true },
+        tt.tolerance,
+        (0.02, 0.2, 0.02),
+        Field::Tolerance(i),
+    ));
+    out.push(at.knob(
+        "scale_out_datapoints",
+        Unit::Count,
+        tt.scale_out_datapoints as f64,
+        (1.0, 6.0, 1.0),
+        Field::OutDatapoints(i),
+    ));
+    out.push(at.knob(
+        "scale_in_datapoints",
+        Unit::Count,
+        tt.scale_in_datapoints as f64,
+        (1.0, 15.0, 1.0),
+        Field::InDatapoints(i),
+    ));
+    out.push(at.knob(
+        "lead",
+        Unit::Duration,
+        tt.lead.map_or(0.0, secs),
+        (0.0, 180.0, 15.0),
+        Field::Lead(i),
+    ));
+    // A burst guard needs a noise guard shorter than its span: never 0s, never as long.
+    let guard = match tt.burst_recurrence {
+        Some(span) => (30.0, (secs(span) - 30.0).clamp(30.0, 300.0), 30.0),
+        None => (0.0, 300.0, 30.0),
+    };
+    out.push(at.knob(
+        "noise_guard",
+        Unit::Duration,
+        tt.noise_guard.map_or(0.0, secs),
+        guard,
+        Field::NoiseGuard(i),
+    ));
+    out.push(at.knob(
+        "noise_absorbed",
+        Unit::Fraction { percent: true },
+        tt.noise_absorbed,
+        (0.0, 0.5, 0.05),
+        Field::NoiseAbsorbed(i),
+    ));
+    out
+}
+
+/// A predictive rule's knobs.
+fn predictive_knobs(at: &At, p: &crate::policy::predictive::Predictive) -> Vec<Option<Knob>> {
+    let i = at.i;
+    vec![
+        at.knob(
+            "target_per_task",
+            Unit::Number(0),
+            p.target_per_task,
+            (
+                p.target_per_task * 0.6,
+                p.target_per_task * 1.4,
+                p.target_per_task * 0.04,
+            ),
+            Field::PerTask(i),
+        ),
+        at.knob(
+            "confidence",
+            Unit::Number(2),
+            p.confidence,
+            (0.5, 0.99, 0.05),
+            Field::Confidence(i),
+        ),
+    ]
 }
 
 impl Knob {

@@ -447,7 +447,7 @@ pub async fn run(
         clients.meter.clone(),
         expected_gap(&config.schedule) * 3 + Duration::from_secs(60),
     ));
-    let (reload_tx, mut reload_rx) = mpsc::channel::<Trigger>(8);
+    let (reload_tx, reload_rx) = mpsc::channel::<Trigger>(8);
     let server = serve_metrics(
         &config,
         &metrics,
@@ -461,28 +461,9 @@ pub async fn run(
 
     let store = store(&config, clients.dynamodb.as_ref())?;
     let lease = lease_of(&config, &clients, &opts)?;
-    let lease_task = lease.clone().map(|l| {
-        let (m, n) = (metrics.clone(), notify.clone());
-        tokio::spawn(l.keep(stop.clone(), move |leading| {
-            m.set_leader(leading);
-            n.leader(leading);
-        }))
-    });
-    let mut reloading = loader.map(|l| Reloading::new(l, &config));
-    let watcher = match (&reloading, config.worker.watch) {
-        (Some(r), Some(every)) => Some(reload::watch_files(
-            r.in_use(),
-            every,
-            reload_tx.clone(),
-            stop.clone(),
-        )),
-        _ => None,
-    };
-    if let Some(r) = &reloading {
-        reload::on_sighup(reload_tx.clone());
-        metrics.reloaded(r.status());
-    }
-    let mut clock = Clock::new(config.schedule.clone());
+    let lease_task = keep_lease(lease.as_ref(), &stop, &metrics, &notify);
+    let reloading = loader.map(|l| Reloading::new(l, &config));
+    let watcher = watch_reloads(reloading.as_ref(), &config, &reload_tx, &metrics, &stop);
     let parts = Parts {
         store,
         lease: lease.clone(),
@@ -497,52 +478,14 @@ pub async fn run(
     if opts.dry_run {
         tracing::warn!("dry run: decisions are made and recorded, no mutating AWS call is made");
     }
-
-    eprintln!(
-        "ecscale: ticking {}: the first tick now, the next at {}",
-        clock.schedule,
-        next_after(&clock.schedule, clock.start, clock.start).format("%Y-%m-%dT%H:%M:%SZ")
-    );
-    let mut ticks = 0u64;
-    let mut stop_rx = stop.clone();
-    loop {
-        let wait = (clock.next - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop_rx.changed() => break,
-            Some(t) = reload_rx.recv() => {
-                // Between two ticks, so a tick never sees half of a reload.
-                if let Some(r) = &mut reloading {
-                    let grace = worker.config.worker.shutdown_grace;
-                    r.apply(&mut worker, t, &notify, grace).await;
-                    clock.reschedule(&worker.config.schedule);
-                    metrics.set_stale_after(expected_gap(&clock.schedule) * 3 + Duration::from_secs(60));
-                }
-                continue;
-            }
-        }
-        if *stop_rx.borrow() {
-            break;
-        }
-        let scheduled = clock.next;
-        let Some(r) = tick_within_grace(&mut worker, &mut stop_rx).await else {
-            break;
-        };
-        log_tick(&r);
-        ticks += 1;
-        if *stop_rx.borrow() || opts.max_ticks.is_some_and(|m| ticks >= m) {
-            break;
-        }
-        let skipped = clock.advance(scheduled);
-        if skipped > 0 {
-            tracing::warn!(
-                "the tick took {}s, past {skipped} scheduled tick(s): skipped, next at {}",
-                (Utc::now() - scheduled).num_milliseconds() as f64 / 1000.0,
-                clock.next.format("%H:%M:%S")
-            );
-            metrics.skipped(skipped);
-        }
-    }
+    let mut looping = Looping {
+        reloading,
+        reload_rx,
+        notify: notify.clone(),
+        metrics,
+        max_ticks: opts.max_ticks,
+    };
+    looping.run(&mut worker, stop).await;
 
     let grace = worker.config.worker.shutdown_grace;
     drop(worker);
@@ -558,6 +501,112 @@ pub async fn run(
         t.abort();
     }
     Ok(())
+}
+
+/// Keeps the lease in the background, telling the metrics and the notifications whether this
+/// worker leads.
+fn keep_lease(
+    lease: Option<&Arc<Lease>>,
+    stop: &watch::Receiver<bool>,
+    metrics: &Arc<Metrics>,
+    notify: &Arc<notify::Notifications>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    lease.cloned().map(|l| {
+        let (m, n) = (metrics.clone(), notify.clone());
+        tokio::spawn(l.keep(stop.clone(), move |leading| {
+            m.set_leader(leading);
+            n.leader(leading);
+        }))
+    })
+}
+
+/// With reloading on: SIGHUP triggers a reload, and with `worker.watch`, so does a change of
+/// the files in use (the watcher is returned).
+fn watch_reloads(
+    reloading: Option<&Reloading>,
+    config: &Config,
+    reload_tx: &mpsc::Sender<Trigger>,
+    metrics: &Metrics,
+    stop: &watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let r = reloading?;
+    let watcher = config
+        .worker
+        .watch
+        .map(|every| reload::watch_files(r.in_use(), every, reload_tx.clone(), stop.clone()));
+    reload::on_sighup(reload_tx.clone());
+    metrics.reloaded(r.status());
+    watcher
+}
+
+/// The worker's loop: ticks on the schedule, reloads between ticks, until a stop or
+/// `max_ticks`.
+struct Looping {
+    reloading: Option<Reloading>,
+    reload_rx: mpsc::Receiver<Trigger>,
+    notify: Arc<notify::Notifications>,
+    metrics: Arc<Metrics>,
+    max_ticks: Option<u64>,
+}
+
+impl Looping {
+    async fn run(&mut self, worker: &mut Worker, mut stop_rx: watch::Receiver<bool>) {
+        let mut clock = Clock::new(worker.config.schedule.clone());
+        eprintln!(
+            "ecscale: ticking {}: the first tick now, the next at {}",
+            clock.schedule,
+            next_after(&clock.schedule, clock.start, clock.start).format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        let mut ticks = 0u64;
+        loop {
+            let wait = (clock.next - Utc::now()).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop_rx.changed() => break,
+                Some(t) = self.reload_rx.recv() => {
+                    self.reload(worker, &mut clock, t).await;
+                    continue;
+                }
+            }
+            if *stop_rx.borrow() {
+                break;
+            }
+            let scheduled = clock.next;
+            let Some(r) = tick_within_grace(worker, &mut stop_rx).await else {
+                break;
+            };
+            log_tick(&r);
+            ticks += 1;
+            if *stop_rx.borrow() || self.max_ticks.is_some_and(|m| ticks >= m) {
+                break;
+            }
+            self.advance(&mut clock, scheduled);
+        }
+    }
+
+    /// A reload, between two ticks, so a tick never sees half of one.
+    async fn reload(&mut self, worker: &mut Worker, clock: &mut Clock, t: Trigger) {
+        if let Some(r) = &mut self.reloading {
+            let grace = worker.config.worker.shutdown_grace;
+            r.apply(worker, t, &self.notify, grace).await;
+            clock.reschedule(&worker.config.schedule);
+            self.metrics
+                .set_stale_after(expected_gap(&clock.schedule) * 3 + Duration::from_secs(60));
+        }
+    }
+
+    /// The next slot after a tick due at `scheduled`, saying (and counting) the slots it missed.
+    fn advance(&self, clock: &mut Clock, scheduled: DateTime<Utc>) {
+        let skipped = clock.advance(scheduled);
+        if skipped > 0 {
+            tracing::warn!(
+                "the tick took {}s, past {skipped} scheduled tick(s): skipped, next at {}",
+                (Utc::now() - scheduled).num_milliseconds() as f64 / 1000.0,
+                clock.next.format("%H:%M:%S")
+            );
+            self.metrics.skipped(skipped);
+        }
+    }
 }
 
 /// The shutdown: the ship queue and the shipper, with the count of every document, then the
