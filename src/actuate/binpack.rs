@@ -146,10 +146,7 @@ fn pack_capped(
     headroom: f64,
     cap: usize,
 ) -> Result<Packing, TooLarge> {
-    // The largest dimension relative to a new instance decides the order (ties: CPU, then memory).
-    let scale = |v: u32, of: u32| f64::from(v) / f64::from(of.max(1));
-    let weight =
-        |s: Resources| scale(s.cpu, new_instance.cpu).max(scale(s.memory_mib, new_instance.memory_mib));
+    let weight = |s: Resources| weight(s, new_instance);
     let mut order: Vec<&Demand> = demands.iter().filter(|d| d.count > 0).collect();
     order.sort_by(|a, b| {
         weight(b.size)
@@ -158,7 +155,6 @@ fn pack_capped(
             .then(b.size.memory_mib.cmp(&a.size.memory_mib))
             .then(a.name.cmp(&b.name))
     });
-
     let mut bins: Vec<&Bin> = existing.iter().collect();
     // Fullest first; then larger first; then by id, so the result does not depend on input order.
     bins.sort_by(|a, b| {
@@ -167,11 +163,15 @@ fn pack_capped(
             .then(weight(b.capacity).total_cmp(&weight(a.capacity)))
             .then(a.id.cmp(&b.id))
     });
-    let mut rooms: Vec<Room> = bins.iter().map(|b| Room::new(b.capacity, headroom)).collect();
-    let existing_count = rooms.len();
-    let mut unplaced = Vec::new();
-    let mut waiting: Vec<(String, u32)> = Vec::new();
-
+    let mut p = Packer {
+        rooms: bins.iter().map(|b| Room::new(b.capacity, headroom)).collect(),
+        new_instance,
+        headroom,
+        cap,
+        unplaced: Vec::new(),
+        waiting: Vec::new(),
+    };
+    let existing_count = p.rooms.len();
     for d in order {
         let fits_somewhere =
             fits_at_all(d.size, new_instance) || bins.iter().any(|b| fits_at_all(d.size, b.capacity));
@@ -188,34 +188,10 @@ fn pack_capped(
                 largest,
             });
         }
-        for placed in 0..d.count {
-            match rooms.iter_mut().find(|r| r.fits(d.size)) {
-                Some(r) => r.take(d.size),
-                None => {
-                    // Only existing instances can hold it (a smaller instance type is launched):
-                    // those are full, so no new instance helps.
-                    if !fits_at_all(d.size, new_instance) {
-                        unplaced.push((d.name.clone(), d.count - placed));
-                        break;
-                    }
-                    if rooms.len() >= cap {
-                        // Smaller tasks after it may still fit in what is left.
-                        match waiting.last_mut() {
-                            Some((name, n)) if *name == d.name => *n += 1,
-                            _ => waiting.push((d.name.clone(), 1)),
-                        }
-                        continue;
-                    }
-                    let mut r = Room::new(new_instance, headroom);
-                    r.take(d.size);
-                    rooms.push(r);
-                }
-            }
-        }
+        p.place(d);
     }
-
     let (mut used, mut unused) = (Vec::new(), Vec::new());
-    for (b, r) in bins.iter().zip(&rooms) {
+    for (b, r) in bins.iter().zip(&p.rooms) {
         if r.tasks > 0 {
             used.push(b.id.clone());
         } else {
@@ -225,10 +201,57 @@ fn pack_capped(
     Ok(Packing {
         used,
         unused,
-        new_instances: (rooms.len() - existing_count) as u32,
-        unplaced,
-        waiting,
+        new_instances: (p.rooms.len() - existing_count) as u32,
+        unplaced: p.unplaced,
+        waiting: p.waiting,
     })
+}
+
+/// The largest dimension of `s` relative to a new instance: it decides the order (ties: CPU,
+/// then memory).
+fn weight(s: Resources, new_instance: Resources) -> f64 {
+    let scale = |v: u32, of: u32| f64::from(v) / f64::from(of.max(1));
+    scale(s.cpu, new_instance.cpu).max(scale(s.memory_mib, new_instance.memory_mib))
+}
+
+/// The packing under way: the rooms (existing instances first, then new ones, at most `cap`),
+/// and what found no room.
+struct Packer {
+    rooms: Vec<Room>,
+    new_instance: Resources,
+    headroom: f64,
+    cap: usize,
+    unplaced: Vec<(String, u32)>,
+    waiting: Vec<(String, u32)>,
+}
+
+impl Packer {
+    /// Places each task of `d` in the first room it fits, else on a new instance.
+    fn place(&mut self, d: &Demand) {
+        for placed in 0..d.count {
+            if let Some(r) = self.rooms.iter_mut().find(|r| r.fits(d.size)) {
+                r.take(d.size);
+                continue;
+            }
+            // Only existing instances can hold it (a smaller instance type is launched): those
+            // are full, so no new instance helps.
+            if !fits_at_all(d.size, self.new_instance) {
+                self.unplaced.push((d.name.clone(), d.count - placed));
+                return;
+            }
+            if self.rooms.len() >= self.cap {
+                // Smaller tasks after it may still fit in what is left.
+                match self.waiting.last_mut() {
+                    Some((name, n)) if *name == d.name => *n += 1,
+                    _ => self.waiting.push((d.name.clone(), 1)),
+                }
+                continue;
+            }
+            let mut r = Room::new(self.new_instance, self.headroom);
+            r.take(d.size);
+            self.rooms.push(r);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -572,40 +572,10 @@ impl CapacityActuator {
                     continue;
                 }
             };
-            let left: Vec<&str> = tasks
-                .iter()
-                .filter(|task| task.last_status != "STOPPED")
-                .filter(|task| {
-                    !task
-                        .group
-                        .as_deref()
-                        .and_then(|g| g.strip_prefix("service:"))
-                        .is_some_and(|svc| daemons.iter().any(|d| d == svc))
-                })
-                .map(|task| crate::model::arn_name(&task.arn))
-                .collect();
+            let left = tasks_left(&tasks, &daemons);
             let elapsed = (t.now - d.since).to_std().unwrap_or_default();
             if left.is_empty() {
-                if self.dry_run {
-                    keep.push(d);
-                    continue;
-                }
-                if let Err(reason) = fence.check() {
-                    out.errors.push(reason);
-                    keep.push(d);
-                    continue;
-                }
-                match self.asg.terminate_instance(&d.instance_id).await {
-                    Ok(()) => {
-                        tracing::info!(group = %t.group.name, "terminated {} after draining for {}", d.instance_id, humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs())));
-                        state.last_scale_in = Some(t.now);
-                        out.terminated.push(d.instance_id);
-                    }
-                    Err(e) => {
-                        out.errors.push(format!("terminating {}: {e}", d.instance_id));
-                        keep.push(d);
-                    }
-                }
+                keep.extend(self.terminate_drained(t, d, elapsed, state, fence, out).await);
             } else if elapsed >= t.spec.drain_timeout {
                 tracing::warn!(
                     group = %t.group.name,
@@ -621,6 +591,38 @@ impl CapacityActuator {
             }
         }
         state.draining = keep;
+    }
+
+    /// Terminates an instance drained of its tasks (`elapsed` after the drain began); the
+    /// drain back when it cannot (a dry run, the lease lost, or the call failed).
+    async fn terminate_drained(
+        &self,
+        t: &GroupTick<'_>,
+        d: Drain,
+        elapsed: std::time::Duration,
+        state: &mut GroupState,
+        fence: &dyn Fence,
+        out: &mut GroupOutcome,
+    ) -> Option<Drain> {
+        if self.dry_run {
+            return Some(d);
+        }
+        if let Err(reason) = fence.check() {
+            out.errors.push(reason);
+            return Some(d);
+        }
+        match self.asg.terminate_instance(&d.instance_id).await {
+            Ok(()) => {
+                tracing::info!(group = %t.group.name, "terminated {} after draining for {}", d.instance_id, humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs())));
+                state.last_scale_in = Some(t.now);
+                out.terminated.push(d.instance_id);
+                None
+            }
+            Err(e) => {
+                out.errors.push(format!("terminating {}: {e}", d.instance_id));
+                Some(d)
+            }
+        }
     }
 
     /// Sets drained instances ACTIVE again; those it cannot stay in `keep`.
@@ -849,25 +851,7 @@ impl CapacityActuator {
             .saturating_sub(g.min)
             .saturating_sub(state.draining.len() as u32);
         let n = surplus.min(room_above_min) as usize;
-        let protected: Vec<&str> = g
-            .instances
-            .iter()
-            .filter(|i| i.protected_from_scale_in || i.lifecycle_state != "InService")
-            .map(|i| i.id.as_str())
-            .collect();
-        let by_id: HashMap<&str, &ContainerInstance> = active
-            .iter()
-            .filter_map(|c| c.ec2_instance_id.as_deref().map(|id| (id, *c)))
-            .collect();
-        // The instances the packing left empty, fewest tasks first.
-        let mut candidates: Vec<&ContainerInstance> = packing
-            .unused
-            .iter()
-            .filter(|id| !protected.contains(&id.as_str()))
-            .filter_map(|id| by_id.get(id.as_str()).copied())
-            .collect();
-        candidates.sort_by_key(|c| (c.running_tasks + c.pending_tasks, c.ec2_instance_id.clone()));
-        candidates.truncate(n);
+        let candidates = drain_candidates(g, packing, active, n);
         let have = active.len() as u32;
         if candidates.is_empty() {
             out.decision.reason = format!(
@@ -900,6 +884,18 @@ impl CapacityActuator {
             out.applied = Applied::Refused { reason };
             return;
         }
+        self.drain(t, state, out, &candidates, ids).await;
+    }
+
+    /// Sets the `candidates` (EC2 ids `ids`) DRAINING and remembers their drains.
+    async fn drain(
+        &self,
+        t: &GroupTick<'_>,
+        state: &mut GroupState,
+        out: &mut GroupOutcome,
+        candidates: &[&ContainerInstance],
+        ids: Vec<String>,
+    ) {
         let arns: Vec<String> = candidates.iter().map(|c| c.arn.clone()).collect();
         match self
             .ecs
@@ -920,6 +916,35 @@ impl CapacityActuator {
             Err(e) => out.applied = Applied::failed(&e),
         }
     }
+}
+
+/// At most `n` of the instances the packing left empty, fewest tasks first, none protected
+/// from scale-in or out of service.
+fn drain_candidates<'a>(
+    g: &GroupInfo,
+    packing: &Packing,
+    active: &[&'a ContainerInstance],
+    n: usize,
+) -> Vec<&'a ContainerInstance> {
+    let protected: Vec<&str> = g
+        .instances
+        .iter()
+        .filter(|i| i.protected_from_scale_in || i.lifecycle_state != "InService")
+        .map(|i| i.id.as_str())
+        .collect();
+    let by_id: HashMap<&str, &ContainerInstance> = active
+        .iter()
+        .filter_map(|c| c.ec2_instance_id.as_deref().map(|id| (id, *c)))
+        .collect();
+    let mut candidates: Vec<&ContainerInstance> = packing
+        .unused
+        .iter()
+        .filter(|id| !protected.contains(&id.as_str()))
+        .filter_map(|id| by_id.get(id.as_str()).copied())
+        .collect();
+    candidates.sort_by_key(|c| (c.running_tasks + c.pending_tasks, c.ec2_instance_id.clone()));
+    candidates.truncate(n);
+    candidates
 }
 
 /// "31 tasks (web 12 × 512/1024, ...) need 4 instances of 4096 CPU / 7482 MiB (10% headroom)".
@@ -960,6 +985,23 @@ fn describe(
         s.push_str(&format!("; policy wants at least {floor} ({})", d.reason));
     }
     s
+}
+
+/// The tasks still on a draining instance: not stopped, and not of a daemon service (they
+/// stop with the instance).
+fn tasks_left<'a>(tasks: &'a [crate::api::TaskInfo], daemons: &[String]) -> Vec<&'a str> {
+    tasks
+        .iter()
+        .filter(|task| task.last_status != "STOPPED")
+        .filter(|task| {
+            !task
+                .group
+                .as_deref()
+                .and_then(|g| g.strip_prefix("service:"))
+                .is_some_and(|svc| daemons.iter().any(|d| d == svc))
+        })
+        .map(|task| crate::model::arn_name(&task.arn))
+        .collect()
 }
 
 #[cfg(test)]

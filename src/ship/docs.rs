@@ -20,7 +20,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::model::{Decision, Snapshot, StressSample, TargetKey, Vote};
+use crate::model::{
+    ClusterSnapshot, Decision, Series, ServiceState, Snapshot, StressSample, TargetKey, Vote,
+};
 use crate::policy::{RuleSpec, TargetPolicy};
 
 /// Which index family a document belongs to.
@@ -223,92 +225,112 @@ struct ServiceDoc<'a> {
 /// whole lookback window.
 pub fn snapshot_docs(s: &Snapshot, shipped_until: &dyn Fn(&str) -> Option<DateTime<Utc>>) -> Vec<Doc> {
     let mut out = Vec::new();
-    let ms = s.taken_at.timestamp_millis();
     for series in &s.series {
-        let target = series.target();
-        let key = format!("{target}:{}", series.id);
-        let after = shipped_until(&key);
-        for p in series
-            .samples
-            .iter()
-            .filter(|p| after.is_none_or(|a| p.timestamp > a))
-        {
-            let body = SampleDoc {
-                kind: "sample",
-                target: &target,
-                cluster: &series.cluster,
-                service: &series.service,
-                metric: &series.id,
-                namespace: &series.namespace,
-                metric_name: &series.metric_name,
-                stat: &series.stat,
-                unit: series.unit.as_deref(),
-                period_secs: series.period_secs,
-                dimensions: &series.dimensions,
-                value: p.value,
-            };
-            out.push(Doc::serialized(
-                Stream::Metrics,
-                format!("sample:{key}:{}", p.timestamp.timestamp()),
-                p.timestamp,
-                &body,
-            ));
-        }
+        sample_docs(series, shipped_until, &mut out);
     }
     for c in &s.clusters {
         for v in &c.services {
-            let target = format!("{}/{}", v.cluster, v.name);
-            let body = ServiceDoc {
-                kind: "service",
-                target: &target,
-                cluster: &v.cluster,
-                service: &v.name,
-                status: &v.status,
-                desired: v.desired,
-                running: v.running,
-                pending: v.pending,
-                rollout: v.rollout.to_string(),
-                deployments: v.deployments.len(),
-                task_cpu: v.task_reservation.map(|r| r.cpu),
-                task_memory_mib: v.task_reservation.map(|r| r.memory_mib),
-            };
-            out.push(Doc::serialized(
-                Stream::Metrics,
-                format!("service:{target}:{ms}"),
-                s.taken_at,
-                &body,
-            ));
+            out.push(service_doc(v, s.taken_at));
         }
-        let (reg_cpu, rem_cpu): (u64, u64) = c.container_instances.iter().fold((0, 0), |(a, b), i| {
-            (a + u64::from(i.registered.cpu), b + u64::from(i.remaining.cpu))
-        });
-        let (reg_mem, rem_mem): (u64, u64) = c.container_instances.iter().fold((0, 0), |(a, b), i| {
-            (
-                a + u64::from(i.registered.memory_mib),
-                b + u64::from(i.remaining.memory_mib),
-            )
-        });
-        out.push(Doc::new(
+        out.push(capacity_doc(c, s.taken_at));
+    }
+    out.push(usage_doc(s));
+    out
+}
+
+/// The datapoints of one series not shipped yet.
+fn sample_docs(series: &Series, shipped_until: &dyn Fn(&str) -> Option<DateTime<Utc>>, out: &mut Vec<Doc>) {
+    let target = series.target();
+    let key = format!("{target}:{}", series.id);
+    let after = shipped_until(&key);
+    for p in series
+        .samples
+        .iter()
+        .filter(|p| after.is_none_or(|a| p.timestamp > a))
+    {
+        let body = SampleDoc {
+            kind: "sample",
+            target: &target,
+            cluster: &series.cluster,
+            service: &series.service,
+            metric: &series.id,
+            namespace: &series.namespace,
+            metric_name: &series.metric_name,
+            stat: &series.stat,
+            unit: series.unit.as_deref(),
+            period_secs: series.period_secs,
+            dimensions: &series.dimensions,
+            value: p.value,
+        };
+        out.push(Doc::serialized(
             Stream::Metrics,
-            format!("capacity:{}:{ms}", c.name),
-            s.taken_at,
-            json!({
-                "kind": "capacity",
-                "cluster": c.name,
-                "instances": c.container_instances.len(),
-                "instances_active": c.container_instances.iter().filter(|i| i.status == "ACTIVE").count(),
-                "cpu_registered": reg_cpu,
-                "cpu_reserved": reg_cpu - rem_cpu.min(reg_cpu),
-                "memory_registered_mib": reg_mem,
-                "memory_reserved_mib": reg_mem - rem_mem.min(reg_mem),
-                "pending_tasks": c.pending_tasks.len(),
-            }),
+            format!("sample:{key}:{}", p.timestamp.timestamp()),
+            p.timestamp,
+            &body,
         ));
     }
-    let u = &s.usage;
-    out.push(Doc::new(
+}
+
+/// One service's counts at `at`.
+fn service_doc(v: &ServiceState, at: DateTime<Utc>) -> Doc {
+    let target = format!("{}/{}", v.cluster, v.name);
+    let body = ServiceDoc {
+        kind: "service",
+        target: &target,
+        cluster: &v.cluster,
+        service: &v.name,
+        status: &v.status,
+        desired: v.desired,
+        running: v.running,
+        pending: v.pending,
+        rollout: v.rollout.to_string(),
+        deployments: v.deployments.len(),
+        task_cpu: v.task_reservation.map(|r| r.cpu),
+        task_memory_mib: v.task_reservation.map(|r| r.memory_mib),
+    };
+    Doc::serialized(
         Stream::Metrics,
-        format!("usage:{ms}"),
+        format!("service:{target}:{}", at.timestamp_millis()),
+        at,
+        &body,
+    )
+}
+
+/// A cluster's EC2 CPU and memory, registered and reserved, at `at`.
+fn capacity_doc(c: &ClusterSnapshot, at: DateTime<Utc>) -> Doc {
+    let (reg_cpu, rem_cpu): (u64, u64) = c.container_instances.iter().fold((0, 0), |(a, b), i| {
+        (a + u64::from(i.registered.cpu), b + u64::from(i.remaining.cpu))
+    });
+    let (reg_mem, rem_mem): (u64, u64) = c.container_instances.iter().fold((0, 0), |(a, b), i| {
+        (
+            a + u64::from(i.registered.memory_mib),
+            b + u64::from(i.remaining.memory_mib),
+        )
+    });
+    Doc::new(
+        Stream::Metrics,
+        format!("capacity:{}:{}", c.name, at.timestamp_millis()),
+        at,
+        json!({
+            "kind": "capacity",
+            "cluster": c.name,
+            "instances": c.container_instances.len(),
+            "instances_active": c.container_instances.iter().filter(|i| i.status == "ACTIVE").count(),
+            "cpu_registered": reg_cpu,
+            "cpu_reserved": reg_cpu - rem_cpu.min(reg_cpu),
+            "memory_registered_mib": reg_mem,
+            "memory_reserved_mib": reg_mem - rem_mem.min(reg_mem),
+            "pending_tasks": c.pending_tasks.len(),
+        }),
+    )
+}
+
+/// The pass's API calls and CloudWatch cost.
+fn usage_doc(s: &Snapshot) -> Doc {
+    let u = &s.usage;
+    Doc::new(
+        Stream::Metrics,
+        format!("usage:{}", s.taken_at.timestamp_millis()),
         s.taken_at,
         json!({
             "kind": "usage",
@@ -319,8 +341,7 @@ pub fn snapshot_docs(s: &Snapshot, shipped_until: &dyn Fn(&str) -> Option<DateTi
             "problems": s.problems.len(),
             "operations": u.operations.iter().map(|(k, v)| (k.clone(), v.calls)).collect::<BTreeMap<_, _>>(),
         }),
-    ));
-    out
+    )
 }
 
 #[derive(Serialize)]

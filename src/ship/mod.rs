@@ -207,64 +207,7 @@ impl Stats {
     pub fn snapshot(&self, spool: &Spool) -> StatsSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (queued, spooled, not_spooled) = (get(&self.queued), get(&self.spooled), get(&self.not_spooled));
-        let [spooling, sending] = self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        // Both sides in trouble: the spool's first (documents wait in memory), the other said.
-        let mut trouble = match (spooling, sending) {
-            (Some(mut a), Some(b)) => {
-                a.message = format!("{}; and {}", a.message, b.message);
-                Some(a)
-            }
-            (a, b) => a.or(b),
-        };
-        if let Some(at) = spool
-            .last_drop()
-            .filter(|t| t.elapsed().unwrap_or_default() < DROP_LINGER)
-        {
-            // Documents lost to drop_oldest: degraded for a while after the last drop, though
-            // appends go on.
-            let dropped = format!(
-                "the spool is full: {} documents dropped so far (sink.spool.on_full: drop_oldest), the last at {}",
-                spool.dropped_docs(),
-                DateTime::<Utc>::from(at).format("%H:%M:%S")
-            );
-            let message = match &trouble {
-                Some(t) => format!("{dropped}; and {}", t.message),
-                None => dropped,
-            };
-            trouble = Some(Trouble {
-                kind: "dropped",
-                message,
-                since: at,
-            });
-        }
-        if let Some(at) = spool
-            .last_loss()
-            .filter(|t| t.elapsed().unwrap_or_default() < DROP_LINGER)
-        {
-            let lost = format!(
-                "{} documents in {} spool segments vanished from the disk before they were sent (the folder or its files removed), the last at {}",
-                spool.lost_docs(),
-                spool.lost_segments(),
-                DateTime::<Utc>::from(at).format("%H:%M:%S")
-            );
-            let message = match &trouble {
-                Some(t) => format!("{lost}; and {}", t.message),
-                None => lost,
-            };
-            trouble = Some(Trouble {
-                kind: "lost",
-                message,
-                since: at,
-            });
-        }
-        if let Some(b) = spool.blocked() {
-            // The spool waiting for room is the trouble, whatever the sender says.
-            trouble = Some(Trouble {
-                kind: b.kind,
-                message: b.message,
-                since: b.since,
-            });
-        }
+        let trouble = self.trouble(spool);
         StatsSnapshot {
             queued,
             spooled,
@@ -280,20 +223,76 @@ impl Stats {
             requests: get(&self.requests),
             failed_requests: get(&self.failed_requests),
             spool_bytes: spool.size(),
-            errors: {
-                let mut e: BTreeMap<String, u64> = self
-                    .lock_errors()
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), *v))
-                    .collect();
-                for (k, v) in spool.failures() {
-                    *e.entry(k.to_string()).or_default() += v;
-                }
-                e
-            },
+            errors: self.errors(spool),
             trouble_since: trouble.as_ref().map(|t| DateTime::<Utc>::from(t.since)),
             trouble: trouble.map(|t| t.message),
         }
+    }
+
+    /// The failures by kind, the spool's included.
+    fn errors(&self, spool: &Spool) -> BTreeMap<String, u64> {
+        let mut e: BTreeMap<String, u64> = self
+            .lock_errors()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        for (k, v) in spool.failures() {
+            *e.entry(k.to_string()).or_default() += v;
+        }
+        e
+    }
+
+    /// What is wrong now, most pressing first: the spool waiting for room; else documents lost
+    /// or dropped lately (degraded for a while after, though appends go on), before what the
+    /// spooling and sending sides say (both in trouble: the spool's first, the other said).
+    fn trouble(&self, spool: &Spool) -> Option<Trouble> {
+        if let Some(b) = spool.blocked() {
+            return Some(Trouble {
+                kind: b.kind,
+                message: b.message,
+                since: b.since,
+            });
+        }
+        let [spooling, sending] = self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut trouble = match (spooling, sending) {
+            (Some(mut a), Some(b)) => {
+                a.message = format!("{}; and {}", a.message, b.message);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        let lately = |t: Option<SystemTime>| t.filter(|t| t.elapsed().unwrap_or_default() < DROP_LINGER);
+        if let Some(at) = lately(spool.last_drop()) {
+            let dropped = format!(
+                "the spool is full: {} documents dropped so far (sink.spool.on_full: drop_oldest), the last at {}",
+                spool.dropped_docs(),
+                DateTime::<Utc>::from(at).format("%H:%M:%S")
+            );
+            trouble = Some(before(trouble, "dropped", dropped, at));
+        }
+        if let Some(at) = lately(spool.last_loss()) {
+            let lost = format!(
+                "{} documents in {} spool segments vanished from the disk before they were sent (the folder or its files removed), the last at {}",
+                spool.lost_docs(),
+                spool.lost_segments(),
+                DateTime::<Utc>::from(at).format("%H:%M:%S")
+            );
+            trouble = Some(before(trouble, "lost", lost, at));
+        }
+        trouble
+    }
+}
+
+/// A trouble of `kind` since `at`, said before the one there was.
+fn before(was: Option<Trouble>, kind: &'static str, text: String, at: SystemTime) -> Trouble {
+    let message = match &was {
+        Some(t) => format!("{text}; and {}", t.message),
+        None => text,
+    };
+    Trouble {
+        kind,
+        message,
+        since: at,
     }
 }
 

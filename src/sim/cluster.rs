@@ -720,23 +720,47 @@ impl Cluster {
         if now <= self.now {
             return;
         }
-        let dt = (now - self.now).num_milliseconds() as f64 / 1000.0;
-        let placed = self
-            .tasks
-            .iter()
-            .filter(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Running))
-            .count();
-        self.task_seconds += placed as f64 * dt;
-        let group_placed = self
-            .standalone
-            .iter()
-            .filter(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Running))
-            .count();
-        self.group_task_seconds += group_placed as f64 * dt;
-        self.instance_seconds += self.group_instances().count() as f64 * dt;
+        self.meter_until(now);
         self.now = now;
+        self.register_booted(now);
+        self.size_group();
+        // Tasks on draining instances move.
+        for k in 0..self.tasks.len() {
+            let on_draining = self.tasks[k]
+                .instance
+                .is_some_and(|i| self.instances[i].status == InstanceStatus::Draining);
+            if on_draining && self.tasks[k].status != TaskStatus::Stopped {
+                self.stop_task(k, "task_stopped", "its instance is draining");
+            }
+        }
+        self.schedule_service();
+        self.place();
+        self.start_ready(now);
+        self.standalone.retain(|t| t.status != TaskStatus::Stopped);
+        if self.tasks.iter().any(|t| t.status == TaskStatus::Stopped) {
+            let (stopped, live): (Vec<Task>, Vec<Task>) = std::mem::take(&mut self.tasks)
+                .into_iter()
+                .partition(|t| t.status == TaskStatus::Stopped);
+            self.tasks = live;
+            self.retired.extend(stopped.into_iter().map(|t| t.meter));
+        }
+    }
 
-        // Instances that finished booting register.
+    /// Task-seconds and instance-seconds from the last step until `now`.
+    fn meter_until(&mut self, now: DateTime<Utc>) {
+        let dt = (now - self.now).num_milliseconds() as f64 / 1000.0;
+        let placed = |ts: &[Task]| {
+            ts.iter()
+                .filter(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Running))
+                .count() as f64
+        };
+        self.task_seconds += placed(&self.tasks) * dt;
+        self.group_task_seconds += placed(&self.standalone) * dt;
+        self.instance_seconds += self.group_instances().count() as f64 * dt;
+    }
+
+    /// Instances that finished booting register.
+    fn register_booted(&mut self, now: DateTime<Utc>) {
         let boot = TimeDelta::from_std(self.spec.instance_boot).unwrap_or_default();
         for k in 0..self.instances.len() {
             let i = &mut self.instances[k];
@@ -747,7 +771,12 @@ impl Cluster {
                 self.event("instance_in_service", text);
             }
         }
-        // The group towards its desired capacity.
+    }
+
+    /// The group towards its desired capacity: launches, or terminates by the default
+    /// termination policy, simplified (booting first, then the instance with the fewest
+    /// tasks, newest first).
+    fn size_group(&mut self) {
         let alive = self.group_instances().count() as u32;
         for _ in alive..self.group_desired {
             let k = self.launch();
@@ -757,35 +786,28 @@ impl Cluster {
             );
             self.event("instance_launched", text);
         }
-        if alive > self.group_desired {
-            // The default termination policy, simplified: booting first, then the instance
-            // with the fewest tasks, newest first.
-            let mut order: Vec<usize> = self.group_instances().map(|(k, _)| k).collect();
-            order.sort_by_key(|&k| {
-                let booting = self.instances[k].status == InstanceStatus::Booting;
-                let (_, r, p) = self.used(k);
-                (!booting, r + p, std::cmp::Reverse(self.instances[k].launched_at))
-            });
-            for k in order.into_iter().take((alive - self.group_desired) as usize) {
-                self.instances[k].status = InstanceStatus::Terminated;
-                let text = format!(
-                    "instance {} terminated (group desired {})",
-                    self.instances[k].id, self.group_desired
-                );
-                self.event("instance_terminated", text);
-                self.stop_on(k);
-            }
+        if alive <= self.group_desired {
+            return;
         }
-        // Tasks on draining instances move.
-        for k in 0..self.tasks.len() {
-            let on_draining = self.tasks[k]
-                .instance
-                .is_some_and(|i| self.instances[i].status == InstanceStatus::Draining);
-            if on_draining && self.tasks[k].status != TaskStatus::Stopped {
-                self.stop_task(k, "task_stopped", "its instance is draining");
-            }
+        let mut order: Vec<usize> = self.group_instances().map(|(k, _)| k).collect();
+        order.sort_by_key(|&k| {
+            let booting = self.instances[k].status == InstanceStatus::Booting;
+            let (_, r, p) = self.used(k);
+            (!booting, r + p, std::cmp::Reverse(self.instances[k].launched_at))
+        });
+        for k in order.into_iter().take((alive - self.group_desired) as usize) {
+            self.instances[k].status = InstanceStatus::Terminated;
+            let text = format!(
+                "instance {} terminated (group desired {})",
+                self.instances[k].id, self.group_desired
+            );
+            self.event("instance_terminated", text);
+            self.stop_on(k);
         }
-        // The service scheduler.
+    }
+
+    /// The service scheduler: tasks created or stopped towards the desired count.
+    fn schedule_service(&mut self) {
         let live = self.live_tasks().count() as u32;
         for _ in live..self.desired {
             self.create_task();
@@ -799,8 +821,10 @@ impl Cluster {
                 self.stop_task(k, "task_stopped", "scale-in");
             }
         }
-        self.place();
-        // Started tasks run.
+    }
+
+    /// Started tasks run: the service's, then the groups'.
+    fn start_ready(&mut self, now: DateTime<Utc>) {
         for k in 0..self.tasks.len() {
             let t = &mut self.tasks[k];
             if t.status == TaskStatus::Pending && t.ready_at.is_some_and(|r| r <= now) {
@@ -818,14 +842,6 @@ impl Cluster {
         }
         for text in up {
             self.event("group_task_started", text);
-        }
-        self.standalone.retain(|t| t.status != TaskStatus::Stopped);
-        if self.tasks.iter().any(|t| t.status == TaskStatus::Stopped) {
-            let (stopped, live): (Vec<Task>, Vec<Task>) = std::mem::take(&mut self.tasks)
-                .into_iter()
-                .partition(|t| t.status == TaskStatus::Stopped);
-            self.tasks = live;
-            self.retired.extend(stopped.into_iter().map(|t| t.meter));
         }
     }
 
