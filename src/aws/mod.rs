@@ -67,34 +67,39 @@ impl fmt::Debug for AwsContext {
     }
 }
 
+/// The SDK's shared config: the retries, timeouts, region, profile and endpoint of `settings`.
+async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
+    let retry = match settings.retry.mode {
+        RetryMode::Standard => RetryConfig::standard(),
+        RetryMode::Adaptive => RetryConfig::adaptive(),
+    }
+    .with_max_attempts(settings.retry.max_attempts)
+    .with_initial_backoff(settings.retry.initial_backoff)
+    .with_max_backoff(settings.retry.max_backoff);
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(settings.timeouts.connect)
+        .operation_attempt_timeout(settings.timeouts.attempt)
+        .operation_timeout(settings.timeouts.operation)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry)
+        .timeout_config(timeouts);
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(profile) = &settings.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
 impl AwsContext {
     /// Builds the clients. Nothing is sent yet: credentials are resolved on the first call.
     pub async fn connect(settings: &AwsSettings, meter: ApiMeter) -> Result<Self, Error> {
-        let retry = match settings.retry.mode {
-            RetryMode::Standard => RetryConfig::standard(),
-            RetryMode::Adaptive => RetryConfig::adaptive(),
-        }
-        .with_max_attempts(settings.retry.max_attempts)
-        .with_initial_backoff(settings.retry.initial_backoff)
-        .with_max_backoff(settings.retry.max_backoff);
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(settings.timeouts.connect)
-            .operation_attempt_timeout(settings.timeouts.attempt)
-            .operation_timeout(settings.timeouts.operation)
-            .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(retry)
-            .timeout_config(timeouts);
-        if let Some(region) = &settings.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(profile) = &settings.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(url) = &settings.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
+        let sdk = sdk_config(settings).await;
         let region = sdk.region().ok_or(Error::NoRegion)?.to_string();
         let endpoint = |service: &str| {
             settings

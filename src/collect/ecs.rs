@@ -60,64 +60,13 @@ pub(super) async fn resolve_services(c: &Collector, spec: &ClusterSpec) -> Resol
     let mut problems = Vec::new();
     // Services may be named by ARN in the config; ECS describes them by name.
     let explicit: Vec<String> = spec.services.iter().map(|s| s.name.clone()).collect();
-    let mut discovered = BTreeSet::new();
-    if let Some(d) = &spec.discover {
-        match list_all(c, |t| c.ecs.list_services(cluster, t)).await {
-            Ok(arns) => {
-                for arn in arns {
-                    let name = arn_name(&arn);
-                    let prefix_ok = d.name_prefix.as_deref().is_none_or(|p| name.starts_with(p));
-                    if prefix_ok && !explicit.iter().any(|e| arn_name(e) == name) {
-                        discovered.insert(name.to_string());
-                    }
-                }
-            }
-            Err(e) => problems.push(Problem {
-                scope: cluster.to_string(),
-                message: format!("service discovery failed: {e}"),
-            }),
-        }
-    }
+    let discovered = discover(c, spec, &explicit, &mut problems).await;
     let names: Vec<String> = explicit
         .iter()
         .cloned()
         .chain(discovered.iter().cloned())
         .collect();
-    let batches = futures::future::join_all(
-        names
-            .chunks(DESCRIBE_SERVICES_BATCH)
-            .map(|batch| c.limited(c.ecs.describe_services(cluster, batch))),
-    )
-    .await;
-
-    let mut found: Vec<ServiceState> = Vec::new();
-    for (batch, result) in names.chunks(DESCRIBE_SERVICES_BATCH).zip(batches) {
-        match result {
-            Ok(d) => {
-                found.extend(d.items);
-                for (arn, reason) in d.failures {
-                    let name = arn_name(&arn);
-                    let what = if explicit.iter().any(|e| arn_name(e) == name) {
-                        "is named in the config but ECS did not describe it"
-                    } else {
-                        "was listed but ECS did not describe it"
-                    };
-                    problems.push(Problem {
-                        scope: format!("{cluster}/{name}"),
-                        message: format!("{what}: {reason}"),
-                    });
-                }
-            }
-            Err(e) => {
-                for name in batch {
-                    problems.push(Problem {
-                        scope: format!("{cluster}/{name}"),
-                        message: format!("not collected: {e}"),
-                    });
-                }
-            }
-        }
-    }
+    let found = describe_services(c, cluster, &names, &explicit, &mut problems).await;
     let mut services = Vec::new();
     for (name, service_spec) in explicit.iter().zip(&spec.services) {
         if let Some(state) = found.iter().find(|s| s.name == arn_name(name)) {
@@ -136,6 +85,78 @@ pub(super) async fn resolve_services(c: &Collector, spec: &ClusterSpec) -> Resol
         services,
         problems,
     }
+}
+
+/// With `discover`: the cluster's services that match its name prefix and are not named.
+async fn discover(
+    c: &Collector,
+    spec: &ClusterSpec,
+    explicit: &[String],
+    problems: &mut Vec<Problem>,
+) -> BTreeSet<String> {
+    let cluster = spec.name.as_str();
+    let mut discovered = BTreeSet::new();
+    let Some(d) = &spec.discover else {
+        return discovered;
+    };
+    match list_all(c, |t| c.ecs.list_services(cluster, t)).await {
+        Ok(arns) => {
+            for arn in arns {
+                let name = arn_name(&arn);
+                let prefix_ok = d.name_prefix.as_deref().is_none_or(|p| name.starts_with(p));
+                if prefix_ok && !explicit.iter().any(|e| arn_name(e) == name) {
+                    discovered.insert(name.to_string());
+                }
+            }
+        }
+        Err(e) => problems.push(Problem {
+            scope: cluster.to_string(),
+            message: format!("service discovery failed: {e}"),
+        }),
+    }
+    discovered
+}
+
+/// DescribeServices for `names`, 10 a call, all at once (within the read budget); what ECS
+/// did not describe is a problem of the service.
+async fn describe_services(
+    c: &Collector,
+    cluster: &str,
+    names: &[String],
+    explicit: &[String],
+    problems: &mut Vec<Problem>,
+) -> Vec<ServiceState> {
+    let batches = futures::future::join_all(
+        names
+            .chunks(DESCRIBE_SERVICES_BATCH)
+            .map(|batch| c.limited(c.ecs.describe_services(cluster, batch))),
+    )
+    .await;
+    let mut found: Vec<ServiceState> = Vec::new();
+    for (batch, result) in names.chunks(DESCRIBE_SERVICES_BATCH).zip(batches) {
+        match result {
+            Ok(d) => {
+                found.extend(d.items);
+                for (arn, reason) in d.failures {
+                    let name = arn_name(&arn);
+                    let what = if explicit.iter().any(|e| arn_name(e) == name) {
+                        "is named in the config but ECS did not describe it"
+                    } else {
+                        "was listed but ECS did not describe it"
+                    };
+                    problems.push(Problem {
+                        scope: format!("{cluster}/{name}"),
+                        message: format!("{what}: {reason}"),
+                    });
+                }
+            }
+            Err(e) => problems.extend(batch.iter().map(|name| Problem {
+                scope: format!("{cluster}/{name}"),
+                message: format!("not collected: {e}"),
+            })),
+        }
+    }
+    found
 }
 
 /// Step 2 (ECS side): container instances, pending tasks, and the task definitions that give
@@ -171,8 +192,34 @@ pub(super) async fn details(c: &Collector, r: Resolved) -> (ClusterSnapshot, Vec
             }),
         }
     }
+    reservations(c, cluster, &mut services, &tasks, &mut problems).await;
+    let pending_tasks = {
+        let cache = c.task_definitions.lock().unwrap_or_else(|e| e.into_inner());
+        tasks
+            .into_iter()
+            .map(|t| pending_task(cluster, t, |arn| cache.get(arn).map(|d| d.reservation)))
+            .collect()
+    };
+    (
+        ClusterSnapshot {
+            name: cluster.to_string(),
+            services,
+            container_instances: instances,
+            pending_tasks,
+        },
+        problems,
+    )
+}
 
-    // Task definitions: from the cache, else read (once per revision for the worker's life).
+/// The services' task reservations, from the task definitions: from the cache, else read
+/// (once per revision for the worker's life), with those the pending tasks need.
+async fn reservations(
+    c: &Collector,
+    cluster: &str,
+    services: &mut [ServiceState],
+    tasks: &[TaskInfo],
+    problems: &mut Vec<Problem>,
+) {
     let wanted: HashSet<String> = services
         .iter()
         .map(|s| s.task_definition.clone())
@@ -209,7 +256,7 @@ pub(super) async fn details(c: &Collector, r: Resolved) -> (ClusterSnapshot, Vec
                 Err(e) => failed_defs.push((arn.clone(), e)),
             }
         }
-        for s in &mut services {
+        for s in services.iter_mut() {
             s.task_reservation = cache.get(&s.task_definition).map(|t| t.reservation);
         }
     }
@@ -221,23 +268,6 @@ pub(super) async fn details(c: &Collector, r: Resolved) -> (ClusterSnapshot, Vec
             });
         }
     }
-
-    let pending_tasks = {
-        let cache = c.task_definitions.lock().unwrap_or_else(|e| e.into_inner());
-        tasks
-            .into_iter()
-            .map(|t| pending_task(cluster, t, |arn| cache.get(arn).map(|d| d.reservation)))
-            .collect()
-    };
-    (
-        ClusterSnapshot {
-            name: cluster.to_string(),
-            services,
-            container_instances: instances,
-            pending_tasks,
-        },
-        problems,
-    )
 }
 
 async fn container_instances(

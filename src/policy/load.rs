@@ -385,37 +385,7 @@ fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir:
         let (max_step_out, max_step_in) = m
             .opt_with(cx, "max_step", |n, p, cx| read_steps(n, p, cx, defaults.steps))
             .unwrap_or(defaults.steps);
-        let (spec, keys): (Option<RuleSpec>, &[&str]) = match kind.as_deref() {
-            Some("target_tracking") => (
-                target_tracking::TargetTracking::read(&mut m, cx).map(RuleSpec::TargetTracking),
-                target_tracking::KEYS,
-            ),
-            Some("step_scaling") => (
-                step_scaling::StepScaling::read(&mut m, cx).map(RuleSpec::StepScaling),
-                step_scaling::KEYS,
-            ),
-            Some("scheduled") => (
-                scheduled::Scheduled::read(&mut m, cx).map(RuleSpec::Scheduled),
-                scheduled::KEYS,
-            ),
-            Some("predictive") => (
-                predictive::Predictive::read(&mut m, cx).map(RuleSpec::Predictive),
-                predictive::KEYS,
-            ),
-            Some("expression") => (
-                expression::Expression::read(&mut m, cx).map(RuleSpec::Expression),
-                expression::KEYS,
-            ),
-            Some("external") => (
-                external::External::read(&mut m, cx, base_dir).map(RuleSpec::External),
-                external::KEYS,
-            ),
-            // Unknown kind: reported already; skip the keys so they are not all called unknown.
-            _ => {
-                skip_all(&mut m);
-                (None, &[])
-            }
-        };
+        let (spec, keys) = read_spec(kind.as_deref(), &mut m, cx, base_dir);
         let all_keys: Vec<&str> = RULE_KEYS.iter().chain(keys).copied().collect();
         m.finish(cx, &all_keys);
         // A rule that did not read still holds its given name: a second rule of that name is
@@ -452,6 +422,46 @@ fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir:
     }
     ok &= foreseen_has_a_forecast(&rules, p, cx);
     ok.then_some(rules)
+}
+
+/// A rule's own fields, by its kind, and the keys they take.
+fn read_spec(
+    kind: Option<&str>,
+    m: &mut MapReader<'_>,
+    cx: &mut Cx,
+    base_dir: &Path,
+) -> (Option<RuleSpec>, &'static [&'static str]) {
+    match kind {
+        Some("target_tracking") => (
+            target_tracking::TargetTracking::read(m, cx).map(RuleSpec::TargetTracking),
+            target_tracking::KEYS,
+        ),
+        Some("step_scaling") => (
+            step_scaling::StepScaling::read(m, cx).map(RuleSpec::StepScaling),
+            step_scaling::KEYS,
+        ),
+        Some("scheduled") => (
+            scheduled::Scheduled::read(m, cx).map(RuleSpec::Scheduled),
+            scheduled::KEYS,
+        ),
+        Some("predictive") => (
+            predictive::Predictive::read(m, cx).map(RuleSpec::Predictive),
+            predictive::KEYS,
+        ),
+        Some("expression") => (
+            expression::Expression::read(m, cx).map(RuleSpec::Expression),
+            expression::KEYS,
+        ),
+        Some("external") => (
+            external::External::read(m, cx, base_dir).map(RuleSpec::External),
+            external::KEYS,
+        ),
+        // Unknown kind: reported already; skip the keys so they are not all called unknown.
+        _ => {
+            skip_all(m);
+            (None, &[])
+        }
+    }
 }
 
 /// A `foreseen_target` applies while a counted predictive rule of the same target forecasts:

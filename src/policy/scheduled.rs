@@ -99,58 +99,8 @@ fn read_window(node: &Node, path: &str, cx: &mut Cx, tz: Tz, index: usize) -> Op
     let min = m.opt::<u32>(cx, "min");
     let max = m.opt::<u32>(cx, "max");
     let desired = m.opt::<u32>(cx, "desired");
-    let span = m.span();
-    let (has_cron, has_once) = (m.has("cron"), m.has("from") || m.has("until"));
-    if has_cron == has_once {
-        cx.error(
-            span,
-            path,
-            "give `cron` with `duration` (a repeating window) or `from` and `until` (once), one of the two",
-        );
-    } else if has_cron && !m.has("duration") {
-        cx.error(
-            span,
-            &join(path, "duration"),
-            "a cron window needs a `duration` (e.g. 4h)",
-        );
-    } else if has_once && !(m.has("from") && m.has("until")) {
-        cx.error(span, path, "a one-off window needs both `from` and `until`");
-    }
-    if m.has("duration") && !has_cron {
-        cx.error(
-            m.span_of("duration"),
-            &join(path, "duration"),
-            "only goes with `cron`",
-        );
-    }
-    if !m.has("min") && !m.has("max") && !m.has("desired") {
-        cx.error(
-            span,
-            path,
-            "a window sets at least one of `min`, `max`, `desired`",
-        );
-    }
-    if let (Some(lo), Some(hi)) = (min, max) {
-        if lo > hi {
-            cx.error(
-                m.span_of("max"),
-                &join(path, "max"),
-                format!("is below this window's min ({lo})"),
-            );
-        }
-    }
-    for (bound, v) in [("min", min), ("max", max)] {
-        if let (Some(d), Some(b)) = (desired, v) {
-            let outside = if bound == "min" { d < b } else { d > b };
-            if outside {
-                cx.error(
-                    m.span_of("desired"),
-                    &join(path, "desired"),
-                    format!("{d} is outside this window's {bound} ({b})"),
-                );
-            }
-        }
-    }
+    check_when(&m, cx, path);
+    check_counts(&m, cx, path, (min, max, desired));
     if let (Some(f), Some(u)) = (from, until) {
         if f >= u {
             cx.error(m.span_of("until"), &join(path, "until"), "must be after `from`");
@@ -181,6 +131,68 @@ fn read_window(node: &Node, path: &str, cx: &mut Cx, tz: Tz, index: usize) -> Op
         desired,
         span: node.span,
     })
+}
+
+/// A window is repeating (`cron` with `duration`) or once (`from` and `until`), not both.
+fn check_when(m: &MapReader<'_>, cx: &mut Cx, path: &str) {
+    let span = m.span();
+    let (has_cron, has_once) = (m.has("cron"), m.has("from") || m.has("until"));
+    if has_cron == has_once {
+        cx.error(
+            span,
+            path,
+            "give `cron` with `duration` (a repeating window) or `from` and `until` (once), one of the two",
+        );
+    } else if has_cron && !m.has("duration") {
+        cx.error(
+            span,
+            &join(path, "duration"),
+            "a cron window needs a `duration` (e.g. 4h)",
+        );
+    } else if has_once && !(m.has("from") && m.has("until")) {
+        cx.error(span, path, "a one-off window needs both `from` and `until`");
+    }
+    if m.has("duration") && !has_cron {
+        cx.error(
+            m.span_of("duration"),
+            &join(path, "duration"),
+            "only goes with `cron`",
+        );
+    }
+}
+
+/// A window sets a count, its `min` is not above its `max`, and its `desired` is within them.
+fn check_counts(m: &MapReader<'_>, cx: &mut Cx, path: &str, counts: (Option<u32>, Option<u32>, Option<u32>)) {
+    let (min, max, desired) = counts;
+    let span = m.span();
+    if !m.has("min") && !m.has("max") && !m.has("desired") {
+        cx.error(
+            span,
+            path,
+            "a window sets at least one of `min`, `max`, `desired`",
+        );
+    }
+    if let (Some(lo), Some(hi)) = (min, max) {
+        if lo > hi {
+            cx.error(
+                m.span_of("max"),
+                &join(path, "max"),
+                format!("is below this window's min ({lo})"),
+            );
+        }
+    }
+    for (bound, v) in [("min", min), ("max", max)] {
+        if let (Some(d), Some(b)) = (desired, v) {
+            let outside = if bound == "min" { d < b } else { d > b };
+            if outside {
+                cx.error(
+                    m.span_of("desired"),
+                    &join(path, "desired"),
+                    format!("{d} is outside this window's {bound} ({b})"),
+                );
+            }
+        }
+    }
 }
 
 impl Scheduled {

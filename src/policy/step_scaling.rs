@@ -99,72 +99,11 @@ fn read_steps(node: &Node, path: &str, cx: &mut Cx, out: bool) -> Option<Vec<Ste
             continue;
         };
         let bound = m.req::<f64>(cx, bound_key);
-        let change = m.opt_with(cx, "change", |n, p, cx| {
-            let v = f64::from_node(n, p, cx)?;
-            let sign_ok = if out { v > 0.0 } else { v < 0.0 };
-            if v.fract() != 0.0 || !sign_ok {
-                let want = if out {
-                    "a positive whole number (+2)"
-                } else {
-                    "a negative whole number (-1)"
-                };
-                cx.error(
-                    n.span,
-                    p,
-                    format!(
-                        "a {} step's change must be {want}, found {}",
-                        if out { "scale_out" } else { "scale_in" },
-                        num(v)
-                    ),
-                );
-                return None;
-            }
-            Some(v as i64)
-        });
-        let exact = m.opt::<u32>(cx, "exact");
-        let percent = m.opt_with(cx, "percent", |n, p, cx| {
-            let v = f64::from_node(n, p, cx)?;
-            let sign_ok = if out { v > 0.0 } else { v < 0.0 && v > -100.0 };
-            if !sign_ok {
-                let want = if out {
-                    "above 0 (50 for +50%)"
-                } else {
-                    "between -100 and 0 (-25 for -25%)"
-                };
-                cx.error(n.span, p, format!("percent must be {want}, found {}", num(v)));
-                return None;
-            }
-            Some(v)
-        });
-        let min_magnitude = m.opt::<u32>(cx, "min_magnitude");
-        let given = [m.has("change"), m.has("exact"), m.has("percent")]
-            .iter()
-            .filter(|g| **g)
-            .count();
-        if given != 1 {
-            cx.error(m.span(), &p, "give exactly one of `change`, `exact`, `percent`");
+        let (adjustment, fine) = read_adjustment(m, cx, &p, out);
+        ok &= fine;
+        let Some(adjustment) = adjustment else {
             ok = false;
-        }
-        if min_magnitude.is_some() && !m.has("percent") {
-            cx.error(
-                m.span_of("min_magnitude"),
-                &join(&p, "min_magnitude"),
-                "only goes with `percent`",
-            );
-            ok = false;
-        }
-        m.finish(cx, &[bound_key, "change", "exact", "percent", "min_magnitude"]);
-        let adjustment = match (change, exact, percent) {
-            (Some(c), None, None) => Adjustment::Change(c),
-            (None, Some(e), None) => Adjustment::Exact(e),
-            (None, None, Some(p)) => Adjustment::Percent {
-                percent: p,
-                min_magnitude: min_magnitude.unwrap_or(1),
-            },
-            _ => {
-                ok = false;
-                continue;
-            }
+            continue;
         };
         match bound {
             Some(bound) => {
@@ -187,6 +126,78 @@ fn read_steps(node: &Node, path: &str, cx: &mut Cx, out: bool) -> Option<Vec<Ste
         steps.sort_by(|a, b| b.bound.total_cmp(&a.bound));
     }
     ok.then_some(steps)
+}
+
+/// A step's adjustment: exactly one of `change`, `exact` and `percent` (with its
+/// `min_magnitude`), signed for its direction; `false` after a mistake.
+fn read_adjustment(mut m: MapReader<'_>, cx: &mut Cx, p: &str, out: bool) -> (Option<Adjustment>, bool) {
+    let mut fine = true;
+    let change = m.opt_with(cx, "change", |n, p, cx| {
+        let v = f64::from_node(n, p, cx)?;
+        let sign_ok = if out { v > 0.0 } else { v < 0.0 };
+        if v.fract() != 0.0 || !sign_ok {
+            let want = if out {
+                "a positive whole number (+2)"
+            } else {
+                "a negative whole number (-1)"
+            };
+            cx.error(
+                n.span,
+                p,
+                format!(
+                    "a {} step's change must be {want}, found {}",
+                    if out { "scale_out" } else { "scale_in" },
+                    num(v)
+                ),
+            );
+            return None;
+        }
+        Some(v as i64)
+    });
+    let exact = m.opt::<u32>(cx, "exact");
+    let percent = m.opt_with(cx, "percent", |n, p, cx| {
+        let v = f64::from_node(n, p, cx)?;
+        let sign_ok = if out { v > 0.0 } else { v < 0.0 && v > -100.0 };
+        if !sign_ok {
+            let want = if out {
+                "above 0 (50 for +50%)"
+            } else {
+                "between -100 and 0 (-25 for -25%)"
+            };
+            cx.error(n.span, p, format!("percent must be {want}, found {}", num(v)));
+            return None;
+        }
+        Some(v)
+    });
+    let min_magnitude = m.opt::<u32>(cx, "min_magnitude");
+    let given = [m.has("change"), m.has("exact"), m.has("percent")]
+        .iter()
+        .filter(|g| **g)
+        .count();
+    if given != 1 {
+        cx.error(m.span(), p, "give exactly one of `change`, `exact`, `percent`");
+        fine = false;
+    }
+    if min_magnitude.is_some() && !m.has("percent") {
+        cx.error(
+            m.span_of("min_magnitude"),
+            &join(p, "min_magnitude"),
+            "only goes with `percent`",
+        );
+        fine = false;
+    }
+    let bound_key = if out { "above" } else { "below" };
+    m.finish(cx, &[bound_key, "change", "exact", "percent", "min_magnitude"]);
+    let adjustment = match (change, exact, percent) {
+        (Some(c), None, None) => Adjustment::Change(c),
+        (None, Some(e), None) => Adjustment::Exact(e),
+        (None, None, Some(p)) => Adjustment::Percent {
+            percent: p,
+            min_magnitude: min_magnitude.unwrap_or(1),
+        },
+        _ => return (None, false),
+    };
+    (Some(adjustment), fine)
 }
 
 impl StepScaling {
