@@ -296,42 +296,7 @@ impl Parser {
 
     fn call(&mut self, name: String, at: usize) -> Result<(Expr, usize), ParseError> {
         if name.ends_with("_over") && FUNCTIONS.contains(&name.as_str()) {
-            let (metric, m_at) = match self.next() {
-                (Tok::Ident(m), a) => (m, a),
-                (other, a) => {
-                    return self.fail(
-                        a,
-                        format!(
-                            "{name}'s first argument is a metric id, found {}",
-                            describe(&other)
-                        ),
-                    )
-                }
-            };
-            if VARIABLES.contains(&metric.as_str()) {
-                return self.fail(
-                    m_at,
-                    format!("{name} reads a metric's periods; `{metric}` is not a metric"),
-                );
-            }
-            let (sep, sep_at) = self.next();
-            if sep != Tok::Comma {
-                return self.fail(sep_at, format!("write {name}({metric}, N) with N periods"));
-            }
-            let n = match self.next() {
-                (Tok::Num(v), _) if v >= 1.0 && v.fract() == 0.0 && v <= 10_000.0 => v as usize,
-                (other, a) => {
-                    return self.fail(
-                        a,
-                        format!(
-                            "{name}'s second argument is a whole number of periods (1 or more), found {}",
-                            describe(&other)
-                        ),
-                    )
-                }
-            };
-            self.expect_rparen(at)?;
-            return Ok((Expr::Over(name, metric, n), 1));
+            return self.over(name, at);
         }
         if !FUNCTIONS.contains(&name.as_str()) {
             let hint = crate::config::read::closest(&name, FUNCTIONS)
@@ -375,6 +340,46 @@ impl Parser {
             return self.fail(at, format!("{name} takes {want}, given {}", args.len()));
         }
         self.deep(Expr::Call(name, args), depth, at)
+    }
+
+    /// `avg_over(metric, N)` and its kin: a metric id and a whole number of periods.
+    fn over(&mut self, name: String, at: usize) -> Result<(Expr, usize), ParseError> {
+        let (metric, m_at) = match self.next() {
+            (Tok::Ident(m), a) => (m, a),
+            (other, a) => {
+                return self.fail(
+                    a,
+                    format!(
+                        "{name}'s first argument is a metric id, found {}",
+                        describe(&other)
+                    ),
+                )
+            }
+        };
+        if VARIABLES.contains(&metric.as_str()) {
+            return self.fail(
+                m_at,
+                format!("{name} reads a metric's periods; `{metric}` is not a metric"),
+            );
+        }
+        let (sep, sep_at) = self.next();
+        if sep != Tok::Comma {
+            return self.fail(sep_at, format!("write {name}({metric}, N) with N periods"));
+        }
+        let n = match self.next() {
+            (Tok::Num(v), _) if v >= 1.0 && v.fract() == 0.0 && v <= 10_000.0 => v as usize,
+            (other, a) => {
+                return self.fail(
+                    a,
+                    format!(
+                        "{name}'s second argument is a whole number of periods (1 or more), found {}",
+                        describe(&other)
+                    ),
+                )
+            }
+        };
+        self.expect_rparen(at)?;
+        Ok((Expr::Over(name, metric, n), 1))
     }
 }
 
@@ -452,64 +457,11 @@ fn truth(v: f64) -> bool {
 pub fn eval(e: &Expr, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> Result<f64, EvalError> {
     Ok(match e {
         Expr::Num(v) => *v,
-        Expr::Var(v) => match v.as_str() {
-            "current" => f64::from(input.current),
-            "running" => f64::from(input.running),
-            "pending" => f64::from(input.pending),
-            "min_count" => f64::from(input.min),
-            "max_count" => f64::from(input.max),
-            metric => {
-                let w = input
-                    .metric(metric)
-                    .window(1, None)
-                    .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
-                let v = w
-                    .first()
-                    .copied()
-                    .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
-                seen.push((metric.to_string(), v));
-                v
-            }
-        },
-        Expr::Over(f, metric, n) => {
-            let w = input
-                .metric(metric)
-                .window(*n, None)
-                .ok_or_else(|| EvalError::Missing(metric.clone()))?;
-            if w.is_empty() {
-                return Err(EvalError::Missing(metric.clone()));
-            }
-            let v = match f.as_str() {
-                "avg_over" => w.iter().sum::<f64>() / w.len() as f64,
-                "max_over" => w.iter().copied().fold(f64::MIN, f64::max),
-                "min_over" => w.iter().copied().fold(f64::MAX, f64::min),
-                _ => w.iter().sum::<f64>(),
-            };
-            seen.push((format!("{f}({metric},{n})"), v));
-            v
-        }
+        Expr::Var(v) => var(v, input, seen)?,
+        Expr::Over(f, metric, n) => over(f, metric, *n, input, seen)?,
         Expr::Neg(a) => -eval(a, input, seen)?,
         Expr::Not(a) => f64::from(u8::from(!truth(eval(a, input, seen)?))),
-        Expr::Bin(op, a, b) => {
-            let (x, y) = (eval(a, input, seen)?, eval(b, input, seen)?);
-            let bool_ = |b: bool| f64::from(u8::from(b));
-            match op {
-                Op::Add => x + y,
-                Op::Sub => x - y,
-                Op::Mul => x * y,
-                Op::Div => x / y,
-                Op::Rem => x % y,
-                Op::Pow => x.powf(y),
-                Op::Lt => bool_(x < y),
-                Op::Le => bool_(x <= y),
-                Op::Gt => bool_(x > y),
-                Op::Ge => bool_(x >= y),
-                Op::Eq => bool_(x == y),
-                Op::Ne => bool_(x != y),
-                Op::And => bool_(truth(x) && truth(y)),
-                Op::Or => bool_(truth(x) || truth(y)),
-            }
-        }
+        Expr::Bin(op, a, b) => binary(*op, eval(a, input, seen)?, eval(b, input, seen)?),
         Expr::Call(name, args) => {
             if name == "if" {
                 return if truth(eval(&args[0], input, seen)?) {
@@ -536,6 +488,75 @@ pub fn eval(e: &Expr, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> R
             }
         }
     })
+}
+
+/// A variable: one of the counts, or a metric's latest period.
+fn var(v: &str, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> Result<f64, EvalError> {
+    Ok(match v {
+        "current" => f64::from(input.current),
+        "running" => f64::from(input.running),
+        "pending" => f64::from(input.pending),
+        "min_count" => f64::from(input.min),
+        "max_count" => f64::from(input.max),
+        metric => {
+            let w = input
+                .metric(metric)
+                .window(1, None)
+                .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
+            let v = w
+                .first()
+                .copied()
+                .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
+            seen.push((metric.to_string(), v));
+            v
+        }
+    })
+}
+
+/// `f(metric, n)`: the metric's last `n` periods summed up by `f`.
+fn over(
+    f: &str,
+    metric: &str,
+    n: usize,
+    input: &EvalInput<'_>,
+    seen: &mut Vec<(String, f64)>,
+) -> Result<f64, EvalError> {
+    let w = input
+        .metric(metric)
+        .window(n, None)
+        .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
+    if w.is_empty() {
+        return Err(EvalError::Missing(metric.to_string()));
+    }
+    let v = match f {
+        "avg_over" => w.iter().sum::<f64>() / w.len() as f64,
+        "max_over" => w.iter().copied().fold(f64::MIN, f64::max),
+        "min_over" => w.iter().copied().fold(f64::MAX, f64::min),
+        _ => w.iter().sum::<f64>(),
+    };
+    seen.push((format!("{f}({metric},{n})"), v));
+    Ok(v)
+}
+
+/// `x op y`; comparisons and logic give 1 or 0.
+fn binary(op: Op, x: f64, y: f64) -> f64 {
+    let bool_ = |b: bool| f64::from(u8::from(b));
+    match op {
+        Op::Add => x + y,
+        Op::Sub => x - y,
+        Op::Mul => x * y,
+        Op::Div => x / y,
+        Op::Rem => x % y,
+        Op::Pow => x.powf(y),
+        Op::Lt => bool_(x < y),
+        Op::Le => bool_(x <= y),
+        Op::Gt => bool_(x > y),
+        Op::Ge => bool_(x >= y),
+        Op::Eq => bool_(x == y),
+        Op::Ne => bool_(x != y),
+        Op::And => bool_(truth(x) && truth(y)),
+        Op::Or => bool_(truth(x) || truth(y)),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -202,6 +202,51 @@ impl Default for PluginRunner {
     }
 }
 
+/// Writes `body` to a plugin and reads its answer (at most `cap` bytes: more is `true`) and
+/// the start of what it says on stderr, all at once.
+async fn exchange(
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+    body: Vec<u8>,
+    cap: usize,
+) -> (Vec<u8>, bool, Vec<u8>) {
+    let write = async move {
+        if let Some(mut s) = stdin {
+            // A plugin that does not read its input is fine.
+            let _ = s.write_all(&body).await;
+        }
+    };
+    let out = async move {
+        match stdout {
+            Some(o) => read_capped(o, cap).await,
+            None => (Vec::new(), false),
+        }
+    };
+    let err = async move {
+        match stderr {
+            Some(e) => read_capped(e, 4096).await.0,
+            None => Vec::new(),
+        }
+    };
+    let (_, (out, too_much), err) = tokio::join!(write, out, err);
+    (out, too_much, err)
+}
+
+/// How a plugin failed: its status, with the start of its stderr.
+fn failed(status: std::process::ExitStatus, err: &[u8]) -> String {
+    let how = match status.code() {
+        Some(c) => format!("exited with status {c}"),
+        None => "was killed by a signal".to_string(),
+    };
+    let err = excerpt(err);
+    if err.is_empty() {
+        how
+    } else {
+        format!("{how}: {err}")
+    }
+}
+
 /// Reads at most `cap` bytes; `true` when there was more.
 async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, bool) {
     let mut buf = Vec::new();
@@ -263,28 +308,7 @@ impl PluginRunner {
         let group = Group(child.id());
         let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let cap = ext.max_output;
-        let exchange = async {
-            let write = async move {
-                if let Some(mut s) = stdin {
-                    // A plugin that does not read its input is fine.
-                    let _ = s.write_all(&body).await;
-                }
-            };
-            let out = async move {
-                match stdout {
-                    Some(o) => read_capped(o, cap).await,
-                    None => (Vec::new(), false),
-                }
-            };
-            let err = async move {
-                match stderr {
-                    Some(e) => read_capped(e, 4096).await.0,
-                    None => Vec::new(),
-                }
-            };
-            let (_, (out, too_much), err) = tokio::join!(write, out, err);
-            (out, too_much, err)
-        };
+        let exchange = exchange(stdin, stdout, stderr, body, cap);
         let (out, too_much, err) = match tokio::time::timeout(ext.timeout, exchange).await {
             Ok(r) => r,
             Err(_) => {
@@ -317,17 +341,7 @@ impl PluginRunner {
             }
         };
         if !status.success() {
-            let how = match status.code() {
-                Some(c) => format!("exited with status {c}"),
-                None => "was killed by a signal".to_string(),
-            };
-            let err = excerpt(&err);
-            let detail = if err.is_empty() {
-                String::new()
-            } else {
-                format!(": {err}")
-            };
-            return Err(format!("plugin {program} {how}{detail}"));
+            return Err(format!("plugin {program} {}", failed(status, &err)));
         }
         parse_answer(&out).map_err(|e| format!("plugin {program} {e}"))
     }

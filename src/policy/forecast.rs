@@ -247,6 +247,64 @@ fn spread(ts: &[i64], residual: &[f64], buckets: usize, of: impl Fn(i64) -> usiz
     (overall, per)
 }
 
+/// Each datapoint's bucket of the day and day of the week.
+struct Seasons<'a> {
+    day_class: &'a [usize],
+    week_class: &'a [usize],
+    buckets: usize,
+}
+
+type Fitted = (f64, f64, Option<Vec<f64>>, Option<[f64; 7]>, Vec<f64>);
+
+impl Seasons<'_> {
+    /// The profiles' part of datapoint `i`.
+    fn seasonal(&self, i: usize, d: &Option<Vec<f64>>, w: &Option<[f64; 7]>) -> f64 {
+        d.as_ref().map_or(0.0, |d| d[self.day_class[i]]) + w.as_ref().map_or(0.0, |w| w[self.week_class[i]])
+    }
+
+    /// Backfitting: the trend of what the profiles leave, the profiles of what the trend leaves
+    /// (a trend fitted first would take part of a daily cycle for growth). The intercept, the
+    /// slope, the daily and weekly profiles (those given), and what all of them leave.
+    fn backfit(
+        &self,
+        xs: &[f64],
+        y: &[f64],
+        mut daily: Option<Vec<f64>>,
+        mut weekly: Option<[f64; 7]>,
+    ) -> Fitted {
+        let (mut intercept, mut slope) = (0.0, 0.0);
+        let mut residual = vec![0.0; y.len()];
+        let mut rest = vec![0.0; y.len()];
+        for _ in 0..3 {
+            for (i, (r, v)) in rest.iter_mut().zip(y).enumerate() {
+                *r = v - self.seasonal(i, &daily, &weekly);
+            }
+            (intercept, slope) = line(xs, &rest);
+            for (r, (x, v)) in residual.iter_mut().zip(xs.iter().zip(y)) {
+                *r = v - intercept - slope * x;
+            }
+            // What the trend leaves, without the other profile.
+            if daily.is_some() {
+                for (i, (r, res)) in rest.iter_mut().zip(&residual).enumerate() {
+                    *r = res - self.seasonal(i, &None, &weekly);
+                }
+                daily = Some(profile(self.day_class, &rest, self.buckets));
+            }
+            if weekly.is_some() {
+                for (i, (r, res)) in rest.iter_mut().zip(&residual).enumerate() {
+                    *r = res - self.seasonal(i, &daily, &None);
+                }
+                let p = profile(self.week_class, &rest, 7);
+                weekly = Some([p[0], p[1], p[2], p[3], p[4], p[5], p[6]]);
+            }
+        }
+        for (i, r) in residual.iter_mut().enumerate() {
+            *r -= self.seasonal(i, &daily, &weekly);
+        }
+        (intercept, slope, daily, weekly, residual)
+    }
+}
+
 impl Model {
     /// Fits one model to `history` (oldest first), in the values' space or their logarithms'.
     fn fit_in(history: &[Sample], bucket: Duration, log: bool) -> Option<Model> {
@@ -272,42 +330,17 @@ impl Model {
         // Each datapoint's bucket of the day and day of the week, worked out once.
         let day_class: Vec<usize> = ts.iter().map(|t| day_of(*t) % buckets).collect();
         let week_class: Vec<usize> = ts.iter().map(|t| weekday(*t)).collect();
-        let mut daily = (span >= DAY).then(|| vec![0.0; buckets]);
-        let mut weekly = (span >= WEEK).then_some([0.0; 7]);
-        let seasonal = |i: usize, d: &Option<Vec<f64>>, w: &Option<[f64; 7]>| {
-            d.as_ref().map_or(0.0, |d| d[day_class[i]]) + w.as_ref().map_or(0.0, |w| w[week_class[i]])
+        let seasons = Seasons {
+            day_class: &day_class,
+            week_class: &week_class,
+            buckets,
         };
-        // Backfitting: the trend of what the profiles leave, the profiles of what the trend
-        // leaves (a trend fitted first would take part of a daily cycle for growth).
-        let (mut intercept, mut slope) = (0.0, 0.0);
-        let mut residual = vec![0.0; y.len()];
-        let mut rest = vec![0.0; y.len()];
-        for _ in 0..3 {
-            for (i, (r, v)) in rest.iter_mut().zip(&y).enumerate() {
-                *r = v - seasonal(i, &daily, &weekly);
-            }
-            (intercept, slope) = line(&xs, &rest);
-            for (r, (x, v)) in residual.iter_mut().zip(xs.iter().zip(&y)) {
-                *r = v - intercept - slope * x;
-            }
-            // What the trend leaves, without the other profile.
-            if daily.is_some() {
-                for (i, (r, res)) in rest.iter_mut().zip(&residual).enumerate() {
-                    *r = res - seasonal(i, &None, &weekly);
-                }
-                daily = Some(profile(&day_class, &rest, buckets));
-            }
-            if weekly.is_some() {
-                for (i, (r, res)) in rest.iter_mut().zip(&residual).enumerate() {
-                    *r = res - seasonal(i, &daily, &None);
-                }
-                let p = profile(&week_class, &rest, 7);
-                weekly = Some([p[0], p[1], p[2], p[3], p[4], p[5], p[6]]);
-            }
-        }
-        for (i, r) in residual.iter_mut().enumerate() {
-            *r -= seasonal(i, &daily, &weekly);
-        }
+        let (intercept, slope, daily, weekly, mut residual) = seasons.backfit(
+            &xs,
+            &y,
+            (span >= DAY).then(|| vec![0.0; buckets]),
+            (span >= WEEK).then_some([0.0; 7]),
+        );
         let cycle = find_cycle(&ts, &residual);
         if let Some(c) = &cycle {
             for (r, t) in residual.iter_mut().zip(&ts) {
