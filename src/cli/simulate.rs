@@ -431,35 +431,48 @@ fn one(
         }
     }
     if let Some(out) = &args.report {
-        let labels: Vec<String> = peers.iter().map(Peer::label).collect();
-        let runs: Vec<Run<'_>> = std::iter::once(Run {
-            name: "ecscale",
-            outcome: &ours,
-        })
-        .chain(
-            labels
-                .iter()
-                .zip(&theirs)
-                .map(|(name, outcome)| Run { name, outcome }),
-        )
-        .chain(std::iter::once(Run {
-            name: "oracle",
-            outcome: &oracle,
-        }))
-        .collect();
-        let charts = report::charts(&runs, subject.setup.slo_ms, Some(args.baseline_target), &[]);
-        let html = report::html("ecscale backtest --simulate", &summary, &[], &charts, &runs);
-        crate::files::write_atomically(out, html.as_bytes())
-            .map_err(|e| anyhow::anyhow!("writing the report {}: {e}", out.display()))?;
-        if args.format == Format::Table {
-            println!("report: {}", out.display());
-        }
+        write_report(out, subject, peers, args, (&ours, &theirs, &oracle), &summary)?;
     }
     Ok(if problems.is_empty() {
         0
     } else {
         super::EXIT_FAILURE
     })
+}
+
+/// The HTML report of one policy on one trace: the summary, and each run's charts.
+fn write_report(
+    out: &Path,
+    subject: &Subject,
+    peers: &[Peer],
+    args: &BacktestArgs,
+    (ours, theirs, oracle): (&Outcome, &[Outcome], &Outcome),
+    summary: &str,
+) -> Result<(), Failure> {
+    let labels: Vec<String> = peers.iter().map(Peer::label).collect();
+    let runs: Vec<Run<'_>> = std::iter::once(Run {
+        name: "ecscale",
+        outcome: ours,
+    })
+    .chain(
+        labels
+            .iter()
+            .zip(theirs)
+            .map(|(name, outcome)| Run { name, outcome }),
+    )
+    .chain(std::iter::once(Run {
+        name: "oracle",
+        outcome: oracle,
+    }))
+    .collect();
+    let charts = report::charts(&runs, subject.setup.slo_ms, Some(args.baseline_target), &[]);
+    let html = report::html("ecscale backtest --simulate", summary, &[], &charts, &runs);
+    crate::files::write_atomically(out, html.as_bytes())
+        .map_err(|e| anyhow::anyhow!("writing the report {}: {e}", out.display()))?;
+    if args.format == Format::Table {
+        println!("report: {}", out.display());
+    }
+    Ok(())
 }
 
 /// The text of one policy on one trace: each run's totals, then the comparison line.

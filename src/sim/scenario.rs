@@ -500,6 +500,15 @@ fn spec(raw: &Raw, config: &Config, cx: &mut Cx) -> Option<Spec> {
             );
         }
     }
+    spec.groups = group_workloads(shape, config, &file, cx);
+    Some(spec)
+}
+
+/// The config's task groups, each with its entry in the scenario's `cluster.groups` (its task
+/// size and queue); an entry of no task group is a mistake.
+fn group_workloads(shape: &ClusterShape, config: &Config, file: &str, cx: &mut Cx) -> Vec<GroupWorkload> {
+    let at = shape.span;
+    let mut out = Vec::new();
     for g in &config.groups {
         let Some((shape, _)) = shape.groups.iter().find(|(s, _)| s.name == g.name) else {
             cx.error(
@@ -512,7 +521,7 @@ fn spec(raw: &Raw, config: &Config, cx: &mut Cx) -> Option<Spec> {
             );
             continue;
         };
-        spec.groups.push(GroupWorkload {
+        out.push(GroupWorkload {
             name: g.name.clone(),
             family: g
                 .task_definition
@@ -535,7 +544,7 @@ fn spec(raw: &Raw, config: &Config, cx: &mut Cx) -> Option<Spec> {
             );
         }
     }
-    Some(spec)
+    out
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use super::report::{AgentReport, Report};
 use super::stats::Acc;
 use super::tls::TlsTally;
 use super::watcher::{self, Documents, Watcher};
-use super::{Aggregator, Ending, Options, Progress, Segment, View};
+use super::{Aggregator, Ending, Options, Progress, Segment, Sinks, View};
 
 /// The environment variable local agents get the secret in.
 pub const TOKEN_VAR: &str = "ECSCALE_STRESS_TOKEN";
@@ -229,14 +229,6 @@ struct Merged<'p> {
     interrupted: bool,
     /// Seconds merged.
     seconds: u64,
-}
-
-/// Where each merged second goes besides the aggregator: the live view and the per-second
-/// documents; and the watched service's newest look, which goes with it.
-struct Sinks<'w> {
-    watcher: &'w Watcher,
-    docs: Documents,
-    view: View,
 }
 
 /// Merges the agents' seconds in order, judging thresholds on each, until none is live.

@@ -241,48 +241,7 @@ impl<'p> Aggregator<'p> {
             while self.ring.len() > self.ring_len {
                 self.ring.pop_front();
             }
-            for (i, (scope, th)) in self.plan.all_thresholds().into_iter().enumerate() {
-                let Some(w) = th.window else { continue };
-                let w = w.as_secs() as usize;
-                let inside: Vec<&(u64, usize, Acc, f64)> = self
-                    .ring
-                    .iter()
-                    .rev()
-                    .take(w)
-                    .filter(|(_, p, ..)| scope.is_none_or(|s| s == *p))
-                    .collect();
-                if inside.len() < w {
-                    continue;
-                }
-                let mut merged = Acc::default();
-                let mut plan_sum = 0.0;
-                for (_, _, a, pl) in &inside {
-                    merged.add(a);
-                    plan_sum += pl;
-                }
-                let Some(v) = th.measure(&merged, w as f64, Some(plan_sum)) else {
-                    continue;
-                };
-                let st = &mut self.windows[i];
-                st.windows += 1;
-                let worse = |a: f64, b: f64| match th.op {
-                    check::Op::Lt | check::Op::Le | check::Op::Eq => a > b,
-                    _ => a < b,
-                };
-                if st.worst.is_none_or(|(x, _)| worse(v, x)) {
-                    st.worst = Some((v, sec));
-                }
-                if !th.holds(v) {
-                    st.failed += 1;
-                    if th.abort && abort.is_none() {
-                        abort = Some(format!(
-                            "`{}` over {w} s failed at {sec} s ({})",
-                            th.check,
-                            report::show(th, v)
-                        ));
-                    }
-                }
-            }
+            abort = self.judge_windows(sec);
         }
         // Whole-phase abort thresholds, once their phase is over.
         while self.phase_checked < phase {
@@ -297,6 +256,55 @@ impl<'p> Aggregator<'p> {
                     "`{}` failed in phase {}",
                     r.1.check, self.plan.phases[p].name
                 ));
+            }
+        }
+        abort
+    }
+
+    /// The windowed thresholds over the seconds up to `sec`: each window's worst value and
+    /// failures; the first failed one that aborts, said.
+    fn judge_windows(&mut self, sec: u64) -> Option<String> {
+        let mut abort = None;
+        for (i, (scope, th)) in self.plan.all_thresholds().into_iter().enumerate() {
+            let Some(w) = th.window else { continue };
+            let w = w.as_secs() as usize;
+            let inside: Vec<&(u64, usize, Acc, f64)> = self
+                .ring
+                .iter()
+                .rev()
+                .take(w)
+                .filter(|(_, p, ..)| scope.is_none_or(|s| s == *p))
+                .collect();
+            if inside.len() < w {
+                continue;
+            }
+            let mut merged = Acc::default();
+            let mut plan_sum = 0.0;
+            for (_, _, a, pl) in &inside {
+                merged.add(a);
+                plan_sum += pl;
+            }
+            let Some(v) = th.measure(&merged, w as f64, Some(plan_sum)) else {
+                continue;
+            };
+            let st = &mut self.windows[i];
+            st.windows += 1;
+            let worse = |a: f64, b: f64| match th.op {
+                check::Op::Lt | check::Op::Le | check::Op::Eq => a > b,
+                _ => a < b,
+            };
+            if st.worst.is_none_or(|(x, _)| worse(v, x)) {
+                st.worst = Some((v, sec));
+            }
+            if !th.holds(v) {
+                st.failed += 1;
+                if th.abort && abort.is_none() {
+                    abort = Some(format!(
+                        "`{}` over {w} s failed at {sec} s ({})",
+                        th.check,
+                        report::show(th, v)
+                    ));
+                }
             }
         }
         abort
@@ -360,98 +368,19 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
     // The watch: one look before the load, so a wrong cluster or service fails at once.
     watcher::probe(plan, opts.ecs.as_ref()).await?;
     let watcher = Watcher::start(plan, opts.ecs.as_ref(), start);
-    let mut docs = Documents::new(opts.shipper.take(), &run_id, started_at);
-
+    let docs = Documents::new(opts.shipper.take(), &run_id, started_at);
     // The phases, one after the other, on one load thread per core.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = generator::Workers::start(threads)?;
-    let driver = {
-        let shared = shared.clone();
-        let plan = plan.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut slots = Slots::new(&plan, generator::origins(&shared), segment);
-            for (phase, offset) in plan.phases.iter().zip(plan.starts()) {
-                let mut stop = stop.clone();
-                let pstart = start + offset;
-                if *stop.borrow() {
-                    break;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(pstart.into()) => {}
-                    _ = stop.wait_for(|s| *s) => break,
-                }
-                let schedule = phase.schedule().map(Arc::new);
-                let run = Arc::new(PhaseRun {
-                    load: phase.load.clone(),
-                    total: schedule.as_ref().map_or(0, |s| s.total()),
-                    schedule,
-                    next: Arc::new(AtomicU64::new(0)),
-                    start: pstart,
-                    end: pstart + phase.duration,
-                    segment,
-                });
-                let n = generator::slots_for(&phase.load, &plan, segment);
-                let tasks: Vec<_> = slots
-                    .take(n)
-                    .into_iter()
-                    .map(|s| workers.spawn(s.id, drive(s, shared.clone(), run.clone(), stop.clone())))
-                    .collect();
-                let mut back = Vec::with_capacity(n);
-                for t in tasks {
-                    if let Ok(s) = t.await {
-                        back.push(s);
-                    }
-                }
-                slots.give_back(back);
-            }
-            Instant::now()
-        })
+    let driver = spawn_driver(plan, &shared, workers, start, segment, &stop);
+    let mut sinks = Sinks {
+        watcher: &watcher,
+        docs,
+        view: View::new(opts.progress, opts.plain_every, plan),
     };
-
-    let mut agg = Aggregator::new(plan);
-    let mut view = View::new(opts.progress, opts.plain_every, plan);
-    let mut aborted = None;
-    let mut interrupted = false;
-    let mut sec = 0u64;
-    loop {
-        let tick = start + Duration::from_secs(sec + 1) + Duration::from_millis(20);
-        tokio::select! {
-            _ = tokio::time::sleep_until(tick.into()) => {}
-            _ = opts.interrupt.wait_for(|s| *s), if !interrupted => {
-                interrupted = true;
-                let _ = stop_tx.send(true);
-                continue;
-            }
-        }
-        let finished = driver.is_finished();
-        let now = Instant::now();
-        let span = (now.saturating_duration_since(start).as_secs_f64() - sec as f64).clamp(0.0, 1.0);
-        let acc = shared.recorder.take_until(if finished { u64::MAX } else { sec });
-        if let Some(tap) = &opts.tap {
-            let _ = tap.send((sec, acc.clone()));
-        }
-        if let Some(reason) = agg.push(
-            sec,
-            if finished { span.max(1e-3) } else { 1.0 },
-            acc,
-            watcher.latest(),
-        ) {
-            if aborted.is_none() {
-                aborted = Some(reason);
-                let _ = stop_tx.send(true);
-            }
-        }
-        let last = agg.seconds.last().cloned();
-        if let Some(s) = &last {
-            view.second(s, &agg, sec);
-            docs.second(s).await;
-        }
-        sec += 1;
-        if finished {
-            break;
-        }
-    }
+    let (agg, aborted, interrupted) =
+        gather(plan, start, &driver, &shared, &mut sinks, &mut opts, &stop_tx).await;
+    let (mut docs, view) = (sinks.docs, sinks.view);
     let ended = driver.await.unwrap_or_else(|_| Instant::now());
     let load_end = ended.saturating_duration_since(start).as_secs_f64();
     view.done();
@@ -484,6 +413,115 @@ pub async fn run(plan: &Plan, mut opts: Options) -> Result<Report, String> {
         tasks: watched.points,
     };
     Ok(ending.report(plan, agg))
+}
+
+/// Where each second goes besides the aggregator: the live view and the per-second documents;
+/// and the watched service's newest look, which goes with it.
+struct Sinks<'w> {
+    watcher: &'w Watcher,
+    docs: Documents,
+    view: View,
+}
+
+/// Runs the phases one after the other on the load threads; the instant the load ended.
+fn spawn_driver(
+    plan: &Plan,
+    shared: &Arc<Shared>,
+    workers: generator::Workers,
+    start: Instant,
+    segment: Segment,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Instant> {
+    let (shared, plan, stop) = (shared.clone(), plan.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut slots = Slots::new(&plan, generator::origins(&shared), segment);
+        for (phase, offset) in plan.phases.iter().zip(plan.starts()) {
+            let mut stop = stop.clone();
+            let pstart = start + offset;
+            if *stop.borrow() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(pstart.into()) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            let schedule = phase.schedule().map(Arc::new);
+            let run = Arc::new(PhaseRun {
+                load: phase.load.clone(),
+                total: schedule.as_ref().map_or(0, |s| s.total()),
+                schedule,
+                next: Arc::new(AtomicU64::new(0)),
+                start: pstart,
+                end: pstart + phase.duration,
+                segment,
+            });
+            let n = generator::slots_for(&phase.load, &plan, segment);
+            let tasks: Vec<_> = slots
+                .take(n)
+                .into_iter()
+                .map(|s| workers.spawn(s.id, drive(s, shared.clone(), run.clone(), stop.clone())))
+                .collect();
+            let mut back = Vec::with_capacity(n);
+            for t in tasks {
+                if let Ok(s) = t.await {
+                    back.push(s);
+                }
+            }
+            slots.give_back(back);
+        }
+        Instant::now()
+    })
+}
+
+/// Takes each second of the load as it ends, until the driver is done: judged, shown and
+/// shipped; stops the load on an abort or an interrupt. The aggregate, why it aborted, and
+/// whether it was interrupted.
+async fn gather<'p>(
+    plan: &'p Plan,
+    start: Instant,
+    driver: &tokio::task::JoinHandle<Instant>,
+    shared: &Shared,
+    sinks: &mut Sinks<'_>,
+    opts: &mut Options,
+    stop_tx: &watch::Sender<bool>,
+) -> (Aggregator<'p>, Option<String>, bool) {
+    let mut agg = Aggregator::new(plan);
+    let mut aborted = None;
+    let mut interrupted = false;
+    let mut sec = 0u64;
+    loop {
+        let tick = start + Duration::from_secs(sec + 1) + Duration::from_millis(20);
+        tokio::select! {
+            _ = tokio::time::sleep_until(tick.into()) => {}
+            _ = opts.interrupt.wait_for(|s| *s), if !interrupted => {
+                interrupted = true;
+                let _ = stop_tx.send(true);
+                continue;
+            }
+        }
+        let finished = driver.is_finished();
+        let now = Instant::now();
+        let span = (now.saturating_duration_since(start).as_secs_f64() - sec as f64).clamp(0.0, 1.0);
+        let acc = shared.recorder.take_until(if finished { u64::MAX } else { sec });
+        if let Some(tap) = &opts.tap {
+            let _ = tap.send((sec, acc.clone()));
+        }
+        let span = if finished { span.max(1e-3) } else { 1.0 };
+        if let Some(reason) = agg.push(sec, span, acc, sinks.watcher.latest()) {
+            if aborted.is_none() {
+                aborted = Some(reason);
+                let _ = stop_tx.send(true);
+            }
+        }
+        if let Some(s) = agg.seconds.last().cloned() {
+            sinks.view.second(&s, &agg, sec);
+            sinks.docs.second(&s).await;
+        }
+        sec += 1;
+        if finished {
+            return (agg, aborted, interrupted);
+        }
+    }
 }
 
 /// How a run ended, besides what its aggregator holds.

@@ -309,3 +309,85 @@ fn the_layering_rule_holds() {
         }
     }
 }
+
+/// The functions of `text` (its test module left out) longer than `limit` lines, counted from
+/// `fn` to the closing brace at the same indent, as `name (lines)`.
+fn long_functions(text: &str, limit: usize) -> Vec<String> {
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let indent = line.len() - line.trim_start().len();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "fn");
+        let signature = at.is_some_and(|k| {
+            words[..k]
+                .iter()
+                .all(|w| w.starts_with("pub") || ["async", "const", "unsafe"].contains(w))
+        });
+        // A declaration without a body (a trait's) ends in `;` before any `{`.
+        let body = (i..lines.len()).find(|&k| {
+            let l = lines[k].trim_end();
+            l.ends_with('{') || l.ends_with(';')
+        });
+        let Some(open) = body.filter(|&k| signature && lines[k].trim_end().ends_with('{')) else {
+            i += 1;
+            continue;
+        };
+        let close = (open..lines.len())
+            .find(|&k| {
+                let l = lines[k];
+                l.len() > indent && l[indent..].starts_with('}') && l[..indent].trim().is_empty()
+            })
+            .unwrap_or(lines.len() - 1);
+        let n = close - i + 1;
+        if n > limit {
+            let name = words[at.unwrap() + 1].split(['(', '<']).next().unwrap();
+            out.push(format!("{name} ({n} lines)"));
+        }
+        i = close + 1;
+    }
+    out
+}
+
+/// Functions short enough to read whole: none over 80 lines in the logic modules (collect, the
+/// engine, the worker, actuate, ship, stress's run and coordination, the simulator's run), and
+/// at most 15 in all (rendering, data tables and readers may run longer).
+#[test]
+fn functions_stay_short_enough_to_read_whole() {
+    let logic = [
+        "collect", "evaluate", "worker", "actuate", "ship", "stress", "sim",
+    ];
+    let mut in_logic = Vec::new();
+    let mut all = Vec::new();
+    for (top, stem, _, path) in sources() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for f in long_functions(&text, 80) {
+            let place = format!("{}: {f}", path.strip_prefix(repo()).unwrap().display());
+            if logic.contains(&top.as_str()) && stem != "report" {
+                in_logic.push(place.clone());
+            }
+            all.push(place);
+        }
+    }
+    assert!(
+        in_logic.is_empty(),
+        "functions over 80 lines in the logic modules:\n{}",
+        in_logic.join("\n")
+    );
+    assert!(
+        all.len() <= 15,
+        "{} functions over 80 lines:\n{}",
+        all.len(),
+        all.join("\n")
+    );
+    // The counter counts: a function of 81 lines is long, a trait's declaration is not.
+    let long = format!(
+        "fn a() {{\n{}}}\ntrait T {{\n    fn b(&self);\n}}\n",
+        "    x();\n".repeat(79)
+    );
+    assert_eq!(long_functions(&long, 80), ["a (81 lines)"]);
+    assert!(long_functions(&long, 81).is_empty());
+}
