@@ -501,8 +501,19 @@ pub fn load_files(files: &[std::path::PathBuf]) -> Result<Vec<PolicyFile>, Diagn
             Err(d) => diags.extend(d.0),
         }
     }
+    diags.extend(duplicate_targets(&out));
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(Diagnostics(diags))
+    }
+}
+
+/// A target given a policy in more than one place, at each place after the first.
+pub fn duplicate_targets(files: &[PolicyFile]) -> Vec<crate::config::Diagnostic> {
+    let mut diags = Vec::new();
     let mut seen: Vec<(&crate::model::TargetKey, &TargetPolicy)> = Vec::new();
-    for t in out.iter().flat_map(|f| f.targets.iter()) {
+    for t in files.iter().flat_map(|f| f.targets.iter()) {
         match seen.iter().find(|(k, _)| *k == &t.target) {
             Some((_, first)) => diags.push(crate::config::Diagnostic {
                 file: t.file.clone(),
@@ -513,11 +524,7 @@ pub fn load_files(files: &[std::path::PathBuf]) -> Result<Vec<PolicyFile>, Diagn
             None => seen.push((&t.target, t)),
         }
     }
-    if diags.is_empty() {
-        Ok(out)
-    } else {
-        Err(Diagnostics(diags))
-    }
+    diags
 }
 
 /// Loads the policies a config names and checks them against it (targets, metrics).

@@ -29,7 +29,7 @@ use crate::config::yaml::Span;
 use crate::eval_io::{ActiveWindow, EvalInput, Recommendation};
 use crate::model::TargetKey;
 
-pub use load::{load_file, load_files, load_for, load_str, PolicyFile};
+pub use load::{duplicate_targets, load_file, load_files, load_for, load_str, PolicyFile};
 
 /// What every rule kind can do.
 pub trait Policy: Send + Sync + fmt::Debug {

@@ -255,6 +255,7 @@ pub fn load(source: Source<'_>) -> Result<Scenario, Diagnostics> {
             Err(d) => diags.extend(d.0),
         }
     }
+    diags.extend(crate::policy::duplicate_targets(&files));
     diags.extend(crate::policy::check_against_config(&config, &files));
     if !diags.is_empty() {
         return Err(Diagnostics(diags));
@@ -595,5 +596,39 @@ mod tests {
         ] {
             assert!(d.contains(want), "{want} in\n{d}");
         }
+    }
+
+    #[test]
+    fn a_scenario_giving_one_service_two_policies_is_refused_as_the_worker_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let demo = repo.join("examples/demo");
+        std::fs::copy(demo.join("ecscale.yaml"), dir.path().join("ecscale.yaml")).unwrap();
+        std::fs::copy(repo.join("policies/web.yaml"), dir.path().join("web-copy.yaml")).unwrap();
+        let text = std::fs::read_to_string(demo.join("scenario.yaml"))
+            .unwrap()
+            .replace(
+                "../../policies/web.yaml",
+                &repo.join("policies/web.yaml").display().to_string(),
+            )
+            .replace(
+                "../../policies/capacity.yaml",
+                &format!(
+                    "web-copy.yaml\n  - {}",
+                    repo.join("policies/capacity.yaml").display()
+                ),
+            )
+            .replace("../../policies/", &format!("{}/policies/", repo.display()));
+        let path = dir.path().join("scenario.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let d = load(Source::File(&path)).unwrap_err().to_string();
+        assert!(d.contains("web-copy.yaml:"), "{d}");
+        assert!(
+            d.contains("target: production/web already has a policy at"),
+            "{d}"
+        );
+        // Without the copy, the same scenario reads.
+        std::fs::write(&path, text.replace("  - web-copy.yaml\n", "")).unwrap();
+        load(Source::File(&path)).unwrap_or_else(|d| panic!("{d}"));
     }
 }
