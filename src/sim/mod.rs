@@ -19,6 +19,7 @@
 pub mod api;
 pub mod baseline;
 pub mod cluster;
+pub mod demo;
 pub mod fluid;
 pub mod frontier;
 pub mod http;
