@@ -302,3 +302,70 @@ proptest! {
 
 /// A spooled segment: bulk action and source lines.
 const SPOOLED: &str = "{\"index\":{\"_index\":\"ecscale-metrics-2026.12.01\",\"_id\":\"a\"}}\n{\"@timestamp\":\"2026-12-01T13:17:15.427Z\",\"kind\":\"service\"}\n{\"index\":{\"_index\":\"ecscale-decisions-2026.12.01\",\"_id\":\"b\"}}\n{\"action\":\"hold\"}\n";
+
+/// A value nested `depth` levels in one of the ways YAML and JSON nest (flow sequences, flow
+/// mappings, block sequences, block mappings), or an expression nested by parentheses, signs,
+/// negations or calls.
+fn nested(form: u8, depth: usize) -> String {
+    match form {
+        0 => format!("{}1{}", "[".repeat(depth), "]".repeat(depth)),
+        1 => format!("{}1{}", "{a: ".repeat(depth), "}".repeat(depth)),
+        2 => format!("\n      {}1", "- ".repeat(depth)),
+        // Block mappings grow by their indent: deep enough to pass the bound, no deeper.
+        3 => (0..depth.min(3_000)).fold(String::new(), |s, i| format!("{s}\n{}a:", " ".repeat(6 + i))) + " 1",
+        4 => format!("\"{}cpu{}\"", "(".repeat(depth), ")".repeat(depth)),
+        5 => format!("\"{}cpu\"", "-".repeat(depth)),
+        6 => format!("\"{}cpu\"", "!".repeat(depth)),
+        _ => format!("\"{}cpu{}\"", "max(".repeat(depth), ")".repeat(depth)),
+    }
+}
+
+/// Depths around the edges: shallow, about the bounds, and far past them.
+fn depth() -> impl Strategy<Value = usize> {
+    prop_oneof![1usize..80, 80usize..5_000, 5_000usize..=100_000]
+}
+
+/// A nested value where each reader takes a value: a policy's target (a YAML form) or its
+/// expression (an expression form), a config's cluster name, a stress plan's phase duration.
+fn host(reader: u8, value: &str) -> String {
+    let expression = value.starts_with('"');
+    match reader {
+        0 => {
+            let (target, expr) = if expression { ("60", value) } else { (value, "cpu") };
+            format!(
+                "target: production/web\nmin: 1\nmax: 10\nrules:\n  - kind: target_tracking\n    metric: cpu\n    target: {target}\n  - kind: expression\n    name: e\n    expression: {expr}\n"
+            )
+        }
+        1 => CONFIG.replacen("name: production", &format!("name: {value}"), 1),
+        _ => format!(
+            "name: n\ntargets:\n  - url: http://127.0.0.1:9/\nphases:\n  - name: p\n    duration: {value}\n    rate: 1\n"
+        ),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: (config().cases / 10).max(1), ..config() })]
+
+    /// Nesting of every depth, in every form, in every reader: `Ok` or mistakes that say where,
+    /// never more than a file's cap of them, never a stack overflow (the test thread's stack is
+    /// the default), within the time bound.
+    #[test]
+    fn nesting_of_any_depth(form in 0u8..8, depth in depth(), reader in 0u8..3) {
+        let text = host(reader, &nested(form, depth));
+        let vars = crate::config::env::Vars::from_pairs([]);
+        let nowhere = Path::new("/nonexistent");
+        let r = timed(|| match reader {
+            0 => crate::policy::load_str(&text, "p.yaml", nowhere).map(|_| ()),
+            1 => crate::config::load_str(&text, "p.yaml", nowhere, &vars).map(|_| ()),
+            _ => crate::stress::plan::load_str(&text, "p.yaml", nowhere).map(|_| ()),
+        });
+        if let Err(d) = r {
+            positioned(&d, "p.yaml", &text)?;
+            prop_assert!(d.0.len() <= 101, "{} mistakes", d.0.len());
+        } else {
+            // Only an expression within its bound reads.
+            let bound = crate::policy::expression::MAX_DEPTH;
+            prop_assert!(reader == 0 && form >= 4 && depth <= bound, "{depth} levels of form {form} read by {reader}");
+        }
+    }
+}
