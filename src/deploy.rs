@@ -6,10 +6,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::config::yaml::{parse_documents, Node, Value};
 use crate::config::{AppAutoScaling, Config, ManagedScaling, StateBackend};
 use crate::model::TargetKey;
 use crate::policy::TargetPolicy;
+use crate::read::yaml::{parse_documents, Node, Value};
 
 /// Templates are small; a larger file is not one.
 const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
@@ -37,8 +37,7 @@ pub struct Need {
 /// `{"Fn::Sub": ...}`, as `deploy/ecscale.cfn.yaml` writes them).
 pub fn read_template(path: &Path) -> Result<Stack, String> {
     let file = path.display().to_string();
-    let text =
-        crate::config::read::read_bounded(path, MAX_TEMPLATE_BYTES).map_err(|e| format!("{file}: {e}"))?;
+    let text = crate::read::read_bounded(path, MAX_TEMPLATE_BYTES).map_err(|e| format!("{file}: {e}"))?;
     let docs = parse_documents(&text).map_err(|e| {
         // The hint only where it helps: a tag is what a short-form intrinsic reads as.
         let hint = if e.message.contains("tags") {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use crate::config::read::Diagnostics;
+use crate::read::Diagnostics;
 
 /// Real files, the starting points of mutation.
 const CONFIG: &str = include_str!("../examples/ecscale.yaml");
@@ -200,7 +200,7 @@ proptest! {
 
     #[test]
     fn yaml_reader(text in input(POLICIES)) {
-        let parsed = timed(|| crate::config::yaml::parse_lenient(&text));
+        let parsed = timed(|| crate::read::yaml::parse_lenient(&text));
         for e in &parsed.errors {
             prop_assert!(e.span.line >= 1 && e.span.line <= yaml_lines(&text), "{:?}", e);
         }

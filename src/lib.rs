@@ -8,7 +8,6 @@
 pub mod actuate;
 pub mod api;
 pub mod aws;
-pub mod bounded;
 pub mod cli;
 pub mod collect;
 pub mod config;
@@ -25,6 +24,7 @@ pub mod lsq;
 pub mod model;
 pub mod plot;
 pub mod policy;
+pub mod read;
 pub mod ship;
 pub mod sim;
 pub mod stress;

@@ -26,7 +26,7 @@ async fn from_worker(addr: SocketAddr) -> Result<Status, String> {
         .get(&url)
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", crate::bounded::describe(e)))?;
+        .map_err(|e| format!("{url}: {}", crate::read::bounded::describe(e)))?;
     if !answer.status().is_success() {
         return Err(format!("{url}: HTTP {}", answer.status()));
     }

@@ -388,7 +388,7 @@ fn flag_targets(a: &StressArgs) -> Result<Vec<Target>, String> {
 
 /// A body file of at most [`MAX_BODY_BYTES`], read no further (a device never fills memory).
 fn read_body(path: &str) -> Result<Vec<u8>, String> {
-    use crate::config::read::{read_bounded_bytes, BoundedError};
+    use crate::read::{read_bounded_bytes, BoundedError};
     read_bounded_bytes(std::path::Path::new(path), MAX_BODY_BYTES).map_err(|e| match e {
         BoundedError::Io(e) => format!("cannot read {path}: {e}"),
         BoundedError::TooLarge(_) => format!("{path} is {e}"),
@@ -646,7 +646,7 @@ async fn run_plan(
 ) -> Result<report::Report, Failure> {
     let report = match (dist, &a.plan) {
         (Some(d), Some(file)) => {
-            let text = crate::config::read::read_bounded(file, 1 << 20).map_err(|e| anyhow::anyhow!(e))?;
+            let text = crate::read::read_bounded(file, 1 << 20).map_err(|e| anyhow::anyhow!(e))?;
             let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
             let base = std::fs::canonicalize(&base).unwrap_or(base);
             crate::stress::coordinate::coordinate(plan, text, &base, d, opts).await

@@ -94,7 +94,7 @@ fn subject(args: &TuneArgs, source: &str) -> Result<Subject, Failure> {
     let file = args.policy.display().to_string();
     let base = args.policy.parent().map(Path::to_path_buf).unwrap_or_default();
     let targets = crate::policy::load_str(source, &file, &base).map_err(|d| super::mistakes(d, &file))?;
-    let docs = crate::config::yaml::parse_documents(source)
+    let docs = crate::read::yaml::parse_documents(source)
         .map_err(|e| invalid(anyhow::anyhow!("{file}: {}", e.message)))?;
     let mut spec = crate::sim::Spec::example();
     if let Some(path) = &args.twin {
@@ -159,7 +159,7 @@ fn parts(args: &TuneArgs) -> Result<Vec<Part>, Failure> {
 
 pub(super) async fn run(args: TuneArgs, _vars: &Vars) -> Result<u8, Failure> {
     let objective = check(&args)?;
-    let source = crate::config::read::read_source(&args.policy, "the policy file")
+    let source = crate::read::read_source(&args.policy, "the policy file")
         .map_err(|d| super::mistakes(d, &args.policy.display().to_string()))?;
     let subject = subject(&args, &source)?;
     let parts = parts(&args)?;

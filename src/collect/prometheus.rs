@@ -124,7 +124,7 @@ impl PromClient {
             if e.is_timeout() {
                 format!("{url}: no answer in time")
             } else {
-                format!("{url}: {}", crate::bounded::describe(e))
+                format!("{url}: {}", crate::read::bounded::describe(e))
             }
         })?;
         let status = resp.status();
@@ -155,7 +155,7 @@ impl PromClient {
 
 /// The body, up to [`MAX_BODY`].
 async fn read_bounded(resp: reqwest::Response) -> Result<Vec<u8>, String> {
-    crate::bounded::read(resp, MAX_BODY)
+    crate::read::bounded::read(resp, MAX_BODY)
         .await
         .map_err(|e| e.describe(MAX_BODY))
 }

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use super::fields::check_http_url;
 use super::parse::is_region;
-use super::read::Diagnostic;
 use super::schema::{Config, ElasticsearchSettings};
-use super::yaml::Span;
+use crate::read::yaml::Span;
+use crate::read::Diagnostic;
 
 /// Every variable ecscale reads, with what it does (the README's table).
 pub const VARIABLES: &[(&str, &str)] = &[

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::read::{Cx, FromNode};
-use super::yaml::Node;
+use crate::read::yaml::Node;
+use crate::read::{Cx, FromNode};
 
 pub fn check_http_url(s: &str) -> Result<(), String> {
     // The one rule for credentials in URLs, wherever a URL comes from (file, variable, flag):

@@ -1,9 +1,9 @@
 //! `groups:`: standalone tasks that ecscale places itself (StartTask onto the container
 //! instances it chose), with a placement strategy and constraints.
 
-use super::read::{join, one_of, read_named_list, Cx, FromNode};
 use super::schema::{CollectSettings, MetricSpec};
-use super::yaml::{Node, Span, Value};
+use crate::read::yaml::{Node, Span, Value};
+use crate::read::{join, one_of, read_named_list, Cx, FromNode};
 
 /// A group of tasks of one task definition in one cluster, counted by its policy.
 #[derive(Debug, Clone, PartialEq)]

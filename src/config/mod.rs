@@ -12,27 +12,25 @@ mod groups;
 mod notify;
 mod parse;
 mod parse_clusters;
-pub mod read;
 mod schema;
 mod worker;
-pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::read::{Diagnostic, Diagnostics};
 pub use fields::{check_http_url, redact_url};
 pub use groups::{parse_attribute, AttrOp, AttributeExpr, Constraint, Field, GroupSpec, Placement, SpreadBy};
 pub use notify::{EventKind, NotifyFormat, NotifyTarget, UrlSource};
 pub use parse::{glob_files, is_region, kept_at, parse_cron};
 pub use parse_clusters::{check_placeholders, is_stat};
-pub use read::{Diagnostic, Diagnostics};
 pub use schema::*;
 pub use worker::{
     read_resources, AppAutoScaling, CapacitySpec, LeaderSettings, ManagedScaling, StateBackend,
     WorkerSettings,
 };
 
-use read::Cx;
-use yaml::Span;
+use crate::read::yaml::{self, Span};
+use crate::read::{self, Cx};
 
 /// Where the config comes from when no `--config` or `ECSCALE_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "ecscale.yaml";
@@ -70,7 +68,7 @@ pub fn policy_files_in(path: &Path) -> Vec<PathBuf> {
 /// As [`load`], from text already read. `base_dir` anchors relative paths (policy files, spool).
 pub fn load_str(source: &str, file: &str, base_dir: &Path, vars: &env::Vars) -> Result<Config, Diagnostics> {
     let mut cx = Cx::new(file);
-    let Some(docs) = crate::config::read::parse_yaml(source, &mut cx) else {
+    let Some(docs) = crate::read::parse_yaml(source, &mut cx) else {
         return Err(Diagnostics(cx.diags));
     };
     let root = match docs.as_slice() {

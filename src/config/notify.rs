@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::fields::{check_http_url, env_name};
-use super::read::{read_named_list, Cx, FromNode};
-use super::yaml::{Node, Span, Value};
+use crate::read::yaml::{Node, Span, Value};
+use crate::read::{read_named_list, Cx, FromNode};
 
 /// What a notification is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -122,7 +122,7 @@ fn read_events(n: &Node, p: &str, cx: &mut Cx) -> Option<Vec<EventKind>> {
     Some(out)
 }
 
-fn read_url(m: &mut super::read::MapReader<'_>, cx: &mut Cx) -> Option<UrlSource> {
+fn read_url(m: &mut crate::read::MapReader<'_>, cx: &mut Cx) -> Option<UrlSource> {
     let literal = m.opt_with(cx, "url", |n, p, cx| {
         let u = String::from_node(n, p, cx)?;
         check_http_url(&u).map_err(|e| cx.error(n.span, p, e)).ok()?;
@@ -158,7 +158,7 @@ fn read_one(node: &Node, path: &str, cx: &mut Cx) -> Option<NotifyTarget> {
     let url = read_url(&mut m, cx);
     let format = m
         .opt_with(cx, "format", |n, p, cx| {
-            super::read::one_of(n, p, cx, &["json", "slack"])
+            crate::read::one_of(n, p, cx, &["json", "slack"])
         })
         .map_or(NotifyFormat::Json, |f| match f.as_str() {
             "slack" => NotifyFormat::Slack,
@@ -189,7 +189,7 @@ fn read_one(node: &Node, path: &str, cx: &mut Cx) -> Option<NotifyTarget> {
         if bad {
             cx.error(
                 m.span_of(key),
-                &super::read::join(path, key),
+                &crate::read::join(path, key),
                 format!("must be {bounds}"),
             );
         }

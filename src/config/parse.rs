@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::fields::{check_http_url, check_period, env_name};
 use super::parse_clusters::read_clusters;
-use super::read::{join, one_of, parse_bytes, Cx, FromNode, MapReader};
 use super::schema::*;
-use super::yaml::Node;
+use crate::read::yaml::Node;
+use crate::read::{join, one_of, parse_bytes, Cx, FromNode, MapReader};
 
 const TOP_KEYS: &[&str] = &[
     "aws",
@@ -744,7 +744,7 @@ fn is_same_file(a: &Path, b: &Path) -> bool {
 
 /// The files `policies` names.
 pub(super) fn policy_paths(node: &Node, path: &str, cx: &mut Cx, base_dir: &Path) -> PolicyPaths {
-    let super::yaml::Value::Seq(items) = &node.value else {
+    let crate::read::yaml::Value::Seq(items) = &node.value else {
         cx.error(
             node.span,
             path,

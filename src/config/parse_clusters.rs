@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::fields::check_period;
-use super::read::{join, one_of, read_named_list, Cx, FromNode, MapReader};
 use super::schema::*;
-use super::yaml::{Node, Value};
+use crate::read::yaml::{Node, Value};
+use crate::read::{join, one_of, read_named_list, Cx, FromNode, MapReader};
 
 pub(super) fn read_clusters(
     node: &Node,

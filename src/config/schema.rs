@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::yaml::Span;
+use crate::read::yaml::Span;
 
 /// The whole worker configuration.
 #[derive(Debug, Clone)]

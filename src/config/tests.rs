@@ -398,7 +398,7 @@ fn a_file_of_many_mistakes_lists_the_first_hundred_and_says_there_are_more() {
         &crate::config::env::Vars::default(),
     )
     .unwrap_err();
-    assert_eq!(e.0.len(), crate::config::read::MAX_MISTAKES + 1);
+    assert_eq!(e.0.len(), crate::read::MAX_MISTAKES + 1);
     let last = e.0.last().unwrap();
     assert!(last.message.contains("only the first 100 are listed"), "{last}");
 }

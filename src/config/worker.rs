@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::read::{join, one_of, read_named_list, Cx, FromNode};
-use super::yaml::{Node, Span, Value};
 use crate::model::Resources;
+use crate::read::yaml::{Node, Span, Value};
+use crate::read::{join, one_of, read_named_list, Cx, FromNode};
 
 /// An Auto Scaling group whose instances serve a cluster's tasks.
 #[derive(Debug, Clone, PartialEq)]

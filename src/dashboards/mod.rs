@@ -428,7 +428,7 @@ pub async fn install(kibana: &str, ndjson: String, auth: Option<(String, String)
     let resp = req
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", crate::bounded::describe(e)))?;
+        .map_err(|e| format!("{url}: {}", crate::read::bounded::describe(e)))?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() || body["success"] != json!(true) {

@@ -96,7 +96,7 @@ pub const MAX_COLUMNS: usize = 10_000;
 /// Reads a trace; the format follows the extension (`.csv`, `.ndjson`/`.jsonl`/`.json`).
 pub fn read(path: &Path) -> Result<Trace, TraceError> {
     let file = path.display().to_string();
-    let text = crate::config::read::read_bounded(path, MAX_TRACE_BYTES).map_err(|e| TraceError {
+    let text = crate::read::read_bounded(path, MAX_TRACE_BYTES).map_err(|e| TraceError {
         file: file.clone(),
         line: 0,
         message: format!("cannot read the metrics file: {e}"),

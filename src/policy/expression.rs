@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use super::Policy;
-use crate::config::read::{Cx, MapReader};
 use crate::eval_io::{num, EvalInput, Recommendation};
+use crate::read::{Cx, MapReader};
 
 /// The variables every expression may use besides metric ids.
 pub const VARIABLES: &[&str] = &["current", "running", "pending", "min_count", "max_count"];
@@ -299,7 +299,7 @@ impl Parser {
             return self.over(name, at);
         }
         if !FUNCTIONS.contains(&name.as_str()) {
-            let hint = crate::config::read::closest(&name, FUNCTIONS)
+            let hint = crate::read::closest(&name, FUNCTIONS)
                 .map(|f| format!("; did you mean `{f}`?"))
                 .unwrap_or_default();
             return self.fail(at, format!("unknown function `{name}`{hint}"));
@@ -582,7 +582,7 @@ impl Expression {
                 }),
                 Err(e) => {
                     // Point at the character; a quoted scalar starts one column later.
-                    let quoted = matches!(&n.value, crate::config::yaml::Value::Scalar { quoted: true, .. });
+                    let quoted = matches!(&n.value, crate::read::yaml::Value::Scalar { quoted: true, .. });
                     let mut span = n.span;
                     if !text.contains('\n') {
                         span.col += e.offset + usize::from(quoted);

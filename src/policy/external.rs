@@ -26,10 +26,10 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{Policy, RuleSpec, TargetPolicy};
-use crate::config::read::{join, parse_bytes, Cx, FromNode, MapReader};
-use crate::config::yaml::Value;
 use crate::eval_io::{Answer, EvalInput, Observation, Recommendation};
 use crate::model::{Sample, TargetKey};
+use crate::read::yaml::Value;
+use crate::read::{join, parse_bytes, Cx, FromNode, MapReader};
 
 /// Where the plugin is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,17 +355,17 @@ impl PluginRunner {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| format!("plugin {url}: {}", crate::bounded::describe(e)))?;
+                .map_err(|e| format!("plugin {url}: {}", crate::read::bounded::describe(e)))?;
             let status = resp.status();
-            let buf = crate::bounded::read(resp, ext.max_output)
+            let buf = crate::read::bounded::read(resp, ext.max_output)
                 .await
                 .map_err(|e| match e {
-                    crate::bounded::BodyError::TooLarge => format!(
+                    crate::read::bounded::BodyError::TooLarge => format!(
                         "plugin {url} answered more than {} bytes (max_output)",
                         ext.max_output
                     ),
-                    crate::bounded::BodyError::Read(e) => {
-                        format!("plugin {url}: {}", crate::bounded::describe(e))
+                    crate::read::bounded::BodyError::Read(e) => {
+                        format!("plugin {url}: {}", crate::read::bounded::describe(e))
                     }
                 })?;
             if !status.is_success() {

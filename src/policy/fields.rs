@@ -1,7 +1,7 @@
 //! Field readers the rule kinds share: a fraction, a count.
 
-use crate::config::read::{Cx, FromNode};
-use crate::config::yaml::Node;
+use crate::read::yaml::Node;
+use crate::read::{Cx, FromNode};
 
 /// A fraction written as `10%` or `0.1`.
 pub(super) fn read_fraction(n: &Node, p: &str, cx: &mut Cx) -> Option<f64> {

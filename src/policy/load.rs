@@ -9,9 +9,9 @@ use super::{
     expression, external, predictive, scheduled, step_scaling, target_tracking, Cooldowns, MissingData, Rule,
     RuleSpec, StepLimit, TargetPolicy, KINDS,
 };
-use crate::config::read::{join, one_of, Cx, Diagnostics, FromNode, MapReader};
-use crate::config::yaml::{Node, Span, Value};
 use crate::model::TargetKey;
+use crate::read::yaml::{Node, Span, Value};
+use crate::read::{join, one_of, Cx, Diagnostics, FromNode, MapReader};
 
 /// The target policies of one file.
 #[derive(Debug, Clone)]
@@ -23,7 +23,7 @@ pub struct PolicyFile {
 /// Reads a policy file.
 pub fn load_file(path: &Path) -> Result<PolicyFile, Diagnostics> {
     let display = path.display().to_string();
-    let source = crate::config::read::read_source(path, "the policy file")?;
+    let source = crate::read::read_source(path, "the policy file")?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(&source, &display, &base).map(|targets| PolicyFile {
         path: path.to_path_buf(),
@@ -34,7 +34,7 @@ pub fn load_file(path: &Path) -> Result<PolicyFile, Diagnostics> {
 /// Reads policy documents from text; `base_dir` anchors relative plugin paths.
 pub fn load_str(source: &str, file: &str, base_dir: &Path) -> Result<Vec<TargetPolicy>, Diagnostics> {
     let mut cx = Cx::new(file);
-    let Some(docs) = crate::config::read::parse_yaml(source, &mut cx) else {
+    let Some(docs) = crate::read::parse_yaml(source, &mut cx) else {
         return Err(Diagnostics(cx.diags));
     };
     if docs.is_empty() {
@@ -354,7 +354,7 @@ const DEFAULT_STEP_OUT: StepLimit = StepLimit {
 };
 
 fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir: &Path) -> Option<Vec<Rule>> {
-    let items = crate::config::read::non_empty_seq(n, p, cx, "rule", "give at least one rule")?;
+    let items = crate::read::non_empty_seq(n, p, cx, "rule", "give at least one rule")?;
     if items.len() > MAX_RULES {
         cx.error(
             n.span,

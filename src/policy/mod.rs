@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::yaml::Span;
 use crate::eval_io::{ActiveWindow, EvalInput, Recommendation};
 use crate::model::TargetKey;
+use crate::read::yaml::Span;
 
 pub use load::{duplicate_targets, load_file, load_files, load_for, load_str, PolicyFile};
 

@@ -17,9 +17,9 @@ use chrono::{DateTime, Utc};
 
 use super::forecast::{Model, DAY};
 use super::Policy;
-use crate::config::read::{Cx, FromNode, MapReader};
 use crate::eval_io::{num, EvalInput, Recommendation};
 use crate::model::Sample;
+use crate::read::{Cx, FromNode, MapReader};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Predictive {
@@ -127,7 +127,7 @@ impl Predictive {
         if history < min_history || history.as_secs() > MAX_HISTORY_DAYS * DAY as u64 {
             cx.error(
                 m.span_of("history"),
-                &crate::config::read::join(m.path(), "history"),
+                &crate::read::join(m.path(), "history"),
                 format!(
                     "must be at least min_history ({}) and at most {MAX_HISTORY_DAYS} days (what CloudWatch keeps)",
                     humantime::format_duration(min_history)
@@ -137,7 +137,7 @@ impl Predictive {
         if DAY % bucket.as_secs().max(1) as i64 != 0 {
             cx.error(
                 m.span_of("bucket"),
-                &crate::config::read::join(m.path(), "bucket"),
+                &crate::read::join(m.path(), "bucket"),
                 "must divide a day (e.g. 5m, 15m, 1h)",
             );
         }

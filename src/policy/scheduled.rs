@@ -13,9 +13,9 @@ use chrono_tz::Tz;
 
 use super::Policy;
 use crate::config::parse_cron;
-use crate::config::read::{join, read_named_list, Cx, FromNode, MapReader};
-use crate::config::yaml::{Node, Span, Value};
 use crate::eval_io::{ActiveWindow, EvalInput, Recommendation};
+use crate::read::yaml::{Node, Span, Value};
+use crate::read::{join, read_named_list, Cx, FromNode, MapReader};
 
 #[derive(Debug, Clone)]
 pub enum When {

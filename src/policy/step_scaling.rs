@@ -9,9 +9,9 @@
 
 use super::fields::read_count;
 use super::Policy;
-use crate::config::read::{join, Cx, FromNode, MapReader};
-use crate::config::yaml::{Node, Value};
 use crate::eval_io::{num, EvalInput, Recommendation};
+use crate::read::yaml::{Node, Value};
+use crate::read::{join, Cx, FromNode, MapReader};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Adjustment {

@@ -20,8 +20,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::fields::{read_count, read_fraction};
 use super::Policy;
-use crate::config::read::{Cx, MapReader};
 use crate::eval_io::{num, EvalInput, MetricView, Recommendation};
+use crate::read::{Cx, MapReader};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetTracking {
@@ -102,7 +102,7 @@ impl TargetTracking {
     pub(super) fn read(m: &mut MapReader<'_>, cx: &mut Cx) -> Option<Self> {
         let metric = m.req::<String>(cx, "metric");
         let target = m.req_with(cx, "target", |n, p, cx| {
-            let v = <f64 as crate::config::read::FromNode>::from_node(n, p, cx)?;
+            let v = <f64 as crate::read::FromNode>::from_node(n, p, cx)?;
             if v > 0.0 {
                 Some(v)
             } else {
@@ -116,7 +116,7 @@ impl TargetTracking {
         let disable_scale_in = m.or(cx, "disable_scale_in", false);
         let warmup = m.or(cx, "warmup", Duration::from_secs(60));
         let saturation = m.opt_with(cx, "saturation", |n, p, cx| {
-            let v = <f64 as crate::config::read::FromNode>::from_node(n, p, cx)?;
+            let v = <f64 as crate::read::FromNode>::from_node(n, p, cx)?;
             let t = target.unwrap_or(0.0);
             if v > t {
                 Some(v)
@@ -129,7 +129,7 @@ impl TargetTracking {
         let noise_guard = m.opt::<Duration>(cx, "noise_guard").filter(|d| !d.is_zero());
         let noise_absorbed = m.opt_with(cx, "noise_absorbed", read_fraction).unwrap_or(0.15);
         let burst_recurrence = m.opt_with(cx, "burst_recurrence", |n, p, cx| {
-            let d = <Duration as crate::config::read::FromNode>::from_node(n, p, cx)?;
+            let d = <Duration as crate::read::FromNode>::from_node(n, p, cx)?;
             match noise_guard {
                 Some(h) if d > h => Some(d),
                 Some(h) => {
@@ -148,7 +148,7 @@ impl TargetTracking {
             }
         });
         let foreseen_target = m.opt_with(cx, "foreseen_target", |n, p, cx| {
-            let v = <f64 as crate::config::read::FromNode>::from_node(n, p, cx)?;
+            let v = <f64 as crate::read::FromNode>::from_node(n, p, cx)?;
             let (t, cap) = (target.unwrap_or(0.0), saturation.unwrap_or(f64::INFINITY));
             if v >= t && v < cap {
                 Some(v)

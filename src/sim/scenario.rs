@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use super::cluster::{GroupWorkload, Spec};
 use crate::config::env::Vars;
-use crate::config::read::{join, one_of, Cx, Diagnostics, FromNode, MapReader};
-use crate::config::yaml::{Node, Span};
 use crate::config::Config;
 use crate::model::Resources;
 use crate::policy::PolicyFile;
 use crate::policy::TargetPolicy;
+use crate::read::yaml::{Node, Span};
+use crate::read::{join, one_of, Cx, Diagnostics, FromNode, MapReader};
 use crate::stress::plan::{list, read_phase, Phase};
 use crate::stress::profile::Load;
 
@@ -159,12 +159,12 @@ fn normalize(p: &Path) -> PathBuf {
 /// A file the scenario names: from disk, or compiled in.
 fn read(source: Source<'_>, path: &Path, what: &str) -> Result<String, Diagnostics> {
     match source {
-        Source::File(_) => crate::config::read::read_source(path, what),
+        Source::File(_) => crate::read::read_source(path, what),
         Source::Embedded => {
             let want = normalize(path);
             match EMBEDDED.iter().find(|(p, _)| Path::new(p) == want) {
                 Some((_, text)) => Ok(text.to_string()),
-                None => crate::config::read::read_source(path, what),
+                None => crate::read::read_source(path, what),
             }
         }
     }
@@ -217,7 +217,7 @@ pub fn load(source: Source<'_>) -> Result<Scenario, Diagnostics> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let text = read(source, path, "the scenario file")?;
     let mut cx = Cx::new(file.clone());
-    let raw = crate::config::read::parse_yaml(&text, &mut cx).and_then(|docs| match docs.as_slice() {
+    let raw = crate::read::parse_yaml(&text, &mut cx).and_then(|docs| match docs.as_slice() {
         [doc] => read_raw(doc, &mut cx, &base),
         _ => {
             cx.error(

@@ -693,7 +693,7 @@ impl Call<'_> {
             .json(body)
             .send()
             .await
-            .map_err(|e| self.failed(path, &crate::bounded::describe(e)))?;
+            .map_err(|e| self.failed(path, &crate::read::bounded::describe(e)))?;
         self.read(r, path).await
     }
 
@@ -720,7 +720,7 @@ impl Call<'_> {
         path: &str,
     ) -> Result<T, String> {
         let status = r.status();
-        let body = crate::bounded::read(r, MAX_REPLY)
+        let body = crate::read::bounded::read(r, MAX_REPLY)
             .await
             .map_err(|e| self.failed(path, &e.describe(MAX_REPLY)))?;
         let text = String::from_utf8_lossy(&body);
@@ -749,7 +749,7 @@ impl Call<'_> {
                 .bearer_auth(self.token)
                 .send()
                 .await
-                .map_err(|e| self.failed("/v1/start", &crate::bounded::describe(e)))?;
+                .map_err(|e| self.failed("/v1/start", &crate::read::bounded::describe(e)))?;
             if r.status() != reqwest::StatusCode::NO_CONTENT {
                 return self.read(r, "/v1/start").await;
             }

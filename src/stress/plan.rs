@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::read::{join, Cx, Diagnostics, FromNode, MapReader};
-use crate::config::yaml::{Node, Span};
+use crate::read::yaml::{Node, Span};
+use crate::read::{join, Cx, Diagnostics, FromNode, MapReader};
 
 use super::check::{Assertion, Threshold, MAX_WINDOW};
 use super::profile::{Load, Schedule, Shape};
@@ -137,7 +137,7 @@ impl Plan {
 
 /// Reads a plan file.
 pub fn load(path: &Path) -> Result<Plan, Diagnostics> {
-    let source = crate::config::read::read_source(path, "the stress plan")?;
+    let source = crate::read::read_source(path, "the stress plan")?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(&source, &path.display().to_string(), &base)
 }
@@ -161,7 +161,7 @@ const TOP: &[&str] = &[
 /// Reads a plan from text; `base` anchors the watch's config path.
 pub fn load_str(source: &str, file: &str, base: &Path) -> Result<Plan, Diagnostics> {
     let mut cx = Cx::new(file);
-    let Some(docs) = crate::config::read::parse_yaml(source, &mut cx) else {
+    let Some(docs) = crate::read::parse_yaml(source, &mut cx) else {
         return Err(Diagnostics(cx.diags));
     };
     let plan = match docs.as_slice() {
@@ -299,7 +299,7 @@ pub(crate) fn list<T>(
     what: &str,
     mut read: impl FnMut(&Node, &str, &mut Cx) -> Option<T>,
 ) -> Option<Vec<T>> {
-    let items = crate::config::read::non_empty_seq(n, p, cx, what, &format!("needs at least one {what}"))?;
+    let items = crate::read::non_empty_seq(n, p, cx, what, &format!("needs at least one {what}"))?;
     let mut out = Vec::new();
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {

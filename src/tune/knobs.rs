@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use crate::config::yaml::{Node, Span, Value};
 use crate::policy::{RuleSpec, TargetPolicy};
+use crate::read::yaml::{Node, Span, Value};
 
 /// How a knob's value is written.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -16,7 +16,7 @@ fn subject() -> Subject {
     let spec = Spec::example();
     let (services, capacity) = split_targets(&targets, &spec.auto_scaling_group);
     let service = services[0].clone();
-    let doc = crate::config::yaml::parse_documents(web).unwrap().remove(0);
+    let doc = crate::read::yaml::parse_documents(web).unwrap().remove(0);
     let knobs = knobs::of(&service, &doc);
     Subject {
         setup: Setup {

@@ -163,7 +163,7 @@ impl Sink {
                 ),
             )),
             Err(e) if e.is_connect() => Err((true, None, "connection refused or unreachable".into())),
-            Err(e) => Err((true, None, crate::bounded::describe(e))),
+            Err(e) => Err((true, None, crate::read::bounded::describe(e))),
         }
     }
 }

@@ -13,8 +13,8 @@
 //! start rather than being replaced by an empty one: forgetting a cooldown is an action taken
 //! twice.
 
-use crate::config::read::{read_bounded_bytes, BoundedError};
 use crate::files::write_atomically;
+use crate::read::{read_bounded_bytes, BoundedError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Estimate, Fitted, Twin};
-use crate::config::read::{read_source, Cx, Diagnostics};
+use crate::read::{read_source, Cx, Diagnostics};
 
 const KEYS: &[&str] = &[
     "task_rps",
@@ -110,7 +110,7 @@ pub fn load(path: &Path) -> Result<Twin, Diagnostics> {
 
 pub fn load_str(source: &str, file: &str) -> Result<Twin, Diagnostics> {
     let mut cx = Cx::new(file);
-    let Some(docs) = crate::config::read::parse_yaml(source, &mut cx) else {
+    let Some(docs) = crate::read::parse_yaml(source, &mut cx) else {
         return Err(Diagnostics(cx.diags));
     };
     let [doc] = docs.as_slice() else {
@@ -122,19 +122,16 @@ pub fn load_str(source: &str, file: &str) -> Result<Twin, Diagnostics> {
     };
     let d = Twin::defaults();
     let positive = |v: f64| v.is_finite() && v > 0.0;
-    let number = |m: &mut crate::config::read::MapReader<'_>,
-                  cx: &mut Cx,
-                  key: &str,
-                  ok: &dyn Fn(f64) -> bool,
-                  what: &str| {
-        let span = m.span_of(key);
-        let v: Option<f64> = m.opt(cx, key);
-        if v.is_some_and(|v| !ok(v)) {
-            cx.error(span, key, format!("{} is not {what}", v.unwrap_or_default()));
-            return None;
-        }
-        v
-    };
+    let number =
+        |m: &mut crate::read::MapReader<'_>, cx: &mut Cx, key: &str, ok: &dyn Fn(f64) -> bool, what: &str| {
+            let span = m.span_of(key);
+            let v: Option<f64> = m.opt(cx, key);
+            if v.is_some_and(|v| !ok(v)) {
+                cx.error(span, key, format!("{} is not {what}", v.unwrap_or_default()));
+                return None;
+            }
+            v
+        };
     let task_rps = number(&mut m, &mut cx, "task_rps", &positive, "a positive rate").unwrap_or(d.task_rps);
     let queueing = number(
         &mut m,
@@ -151,7 +148,7 @@ pub fn load_str(source: &str, file: &str) -> Result<Twin, Diagnostics> {
         &|v| (0.0..10.0).contains(&v),
         "a fraction from 0 to 10",
     );
-    let duration = |m: &mut crate::config::read::MapReader<'_>, cx: &mut Cx, key: &str| {
+    let duration = |m: &mut crate::read::MapReader<'_>, cx: &mut Cx, key: &str| {
         let span = m.span_of(key);
         let v: Option<Duration> = m.opt(cx, key);
         if v.is_some_and(|v| v.is_zero() || v > Duration::from_secs(86_400)) {

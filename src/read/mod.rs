@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::yaml::{Node, Span, Value};
+pub mod bounded;
+pub mod yaml;
+
+use yaml::{Node, Span, Value};
 
 /// One mistake in an input file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -120,7 +123,7 @@ pub fn read_source(path: &std::path::Path, what: &str) -> Result<String, Diagnos
 /// Parses a YAML stream, recording its mistakes in `cx` (every tab in the indentation, then the
 /// mistake that stopped the parser, if any). The documents, when the parser got through.
 pub fn parse_yaml(source: &str, cx: &mut Cx) -> Option<Vec<Node>> {
-    let parsed = super::yaml::parse_lenient(source);
+    let parsed = yaml::parse_lenient(source);
     for e in parsed.errors {
         cx.error(e.span, "(syntax)", format!("invalid YAML: {}", e.message));
     }
@@ -627,7 +630,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::yaml::parse_documents;
+    use super::yaml::parse_documents;
     use super::*;
 
     fn read<T: FromNode>(src: &str) -> (Option<T>, Vec<String>) {
