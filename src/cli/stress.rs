@@ -180,7 +180,7 @@ pub struct StressArgs {
 /// must read back as exactly the plan the flags make, or the run is refused.
 fn plan_text_from_flags(a: &StressArgs, want: &Plan) -> Result<String, String> {
     let mut t = String::from("name: stress\ntargets:\n");
-    push_targets(&mut t, a, flag_body_text(a)?.as_deref());
+    push_targets(&mut t, a, flag_body_text(a, want)?.as_deref());
     push_load(&mut t, a);
     push_options(&mut t, a, want);
     let read = plan::load_str(&t, "(the flags' plan)", Path::new("/")).map_err(|d| d.to_string())?;
@@ -195,18 +195,16 @@ fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
-/// `--body` as text (from its file with `@FILE`, within [`MAX_BODY_BYTES`]).
-fn flag_body_text(a: &StressArgs) -> Result<Option<String>, String> {
-    match a.body.as_deref() {
-        Some(b) if b.starts_with('@') => {
-            let bytes = read_body(&b[1..]).map_err(|e| format!("--body {b}: {e}"))?;
-            let text = String::from_utf8(bytes).map_err(|_| {
-                format!("--body {b}: agents are sent the body as text, and this file is not UTF-8")
-            })?;
-            Ok(Some(text))
-        }
-        other => Ok(other.map(str::to_string)),
-    }
+/// `--body` as text: the body the flags' plan already holds (a file given as `@FILE` is read
+/// once, within [`MAX_BODY_BYTES`], by [`plan_from_flags`]).
+fn flag_body_text(a: &StressArgs, want: &Plan) -> Result<Option<String>, String> {
+    let Some(b) = a.body.as_deref() else {
+        return Ok(None);
+    };
+    let body = want.targets.first().map_or(&[][..], |t| &t.body[..]);
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| format!("--body {b}: agents are sent the body as text, and this file is not UTF-8"))?;
+    Ok(Some(text))
 }
 
 /// The `targets:` items: each `--url` with the method, headers and body.
