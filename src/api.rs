@@ -196,6 +196,25 @@ pub trait CloudWatchApi: Send + Sync {
     ) -> Result<MetricDataPage, ApiError>;
 }
 
+/// One message of a queue, and the handle that deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub body: String,
+    pub receipt: String,
+}
+
+/// Largest number of messages one ReceiveMessage (or DeleteMessageBatch) call takes.
+pub const QUEUE_BATCH: usize = 10;
+
+/// The queue of ECS's events (SQS), long-polled by the worker.
+#[async_trait]
+pub trait QueueApi: Send + Sync {
+    /// ReceiveMessage: at most [`QUEUE_BATCH`] messages, waiting up to `wait` for the first.
+    async fn receive(&self, wait: std::time::Duration) -> Result<Vec<QueuedMessage>, ApiError>;
+    /// DeleteMessageBatch of at most [`QUEUE_BATCH`] receipts: those not deleted, with why.
+    async fn delete(&self, receipts: &[String]) -> Result<Vec<(String, String)>, ApiError>;
+}
+
 /// The ECS calls the actuators make (besides the reads above).
 #[async_trait]
 pub trait EcsWriteApi: Send + Sync {

@@ -177,6 +177,12 @@ pub fn required(config: &Config) -> Vec<Need> {
             ],
         );
     }
+    if config.collect.events.is_some() {
+        add(
+            "collect.events (the queue of ECS's events)",
+            &["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+        );
+    }
     let dynamo =
         matches!(config.worker.state, StateBackend::DynamoDb { .. }) || config.worker.leader.is_some();
     if dynamo {
@@ -266,7 +272,7 @@ mod tests {
     /// policy's actions but StartTask and StopTask (the groups'), and never one it lacks.
     #[test]
     fn every_feature_needs_exactly_the_least_privilege_policys_actions() {
-        let text = "schedule: {interval: 30s}\nclusters: [{name: a, services: [b]}]\ncapacity: [{auto_scaling_group: g, cluster: a, capacity_provider: take_over}]\nworker:\n  app_autoscaling: take_over\n  state: {dynamodb_table: t}\n  leader: {dynamodb_table: t}\n";
+        let text = "schedule: {interval: 30s}\ncollect: {events: {queue_url: 'https://sqs.eu-west-1.amazonaws.com/1/x-ecs-events'}}\nclusters: [{name: a, services: [b]}]\ncapacity: [{auto_scaling_group: g, cluster: a, capacity_provider: take_over}]\nworker:\n  app_autoscaling: take_over\n  state: {dynamodb_table: t}\n  leader: {dynamodb_table: t}\n";
         let config = crate::config::load_str(text, "c.yaml", Path::new("/"), &Default::default()).unwrap();
         let needed: BTreeSet<&str> = required(&config).iter().map(|n| n.action).collect();
         let policy: serde_json::Value =

@@ -12,6 +12,7 @@ mod meter;
 mod scaling;
 pub mod sigv4;
 mod silence;
+mod sqs;
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use cloudwatch::AwsCloudWatch;
 pub use ecs::AwsEcs;
 pub use scaling::{AwsAppAutoScaling, AwsAutoScaling};
 pub use sigv4::Signer;
+pub use sqs::AwsQueue;
 
 use crate::api::{ApiError, ErrorKind};
 use crate::config::{AwsSettings, RetryMode};
@@ -55,6 +57,10 @@ pub struct AwsContext {
     pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     /// ECS's reads' share of the account's bucket (`aws.budget.ecs_reads`), when paced.
     pub ecs_reads: Option<Arc<budget::Budget>>,
+    /// SQS, for the queue of ECS's events (its attempts may wait out a long poll).
+    sqs: aws_sdk_sqs::Client,
+    calls: CallSettings,
+    sqs_endpoint: String,
 }
 
 impl fmt::Debug for AwsContext {
@@ -94,6 +100,17 @@ async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
         loader = loader.endpoint_url(url);
     }
     loader.load().await
+}
+
+/// The SQS client's time limits: a long poll waits up to 20 s before its answer, on top of
+/// the usual limits.
+fn long_poll_timeouts(t: &crate::config::TimeoutSettings) -> TimeoutConfig {
+    let poll = std::time::Duration::from_secs(20);
+    TimeoutConfig::builder()
+        .connect_timeout(t.connect)
+        .operation_attempt_timeout(t.attempt + poll)
+        .operation_timeout(t.operation + poll)
+        .build()
 }
 
 impl AwsContext {
@@ -147,12 +164,22 @@ impl AwsContext {
         };
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(interceptor.clone())
+                .build(),
+        );
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&sdk)
+                .timeout_config(long_poll_timeouts(&settings.timeouts))
                 .interceptor(interceptor)
+                .interceptor(silences.guard(endpoint("sqs")))
                 .build(),
         );
         Ok(AwsContext {
             ecs: AwsEcs::new(ecs_client, endpoint("ecs"), calls.clone()),
-            cloudwatch: AwsCloudWatch::new(cw_client, endpoint("monitoring"), calls),
+            cloudwatch: AwsCloudWatch::new(cw_client, endpoint("monitoring"), calls.clone()),
+            sqs,
+            sqs_endpoint: endpoint("sqs"),
+            calls,
             autoscaling,
             app_autoscaling,
             dynamodb,
@@ -166,6 +193,16 @@ impl AwsContext {
             region,
             meter,
         })
+    }
+
+    /// The queue at `url`, through this context's SQS client.
+    pub fn queue(&self, url: &str) -> AwsQueue {
+        AwsQueue::new(
+            self.sqs.clone(),
+            url.to_string(),
+            self.sqs_endpoint.clone(),
+            self.calls.clone(),
+        )
     }
 
     /// What signs SigV4 requests (Amazon Managed Prometheus) with this context's credentials.

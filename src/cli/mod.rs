@@ -559,7 +559,7 @@ async fn run_worker(
     let aws = AwsContext::connect(&config.aws, ApiMeter::default())
         .await
         .map_err(invalid)?;
-    let clients = crate::worker::Clients::aws(&aws);
+    let clients = crate::worker::Clients::aws(&aws).with_events(&aws, &config.collect);
     let opts = crate::worker::RunOptions {
         dry_run,
         max_ticks: ticks,

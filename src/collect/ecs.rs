@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 
+use super::book::Pass;
 use super::Collector;
 use crate::api::{ApiError, Page, TaskInfo, DESCRIBE_BATCH, DESCRIBE_SERVICES_BATCH};
 use crate::config::{ClusterSpec, ServiceSpec};
@@ -55,18 +56,28 @@ fn matches_discovery(spec: &ClusterSpec, state: &ServiceState) -> bool {
 
 /// Step 1: the services of a cluster. Named services come first, in config order; discovered
 /// ones follow by name. DescribeServices is called once per 10 services.
-pub(super) async fn resolve_services(c: &Collector, spec: &ClusterSpec) -> Resolved {
+/// With `pass` (events on), only the services it finds due are described; the others are
+/// served as last read.
+pub(super) async fn resolve_services(c: &Collector, spec: &ClusterSpec, pass: Option<&Pass>) -> Resolved {
     let cluster = spec.name.as_str();
     let mut problems = Vec::new();
     // Services may be named by ARN in the config; ECS describes them by name.
     let explicit: Vec<String> = spec.services.iter().map(|s| s.name.clone()).collect();
-    let discovered = discover(c, spec, &explicit, &mut problems).await;
+    let discovered = discover(c, spec, &explicit, pass, &mut problems).await;
     let names: Vec<String> = explicit
         .iter()
         .cloned()
         .chain(discovered.iter().cloned())
         .collect();
-    let found = describe_services(c, cluster, &names, &explicit, &mut problems).await;
+    let found = match pass {
+        None => describe_services(c, cluster, &names, &explicit, &mut problems).await,
+        Some(pass) => {
+            let due = c.book.due(cluster, &names, pass);
+            let read = describe_services(c, cluster, &due, &explicit, &mut problems).await;
+            c.book.record(cluster, &due, &read, pass.now);
+            c.book.states(cluster, &names)
+        }
+    };
     let mut services = Vec::new();
     for (name, service_spec) in explicit.iter().zip(&spec.services) {
         if let Some(state) = found.iter().find(|s| s.name == arn_name(name)) {
@@ -92,6 +103,7 @@ async fn discover(
     c: &Collector,
     spec: &ClusterSpec,
     explicit: &[String],
+    pass: Option<&Pass>,
     problems: &mut Vec<Problem>,
 ) -> BTreeSet<String> {
     let cluster = spec.name.as_str();
@@ -99,7 +111,7 @@ async fn discover(
     let Some(d) = &spec.discover else {
         return discovered;
     };
-    match list_all(c, |t| c.ecs.list_services(cluster, t)).await {
+    match list_services(c, cluster, pass).await {
         Ok(arns) => {
             for arn in arns {
                 let name = arn_name(&arn);
@@ -115,6 +127,20 @@ async fn discover(
         }),
     }
     discovered
+}
+
+/// ListServices, every page; with events on, at most once per tenth of `reconcile` (a new
+/// service waits at most that long to be found).
+async fn list_services(c: &Collector, cluster: &str, pass: Option<&Pass>) -> Result<Vec<String>, ApiError> {
+    let Some(pass) = pass else {
+        return list_all(c, |t| c.ecs.list_services(cluster, t)).await;
+    };
+    if let Some(arns) = c.book.listed(cluster, pass.now, pass.reconcile / 10) {
+        return Ok(arns);
+    }
+    let arns = list_all(c, |t| c.ecs.list_services(cluster, t)).await?;
+    c.book.list(cluster, &arns, pass.now);
+    Ok(arns)
 }
 
 /// DescribeServices for `names`, 10 a call, all at once (within the read budget); what ECS

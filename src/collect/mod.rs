@@ -9,9 +9,11 @@
 //! counted in [`Snapshot::usage`]. Metrics with a `prometheus` query are read from Prometheus
 //! instead ([`prometheus`]), into the same kind of series.
 
+pub mod book;
 mod cloudwatch;
 pub mod cost;
 mod ecs;
+pub mod events;
 mod history;
 pub mod prometheus;
 mod recent;
@@ -54,6 +56,9 @@ pub struct Collector {
     /// Each service's metrics with their placeholders filled, by service and the target group
     /// ECS reported for it: the same every pass until one of those changes.
     resolved: Mutex<HashMap<(ServiceKey, Vec<String>), Resolved>>,
+    /// With `collect.events`: the services as last read, and which changed since.
+    book: book::Book,
+    changes: Arc<events::Changes>,
 }
 
 /// The most services whose metrics are kept resolved.
@@ -81,6 +86,8 @@ impl Collector {
             prometheus: prometheus::PromClient::new(&config.prometheus),
             resolved: Mutex::default(),
             recent: recent::Recent::default(),
+            book: book::Book::default(),
+            changes: Arc::default(),
             fixed_metrics: config
                 .capacity
                 .iter()
@@ -127,9 +134,26 @@ impl Collector {
     }
 
     /// Takes over the history `old` read for the needs both share (a reload does not read
-    /// long windows again).
+    /// long windows again), and the services as it last read them.
     pub fn carry_history(&self, old: &Collector) {
         self.history.carry_from(&old.history);
+        self.book.carry_from(&old.book);
+    }
+
+    /// Takes the services changed (ECS's events, the worker's actions) from `changes`.
+    pub fn with_changes(mut self, changes: Arc<events::Changes>) -> Self {
+        self.changes = changes;
+        self
+    }
+
+    /// `key` changed (the worker acted on it): the next pass reads it.
+    pub fn changed(&self, key: ServiceKey) {
+        self.changes.mark(key);
+    }
+
+    /// Why services were read or served as last read, and the oldest state kept, at `now`.
+    pub fn reads(&self, now: DateTime<Utc>) -> (book::ReadCounts, Option<std::time::Duration>) {
+        (self.book.counts(), self.book.oldest(now))
     }
 
     /// Runs `call` once a slot among `collect.concurrency` is free.
@@ -145,9 +169,25 @@ impl Collector {
         let before = self.meter.usage();
         let mut problems = Vec::new();
 
-        // 1. Which services, in what state.
-        let resolved =
-            futures::future::join_all(self.clusters.iter().map(|c| ecs::resolve_services(self, c))).await;
+        // 1. Which services, in what state (with events: those changed, moving or due).
+        let pass = self
+            .settings
+            .events
+            .as_ref()
+            .map(|e| self.book.pass(now, self.changes.take(), e.reconcile));
+        let resolved = futures::future::join_all(
+            self.clusters
+                .iter()
+                .map(|c| ecs::resolve_services(self, c, pass.as_ref())),
+        )
+        .await;
+        if pass.is_some() {
+            let keep = resolved
+                .iter()
+                .flat_map(|r| r.services.iter().map(|(s, _)| s.key()))
+                .collect();
+            self.book.retain(&keep);
+        }
 
         // 2. Their metrics, and each cluster's details, at the same time.
         let mut metrics = Vec::new();

@@ -362,6 +362,7 @@ impl FromNode for CollectSettings {
         let container_instances = m.or(cx, "container_instances", d.container_instances);
         let pending_tasks = m.or(cx, "pending_tasks", d.pending_tasks);
         let high_resolution = m.or(cx, "high_resolution", d.high_resolution);
+        let events = m.opt(cx, "events");
         if given.is_some() && lookback < period {
             cx.error(
                 m.span_of("lookback"),
@@ -392,6 +393,7 @@ impl FromNode for CollectSettings {
                 "container_instances",
                 "pending_tasks",
                 "high_resolution",
+                "events",
             ],
         );
         Some(CollectSettings {
@@ -402,6 +404,29 @@ impl FromNode for CollectSettings {
             container_instances,
             pending_tasks,
             high_resolution,
+            events,
+        })
+    }
+}
+
+impl FromNode for EventsSettings {
+    fn from_node(node: &Node, path: &str, cx: &mut Cx) -> Option<Self> {
+        let mut m = cx.map(node, path)?;
+        let queue_url = m.req_with(cx, "queue_url", |n, p, cx| {
+            let s = String::from_node(n, p, cx)?;
+            match check_http_url(&s) {
+                Ok(()) => Some(s),
+                Err(e) => {
+                    cx.error(n.span, p, e);
+                    None
+                }
+            }
+        });
+        let reconcile = read_positive(&mut m, cx, "reconcile").unwrap_or(EventsSettings::DEFAULT_RECONCILE);
+        m.finish(cx, &["queue_url", "reconcile"]);
+        Some(EventsSettings {
+            queue_url: queue_url?,
+            reconcile,
         })
     }
 }

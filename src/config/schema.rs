@@ -166,6 +166,24 @@ pub struct CollectSettings {
     /// Read the default ECS CPU and memory metrics at 20 seconds (ECS's high-resolution
     /// service metrics) instead of `period`.
     pub high_resolution: bool,
+    /// Read services when ECS says they changed (an SQS queue of ECS's EventBridge events),
+    /// plus a rolling reconciliation; `None`: every service is read every pass.
+    pub events: Option<EventsSettings>,
+}
+
+/// The queue of ECS events a worker long-polls, and how stale a quiet service may get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsSettings {
+    /// The SQS queue's URL (an EventBridge rule routes the clusters' ECS events to it).
+    pub queue_url: String,
+    /// Every service is read at least this often, events or none (a fraction of them each
+    /// pass, oldest first): the bound on the age of a count the worker acts on, since events
+    /// can be lost, late or out of order.
+    pub reconcile: Duration,
+}
+
+impl EventsSettings {
+    pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(600);
 }
 
 /// The period and delay of ECS's high-resolution service metrics.
@@ -181,6 +199,7 @@ impl Default for CollectSettings {
             container_instances: true,
             pending_tasks: true,
             high_resolution: false,
+            events: None,
         }
     }
 }

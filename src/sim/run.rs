@@ -85,6 +85,8 @@ pub fn clients(sim: &Arc<Sim>) -> Clients {
         dynamodb: None,
         meter: sim.meter.clone(),
         signer: None,
+        events: None,
+        changes: Default::default(),
     }
 }
 

@@ -85,6 +85,10 @@ pub struct Clients {
     pub meter: ApiMeter,
     /// Signs Amazon Managed Prometheus queries (none: no AWS credential chain).
     pub signer: Option<crate::aws::Signer>,
+    /// The queue of ECS's events (`collect.events`), long-polled while the worker runs.
+    pub events: Option<Arc<dyn crate::api::QueueApi>>,
+    /// The services changed since the last pass, from the queue and the worker's own actions.
+    pub changes: Arc<crate::collect::events::Changes>,
 }
 
 impl Clients {
@@ -107,7 +111,22 @@ impl Clients {
             dynamodb: Some(aws.dynamodb.clone()),
             meter: aws.meter.clone(),
             signer: aws.signer(),
+            events: None,
+            changes: Arc::default(),
         }
+    }
+
+    /// With the queue of ECS's events that `collect` names (if any).
+    pub fn with_events(
+        mut self,
+        aws: &crate::aws::AwsContext,
+        collect: &crate::config::CollectSettings,
+    ) -> Self {
+        self.events = collect
+            .events
+            .as_ref()
+            .map(|e| Arc::new(aws.queue(&e.queue_url)) as Arc<dyn crate::api::QueueApi>);
+        self
     }
 }
 
@@ -231,6 +250,17 @@ fn collector(config: &Config, policies: &[TargetPolicy], clients: &Clients) -> C
     )
     .with_history(history_needs(policies))
     .with_signer(clients.signer.clone())
+    .with_changes(clients.changes.clone())
+}
+
+/// Long-polls the queue of ECS's events (when there is one) until `stop`.
+fn poll_events(clients: &Clients, stop: &watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+    let poller = crate::collect::events::Poller {
+        queue: clients.events.clone()?,
+        changes: clients.changes.clone(),
+        wait: Duration::from_secs(20),
+    };
+    Some(tokio::spawn(poller.run(stop.clone())))
 }
 
 /// The UpdateService rate limiter of a config: ECS's bucket for UpdateService holds 50
@@ -464,6 +494,7 @@ pub async fn run(
     let lease_task = keep_lease(lease.as_ref(), &stop, &metrics, &notify);
     let reloading = loader.map(|l| Reloading::new(l, &config));
     let watcher = watch_reloads(reloading.as_ref(), &config, &reload_tx, &metrics, &stop);
+    let events = poll_events(&clients, &stop);
     let parts = Parts {
         store,
         lease: lease.clone(),
@@ -497,7 +528,7 @@ pub async fn run(
     if let Some(l) = &lease {
         l.release().await;
     }
-    for t in [lease_task, server].into_iter().flatten() {
+    for t in [lease_task, server, events].into_iter().flatten() {
         t.abort();
     }
     Ok(())

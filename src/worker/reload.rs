@@ -92,6 +92,11 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     check(old.worker.leader != new.worker.leader, "worker.leader");
     check(old.aws != new.aws, "aws (the AWS clients are built once)");
     check(
+        old.collect.events.as_ref().map(|e| &e.queue_url)
+            != new.collect.events.as_ref().map(|e| &e.queue_url),
+        "collect.events.queue_url (the queue is polled from the start)",
+    );
+    check(
         old.sink != new.sink,
         "sink (the shipper and its spool are opened once)",
     );

@@ -544,7 +544,11 @@ impl Worker {
                 .map(|(_, d, svc)| self.services.apply(d, svc, fence.as_ref())),
         )
         .await;
-        for ((i, d, _), a) in pending.into_iter().zip(applied) {
+        for ((i, d, svc), a) in pending.into_iter().zip(applied) {
+            if a.took_effect() {
+                // Its desired count is not what was last read: read it again next pass.
+                self.collector.changed(svc.key());
+            }
             self.record(Some(i), &d, &a, a.took_effect());
             report.services.push((d, a));
         }

@@ -10,6 +10,7 @@ mod dashboards;
 mod demo;
 mod deploy;
 mod docs;
+mod events;
 mod notify;
 mod policy;
 mod prometheus;

@@ -18,6 +18,7 @@ pub struct Moto {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub app_autoscaling: aws_sdk_applicationautoscaling::Client,
+    pub sqs: aws_sdk_sqs::Client,
     http: reqwest::Client,
 }
 
@@ -58,6 +59,7 @@ impl Moto {
             autoscaling: client!(aws_sdk_autoscaling),
             dynamodb: client!(aws_sdk_dynamodb),
             app_autoscaling: client!(aws_sdk_applicationautoscaling),
+            sqs: client!(aws_sdk_sqs),
             http: reqwest::Client::new(),
         }
     }

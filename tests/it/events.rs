@@ -1,0 +1,238 @@
+//! ECS's events decide what a pass reads, against moto's ECS and SQS: an event in the queue
+//! makes the next pass describe that service and no other; a change without an event (a lost
+//! one) is seen within the reconciliation's bound; the worker's own change is read again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use ecscale::api::{ApiError, Described, EcsApi, Page, TaskInfo};
+use ecscale::aws::AwsContext;
+use ecscale::collect::events::{Changes, Poller};
+use ecscale::collect::Collector;
+use ecscale::config::env::Vars;
+use ecscale::model::{ContainerInstance, ServiceKey, ServiceState, TaskDefinitionInfo};
+use ecscale::usage::ApiMeter;
+
+use crate::support::moto::Moto;
+use crate::support::{moto_url, unique, write};
+use crate::worker::credentials;
+
+const SERVICES: usize = 30;
+
+/// Moto's ECS, with the services each DescribeServices asked for written down.
+struct Recording {
+    inner: Arc<dyn EcsApi>,
+    described: Mutex<Vec<String>>,
+}
+
+impl Recording {
+    fn take(&self) -> Vec<String> {
+        let mut v = std::mem::take(&mut *self.described.lock().unwrap());
+        v.sort();
+        v
+    }
+}
+
+#[async_trait]
+impl EcsApi for Recording {
+    async fn list_services(&self, cluster: &str, t: Option<String>) -> Result<Page<String>, ApiError> {
+        self.inner.list_services(cluster, t).await
+    }
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> Result<Described<ServiceState>, ApiError> {
+        self.described.lock().unwrap().extend(services.iter().cloned());
+        self.inner.describe_services(cluster, services).await
+    }
+    async fn describe_task_definition(&self, td: &str) -> Result<TaskDefinitionInfo, ApiError> {
+        self.inner.describe_task_definition(td).await
+    }
+    async fn list_container_instances(&self, c: &str, t: Option<String>) -> Result<Page<String>, ApiError> {
+        self.inner.list_container_instances(c, t).await
+    }
+    async fn describe_container_instances(
+        &self,
+        c: &str,
+        arns: &[String],
+    ) -> Result<Described<ContainerInstance>, ApiError> {
+        self.inner.describe_container_instances(c, arns).await
+    }
+    async fn list_tasks(&self, c: &str, t: Option<String>) -> Result<Page<String>, ApiError> {
+        self.inner.list_tasks(c, t).await
+    }
+    async fn describe_tasks(&self, c: &str, arns: &[String]) -> Result<Described<TaskInfo>, ApiError> {
+        self.inner.describe_tasks(c, arns).await
+    }
+}
+
+/// An ECS task state change of `service`'s task, as EventBridge puts it in the queue.
+fn task_event(region: &str, cluster: &str, service: &str) -> String {
+    serde_json::json!({
+        "version": "0", "id": unique("ev"), "detail-type": "ECS Task State Change",
+        "source": "aws.ecs", "account": "123456789012", "region": region,
+        "resources": [format!("arn:aws:ecs:{region}:123456789012:task/{cluster}/0123")],
+        "detail": {
+            "clusterArn": format!("arn:aws:ecs:{region}:123456789012:cluster/{cluster}"),
+            "group": format!("service:{service}"), "lastStatus": "RUNNING", "desiredStatus": "RUNNING"
+        }
+    })
+    .to_string()
+}
+
+fn desired(s: &ecscale::model::Snapshot, name: &str) -> u32 {
+    s.services()
+        .find(|x| x.name == name)
+        .unwrap_or_else(|| panic!("{name} not in the snapshot"))
+        .desired
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_reads_its_service_alone_and_the_reconciliation_catches_a_lost_one_within_its_bound() {
+    credentials();
+    let region = "me-central-1";
+    let moto = Moto::new(&moto_url(), region);
+    let cluster = unique("events");
+    moto.cluster(&cluster).await.unwrap();
+    let td = moto.task_definition(&unique("svc"), 256, 512).await.unwrap();
+    // At rest (moto starts no tasks, so a service wanting any would be forever in motion).
+    for i in 0..SERVICES {
+        moto.service(&cluster, &format!("svc-{i:02}"), &td, 0, &[])
+            .await
+            .unwrap();
+    }
+    let queue = moto
+        .sqs
+        .create_queue()
+        .queue_name(unique("ecs-events"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "aws: {{region: {region}, endpoint_url: {url}}}\nschedule: {{interval: 20s}}\ncollect: {{container_instances: false, pending_tasks: false, events: {{queue_url: {queue}, reconcile: 2m}}}}\nclusters:\n  - name: {cluster}\n    discover: {{name_prefix: svc-}}\n",
+        url = moto_url()
+    );
+    let config =
+        ecscale::config::load(&write(dir.path(), "ecscale.yaml", &yaml), &Vars::from_pairs([])).unwrap();
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .unwrap();
+    let ecs = Arc::new(Recording {
+        inner: Arc::new(aws.ecs.clone()),
+        described: Mutex::default(),
+    });
+    let changes = Arc::new(Changes::default());
+    let collector = Collector::new(
+        &config,
+        ecs.clone(),
+        Arc::new(aws.cloudwatch.clone()),
+        aws.meter.clone(),
+    )
+    .with_changes(changes.clone());
+    let poller = Poller {
+        queue: Arc::new(aws.queue(&queue)),
+        changes: changes.clone(),
+        wait: Duration::from_secs(1),
+    };
+    let t0: DateTime<Utc> = Utc::now();
+    let at = |k: i64| t0 + TimeDelta::seconds(20 * k);
+
+    // Pass 0 reads every service.
+    let s = collector.collect(at(0)).await;
+    assert_eq!(ecs.take().len(), SERVICES);
+    assert_eq!(s.services().count(), SERVICES);
+
+    // svc-07 changes with an event; svc-03 changes and its event is lost.
+    moto.set_desired(&cluster, "svc-07", 5).await.unwrap();
+    moto.set_desired(&cluster, "svc-03", 4).await.unwrap();
+    moto.sqs
+        .send_message()
+        .queue_url(&queue)
+        .message_body(task_event(region, &cluster, "svc-07"))
+        .send()
+        .await
+        .unwrap();
+    moto.sqs
+        .send_message()
+        .queue_url(&queue)
+        .message_body("{\"not\": \"an event\"}")
+        .send()
+        .await
+        .unwrap();
+    let mut received = 0;
+    for _ in 0..5 {
+        received += poller.once().await.unwrap();
+        if received == 2 {
+            break;
+        }
+    }
+    let counts = changes.counts();
+    assert_eq!(
+        (
+            counts.received,
+            counts.about_services,
+            counts.unreadable,
+            counts.deleted
+        ),
+        (2, 1, 1, 2),
+        "{counts:?}"
+    );
+
+    // Pass 1, 20 s later: svc-07 for its event, and the reconciliation's turn alone (the 29
+    // quiet ones × 20 s ÷ 120 s: 4, the fraction carried); its new count is seen.
+    let before = aws.meter.usage();
+    let s = collector.collect(at(1)).await;
+    let described = ecs.take();
+    assert!(described.contains(&"svc-07".to_string()), "{described:?}");
+    assert_eq!(desired(&s, "svc-07"), 5);
+    let turn = (SERVICES - 1) * 20 / 120;
+    assert_eq!(
+        described.len(),
+        1 + turn,
+        "svc-07 and the reconciliation's {turn}: {described:?}"
+    );
+    assert_eq!(
+        aws.meter.usage().since(&before).calls("ECS.DescribeServices"),
+        1,
+        "five services in one call"
+    );
+
+    // The lost change is seen within the 2-minute bound, and every service is read again
+    // within it.
+    let mut last_read: std::collections::HashMap<String, i64> =
+        (0..SERVICES).map(|i| (format!("svc-{i:02}"), 0)).collect();
+    last_read.insert("svc-07".into(), 1);
+    let mut seen_at = None;
+    for k in 2..=12 {
+        let s = collector.collect(at(k)).await;
+        for n in ecs.take() {
+            last_read.insert(n, k);
+        }
+        if seen_at.is_none() && desired(&s, "svc-03") == 4 {
+            seen_at = Some(k);
+        }
+        for (n, r) in &last_read {
+            assert!(
+                k - r <= 6,
+                "{n} last read at pass {r}, now pass {k}: older than 2 minutes"
+            );
+        }
+    }
+    let seen_at = seen_at.expect("the lost change was never seen");
+    assert!(seen_at <= 6, "seen at pass {seen_at}, past the 2-minute bound");
+
+    // The worker's own change: read again in the next pass.
+    collector.changed(ServiceKey::new(&cluster, "svc-11"));
+    collector.collect(at(13)).await;
+    assert!(ecs.take().contains(&"svc-11".to_string()));
+    let (reads, oldest) = collector.reads(at(13));
+    assert!(oldest.unwrap() <= Duration::from_secs(120), "{oldest:?}");
+    assert_eq!(reads.new, SERVICES as u64);
+    assert!(reads.changed >= 2 && reads.kept > reads.reconciled, "{reads:?}");
+}
