@@ -135,13 +135,6 @@ impl<'a> MetricView<'a> {
         self.data.is_some_and(|d| d.per_task)
     }
 
-    /// The value of the complete period starting at `start`, if it has one.
-    fn at(&self, start: DateTime<Utc>) -> Option<f64> {
-        let d = self.data?;
-        let i = d.samples.partition_point(|s| s.timestamp < start);
-        d.samples.get(i).filter(|s| s.timestamp == start).map(|s| s.value)
-    }
-
     /// The values of the last `n` complete periods, oldest first, skipping periods that start
     /// before `not_before` (warm-up). `None` when a period in range has no value and nothing is
     /// assumed; fewer than `n` values when warm-up excluded some.
@@ -159,13 +152,20 @@ impl<'a> MetricView<'a> {
         };
         let period = TimeDelta::seconds(d.period_secs.max(1));
         let mut out = Vec::with_capacity(n);
+        // Where the oldest period is, then a walk forward (the samples are in time order): the
+        // window's datapoints are read once, in order.
+        let samples = d.samples;
+        let mut i = first_at_or_after(samples, d.complete_until - period * n as i32, period);
         for k in (1..=n as i32).rev() {
             let start = d.complete_until - period * k;
+            while samples.get(i).is_some_and(|s| s.timestamp < start) {
+                i += 1;
+            }
             if not_before.is_some_and(|nb| start < nb) {
                 continue;
             }
-            match self.at(start) {
-                Some(v) => out.push((start, v)),
+            match samples.get(i).filter(|s| s.timestamp == start) {
+                Some(s) => out.push((start, s.value)),
                 None => {
                     let v = self.assume?;
                     self.assumed.set(true);
@@ -190,6 +190,30 @@ impl<'a> MetricView<'a> {
     pub fn newest_slot(&self) -> Option<DateTime<Utc>> {
         self.data
             .map(|d| d.complete_until - TimeDelta::seconds(d.period_secs.max(1)))
+    }
+}
+
+/// The index of the first sample at or after `t`. The samples are usually one a period up to
+/// the newest: the index that spacing gives is checked (two reads near each other) before a
+/// binary search (several reads far apart, each a cache miss on a fleet's worth of series).
+fn first_at_or_after(samples: &[Sample], t: DateTime<Utc>, period: TimeDelta) -> usize {
+    let search = || samples.partition_point(|s| s.timestamp < t);
+    let Some(last) = samples.last() else {
+        return 0;
+    };
+    if last.timestamp < t {
+        return samples.len();
+    }
+    let after = ((last.timestamp - t).num_seconds() / period.num_seconds().max(1)) as usize + 1;
+    let Some(guess) = samples.len().checked_sub(after) else {
+        return search();
+    };
+    let at = samples[guess].timestamp >= t;
+    let before = guess == 0 || samples[guess - 1].timestamp < t;
+    if at && before {
+        guess
+    } else {
+        search()
     }
 }
 
@@ -382,8 +406,8 @@ impl<'a> EvalInput<'a> {
 }
 
 /// A number for people in reasons: at most two decimals, no trailing zeros.
-pub fn num(v: f64) -> String {
-    crate::format::short_number(v, 2)
+pub fn num(v: f64) -> crate::format::Short {
+    crate::format::Short(v, 2)
 }
 
 /// What the engine needs to know about a target this tick.
@@ -468,5 +492,28 @@ mod tests {
         // 3 hours of changes at most (one per look here), plus the one in force at the cutoff.
         assert!(h.points.len() <= 3 * 3600 / 15 + 1, "{}", h.points.len());
         assert!(h.mean(t(10_000 * 15 - 60), t(10_000 * 15)).is_some());
+    }
+
+    proptest::proptest! {
+        /// The index the spacing gives, checked, is the binary search's, on series with gaps,
+        /// irregular steps, and times before, inside and after them.
+        #[test]
+        fn the_spaced_guess_finds_what_the_binary_search_finds(
+            steps in proptest::collection::vec(1i64..200, 0..80),
+            at in -100i64..20_000,
+            period in 1i64..120,
+        ) {
+            let mut t = 1_000i64;
+            let samples: Vec<Sample> = steps
+                .iter()
+                .map(|s| {
+                    t += s;
+                    Sample { timestamp: DateTime::from_timestamp(t, 0).unwrap(), value: 0.0 }
+                })
+                .collect();
+            let at = DateTime::from_timestamp(1_000 + at, 0).unwrap();
+            let want = samples.partition_point(|s| s.timestamp < at);
+            proptest::prop_assert_eq!(first_at_or_after(&samples, at, TimeDelta::seconds(period)), want);
+        }
     }
 }

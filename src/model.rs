@@ -366,7 +366,7 @@ impl std::fmt::Display for VoteStatus {
 pub struct Vote {
     pub rule: String,
     /// `target_tracking`, `step_scaling`, ...
-    pub kind: String,
+    pub kind: std::borrow::Cow<'static, str>,
     pub status: VoteStatus,
     /// The count it asked for, when it asked for one.
     pub wants: Option<u32>,

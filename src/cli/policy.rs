@@ -351,7 +351,7 @@ fn table_row(
     let mut line = format!("{:<17}", d.at.format("%m-%d %H:%M:%S"));
     for m in metrics {
         let v = seen.get(m).map(num);
-        let _ = write!(line, " {:>10}", v.unwrap_or_else(|| "-".into()));
+        let _ = write!(line, " {:>10}", v.map_or_else(|| "-".into(), |v| v.to_string()));
     }
     let count = if d.desired == d.current {
         d.current.to_string()

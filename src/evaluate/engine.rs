@@ -46,15 +46,15 @@ pub struct TargetState {
     pub running: RunningHistory,
 }
 
-/// A counted wish of one rule.
+/// A counted wish of one rule: its vote (with the reason) is `votes[vote]`.
 struct Wish<'r> {
     rule: &'r Rule,
     count: u32,
-    reason: String,
+    vote: usize,
 }
 
 fn until(t: DateTime<Utc>) -> String {
-    t.format("%H:%M:%S").to_string()
+    crate::format::clock(t)
 }
 
 /// Decides for one target. `externals` holds the answers of its external rules, by rule name.
@@ -126,9 +126,10 @@ struct Ballot<'r> {
     inputs: BTreeMap<String, f64>,
     outs: Vec<Wish<'r>>,
     ins: Vec<Wish<'r>>,
-    /// Rules that keep the count (or cannot say), with why: they block a scale-in.
-    blockers: Vec<String>,
-    holds: Vec<String>,
+    /// The votes of rules that keep the count (or cannot say): they block a scale-in.
+    blockers: Vec<usize>,
+    /// Rules that want this very count.
+    holds: usize,
     /// A rule blind on a metric whose missing data holds the target.
     freeze: Option<(&'r Rule, String)>,
 }
@@ -209,11 +210,10 @@ impl<'a> Context<'a> {
         let wish = Wish {
             rule,
             count: *d,
-            reason: format!("{reason}: the window starts, desired {d}"),
+            vote: ballot.votes.len(),
         };
-        ballot
-            .votes
-            .push(vote(rule, VoteStatus::Wants, Some(*d), wish.reason.clone()));
+        let reason = format!("{reason}: the window starts, desired {d}");
+        ballot.votes.push(vote(rule, VoteStatus::Wants, Some(*d), reason));
         if *d >= o.current {
             ballot.outs.push(wish);
         } else {
@@ -340,7 +340,7 @@ impl<'a> Context<'a> {
                 );
             }
             if decider.is_none() || current < b.min {
-                rule_name = Some(b.min_source.clone());
+                rule_name = Some(b.min_source.to_string());
             }
             desired = b.min;
         } else if desired > b.max {
@@ -349,7 +349,7 @@ impl<'a> Context<'a> {
                 format!("limited to the maximum {} ({})", b.max, b.max_source),
             );
             if current > b.max {
-                rule_name = Some(b.max_source.clone());
+                rule_name = Some(b.max_source.to_string());
             }
             desired = b.max;
         }
@@ -379,17 +379,27 @@ impl<'r> Ballot<'r> {
                     self.votes
                         .push(vote(rule, VoteStatus::ForecastOnly, Some(count), reason));
                 } else if count > current {
+                    let vote_at = self.votes.len();
                     self.votes
-                        .push(vote(rule, VoteStatus::Wants, Some(count), reason.clone()));
-                    self.outs.push(Wish { rule, count, reason });
+                        .push(vote(rule, VoteStatus::Wants, Some(count), reason));
+                    self.outs.push(Wish {
+                        rule,
+                        count,
+                        vote: vote_at,
+                    });
                 } else if count < current && assumed {
                     let reason =
                         format!("{reason}; not scaling in on an assumed value (missing_data: assume)");
                     self.hold(rule, reason, current, false);
                 } else if count < current {
+                    let vote_at = self.votes.len();
                     self.votes
-                        .push(vote(rule, VoteStatus::Wants, Some(count), reason.clone()));
-                    self.ins.push(Wish { rule, count, reason });
+                        .push(vote(rule, VoteStatus::Wants, Some(count), reason));
+                    self.ins.push(Wish {
+                        rule,
+                        count,
+                        vote: vote_at,
+                    });
                 } else {
                     self.hold(rule, reason, current, true);
                 }
@@ -400,18 +410,16 @@ impl<'r> Ballot<'r> {
             Recommendation::Missing { metric, reason } => {
                 let behaviour = policy.missing_for(&metric);
                 let reason = format!("{reason} (missing_data: {behaviour})");
-                self.votes
-                    .push(vote(rule, VoteStatus::MissingData, None, reason.clone()));
                 if behaviour == MissingData::Hold && self.freeze.is_none() {
                     self.freeze = Some((rule, reason.clone()));
                 }
-                self.blockers.push(format!("{}: {reason}", rule.name));
+                self.blockers.push(self.votes.len());
+                self.votes.push(vote(rule, VoteStatus::MissingData, None, reason));
             }
             Recommendation::Error { reason } => {
                 let reason = format!("{reason}; holding");
-                self.votes
-                    .push(vote(rule, VoteStatus::Error, None, reason.clone()));
-                self.blockers.push(format!("{}: {reason}", rule.name));
+                self.blockers.push(self.votes.len());
+                self.votes.push(vote(rule, VoteStatus::Error, None, reason));
             }
         }
     }
@@ -419,11 +427,11 @@ impl<'r> Ballot<'r> {
     /// A rule that keeps the count: it blocks a scale-in (and, when it wants this very count,
     /// is a reason to hold).
     fn hold(&mut self, rule: &'r Rule, reason: String, current: u32, wants_this: bool) {
+        self.blockers.push(self.votes.len());
         self.votes
-            .push(vote(rule, VoteStatus::Holds, Some(current), reason.clone()));
-        self.blockers.push(format!("{}: {reason}", rule.name));
+            .push(vote(rule, VoteStatus::Holds, Some(current), reason));
         if wants_this {
-            self.holds.push(reason);
+            self.holds += 1;
         }
     }
 
@@ -434,7 +442,7 @@ impl<'r> Ballot<'r> {
             return (current, Some(*rule), format!("{why}: the target holds"));
         }
         if let Some(w) = self.outs.iter().max_by_key(|w| w.count) {
-            return (w.count, Some(w.rule), w.reason.clone());
+            return (w.count, Some(w.rule), self.votes[w.vote].reason.clone());
         }
         if let Some(w) = self
             .ins
@@ -442,17 +450,25 @@ impl<'r> Ballot<'r> {
             .max_by_key(|w| w.count)
             .filter(|_| self.blockers.is_empty())
         {
-            return (w.count, Some(w.rule), w.reason.clone());
+            return (w.count, Some(w.rule), self.votes[w.vote].reason.clone());
         }
         if let Some(w) = self.ins.first() {
-            let why = self.blockers.join("; ");
+            let why: Vec<String> = self
+                .blockers
+                .iter()
+                .map(|&i| format!("{}: {}", self.votes[i].rule, self.votes[i].reason))
+                .collect();
             return (
                 current,
                 Some(w.rule),
-                format!("{} — no scale-in: not every rule agrees ({why})", w.reason),
+                format!(
+                    "{} — no scale-in: not every rule agrees ({})",
+                    self.votes[w.vote].reason,
+                    why.join("; ")
+                ),
             );
         }
-        if self.holds.is_empty() && self.blockers.is_empty() {
+        if self.holds == 0 && self.blockers.is_empty() {
             return (current, None, "no rule asked for a change".to_string());
         }
         let parts: Vec<&str> = self
@@ -468,7 +484,7 @@ impl<'r> Ballot<'r> {
 fn vote(rule: &Rule, status: VoteStatus, wants: Option<u32>, reason: String) -> Vote {
     Vote {
         rule: rule.name.clone(),
-        kind: rule.spec.kind().to_string(),
+        kind: rule.spec.kind().into(),
         status,
         wants,
         reason,
@@ -504,21 +520,17 @@ impl TargetState {
                 Action::Hold => {}
             }
         }
+        let pending = policy.bounds(d.at).pending_desired;
         if applied || d.action == Action::Hold {
-            for (key, rule, count) in policy.bounds(d.at).pending_desired {
-                let voted = d.votes.iter().any(|v| v.rule == rule && v.wants == Some(count));
-                if voted && !self.applied_windows.contains(&key) {
-                    self.applied_windows.push(key);
+            for (key, rule, count) in &pending {
+                let voted = d.votes.iter().any(|v| &v.rule == rule && v.wants == Some(*count));
+                if voted && !self.applied_windows.contains(key) {
+                    self.applied_windows.push(key.clone());
                 }
             }
         }
         // Keep only windows still in force.
-        let active: Vec<String> = policy
-            .bounds(d.at)
-            .pending_desired
-            .into_iter()
-            .map(|(k, _, _)| k)
-            .collect();
-        self.applied_windows.retain(|k| active.contains(k));
+        self.applied_windows
+            .retain(|k| pending.iter().any(|(p, _, _)| p == k));
     }
 }

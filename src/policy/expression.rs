@@ -16,6 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::fmt::Write as _;
 
 use super::Policy;
 use crate::eval_io::{num, EvalInput, Recommendation};
@@ -608,20 +609,19 @@ impl Policy for Expression {
             },
             Ok(v) => {
                 let want = v.max(0.0).ceil().min(f64::from(u32::MAX)) as u32;
-                let used: Vec<String> = seen.iter().map(|(k, v)| format!("{k} {}", num(*v))).collect();
-                let used = if used.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", used.join(", "))
-                };
+                // `SOURCE` = V (metric value, …) → current → want, written once.
+                let mut reason = String::with_capacity(self.source.len() + 48 + 24 * seen.len());
+                let _ = write!(reason, "`{}` = {}", self.source, num(v));
+                for (i, (k, v)) in seen.iter().enumerate() {
+                    let _ = write!(reason, "{}{k} {}", if i == 0 { " (" } else { ", " }, num(*v));
+                }
+                if !seen.is_empty() {
+                    reason.push(')');
+                }
+                let _ = write!(reason, " → {} → {want}", input.current);
                 Recommendation::Wants {
                     count: want,
-                    reason: format!(
-                        "`{}` = {}{used} → {} → {want}",
-                        self.source,
-                        num(v),
-                        input.current
-                    ),
+                    reason,
                     inputs: seen,
                 }
             }

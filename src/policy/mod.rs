@@ -250,8 +250,8 @@ pub struct Bounds {
     pub min: u32,
     pub max: u32,
     /// `min`, or `schedule:RULE/WINDOW` when a window raised it.
-    pub min_source: String,
-    pub max_source: String,
+    pub min_source: std::borrow::Cow<'static, str>,
+    pub max_source: std::borrow::Cow<'static, str>,
     /// Windows in force whose `desired` is yet to be applied: (key, rule, count).
     pub pending_desired: Vec<(String, String, u32)>,
 }
@@ -296,11 +296,11 @@ impl TargetPolicy {
         }
         if let Some((m, s)) = best_min {
             b.min = m;
-            b.min_source = s;
+            b.min_source = s.into();
         }
         if let Some((m, s)) = best_max {
             b.max = m;
-            b.max_source = s;
+            b.max_source = s.into();
         }
         if b.min > b.max {
             b.max = b.min;

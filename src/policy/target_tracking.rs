@@ -295,7 +295,7 @@ impl TargetTracking {
             });
         };
         if slots.len() < n {
-            let since = r.not_before.unwrap_or(r.input.now).format("%H:%M:%S");
+            let since = crate::format::clock(r.not_before.unwrap_or(r.input.now));
             return Err(self.hold(
                 r.input.current,
                 format!(
@@ -626,7 +626,7 @@ impl Policy for TargetTracking {
         let view = input.metric(&self.metric);
         let (target, shown) = match self.foreseen_target.filter(|_| input.foreseen) {
             Some(t) => (t, format!("{} (a day's forecast in force)", num(t))),
-            None => (self.target, num(self.target)),
+            None => (self.target, num(self.target).to_string()),
         };
         let r = Reading {
             input,
@@ -637,7 +637,7 @@ impl Policy for TargetTracking {
             shown,
             hi: target * (1.0 + self.tolerance),
             lo: target * (1.0 - self.tolerance),
-            tol: num(self.tolerance * 100.0),
+            tol: num(self.tolerance * 100.0).to_string(),
         };
         let out = match self.slots(&r, self.scale_out_datapoints) {
             Ok(s) => s,
