@@ -102,6 +102,10 @@ pub struct Metrics {
     /// Reloads by result (`ok`, `unchanged`, `failed`).
     reloads: Labeled,
     reload: Mutex<Option<super::status::ReloadStatus>>,
+    /// With `collect.events`: services read (or served as last read), by why.
+    service_reads: Labeled,
+    /// Messages of the ECS events queue, by what became of them.
+    events: Labeled,
 }
 
 impl Metrics {
@@ -133,7 +137,35 @@ impl Metrics {
             notifications: Labeled::default(),
             reloads,
             reload: Mutex::new(None),
+            service_reads: Labeled::default(),
+            events: Labeled::default(),
         }
+    }
+
+    /// The collect stage's reads of services, and the events queue's messages, so far.
+    pub fn set_reads(&self, r: crate::collect::book::ReadCounts, e: crate::collect::events::EventCounts) {
+        for (why, n) in [
+            ("new", r.new),
+            ("changed", r.changed),
+            ("in_motion", r.in_motion),
+            ("reconciled", r.reconciled),
+            ("kept", r.kept),
+        ] {
+            self.service_reads.set(vec![("why", why.to_string())], n);
+        }
+        for (what, n) in [
+            ("about_services", e.about_services),
+            ("other", e.other),
+            ("unreadable", e.unreadable),
+            ("deleted", e.deleted),
+            ("not_deleted", e.not_deleted),
+        ] {
+            self.events.set(vec![("message", what.to_string())], n);
+        }
+    }
+
+    pub fn service_reads(&self, why: &str) -> u64 {
+        self.service_reads.get(&[("why", why)])
     }
 
     pub fn tick_done(&self, took: Duration) {
@@ -444,7 +476,7 @@ impl Metrics {
             "1 while this worker may act (the leader, or the only worker).",
             u8::from(self.leader.load(Ordering::Relaxed)),
         );
-        let labelled: [(&str, &str, &str, &Labeled); 6] = [
+        let labelled: [(&str, &str, &str, &Labeled); 8] = [
             ("ecscale_decisions_total", "counter", "Decisions, by target kind and action.", &self.decisions),
             ("ecscale_actions_total", "counter", "What the actuators did, by target kind and result.", &self.actions),
             ("ecscale_errors_total", "counter", "Failures, by stage.", &self.errors),
@@ -465,6 +497,18 @@ impl Metrics {
                 "counter",
                 "Notifications, by target and result (sent, failed, dropped).",
                 &self.notifications,
+            ),
+            (
+                "ecscale_service_reads_total",
+                "counter",
+                "With collect.events: services described by the collect stage, by why (new, changed, in_motion, reconciled), or served as last read (kept).",
+                &self.service_reads,
+            ),
+            (
+                "ecscale_ecs_events_total",
+                "counter",
+                "Messages of the ECS events queue: about_services, other (about no service), unreadable (not an ECS event), deleted, not_deleted.",
+                &self.events,
             ),
         ];
         for (name, kind, help, values) in labelled {

@@ -309,6 +309,10 @@ impl Worker {
             lap = Instant::now();
         };
         let snapshot = self.collector.collect(now).await;
+        if self.config.collect.events.is_some() {
+            self.metrics
+                .set_reads(self.collector.reads(now).0, self.clients.changes.counts());
+        }
         stage(&mut report, "collect");
         for p in &snapshot.problems {
             tracing::warn!(scope = %p.scope, "{}", p.message);

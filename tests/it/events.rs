@@ -83,23 +83,15 @@ fn task_event(region: &str, cluster: &str, service: &str) -> String {
     .to_string()
 }
 
-fn desired(s: &ecscale::model::Snapshot, name: &str) -> u32 {
-    s.services()
-        .find(|x| x.name == name)
-        .unwrap_or_else(|| panic!("{name} not in the snapshot"))
-        .desired
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_reads_its_service_alone_and_the_reconciliation_catches_a_lost_one_within_its_bound() {
+/// A cluster of `n` services `svc-00`… at rest (moto starts no tasks, so a service wanting any
+/// would be forever in motion), and an SQS queue for its events.
+async fn stage(prefix: &str, n: usize) -> (Moto, String, String) {
     credentials();
-    let region = "me-central-1";
-    let moto = Moto::new(&moto_url(), region);
-    let cluster = unique("events");
+    let moto = Moto::new(&moto_url(), "me-central-1");
+    let cluster = unique(prefix);
     moto.cluster(&cluster).await.unwrap();
     let td = moto.task_definition(&unique("svc"), 256, 512).await.unwrap();
-    // At rest (moto starts no tasks, so a service wanting any would be forever in motion).
-    for i in 0..SERVICES {
+    for i in 0..n {
         moto.service(&cluster, &format!("svc-{i:02}"), &td, 0, &[])
             .await
             .unwrap();
@@ -110,9 +102,21 @@ async fn an_event_reads_its_service_alone_and_the_reconciliation_catches_a_lost_
         .queue_name(unique("ecs-events"))
         .send()
         .await
-        .unwrap()
-        .queue_url
         .unwrap();
+    (moto, cluster, queue.queue_url.unwrap())
+}
+
+fn desired(s: &ecscale::model::Snapshot, name: &str) -> u32 {
+    s.services()
+        .find(|x| x.name == name)
+        .unwrap_or_else(|| panic!("{name} not in the snapshot"))
+        .desired
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_reads_its_service_alone_and_the_reconciliation_catches_a_lost_one_within_its_bound() {
+    let (moto, cluster, queue) = stage("events", SERVICES).await;
+    let region = moto.region.clone();
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "aws: {{region: {region}, endpoint_url: {url}}}\nschedule: {{interval: 20s}}\ncollect: {{container_instances: false, pending_tasks: false, events: {{queue_url: {queue}, reconcile: 2m}}}}\nclusters:\n  - name: {cluster}\n    discover: {{name_prefix: svc-}}\n",
@@ -154,7 +158,7 @@ async fn an_event_reads_its_service_alone_and_the_reconciliation_catches_a_lost_
     moto.sqs
         .send_message()
         .queue_url(&queue)
-        .message_body(task_event(region, &cluster, "svc-07"))
+        .message_body(task_event(&region, &cluster, "svc-07"))
         .send()
         .await
         .unwrap();
@@ -235,4 +239,78 @@ async fn an_event_reads_its_service_alone_and_the_reconciliation_catches_a_lost_
     assert!(oldest.unwrap() <= Duration::from_secs(120), "{oldest:?}");
     assert_eq!(reads.new, SERVICES as u64);
     assert!(reads.changed >= 2 && reads.kept > reads.reconciled, "{reads:?}");
+}
+
+/// The worker's own change: a policy whose minimum is above the service's count scales it out,
+/// and the next tick describes that service again (its count is not the one last read) while
+/// the others wait their turn; `/metrics` counts the reads by why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_own_change_is_read_again_in_the_next_tick() {
+    use ecscale::worker::{Clients, Parts, RunOptions, Worker};
+    let (moto, cluster, queue) = stage("own", 12).await;
+    let region = moto.region.clone();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "web.yaml",
+        &format!("target: {{cluster: {cluster}, service: svc-05}}\nmin: 3\nmax: 5\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 60}}\n"),
+    );
+    let yaml = format!(
+        "aws: {{region: {region}, endpoint_url: {url}}}\nschedule: {{interval: 20s}}\ncollect: {{container_instances: false, pending_tasks: false, events: {{queue_url: {queue}, reconcile: 10m}}}}\nclusters:\n  - name: {cluster}\n    discover: {{name_prefix: svc-}}\npolicies: [web.yaml]\nworker: {{state: {{file: {state}}}}}\n",
+        url = moto_url(),
+        state = dir.path().join("state.json").display()
+    );
+    let path = write(dir.path(), "ecscale.yaml", &yaml);
+    let config = ecscale::config::load(&path, &Vars::from_pairs([])).unwrap();
+    let policies = ecscale::policy::load_for(&config)
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.targets)
+        .collect();
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .unwrap();
+    let clients = Clients::aws(&aws).with_events(&aws, &config.collect);
+    assert!(clients.events.is_some());
+    let store = ecscale::worker::store(&config, None).unwrap();
+    let metrics = Arc::new(ecscale::worker::metrics::Metrics::new(
+        aws.meter.clone(),
+        Duration::from_secs(60),
+    ));
+    let parts = Parts {
+        store,
+        lease: None,
+        metrics: metrics.clone(),
+        ship: None,
+        notify: None,
+    };
+    let opts = RunOptions::default();
+    let mut w = Worker::new(config, policies, clients, parts, &opts)
+        .await
+        .unwrap();
+    let t0 = Utc::now();
+    let report = w.tick(t0).await;
+    let (d, _) = report
+        .services
+        .iter()
+        .find(|(d, _)| d.target.to_string().ends_with("/svc-05"))
+        .expect("a decision for svc-05");
+    assert_eq!(d.desired, 3, "{report:#?}");
+    let described = moto
+        .describe_service(&cluster, "svc-05")
+        .await
+        .unwrap()
+        .desired_count();
+    assert_eq!(described, 3);
+    assert_eq!(metrics.service_reads("new"), 12);
+    w.tick(t0 + TimeDelta::seconds(20)).await;
+    // svc-05: changed by the worker (and now in motion: moto starts no task).
+    assert_eq!(metrics.service_reads("changed"), 1);
+    assert_eq!(
+        metrics.service_reads("kept") + metrics.service_reads("reconciled"),
+        11
+    );
+    assert!(metrics
+        .render()
+        .contains("ecscale_service_reads_total{why=\"changed\"} 1"));
 }
