@@ -159,6 +159,8 @@ pub struct MetricQuery {
 /// A GetMetricData call: up to [`METRIC_QUERIES_PER_CALL`] queries over one time window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricDataRequest {
+    /// The cluster whose account and region the call goes to (`None`: the worker's own).
+    pub via: Option<String>,
     pub queries: Vec<MetricQuery>,
     /// Inclusive.
     pub start: DateTime<Utc>,

@@ -183,6 +183,12 @@ pub fn required(config: &Config) -> Vec<Need> {
             &["sqs:ReceiveMessage", "sqs:DeleteMessage"],
         );
     }
+    if config.clusters.iter().any(|c| c.role_arn.is_some()) {
+        add(
+            "clusters[].role_arn (clusters in other accounts)",
+            &["sts:AssumeRole"],
+        );
+    }
     let dynamo =
         matches!(config.worker.state, StateBackend::DynamoDb { .. }) || config.worker.leader.is_some();
     if dynamo {
@@ -219,7 +225,15 @@ pub fn check(stack: &Stack, clusters: &[String], config: &Config, policies: &[Ta
             stack.file, n.action, n.why
         ));
     }
-    let named: BTreeSet<&str> = clusters.iter().map(String::as_str).collect();
+    let mut named: BTreeSet<&str> = clusters.iter().map(String::as_str).collect();
+    // Clusters in other accounts are granted by their own role there, not by this stack.
+    named.extend(
+        config
+            .clusters
+            .iter()
+            .filter(|c| c.role_arn.is_some())
+            .map(|c| c.name.as_str()),
+    );
     let mut used: Vec<(String, String)> = config
         .clusters
         .iter()
@@ -272,7 +286,7 @@ mod tests {
     /// policy's actions but StartTask and StopTask (the groups'), and never one it lacks.
     #[test]
     fn every_feature_needs_exactly_the_least_privilege_policys_actions() {
-        let text = "schedule: {interval: 30s}\ncollect: {events: {queue_url: 'https://sqs.eu-west-1.amazonaws.com/1/x-ecs-events'}}\nclusters: [{name: a, services: [b]}]\ncapacity: [{auto_scaling_group: g, cluster: a, capacity_provider: take_over}]\nworker:\n  app_autoscaling: take_over\n  state: {dynamodb_table: t}\n  leader: {dynamodb_table: t}\n";
+        let text = "schedule: {interval: 30s}\ncollect: {events: {queue_url: 'https://sqs.eu-west-1.amazonaws.com/1/x-ecs-events'}}\nclusters: [{name: a, services: [b]}, {name: x, role_arn: 'arn:aws:iam::222222222222:role/ecscale-cluster-access', services: [y]}]\ncapacity: [{auto_scaling_group: g, cluster: a, capacity_provider: take_over}]\nworker:\n  app_autoscaling: take_over\n  state: {dynamodb_table: t}\n  leader: {dynamodb_table: t}\n";
         let config = crate::config::load_str(text, "c.yaml", Path::new("/"), &Default::default()).unwrap();
         let needed: BTreeSet<&str> = required(&config).iter().map(|n| n.action).collect();
         let policy: serde_json::Value =

@@ -9,6 +9,7 @@ pub mod budget;
 mod cloudwatch;
 mod ecs;
 mod meter;
+pub mod routes;
 mod scaling;
 pub mod sigv4;
 mod silence;
@@ -61,6 +62,9 @@ pub struct AwsContext {
     sqs: aws_sdk_sqs::Client,
     calls: CallSettings,
     sqs_endpoint: String,
+    /// What the clients were built from (for [`AwsContext::place`]).
+    sdk: aws_config::SdkConfig,
+    settings: AwsSettings,
 }
 
 impl fmt::Debug for AwsContext {
@@ -117,6 +121,31 @@ impl AwsContext {
     /// Builds the clients. Nothing is sent yet: credentials are resolved on the first call.
     pub async fn connect(settings: &AwsSettings, meter: ApiMeter) -> Result<Self, Error> {
         let sdk = sdk_config(settings).await;
+        Self::from_sdk(sdk, settings, meter)
+    }
+
+    /// The clients of another place, sharing this context's meter and settings: `region` (else
+    /// this one's), with the credentials of `role` assumed through STS from this context's own
+    /// (cached, and renewed before they expire), else this context's.
+    pub async fn place(&self, region: Option<&str>, role: Option<&str>) -> Result<Self, Error> {
+        let mut b = self.sdk.to_builder();
+        if let Some(r) = region {
+            b.set_region(Some(Region::new(r.to_string())));
+        }
+        if let Some(role) = role {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("ecscale")
+                .configure(&self.sdk)
+                .build()
+                .await;
+            b.set_credentials_provider(Some(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            ));
+        }
+        Self::from_sdk(b.build(), &self.settings, self.meter.clone())
+    }
+
+    fn from_sdk(sdk: aws_config::SdkConfig, settings: &AwsSettings, meter: ApiMeter) -> Result<Self, Error> {
         let region = sdk.region().ok_or(Error::NoRegion)?.to_string();
         let endpoint = |service: &str| {
             settings
@@ -192,6 +221,8 @@ impl AwsContext {
             }),
             region,
             meter,
+            sdk,
+            settings: settings.clone(),
         })
     }
 

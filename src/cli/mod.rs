@@ -20,7 +20,6 @@ mod twin;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -454,6 +453,46 @@ async fn validate(path: &std::path::Path, vars: &Vars, aws: bool) -> Result<u8, 
     managed_groups(&config).await
 }
 
+/// `validate --aws`: each cluster in another region or account is reached (its role assumed
+/// through STS, its services listed there); the problems.
+async fn places(config: &Config, aws: &AwsContext) -> u32 {
+    use crate::api::EcsApi as _;
+    let file = config.file.display();
+    let mut problems = 0;
+    for c in config.clusters.iter().filter(|c| c.place() != (None, None)) {
+        let (region, role) = c.place();
+        let how = match (region, role) {
+            (Some(r), Some(role)) => format!("role {role} in {r}"),
+            (None, Some(role)) => format!("role {role}"),
+            (Some(r), None) => format!("region {r}"),
+            (None, None) => String::new(),
+        };
+        let listed = match aws.place(region, role).await {
+            Ok(ctx) => ctx
+                .ecs
+                .list_services(&c.name, None)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok(page) => println!(
+                "cluster {}: reached through {how} ({} services on the first page)",
+                c.name,
+                page.items.len()
+            ),
+            Err(e) => {
+                eprintln!(
+                    "problem: {file}: cluster {}: not reached through {how}: {e}",
+                    c.name
+                );
+                problems += 1;
+            }
+        }
+    }
+    problems
+}
+
 /// `validate --aws`: for each group in `capacity:`, whether a capacity provider with managed
 /// scaling sizes it (a warning saying what the worker will do), from DescribeClusters and
 /// DescribeCapacityProviders.
@@ -464,7 +503,7 @@ async fn managed_groups(config: &Config) -> Result<u8, Failure> {
         .await
         .map_err(invalid)?;
     let file = config.file.display();
-    let mut problems = 0;
+    let mut problems = places(config, &aws).await;
     for spec in &config.capacity {
         let group = &spec.auto_scaling_group;
         let providers = match aws.ecs.capacity_providers(&spec.cluster).await {
@@ -503,13 +542,10 @@ async fn collect_once(path: &std::path::Path, vars: &Vars, format: Format) -> Re
     let aws = AwsContext::connect(&config.aws, meter.clone())
         .await
         .map_err(invalid)?;
-    let collector = Collector::new(
-        &config,
-        Arc::new(aws.ecs.clone()),
-        Arc::new(aws.cloudwatch.clone()),
-        meter,
-    )
-    .with_signer(aws.signer());
+    let clients = crate::worker::Clients::routed(&aws, &config)
+        .await
+        .map_err(invalid)?;
+    let collector = Collector::new(&config, clients.ecs, clients.cloudwatch, meter).with_signer(aws.signer());
     let snapshot = collector.collect(chrono::Utc::now()).await;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&snapshot)?),
@@ -559,7 +595,10 @@ async fn run_worker(
     let aws = AwsContext::connect(&config.aws, ApiMeter::default())
         .await
         .map_err(invalid)?;
-    let clients = crate::worker::Clients::aws(&aws).with_events(&aws, &config.collect);
+    let clients = crate::worker::Clients::routed(&aws, &config)
+        .await
+        .map_err(invalid)?
+        .with_events(&aws, &config.collect);
     let opts = crate::worker::RunOptions {
         dry_run,
         max_ticks: ticks,

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -332,13 +331,11 @@ async fn from_cloudwatch(
             refresh: Duration::ZERO,
         })
         .collect();
-    let collector = Collector::new(
-        &config,
-        Arc::new(aws.ecs.clone()),
-        Arc::new(aws.cloudwatch.clone()),
-        meter.clone(),
-    )
-    .with_history(needs);
+    let clients = crate::worker::Clients::routed(&aws, &config)
+        .await
+        .map_err(invalid)?;
+    let collector =
+        Collector::new(&config, clients.ecs, clients.cloudwatch, meter.clone()).with_history(needs);
     let snap = collector.collect(Utc::now()).await;
     for p in &snap.problems {
         eprintln!("problem: {p}");

@@ -243,6 +243,7 @@ pub fn pack(series: Vec<PlannedSeries>) -> Plan {
                 && (queries.len() == METRIC_QUERIES_PER_CALL || points + n > DATAPOINTS_PER_CALL)
             {
                 requests.push(MetricDataRequest {
+                    via: None,
                     queries: std::mem::take(&mut queries),
                     start,
                     end,
@@ -253,10 +254,41 @@ pub fn pack(series: Vec<PlannedSeries>) -> Plan {
             queries.push(query(s));
         }
         if !queries.is_empty() {
-            requests.push(MetricDataRequest { queries, start, end });
+            requests.push(MetricDataRequest {
+                via: None,
+                queries,
+                start,
+                end,
+            });
         }
     }
     Plan { requests, series }
+}
+
+/// [`pack`] for each account and region apart: `via` names the cluster whose account and region
+/// a series' cluster is in (`None`: the worker's own), and each call goes there.
+pub fn pack_routed(series: Vec<PlannedSeries>, via: impl Fn(&str) -> Option<String>) -> Plan {
+    let mut groups: Vec<(Option<String>, Vec<PlannedSeries>)> = Vec::new();
+    for s in series {
+        let v = via(&s.metric.key.cluster);
+        match groups.iter_mut().find(|(g, _)| *g == v) {
+            Some((_, members)) => members.push(s),
+            None => groups.push((v, vec![s])),
+        }
+    }
+    let mut out = Plan {
+        requests: Vec::new(),
+        series: Vec::new(),
+    };
+    for (v, members) in groups {
+        let mut p = pack(members);
+        for r in &mut p.requests {
+            r.via = v.clone();
+        }
+        out.requests.extend(p.requests);
+        out.series.extend(p.series);
+    }
+    out
 }
 
 fn period_secs(spec: &MetricSpec) -> i64 {

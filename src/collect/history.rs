@@ -165,6 +165,7 @@ fn request(
     };
     (
         MetricDataRequest {
+            via: None,
             queries: vec![query],
             start,
             end,
@@ -198,7 +199,8 @@ pub(super) async fn read(
             .as_ref()
             .and_then(|s| s.last())
             .map(|s| s.timestamp - OVERLAP);
-        let (req, period) = request(now, m, n, since);
+        let (mut req, period) = request(now, m, n, since);
+        req.via = c.via(&m.key.cluster);
         let answer = c.limited(super::cloudwatch::read_call(c, &req)).await;
         (m, n, period, req.start, cached, answer)
     });

@@ -156,6 +156,19 @@ impl Collector {
         (self.book.counts(), self.book.oldest(now))
     }
 
+    /// The cluster whose account and region `cluster`'s calls go to: the first cluster of the
+    /// config in the same place; `None` for the worker's own.
+    pub(crate) fn via(&self, cluster: &str) -> Option<String> {
+        let place = self.clusters.iter().find(|c| c.name == cluster)?.place();
+        if place == (None, None) {
+            return None;
+        }
+        self.clusters
+            .iter()
+            .find(|c| c.place() == place)
+            .map(|c| c.name.clone())
+    }
+
     /// Runs `call` once a slot among `collect.concurrency` is free.
     async fn limited<F: Future>(&self, call: F) -> F::Output {
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, running
@@ -210,7 +223,7 @@ impl Collector {
         let split = self
             .recent
             .split(cloudwatch::windows(now, metrics, self.settings.lookback));
-        let plan = cloudwatch::pack(split.due.clone());
+        let plan = cloudwatch::pack_routed(split.due.clone(), |c| self.via(c));
         let details = futures::future::join_all(resolved.into_iter().map(|r| ecs::details(self, r)));
         let ((read, metric_problems), (prom, prom_problems), clusters, (histories, history_problems)) = tokio::join!(
             cloudwatch::fetch(self, plan),

@@ -22,7 +22,7 @@ pub use fields::{check_http_url, redact_url};
 pub use groups::{parse_attribute, AttrOp, AttributeExpr, Constraint, Field, GroupSpec, Placement, SpreadBy};
 pub use notify::{EventKind, NotifyFormat, NotifyTarget, UrlSource};
 pub use parse::{glob_files, is_region, kept_at, parse_cron};
-pub use parse_clusters::{check_placeholders, is_stat};
+pub use parse_clusters::{check_placeholders, is_stat, role_account};
 pub use schema::*;
 pub use worker::{
     read_resources, AppAutoScaling, CapacitySpec, LeaderSettings, ManagedScaling, StateBackend,

@@ -40,6 +40,30 @@ fn read_cluster(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings)
         .opt_with(cx, "metrics", |n, p, cx| read_metrics(n, p, cx, collect))
         .unwrap_or_default();
     let default_metrics = m.or(cx, "default_metrics", true);
+    let region = m.opt_with(cx, "region", |n, p, cx| {
+        let r = String::from_node(n, p, cx)?;
+        if super::parse::is_region(&r) {
+            return Some(r);
+        }
+        cx.error(
+            n.span,
+            p,
+            format!("`{r}` is not an AWS region (such as eu-west-1)"),
+        );
+        None
+    });
+    let role_arn = m.opt_with(cx, "role_arn", |n, p, cx| {
+        let r = String::from_node(n, p, cx)?;
+        if role_account(&r).is_some() {
+            return Some(r);
+        }
+        cx.error(
+            n.span,
+            p,
+            format!("`{r}` is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+        );
+        None
+    });
     if !m.has("services") && !m.has("discover") {
         cx.error(
             m.span(),
@@ -49,7 +73,15 @@ fn read_cluster(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings)
     }
     m.finish(
         cx,
-        &["name", "services", "discover", "metrics", "default_metrics"],
+        &[
+            "name",
+            "services",
+            "discover",
+            "metrics",
+            "default_metrics",
+            "region",
+            "role_arn",
+        ],
     );
     Some(ClusterSpec {
         name: name?,
@@ -57,8 +89,31 @@ fn read_cluster(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings)
         discover,
         metrics,
         default_metrics,
+        region,
+        role_arn,
         span: node.span,
     })
+}
+
+/// The account of a role ARN (`arn:PARTITION:iam::ACCOUNT:role/NAME`), if it is one.
+pub fn role_account(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (arn_, partition, iam, region, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let ok = arn_ == "arn"
+        && partition.starts_with("aws")
+        && iam == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource.strip_prefix("role/").is_some_and(|n| !n.is_empty());
+    ok.then_some(account)
 }
 
 fn read_services(

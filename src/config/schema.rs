@@ -216,11 +216,20 @@ pub struct ClusterSpec {
     pub metrics: Vec<MetricSpec>,
     /// Whether services get the default metrics (CPU, memory, ALB) unless they say otherwise.
     pub default_metrics: bool,
+    /// Its region, when not the worker's (`aws.region`).
+    pub region: Option<String>,
+    /// A role to assume for it (another account), through STS with the standard chain.
+    pub role_arn: Option<String>,
     /// Where this cluster was declared, for messages.
     pub span: Span,
 }
 
 impl ClusterSpec {
+    /// Where its calls go: `(region, role)`, `(None, None)` for the worker's own.
+    pub fn place(&self) -> (Option<&str>, Option<&str>) {
+        (self.region.as_deref(), self.role_arn.as_deref())
+    }
+
     /// The metrics a service of this cluster gets: the defaults (unless turned off), then the
     /// cluster's, then the service's own (`None` for a discovered service), a later one
     /// replacing an earlier one of the same id. Placeholders are left for the collect stage.

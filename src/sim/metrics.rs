@@ -218,6 +218,7 @@ mod tests {
             );
         }
         let q = |stat: &str, period: u32| MetricDataRequest {
+            via: None,
             queries: vec![MetricQuery {
                 id: "a".into(),
                 namespace: "AWS/ECS".into(),

@@ -381,6 +381,7 @@ async fn high_resolution_cpu_is_published_collected_and_acted_on_within_a_minute
     let out = closed_loop(&sim, Scaler::Ecscale(Box::new(worker)), &step, &opts).await;
     // The simulated CloudWatch holds CPU per 20 s: three datapoints a minute.
     let q = crate::api::MetricDataRequest {
+        via: None,
         queries: vec![crate::api::MetricQuery {
             id: "c".into(),
             namespace: "AWS/ECS".into(),

@@ -72,6 +72,9 @@ pub enum Error {
     },
 }
 
+/// Where a cluster is: its region and role (`None`: the worker's own).
+type Place<'a> = (Option<&'a str>, Option<&'a str>);
+
 /// Everything the worker talks to.
 #[derive(Clone)]
 pub struct Clients {
@@ -114,6 +117,58 @@ impl Clients {
             events: None,
             changes: Arc::default(),
         }
+    }
+
+    /// The clients of every place `config`'s clusters are in: the worker's own, and each region
+    /// and role a cluster names (its own clients, read budget and credentials, the role
+    /// assumed through STS from the worker's own).
+    pub async fn routed(aws: &crate::aws::AwsContext, config: &Config) -> Result<Self, crate::aws::Error> {
+        use crate::aws::routes::Routes;
+        let own = Clients::aws(aws);
+        // (the place, its region, its clients)
+        let mut places: Vec<(Place<'_>, String, Clients)> = Vec::new();
+        for c in config.clusters.iter().filter(|c| c.place() != (None, None)) {
+            if !places.iter().any(|(p, _, _)| *p == c.place()) {
+                let ctx = aws.place(c.region.as_deref(), c.role_arn.as_deref()).await?;
+                places.push((c.place(), ctx.region.clone(), Clients::aws(&ctx)));
+            }
+        }
+        if places.is_empty() {
+            return Ok(own);
+        }
+        macro_rules! routes {
+            ($field:ident, $t:ty) => {{
+                let clusters = config
+                    .clusters
+                    .iter()
+                    .filter_map(|c| {
+                        let (_, _, cl) = places.iter().find(|(p, _, _)| *p == c.place())?;
+                        Some((c.name.clone(), cl.$field.clone()))
+                    })
+                    .collect();
+                let places = places
+                    .iter()
+                    .map(|((_, role), region, cl)| {
+                        let account = role
+                            .and_then(crate::config::role_account)
+                            .map(str::to_string);
+                        (region.clone(), account, cl.$field.clone())
+                    })
+                    .collect();
+                Arc::new(Routes::<$t> {
+                    own: own.$field.clone(),
+                    clusters,
+                    places,
+                }) as Arc<$t>
+            }};
+        }
+        Ok(Clients {
+            ecs: routes!(ecs, dyn EcsApi),
+            cloudwatch: routes!(cloudwatch, dyn CloudWatchApi),
+            ecs_write: routes!(ecs_write, dyn EcsWriteApi),
+            app_autoscaling: routes!(app_autoscaling, dyn AppAutoScalingApi),
+            ..own
+        })
     }
 
     /// With the queue of ECS's events that `collect` names (if any).

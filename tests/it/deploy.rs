@@ -311,6 +311,7 @@ fn the_stack_passes_cfn_lint_and_creates_the_worker_with_least_privilege() {
     let lint = std::path::Path::new(&python).with_file_name("cfn-lint");
     let out = std::process::Command::new(lint)
         .arg(repo().join("deploy/ecscale.cfn.yaml"))
+        .arg(repo().join("deploy/cross-account-role.yaml"))
         .output()
         .unwrap();
     assert!(

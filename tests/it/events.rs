@@ -176,6 +176,9 @@ async fn an_event_reads_its_service_alone_and_the_reconciliation_catches_a_lost_
             break;
         }
     }
+    // The queue's calls, as the IAM policy's sqs actions allow them.
+    let used = aws.meter.usage();
+    assert!(used.calls("SQS.ReceiveMessage") >= 1 && used.calls("SQS.DeleteMessageBatch") >= 1);
     let counts = changes.counts();
     assert_eq!(
         (

@@ -5,6 +5,7 @@
 // All of this crate is test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod accounts;
 mod collect;
 mod dashboards;
 mod demo;

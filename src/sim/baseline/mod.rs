@@ -46,6 +46,7 @@ pub(crate) fn query(
     now: DateTime<Utc>,
 ) -> Vec<(DateTime<Utc>, f64)> {
     let request = MetricDataRequest {
+        via: None,
         queries: vec![MetricQuery {
             id: "q".into(),
             namespace: namespace.into(),

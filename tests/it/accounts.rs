@@ -1,0 +1,171 @@
+//! Clusters in other accounts and regions, one worker: against moto's ECS, STS and CloudWatch,
+//! a cluster of another account (its role assumed through STS) and one of another region are
+//! read, and scaled, where they are; the worker's own cluster where it is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ecscale::aws::AwsContext;
+use ecscale::config::env::Vars;
+use ecscale::usage::ApiMeter;
+use ecscale::worker::{Clients, Parts, RunOptions, Worker};
+
+use crate::support::{ecscale, moto_url, run_async, unique, write};
+use crate::worker::credentials;
+
+const OWN_REGION: &str = "eu-central-2";
+const OTHER_REGION: &str = "eu-south-2";
+const ROLE: &str = "arn:aws:iam::222222222222:role/ecscale";
+
+/// A cluster with one service of `desired` tasks, through `ctx`'s ECS client.
+async fn cluster(ctx: &AwsContext, name: &str, service: &str, desired: i32) {
+    let ecs = ctx.ecs.client();
+    ecs.create_cluster().cluster_name(name).send().await.unwrap();
+    let td = ecs
+        .register_task_definition()
+        .family(unique("td"))
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("app")
+                .image("app:1")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let td = td.task_definition.unwrap().task_definition_arn.unwrap();
+    ecs.create_service()
+        .cluster(name)
+        .service_name(service)
+        .task_definition(td)
+        .desired_count(desired)
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn desired(ctx: &AwsContext, cluster: &str, service: &str) -> Option<i32> {
+    let out = ctx
+        .ecs
+        .client()
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .ok()?;
+    out.services?.first().map(|s| s.desired_count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_of_another_account_and_region_are_read_and_scaled_where_they_are() {
+    credentials();
+    let dir = tempfile::tempdir().unwrap();
+    let (own, theirs, away) = (unique("own"), unique("theirs"), unique("away"));
+    write(
+        dir.path(),
+        "api.yaml",
+        &format!("target: {{cluster: {theirs}, service: api}}\nmin: 4\nmax: 6\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 60}}\n"),
+    );
+    let yaml = format!(
+        "aws: {{region: {OWN_REGION}, endpoint_url: {url}}}\nschedule: {{interval: 20s}}\ncollect: {{container_instances: false, pending_tasks: false}}\nclusters:\n  - {{name: {own}, services: [web]}}\n  - {{name: {theirs}, role_arn: '{ROLE}', services: [api]}}\n  - {{name: {away}, region: {OTHER_REGION}, services: [worker]}}\npolicies: [api.yaml]\nworker: {{state: {{file: {state}}}}}\n",
+        url = moto_url(),
+        state = dir.path().join("state.json").display()
+    );
+    let path = write(dir.path(), "ecscale.yaml", &yaml);
+    let config = ecscale::config::load(&path, &Vars::from_pairs([])).unwrap();
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .unwrap();
+    let other_account = aws.place(None, Some(ROLE)).await.unwrap();
+    let other_region = aws.place(Some(OTHER_REGION), None).await.unwrap();
+    cluster(&aws, &own, "web", 1).await;
+    cluster(&other_account, &theirs, "api", 2).await;
+    cluster(&other_region, &away, "worker", 3).await;
+    // Each cluster exists only where it was made.
+    assert_eq!(desired(&aws, &theirs, "api").await, None);
+    assert_eq!(desired(&aws, &away, "worker").await, None);
+
+    let clients = Clients::routed(&aws, &config).await.unwrap();
+    let policies = ecscale::policy::load_for(&config)
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.targets)
+        .collect();
+    let parts = Parts {
+        store: ecscale::worker::store(&config, None).unwrap(),
+        lease: None,
+        metrics: Arc::new(ecscale::worker::metrics::Metrics::new(
+            aws.meter.clone(),
+            Duration::from_secs(60),
+        )),
+        ship: None,
+        notify: None,
+    };
+    let mut w = Worker::new(
+        config.clone(),
+        policies,
+        clients.clone(),
+        parts,
+        &RunOptions::default(),
+    )
+    .await
+    .unwrap();
+    let report = w.tick(chrono::Utc::now()).await;
+    let seen = |name: &str| {
+        report
+            .services
+            .iter()
+            .find(|(d, _)| d.target.to_string().ends_with(&format!("/{name}")))
+            .map(|(d, _)| d.current)
+    };
+    assert_eq!(seen("api"), Some(2), "{report:#?}");
+
+    // The snapshot has every cluster's service, with the counts of its own place.
+    let collector = ecscale::collect::Collector::new(
+        &config,
+        clients.ecs.clone(),
+        clients.cloudwatch.clone(),
+        aws.meter.clone(),
+    );
+    let snap = collector.collect(chrono::Utc::now()).await;
+    let count = |n: &str| snap.services().find(|s| s.name == n).map(|s| s.desired);
+    assert_eq!(
+        (count("web"), count("api"), count("worker")),
+        (Some(1), Some(4), Some(3)),
+        "{:?}",
+        snap.problems
+    );
+    assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+    // The scale-out to the policy's minimum went to the other account.
+    assert_eq!(desired(&other_account, &theirs, "api").await, Some(4));
+    assert_eq!(report.problems, Vec::<String>::new());
+
+    // validate --aws reaches each place, and names the one it cannot reach.
+    let mut cmd = ecscale();
+    cmd.args(["validate", "--aws", "--config"]).arg(&path);
+    let (code, out, err) = run_async(cmd).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("cluster {theirs}: reached through role {ROLE}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("cluster {away}: reached through region {OTHER_REGION}")),
+        "{out}"
+    );
+    let gone = yaml.replace(&format!("{{name: {away}, region"), "{name: nowhere, region");
+    let gone_path = write(dir.path(), "gone.yaml", &gone);
+    let mut cmd = ecscale();
+    cmd.args(["validate", "--aws", "--config"]).arg(&gone_path);
+    let (code, out, err) = run_async(cmd).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "cluster nowhere: not reached through region {OTHER_REGION}"
+        )),
+        "{err}"
+    );
+}
