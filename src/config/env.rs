@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::fields::check_http_url;
-use super::parse::is_region;
+use super::fields::is_region;
 use super::schema::{Config, ElasticsearchSettings};
 use crate::read::yaml::Span;
 use crate::read::Diagnostic;

@@ -68,3 +68,14 @@ pub fn env_name(n: &Node, p: &str, cx: &mut Cx) -> Option<String> {
         None
     }
 }
+
+/// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `eu-central-2`: letters, dash-separated, ending in a number.
+pub fn is_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}

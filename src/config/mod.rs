@@ -18,10 +18,11 @@ mod worker;
 use std::path::{Path, PathBuf};
 
 pub use crate::read::{Diagnostic, Diagnostics};
+pub use fields::is_region;
 pub use fields::{check_http_url, redact_url};
 pub use groups::{parse_attribute, AttrOp, AttributeExpr, Constraint, Field, GroupSpec, Placement, SpreadBy};
 pub use notify::{EventKind, NotifyFormat, NotifyTarget, UrlSource};
-pub use parse::{glob_files, is_region, kept_at, parse_cron};
+pub use parse::{glob_files, kept_at, parse_cron};
 pub use parse_clusters::{check_placeholders, is_stat, role_account};
 pub use schema::*;
 pub use worker::{

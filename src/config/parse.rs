@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::fields::{check_http_url, check_period, env_name};
+use super::fields::{check_http_url, check_period, env_name, is_region};
 use super::parse_clusters::read_clusters;
 use super::schema::*;
 use crate::read::yaml::Node;
@@ -154,17 +154,6 @@ impl FromNode for AwsSettings {
             budget,
         })
     }
-}
-
-/// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `eu-central-2`: letters, dash-separated, ending in a number.
-pub fn is_region(r: &str) -> bool {
-    let parts: Vec<&str> = r.split('-').collect();
-    parts.len() >= 3
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
-        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
-        && !parts[parts.len() - 1].is_empty()
 }
 
 /// An `http://` or `https://` URL with a host.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::fields::check_period;
+use super::fields::{check_period, is_region};
 use super::schema::*;
 use crate::read::yaml::{Node, Value};
 use crate::read::{join, one_of, read_named_list, Cx, FromNode, MapReader};
@@ -42,7 +42,7 @@ fn read_cluster(node: &Node, path: &str, cx: &mut Cx, collect: &CollectSettings)
     let default_metrics = m.or(cx, "default_metrics", true);
     let region = m.opt_with(cx, "region", |n, p, cx| {
         let r = String::from_node(n, p, cx)?;
-        if super::parse::is_region(&r) {
+        if is_region(&r) {
             return Some(r);
         }
         cx.error(
