@@ -56,6 +56,9 @@ pub struct Collector {
     /// Each service's metrics with their placeholders filled, by service and the target group
     /// ECS reported for it: the same every pass until one of those changes.
     resolved: Mutex<HashMap<(ServiceKey, Vec<String>), Resolved>>,
+    /// Each cluster elsewhere (another region or account), and the first cluster of the config
+    /// in the same place, whose clients its calls use ([`Collector::via`]); worked out once.
+    vias: HashMap<String, String>,
     /// With `collect.events`: the services as last read, and which changed since.
     book: book::Book,
     changes: Arc<events::Changes>,
@@ -66,6 +69,18 @@ const RESOLVED_MAX: usize = 20_000;
 
 /// A service's metrics, and the problems of those that could not be filled.
 type Resolved = (Vec<ResolvedMetric>, Vec<Problem>);
+
+/// [`Collector::vias`] of `clusters`.
+fn vias(clusters: &[ClusterSpec]) -> HashMap<String, String> {
+    clusters
+        .iter()
+        .filter(|c| c.place() != (None, None))
+        .filter_map(|c| {
+            let first = clusters.iter().find(|f| f.place() == c.place())?;
+            Some((c.name.clone(), first.name.clone()))
+        })
+        .collect()
+}
 
 impl Collector {
     pub fn new(
@@ -85,6 +100,7 @@ impl Collector {
             history: history::HistoryCache::default(),
             prometheus: prometheus::PromClient::new(&config.prometheus),
             resolved: Mutex::default(),
+            vias: vias(&config.clusters),
             recent: recent::Recent::default(),
             book: book::Book::default(),
             changes: Arc::default(),
@@ -159,14 +175,7 @@ impl Collector {
     /// The cluster whose account and region `cluster`'s calls go to: the first cluster of the
     /// config in the same place; `None` for the worker's own.
     pub(crate) fn via(&self, cluster: &str) -> Option<String> {
-        let place = self.clusters.iter().find(|c| c.name == cluster)?.place();
-        if place == (None, None) {
-            return None;
-        }
-        self.clusters
-            .iter()
-            .find(|c| c.place() == place)
-            .map(|c| c.name.clone())
+        self.vias.get(cluster).cloned()
     }
 
     /// Runs `call` once a slot among `collect.concurrency` is free.
