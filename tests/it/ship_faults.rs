@@ -199,13 +199,16 @@ async fn disk_fills(on_full: OnFull) -> (StatsSnapshot, String, String, String) 
         async move { s.stats().delivered == 300 }
     })
     .await;
+    // Their segments are removed just after they are counted delivered: wait for that, or the
+    // room it frees would end the full-disk episode below while it is being looked at.
+    idle(&r).await;
     // 2. Elasticsearch stops taking them: the spool fills the 1 MiB disk (2,000 documents are
     //    2.4 MB).
     gate.set(Mode::Down);
     let producer = produce(&r.shipper, all[300..].to_vec());
     let addr = r.addr.to_string();
     wait_for_error(&addr, "no_space", "the disk is full", 60).await;
-    let (metrics, status, health) = scrape(&addr).await;
+    let (metrics, status, health) = scrape_degraded(&addr).await;
     // 3. Elasticsearch back: the spool drains, the disk frees, the rest goes.
     gate.set(Mode::Open);
     tokio::time::timeout(Duration::from_secs(90), producer)
@@ -273,7 +276,7 @@ async fn a_spool_that_turns_read_only_waits_and_goes_on_when_writable() {
     let producer = produce(&r.shipper, all[200..].to_vec());
     let addr = r.addr.to_string();
     wait_for_error(&addr, "read_only", "the read-only spool is noticed", 30).await;
-    let (_, status, health) = scrape(&addr).await;
+    let (_, status, health) = scrape_degraded(&addr).await;
     assert!(!producer.is_finished(), "appends wait for the disk");
     fs.read_only(false);
     tokio::time::timeout(Duration::from_secs(60), producer)
@@ -1020,6 +1023,19 @@ async fn wait_for_error(addr: &str, kind: &str, what: &str, secs: u64) {
         async move { value(&scrape(&addr).await.0, &series) >= 1.0 }
     })
     .await;
+}
+
+/// A scrape taken while `/healthz` says shipping is degraded (the first within 30 s); the last
+/// one taken when it never did, for the caller's assertions to show.
+async fn scrape_degraded(addr: &str) -> (String, u16, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = scrape(addr).await;
+        if got.2.starts_with("degraded") || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The spool's folder removed (`rm -rf`) while Elasticsearch is down: the folder is made again,
