@@ -251,7 +251,13 @@ impl RunningHistory {
     /// This history with the look at `at` recorded too: the counts a decision made at `at`
     /// reads (the look that came with it included; `record` keeps it afterwards).
     pub fn with_look(&self, at: DateTime<Utc>, running: u32) -> RunningHistory {
-        let mut h = self.clone();
+        // Room for the look, so it is not a second allocation.
+        let mut points = VecDeque::with_capacity(self.points.len() + 1);
+        points.extend(self.points.iter().copied());
+        let mut h = RunningHistory {
+            points,
+            seen: self.seen,
+        };
         h.observe(at, running);
         h
     }

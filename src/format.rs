@@ -18,9 +18,10 @@ impl Short {
                 if negative {
                     out.write_str("-")?;
                 }
-                write!(out, "{whole}")?;
+                write_digits(out, whole, 1)?;
                 if digits > 0 {
-                    write!(out, ".{frac:0digits$}")?;
+                    out.write_str(".")?;
+                    write_digits(out, frac, digits)?;
                 }
                 Ok(())
             }
@@ -39,6 +40,20 @@ impl std::fmt::Display for Short {
         self.write(&mut s)?;
         f.pad(&s)
     }
+}
+
+/// `n` in decimal, zero-padded to `width` digits, without the formatting machinery (its padding
+/// logic is most of the cost of a short integer, and reasons are full of them).
+fn write_digits(out: &mut impl std::fmt::Write, mut n: u64, width: usize) -> std::fmt::Result {
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    while n > 0 || at > buf.len() - width.clamp(1, 20) {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    // Only ASCII digits were written.
+    out.write_str(std::str::from_utf8(&buf[at..]).unwrap_or_default())
 }
 
 /// [`short_number`] in integers (sign, whole part, decimals, their number), when that is sure
@@ -84,9 +99,24 @@ fn exact_short_number(v: f64, decimals: usize) -> String {
 
 /// The time of day of `t`, `HH:MM:SS` (written directly: chrono's format string is parsed
 /// again on every call, and reasons are written for every target every tick).
-pub fn clock(t: chrono::DateTime<chrono::Utc>) -> String {
-    use chrono::Timelike;
-    format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
+pub fn clock(t: chrono::DateTime<chrono::Utc>) -> Clock {
+    Clock(t)
+}
+
+/// [`clock`]'s time of day, written where it is displayed (no string of its own).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(chrono::DateTime<chrono::Utc>);
+
+impl std::fmt::Display for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use chrono::Timelike;
+        let t = self.0;
+        write_digits(f, t.hour().into(), 2)?;
+        f.write_str(":")?;
+        write_digits(f, t.minute().into(), 2)?;
+        f.write_str(":")?;
+        write_digits(f, t.second().into(), 2)
+    }
 }
 
 /// A whole count with thousands separated: `691,200`.
@@ -122,7 +152,18 @@ mod tests {
     fn padded_numbers_are_padded_whole() {
         assert_eq!(format!("[{:>6}]", super::Short(57.25, 1)), "[  57.2]");
         assert_eq!(format!("[{:<5}]", super::Short(-3.0, 2)), "[-3   ]");
-        assert_eq!(super::clock("2026-12-06T07:04:09Z".parse().unwrap()), "07:04:09");
+        assert_eq!(
+            super::clock("2026-12-06T07:04:09Z".parse().unwrap()).to_string(),
+            "07:04:09"
+        );
+        assert_eq!(
+            super::clock("2026-12-06T00:00:00Z".parse().unwrap()).to_string(),
+            "00:00:00"
+        );
+        assert_eq!(
+            super::clock("2026-12-06T23:59:59Z".parse().unwrap()).to_string(),
+            "23:59:59"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ struct Wish<'r> {
     vote: usize,
 }
 
-fn until(t: DateTime<Utc>) -> String {
+fn until(t: DateTime<Utc>) -> crate::format::Clock {
     crate::format::clock(t)
 }
 
@@ -163,9 +163,11 @@ impl<'a> Context<'a> {
     /// turn.
     fn ballot(&self) -> Ballot<'a> {
         let rules = &self.policy.rules;
-        let mut early: Vec<Option<(Recommendation, bool)>> = rules.iter().map(|_| None).collect();
+        // Filled only when a rule follows a forecast (no allocation otherwise).
+        let mut early: Vec<Option<(Recommendation, bool)>> = Vec::new();
         let mut foreseen = false;
         if rules.iter().any(|r| r.spec.follows_forecast()) {
+            early.resize_with(rules.len(), || None);
             for (i, rule) in rules.iter().enumerate().filter(|(_, r)| r.spec.forecasts()) {
                 let input = self.input(&rule.name, false);
                 let (rec, learned) = rule.spec.policy().evaluate_foreseeing(&input);
@@ -174,7 +176,8 @@ impl<'a> Context<'a> {
             }
         }
         let mut ballot = Ballot::default();
-        for (rule, early) in rules.iter().zip(early) {
+        for (i, rule) in rules.iter().enumerate() {
+            let early = early.get_mut(i).and_then(Option::take);
             if rule.spec.policy().is_schedule() {
                 self.schedule_vote(rule, &mut ballot);
                 continue;
@@ -249,7 +252,7 @@ impl<'a> Context<'a> {
             if self.obs.now < ends {
                 note(
                     &mut l.reason,
-                    format!("held: scale-out cooldown until {}", until(ends)),
+                    format_args!("held: scale-out cooldown until {}", until(ends)),
                 );
                 l.desired = current;
             }
@@ -260,7 +263,7 @@ impl<'a> Context<'a> {
             l.desired = current + allowed;
             note(
                 &mut l.reason,
-                format!("capped at +{allowed} per tick (max_step.out {cap})"),
+                format_args!("capped at +{allowed} per tick (max_step.out {cap})"),
             );
         }
     }
@@ -273,7 +276,7 @@ impl<'a> Context<'a> {
             if self.obs.now < ends {
                 note(
                     &mut l.reason,
-                    format!("held: scale-in cooldown until {}", until(ends)),
+                    format_args!("held: scale-in cooldown until {}", until(ends)),
                 );
                 l.desired = current;
             }
@@ -287,7 +290,7 @@ impl<'a> Context<'a> {
             l.desired = current - allowed;
             note(
                 &mut l.reason,
-                format!("capped at -{allowed} per tick (max_step.in {cap})"),
+                format_args!("capped at -{allowed} per tick (max_step.in {cap})"),
             );
         }
     }
@@ -307,7 +310,7 @@ impl<'a> Context<'a> {
         if highest > l.desired {
             note(
                 &mut l.reason,
-                format!(
+                format_args!(
                     "stabilized: {} was recommended within the last {}",
                     highest,
                     humantime::format_duration(window)
@@ -336,7 +339,7 @@ impl<'a> Context<'a> {
             if current < b.min || recommendation < b.min {
                 note(
                     &mut reason,
-                    format!("raised to the minimum {} ({})", b.min, b.min_source),
+                    format_args!("raised to the minimum {} ({})", b.min, b.min_source),
                 );
             }
             if decider.is_none() || current < b.min {
@@ -346,7 +349,7 @@ impl<'a> Context<'a> {
         } else if desired > b.max {
             note(
                 &mut reason,
-                format!("limited to the maximum {} ({})", b.max, b.max_source),
+                format_args!("limited to the maximum {} ({})", b.max, b.max_source),
             );
             if current > b.max {
                 rule_name = Some(b.max_source.to_string());
@@ -442,7 +445,7 @@ impl<'r> Ballot<'r> {
             return (current, Some(*rule), format!("{why}: the target holds"));
         }
         if let Some(w) = self.outs.iter().max_by_key(|w| w.count) {
-            return (w.count, Some(w.rule), self.votes[w.vote].reason.clone());
+            return (w.count, Some(w.rule), self.reason_of(w));
         }
         if let Some(w) = self
             .ins
@@ -450,7 +453,7 @@ impl<'r> Ballot<'r> {
             .max_by_key(|w| w.count)
             .filter(|_| self.blockers.is_empty())
         {
-            return (w.count, Some(w.rule), self.votes[w.vote].reason.clone());
+            return (w.count, Some(w.rule), self.reason_of(w));
         }
         if let Some(w) = self.ins.first() {
             let why: Vec<String> = self
@@ -481,6 +484,16 @@ impl<'r> Ballot<'r> {
     }
 }
 
+impl Ballot<'_> {
+    /// A deciding wish's reason, with room for what the limits may add (a cooldown, a cap).
+    fn reason_of(&self, w: &Wish<'_>) -> String {
+        let given = &self.votes[w.vote].reason;
+        let mut reason = String::with_capacity(given.len() + 64);
+        reason.push_str(given);
+        reason
+    }
+}
+
 fn vote(rule: &Rule, status: VoteStatus, wants: Option<u32>, reason: String) -> Vote {
     Vote {
         rule: rule.name.clone(),
@@ -491,7 +504,8 @@ fn vote(rule: &Rule, status: VoteStatus, wants: Option<u32>, reason: String) -> 
     }
 }
 
-fn note(reason: &mut String, text: String) {
+/// Adds a clause to a reason, written in place.
+fn note(reason: &mut String, text: std::fmt::Arguments<'_>) {
     let _ = write!(reason, "; {text}");
 }
 

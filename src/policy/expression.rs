@@ -535,7 +535,9 @@ fn over(
         "min_over" => w.iter().copied().fold(f64::MAX, f64::min),
         _ => w.iter().sum::<f64>(),
     };
-    seen.push((format!("{f}({metric},{n})"), v));
+    let mut key = String::with_capacity(f.len() + metric.len() + 8);
+    let _ = write!(key, "{f}({metric},{n})");
+    seen.push((key, v));
     Ok(v)
 }
 

@@ -229,10 +229,28 @@ struct Reading<'a, 'i> {
     /// The target in force: `target`, or `foreseen_target` while a forecast is in force.
     target: f64,
     /// How reasons show it.
-    shown: String,
+    shown: Shown,
     hi: f64,
     lo: f64,
-    tol: String,
+    tol: crate::format::Short,
+}
+
+/// The target in force as reasons show it, written where it is shown: every target's rule
+/// writes it every tick.
+#[derive(Clone, Copy)]
+struct Shown {
+    target: f64,
+    foreseen: bool,
+}
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", num(self.target))?;
+        if self.foreseen {
+            f.write_str(" (a day's forecast in force)")?;
+        }
+        Ok(())
+    }
 }
 
 impl Reading<'_, '_> {
@@ -624,9 +642,9 @@ impl Policy for TargetTracking {
             .filter(|_| !self.warmup.is_zero())
             .map(|t| t + TimeDelta::from_std(self.warmup).unwrap_or(TimeDelta::MAX));
         let view = input.metric(&self.metric);
-        let (target, shown) = match self.foreseen_target.filter(|_| input.foreseen) {
-            Some(t) => (t, format!("{} (a day's forecast in force)", num(t))),
-            None => (self.target, num(self.target).to_string()),
+        let (target, foreseen) = match self.foreseen_target.filter(|_| input.foreseen) {
+            Some(t) => (t, true),
+            None => (self.target, false),
         };
         let r = Reading {
             input,
@@ -634,10 +652,10 @@ impl Policy for TargetTracking {
             not_before,
             period: view.period_secs().unwrap_or(60),
             target,
-            shown,
+            shown: Shown { target, foreseen },
             hi: target * (1.0 + self.tolerance),
             lo: target * (1.0 - self.tolerance),
-            tol: num(self.tolerance * 100.0).to_string(),
+            tol: num(self.tolerance * 100.0),
         };
         let out = match self.slots(&r, self.scale_out_datapoints) {
             Ok(s) => s,
