@@ -325,7 +325,7 @@ async fn main() {
     );
     let lag = |v: &[i64]| v.iter().copied().max().unwrap_or(0);
     println!(
-        "changes seen: {} with an event (longest {} s), {} whose event was lost (longest {} s); still unseen: {}; oldest state served: {} s",
+        "changes seen: {} with an event (longest from the change to the pass that saw it: {} s on the virtual clock, 0 being the first pass after it), {} whose event was lost (longest {} s); still unseen: {}; oldest state served: {} s",
         watch.seen_evented.len(),
         lag(&watch.seen_evented),
         watch.seen_lost.len(),
