@@ -107,9 +107,22 @@ pub struct TaskInfo {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+/// What a paced family of calls affords a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAllowance {
+    /// Which budget: clusters of one account and region draw from the same one.
+    pub budget: usize,
+    /// The calls it can make within the time asked about, waiting for its turns.
+    pub calls: usize,
+}
+
 /// The ECS calls the collect stage makes.
 #[async_trait]
 pub trait EcsApi: Send + Sync {
+    /// What `cluster`'s read budget affords within `within`; `None`: not paced (no budget).
+    fn read_allowance(&self, _cluster: &str, _within: std::time::Duration) -> Option<ReadAllowance> {
+        None
+    }
     /// ListServices: one page of service ARNs.
     async fn list_services(
         &self,

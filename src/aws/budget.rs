@@ -81,12 +81,30 @@ impl Budget {
         Duration::from_secs_f64((1.0 - s.tokens) / self.rate.max(1e-9))
     }
 
+    /// The calls this budget can make within `within` from now: the tokens it holds and those
+    /// that come in (none while a pause outlasts it).
+    pub fn affordable(&self, within: Duration) -> usize {
+        let now = Instant::now();
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let paused = s
+            .paused_until
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+        if paused > within {
+            return 0;
+        }
+        let held = (s.tokens + now.duration_since(s.last).as_secs_f64() * self.rate).min(self.burst);
+        (held + within.as_secs_f64() * self.rate).floor().max(0.0) as usize
+    }
+
     /// A call of the family was throttled: the family pauses, longer each time in a row.
     pub fn throttled(&self) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.pause = (s.pause * 2).clamp(FIRST_PAUSE, LONGEST_PAUSE);
-        s.paused_until = Some(Instant::now() + s.pause);
+        let now = Instant::now();
+        s.paused_until = Some(now + s.pause);
+        // The bucket is empty now, and refills from now (not for the time before the throttle).
         s.tokens = 0.0;
+        s.last = now;
     }
 
     /// A call of the family was answered: the next pause starts short again.
@@ -124,6 +142,12 @@ impl PacedEcs {
 
 #[async_trait]
 impl EcsApi for PacedEcs {
+    fn read_allowance(&self, _cluster: &str, within: Duration) -> Option<crate::api::ReadAllowance> {
+        Some(crate::api::ReadAllowance {
+            budget: Arc::as_ptr(&self.budget) as usize,
+            calls: self.budget.affordable(within),
+        })
+    }
     async fn list_services(
         &self,
         cluster: &str,
@@ -215,5 +239,27 @@ mod tests {
             "eased back: {:?}",
             t.elapsed()
         );
+    }
+
+    /// What a pass may plan on: the tokens held and those that come within the time asked
+    /// about; nothing while a pause outlasts it, and after one only what comes once it ends.
+    #[tokio::test(start_paused = true)]
+    async fn what_a_budget_affords_within_a_time_counts_its_pause() {
+        let b = Budget::share(0.25, (20.0, 100.0));
+        assert_eq!(b.affordable(Duration::ZERO), 25);
+        assert_eq!(b.affordable(Duration::from_secs(2)), 35);
+        for _ in 0..25 {
+            b.take().await;
+        }
+        assert_eq!(b.affordable(Duration::from_secs(1)), 5);
+        b.throttled();
+        assert_eq!(b.affordable(Duration::from_millis(900)), 0, "paused for 1 s");
+        assert_eq!(
+            b.affordable(Duration::from_secs(3)),
+            15,
+            "3 s of refill, the pause's included"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.affordable(Duration::ZERO), 5);
     }
 }

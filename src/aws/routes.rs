@@ -51,6 +51,13 @@ impl<T: ?Sized> Routes<T> {
 
 #[async_trait]
 impl EcsApi for Routes<dyn EcsApi> {
+    fn read_allowance(
+        &self,
+        cluster: &str,
+        within: std::time::Duration,
+    ) -> Option<crate::api::ReadAllowance> {
+        self.of(cluster).read_allowance(cluster, within)
+    }
     async fn list_services(&self, cluster: &str, t: Option<String>) -> Result<Page<String>, ApiError> {
         self.of(cluster).list_services(cluster, t).await
     }

@@ -54,25 +54,54 @@ fn matches_discovery(spec: &ClusterSpec, state: &ServiceState) -> bool {
         && d.tags.iter().all(|(k, v)| state.tags.get(k) == Some(v))
 }
 
-/// Step 1: the services of a cluster. Named services come first, in config order; discovered
-/// ones follow by name. DescribeServices is called once per 10 services.
-/// With `pass` (events on), only the services it finds due are described; the others are
-/// served as last read.
-pub(super) async fn resolve_services(c: &Collector, spec: &ClusterSpec, pass: Option<&Pass>) -> Resolved {
-    let cluster = spec.name.as_str();
+/// Step 1a: a cluster's service names, named ones first in config order, then the discovered
+/// ones by name.
+pub(super) struct Listed {
+    pub explicit: Vec<String>,
+    pub discovered: BTreeSet<String>,
+    pub names: Vec<String>,
+    pub problems: Vec<Problem>,
+}
+
+/// Step 1a: lists a cluster's services (with `discover`; with events on, the list is read once
+/// per tenth of `reconcile`).
+pub(super) async fn list(c: &Collector, spec: &ClusterSpec, pass: Option<&Pass>) -> Listed {
     let mut problems = Vec::new();
     // Services may be named by ARN in the config; ECS describes them by name.
     let explicit: Vec<String> = spec.services.iter().map(|s| s.name.clone()).collect();
     let discovered = discover(c, spec, &explicit, pass, &mut problems).await;
-    let names: Vec<String> = explicit
+    let names = explicit
         .iter()
         .cloned()
         .chain(discovered.iter().cloned())
         .collect();
-    let found = match pass {
+    Listed {
+        explicit,
+        discovered,
+        names,
+        problems,
+    }
+}
+
+/// Step 1b: the services of a cluster, DescribeServices called once per 10. With `due`
+/// (events on, the book's plan), only those are described; the others are served as last
+/// read.
+pub(super) async fn resolve_services(
+    c: &Collector,
+    spec: &ClusterSpec,
+    listed: Listed,
+    due: Option<(Vec<String>, &Pass)>,
+) -> Resolved {
+    let cluster = spec.name.as_str();
+    let Listed {
+        explicit,
+        discovered,
+        names,
+        mut problems,
+    } = listed;
+    let found = match due {
         None => describe_services(c, cluster, &names, &explicit, &mut problems).await,
-        Some(pass) => {
-            let due = c.book.due(cluster, &names, pass);
+        Some((due, pass)) => {
             let read = describe_services(c, cluster, &due, &explicit, &mut problems).await;
             c.book.record(cluster, &due, &read, pass.now);
             c.book.states(cluster, &names)

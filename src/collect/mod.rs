@@ -62,6 +62,8 @@ pub struct Collector {
     /// With `collect.events`: the services as last read, and which changed since.
     book: book::Book,
     changes: Arc<events::Changes>,
+    /// How long a pass's ECS reads may wait for the read budget: half the tick.
+    read_within: std::time::Duration,
 }
 
 /// The most services whose metrics are kept resolved.
@@ -104,6 +106,10 @@ impl Collector {
             recent: recent::Recent::default(),
             book: book::Book::default(),
             changes: Arc::default(),
+            read_within: match &config.schedule {
+                crate::config::Schedule::Interval(d) => *d / 2,
+                crate::config::Schedule::Cron { .. } => std::time::Duration::from_secs(30),
+            },
             fixed_metrics: config
                 .capacity
                 .iter()
@@ -186,6 +192,51 @@ impl Collector {
         call.await
     }
 
+    /// Step 1 of a pass: every cluster's services listed, then (with events) the book's plan
+    /// of which to read within the read budget, then those described.
+    async fn resolve(&self, pass: Option<&book::Pass>) -> Vec<ecs::Resolved> {
+        let listed = futures::future::join_all(self.clusters.iter().map(|c| ecs::list(self, c, pass))).await;
+        let mut due: Vec<Option<(Vec<String>, &book::Pass)>> = vec![None; listed.len()];
+        if let Some(pass) = pass {
+            let found: Vec<book::Found<'_>> = self
+                .clusters
+                .iter()
+                .zip(&listed)
+                .map(|(c, l)| book::Found {
+                    cluster: &c.name,
+                    names: &l.names,
+                    allowance: self.ecs.read_allowance(&c.name, self.read_within),
+                })
+                .collect();
+            due = self
+                .book
+                .plan(&found, pass)
+                .into_iter()
+                .map(|d| Some((d, pass)))
+                .collect();
+        }
+        futures::future::join_all(
+            self.clusters
+                .iter()
+                .zip(listed)
+                .zip(due)
+                .map(|((c, l), d)| ecs::resolve_services(self, c, l, d)),
+        )
+        .await
+    }
+
+    /// How near each service is to a rule's threshold, from the worker's last decisions: when
+    /// the read budget cannot cover a pass, the nearest are read first.
+    pub fn rank(&self, margins: HashMap<ServiceKey, f64>) {
+        self.book.rank(margins);
+    }
+
+    /// The services the last pass knew changed (or overdue) but could not read again: the
+    /// worker holds them.
+    pub fn unread(&self) -> Vec<ServiceKey> {
+        self.book.unread().0
+    }
+
     /// One collection pass, as of `now` (which decides the metric windows).
     pub async fn collect(&self, now: DateTime<Utc>) -> Snapshot {
         let before = self.meter.usage();
@@ -197,12 +248,13 @@ impl Collector {
             .events
             .as_ref()
             .map(|e| self.book.pass(now, self.changes.take(), e.reconcile));
-        let resolved = futures::future::join_all(
-            self.clusters
-                .iter()
-                .map(|c| ecs::resolve_services(self, c, pass.as_ref())),
-        )
-        .await;
+        let resolved = self.resolve(pass.as_ref()).await;
+        if let Some((_, note)) = pass.as_ref().map(|_| self.book.unread()) {
+            problems.extend(note.map(|message| Problem {
+                scope: "collect".into(),
+                message,
+            }));
+        }
         if pass.is_some() {
             let keep = resolved
                 .iter()

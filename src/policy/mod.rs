@@ -70,6 +70,12 @@ pub trait Policy: Send + Sync + fmt::Debug {
         None
     }
 
+    /// How far the values it read (`inputs`, a decision's) are from making it ask for a change,
+    /// relative to the threshold: 0 at or past one. `None`: it cannot say (no threshold).
+    fn margin(&self, _inputs: &std::collections::BTreeMap<String, f64>) -> Option<f64> {
+        None
+    }
+
     /// A metric whose long history it needs, how far back, and how often to read it again.
     fn history(&self) -> Option<(&str, std::time::Duration, std::time::Duration)> {
         None
@@ -306,6 +312,19 @@ impl TargetPolicy {
             b.max = b.min;
         }
         b
+    }
+
+    /// How near the target is to a change, from its last decision: 0 when a rule asked for
+    /// one (or is at a threshold), else the smallest of its rules' margins; `None` when no rule
+    /// can say. A pass the read budget cannot cover reads the nearest first.
+    pub fn margin(&self, d: &crate::model::Decision) -> Option<f64> {
+        if d.recommendation != d.current {
+            return Some(0.0);
+        }
+        self.rules
+            .iter()
+            .filter_map(|r| r.spec.policy().margin(&d.inputs))
+            .min_by(f64::total_cmp)
     }
 
     /// The missing-data behaviour of a metric.

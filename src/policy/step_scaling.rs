@@ -323,6 +323,14 @@ impl Policy for StepScaling {
         vec![&self.metric]
     }
 
+    fn margin(&self, inputs: &std::collections::BTreeMap<String, f64>) -> Option<f64> {
+        let v = *inputs.get(&self.metric)?;
+        let relative = |gap: f64, bound: f64| gap.max(0.0) / bound.abs().max(1e-9);
+        let out = self.scale_out.iter().map(|s| relative(s.bound - v, s.bound));
+        let ins = self.scale_in.iter().map(|s| relative(v - s.bound, s.bound));
+        out.chain(ins).min_by(f64::total_cmp)
+    }
+
     fn summary(&self) -> String {
         let out: Vec<String> = self
             .scale_out

@@ -713,6 +713,20 @@ impl Policy for TargetTracking {
         Some((&self.metric, self.target))
     }
 
+    fn margin(&self, inputs: &std::collections::BTreeMap<String, f64>) -> Option<f64> {
+        let v = *inputs.get(&self.metric)?;
+        let (hi, lo) = (
+            self.target * (1.0 + self.tolerance),
+            self.target * (1.0 - self.tolerance),
+        );
+        let gap = if v >= hi || v <= lo {
+            0.0
+        } else {
+            (hi - v).min(v - lo)
+        };
+        Some(gap / self.target.abs().max(f64::MIN_POSITIVE))
+    }
+
     fn window(&self) -> Option<(&str, Duration)> {
         let span = self.burst_recurrence?;
         // The oldest span's first pairs start before it: it has fewer, which is enough.
@@ -740,6 +754,36 @@ mod tests {
         crate::policy::load_str(&text, "t.yaml", Path::new("."))
             .unwrap()
             .remove(0)
+    }
+
+    /// How near a target is to a change, from its decision: the relative distance of the
+    /// value read to the nearer edge of the band (target tracking) or to the nearest step
+    /// bound; zero when a rule asks for a change; the smallest of the rules'.
+    #[test]
+    fn a_targets_margin_is_its_nearest_rules_distance_to_a_change() {
+        let rules = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 50, tolerance: 0.1}\n  - {name: q, kind: step_scaling, metric: queue, datapoints: 1, of: 1, scale_out: [{above: 100, change: 1}], scale_in: [{below: 10, change: -1}]}\n";
+        let p = policy(rules);
+        let d = |cpu: f64, queue: f64, recommendation: u32| Decision {
+            inputs: BTreeMap::from([("cpu".to_string(), cpu), ("queue".to_string(), queue)]),
+            recommendation,
+            ..decide_on(rules, &[50.0; 15], false, &[], 4, 4)
+        };
+        // cpu 52 in [45, 55]: 3 of 50 from the top edge, 0.06; queue 60: 40 of 100 from the
+        // scale-out bound, 0.4, and 50 of 10 above the scale-in one, 5.
+        let m = p.margin(&d(52.0, 60.0, 4)).unwrap();
+        assert!((m - 0.06).abs() < 1e-9, "{m}");
+        // queue 95: 0.05, nearer than the cpu's.
+        let m = p.margin(&d(52.0, 95.0, 4)).unwrap();
+        assert!((m - 0.05).abs() < 1e-9, "{m}");
+        // At or past a threshold, or a rule asking for a change: zero.
+        assert_eq!(p.margin(&d(57.0, 60.0, 4)), Some(0.0));
+        assert_eq!(p.margin(&d(50.0, 60.0, 5)), Some(0.0));
+        // No value read: no margin.
+        let none = Decision {
+            inputs: BTreeMap::new(),
+            ..d(50.0, 60.0, 4)
+        };
+        assert_eq!(p.margin(&none), None);
     }
 
     /// 1-minute values ending with the minute before `now`.

@@ -150,6 +150,7 @@ impl Metrics {
             ("in_motion", r.in_motion),
             ("reconciled", r.reconciled),
             ("kept", r.kept),
+            ("skipped", r.skipped),
         ] {
             self.service_reads.set(vec![("why", why.to_string())], n);
         }

@@ -89,6 +89,20 @@ fn has_externals(p: &TargetPolicy) -> bool {
     p.rules.iter().any(|r| matches!(r.spec, RuleSpec::External(_)))
 }
 
+/// Holds a service whose known change (or overdue state) the last pass could not read again:
+/// its count may be old, and acting on it could undo what changed it.
+fn hold_unread(d: &mut Decision) {
+    if d.action == crate::model::Action::Hold {
+        return;
+    }
+    d.reason.push_str(&format!(
+        "; held at {}: ECS changed this service (or its state is older than the reconciliation allows) and the read budget did not cover reading it again this pass; it is read first in the next",
+        d.current
+    ));
+    d.desired = d.current;
+    d.action = crate::model::Action::Hold;
+}
+
 /// Tells each service of the group's cluster how many of its decided tasks the group's max
 /// leaves without room (in its decision's reason and in `/metrics`).
 fn note_waiting(
@@ -360,6 +374,8 @@ impl Worker {
     ) -> Vec<(usize, Decision, &'s ServiceState)> {
         let services: BTreeMap<ServiceKey, &ServiceState> =
             snapshot.services().map(|s| (s.key(), s)).collect();
+        let unread: std::collections::HashSet<ServiceKey> = self.collector.unread().into_iter().collect();
+        let mut margins = std::collections::HashMap::new();
         let mut pending = Vec::new();
         for (i, policy) in self.policies.iter().enumerate() {
             let TargetKey::Service { cluster, service } = &policy.target else {
@@ -383,8 +399,16 @@ impl Worker {
                 pending: svc.pending,
                 metrics: &metrics,
             };
-            pending.push((i, self.decide(policy, &obs, &mut report.problems).await, *svc));
+            let mut d = self.decide(policy, &obs, &mut report.problems).await;
+            if unread.contains(&key) {
+                hold_unread(&mut d);
+            }
+            if let Some(m) = policy.margin(&d) {
+                margins.insert(key, m);
+            }
+            pending.push((i, d, *svc));
         }
+        self.collector.rank(margins);
         pending
     }
 
@@ -636,5 +660,40 @@ impl Worker {
             })
             .collect();
         queue.send(ShipBatch { docs, marks }, &self.metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Action, Decision, TargetKey};
+
+    /// A service whose known change was not read again keeps its count, and says why.
+    #[test]
+    fn an_unread_service_is_held_with_the_reason() {
+        let mut d = Decision {
+            target: TargetKey::service("c", "s"),
+            at: chrono::DateTime::UNIX_EPOCH,
+            current: 4,
+            running: 4,
+            desired: 6,
+            action: Action::ScaleOut,
+            min: 1,
+            max: 10,
+            rule: Some("cpu".into()),
+            reason: "cpu 80 > 60".into(),
+            recommendation: 6,
+            inputs: Default::default(),
+            votes: Vec::new(),
+        };
+        super::hold_unread(&mut d);
+        assert_eq!((d.desired, d.action), (4, Action::Hold));
+        assert!(
+            d.reason.starts_with("cpu 80 > 60; held at 4: ECS changed"),
+            "{}",
+            d.reason
+        );
+        let before = d.clone();
+        super::hold_unread(&mut d);
+        assert_eq!(d, before, "a hold is left as it is");
     }
 }

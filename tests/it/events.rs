@@ -37,6 +37,13 @@ impl Recording {
 
 #[async_trait]
 impl EcsApi for Recording {
+    fn read_allowance(
+        &self,
+        cluster: &str,
+        within: std::time::Duration,
+    ) -> Option<ecscale::api::ReadAllowance> {
+        self.inner.read_allowance(cluster, within)
+    }
     async fn list_services(&self, cluster: &str, t: Option<String>) -> Result<Page<String>, ApiError> {
         self.inner.list_services(cluster, t).await
     }
@@ -106,6 +113,51 @@ async fn stage(prefix: &str, n: usize) -> (Moto, String, String) {
     (moto, cluster, queue.queue_url.unwrap())
 }
 
+/// The config of a worker collecting `cluster` with the events in `queue`, ticking every
+/// `tick` and reconciling every `reconcile`; its AWS clients, and moto's ECS recorded.
+async fn collecting(
+    moto: &Moto,
+    cluster: &str,
+    queue: &str,
+    tick: &str,
+    reconcile: &str,
+) -> (ecscale::config::Config, AwsContext, Arc<Recording>) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "aws: {{region: {region}, endpoint_url: {url}}}\nschedule: {{interval: {tick}}}\ncollect: {{container_instances: false, pending_tasks: false, events: {{queue_url: {queue}, reconcile: {reconcile}}}}}\nclusters:\n  - name: {cluster}\n    discover: {{name_prefix: svc-}}\n",
+        region = moto.region,
+        url = moto_url()
+    );
+    let config =
+        ecscale::config::load(&write(dir.path(), "ecscale.yaml", &yaml), &Vars::from_pairs([])).unwrap();
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .unwrap();
+    let recording = Arc::new(Recording {
+        inner: Arc::new(aws.ecs.clone()),
+        described: Mutex::default(),
+    });
+    (config, aws, recording)
+}
+
+/// A collector reading through `ecs`, and a poller feeding it the events of `queue`.
+fn collector_polling(
+    config: &ecscale::config::Config,
+    aws: &AwsContext,
+    ecs: Arc<dyn EcsApi>,
+    queue: &str,
+) -> (Collector, Poller, Arc<Changes>) {
+    let changes = Arc::new(Changes::default());
+    let collector = Collector::new(config, ecs, Arc::new(aws.cloudwatch.clone()), aws.meter.clone())
+        .with_changes(changes.clone());
+    let poller = Poller {
+        queue: Arc::new(aws.queue(queue)),
+        changes: changes.clone(),
+        wait: Duration::from_secs(1),
+    };
+    (collector, poller, changes)
+}
+
 fn desired(s: &ecscale::model::Snapshot, name: &str) -> u32 {
     s.services()
         .find(|x| x.name == name)
@@ -117,33 +169,8 @@ fn desired(s: &ecscale::model::Snapshot, name: &str) -> u32 {
 async fn an_event_reads_its_service_alone_and_the_reconciliation_catches_a_lost_one_within_its_bound() {
     let (moto, cluster, queue) = stage("events", SERVICES).await;
     let region = moto.region.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "aws: {{region: {region}, endpoint_url: {url}}}\nschedule: {{interval: 20s}}\ncollect: {{container_instances: false, pending_tasks: false, events: {{queue_url: {queue}, reconcile: 2m}}}}\nclusters:\n  - name: {cluster}\n    discover: {{name_prefix: svc-}}\n",
-        url = moto_url()
-    );
-    let config =
-        ecscale::config::load(&write(dir.path(), "ecscale.yaml", &yaml), &Vars::from_pairs([])).unwrap();
-    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
-        .await
-        .unwrap();
-    let ecs = Arc::new(Recording {
-        inner: Arc::new(aws.ecs.clone()),
-        described: Mutex::default(),
-    });
-    let changes = Arc::new(Changes::default());
-    let collector = Collector::new(
-        &config,
-        ecs.clone(),
-        Arc::new(aws.cloudwatch.clone()),
-        aws.meter.clone(),
-    )
-    .with_changes(changes.clone());
-    let poller = Poller {
-        queue: Arc::new(aws.queue(&queue)),
-        changes: changes.clone(),
-        wait: Duration::from_secs(1),
-    };
+    let (config, aws, ecs) = collecting(&moto, &cluster, &queue, "20s", "2m").await;
+    let (collector, poller, changes) = collector_polling(&config, &aws, ecs.clone(), &queue);
     let t0: DateTime<Utc> = Utc::now();
     let at = |k: i64| t0 + TimeDelta::seconds(20 * k);
 
@@ -316,4 +343,95 @@ async fn the_workers_own_change_is_read_again_in_the_next_tick() {
     assert!(metrics
         .render()
         .contains("ecscale_service_reads_total{why=\"changed\"} 1"));
+}
+
+/// Sends one task-state event for each of `services`, and reads them all from the queue.
+async fn send_events(moto: &Moto, queue: &str, poller: &Poller, cluster: &str, services: &[String]) {
+    for s in services {
+        moto.sqs
+            .send_message()
+            .queue_url(queue)
+            .message_body(task_event(&moto.region, cluster, s))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut received = 0;
+    for _ in 0..20 {
+        received += poller.once().await.unwrap();
+        if received >= services.len() {
+            return;
+        }
+    }
+    panic!("{received} of {} events read from the queue", services.len());
+}
+
+/// ECS's read budget cannot cover a pass: 25 services changed with events, and the family was
+/// just throttled (paused, its tokens gone), so the pass affords one DescribeServices. It reads
+/// the 10 nearest their thresholds (the worker's margins), says which it left, and those are
+/// the worker's to hold; the next pass, with no new event, reads the nearest of the rest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_the_budget_cannot_cover_reads_the_nearest_threshold_first_and_names_the_rest() {
+    use ecscale::aws::budget::{Budget, PacedEcs};
+    let (moto, cluster, queue) = stage("budget", SERVICES).await;
+    // A 10 s tick: a pass's reads may wait 5 s for the budget.
+    let (config, aws, recording) = collecting(&moto, &cluster, &queue, "10s", "10m").await;
+    // 5 calls at once, then one every 5 s: one call in a pass's 5 s once the burst is spent.
+    let budget = Arc::new(Budget::share(1.0, (0.2, 5.0)));
+    let ecs = Arc::new(PacedEcs {
+        inner: recording.clone(),
+        budget: budget.clone(),
+    });
+    let (collector, poller, _) = collector_polling(&config, &aws, ecs, &queue);
+    let t0: DateTime<Utc> = Utc::now();
+    let at = |k: i64| t0 + TimeDelta::seconds(20 * k);
+    let names = |r: std::ops::Range<usize>| -> Vec<String> { r.map(|i| format!("svc-{i:02}")).collect() };
+
+    // Pass 0: a ListServices and 3 DescribeServices, within the burst.
+    collector.collect(at(0)).await;
+    assert_eq!(recording.take().len(), SERVICES);
+
+    // 25 services change; the nearer a threshold the higher their number.
+    send_events(&moto, &queue, &poller, &cluster, &names(0..25)).await;
+    collector.rank(
+        (0..25)
+            .map(|i| {
+                (
+                    ServiceKey::new(&cluster, format!("svc-{i:02}")),
+                    0.01 * (24 - i) as f64,
+                )
+            })
+            .collect(),
+    );
+    // A throttling answer: the whole family pauses (1 s) and its tokens are gone.
+    budget.throttled();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Pass 1: one call, the 10 nearest.
+    let s = collector.collect(at(1)).await;
+    assert_eq!(recording.take(), names(15..25));
+    let mut unread: Vec<String> = collector.unread().iter().map(|k| k.service.clone()).collect();
+    unread.sort();
+    assert_eq!(unread, names(0..15), "held until read");
+    let note = s
+        .problems
+        .iter()
+        .find(|p| p.message.contains("read budget"))
+        .unwrap_or_else(|| panic!("no word of what was left: {:?}", s.problems));
+    assert!(
+        note.message.contains("15 services due were left")
+            && note
+                .message
+                .contains(&format!("{cluster}/svc-14, {cluster}/svc-13")),
+        "{}",
+        note.message
+    );
+    assert_eq!(collector.reads(at(1)).0.skipped, 15);
+
+    // Pass 2, no new event: one call again, the nearest 10 of the 15 left.
+    collector.collect(at(2)).await;
+    assert_eq!(recording.take(), names(5..15));
+    let mut unread: Vec<String> = collector.unread().iter().map(|k| k.service.clone()).collect();
+    unread.sort();
+    assert_eq!(unread, names(0..5));
 }
