@@ -394,6 +394,8 @@ impl Worker {
             state,
             loaded_fencing: None,
             orphans: Default::default(),
+            spend_from: None,
+            services_seen: 0,
             config,
             policies,
         })

@@ -26,6 +26,57 @@ pub struct Status {
     /// The files in use and the last reload (a running worker only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ReloadStatus>,
+    /// What CloudWatch has cost since the worker's first tick, as a month (a running worker
+    /// only, from its second tick).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudwatch: Option<CloudWatchSpend>,
+}
+
+/// CloudWatch's GetMetricData spend measured by a running worker, as a month at that rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloudWatchSpend {
+    pub since: DateTime<Utc>,
+    pub metrics_requested: u64,
+    pub usd_per_month: f64,
+    /// The services collected in the last pass.
+    pub services: usize,
+    /// All of the worker's requests (capacity and group metrics included) ÷ `services`.
+    pub usd_per_service_month: Option<f64>,
+    /// How the figures were worked out.
+    pub arithmetic: String,
+}
+
+/// The spend of `requested` metrics between `since` and `now` over `services` services; `None`
+/// before any time has passed.
+pub fn spend(
+    requested: u64,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    services: usize,
+) -> Option<CloudWatchSpend> {
+    use crate::usage::USD_PER_METRIC_REQUESTED;
+    let elapsed = (now - since).to_std().ok().filter(|d| !d.is_zero())?;
+    let month = crate::collect::cost::MONTH.as_secs_f64();
+    let per_month = requested as f64 * month / elapsed.as_secs_f64();
+    let usd = per_month * USD_PER_METRIC_REQUESTED;
+    let per_service = (services > 0).then(|| usd / services as f64);
+    let took = humantime::format_duration(elapsed);
+    let n = crate::format::count(requested);
+    let mut arithmetic = format!(
+        "{n} metrics requested in {took}; {n} × 30 days ÷ {took} = {} a month; × $0.01 per 1,000 = ${usd:.2} a month",
+        crate::format::count(per_month.round() as u64),
+    );
+    if let Some(p) = per_service {
+        let _ = write!(arithmetic, "; ÷ {services} services = ${p:.4} per service");
+    }
+    Some(CloudWatchSpend {
+        since,
+        metrics_requested: requested,
+        usd_per_month: usd,
+        services,
+        usd_per_service_month: per_service,
+        arithmetic,
+    })
 }
 
 /// The config and policy files a worker runs, and how its last reload went.
@@ -172,6 +223,9 @@ pub fn render(s: &Status) -> String {
     if let Some(r) = &s.reload {
         render_reload(&mut o, r);
     }
+    if let Some(c) = &s.cloudwatch {
+        let _ = writeln!(o, "CloudWatch: {}", c.arithmetic);
+    }
     let _ = writeln!(
         o,
         "{:<28} {:>7} {:>7} {:>7}  {:<9} {:<9} {:<9} {:<9}  last decision",
@@ -265,5 +319,34 @@ mod tests {
         );
         assert!(text.contains("prod/web"), "{text}");
         assert!(text.contains("12:00:30"), "the scale-out cooldown's end: {text}");
+    }
+
+    /// The measured spend, as a month at that rate, with its arithmetic.
+    #[test]
+    fn cloudwatch_spend_is_the_measured_rate_over_a_month() {
+        let since: DateTime<Utc> = "2026-12-06T10:00:00Z".parse().unwrap();
+        let c = super::spend(2_000, since, since + TimeDelta::seconds(20), 5).unwrap();
+        // 2,000 in 20 s: 259,200,000 a month, $2,592 at $0.01 per 1,000, $518.40 a service.
+        assert!((c.usd_per_month - 2_592.0).abs() < 1e-6, "{c:?}");
+        assert!((c.usd_per_service_month.unwrap() - 518.4).abs() < 1e-6, "{c:?}");
+        assert_eq!(
+            c.arithmetic,
+            "2,000 metrics requested in 20s; 2,000 × 30 days ÷ 20s = 259,200,000 a month; × $0.01 per 1,000 = $2592.00 a month; ÷ 5 services = $518.4000 per service"
+        );
+        assert!(super::spend(10, since, since, 5).is_none(), "no time, no rate");
+        assert_eq!(
+            super::spend(10, since, since + TimeDelta::seconds(1), 0)
+                .unwrap()
+                .usd_per_service_month,
+            None
+        );
+        let table = render(&Status {
+            cloudwatch: Some(c),
+            ..Status::default()
+        });
+        assert!(
+            table.contains("CloudWatch: 2,000 metrics requested in 20s"),
+            "{table}"
+        );
     }
 }

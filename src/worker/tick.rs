@@ -83,6 +83,11 @@ pub struct Worker {
     pub(super) loaded_fencing: Option<u64>,
     /// Targets whose policy file vanished, kept for a grace.
     pub(super) orphans: super::orphans::Orphans,
+    /// The first pass's time and the CloudWatch metrics requested by its end (for
+    /// `/status`'s spend).
+    pub(super) spend_from: Option<(DateTime<Utc>, u64)>,
+    /// The services collected in the last pass.
+    pub(super) services_seen: usize,
 }
 
 fn has_externals(p: &TargetPolicy) -> bool {
@@ -323,6 +328,11 @@ impl Worker {
             lap = Instant::now();
         };
         let snapshot = self.collector.collect(now).await;
+        self.services_seen = snapshot.services().count();
+        // Measured from the end of the first pass (which reads whole windows), at the rate
+        // that follows.
+        let requested = self.clients.meter.usage().cloudwatch_metrics_requested;
+        self.spend_from.get_or_insert((now, requested));
         if self.config.collect.events.is_some() {
             self.metrics
                 .set_reads(self.collector.reads(now).0, self.clients.changes.counts());
@@ -612,6 +622,15 @@ impl Worker {
             problems: report.problems.clone(),
             targets,
             reload: None,
+            cloudwatch: self.spend_from.and_then(|(since, before)| {
+                let requested = self.clients.meter.usage().cloudwatch_metrics_requested;
+                super::status::spend(
+                    requested.saturating_sub(before),
+                    since,
+                    report.at,
+                    self.services_seen,
+                )
+            }),
         }
     }
 

@@ -1138,6 +1138,34 @@ async fn status_reads_a_running_worker_and_then_its_state_file() {
             .any(|l| l.starts_with(&target) && l.contains(&until.format("%H:%M:%S").to_string())),
         "{table}"
     );
+    // From its second tick, what CloudWatch costs at the rate measured since the first, with
+    // the arithmetic.
+    let spend = loop {
+        let (_, stdout, _) = status("json").await;
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        if v["cloudwatch"].is_object() {
+            break v["cloudwatch"].clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no cloudwatch spend in {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(spend["services"], 1, "{spend}");
+    let per_month = spend["usd_per_month"].as_f64().unwrap();
+    assert_eq!(
+        spend["usd_per_service_month"].as_f64(),
+        Some(per_month),
+        "{spend}"
+    );
+    assert!(
+        spend["arithmetic"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("÷ 1 services = ${per_month:.4} per service")),
+        "{spend}"
+    );
 
     // Stopped: the same clocks from the state file, and who said so.
     let pid = run.id().unwrap().to_string();
