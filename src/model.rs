@@ -364,7 +364,7 @@ impl std::fmt::Display for VoteStatus {
 /// How one rule voted in a decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vote {
-    pub rule: String,
+    pub rule: std::sync::Arc<str>,
     /// `target_tracking`, `step_scaling`, ...
     pub kind: std::borrow::Cow<'static, str>,
     pub status: VoteStatus,
@@ -390,7 +390,7 @@ pub struct Decision {
     pub min: u32,
     pub max: u32,
     /// The rule that decided, or `min`, `max`, `schedule:NAME` when the bounds forced the count.
-    pub rule: Option<String>,
+    pub rule: Option<std::sync::Arc<str>>,
     /// One human sentence: "cpu 82 > target 60 (±10%) for 3/3 datapoints → 4 → 6".
     pub reason: String,
     /// The count the rules asked for before cooldowns, stabilization and step caps.

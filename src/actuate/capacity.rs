@@ -797,6 +797,7 @@ impl CapacityActuator {
                     "policy:{}",
                     t.policy.and_then(|p| p.rule.clone()).unwrap_or_default()
                 )
+                .into()
             } else {
                 "binpack".into()
             },

@@ -289,7 +289,7 @@ fn totals(
                 .get(metric)
                 .map_or(0, |v| v.iter().filter(|(_, x)| *x > target).count());
             Some(AboveTarget {
-                rule: r.name.clone(),
+                rule: r.name.to_string(),
                 metric: metric.to_string(),
                 target,
                 minutes: above as f64 * period as f64 / 60.0,

@@ -200,7 +200,7 @@ impl<'a> Context<'a> {
             .bounds
             .pending_desired
             .iter()
-            .find(|(key, r, _)| r == &rule.name && !self.state.applied_windows.contains(key));
+            .find(|(key, r, _)| **r == *rule.name && !self.state.applied_windows.contains(key));
         let input = EvalInput::new(o.now, o.current, o.metrics, self.assume, self.externals);
         let reason = match rule.spec.policy().evaluate(&input) {
             Recommendation::Abstain { reason } => reason,
@@ -327,7 +327,7 @@ impl<'a> Context<'a> {
         l: Limited<'a>,
         recommendation: u32,
         decider: Option<&Rule>,
-    ) -> (u32, Option<String>, String) {
+    ) -> (u32, Option<std::sync::Arc<str>>, String) {
         let (b, current) = (&self.bounds, self.obs.current);
         let Limited {
             mut desired,
@@ -343,7 +343,7 @@ impl<'a> Context<'a> {
                 );
             }
             if decider.is_none() || current < b.min {
-                rule_name = Some(b.min_source.to_string());
+                rule_name = Some(b.min_source.as_ref().into());
             }
             desired = b.min;
         } else if desired > b.max {
@@ -352,7 +352,7 @@ impl<'a> Context<'a> {
                 format_args!("limited to the maximum {} ({})", b.max, b.max_source),
             );
             if current > b.max {
-                rule_name = Some(b.max_source.to_string());
+                rule_name = Some(b.max_source.as_ref().into());
             }
             desired = b.max;
         }
@@ -537,7 +537,10 @@ impl TargetState {
         let pending = policy.bounds(d.at).pending_desired;
         if applied || d.action == Action::Hold {
             for (key, rule, count) in &pending {
-                let voted = d.votes.iter().any(|v| &v.rule == rule && v.wants == Some(*count));
+                let voted = d
+                    .votes
+                    .iter()
+                    .any(|v| *v.rule == **rule && v.wants == Some(*count));
                 if voted && !self.applied_windows.contains(key) {
                     self.applied_windows.push(key.clone());
                 }

@@ -427,7 +427,7 @@ pub async fn fetch_answers(
     let calls = policy.rules.iter().filter_map(|rule| match &rule.spec {
         RuleSpec::External(ext) => {
             let body = request_body(policy, &rule.name, obs);
-            Some(async move { (rule.name.clone(), runner.call(ext, body).await) })
+            Some(async move { (rule.name.to_string(), runner.call(ext, body).await) })
         }
         _ => None,
     });

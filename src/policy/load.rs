@@ -392,9 +392,11 @@ fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir:
         // reported in the same pass, not in the next one.
         let name = name.or_else(|| spec.as_ref().map(|s| s.kind().to_string()));
         if let Some(name) = name.as_ref().filter(|n| !names.insert((*n).clone())) {
-            let same_kind = spec
-                .as_ref()
-                .is_some_and(|s| rules.iter().any(|r| r.name == *name && r.spec.kind() == s.kind()));
+            let same_kind = spec.as_ref().is_some_and(|s| {
+                rules
+                    .iter()
+                    .any(|r| *r.name == **name && r.spec.kind() == s.kind())
+            });
             let hint = if same_kind {
                 "; give each rule of the same kind a `name`"
             } else {
@@ -412,7 +414,7 @@ fn read_rules(n: &Node, p: &str, cx: &mut Cx, defaults: &RuleDefaults, base_dir:
             continue;
         };
         rules.push(Rule {
-            name,
+            name: name.into(),
             spec,
             cooldown,
             max_step_out,

@@ -164,8 +164,9 @@ impl Default for Cooldowns {
 /// One rule of a target.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    /// Unique within its target; defaults to `KIND` or `KIND-N`.
-    pub name: String,
+    /// Unique within its target; defaults to `KIND` or `KIND-N`. Shared with every vote and
+    /// decision that names it.
+    pub name: std::sync::Arc<str>,
     pub spec: RuleSpec,
     /// The rule's own, else the target's.
     pub cooldown: Cooldowns,
@@ -295,8 +296,11 @@ impl TargetPolicy {
                     }
                 }
                 if let Some(d) = w.desired {
-                    b.pending_desired
-                        .push((window_key(&rule.name, w.name, w.started), rule.name.clone(), d));
+                    b.pending_desired.push((
+                        window_key(&rule.name, w.name, w.started),
+                        rule.name.to_string(),
+                        d,
+                    ));
                 }
             }
         }

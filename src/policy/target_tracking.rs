@@ -880,7 +880,7 @@ mod tests {
         // A day and more of history: the forecast is in force, 72 % is inside 74 ± 6 %.
         let d = foreseen_decision(1500, forecast);
         assert_eq!(d.action, Action::Hold, "{}", d.reason);
-        let cpu = d.votes.iter().find(|v| v.rule == "cpu").unwrap();
+        let cpu = d.votes.iter().find(|v| &*v.rule == "cpu").unwrap();
         assert!(
             cpu.reason.contains("74 (a day's forecast in force)"),
             "{}",
@@ -1175,7 +1175,7 @@ mod tests {
         // abstains instead of holding.
         let d = decide_on(&rules, &[30.0; 5], true, &[(30, 10)], 10, 10);
         assert_eq!((d.action, d.desired), (Action::ScaleIn, 5), "{}", d.reason);
-        let other = d.votes.iter().find(|v| v.rule == "other").unwrap();
+        let other = d.votes.iter().find(|v| &*v.rule == "other").unwrap();
         assert_eq!(other.status.as_str(), "abstains", "{other:?}");
     }
 }

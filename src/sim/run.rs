@@ -148,7 +148,7 @@ pub fn actions_of(report: &TickReport) -> Vec<ActionRow> {
                 target: d.target.to_string(),
                 from: *from,
                 to: *to,
-                rule: d.rule.clone(),
+                rule: d.rule.as_deref().map(str::to_string),
                 reason: d.reason.clone(),
             }),
             _ => None,

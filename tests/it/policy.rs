@@ -188,7 +188,7 @@ async fn every_example_policy_is_parsed_and_evaluated() {
         if s.file == "checkout.yaml" {
             // The forecast is recorded: the 14:00 peak of ~50,000 rpm within the next 30 min
             // is not in view yet at 13:00, but the climb is: about 47,000 / 6,000 → 8 or 9.
-            let f = d.votes.iter().find(|v| v.rule == "forecast").unwrap();
+            let f = d.votes.iter().find(|v| &*v.rule == "forecast").unwrap();
             assert_eq!(f.status.as_str(), "forecast_only", "{}", f.reason);
             assert!(matches!(f.wants, Some(8..=10)), "{:?}: {}", f.wants, f.reason);
         }

@@ -929,7 +929,7 @@ async fn predictive_history_is_one_long_window_call_per_metric_read_once_per_buc
     assert_eq!(counted(&w), 3.0);
     let (d, _) = service(&r, "web");
     for name in ["requests", "orders"] {
-        let v = d.votes.iter().find(|v| v.rule == name).unwrap();
+        let v = d.votes.iter().find(|v| &*v.rule == name).unwrap();
         assert!(
             v.reason.contains("forecast peak") && v.reason.contains("daily"),
             "{v:?}"
