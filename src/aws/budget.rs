@@ -72,13 +72,18 @@ impl Budget {
         if let Some(until) = s.paused_until.filter(|u| *u > now) {
             return until - now;
         }
-        s.tokens = (s.tokens + now.duration_since(s.last).as_secs_f64() * self.rate).min(self.burst);
+        s.tokens = self.held(&s, now);
         s.last = now;
         if s.tokens >= 1.0 {
             s.tokens -= 1.0;
             return Duration::ZERO;
         }
         Duration::from_secs_f64((1.0 - s.tokens) / self.rate.max(1e-9))
+    }
+
+    /// The tokens held at `now`: those left, and those come in since, up to the burst.
+    fn held(&self, s: &State, now: Instant) -> f64 {
+        (s.tokens + now.duration_since(s.last).as_secs_f64() * self.rate).min(self.burst)
     }
 
     /// The calls this budget can make within `within` from now: the tokens it holds and those
@@ -92,8 +97,9 @@ impl Budget {
         if paused > within {
             return 0;
         }
-        let held = (s.tokens + now.duration_since(s.last).as_secs_f64() * self.rate).min(self.burst);
-        (held + within.as_secs_f64() * self.rate).floor().max(0.0) as usize
+        (self.held(&s, now) + within.as_secs_f64() * self.rate)
+            .floor()
+            .max(0.0) as usize
     }
 
     /// A call of the family was throttled: the family pauses, longer each time in a row.

@@ -174,11 +174,14 @@ impl Book {
         self.lock().margins = margins;
     }
 
-    /// The services the last pass left unread that the worker must hold, and what it says of
-    /// what it left.
-    pub fn unread(&self) -> (Vec<ServiceKey>, Option<String>) {
-        let i = self.lock();
-        (i.unread.clone(), i.skipped_note.clone())
+    /// The services the last pass left unread that the worker must hold.
+    pub fn unread(&self) -> Vec<ServiceKey> {
+        self.lock().unread.clone()
+    }
+
+    /// What the last pass says of the services it left, if it left any.
+    pub fn skipped_note(&self) -> Option<String> {
+        self.lock().skipped_note.clone()
     }
     /// What the pass read of `cluster`: `asked` (names), of which `found` were described. The
     /// asked but not found are forgotten (the next pass asks again).
@@ -514,7 +517,7 @@ mod tests {
         assert!(read[1].len() <= DESCRIBE_SERVICES_BATCH, "{:?}", read[1]);
         let want: Vec<String> = (5..25).rev().map(|i| format!("s{i}")).collect();
         assert_eq!(read[0], want, "the 20 nearest of a, nearest first");
-        let (unread, note) = b.unread();
+        let (unread, note) = (b.unread(), b.skipped_note());
         let mut unread: Vec<String> = unread.iter().map(|k| k.to_string()).collect();
         unread.sort();
         assert_eq!(unread, ["a/s0", "a/s1", "a/s2", "a/s3", "a/s4"]);
@@ -528,6 +531,6 @@ mod tests {
         for i in 0..5 {
             assert!(read[0].contains(&format!("s{i}")), "{:?}", read[0]);
         }
-        assert!(b.unread().0.is_empty());
+        assert!(b.unread().is_empty());
     }
 }

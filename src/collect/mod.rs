@@ -234,7 +234,7 @@ impl Collector {
     /// The services the last pass knew changed (or overdue) but could not read again: the
     /// worker holds them.
     pub fn unread(&self) -> Vec<ServiceKey> {
-        self.book.unread().0
+        self.book.unread()
     }
 
     /// One collection pass, as of `now` (which decides the metric windows).
@@ -249,11 +249,11 @@ impl Collector {
             .as_ref()
             .map(|e| self.book.pass(now, self.changes.take(), e.reconcile));
         let resolved = self.resolve(pass.as_ref()).await;
-        if let Some((_, note)) = pass.as_ref().map(|_| self.book.unread()) {
-            problems.extend(note.map(|message| Problem {
+        if let Some(message) = pass.as_ref().and_then(|_| self.book.skipped_note()) {
+            problems.push(Problem {
                 scope: "collect".into(),
                 message,
-            }));
+            });
         }
         if pass.is_some() {
             let keep = resolved

@@ -384,6 +384,9 @@ impl Worker {
     ) -> Vec<(usize, Decision, &'s ServiceState)> {
         let services: BTreeMap<ServiceKey, &ServiceState> =
             snapshot.services().map(|s| (s.key(), s)).collect();
+        // With events, what the last pass could not read is held, and the margins rank the
+        // next pass's reads; without, every service is read every pass.
+        let events = self.config.collect.events.is_some();
         let unread: std::collections::HashSet<ServiceKey> = self.collector.unread().into_iter().collect();
         let mut margins = std::collections::HashMap::new();
         let mut pending = Vec::new();
@@ -413,12 +416,14 @@ impl Worker {
             if unread.contains(&key) {
                 hold_unread(&mut d);
             }
-            if let Some(m) = policy.margin(&d) {
+            if let Some(m) = events.then(|| policy.margin(&d)).flatten() {
                 margins.insert(key, m);
             }
             pending.push((i, d, *svc));
         }
-        self.collector.rank(margins);
+        if events {
+            self.collector.rank(margins);
+        }
         pending
     }
 
