@@ -548,6 +548,16 @@ async fn dead_letters_are_inside_the_spool_bound_and_replayed_once_the_cause_is_
     let letters = std::fs::metadata(spool.path().join("deadletter.ndjson"))
         .unwrap()
         .len();
+    // The spool's size is counted as the sent segment is removed, just after the spool is
+    // found empty: wait for the count (the assertion below shows it if it never comes).
+    let s = r.shipper.clone();
+    let settled = tokio::time::timeout(Duration::from_secs(10), async move {
+        while s.stats().spool_bytes != letters {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    drop(settled);
     assert_eq!(
         r.shipper.stats().spool_bytes,
         letters,
