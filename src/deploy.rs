@@ -283,7 +283,8 @@ mod tests {
     use super::*;
 
     /// With every feature but task groups on, the config needs exactly the least-privilege
-    /// policy's actions but StartTask and StopTask (the groups'), and never one it lacks.
+    /// policy's actions but StartTask and StopTask (the groups') and SSM's GetParameter (`run
+    /// --from-ssm`'s, which no config names), and never one it lacks.
     #[test]
     fn every_feature_needs_exactly_the_least_privilege_policys_actions() {
         let text = "schedule: {interval: 30s}\ncollect: {events: {queue_url: 'https://sqs.eu-west-1.amazonaws.com/1/x-ecs-events'}}\nclusters: [{name: a, services: [b]}, {name: x, role_arn: 'arn:aws:iam::222222222222:role/ecscale-cluster-access', services: [y]}]\ncapacity: [{auto_scaling_group: g, cluster: a, capacity_provider: take_over}]\nworker:\n  app_autoscaling: take_over\n  state: {dynamodb_table: t}\n  leader: {dynamodb_table: t}\n";
@@ -306,8 +307,11 @@ mod tests {
             }
         }
         let granted: BTreeSet<&str> = granted.iter().map(String::as_str).collect();
-        let only_groups: BTreeSet<&str> = granted.difference(&needed).copied().collect();
-        assert_eq!(only_groups, BTreeSet::from(["ecs:StartTask", "ecs:StopTask"]));
+        let not_needed: BTreeSet<&str> = granted.difference(&needed).copied().collect();
+        assert_eq!(
+            not_needed,
+            BTreeSet::from(["ecs:StartTask", "ecs:StopTask", "ssm:GetParameter"])
+        );
         assert!(needed.is_subset(&granted), "{needed:?}");
         // Without capacity, leases or take-overs: the reads, the metrics and UpdateService.
         let bare = crate::config::load_str(

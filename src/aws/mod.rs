@@ -14,6 +14,7 @@ mod scaling;
 pub mod sigv4;
 mod silence;
 mod sqs;
+pub mod ssm;
 
 use std::fmt;
 use std::sync::Arc;
@@ -104,6 +105,21 @@ async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
         loader = loader.endpoint_url(url);
     }
     loader.load().await
+}
+
+/// SSM Parameter Store at `settings`' region and endpoint, signing with the credential chain,
+/// before any config is read (`ecscale run --from-ssm`).
+pub async fn parameter_store(settings: &AwsSettings, meter: ApiMeter) -> Result<ssm::ParameterStore, String> {
+    let sdk = sdk_config(settings).await;
+    let region = sdk.region().ok_or(Error::NoRegion.to_string())?.to_string();
+    let provider = sdk
+        .credentials_provider()
+        .ok_or("no AWS credential chain to read SSM with")?;
+    let endpoint = settings
+        .endpoint_url
+        .clone()
+        .unwrap_or_else(|| format!("https://ssm.{region}.amazonaws.com"));
+    ssm::ParameterStore::new(endpoint, Signer { provider, region }, meter)
 }
 
 /// The SQS client's time limits: a long poll waits up to 20 s before its answer, on top of

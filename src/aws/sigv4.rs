@@ -1,8 +1,16 @@
-//! SigV4 signing of plain HTTP requests (Amazon Managed Prometheus's query API), with the
-//! credential chain the AWS clients use.
+//! SigV4 signing of plain HTTP requests (Amazon Managed Prometheus's query API, SSM's
+//! GetParameter), with the credential chain the AWS clients use.
 
 /// The content type of the signed POSTs: a form.
 pub const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A POST to sign: where, its headers, its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Post<'a> {
+    pub url: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+}
 
 /// What signs SigV4 requests: the AWS credential chain's provider, and the default region.
 #[derive(Clone, Debug)]
@@ -12,8 +20,8 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// The headers that sign a POST of `body` to `url` (`x-amz-date`, `authorization`, and
-    /// `x-amz-security-token` with temporary credentials).
+    /// The headers that sign a POST of a form `body` to `url` (`x-amz-date`, `authorization`,
+    /// and `x-amz-security-token` with temporary credentials).
     pub async fn headers(
         &self,
         region: Option<&str>,
@@ -21,13 +29,28 @@ impl Signer {
         url: &str,
         body: &[u8],
     ) -> Result<Vec<(String, String)>, String> {
+        let post = Post {
+            url,
+            headers: &[("content-type", FORM)],
+            body,
+        };
+        self.sign(region, service, post).await
+    }
+
+    /// The headers that sign `post` (its own headers are signed too, and must be sent).
+    pub async fn sign(
+        &self,
+        region: Option<&str>,
+        service: &str,
+        post: Post<'_>,
+    ) -> Result<Vec<(String, String)>, String> {
         use aws_credential_types::provider::ProvideCredentials;
         use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         let creds = self
             .provider
             .provide_credentials()
             .await
-            .map_err(|e| format!("no AWS credentials to sign with (prometheus.sigv4): {e}"))?;
+            .map_err(|e| format!("no AWS credentials to sign with: {e}"))?;
         let identity = creds.into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
@@ -38,8 +61,8 @@ impl Signer {
             .build()
             .map_err(|e| format!("SigV4: {e}"))?
             .into();
-        let headers = [("content-type", FORM)];
-        let req = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))
+        let headers = post.headers.iter().copied();
+        let req = SignableRequest::new("POST", post.url, headers, SignableBody::Bytes(post.body))
             .map_err(|e| format!("SigV4: {e}"))?;
         let (instructions, _) = sign(req, &params)
             .map_err(|e| format!("SigV4: {e}"))?

@@ -87,6 +87,19 @@ enum Command {
         /// Stop after N ticks (a trial run).
         #[arg(long, value_name = "N")]
         ticks: Option<u64>,
+        /// Keep FILE in step with the SSM parameter NAME (repeatable, or comma-separated): read
+        /// before the config is, then every --ssm-every; a change is written over FILE and
+        /// reloaded as an edit of FILE is.
+        #[arg(
+            long = "from-ssm",
+            value_name = "NAME=FILE",
+            env = "ECSCALE_FROM_SSM",
+            value_delimiter = ','
+        )]
+        from_ssm: Vec<crate::worker::sources::FromSsm>,
+        /// How often the --from-ssm parameters are read again.
+        #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration, env = "ECSCALE_SSM_EVERY", requires = "from_ssm")]
+        ssm_every: std::time::Duration,
     },
     /// Run one collection pass and print what the worker sees.
     #[command(after_help = "Documentation: docs/worker.md")]
@@ -312,7 +325,19 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
             config,
             dry_run,
             ticks,
-        } => run_worker(&config.config, vars, dry_run, ticks).await,
+            from_ssm,
+            ssm_every,
+        } => {
+            // One meter for every AWS call the worker makes, SSM's among them.
+            let meter = ApiMeter::default();
+            let sources = from_ssm_first(from_ssm, ssm_every, vars, &meter).await?;
+            let opts = crate::worker::RunOptions {
+                dry_run,
+                max_ticks: ticks,
+                sources,
+            };
+            run_worker(&config.config, vars, opts, meter).await
+        }
         Command::Collect { config, once, format } => {
             if !once {
                 return Err(invalid(anyhow::anyhow!(
@@ -580,11 +605,41 @@ fn reloader(path: &std::path::Path, vars: &Vars) -> crate::worker::reload::Loade
     })
 }
 
+/// With `--from-ssm`: every parameter read and written to its file before the config is read
+/// (exit 2 naming the parameter when one cannot be), and what keeps them in step afterwards.
+async fn from_ssm_first(
+    list: Vec<crate::worker::sources::FromSsm>,
+    every: std::time::Duration,
+    vars: &Vars,
+    meter: &ApiMeter,
+) -> Result<Option<(crate::worker::sources::Sources, std::time::Duration)>, Failure> {
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let mut settings = config::AwsSettings::default();
+    let mistakes = config::env::apply_aws(&mut settings, vars);
+    if !mistakes.is_empty() {
+        return Err(self::mistakes(config::Diagnostics(mistakes), "the environment"));
+    }
+    let store = crate::aws::parameter_store(&settings, meter.clone())
+        .await
+        .map_err(|e| invalid(anyhow::anyhow!("--from-ssm: {e}")))?;
+    let sources = crate::worker::sources::Sources::new(store, list);
+    let written = sources
+        .fetch()
+        .await
+        .map_err(|e| invalid(anyhow::anyhow!("--from-ssm: {e}")))?;
+    if !written.is_empty() {
+        tracing::info!("SSM: wrote {}", crate::worker::sources::describe(&written));
+    }
+    Ok(Some((sources, every)))
+}
+
 async fn run_worker(
     path: &std::path::Path,
     vars: &Vars,
-    dry_run: bool,
-    ticks: Option<u64>,
+    opts: crate::worker::RunOptions,
+    meter: ApiMeter,
 ) -> Result<u8, Failure> {
     let config = load_config(path, vars)?;
     let files = crate::policy::load_for(&config).map_err(|d| mistakes(d, "the policy files"))?;
@@ -592,17 +647,11 @@ async fn run_worker(
     crate::worker::notify::check(&config.notify)
         .map_err(|e| invalid(anyhow::anyhow!("{}: {e}", config.file.display())))?;
     let policies = files.into_iter().flat_map(|f| f.targets).collect();
-    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
-        .await
-        .map_err(invalid)?;
+    let aws = AwsContext::connect(&config.aws, meter).await.map_err(invalid)?;
     let clients = crate::worker::Clients::routed(&aws, &config)
         .await
         .map_err(invalid)?
         .with_events(&aws, &config.collect);
-    let opts = crate::worker::RunOptions {
-        dry_run,
-        max_ticks: ticks,
-    };
     crate::worker::run(config, policies, clients, opts, Some(reloader(path, vars))).await?;
     Ok(0)
 }

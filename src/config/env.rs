@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::fields::check_http_url;
 use super::fields::is_region;
-use super::schema::{Config, ElasticsearchSettings};
+use super::schema::{AwsSettings, Config, ElasticsearchSettings};
 use crate::read::yaml::Span;
 use crate::read::Diagnostic;
 
@@ -42,6 +42,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "ECSCALE_METRICS_ADDR",
         "Overrides `worker.metrics_addr` (`off`: no `/metrics` endpoint).",
+    ),
+    (
+        "ECSCALE_FROM_SSM",
+        "`ecscale run --from-ssm`: `NAME=FILE` pairs, comma-separated, the SSM parameters the config and policy files are kept in step with.",
+    ),
+    (
+        "ECSCALE_SSM_EVERY",
+        "`ecscale run --ssm-every`: how often those parameters are read again (default `1m`).",
     ),
     (
         "ECSCALE_CONTROL_TOKEN",
@@ -109,43 +117,8 @@ impl Vars {
 
 /// Applies the overrides to a config read from its file. Returns the mistakes (bad values).
 pub fn apply(config: &mut Config, vars: &Vars) -> Vec<Diagnostic> {
-    let mut diags = Vec::new();
-    let mut bad = |name: &str, message: String| {
-        diags.push(Diagnostic {
-            file: "environment".into(),
-            span: Span::default(),
-            path: name.to_string(),
-            message,
-        })
-    };
-    if let Some(v) = vars.get("ECSCALE_AWS_REGION") {
-        if is_region(v) {
-            config.aws.region = Some(v.to_string());
-        } else {
-            bad(
-                "ECSCALE_AWS_REGION",
-                format!("`{v}` does not look like an AWS region (e.g. us-east-1)"),
-            );
-        }
-    }
-    if let Some(v) = vars.get("ECSCALE_AWS_ENDPOINT_URL") {
-        match check_http_url(v) {
-            Ok(()) => config.aws.endpoint_url = Some(v.to_string()),
-            Err(e) => bad("ECSCALE_AWS_ENDPOINT_URL", e),
-        }
-    }
-    if let Some(v) = vars.get("ECSCALE_AWS_PROFILE") {
-        config.aws.profile = Some(v.to_string());
-    }
-    if let Some(v) = vars.get("ECSCALE_AWS_MAX_ATTEMPTS") {
-        match v.parse::<u32>() {
-            Ok(n) if (1..=20).contains(&n) => config.aws.retry.max_attempts = n,
-            _ => bad(
-                "ECSCALE_AWS_MAX_ATTEMPTS",
-                format!("`{v}` is not a whole number from 1 to 20"),
-            ),
-        }
-    }
+    let mut diags = apply_aws(&mut config.aws, vars);
+    let mut bad = |name: &str, message: String| diags.push(environment(name, message));
     if let Some(v) = vars.get("ECSCALE_ES_URL") {
         match check_http_url(v) {
             Ok(()) => match &mut config.sink.elasticsearch {
@@ -172,4 +145,50 @@ pub fn apply(config: &mut Config, vars: &Vars) -> Vec<Diagnostic> {
         }
     }
     diags
+}
+
+/// Applies the `ECSCALE_AWS_*` overrides to `aws` alone (what is known of AWS before a config
+/// is read). Returns the mistakes (bad values).
+pub fn apply_aws(aws: &mut AwsSettings, vars: &Vars) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let mut bad = |name: &str, message: String| diags.push(environment(name, message));
+    if let Some(v) = vars.get("ECSCALE_AWS_REGION") {
+        if is_region(v) {
+            aws.region = Some(v.to_string());
+        } else {
+            bad(
+                "ECSCALE_AWS_REGION",
+                format!("`{v}` does not look like an AWS region (e.g. us-east-1)"),
+            );
+        }
+    }
+    if let Some(v) = vars.get("ECSCALE_AWS_ENDPOINT_URL") {
+        match check_http_url(v) {
+            Ok(()) => aws.endpoint_url = Some(v.to_string()),
+            Err(e) => bad("ECSCALE_AWS_ENDPOINT_URL", e),
+        }
+    }
+    if let Some(v) = vars.get("ECSCALE_AWS_PROFILE") {
+        aws.profile = Some(v.to_string());
+    }
+    if let Some(v) = vars.get("ECSCALE_AWS_MAX_ATTEMPTS") {
+        match v.parse::<u32>() {
+            Ok(n) if (1..=20).contains(&n) => aws.retry.max_attempts = n,
+            _ => bad(
+                "ECSCALE_AWS_MAX_ATTEMPTS",
+                format!("`{v}` is not a whole number from 1 to 20"),
+            ),
+        }
+    }
+    diags
+}
+
+/// A mistake in the environment variable `name`.
+fn environment(name: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        file: "environment".into(),
+        span: Span::default(),
+        path: name.to_string(),
+        message,
+    }
 }

@@ -12,6 +12,8 @@ pub enum Trigger {
     Http(oneshot::Sender<Outcome>),
     /// A watched file changed (and settled).
     Watch,
+    /// An SSM parameter the files come from changed, and its file was written.
+    Parameter,
 }
 
 impl Trigger {
@@ -20,6 +22,7 @@ impl Trigger {
             Trigger::Signal => "sighup",
             Trigger::Http(_) => "http",
             Trigger::Watch => "watch",
+            Trigger::Parameter => "ssm",
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod notify;
 pub mod orphans;
 pub mod reload;
 pub mod ship;
+pub mod sources;
 pub mod state;
 pub mod status;
 pub mod tick;
@@ -191,6 +192,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Stop after this many ticks (trial runs, tests).
     pub max_ticks: Option<u64>,
+    /// The SSM parameters the files come from, read again this often (`--from-ssm`).
+    pub sources: Option<(sources::Sources, Duration)>,
 }
 
 /// A worker's id in the lease: the configured one, else host name and process id.
@@ -551,6 +554,11 @@ pub async fn run(
     let lease_task = keep_lease(lease.as_ref(), &stop, &metrics, &notify);
     let reloading = loader.map(|l| Reloading::new(l, &config));
     let watcher = watch_reloads(reloading.as_ref(), &config, &reload_tx, &metrics, &stop);
+    let fetcher = opts
+        .sources
+        .clone()
+        .filter(|_| reloading.is_some())
+        .map(|(s, every)| s.poll(every, reload_tx.clone(), stop.clone()));
     let events = poll_events(&clients, &stop);
     let parts = Parts {
         store,
@@ -585,7 +593,7 @@ pub async fn run(
     if let Some(l) = &lease {
         l.release().await;
     }
-    for t in [lease_task, server, events].into_iter().flatten() {
+    for t in [lease_task, server, events, fetcher].into_iter().flatten() {
         t.abort();
     }
     Ok(())

@@ -450,6 +450,19 @@ fn deploy_check_refuses_a_missing_action_a_foreign_cluster_and_replicas_without_
     assert!(stderr.contains("short.cfn.yaml"), "{stderr}");
 }
 
+/// Waits (up to 60 s) until the log `read` gives satisfies `done`.
+async fn wait_for_log(read: &impl Fn() -> String, done: impl Fn(&str) -> bool, what: &str) {
+    let start = Instant::now();
+    while !done(&read()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what}: not within 60 s:\n{}",
+            read()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `tests/scripts/stack.py MODE MOTO REGION ARGS...`, its JSON.
 fn stack_script(args: &[&str]) -> serde_json::Value {
     let python =
@@ -468,10 +481,11 @@ fn stack_script(args: &[&str]) -> serde_json::Value {
 
 /// The stack as shipped, end to end in moto: created with the config and policies in the
 /// parameters it reads; `deploy check` passes; the worker's container is started as ECS would
-/// start it (the task definition's entry point and command, its environment, its secrets
-/// resolved from Parameter Store) and ticks three times, with its lease and state in the
-/// stack's DynamoDB table; its security group lets in only the scraper on 9464; the stack
-/// deletes cleanly, the table with it.
+/// start it (the task definition's command, its environment, its secret resolved from
+/// Parameter Store) and ticks three times, its config and policies read from the parameters
+/// by the task role, with its lease and state in the stack's DynamoDB table; a policy edited
+/// in its parameter is written and reloaded while it runs; its security group lets in only the
+/// scraper on 9464; the stack deletes cleanly, the table with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_runs_the_worker_from_its_parameters_and_table_and_deletes_cleanly() {
     let moto = Moto::new(&moto_url(), "us-east-1");
@@ -517,46 +531,82 @@ async fn the_stack_runs_the_worker_from_its_parameters_and_table_and_deletes_cle
         serde_json::json!([{"port": [9464, 9464], "cidrs": ["10.0.9.0/24"]}]),
         "only the scraper, on 9464"
     );
-    // The container as ECS starts it, in a folder of the test's instead of /tmp/ecscale, with
-    // `ecscale` on the PATH taking three ticks, and its metrics on a free loopback port.
+    // The container as ECS starts it (the image's entry point, `ecscale`, with the task's
+    // command), in a folder of the test's instead of /tmp/ecscale, its metrics on a free
+    // loopback port, reading the parameters again every second.
     let c = &made["container"];
-    assert_eq!(c["entry_point"], serde_json::json!(["sh", "-c"]));
-    let script = c["command"][0]
-        .as_str()
+    assert_eq!(c["entry_point"], serde_json::json!([]), "the image's own");
+    let task = dir.path().join("task");
+    let here = |v: &str| v.replace("/tmp/ecscale", &task.display().to_string());
+    let args: Vec<String> = c["command"]
+        .as_array()
         .unwrap()
-        .replace("/tmp/ecscale", &dir.path().join("task").display().to_string());
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let wrapper = write(
-        &bin,
-        "ecscale",
-        &format!(
-            "#!/bin/sh\nexec '{}' \"$@\" --ticks 3\n",
-            env!("CARGO_BIN_EXE_ecscale")
-        ),
-    );
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut run = tokio::process::Command::new("sh");
-    run.arg("-c").arg(&script).env_clear();
+        .iter()
+        .map(|a| here(a.as_str().unwrap()))
+        .collect();
+    let log = dir.path().join("worker.log");
+    let mut run = ecscale();
+    run.arg("--log").arg("info").args(&args).env_clear();
     for (k, v) in c["environment"]
         .as_object()
         .unwrap()
         .iter()
         .chain(c["secrets"].as_object().unwrap())
     {
-        run.env(k, v.as_str().unwrap());
+        run.env(k, here(v.as_str().unwrap()));
     }
     run.env("ECSCALE_METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("ECSCALE_SSM_EVERY", "1s")
+        // What ECS gives a task: its region. The endpoint is moto's.
+        .env("AWS_REGION", "us-east-1")
+        .env("ECSCALE_AWS_ENDPOINT_URL", moto_url())
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    let out = tokio::time::timeout(Duration::from_secs(60), run.output())
-        .await
-        .expect("three ticks within a minute")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = tokio::process::Command::from(run)
+        .kill_on_drop(true)
+        .spawn()
         .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for_log(&read_log, |l| l.matches("tick:").count() >= 3, "three ticks").await;
+    let written = task.join("policies.yaml");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        std::fs::read_to_string(&policies).unwrap()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&written).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A policy edited in Parameter Store reaches the running worker: written and reloaded.
+    let edited = std::fs::read_to_string(&policies)
+        .unwrap()
+        .replace("max: 4", "max: 5");
+    let edited_file = write(dir.path(), "edited.yaml", &edited);
+    let put = stack_script(&[
+        "put",
+        &format!("/{stack}/policies"),
+        edited_file.to_str().unwrap(),
+    ]);
+    assert_eq!(put["version"], 2, "{put}");
+    wait_for_log(
+        &read_log,
+        |l| l.contains("(version 2): reloading") && l.contains("): ok: 1 target policies"),
+        "the edited parameter reloaded",
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), edited);
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stopped within 30 s")
+        .unwrap();
+    let log = read_log();
+    assert!(status.success(), "{log}");
     assert!(log.contains("acting only while it holds the lease"), "{log}");
     // The lease and the target's state are in the stack's table.
     let scanned = stack_script(&["scan", &table]);
@@ -578,4 +628,52 @@ async fn the_stack_runs_the_worker_from_its_parameters_and_table_and_deletes_cle
         "{gone}"
     );
     assert_eq!(gone["table_left"], false, "{gone}");
+}
+
+/// `run --from-ssm` with a parameter SSM does not have: exit 2 before anything runs, naming
+/// the parameter, the endpoint and SSM's answer; no file written (the one that exists is
+/// read but not touched), no worker started.
+#[test]
+fn a_parameter_ssm_does_not_have_stops_the_worker_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ecscale.yaml");
+    let policies = write(dir.path(), "policies.yaml", "# kept\n");
+    let name = format!("/{}/config", unique("absent"));
+    let present = format!("/{}/policies", unique("present"));
+    let text = dir.path().join("present.yaml");
+    std::fs::write(&text, "target: {cluster: a, service: b}\n").unwrap();
+    stack_script(&["put", &present, text.to_str().unwrap()]);
+    let mut cmd = ecscale();
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .arg("--from-ssm")
+        .arg(format!(
+            "{present}={},{name}={}",
+            policies.display(),
+            config.display()
+        ))
+        .env("AWS_REGION", "us-east-1")
+        .env("ECSCALE_AWS_ENDPOINT_URL", moto_url());
+    let (code, _, stderr) = crate::support::run(&mut cmd);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("SSM parameter {name} at {}", moto_url()))
+            && stderr.contains("ParameterNotFound"),
+        "{stderr}"
+    );
+    assert!(!config.exists(), "nothing written");
+    assert_eq!(
+        std::fs::read_to_string(&policies).unwrap(),
+        "# kept\n",
+        "all or nothing"
+    );
+
+    // A flag without --from-ssm is refused, not ignored.
+    let mut cmd = ecscale();
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .args(["--ssm-every", "5s"]);
+    let (code, _, stderr) = crate::support::run(&mut cmd);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--from-ssm"), "{stderr}");
 }

@@ -174,6 +174,7 @@ async fn worker(path: &Path, id: &str, dry_run: bool) -> (Worker, Option<Arc<Lea
     let opts = RunOptions {
         dry_run,
         max_ticks: None,
+        sources: None,
     };
     let w = Worker::new(config, policies, Clients::aws(&aws), parts, &opts)
         .await
@@ -194,7 +195,12 @@ const GROUP_ONLY: &[&str] = &["ecs:StartTask", "ecs:StopTask"];
 /// Actions of features the capacity run below does not use: the ECS events queue (its calls are
 /// `SQS.ReceiveMessage` and `SQS.DeleteMessageBatch`, tests/it/events.rs) and clusters in other
 /// accounts (STS AssumeRole, tests/it/accounts.rs).
-const OTHER_FEATURES: &[&str] = &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sts:AssumeRole"];
+const OTHER_FEATURES: &[&str] = &[
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sts:AssumeRole",
+    "ssm:GetParameter",
+];
 
 #[tokio::test]
 async fn a_task_group_is_placed_with_start_task_adopted_after_a_restart_and_scaled_in_with_stop_task() {

@@ -6,6 +6,7 @@ usage: stack.py create MOTO_URL REGION TEMPLATE STACK EVENTS_QUEUE(true|false) C
            reads), and prints its status, resources, outputs, task role, table key, log groups,
            alarms, and the worker's container as ECS would start it: entry point, command,
            environment, and its secrets resolved from Parameter Store as ECS resolves them
+       stack.py put MOTO_URL REGION NAME FILE   puts FILE's text in the parameter NAME; its version
        stack.py scan MOTO_URL REGION TABLE      the keys of the table's items
        stack.py delete MOTO_URL REGION STACK    deletes the stack; its status, and whether the table is gone"""
 import ast
@@ -122,6 +123,10 @@ mode, url, region = sys.argv[1:4]
 client = clients(url, region)
 if mode == "create":
     result = create(client, *sys.argv[4:])
+elif mode == "put":
+    name, file = sys.argv[4:6]
+    put = client("ssm").put_parameter(Name=name, Value=open(file).read(), Type="String", Overwrite=True)
+    result = {"version": put["Version"]}
 elif mode == "scan":
     result = scan(client, sys.argv[4])
 else:
