@@ -1,7 +1,8 @@
 //! Metrics from a real Prometheus server (Debian's, started by `scripts/test-services`), which
 //! scrapes exporters the tests run: the query → series → decision path, an empty result held as
 //! missing data, two series refused, a Prometheus that is down or never answers named as the
-//! problem with nothing scaled, and Prometheus scraping ecscale's own `/metrics`.
+//! problem with nothing scaled, Prometheus scraping ecscale's own `/metrics`, and the alerts on
+//! ecscale going true in it.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -413,4 +414,65 @@ async fn the_alerts_on_ecscale_go_true_in_prometheus() {
     // Stopped: nothing to scrape.
     worker.kill().await.unwrap();
     until_at_least(&alert("EcscaleDown"), 1.0).await;
+}
+
+/// A worker whose ticks stop while it still answers: its AWS endpoint accepts connections and
+/// never answers (and its time limits are long), so the first tick never ends. Scraped by the
+/// real Prometheus, EcscaleNoTick goes true once the start is older than its schedule's three
+/// gaps and a minute, while EcscaleDown stays quiet (the worker is up: it is the ticks that
+/// stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_ticks_stall_raises_no_tick_in_prometheus() {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let aws = format!("http://{}", hole.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            open.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::support::free_port();
+    let config = write(
+        dir.path(),
+        "ecscale.yaml",
+        &format!(
+            "aws:\n  region: eu-west-1\n  endpoint_url: '{aws}'\n  retry: {{max_attempts: 1}}\n  timeouts: {{attempt: 10m, operation: 10m}}\nschedule: {{interval: 1s}}\nclusters: [{{name: stalled, services: [web]}}]\nsink: {{spool: {{dir: spool}}}}\nworker:\n  metrics_addr: '127.0.0.1:{port}'\n  state: {{file: state.json}}\n"
+        ),
+    );
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["run", "--config"]).arg(&config);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _worker = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let name = unique("stalled");
+    scrape(&name, &format!("127.0.0.1:{port}"));
+    let firing = format!("ALERTS{{alertname=\"EcscaleNoTick\", alertstate=\"firing\", it=\"{name}\"}}");
+    let start = std::time::Instant::now();
+    while instant(&firing).await.is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(150),
+            "EcscaleNoTick did not fire"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stale = start.elapsed();
+    assert!(
+        stale >= Duration::from_secs(55),
+        "fired after {stale:?}, before the stale bound"
+    );
+    assert_eq!(
+        instant(&format!("up{{it=\"{name}\"}}")).await,
+        Some(1.0),
+        "the worker is up"
+    );
+    assert_eq!(
+        instant(&format!("ecscale_ticks_total{{it=\"{name}\"}}")).await,
+        Some(0.0),
+        "no tick ended"
+    );
+    held.abort();
 }
