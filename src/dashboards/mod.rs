@@ -298,6 +298,28 @@ fn metric_panels(prefix: &str) -> Vec<Value> {
             "USD",
         ),
     ));
+    out.push(visualization(
+        &format!("{prefix}-cloudwatch-per-service"),
+        "ecscale · CloudWatch cost per service, as a month",
+        &metrics,
+        "kind:cloudwatch_spend",
+        vis_state(
+            "CloudWatch per service",
+            "line",
+            &[
+                m(
+                    "max",
+                    Some("cloudwatch_usd_per_service_month"),
+                    "USD per service a month",
+                    1,
+                ),
+                m("max", Some("services"), "services", 2),
+            ],
+            &[Bucket::Time],
+            "USD a month",
+            "services",
+        ),
+    ));
     out
 }
 

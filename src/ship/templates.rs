@@ -61,6 +61,7 @@ pub fn mappings(stream: Stream) -> Value {
             "memory_registered_mib": int(), "memory_reserved_mib": int(), "pending_tasks": int(),
             "api_calls": int(), "api_retries": int(), "cloudwatch_metrics_requested": int(),
             "cloudwatch_cost_usd": dbl(), "problems": int(),
+            "services": int(), "cloudwatch_usd_month": dbl(), "cloudwatch_usd_per_service_month": dbl(),
             "operations": {"type": "object", "dynamic": true},
         }),
         Stream::Decisions => json!({
@@ -119,11 +120,28 @@ pub fn templates(o: &TemplateOptions) -> Vec<(String, Value)> {
                 "priority": 500,
                 "composed_of": [format!("{p}-settings"), format!("{p}-common")],
                 "template": {"mappings": mappings(stream)},
-                "_meta": {"managed_by": "ecscale", "version": env!("CARGO_PKG_VERSION")},
             }),
         ));
     }
+    // Every index template carries the fingerprint of the whole set: a node whose templates
+    // were written by another version of ecscale is told apart from one that is up to date.
+    let print = fingerprint(&out);
+    for (_, body) in out.iter_mut().filter(|(p, _)| p.starts_with("/_index_template/")) {
+        body["_meta"] =
+            json!({"managed_by": "ecscale", "version": env!("CARGO_PKG_VERSION"), "fingerprint": print});
+    }
     out
+}
+
+/// FNV-1a of the templates as JSON (maps serialize in key order): the same on every build.
+fn fingerprint(all: &[(String, Value)]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (path, body) in all {
+        for b in path.bytes().chain(body.to_string().into_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 /// Installs (or updates) every template.
@@ -136,14 +154,36 @@ pub async fn install(es: &Es, o: &TemplateOptions) -> Result<usize, EsError> {
     Ok(all.len())
 }
 
-/// Installs the templates unless they are there already (checked by the last one written).
+/// Installs the templates unless they are there already and up to date (the fingerprint of
+/// the last one written). Templates of another version are replaced, and the indices they
+/// already made get the fields added since, so today's index takes the new documents rather
+/// than refusing them under its strict mapping. True when something was written.
 pub async fn ensure(es: &Es, o: &TemplateOptions) -> Result<bool, EsError> {
     let last = format!("/_index_template/{}-{}", o.prefix, Stream::DeadLetter.name());
-    match es.json(elasticsearch::http::Method::Get, &last, None).await {
-        Ok(_) => Ok(false),
-        Err(EsError::Status { status: 404, .. }) => install(es, o).await.map(|_| true),
-        Err(e) => Err(e),
+    let found = match es.json(elasticsearch::http::Method::Get, &last, None).await {
+        Ok(found) => found,
+        Err(EsError::Status { status: 404, .. }) => return install(es, o).await.map(|_| true),
+        Err(e) => return Err(e),
+    };
+    let ours = fingerprint_of(&templates(o));
+    let theirs = found["index_templates"][0]["index_template"]["_meta"]["fingerprint"].as_str();
+    if theirs == ours.as_deref() {
+        return Ok(false);
     }
+    install(es, o).await?;
+    for stream in Stream::ALL {
+        let path = format!("/{}-{}-*/_mapping?allow_no_indices=true", o.prefix, stream.name());
+        let body = json!({"properties": mappings(stream)["properties"].clone()});
+        es.json(elasticsearch::http::Method::Put, &path, Some(&body))
+            .await?;
+    }
+    Ok(true)
+}
+
+/// The fingerprint the templates carry.
+fn fingerprint_of(all: &[(String, Value)]) -> Option<String> {
+    all.iter()
+        .find_map(|(_, b)| b["_meta"]["fingerprint"].as_str().map(str::to_string))
 }
 
 /// Every mapped field of a stream's indices (common ones included) with its type, by dotted

@@ -46,6 +46,25 @@ pub struct CloudWatchSpend {
     pub arithmetic: String,
 }
 
+impl CloudWatchSpend {
+    /// The spend as a document of the metrics stream at `at` (`kind: cloudwatch_spend`), for
+    /// the dashboard's cost per service.
+    pub fn doc(&self, at: DateTime<Utc>) -> crate::ship::docs::Doc {
+        crate::ship::docs::Doc::new(
+            crate::ship::Stream::Metrics,
+            format!("cloudwatch_spend:{}", at.timestamp_millis()),
+            at,
+            serde_json::json!({
+                "kind": "cloudwatch_spend",
+                "services": self.services,
+                "cloudwatch_metrics_requested": self.metrics_requested,
+                "cloudwatch_usd_month": self.usd_per_month,
+                "cloudwatch_usd_per_service_month": self.usd_per_service_month,
+            }),
+        )
+    }
+}
+
 /// The spend of `requested` metrics between `since` and `now` over `services` services; `None`
 /// before any time has passed.
 pub fn spend(

@@ -627,16 +627,15 @@ impl Worker {
             problems: report.problems.clone(),
             targets,
             reload: None,
-            cloudwatch: self.spend_from.and_then(|(since, before)| {
-                let requested = self.clients.meter.usage().cloudwatch_metrics_requested;
-                super::status::spend(
-                    requested.saturating_sub(before),
-                    since,
-                    report.at,
-                    self.services_seen,
-                )
-            }),
+            cloudwatch: self.cloudwatch_spend(report.at),
         }
+    }
+
+    /// What CloudWatch has cost from the end of the first pass to `at`, as a month.
+    fn cloudwatch_spend(&self, at: DateTime<Utc>) -> Option<super::status::CloudWatchSpend> {
+        let (since, before) = self.spend_from?;
+        let requested = self.clients.meter.usage().cloudwatch_metrics_requested;
+        super::status::spend(requested.saturating_sub(before), since, at, self.services_seen)
     }
 
     async fn save(&mut self, report: &mut TickReport) {
@@ -675,6 +674,7 @@ impl Worker {
         for g in &report.groups {
             docs.push(decision_doc(&g.decision, Some(&g.applied)));
         }
+        docs.extend(self.cloudwatch_spend(report.at).map(|s| s.doc(report.at)));
         let marks = snapshot
             .series
             .iter()

@@ -31,13 +31,13 @@ fn the_shipped_file_is_the_generated_one_and_checks_clean() {
             ("dashboard", 1),
             ("index-pattern", 4),
             ("search", 1),
-            ("visualization", 7)
+            ("visualization", 8)
         ]
     );
     let (code, stdout, stderr) = run(ecscale().args(["dashboards", "check"]));
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("dashboards/ecscale.ndjson: 1 dashboard, 4 index-pattern, 1 search, 7 visualization"),
+        stdout.contains("dashboards/ecscale.ndjson: 1 dashboard, 4 index-pattern, 1 search, 8 visualization"),
         "{stdout}"
     );
 }
@@ -72,6 +72,7 @@ fn check_finds_every_broken_line_reference_and_field() {
         r#""id":"ecscale-gone""#,
     );
     lines.push("{not json".into());
+    let last = lines.len();
     let report = check(&lines.join("\n"));
     let msgs: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
     assert_eq!(msgs.len(), 4, "{msgs:#?}");
@@ -88,12 +89,13 @@ fn check_finds_every_broken_line_reference_and_field() {
     );
     assert!(
         msgs.iter().any(|m| m.contains(
-            "(ecscale-overview): reference `panel_7` to visualization `ecscale-gone` resolves to nothing"
+            "(ecscale-overview): reference `panel_8` to visualization `ecscale-gone` resolves to nothing"
         )),
         "{msgs:#?}"
     );
     assert!(
-        msgs.iter().any(|m| m.starts_with("line 14 (?): not JSON")),
+        msgs.iter()
+            .any(|m| m.starts_with(&format!("line {last} (?): not JSON"))),
         "{msgs:#?}"
     );
 
@@ -101,7 +103,10 @@ fn check_finds_every_broken_line_reference_and_field() {
     write(dir.path(), "broken.ndjson", &lines.join("\n"));
     let (code, _, stderr) = run(ecscale().args(["dashboards", "check"]).arg(dir.path()));
     assert_eq!(code, 2);
-    assert!(stderr.contains("broken.ndjson:14: not JSON"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("broken.ndjson:{last}: not JSON")),
+        "{stderr}"
+    );
     assert!(stderr.contains("4 problems in the saved objects"), "{stderr}");
 }
 
@@ -150,7 +155,8 @@ fn service(cluster: &str, name: &str, desired: u32) -> ServiceState {
     }
 }
 
-/// Metrics, services, capacity, usage, targets, decisions and a stress run, a few minutes' worth.
+/// Metrics, services, capacity, usage, CloudWatch spend, targets, decisions and a stress run, a
+/// few minutes' worth.
 async fn seed(prefix: &str, es: &str) {
     let now = Utc::now();
     let dir = tempfile::tempdir().unwrap();
@@ -218,6 +224,10 @@ async fn seed(prefix: &str, es: &str) {
             problems: vec![],
         };
         docs.extend(snapshot_docs(&snapshot, &|_| None));
+        let spend =
+            ecscale::worker::status::spend(100 * (5 - minute as u64), now - TimeDelta::minutes(5), at, 2)
+                .expect("time has passed");
+        docs.push(spend.doc(at));
         let policy = ecscale::policy::load_str(
             "target: {cluster: prod, service: web}\nmin: 1\nmax: 9\nrules:\n  - {kind: target_tracking, metric: cpu, target: 60}\n  - {name: mem, kind: target_tracking, metric: memory, target: 70}\n",
             "p.yaml",
@@ -355,7 +365,7 @@ async fn every_visualization_returns_buckets_from_seeded_data() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 8);
+    assert_eq!(checked, 9);
 }
 
 /// Kibana's import API: every object counted, the xsrf header required.
@@ -378,7 +388,7 @@ async fn install_reaches_kibana_at_an_ipv6_literal_url() {
     cmd.args(["dashboards", "install", "--kibana", &kibana]);
     let (code, stdout, stderr) = crate::support::run_async(cmd).await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains(": 13 saved objects imported"), "{stdout}");
+    assert!(stdout.contains(": 14 saved objects imported"), "{stdout}");
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
@@ -390,7 +400,7 @@ async fn install_imports_through_the_saved_objects_api() {
     cmd.args(["dashboards", "install", "--kibana", &kibana]);
     let (code, stdout, stderr) = crate::support::run_async(cmd).await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains(": 13 saved objects imported"), "{stdout}");
+    assert!(stdout.contains(": 14 saved objects imported"), "{stdout}");
     let req = seen.lock().unwrap()[0].clone();
     assert_eq!(
         (req.method.as_str(), req.target.as_str()),

@@ -518,6 +518,74 @@ async fn setup_installs_the_templates() {
     );
 }
 
+/// Templates written by another version of ecscale (a field fewer, another fingerprint), and
+/// today's index made from them: a document with the new field is refused by that index's
+/// strict mapping. The shipper replaces the templates and adds the field to the index, so the
+/// document arrives, none dead-lettered; a second start writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_of_another_version_are_upgraded_and_todays_index_takes_the_new_fields() {
+    use ecscale::ship::templates::{self, TemplateOptions};
+    let es = es_url();
+    let prefix = unique("it-upgrade").to_lowercase();
+    let opts = TemplateOptions {
+        prefix: prefix.clone(),
+        replicas: 0,
+        ilm_policy: None,
+    };
+    let http = http();
+    for (path, mut body) in templates::templates(&opts) {
+        if let Some(props) = body
+            .pointer_mut("/template/mappings/properties")
+            .and_then(Value::as_object_mut)
+        {
+            props.remove("cloudwatch_usd_per_service_month");
+        }
+        if body.get("_meta").is_some() {
+            body["_meta"]["fingerprint"] = json!("an-older-one");
+        }
+        let r = http.put(format!("{es}{path}")).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.text().await.unwrap());
+    }
+    let now = Utc::now();
+    let index = Stream::Metrics.index(&prefix, now);
+    let made = http.put(format!("{es}/{index}")).send().await.unwrap();
+    assert!(made.status().is_success(), "{}", made.text().await.unwrap());
+    let spend = ecscale::worker::status::spend(1000, now - TimeDelta::minutes(10), now, 4).unwrap();
+    let doc = spend.doc(now);
+    let refused = http
+        .post(format!("{es}/{index}/_doc"))
+        .header("content-type", "application/json")
+        .body(doc.source.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400, "the old mapping is strict");
+
+    let dir = tempfile::tempdir().unwrap();
+    let shipper = Shipper::start(&sink(dir.path(), Some(&es), &prefix)).unwrap();
+    shipper.ship(&[doc]).await.unwrap();
+    let stats = shipper.close(Duration::from_secs(60)).await;
+    assert_eq!((stats.delivered, stats.dead_lettered), (1, 0), "{stats:?}");
+    let t = get(&format!("{es}/_index_template/{prefix}-metrics")).await;
+    let ours = templates::templates(&opts)
+        .into_iter()
+        .find_map(|(_, b)| b["_meta"]["fingerprint"].as_str().map(str::to_string))
+        .unwrap();
+    assert_eq!(
+        t["index_templates"][0]["index_template"]["_meta"]["fingerprint"],
+        ours.as_str()
+    );
+    let es_client = ecscale::ship::elasticsearch::Es::connect(
+        &sink(dir.path(), Some(&es), &prefix).elasticsearch.unwrap(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        !templates::ensure(&es_client, &opts).await.unwrap(),
+        "up to date: nothing written"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_as_a_whole_goes_to_the_dead_letter_file() {
     // Every request answered 400 (malformed, as the endpoint says): split down to single

@@ -802,6 +802,20 @@ async fn a_worker_killed_with_its_spool_full_and_elasticsearch_down_loses_no_sam
     for w in minutes.windows(2) {
         assert_eq!(w[1] - w[0], chrono::TimeDelta::minutes(1), "a gap in {minutes:?}");
     }
+    // The CloudWatch spend the dashboard reads per service: there, within the strict mapping,
+    // over the one service.
+    let spend: Vec<serde_json::Value> = crate::ship::search(&es, &format!("{prefix}-metrics-*"))
+        .await
+        .into_iter()
+        .filter(|d| d["kind"] == "cloudwatch_spend")
+        .collect();
+    assert!(!spend.is_empty(), "no spend document");
+    for d in &spend {
+        assert_eq!(d["services"], 1, "{d}");
+        let month = d["cloudwatch_usd_month"].as_f64().unwrap();
+        let each = d["cloudwatch_usd_per_service_month"].as_f64().unwrap();
+        assert!(month >= 0.0 && (month - each).abs() < 1e-9, "{d}");
+    }
 }
 
 /// A command to try: what it is, its arguments, its environment.
