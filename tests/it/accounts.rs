@@ -169,3 +169,68 @@ async fn clusters_of_another_account_and_region_are_read_and_scaled_where_they_a
         "{err}"
     );
 }
+
+/// The other account's credentials, assumed through STS, are renewed before they expire: STS's
+/// answers (through a proxy) say they last 20 s. Over 40 s of ticks, every request to the
+/// other account is signed with a key that has not expired yet, several keys serve in turn, and
+/// no tick has a problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assumed_credentials_are_renewed_before_they_expire() {
+    credentials();
+    let proxy = crate::support::proxy::Proxy::start(&moto_url()).await;
+    proxy.expire_assumed_credentials(Duration::from_secs(20));
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = unique("renewed");
+    let yaml = format!(
+        "aws: {{region: {OWN_REGION}, endpoint_url: {url}, retry: {{max_attempts: 1}}}}\nschedule: {{interval: 20s}}\ncollect: {{container_instances: false, pending_tasks: false}}\nclusters:\n  - {{name: {theirs}, role_arn: '{ROLE}', services: [api]}}\nworker: {{state: {{file: {state}}}}}\n",
+        url = proxy.url,
+        state = dir.path().join("state.json").display()
+    );
+    let path = write(dir.path(), "ecscale.yaml", &yaml);
+    let config = ecscale::config::load(&path, &Vars::from_pairs([])).unwrap();
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .unwrap();
+    cluster(&aws.place(None, Some(ROLE)).await.unwrap(), &theirs, "api", 2).await;
+    let clients = Clients::routed(&aws, &config).await.unwrap();
+    let parts = Parts {
+        store: ecscale::worker::store(&config, None).unwrap(),
+        lease: None,
+        metrics: Arc::new(ecscale::worker::metrics::Metrics::new(
+            aws.meter.clone(),
+            Duration::from_secs(60),
+        )),
+        ship: None,
+        notify: None,
+    };
+    let mut w = Worker::new(config, Vec::new(), clients, parts, &RunOptions::default())
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(40) {
+        let report = w.tick(chrono::Utc::now()).await;
+        assert_eq!(report.problems, Vec::<String>::new());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let issued: std::collections::HashMap<String, std::time::SystemTime> =
+        proxy.issued().into_iter().collect();
+    let assumed: Vec<(String, String, std::time::SystemTime)> = proxy
+        .signed()
+        .into_iter()
+        .filter(|(op, key, _)| op.starts_with("ECS.") && issued.contains_key(key))
+        .collect();
+    assert!(
+        assumed.len() >= 20,
+        "{} ECS calls with assumed keys",
+        assumed.len()
+    );
+    for (op, key, at) in &assumed {
+        assert!(*at < issued[key], "{op} signed with {key} after it expired");
+    }
+    let keys: std::collections::BTreeSet<&String> = assumed.iter().map(|(_, k, _)| k).collect();
+    assert!(
+        keys.len() >= 3,
+        "{} keys served 40 s of 20 s credentials",
+        keys.len()
+    );
+}

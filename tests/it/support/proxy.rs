@@ -1,7 +1,8 @@
 //! An HTTP proxy in front of moto that sees every AWS request on the wire: it counts and
 //! timestamps them per operation (independently of ecscale's own counters) and can answer a
 //! chosen operation with an error (throttling, access denied, ...) a number of times before
-//! letting it through.
+//! letting it through. It can also shorten the life of the credentials STS's AssumeRole hands
+//! out, and records which access key signed each request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -24,6 +25,12 @@ struct State {
     fail: HashMap<String, (u32, String)>,
     /// Every request's body, by `Service.Operation`.
     bodies: BTreeMap<String, Vec<String>>,
+    /// AssumeRole's credentials are said to expire this long after they are handed out.
+    expire_in: Option<std::time::Duration>,
+    /// Access keys AssumeRole handed out, with the expiry it said.
+    issued: Vec<(String, std::time::SystemTime)>,
+    /// Every request: its operation, the access key that signed it, when it arrived.
+    signed: Vec<(String, String, std::time::SystemTime)>,
 }
 
 pub struct Proxy {
@@ -94,6 +101,22 @@ impl Proxy {
             .get(operation)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// From now on, AssumeRole's answers say their credentials expire `after` from when they
+    /// are handed out (moto says an hour).
+    pub fn expire_assumed_credentials(&self, after: std::time::Duration) {
+        self.state.lock().unwrap().expire_in = Some(after);
+    }
+
+    /// The access keys AssumeRole handed out, with their expiry, in order.
+    pub fn issued(&self) -> Vec<(String, std::time::SystemTime)> {
+        self.state.lock().unwrap().issued.clone()
+    }
+
+    /// Every request: its operation, the access key that signed it, when it arrived.
+    pub fn signed(&self) -> Vec<(String, String, std::time::SystemTime)> {
+        self.state.lock().unwrap().signed.clone()
     }
 
     /// Requests seen per operation, throttled ones included.
@@ -170,6 +193,8 @@ async fn handle(
         s.log.push((op.clone(), Instant::now()));
         let text = String::from_utf8_lossy(&body).into_owned();
         s.bodies.entry(op.clone()).or_default().push(text);
+        let key = access_key(&parts);
+        s.signed.push((op.clone(), key, std::time::SystemTime::now()));
         match s.fail.get_mut(&op) {
             Some((n, code)) if *n > 0 => {
                 *n -= 1;
@@ -206,6 +231,47 @@ async fn handle(
             out = out.header(k, v);
         }
     }
-    let bytes = answer.bytes().await.unwrap_or_default();
+    let mut bytes = answer.bytes().await.unwrap_or_default();
+    if op == "sts.AssumeRole" {
+        bytes = shorten(&state, bytes);
+    }
     Ok(out.body(Full::new(bytes)).expect("valid response"))
+}
+
+/// The access key id of a SigV4 `authorization` header (`Credential=AKID/…`).
+fn access_key(req: &hyper::http::request::Parts) -> String {
+    req.headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The text between `<tag>` and `</tag>`.
+fn between<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let start = text.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + text[start..].find(&format!("</{tag}>"))?;
+    Some(&text[start..end])
+}
+
+/// AssumeRole's answer with the expiry the test chose (when it chose one), its key recorded.
+fn shorten(state: &Mutex<State>, bytes: Bytes) -> Bytes {
+    let mut s = state.lock().unwrap();
+    let Some(after) = s.expire_in else {
+        return bytes;
+    };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (Some(key), Some(old)) = (between(&text, "AccessKeyId"), between(&text, "Expiration")) else {
+        return bytes;
+    };
+    let expiry = std::time::SystemTime::now() + after;
+    let stamp =
+        chrono::DateTime::<chrono::Utc>::from(expiry).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    s.issued.push((key.to_string(), expiry));
+    Bytes::from(text.replace(
+        &format!("<Expiration>{old}</Expiration>"),
+        &format!("<Expiration>{stamp}</Expiration>"),
+    ))
 }
