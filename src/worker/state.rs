@@ -21,7 +21,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::actuate::capacity::GroupState;
@@ -181,12 +181,30 @@ impl StateStore for FileStore {
     }
 }
 
-/// Items in a DynamoDB table (partition key `key`, a string).
+/// Items in a DynamoDB table (partition key `key`, a string). Each item says when it may be
+/// deleted (`delete_after`, seconds since the epoch, the table's TTL attribute; the lease's own
+/// `expires` is another thing): [`KEEP`] after it was last
+/// written. Items in use are written again at least every [`REFRESH`]; those of a target or
+/// group no longer there stop being written and expire.
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
-    /// The body last written or read, by item key: unchanged items are not written again.
-    written: Mutex<HashMap<String, String>>,
+    /// The body last written or read and its expiry, by item key: unchanged items are not
+    /// written again until their expiry needs pushing back.
+    written: Mutex<HashMap<String, (String, i64)>>,
+}
+
+/// How long an item outlives its last write.
+pub const KEEP: TimeDelta = TimeDelta::days(30);
+/// How often an unchanged item in use is written again, pushing its expiry back.
+pub const REFRESH: TimeDelta = TimeDelta::days(7);
+
+/// Whether `body` must be written at `now`, given what was last written (its body, its expiry).
+fn due(last: Option<&(String, i64)>, body: &str, now: DateTime<Utc>) -> bool {
+    match last {
+        Some((b, expires)) => b != body || *expires - now.timestamp() < (KEEP - REFRESH).num_seconds(),
+        None => true,
+    }
 }
 
 const TARGET_PREFIX: &str = "state/target/";
@@ -253,6 +271,15 @@ impl StateStore for DynamoStore {
                 else {
                     continue;
                 };
+                // Without an expiry (written before there was one): due for a write at once.
+                let expires = match item.get("delete_after") {
+                    Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+                    _ => 0,
+                };
+                if expires != 0 && expires < Utc::now().timestamp() {
+                    // Expired: DynamoDB deletes it within days; until then it is gone to us.
+                    continue;
+                }
                 let bad = |e: serde_json::Error| {
                     self.err(format!("item {key} is not a state ecscale can read: {e}"))
                 };
@@ -267,7 +294,7 @@ impl StateStore for DynamoStore {
                 } else if key == SHIPPED_KEY {
                     state.shipped_until = serde_json::from_str(body).map_err(bad)?;
                 }
-                seen.insert(key.clone(), body.clone());
+                seen.insert(key.clone(), (body.clone(), expires));
             }
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
@@ -280,13 +307,15 @@ impl StateStore for DynamoStore {
 
     async fn save(&self, state: &WorkerState, fencing: Option<u64>) -> Result<()> {
         let items = Self::items(state).map_err(|e| self.err(e.to_string()))?;
+        let now = Utc::now();
         let changed: Vec<(String, String)> = {
             let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
             items
                 .into_iter()
-                .filter(|(k, b)| written.get(k) != Some(b))
+                .filter(|(k, b)| due(written.get(k), b, now))
                 .collect()
         };
+        let expires = (now + KEEP).timestamp();
         for (key, body) in changed {
             let mut put = self
                 .client
@@ -294,7 +323,8 @@ impl StateStore for DynamoStore {
                 .table_name(&self.table)
                 .item("key", s(&key))
                 .item("body", s(&body))
-                .item("updated_at", s(&Utc::now().to_rfc3339()));
+                .item("updated_at", s(&now.to_rfc3339()))
+                .item("delete_after", AttributeValue::N(expires.to_string()));
             if let Some(f) = fencing {
                 put = put
                     .item("fencing", AttributeValue::N(f.to_string()))
@@ -306,7 +336,7 @@ impl StateStore for DynamoStore {
                     self.written
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(key, body);
+                        .insert(key, (body, expires));
                 }
                 Err(e) if is_conditional_failure(&e) => {
                     return Err(StateError::Fenced {
@@ -340,6 +370,25 @@ pub fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_item_is_written_when_it_changed_or_its_expiry_needs_pushing_back() {
+        let now = Utc::now();
+        let fresh = ("a".to_string(), (now + KEEP).timestamp());
+        assert!(due(None, "a", now), "never written");
+        assert!(!due(Some(&fresh), "a", now), "unchanged, just written");
+        assert!(due(Some(&fresh), "b", now), "changed");
+        let day = TimeDelta::days(1);
+        assert!(!due(Some(&fresh), "a", now + REFRESH - day));
+        assert!(
+            due(Some(&fresh), "a", now + REFRESH + day),
+            "a week old: pushed back"
+        );
+        assert!(
+            due(Some(&("a".to_string(), 0)), "a", now),
+            "read without an expiry"
+        );
+    }
 
     #[tokio::test]
     async fn the_file_store_round_trips_and_replaces_atomically() {

@@ -340,6 +340,10 @@ fn the_stack_passes_cfn_lint_and_creates_the_worker_with_least_privilege() {
     }
     assert_eq!(stack["service"]["desired"], 2);
     assert_eq!(stack["table_key"][0]["AttributeName"], "key");
+    // The table's TTL is on the attribute the worker writes (moto ignores the setting; cfn-lint
+    // checks it).
+    let template = std::fs::read_to_string(repo().join("deploy/ecscale.cfn.yaml")).unwrap();
+    assert!(template.contains("TimeToLiveSpecification: {AttributeName: delete_after, Enabled: true}"));
     assert_eq!(stack["log_groups"].as_array().unwrap().len(), 1);
     let policy: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(repo().join("deploy/iam-policy.json")).unwrap())
@@ -621,6 +625,23 @@ async fn the_stack_runs_the_worker_from_its_parameters_and_table_and_deletes_cle
         keys.iter()
             .any(|k| k.starts_with("state/target/") && k.contains(&cluster)),
         "{keys:?}"
+    );
+    // State items may be deleted (the table's TTL) 30 days after their last write; the lease
+    // may not.
+    let now = chrono::Utc::now().timestamp();
+    let after = scanned["delete_after"].as_object().unwrap();
+    assert!(after.get("leader").is_none(), "{scanned}");
+    let state: Vec<i64> = keys
+        .iter()
+        .filter(|k| k.starts_with("state/"))
+        .map(|k| after[*k].as_i64().unwrap())
+        .collect();
+    let month = 30 * 86_400;
+    assert!(
+        state
+            .iter()
+            .all(|e| (now + month - 120..=now + month).contains(e)),
+        "{scanned}"
     );
     let gone = stack_script(&["delete", &stack]);
     assert!(

@@ -1246,3 +1246,63 @@ async fn ecs_reads_keep_within_their_budget_and_a_throttle_pauses_the_family() {
         "{stderr}"
     );
 }
+
+/// The DynamoDB state's items say when the table's TTL may delete them (`delete_after`, 30 days
+/// after their last write); an item past it (DynamoDB deletes within days, not at once) is not
+/// read back, and an unchanged item is not written again on every tick.
+#[tokio::test]
+async fn dynamodb_state_items_expire_and_an_expired_one_is_not_read_back() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use ecscale::worker::state::{DynamoStore, StateStore, TargetRecord, WorkerState};
+    let moto = Moto::new(&moto_url(), "eu-north-1");
+    let table = unique("ecscale-ttl");
+    moto.table(&table).await.unwrap();
+    let store = DynamoStore::new(moto.dynamodb.clone(), &table);
+    let mut state = WorkerState::default();
+    state.targets.insert("prod/web".into(), TargetRecord::default());
+    store.save(&state, None).await.unwrap();
+    let item = |key: &str| {
+        let (dynamodb, table, key) = (moto.dynamodb.clone(), table.clone(), key.to_string());
+        async move {
+            dynamodb
+                .get_item()
+                .table_name(&table)
+                .key("key", AttributeValue::S(key))
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap()
+        }
+    };
+    let web = item("state/target/prod/web").await;
+    let after: i64 = web["delete_after"].as_n().unwrap().parse().unwrap();
+    let month = Utc::now().timestamp() + 30 * 86_400;
+    assert!((month - 60..=month).contains(&after), "{after} vs {month}");
+    let written = web["updated_at"].as_s().unwrap().clone();
+    store.save(&state, None).await.unwrap();
+    assert_eq!(
+        item("state/target/prod/web").await["updated_at"].as_s().unwrap(),
+        &written,
+        "unchanged: not written again"
+    );
+    // A target gone long ago: its item past its delete_after, not yet deleted by DynamoDB.
+    moto.dynamodb
+        .put_item()
+        .table_name(&table)
+        .item("key", AttributeValue::S("state/target/prod/gone".into()))
+        .item(
+            "body",
+            AttributeValue::S(serde_json::to_string(&TargetRecord::default()).unwrap()),
+        )
+        .item(
+            "delete_after",
+            AttributeValue::N((Utc::now().timestamp() - 60).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let fresh = DynamoStore::new(moto.dynamodb.clone(), &table);
+    let loaded = fresh.load().await.unwrap();
+    assert_eq!(loaded.targets.keys().collect::<Vec<_>>(), ["prod/web"]);
+}

@@ -7,7 +7,7 @@ usage: stack.py create MOTO_URL REGION TEMPLATE STACK EVENTS_QUEUE(true|false) C
            alarms, and the worker's container as ECS would start it: entry point, command,
            environment, and its secrets resolved from Parameter Store as ECS resolves them
        stack.py put MOTO_URL REGION NAME FILE   puts FILE's text in the parameter NAME; its version
-       stack.py scan MOTO_URL REGION TABLE      the keys of the table's items
+       stack.py scan MOTO_URL REGION TABLE      the keys of the table's items, and their delete_after where set
        stack.py delete MOTO_URL REGION STACK    deletes the stack; its status, and whether the table is gone"""
 import ast
 import json
@@ -103,7 +103,10 @@ def create(client, template, name, events, clusters, config=None, policies=None)
 
 def scan(client, table):
     items = client("dynamodb").scan(TableName=table)["Items"]
-    return {"keys": sorted(i["key"]["S"] for i in items)}
+    return {
+        "keys": sorted(i["key"]["S"] for i in items),
+        "delete_after": {i["key"]["S"]: int(i["delete_after"]["N"]) for i in items if "delete_after" in i},
+    }
 
 
 def delete(client, name, table):
