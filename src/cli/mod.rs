@@ -335,6 +335,7 @@ async fn run(command: Command, vars: &Vars) -> Result<u8, Failure> {
                 dry_run,
                 max_ticks: ticks,
                 sources,
+                emf_stack: vars.get("ECSCALE_EMF_STACK").map(str::to_string),
             };
             run_worker(&config.config, vars, opts, meter).await
         }

@@ -52,6 +52,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "`ecscale run --ssm-every`: how often those parameters are read again (default `1m`).",
     ),
     (
+        "ECSCALE_EMF_STACK",
+        "`ecscale run`: when set, one CloudWatch Embedded Metric Format line per tick on stdout (namespace `ecscale`, dimension `Stack` = this value), for the stack's alarms.",
+    ),
+    (
         "ECSCALE_CONTROL_TOKEN",
         "The bearer token `POST /reload` needs when `worker.metrics_addr` is not a loopback address (without it, such a worker refuses reloads over HTTP).",
     ),

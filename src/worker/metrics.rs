@@ -290,6 +290,24 @@ impl Metrics {
         self.ticks.load(Ordering::Relaxed)
     }
 
+    /// Whether this worker may act (the leader, or the only worker).
+    pub fn leading(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Whether documents are not moving (the shipper has trouble).
+    pub fn ship_degraded(&self) -> bool {
+        self.ship_snapshot().is_some_and(|s| s.trouble.is_some())
+    }
+
+    /// AWS attempts made so far, and how many of them failed.
+    pub fn aws_attempts(&self) -> (u64, u64) {
+        let u = self.meter.usage();
+        u.operations
+            .values()
+            .fold((0, 0), |(a, f), c| (a + c.attempts, f + c.failed_attempts))
+    }
+
     /// Where the shipping counters and trouble are read, live.
     pub fn set_ship(&self, s: StatsHandle) {
         *self.ship.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);

@@ -16,6 +16,7 @@
 //! once (status 130).
 
 pub mod control;
+pub mod emf;
 pub mod groups;
 pub mod leader;
 pub mod metrics;
@@ -194,6 +195,8 @@ pub struct RunOptions {
     pub max_ticks: Option<u64>,
     /// The SSM parameters the files come from, read again this often (`--from-ssm`).
     pub sources: Option<(sources::Sources, Duration)>,
+    /// With `ECSCALE_EMF_STACK`: the `Stack` dimension of the health line printed each tick.
+    pub emf_stack: Option<String>,
 }
 
 /// A worker's id in the lease: the configured one, else host name and process id.
@@ -580,6 +583,7 @@ pub async fn run(
         notify: notify.clone(),
         metrics,
         max_ticks: opts.max_ticks,
+        emf: opts.emf_stack.as_deref().map(emf::Emf::new),
     };
     looping.run(&mut worker, stop).await;
 
@@ -643,6 +647,7 @@ struct Looping {
     notify: Arc<notify::Notifications>,
     metrics: Arc<Metrics>,
     max_ticks: Option<u64>,
+    emf: Option<emf::Emf>,
 }
 
 impl Looping {
@@ -672,6 +677,9 @@ impl Looping {
                 break;
             };
             log_tick(&r);
+            if let Some(e) = &mut self.emf {
+                println!("{}", e.line(&self.metrics, Utc::now()));
+            }
             ticks += 1;
             if *stop_rx.borrow() || self.max_ticks.is_some_and(|m| ticks >= m) {
                 break;

@@ -369,6 +369,29 @@ fn the_stack_passes_cfn_lint_and_creates_the_worker_with_least_privilege() {
     assert!(without["resources"]["Events"].is_null(), "{without}");
 }
 
+/// The stack's alarms on ecscale read the metrics the worker's health line carries (namespace
+/// ecscale), and every one of them is read.
+#[test]
+fn the_stacks_alarms_read_the_metrics_the_worker_prints() {
+    let template = std::fs::read_to_string(repo().join("deploy/ecscale.cfn.yaml")).unwrap();
+    let read: BTreeSet<String> = template
+        .split("MetricName: ")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty() && name != "RunningTaskCount")
+        .collect();
+    let printed: BTreeSet<String> = ecscale::worker::emf::METRICS
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    assert_eq!(read, printed);
+    assert!(template.contains("{Name: ECSCALE_EMF_STACK, Value: {Ref: \"AWS::StackName\"}}"));
+}
+
 /// `deploy check`: a config with capacity, a lease and DynamoDB state fits the shipped stack;
 /// a role without an action the config needs, a policy of a cluster the stack does not grant,
 /// and two replicas without a lease are each refused with exit 2, naming what and where.
@@ -567,7 +590,7 @@ async fn the_stack_runs_the_worker_from_its_parameters_and_table_and_deletes_cle
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
         .stderr(std::fs::File::create(&log).unwrap());
     let mut child = tokio::process::Command::from(run)
         .kill_on_drop(true)
@@ -612,6 +635,26 @@ async fn the_stack_runs_the_worker_from_its_parameters_and_table_and_deletes_cle
     let log = read_log();
     assert!(status.success(), "{log}");
     assert!(log.contains("acting only while it holds the lease"), "{log}");
+    // Its health as CloudWatch metrics (Embedded Metric Format, one line a tick on stdout, for
+    // the stack's alarms): the stack's name as the dimension, leading, nothing failing.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("stdout"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["_aws"]["CloudWatchMetrics"][0]["Namespace"], "ecscale", "{l}");
+        assert_eq!(
+            (&l["Stack"], &l["Ticks"]),
+            (&serde_json::json!(stack), &serde_json::json!(1))
+        );
+        assert_eq!(
+            (&l["ShipDegraded"], &l["ReloadFailed"]),
+            (&serde_json::json!(0), &serde_json::json!(0))
+        );
+    }
+    assert_eq!(lines.last().unwrap()["Leading"], 1);
     // The lease and the target's state are in the stack's table.
     let scanned = stack_script(&["scan", &table]);
     let keys: Vec<&str> = scanned["keys"]

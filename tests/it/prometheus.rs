@@ -389,7 +389,10 @@ async fn the_alerts_on_ecscale_go_true_in_prometheus() {
     std::fs::write(&config, text).unwrap();
     let mut cmd = crate::support::ecscale();
     cmd.args(["run", "--config"]).arg(&config);
-    cmd.stdout(std::process::Stdio::null())
+    // Its health lines for CloudWatch too (the stack's alarms read them).
+    let stdout = s.dir.path().join("emf.ndjson");
+    cmd.env("ECSCALE_EMF_STACK", "it-alerts")
+        .stdout(std::fs::File::create(&stdout).unwrap())
         .stderr(std::process::Stdio::null());
     let mut worker = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
@@ -411,6 +414,15 @@ async fn the_alerts_on_ecscale_go_true_in_prometheus() {
         1.0,
     )
     .await;
+    // The health lines said the same: the shipper degraded, then the reload failed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|l| l["ShipDegraded"] == 1), "{lines:?}");
+    assert_eq!(lines.last().unwrap()["ReloadFailed"], 1, "{lines:?}");
     // Stopped: nothing to scrape.
     worker.kill().await.unwrap();
     until_at_least(&alert("EcscaleDown"), 1.0).await;

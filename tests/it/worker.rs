@@ -175,6 +175,7 @@ async fn worker(path: &Path, id: &str, dry_run: bool) -> (Worker, Option<Arc<Lea
         dry_run,
         max_ticks: None,
         sources: None,
+        emf_stack: None,
     };
     let w = Worker::new(config, policies, Clients::aws(&aws), parts, &opts)
         .await
