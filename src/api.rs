@@ -354,8 +354,9 @@ pub trait AutoScalingApi: Send + Sync {
     async fn describe_group(&self, name: &str) -> Result<GroupInfo, ApiError>;
     /// SetDesiredCapacity.
     async fn set_desired_capacity(&self, name: &str, desired: u32) -> Result<(), ApiError>;
-    /// TerminateInstanceInAutoScalingGroup, decrementing the desired capacity.
-    async fn terminate_instance(&self, instance_id: &str) -> Result<(), ApiError>;
+    /// TerminateInstanceInAutoScalingGroup, decrementing the desired capacity. `group` is the
+    /// instance's group (AWS does not need it; it says where the group is).
+    async fn terminate_instance(&self, group: &str, instance_id: &str) -> Result<(), ApiError>;
 }
 
 /// Application Auto Scaling's hold on an ECS service.

@@ -611,7 +611,7 @@ impl CapacityActuator {
             out.errors.push(reason);
             return Some(d);
         }
-        match self.asg.terminate_instance(&d.instance_id).await {
+        match self.asg.terminate_instance(&t.group.name, &d.instance_id).await {
             Ok(()) => {
                 tracing::info!(group = %t.group.name, "terminated {} after draining for {}", d.instance_id, humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs())));
                 state.last_scale_in = Some(t.now);

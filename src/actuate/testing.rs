@@ -312,7 +312,7 @@ impl AutoScalingApi for FakeAsg {
         Ok(())
     }
 
-    async fn terminate_instance(&self, instance_id: &str) -> Result<(), ApiError> {
+    async fn terminate_instance(&self, _group: &str, instance_id: &str) -> Result<(), ApiError> {
         self.terminated.lock().unwrap().push(instance_id.into());
         let mut g = self.group.lock().unwrap();
         g.instances.retain(|i| i.id != instance_id);

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::api::{
-    ApiError, AppAutoScalingApi, CapacityProvider, CloudWatchApi, Described, EcsApi, EcsWriteApi,
-    MetricDataPage, MetricDataRequest, Page, RunTasks, ScalableTarget, TaskInfo,
+    ApiError, AppAutoScalingApi, AutoScalingApi, CapacityProvider, CloudWatchApi, Described, EcsApi,
+    EcsWriteApi, GroupInfo, MetricDataPage, MetricDataRequest, Page, RunTasks, ScalableTarget, TaskInfo,
 };
 use crate::model::{ContainerInstance, ServiceKey, ServiceState, TaskDefinitionInfo};
 
@@ -174,5 +174,19 @@ impl AppAutoScalingApi for Routes<dyn AppAutoScalingApi> {
     }
     async fn suspend(&self, cluster: &str, service: &str) -> Result<(), ApiError> {
         self.of(cluster).suspend(cluster, service).await
+    }
+}
+
+/// Auto Scaling groups go where their cluster is: `clusters` holds them by group name.
+#[async_trait]
+impl AutoScalingApi for Routes<dyn AutoScalingApi> {
+    async fn describe_group(&self, name: &str) -> Result<GroupInfo, ApiError> {
+        self.of(name).describe_group(name).await
+    }
+    async fn set_desired_capacity(&self, name: &str, desired: u32) -> Result<(), ApiError> {
+        self.of(name).set_desired_capacity(name, desired).await
+    }
+    async fn terminate_instance(&self, group: &str, instance_id: &str) -> Result<(), ApiError> {
+        self.of(group).terminate_instance(group, instance_id).await
     }
 }

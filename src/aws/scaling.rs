@@ -118,7 +118,7 @@ impl AutoScalingApi for AwsAutoScaling {
         Ok(())
     }
 
-    async fn terminate_instance(&self, instance_id: &str) -> Result<(), ApiError> {
+    async fn terminate_instance(&self, _group: &str, instance_id: &str) -> Result<(), ApiError> {
         self.client
             .terminate_instance_in_auto_scaling_group()
             .instance_id(instance_id)

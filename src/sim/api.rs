@@ -526,7 +526,7 @@ impl AutoScalingApi for Sim {
         Ok(())
     }
 
-    async fn terminate_instance(&self, instance_id: &str) -> Result<(), ApiError> {
+    async fn terminate_instance(&self, _group: &str, instance_id: &str) -> Result<(), ApiError> {
         let op = "AutoScaling.TerminateInstanceInAutoScalingGroup";
         self.op(op);
         let mut g = self.lock();

@@ -164,11 +164,27 @@ impl Clients {
                 }) as Arc<$t>
             }};
         }
+        // Auto Scaling groups where their cluster is, by group name.
+        let groups = config
+            .capacity
+            .iter()
+            .filter_map(|g| {
+                let place = config.clusters.iter().find(|c| c.name == g.cluster)?.place();
+                let (_, _, cl) = places.iter().find(|(p, _, _)| *p == place)?;
+                Some((g.auto_scaling_group.clone(), cl.autoscaling.clone()))
+            })
+            .collect();
+        let autoscaling = Arc::new(Routes::<dyn AutoScalingApi> {
+            own: own.autoscaling.clone(),
+            clusters: groups,
+            places: Vec::new(),
+        });
         Ok(Clients {
             ecs: routes!(ecs, dyn EcsApi),
             cloudwatch: routes!(cloudwatch, dyn CloudWatchApi),
             ecs_write: routes!(ecs_write, dyn EcsWriteApi),
             app_autoscaling: routes!(app_autoscaling, dyn AppAutoScalingApi),
+            autoscaling,
             ..own
         })
     }

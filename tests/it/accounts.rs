@@ -59,26 +59,65 @@ async fn desired(ctx: &AwsContext, cluster: &str, service: &str) -> Option<i32> 
     out.services?.first().map(|s| s.desired_count)
 }
 
+/// `api`'s policy in `cluster` (at least 4 tasks), and a config of the worker's own region whose
+/// clusters (and what follows them) are `body`: its path, text, reading and AWS clients.
+async fn setup(
+    dir: &std::path::Path,
+    cluster: &str,
+    body: &str,
+) -> (std::path::PathBuf, String, ecscale::config::Config, AwsContext) {
+    write(
+        dir,
+        "api.yaml",
+        &format!("target: {{cluster: {cluster}, service: api}}\nmin: 4\nmax: 6\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 60}}\n"),
+    );
+    let yaml = format!(
+        "aws: {{region: {OWN_REGION}, endpoint_url: {url}}}\nschedule: {{interval: 20s}}\n{body}policies: [api.yaml]\nworker: {{state: {{file: {state}}}}}\n",
+        url = moto_url(),
+        state = dir.join("state.json").display()
+    );
+    let path = write(dir, "ecscale.yaml", &yaml);
+    let config = ecscale::config::load(&path, &Vars::from_pairs([])).unwrap();
+    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .unwrap();
+    (path, yaml, config, aws)
+}
+
+/// A worker on `config` with `clients`: its policies, its state in the config's file, no lease,
+/// nothing shipped.
+async fn worker(config: &ecscale::config::Config, aws: &AwsContext, clients: Clients) -> Worker {
+    let policies = ecscale::policy::load_for(config)
+        .unwrap()
+        .into_iter()
+        .flat_map(|f| f.targets)
+        .collect();
+    let parts = Parts {
+        store: ecscale::worker::store(config, None).unwrap(),
+        lease: None,
+        metrics: Arc::new(ecscale::worker::metrics::Metrics::new(
+            aws.meter.clone(),
+            Duration::from_secs(60),
+        )),
+        ship: None,
+        notify: None,
+    };
+    Worker::new(config.clone(), policies, clients, parts, &RunOptions::default())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clusters_of_another_account_and_region_are_read_and_scaled_where_they_are() {
     credentials();
     let dir = tempfile::tempdir().unwrap();
     let (own, theirs, away) = (unique("own"), unique("theirs"), unique("away"));
-    write(
+    let (path, yaml, config, aws) = setup(
         dir.path(),
-        "api.yaml",
-        &format!("target: {{cluster: {theirs}, service: api}}\nmin: 4\nmax: 6\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 60}}\n"),
-    );
-    let yaml = format!(
-        "aws: {{region: {OWN_REGION}, endpoint_url: {url}}}\nschedule: {{interval: 20s}}\ncollect: {{container_instances: false, pending_tasks: false}}\nclusters:\n  - {{name: {own}, services: [web]}}\n  - {{name: {theirs}, role_arn: '{ROLE}', services: [api]}}\n  - {{name: {away}, region: {OTHER_REGION}, services: [worker]}}\npolicies: [api.yaml]\nworker: {{state: {{file: {state}}}}}\n",
-        url = moto_url(),
-        state = dir.path().join("state.json").display()
-    );
-    let path = write(dir.path(), "ecscale.yaml", &yaml);
-    let config = ecscale::config::load(&path, &Vars::from_pairs([])).unwrap();
-    let aws = AwsContext::connect(&config.aws, ApiMeter::default())
-        .await
-        .unwrap();
+        &theirs,
+        &format!("collect: {{container_instances: false, pending_tasks: false}}\nclusters:\n  - {{name: {own}, services: [web]}}\n  - {{name: {theirs}, role_arn: '{ROLE}', services: [api]}}\n  - {{name: {away}, region: {OTHER_REGION}, services: [worker]}}\n"),
+    )
+    .await;
     let other_account = aws.place(None, Some(ROLE)).await.unwrap();
     let other_region = aws.place(Some(OTHER_REGION), None).await.unwrap();
     cluster(&aws, &own, "web", 1).await;
@@ -89,30 +128,7 @@ async fn clusters_of_another_account_and_region_are_read_and_scaled_where_they_a
     assert_eq!(desired(&aws, &away, "worker").await, None);
 
     let clients = Clients::routed(&aws, &config).await.unwrap();
-    let policies = ecscale::policy::load_for(&config)
-        .unwrap()
-        .into_iter()
-        .flat_map(|f| f.targets)
-        .collect();
-    let parts = Parts {
-        store: ecscale::worker::store(&config, None).unwrap(),
-        lease: None,
-        metrics: Arc::new(ecscale::worker::metrics::Metrics::new(
-            aws.meter.clone(),
-            Duration::from_secs(60),
-        )),
-        ship: None,
-        notify: None,
-    };
-    let mut w = Worker::new(
-        config.clone(),
-        policies,
-        clients.clone(),
-        parts,
-        &RunOptions::default(),
-    )
-    .await
-    .unwrap();
+    let mut w = worker(&config, &aws, clients.clone()).await;
     let report = w.tick(chrono::Utc::now()).await;
     let seen = |name: &str| {
         report
@@ -193,19 +209,7 @@ async fn assumed_credentials_are_renewed_before_they_expire() {
         .unwrap();
     cluster(&aws.place(None, Some(ROLE)).await.unwrap(), &theirs, "api", 2).await;
     let clients = Clients::routed(&aws, &config).await.unwrap();
-    let parts = Parts {
-        store: ecscale::worker::store(&config, None).unwrap(),
-        lease: None,
-        metrics: Arc::new(ecscale::worker::metrics::Metrics::new(
-            aws.meter.clone(),
-            Duration::from_secs(60),
-        )),
-        ship: None,
-        notify: None,
-    };
-    let mut w = Worker::new(config, Vec::new(), clients, parts, &RunOptions::default())
-        .await
-        .unwrap();
+    let mut w = worker(&config, &aws, clients).await;
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(40) {
         let report = w.tick(chrono::Utc::now()).await;
@@ -233,4 +237,46 @@ async fn assumed_credentials_are_renewed_before_they_expire() {
         "{} keys served 40 s of 20 s credentials",
         keys.len()
     );
+}
+
+/// EC2 capacity in another account: the group named for a cluster whose `role_arn` is another
+/// account's is read, and sized for that cluster's tasks, there; the worker's own account has
+/// no such group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_scaling_group_of_another_account_is_sized_where_it_is() {
+    credentials();
+    let dir = tempfile::tempdir().unwrap();
+    let (theirs, group) = (unique("their-capacity"), unique("their-asg"));
+    let (_, _, config, aws) = setup(
+        dir.path(),
+        &theirs,
+        &format!("clusters:\n  - {{name: {theirs}, role_arn: '{ROLE}', services: [api]}}\ncapacity:\n  - {{auto_scaling_group: {group}, cluster: {theirs}}}\n"),
+    )
+    .await;
+    let other = aws.place(None, Some(ROLE)).await.unwrap();
+    let there = crate::support::moto::Moto::with_credentials(
+        &moto_url(),
+        OWN_REGION,
+        other.credentials.clone().unwrap(),
+    );
+    there.cluster(&theirs).await.unwrap();
+    let td = there.task_definition(&unique("api"), 2048, 2048).await.unwrap();
+    there.service(&theirs, "api", &td, 2, &[]).await.unwrap();
+    there.group(&group, "m5.large", 1, 6, 2).await.unwrap();
+    there.register_group(&theirs, &group).await.unwrap();
+    let here = crate::support::moto::Moto::new(&moto_url(), OWN_REGION);
+    assert!(
+        here.group_state(&group).await.is_err(),
+        "not in the worker's own account"
+    );
+
+    let clients = Clients::routed(&aws, &config).await.unwrap();
+    let mut w = worker(&config, &aws, clients).await;
+    let report = w.tick(chrono::Utc::now()).await;
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(desired(&other, &theirs, "api").await, Some(4));
+    let g = &report.groups[0];
+    let (desired_there, _) = there.group_state(&group).await.unwrap();
+    assert!(desired_there >= 4, "{}: {desired_there}", g.decision.reason);
+    assert_eq!(desired_there as u32, g.decision.desired, "{}", g.decision.reason);
 }

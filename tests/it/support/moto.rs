@@ -3,6 +3,7 @@
 //! and the `moto_sandbox` example (the pre-simulator demo).
 #![allow(dead_code)]
 
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ecs::types::{ContainerDefinition, Tag};
@@ -27,6 +28,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 impl Moto {
     pub fn new(url: &str, region: &str) -> Self {
         let creds = Credentials::new("testing", "testing", None, None, "ecscale-tests");
+        Self::with_credentials(url, region, SharedCredentialsProvider::new(creds))
+    }
+
+    /// Clients signing with `creds`: those of a role assumed in another account put the world
+    /// in that account.
+    pub fn with_credentials(url: &str, region: &str, creds: SharedCredentialsProvider) -> Self {
         let ecs = aws_sdk_ecs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
