@@ -521,18 +521,21 @@ async fn places(config: &Config, aws: &AwsContext) -> u32 {
 
 /// `validate --aws`: for each group in `capacity:`, whether a capacity provider with managed
 /// scaling sizes it (a warning saying what the worker will do), from DescribeClusters and
-/// DescribeCapacityProviders.
+/// DescribeCapacityProviders in its cluster's place.
 async fn managed_groups(config: &Config) -> Result<u8, Failure> {
-    use crate::api::EcsWriteApi as _;
     use crate::config::ManagedScaling;
     let aws = AwsContext::connect(&config.aws, ApiMeter::default())
         .await
         .map_err(invalid)?;
     let file = config.file.display();
     let mut problems = places(config, &aws).await;
+    // Each group's cluster read where it is (its region and account).
+    let clients = crate::worker::Clients::routed(&aws, config)
+        .await
+        .map_err(invalid)?;
     for spec in &config.capacity {
         let group = &spec.auto_scaling_group;
-        let providers = match aws.ecs.capacity_providers(&spec.cluster).await {
+        let providers = match clients.ecs_write.capacity_providers(&spec.cluster).await {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("problem: {file}: capacity asg/{group}: cluster {}'s capacity providers cannot be read: {e}", spec.cluster);

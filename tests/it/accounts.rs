@@ -247,7 +247,7 @@ async fn an_auto_scaling_group_of_another_account_is_sized_where_it_is() {
     credentials();
     let dir = tempfile::tempdir().unwrap();
     let (theirs, group) = (unique("their-capacity"), unique("their-asg"));
-    let (_, _, config, aws) = setup(
+    let (path, _, config, aws) = setup(
         dir.path(),
         &theirs,
         &format!("clusters:\n  - {{name: {theirs}, role_arn: '{ROLE}', services: [api]}}\ncapacity:\n  - {{auto_scaling_group: {group}, cluster: {theirs}}}\n"),
@@ -279,4 +279,16 @@ async fn an_auto_scaling_group_of_another_account_is_sized_where_it_is() {
     let (desired_there, _) = there.group_state(&group).await.unwrap();
     assert!(desired_there >= 4, "{}: {desired_there}", g.decision.reason);
     assert_eq!(desired_there as u32, g.decision.desired, "{}", g.decision.reason);
+
+    // validate --aws reads the group's cluster where it is.
+    let mut cmd = ecscale();
+    cmd.args(["validate", "--aws", "--config"]).arg(&path);
+    let (code, out, err) = run_async(cmd).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "capacity asg/{group}: no capacity provider with managed scaling sizes it"
+        )),
+        "{out}{err}"
+    );
 }
