@@ -95,8 +95,26 @@ pub fn mappings(stream: Stream) -> Value {
     })
 }
 
-/// The component and index templates, as (API path, body).
+/// The component and index templates, as (API path, body), each index template carrying the
+/// fingerprint of the whole set: a node whose templates were written by another version of
+/// ecscale is told apart from one that is up to date.
 pub fn templates(o: &TemplateOptions) -> Vec<(String, Value)> {
+    let mut out = bodies(o);
+    let print = fingerprint(&out);
+    for (_, body) in out.iter_mut().filter(|(p, _)| p.starts_with("/_index_template/")) {
+        body["_meta"] =
+            json!({"managed_by": "ecscale", "version": env!("CARGO_PKG_VERSION"), "fingerprint": print});
+    }
+    out
+}
+
+/// The fingerprint the templates of `o` carry.
+pub fn fingerprint_of(o: &TemplateOptions) -> String {
+    fingerprint(&bodies(o))
+}
+
+/// The templates without their `_meta`.
+fn bodies(o: &TemplateOptions) -> Vec<(String, Value)> {
     let p = &o.prefix;
     let mut settings = json!({"number_of_shards": 1, "number_of_replicas": o.replicas});
     if let Some(policy) = &o.ilm_policy {
@@ -122,13 +140,6 @@ pub fn templates(o: &TemplateOptions) -> Vec<(String, Value)> {
                 "template": {"mappings": mappings(stream)},
             }),
         ));
-    }
-    // Every index template carries the fingerprint of the whole set: a node whose templates
-    // were written by another version of ecscale is told apart from one that is up to date.
-    let print = fingerprint(&out);
-    for (_, body) in out.iter_mut().filter(|(p, _)| p.starts_with("/_index_template/")) {
-        body["_meta"] =
-            json!({"managed_by": "ecscale", "version": env!("CARGO_PKG_VERSION"), "fingerprint": print});
     }
     out
 }
@@ -165,9 +176,8 @@ pub async fn ensure(es: &Es, o: &TemplateOptions) -> Result<bool, EsError> {
         Err(EsError::Status { status: 404, .. }) => return install(es, o).await.map(|_| true),
         Err(e) => return Err(e),
     };
-    let ours = fingerprint_of(&templates(o));
     let theirs = found["index_templates"][0]["index_template"]["_meta"]["fingerprint"].as_str();
-    if theirs == ours.as_deref() {
+    if theirs == Some(fingerprint_of(o).as_str()) {
         return Ok(false);
     }
     install(es, o).await?;
@@ -178,12 +188,6 @@ pub async fn ensure(es: &Es, o: &TemplateOptions) -> Result<bool, EsError> {
             .await?;
     }
     Ok(true)
-}
-
-/// The fingerprint the templates carry.
-fn fingerprint_of(all: &[(String, Value)]) -> Option<String> {
-    all.iter()
-        .find_map(|(_, b)| b["_meta"]["fingerprint"].as_str().map(str::to_string))
 }
 
 /// Every mapped field of a stream's indices (common ones included) with its type, by dotted

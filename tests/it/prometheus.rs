@@ -102,6 +102,18 @@ fn config_on(s: &Stage, query: &str, prometheus: &str) -> PathBuf {
     )
 }
 
+/// `ecscale run` on `config`, its output dropped, killed when dropped.
+fn run_quietly(config: &std::path::Path) -> tokio::process::Child {
+    let mut cmd = crate::support::ecscale();
+    cmd.args(["run", "--config"]).arg(config);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 fn run_ticks(config: &std::path::Path, ticks: &str) -> (i32, String, String) {
     let mut cmd = crate::support::ecscale();
     cmd.args([
@@ -218,14 +230,7 @@ async fn prometheus_scrapes_ecscale_metrics_and_promtool_finds_nothing_wrong() {
         &format!("metrics_addr: '127.0.0.1:{port}'"),
     );
     std::fs::write(&config, text).unwrap();
-    let mut cmd = crate::support::ecscale();
-    cmd.args(["run", "--config"]).arg(&config);
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let _worker = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let _worker = run_quietly(&config);
     scrape(&name, &format!("127.0.0.1:{port}"));
     // Scraped without errors, ticks and Prometheus queries counted.
     until_at_least(&format!("up{{it=\"{name}\"}}"), 1.0).await;
@@ -435,14 +440,7 @@ async fn the_alerts_on_ecscale_go_true_in_prometheus() {
 /// stopped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_ticks_stall_raises_no_tick_in_prometheus() {
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let aws = format!("http://{}", hole.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((socket, _)) = hole.accept().await {
-            open.push(socket);
-        }
-    });
+    let (aws, held) = crate::support::silent_server().await;
     let dir = tempfile::tempdir().unwrap();
     let port = crate::support::free_port();
     let config = write(
@@ -452,14 +450,7 @@ async fn a_worker_whose_ticks_stall_raises_no_tick_in_prometheus() {
             "aws:\n  region: eu-west-1\n  endpoint_url: '{aws}'\n  retry: {{max_attempts: 1}}\n  timeouts: {{attempt: 10m, operation: 10m}}\nschedule: {{interval: 1s}}\nclusters: [{{name: stalled, services: [web]}}]\nsink: {{spool: {{dir: spool}}}}\nworker:\n  metrics_addr: '127.0.0.1:{port}'\n  state: {{file: state.json}}\n"
         ),
     );
-    let mut cmd = crate::support::ecscale();
-    cmd.args(["run", "--config"]).arg(&config);
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let _worker = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let _worker = run_quietly(&config);
     let name = unique("stalled");
     scrape(&name, &format!("127.0.0.1:{port}"));
     let firing = format!("ALERTS{{alertname=\"EcscaleNoTick\", alertstate=\"firing\", it=\"{name}\"}}");

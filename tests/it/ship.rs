@@ -567,10 +567,7 @@ async fn templates_of_another_version_are_upgraded_and_todays_index_takes_the_ne
     let stats = shipper.close(Duration::from_secs(60)).await;
     assert_eq!((stats.delivered, stats.dead_lettered), (1, 0), "{stats:?}");
     let t = get(&format!("{es}/_index_template/{prefix}-metrics")).await;
-    let ours = templates::templates(&opts)
-        .into_iter()
-        .find_map(|(_, b)| b["_meta"]["fingerprint"].as_str().map(str::to_string))
-        .unwrap();
+    let ours = templates::fingerprint_of(&opts);
     assert_eq!(
         t["index_templates"][0]["index_template"]["_meta"]["fingerprint"],
         ours.as_str()
