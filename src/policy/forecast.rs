@@ -16,12 +16,12 @@
 //! The forecast adds the *current level*: the mean residual of the last hour, so a day running
 //! above or below its usual level (a weekend before a week of history exists, a busy day) moves
 //! the forecast with it. The spread of what is left (residual minus its trailing-hour mean) gives
-//! an upper bound at `confidence` (a normal quantile).
+//! an upper bound at `confidence`: the quantile of what is left, in the forecast's bucket of the
+//! day where it has enough of them.
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::model::Sample;
 
@@ -166,9 +166,7 @@ pub struct Model {
     daily: Option<Vec<f64>>,
     weekly: Option<[f64; 7]>,
     cycle: Option<Cycle>,
-    sigma: f64,
-    /// Per bucket of the day (at least `sigma`): some hours are more volatile than others.
-    sigmas: Vec<f64>,
+    spread: Spread,
     /// The last hour's residuals at the end of the history: (time, residual).
     tail: Vec<(i64, f64)>,
 }
@@ -209,42 +207,75 @@ fn profile(class: &[usize], residual: &[f64], classes: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The spread of residuals around their trailing-hour mean (what the level correction leaves):
-/// over all of them, and per bucket of the day (`buckets` classes by `of`) where a bucket has
-/// enough of them; a bucket's is never below the overall one.
-fn spread(ts: &[i64], residual: &[f64], buckets: usize, of: impl Fn(i64) -> usize) -> (f64, Vec<f64>) {
-    let (mut lo, mut sum) = (0usize, 0.0);
-    let mut dev = Vec::with_capacity(residual.len());
-    for i in 0..residual.len() {
-        while ts[i] - ts[lo] > LEVEL {
-            sum -= residual[lo];
-            lo += 1;
-        }
-        if i > lo {
-            dev.push((ts[i], residual[i] - sum / (i - lo) as f64));
-        }
-        sum += residual[i];
-    }
-    let m = mean(dev.iter().map(|(_, d)| *d));
-    let var = mean(dev.iter().map(|(_, d)| (d - m).powi(2)));
-    let overall = if var.is_finite() { var.sqrt() } else { 0.0 };
-    let mut per = vec![(0.0, 0u32); buckets];
-    for (t, d) in &dev {
-        let e = &mut per[of(*t) % buckets];
-        e.0 += (d - m).powi(2);
-        e.1 += 1;
-    }
-    let per = per
-        .into_iter()
-        .map(|(s, n)| {
-            if n >= 3 {
-                (s / f64::from(n)).sqrt().max(overall)
-            } else {
-                overall
+/// A bucket of the day needs this many deviations before its own quantile is read: a day's
+/// worth of 1-minute datapoints in a 5-minute bucket (with fewer, the overall one).
+const BUCKET_MIN: usize = 5;
+
+/// The spread of what the level correction leaves (residuals minus their trailing-hour mean):
+/// the deviations sorted, over all of them and per bucket of the day. A bound is read as their
+/// quantile, not as a normal one from their variance: real loads are heavy-tailed (a few bursts
+/// would make the variance, and a normal bound, many times what the other days show).
+#[derive(Debug, Clone, PartialEq)]
+struct Spread {
+    /// The standard deviation over all of them (reported).
+    sigma: f64,
+    all: Vec<f64>,
+    per: Vec<Vec<f64>>,
+}
+
+impl Spread {
+    fn of(ts: &[i64], residual: &[f64], buckets: usize, of: impl Fn(i64) -> usize) -> Spread {
+        let (mut lo, mut sum) = (0usize, 0.0);
+        let mut dev = Vec::with_capacity(residual.len());
+        for i in 0..residual.len() {
+            while ts[i] - ts[lo] > LEVEL {
+                sum -= residual[lo];
+                lo += 1;
             }
-        })
-        .collect();
-    (overall, per)
+            if i > lo {
+                dev.push((ts[i], residual[i] - sum / (i - lo) as f64));
+            }
+            sum += residual[i];
+        }
+        let m = mean(dev.iter().map(|(_, d)| *d));
+        let var = mean(dev.iter().map(|(_, d)| (d - m).powi(2)));
+        let mut per = vec![Vec::new(); buckets];
+        for (t, d) in &dev {
+            per[of(*t) % buckets].push(d - m);
+        }
+        let mut all: Vec<f64> = dev.iter().map(|(_, d)| d - m).collect();
+        all.sort_by(f64::total_cmp);
+        for p in &mut per {
+            p.sort_by(f64::total_cmp);
+        }
+        Spread {
+            sigma: if var.is_finite() { var.sqrt() } else { 0.0 },
+            all,
+            per,
+        }
+    }
+
+    /// The deviation at quantile `q` in `bucket`: its own where it has [`BUCKET_MIN`], never
+    /// below the overall one (some hours are more volatile than others, none is calmer than
+    /// all of them together); 0 without deviations.
+    fn bound(&self, bucket: usize, q: f64) -> f64 {
+        let overall = quantile(&self.all, q);
+        match self.per.get(bucket).filter(|p| p.len() >= BUCKET_MIN) {
+            Some(p) => quantile(p, q).max(overall),
+            None => overall,
+        }
+    }
+}
+
+/// The `q` quantile of `sorted` (linear between order statistics); 0 when empty.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let at = q.clamp(0.0, 1.0) * last as f64;
+    let (i, frac) = (at.floor() as usize, at.fract());
+    let next = sorted.get(i + 1).copied().unwrap_or(sorted[i]);
+    sorted[i] + frac * (next - sorted[i])
 }
 
 /// Each datapoint's bucket of the day and day of the week.
@@ -347,7 +378,7 @@ impl Model {
                 *r -= c.at(*t);
             }
         }
-        let (sigma, sigmas) = spread(&ts, &residual, buckets, day_of);
+        let spread = Spread::of(&ts, &residual, buckets, day_of);
         let end = *ts.last()?;
         let tail = ts
             .iter()
@@ -365,8 +396,7 @@ impl Model {
             daily,
             weekly,
             cycle,
-            sigma,
-            sigmas,
+            spread,
             tail,
         })
     }
@@ -510,7 +540,6 @@ impl Model {
         confidence: f64,
     ) -> Forecast {
         let level = self.level(recent, now);
-        let z = Normal::standard().inverse_cdf(confidence);
         let end = now + TimeDelta::from_std(horizon).unwrap_or(TimeDelta::MAX);
         // Per bucket, or per minute where a cycle moves faster than the buckets.
         let res = if self.cycle.is_some() {
@@ -527,19 +556,15 @@ impl Model {
             let at = b.max(now);
             let v = self.base(at.timestamp()) + level;
             points.push((at, self.to_value(v)));
-            let sigma = self
-                .sigmas
-                .get(self.bucket_of(at.timestamp()))
-                .copied()
-                .unwrap_or(self.sigma);
-            peak = peak.max(self.to_value(v + z * sigma));
+            let room = self.spread.bound(self.bucket_of(at.timestamp()), confidence);
+            peak = peak.max(self.to_value(v + room));
             b += step;
         }
         let here = self.to_value(self.base(now.timestamp()) + level);
         Forecast {
             points,
             peak,
-            sigma: self.sigma,
+            sigma: self.spread.sigma,
             slope_per_hour: if self.log {
                 self.slope * (here + self.offset)
             } else {
@@ -667,6 +692,42 @@ mod tests {
         };
         assert!(f(&quiet).peak < 1000.5);
         assert!(f(&noisy).peak > 1200.0, "{}", f(&noisy).peak);
+    }
+
+    #[test]
+    fn one_burst_does_not_widen_the_bound_of_every_day_after_it() {
+        // Two weeks of 1000 ± 5 % (alternating), and one burst: ten times the load for ten
+        // minutes at noon, once. Tomorrow noon's 90 % bound is read from what that quarter
+        // hour did on the other days (and the day's profile, a mean, moves by the burst's share
+        // of that quarter hour: about 10 %): a normal bound from the variance, which the burst
+        // makes, would ask for about twice the load.
+        let noon = 1_767_225_600 + 3 * DAY + 12 * 3600;
+        let h = series(14, |t| {
+            let base = 1000.0 + if t % 600 == 0 { 50.0 } else { -50.0 };
+            if (noon..noon + 600).contains(&t) {
+                10.0 * base
+            } else {
+                base
+            }
+        });
+        let f = forecast(
+            &h,
+            h.last().unwrap().timestamp + TimeDelta::hours(12),
+            Duration::from_secs(900),
+            Duration::from_secs(900),
+            0.9,
+        )
+        .unwrap();
+        assert!(f.peak > 1040.0 && f.peak < 1300.0, "{}", f.peak);
+    }
+
+    #[test]
+    fn the_bound_is_the_quantile_of_what_the_periods_did() {
+        let sorted = [0.0, 1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&sorted, 0.5), 2.0);
+        assert_eq!(quantile(&sorted, 0.9), 3.6);
+        assert_eq!(quantile(&sorted, 1.0), 4.0);
+        assert_eq!(quantile(&[], 0.9), 0.0);
     }
 
     #[test]
