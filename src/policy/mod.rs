@@ -611,7 +611,7 @@ impl TargetPolicy {
     /// This policy with every utilization target scaled by `factor`: target-tracking targets
     /// and their foreseen targets, predictive loads per task. The main knob a frontier sweeps,
     /// moving the rules together so they stay consistent. `None` when a scaled target would
-    /// reach its rule's saturation.
+    /// reach its rule's saturation, or its urgent value.
     pub fn with_targets_scaled(&self, factor: f64) -> Option<TargetPolicy> {
         if !(factor.is_finite() && factor > 0.0) {
             return None;
@@ -624,8 +624,10 @@ impl TargetPolicy {
                     if let Some(f) = &mut t.foreseen_target {
                         *f *= factor;
                     }
+                    // The saturation and the urgent value are the service's, not targets:
+                    // they stay, and a target at or past them makes no policy.
                     let top = t.foreseen_target.unwrap_or(t.target);
-                    if t.saturation.is_some_and(|c| top >= c) {
+                    if t.saturation.is_some_and(|c| top >= c) || t.urgent.is_some_and(|u| t.target >= u) {
                         return None;
                     }
                 }

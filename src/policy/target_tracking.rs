@@ -37,6 +37,10 @@ pub struct TargetTracking {
     /// A value at or above this is capped by the resource (CPU reads at most 100 %): the load
     /// may be any amount higher, so the rule asks for twice the tasks that carried it.
     pub saturation: Option<f64>,
+    /// A value at or above this needs no confirmation (the SLO's edge: users already wait, and
+    /// a second datapoint would cost them another minute): one datapoint scales out, sized on
+    /// its own demand. Below it, `scale_out_datapoints` confirm a rise that may be noise.
+    pub urgent: Option<f64>,
     /// How long new tasks take to serve (start time plus a tick, plus boot where instances must
     /// launch): a rising load is projected this far ahead by its recent trend, and the rule
     /// scales out when the count in force would be above its band by then.
@@ -91,6 +95,7 @@ pub(super) const KEYS: &[&str] = &[
     "disable_scale_in",
     "warmup",
     "saturation",
+    "urgent",
     "lead",
     "noise_guard",
     "noise_absorbed",
@@ -122,6 +127,20 @@ impl TargetTracking {
                 Some(v)
             } else {
                 cx.error(n.span, p, format!("must be above the target {t}, found {v}"));
+                None
+            }
+        });
+        let urgent = m.opt_with(cx, "urgent", |n, p, cx| {
+            let v = <f64 as crate::read::FromNode>::from_node(n, p, cx)?;
+            let (t, cap) = (target.unwrap_or(0.0), saturation.unwrap_or(f64::INFINITY));
+            if v > t && v <= cap {
+                Some(v)
+            } else {
+                cx.error(
+                    n.span,
+                    p,
+                    format!("must be above the target {t} and at most the saturation, found {v}"),
+                );
                 None
             }
         });
@@ -170,6 +189,7 @@ impl TargetTracking {
             disable_scale_in,
             warmup,
             saturation,
+            urgent,
             lead,
             noise_guard,
             noise_absorbed,
@@ -387,7 +407,9 @@ impl TargetTracking {
         let latest = values.last().copied().unwrap_or(0.0);
         // A saturated datapoint needs no confirmation: the load is over capacity now.
         let saturated = self.saturation.is_some_and(|s| latest >= s);
-        let mut hot = !values.is_empty() && (values.iter().all(|v| *v > r.hi) || saturated);
+        let confirmed = !values.is_empty() && values.iter().all(|v| *v > r.hi);
+        let urgent = self.urgent.is_some_and(|u| latest >= u);
+        let mut hot = confirmed || saturated || urgent;
         let ahead = self
             .projection(r)
             .filter(|p| p.demand / f64::from(current.max(1)) > r.hi);
@@ -405,7 +427,7 @@ impl TargetTracking {
             hot = false;
         }
         let (mut need, mut what) = if hot {
-            ((mean(&d) / r.target).ceil() as u32, self.hot_reason(r, out, &d))
+            self.hot_need(r, out, &d, !confirmed && urgent && !saturated)
         } else {
             (0, format!("{} {}", self.metric, num(latest)))
         };
@@ -416,6 +438,27 @@ impl TargetTracking {
             need = need.max(self.saturated_need(r, out, &d, &mut what));
         }
         Some(self.out_answer(r, need, what, latest))
+    }
+
+    /// The count hot datapoints need, and why: confirmed (or saturated, sized apart), the
+    /// periods' mean demand; urgent `at_once`, the newest period's own.
+    fn hot_need(
+        &self,
+        r: &Reading<'_, '_>,
+        out: &[(DateTime<Utc>, f64)],
+        d: &[f64],
+        at_once: bool,
+    ) -> (u32, String) {
+        let mut what = self.hot_reason(r, out, d);
+        let demand = if at_once {
+            let latest = out.last().map_or(0.0, |(_, v)| *v);
+            let u = num(self.urgent.unwrap_or_default());
+            let _ = write!(what, ", the newest {} ≥ {u} (urgent): at once", num(latest));
+            d.last().copied().unwrap_or(0.0)
+        } else {
+            mean(d)
+        };
+        ((demand / r.target).ceil() as u32, what)
     }
 
     /// "cpu 80 over 10.5 running > target 67 (+6%) for 2/2 datapoints".
@@ -691,7 +734,7 @@ impl Policy for TargetTracking {
 
     fn summary(&self) -> String {
         format!(
-            "target_tracking {} at {}{} ± {}% (out after {}, in after {} datapoints{}, warm-up {})",
+            "target_tracking {} at {}{} ± {}% (out after {}{}, in after {} datapoints{}, warm-up {})",
             self.metric,
             num(self.target),
             self.foreseen_target
@@ -699,6 +742,9 @@ impl Policy for TargetTracking {
                 .unwrap_or_default(),
             num(self.tolerance * 100.0),
             self.scale_out_datapoints,
+            self.urgent
+                .map(|u| format!(" or 1 at {} or more", num(u)))
+                .unwrap_or_default(),
             self.scale_in_datapoints,
             if self.disable_scale_in {
                 ", scale-in disabled"
@@ -1104,6 +1150,37 @@ mod tests {
         // The same 100 % on as many tasks as before is load beyond them: twice at once.
         let d = decide_on(rules, &cpu, true, &[(30, 13)], 13, 13);
         assert_eq!((d.action, d.desired), (Action::ScaleOut, 26), "{}", d.reason);
+    }
+
+    #[test]
+    fn an_urgent_datapoint_scales_out_at_once_on_its_own_demand() {
+        let rules = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 60, urgent: 80, saturation: 95, warmup: 0s}\n";
+        // 6 tasks at 50 %, then 90 %: past the SLO's edge, no second datapoint; 540 % of a
+        // task at 60 % is 9, not the mean of the two periods' (8).
+        let d = decide_on(rules, &[50.0, 50.0, 90.0], true, &[(30, 6)], 6, 6);
+        assert_eq!((d.action, d.desired), (Action::ScaleOut, 9), "{}", d.reason);
+        assert!(
+            d.reason.contains("the newest 90 ≥ 80 (urgent): at once"),
+            "{}",
+            d.reason
+        );
+        // 75 %: above the band but short of urgent, so a second datapoint must confirm it.
+        let d = decide_on(rules, &[50.0, 50.0, 75.0], true, &[(30, 6)], 6, 6);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        // Without `urgent`, 90 % waits for its confirmation too.
+        let d = decide_on(CPU, &[50.0, 50.0, 90.0], true, &[(30, 6)], 6, 6);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    }
+
+    #[test]
+    fn urgent_lies_between_the_target_and_the_saturation() {
+        for (urgent, said) in [("60", "found 60"), ("96", "found 96")] {
+            let text = format!("target: {{cluster: c, service: s}}\nmin: 1\nmax: 4\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 60, saturation: 95, urgent: {urgent}}}\n");
+            let err = crate::policy::load_str(&text, "t.yaml", Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("urgent") && err.contains(said), "{err}");
+        }
     }
 
     #[test]

@@ -209,7 +209,13 @@ impl At<'_> {
 fn tracking_knobs(at: &At, tt: &crate::policy::target_tracking::TargetTracking) -> Vec<Option<Knob>> {
     let (i, node) = (at.i, at.node);
     let mut out = Vec::new();
-    let top = tt.saturation.map_or(f64::INFINITY, |s| s - 1.0);
+    // Below the saturation and the urgent value, which must stay above the target.
+    let top = tt
+        .saturation
+        .into_iter()
+        .chain(tt.urgent)
+        .fold(f64::INFINITY, f64::min)
+        - 1.0;
     let offset = tt.foreseen_target.map(|f| f - tt.target);
     let hi = (tt.target * 1.4).min(top - offset.unwrap_or(0.0));
     let decimals = usize::from(tt.target.fract() != 0.0);
