@@ -84,6 +84,13 @@ async fn setup(
     (path, yaml, config, aws)
 }
 
+/// `ecscale validate --aws --config PATH`: its exit code, stdout and stderr.
+async fn validate_aws(path: &std::path::Path) -> (i32, String, String) {
+    let mut cmd = ecscale();
+    cmd.args(["validate", "--aws", "--config"]).arg(path);
+    run_async(cmd).await
+}
+
 /// A worker on `config` with `clients`: its policies, its state in the config's file, no lease,
 /// nothing shipped.
 async fn worker(config: &ecscale::config::Config, aws: &AwsContext, clients: Clients) -> Worker {
@@ -160,9 +167,7 @@ async fn clusters_of_another_account_and_region_are_read_and_scaled_where_they_a
     assert_eq!(report.problems, Vec::<String>::new());
 
     // validate --aws reaches each place, and names the one it cannot reach.
-    let mut cmd = ecscale();
-    cmd.args(["validate", "--aws", "--config"]).arg(&path);
-    let (code, out, err) = run_async(cmd).await;
+    let (code, out, err) = validate_aws(&path).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(&format!("cluster {theirs}: reached through role {ROLE}")),
@@ -174,9 +179,7 @@ async fn clusters_of_another_account_and_region_are_read_and_scaled_where_they_a
     );
     let gone = yaml.replace(&format!("{{name: {away}, region"), "{name: nowhere, region");
     let gone_path = write(dir.path(), "gone.yaml", &gone);
-    let mut cmd = ecscale();
-    cmd.args(["validate", "--aws", "--config"]).arg(&gone_path);
-    let (code, out, err) = run_async(cmd).await;
+    let (code, out, err) = validate_aws(&gone_path).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains(&format!(
@@ -281,9 +284,7 @@ async fn an_auto_scaling_group_of_another_account_is_sized_where_it_is() {
     assert_eq!(desired_there as u32, g.decision.desired, "{}", g.decision.reason);
 
     // validate --aws reads the group's cluster where it is.
-    let mut cmd = ecscale();
-    cmd.args(["validate", "--aws", "--config"]).arg(&path);
-    let (code, out, err) = run_async(cmd).await;
+    let (code, out, err) = validate_aws(&path).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(&format!(
