@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta};
+
 use ecscale::aws::AwsContext;
 use ecscale::config::env::Vars;
 use ecscale::usage::ApiMeter;
@@ -292,4 +294,104 @@ async fn an_auto_scaling_group_of_another_account_is_sized_where_it_is() {
         )),
         "{out}{err}"
     );
+}
+
+/// The fleet bench's stand-in for AWS's token buckets: ECS reads past the 100 a bucket holds
+/// are throttled, each account and region drawing on its own bucket (the other account's known
+/// by the key its AssumeRole handed out); GetMetricData is answered with a datapoint a period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucket_proxy_throttles_per_account_and_region_as_aws_does() {
+    credentials();
+    let proxy = crate::support::proxy::Proxy::start_enforcing(&moto_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "ecscale.yaml",
+        &format!(
+            "aws: {{region: {OWN_REGION}, endpoint_url: {}, retry: {{max_attempts: 1}}}}\nschedule: {{interval: 20s}}\nclusters: [{{name: x, services: [y]}}]\n",
+            proxy.url
+        ),
+    );
+    let config = ecscale::config::load(&path, &Vars::from_pairs([])).unwrap();
+    let own = AwsContext::connect(&config.aws, ApiMeter::default())
+        .await
+        .unwrap();
+    let other = own.place(None, Some(ROLE)).await.unwrap();
+    let elsewhere = own.place(Some(OTHER_REGION), None).await.unwrap();
+    let burst = |ctx: &AwsContext, n: usize| {
+        let ecs = ctx.ecs.client().clone();
+        async move {
+            let calls = (0..n).map(|_| ecs.list_clusters().send());
+            let out = futures::future::join_all(calls).await;
+            let throttled = out
+                .iter()
+                .filter(|r| {
+                    r.as_ref()
+                        .err()
+                        .and_then(|e| e.as_service_error())
+                        .and_then(aws_smithy_types::error::metadata::ProvideErrorMetadata::code)
+                        == Some("ThrottlingException")
+                })
+                .count();
+            (out.iter().filter(|r| r.is_ok()).count(), throttled)
+        }
+    };
+    let (answered, throttled) = burst(&own, 160).await;
+    assert_eq!(answered + throttled, 160, "every call answered or throttled");
+    assert!(
+        (100..=130).contains(&answered),
+        "{answered} of 160 at once through a bucket of 100"
+    );
+    assert_eq!(
+        burst(&other, 40).await,
+        (40, 0),
+        "the other account's bucket is its own"
+    );
+    assert_eq!(
+        burst(&elsewhere, 40).await,
+        (40, 0),
+        "another region's bucket is its own"
+    );
+    let tally = proxy.tally();
+    assert_eq!(
+        tally[&format!("own {OWN_REGION} ECS reads")].throttled,
+        throttled as u64
+    );
+    assert_eq!(
+        tally[&format!("222222222222 {OWN_REGION} ECS reads")].answered,
+        40
+    );
+
+    let end = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let metric = aws_sdk_cloudwatch::types::Metric::builder()
+        .namespace("AWS/ECS")
+        .metric_name("CPUUtilization")
+        .build();
+    let query = aws_sdk_cloudwatch::types::MetricDataQuery::builder()
+        .id("m0")
+        .metric_stat(
+            aws_sdk_cloudwatch::types::MetricStat::builder()
+                .metric(metric)
+                .period(60)
+                .stat("Average")
+                .build(),
+        )
+        .build();
+    let out = own
+        .cloudwatch
+        .client()
+        .get_metric_data()
+        .metric_data_queries(query)
+        .start_time(aws_smithy_types::DateTime::from_secs(
+            (end - TimeDelta::minutes(5)).timestamp(),
+        ))
+        .end_time(aws_smithy_types::DateTime::from_secs(end.timestamp()))
+        .send()
+        .await
+        .unwrap();
+    let result = &out.metric_data_results.unwrap()[0];
+    let stamps: Vec<i64> = result.timestamps().iter().map(|t| t.secs()).collect();
+    let first = end.timestamp() - 300;
+    assert_eq!(stamps, (0..5).map(|k| first + 60 * k).collect::<Vec<_>>());
+    assert_eq!(result.values().len(), 5);
 }

@@ -2,7 +2,11 @@
 //! timestamps them per operation (independently of ecscale's own counters) and can answer a
 //! chosen operation with an error (throttling, access denied, ...) a number of times before
 //! letting it through. It can also shorten the life of the credentials STS's AssumeRole hands
-//! out, and records which access key signed each request.
+//! out, and records which access key signed each request. With `Proxy::start_enforcing` it
+//! answers as AWS's own token buckets do, per account and region (see `Bucket`), and records
+//! nothing else, so that it can stand in front of a long run.
+
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -31,6 +35,72 @@ struct State {
     issued: Vec<(String, std::time::SystemTime)>,
     /// Every request: its operation, the access key that signed it, when it arrived.
     signed: Vec<(String, String, std::time::SystemTime)>,
+    /// Whether the above are kept (not when enforcing: a long run would grow them).
+    record: bool,
+    /// AWS's token buckets, by (account, region, family), when enforced.
+    buckets: Option<HashMap<(String, String, &'static str), Bucket>>,
+    /// Access keys AssumeRole handed out, with the account of the role they were for.
+    accounts: HashMap<String, String>,
+    /// Per `account region family`: calls answered, and calls throttled by the buckets.
+    tally: BTreeMap<String, Tally>,
+    /// Whether GetMetricData is answered here (see `metric_data`) rather than by moto.
+    serve_metrics: bool,
+}
+
+/// Calls of one bucket: answered (passed on), and throttled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub answered: u64,
+    pub throttled: u64,
+}
+
+/// One of AWS's token buckets: `burst` calls at once, refilled at `rate` a second.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    fn new((rate, burst): (f64, f64)) -> Bucket {
+        Bucket {
+            tokens: burst,
+            last: Instant::now(),
+            rate,
+            burst,
+        }
+    }
+
+    /// Takes a token if one is there.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// The family of an operation that AWS throttles with a token bucket, and its (rate a second,
+/// burst). ECS: "Request throttling for the Amazon ECS API" in the ECS developer guide (service
+/// and cluster reads 20 a second, 100 at once; UpdateService 5 a second, 50 at once).
+/// CloudWatch: GetMetricData's quota in the CloudWatch service quotas (50 a second).
+fn family(op: &str) -> Option<(&'static str, (f64, f64))> {
+    let ecs = op.strip_prefix("ECS.");
+    if ecs.is_some_and(|o| o.starts_with("Describe") || o.starts_with("List")) {
+        return Some(("ECS reads", (20.0, 100.0)));
+    }
+    match op {
+        "ECS.UpdateService" => Some(("ECS UpdateService", (5.0, 50.0))),
+        "CloudWatch.GetMetricData" => Some(("CloudWatch GetMetricData", (50.0, 50.0))),
+        _ => None,
+    }
 }
 
 pub struct Proxy {
@@ -41,9 +111,37 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy to `upstream` on a free loopback port; it lives as long as the runtime.
     pub async fn start(upstream: &str) -> Proxy {
+        Self::start_with(
+            upstream,
+            State {
+                record: true,
+                ..State::default()
+            },
+        )
+        .await
+    }
+
+    /// A proxy that throttles as AWS's token buckets do, per account (the role an access key
+    /// was assumed for, as seen in AssumeRole's answers; `own` otherwise) and region, and keeps
+    /// only its tally. It answers GetMetricData itself (see `metric_data`): moto's parser of
+    /// the Query protocol is quadratic in a call's queries (a call of 500 takes it seconds of
+    /// CPU), which at fleet size measures moto, not the client.
+    pub async fn start_enforcing(upstream: &str) -> Proxy {
+        Self::start_with(
+            upstream,
+            State {
+                buckets: Some(HashMap::new()),
+                serve_metrics: true,
+                ..State::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(upstream: &str, state: State) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(state));
         let client = reqwest::Client::new();
         let upstream = upstream.trim_end_matches('/').to_string();
         let shared = state.clone();
@@ -123,6 +221,43 @@ impl Proxy {
     pub fn seen(&self) -> BTreeMap<String, usize> {
         self.state.lock().unwrap().seen.clone()
     }
+
+    /// Per `account region family`, the calls answered and throttled by the buckets.
+    pub fn tally(&self) -> BTreeMap<String, Tally> {
+        self.state.lock().unwrap().tally.clone()
+    }
+}
+
+/// The region of a SigV4 `authorization` header's credential scope.
+fn region(req: &hyper::http::request::Parts) -> String {
+    req.headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(2))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Whether the buckets (when enforced) let this call through; counted either way.
+fn admit(s: &mut State, parts: &hyper::http::request::Parts, op: &str) -> bool {
+    let (Some(buckets), Some((family, limits))) = (s.buckets.as_mut(), family(op)) else {
+        return true;
+    };
+    let key = access_key(parts);
+    let account = s.accounts.get(&key).cloned().unwrap_or_else(|| "own".to_string());
+    let region = region(parts);
+    let ok = buckets
+        .entry((account.clone(), region.clone(), family))
+        .or_insert_with(|| Bucket::new(limits))
+        .take();
+    let t = s.tally.entry(format!("{account} {region} {family}")).or_default();
+    if ok {
+        t.answered += 1;
+    } else {
+        t.throttled += 1;
+    }
+    ok
 }
 
 /// `ECS.DescribeServices` from the SigV4 credential scope and the target header or Action field.
@@ -190,11 +325,22 @@ async fn handle(
     let fail = {
         let mut s = state.lock().unwrap();
         *s.seen.entry(op.clone()).or_default() += 1;
-        s.log.push((op.clone(), Instant::now()));
-        let text = String::from_utf8_lossy(&body).into_owned();
-        s.bodies.entry(op.clone()).or_default().push(text);
-        let key = access_key(&parts);
-        s.signed.push((op.clone(), key, std::time::SystemTime::now()));
+        if s.record {
+            s.log.push((op.clone(), Instant::now()));
+            let text = String::from_utf8_lossy(&body).into_owned();
+            s.bodies.entry(op.clone()).or_default().push(text);
+            let key = access_key(&parts);
+            s.signed.push((op.clone(), key, std::time::SystemTime::now()));
+        }
+        if !admit(&mut s, &parts, &op) {
+            return Ok(error_answer(
+                parts.headers.contains_key("x-amz-target"),
+                "Throttling",
+            ));
+        }
+        if s.serve_metrics && op == "CloudWatch.GetMetricData" {
+            return Ok(xml(metric_data(&String::from_utf8_lossy(&body))));
+        }
         match s.fail.get_mut(&op) {
             Some((n, code)) if *n > 0 => {
                 *n -= 1;
@@ -216,7 +362,7 @@ async fn handle(
             forward = forward.header(k, v);
         }
     }
-    let answer = match forward.body(body).send().await {
+    let answer = match forward.body(body.clone()).send().await {
         Ok(r) => r,
         Err(e) => {
             return Ok(Response::builder()
@@ -233,6 +379,7 @@ async fn handle(
     }
     let mut bytes = answer.bytes().await.unwrap_or_default();
     if op == "sts.AssumeRole" {
+        learn_account(&state, &body, &bytes);
         bytes = shorten(&state, bytes);
     }
     Ok(out.body(Full::new(bytes)).expect("valid response"))
@@ -247,6 +394,100 @@ fn access_key(req: &hyper::http::request::Parts) -> String {
         .and_then(|c| c.split('/').next())
         .unwrap_or("")
         .to_string()
+}
+
+fn xml(body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/xml")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+/// `%XX` and `+` of a form field decoded.
+fn form_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A GetMetricData answer in the Query protocol: for each query, a datapoint every period of
+/// its window (`StartTime` to `EndTime`), oldest first, of a value that varies with the query
+/// and the time, as CloudWatch would answer for a metric published every period.
+fn metric_data(form: &str) -> String {
+    let mut fields: HashMap<&str, String> = HashMap::new();
+    for kv in form.split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        fields.insert(k, form_decode(v));
+    }
+    let time = |k: &str| {
+        fields
+            .get(k)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp())
+    };
+    let (Some(start), Some(end)) = (time("StartTime"), time("EndTime")) else {
+        return String::from("<ErrorResponse/>");
+    };
+    let mut out = String::from(
+        r#"<GetMetricDataResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/"><GetMetricDataResult><MetricDataResults>"#,
+    );
+    for n in 1.. {
+        let Some(id) = fields.get(format!("MetricDataQueries.member.{n}.Id").as_str()) else {
+            break;
+        };
+        let period = fields
+            .get(format!("MetricDataQueries.member.{n}.MetricStat.Period").as_str())
+            .and_then(|p| p.parse::<i64>().ok())
+            .unwrap_or(60)
+            .max(1);
+        let first = start.div_euclid(period) * period + if start % period == 0 { 0 } else { period };
+        let (mut stamps, mut values) = (String::new(), String::new());
+        for t in (first..end).step_by(period as usize) {
+            let stamp = chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+            stamps.push_str(&format!(
+                "<member>{}</member>",
+                stamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+            values.push_str(&format!("<member>{}</member>", 20 + (t / period + n as i64) % 60));
+        }
+        out.push_str(&format!("<member><Id>{id}</Id><Label>{id}</Label><StatusCode>Complete</StatusCode><Timestamps>{stamps}</Timestamps><Values>{values}</Values></member>"));
+    }
+    out.push_str("</MetricDataResults><Messages/></GetMetricDataResult><ResponseMetadata><RequestId>proxy</RequestId></ResponseMetadata></GetMetricDataResponse>");
+    out
+}
+
+/// Records the account of the role an AssumeRole asked for (`RoleArn=arn:aws:iam::ACCOUNT:…`
+/// in its form) against the access key it handed out.
+fn learn_account(state: &Mutex<State>, request: &[u8], answer: &[u8]) {
+    let form = String::from_utf8_lossy(request);
+    let role = form
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("RoleArn="))
+        .map(|r| r.replace("%3A", ":").replace("%3a", ":"));
+    let account = role.and_then(|r| r.split(':').nth(4).map(str::to_string));
+    let text = String::from_utf8_lossy(answer);
+    if let (Some(account), Some(key)) = (account, between(&text, "AccessKeyId")) {
+        state.lock().unwrap().accounts.insert(key.to_string(), account);
+    }
 }
 
 /// The text between `<tag>` and `</tag>`.
