@@ -456,35 +456,48 @@ impl<'r> Ballot<'r> {
             return (w.count, Some(w.rule), self.reason_of(w));
         }
         if let Some(w) = self.ins.first() {
-            let why: Vec<String> = self
-                .blockers
-                .iter()
-                .map(|&i| format!("{}: {}", self.votes[i].rule, self.votes[i].reason))
-                .collect();
-            return (
-                current,
-                Some(w.rule),
-                format!(
-                    "{} — no scale-in: not every rule agrees ({})",
-                    self.votes[w.vote].reason,
-                    why.join("; ")
-                ),
-            );
+            return (current, Some(w.rule), self.blocked(w));
         }
         if self.holds == 0 && self.blockers.is_empty() {
             return (current, None, "no rule asked for a change".to_string());
         }
-        let parts: Vec<&str> = self
-            .votes
-            .iter()
-            .filter(|v| v.status.keeps_the_count())
-            .map(|v| v.reason.as_str())
-            .collect();
-        (current, None, parts.join("; "))
+        let kept = || self.votes.iter().filter(|v| v.status.keeps_the_count());
+        let mut why = String::with_capacity(kept().map(|v| v.reason.len() + 2).sum());
+        for (k, v) in kept().enumerate() {
+            if k > 0 {
+                why.push_str("; ");
+            }
+            why.push_str(&v.reason);
+        }
+        (current, None, why)
     }
 }
 
 impl Ballot<'_> {
+    /// A scale-in that not every rule agrees to: its reason, and each blocker's, written once
+    /// into one string.
+    fn blocked(&self, w: &Wish<'_>) -> String {
+        const HEAD: &str = " — no scale-in: not every rule agrees (";
+        let given = &self.votes[w.vote].reason;
+        let blockers = || self.blockers.iter().map(|&i| &self.votes[i]);
+        let size = blockers()
+            .map(|v| v.rule.len() + v.reason.len() + 4)
+            .sum::<usize>();
+        let mut why = String::with_capacity(given.len() + HEAD.len() + size + 1);
+        why.push_str(given);
+        why.push_str(HEAD);
+        for (k, v) in blockers().enumerate() {
+            if k > 0 {
+                why.push_str("; ");
+            }
+            why.push_str(&v.rule);
+            why.push_str(": ");
+            why.push_str(&v.reason);
+        }
+        why.push(')');
+        why
+    }
+
     /// A deciding wish's reason, with room for what the limits may add (a cooldown, a cap).
     fn reason_of(&self, w: &Wish<'_>) -> String {
         let given = &self.votes[w.vote].reason;

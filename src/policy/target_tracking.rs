@@ -277,21 +277,23 @@ impl Reading<'_, '_> {
     /// The load each value was measured over: for a per-task metric the tasks running in its
     /// period (a task that died, or one still starting, carried none of it), else the count.
     fn demand(&self, slots: &[(DateTime<Utc>, f64)]) -> Vec<f64> {
-        slots
-            .iter()
-            .map(|(start, v)| {
-                // A per-task datapoint was measured over tasks that ran: a recorded count under
-                // one task means the looks missed them (a count that lags), so the count in
-                // force is the better estimate.
-                let served = self.input.served_during(*start, self.period);
-                let tasks = if self.view.per_task() && served >= 0.5 {
-                    served
-                } else {
-                    f64::from(self.input.current)
-                };
-                v * tasks
-            })
-            .collect()
+        self.demands(slots).collect()
+    }
+
+    /// [`Reading::demand`], one value at a time.
+    fn demands<'s>(&'s self, slots: &'s [(DateTime<Utc>, f64)]) -> impl Iterator<Item = f64> + 's {
+        slots.iter().map(|(start, v)| {
+            // A per-task datapoint was measured over tasks that ran: a recorded count under
+            // one task means the looks missed them (a count that lags), so the count in
+            // force is the better estimate.
+            let served = self.input.served_during(*start, self.period);
+            let tasks = if self.view.per_task() && served >= 0.5 {
+                served
+            } else {
+                f64::from(self.input.current)
+            };
+            v * tasks
+        })
     }
 
     /// " over 10.5 running" when the per-task values were carried by another count.
@@ -607,14 +609,17 @@ impl TargetTracking {
             return None;
         }
         let peak = inw.iter().map(|(_, v)| *v).fold(f64::MIN, f64::max);
-        let peak_demand = r.demand(inw).into_iter().fold(0.0, f64::max);
+        let peak_demand = r.demands(inw).fold(0.0, f64::max);
         let guard = self.noise_guard.map(|h| self.recent_rise(r, h, peak_demand));
         let rise = guard
             .as_ref()
             .map_or(0.0, |g| (g.room - self.noise_absorbed * peak_demand).max(0.0));
         let want = ((peak_demand + rise) / r.target).ceil() as u32;
         let n = inw.len();
-        let mut what = format!(
+        // Written once, with room for what follows.
+        let mut what = String::with_capacity(self.metric.len() + 96);
+        let _ = write!(
+            what,
             "{} ≤ {} < target {} (−{}%) for {n}/{n} datapoints",
             self.metric,
             num(peak),
@@ -637,11 +642,13 @@ impl TargetTracking {
             );
         }
         if want >= current {
-            return (rise > 0.0).then(|| self.hold(current, format!("{what}: {current} kept"), Some(peak)));
+            let _ = write!(what, ": {current} kept");
+            return (rise > 0.0).then(|| self.hold(current, what, Some(peak)));
         }
+        let _ = write!(what, " → {current} → {want}");
         Some(Recommendation::Wants {
             count: want,
-            reason: format!("{what} → {current} → {want}"),
+            reason: what,
             inputs: vec![(self.metric.clone(), peak)],
         })
     }
