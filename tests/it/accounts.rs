@@ -86,6 +86,21 @@ async fn setup(
     (path, yaml, config, aws)
 }
 
+/// Clients of the other account (its role assumed from `aws`), with `cluster` made there and
+/// an Auto Scaling group of 2 m5.large (min 1, max 6) registered to it as its instances.
+async fn their_hosts(aws: &AwsContext, cluster: &str, group: &str) -> crate::support::moto::Moto {
+    let other = aws.place(None, Some(ROLE)).await.unwrap();
+    let there = crate::support::moto::Moto::with_credentials(
+        &moto_url(),
+        OWN_REGION,
+        other.credentials.clone().unwrap(),
+    );
+    there.cluster(cluster).await.unwrap();
+    there.group(group, "m5.large", 1, 6, 2).await.unwrap();
+    there.register_group(cluster, group).await.unwrap();
+    there
+}
+
 /// `ecscale validate --aws --config PATH`: its exit code, stdout and stderr.
 async fn validate_aws(path: &std::path::Path) -> (i32, String, String) {
     let mut cmd = ecscale();
@@ -258,17 +273,9 @@ async fn an_auto_scaling_group_of_another_account_is_sized_where_it_is() {
         &format!("clusters:\n  - {{name: {theirs}, role_arn: '{ROLE}', services: [api]}}\ncapacity:\n  - {{auto_scaling_group: {group}, cluster: {theirs}}}\n"),
     )
     .await;
-    let other = aws.place(None, Some(ROLE)).await.unwrap();
-    let there = crate::support::moto::Moto::with_credentials(
-        &moto_url(),
-        OWN_REGION,
-        other.credentials.clone().unwrap(),
-    );
-    there.cluster(&theirs).await.unwrap();
+    let there = their_hosts(&aws, &theirs, &group).await;
     let td = there.task_definition(&unique("api"), 2048, 2048).await.unwrap();
     there.service(&theirs, "api", &td, 2, &[]).await.unwrap();
-    there.group(&group, "m5.large", 1, 6, 2).await.unwrap();
-    there.register_group(&theirs, &group).await.unwrap();
     let here = crate::support::moto::Moto::new(&moto_url(), OWN_REGION);
     assert!(
         here.group_state(&group).await.is_err(),
@@ -279,7 +286,8 @@ async fn an_auto_scaling_group_of_another_account_is_sized_where_it_is() {
     let mut w = worker(&config, &aws, clients).await;
     let report = w.tick(chrono::Utc::now()).await;
     assert_eq!(report.problems, Vec::<String>::new());
-    assert_eq!(desired(&other, &theirs, "api").await, Some(4));
+    let api = there.describe_service(&theirs, "api").await.unwrap();
+    assert_eq!(api.desired_count(), 4);
     let g = &report.groups[0];
     let (desired_there, _) = there.group_state(&group).await.unwrap();
     assert!(desired_there >= 4, "{}: {desired_there}", g.decision.reason);
@@ -394,4 +402,80 @@ async fn the_bucket_proxy_throttles_per_account_and_region_as_aws_does() {
     let first = end.timestamp() - 300;
     assert_eq!(stamps, (0..5).map(|k| first + 60 * k).collect::<Vec<_>>());
     assert_eq!(result.values().len(), 5);
+}
+
+/// A task group in another account's cluster, placed by ecscale's own scheduler: StartTask and
+/// StopTask go to that account (signed with the assumed role's keys, not the worker's own),
+/// onto its container instances; the worker's own account has no such cluster and no task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_group_of_another_account_is_placed_and_stopped_where_it_is() {
+    credentials();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = crate::support::proxy::Proxy::start(&moto_url()).await;
+    let (theirs, group) = (unique("their-tasks"), unique("their-hosts"));
+    let policy = |min: u32, max: u32| {
+        format!("target: {{cluster: {theirs}, group: worker}}\nmin: {min}\nmax: {max}\nrules:\n  - {{name: night, kind: scheduled, windows: [{{name: night, cron: '0 0 * * *', duration: 1m, min: {min}}}]}}\n")
+    };
+    write(dir.path(), "group.yaml", &policy(3, 6));
+    let config_at = |td: &str| {
+        let yaml = format!(
+            "aws: {{region: {OWN_REGION}, endpoint_url: {url}, retry: {{max_attempts: 1}}}}\nschedule: {{interval: 20s}}\nclusters:\n  - {{name: {theirs}, role_arn: '{ROLE}', services: []}}\ngroups:\n  - {{name: worker, cluster: {theirs}, task_definition: {td}, placement: {{strategy: spread, by: instance}}}}\npolicies: [group.yaml]\nworker: {{state: {{file: {state}}}}}\n",
+            url = proxy.url,
+            state = dir.path().join("state.json").display()
+        );
+        let path = write(dir.path(), "ecscale.yaml", &yaml);
+        ecscale::config::load(&path, &Vars::from_pairs([])).unwrap()
+    };
+    let first = config_at("none");
+    let aws = AwsContext::connect(&first.aws, ApiMeter::default())
+        .await
+        .unwrap();
+    let there = their_hosts(&aws, &theirs, &group).await;
+    let td = there.task_definition(&unique("worker"), 128, 128).await.unwrap();
+    let config = config_at(&td);
+    let run = |config: ecscale::config::Config| {
+        let aws = aws.clone();
+        async move {
+            let clients = Clients::routed(&aws, &config).await.unwrap();
+            let mut w = worker(&config, &aws, clients).await;
+            w.tick(chrono::Utc::now()).await
+        }
+    };
+
+    let report = run(config.clone()).await;
+    assert_eq!(report.problems, Vec::<String>::new(), "{report:#?}");
+    assert_eq!(
+        there.started_by(&theirs, "ecscale/worker").await.unwrap().len(),
+        3
+    );
+    let own = crate::support::moto::Moto::new(&moto_url(), OWN_REGION);
+    assert!(
+        own.started_by(&theirs, "ecscale/worker").await.is_err(),
+        "no such cluster here"
+    );
+    let signed_by = |op: &str| -> Vec<String> {
+        proxy
+            .signed()
+            .into_iter()
+            .filter(|(o, _, _)| o == op)
+            .map(|(_, key, _)| key)
+            .collect()
+    };
+    let starts = signed_by("ECS.StartTask");
+    assert!(
+        !starts.is_empty() && starts.iter().all(|k| k != "testing"),
+        "{starts:?}"
+    );
+
+    // The policy now allows one: two tasks stopped there, by the assumed role.
+    write(dir.path(), "group.yaml", &policy(1, 1));
+    let report = run(config_at(&td)).await;
+    assert_eq!(report.problems, Vec::<String>::new(), "{report:#?}");
+    assert_eq!(
+        there.started_by(&theirs, "ecscale/worker").await.unwrap().len(),
+        1
+    );
+    let stops = signed_by("ECS.StopTask");
+    assert_eq!(stops.len(), 2, "{stops:?}");
+    assert!(stops.iter().all(|k| k != "testing"), "{stops:?}");
 }
