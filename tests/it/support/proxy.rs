@@ -228,15 +228,14 @@ impl Proxy {
     }
 }
 
-/// The region of a SigV4 `authorization` header's credential scope.
-fn region(req: &hyper::http::request::Parts) -> String {
+/// Part `n` of a SigV4 `authorization` header's `Credential=AKID/DATE/REGION/SERVICE/aws4_request`
+/// (0 the access key, 2 the region, 3 the service).
+fn scope(req: &hyper::http::request::Parts, n: usize) -> Option<&str> {
     req.headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|a| a.split("Credential=").nth(1))
-        .and_then(|c| c.split('/').nth(2))
-        .unwrap_or("")
-        .to_string()
+        .and_then(|c| c.split('/').nth(n))
 }
 
 /// Whether the buckets (when enforced) let this call through; counted either way.
@@ -246,7 +245,7 @@ fn admit(s: &mut State, parts: &hyper::http::request::Parts, op: &str) -> bool {
     };
     let key = access_key(parts);
     let account = s.accounts.get(&key).cloned().unwrap_or_else(|| "own".to_string());
-    let region = region(parts);
+    let region = scope(parts, 2).unwrap_or("").to_string();
     let ok = buckets
         .entry((account.clone(), region.clone(), family))
         .or_insert_with(|| Bucket::new(limits))
@@ -263,12 +262,7 @@ fn admit(s: &mut State, parts: &hyper::http::request::Parts, op: &str) -> bool {
 /// `ECS.DescribeServices` from the SigV4 credential scope and the target header or Action field.
 fn operation(req: &hyper::http::request::Parts, body: &[u8]) -> String {
     let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let scope = header("authorization")
-        .split("Credential=")
-        .nth(1)
-        .and_then(|c| c.split('/').nth(3))
-        .unwrap_or("unknown");
-    let service = match scope {
+    let service = match scope(req, 3).unwrap_or("unknown") {
         "ecs" => "ECS",
         "monitoring" => "CloudWatch",
         "ec2" => "EC2",
@@ -385,15 +379,9 @@ async fn handle(
     Ok(out.body(Full::new(bytes)).expect("valid response"))
 }
 
-/// The access key id of a SigV4 `authorization` header (`Credential=AKID/…`).
+/// The access key id that signed a request.
 fn access_key(req: &hyper::http::request::Parts) -> String {
-    req.headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|a| a.split("Credential=").nth(1))
-        .and_then(|c| c.split('/').next())
-        .unwrap_or("")
-        .to_string()
+    scope(req, 0).unwrap_or("").to_string()
 }
 
 fn xml(body: String) -> Response<Full<Bytes>> {
@@ -404,40 +392,13 @@ fn xml(body: String) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
-/// `%XX` and `+` of a form field decoded.
-fn form_decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A GetMetricData answer in the Query protocol: for each query, a datapoint every period of
 /// its window (`StartTime` to `EndTime`), oldest first, of a value that varies with the query
 /// and the time, as CloudWatch would answer for a metric published every period.
 fn metric_data(form: &str) -> String {
-    let mut fields: HashMap<&str, String> = HashMap::new();
-    for kv in form.split('&') {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        fields.insert(k, form_decode(v));
-    }
+    let fields: HashMap<String, String> = url::form_urlencoded::parse(form.as_bytes())
+        .into_owned()
+        .collect();
     let time = |k: &str| {
         fields
             .get(k)
@@ -478,12 +439,9 @@ fn metric_data(form: &str) -> String {
 /// Records the account of the role an AssumeRole asked for (`RoleArn=arn:aws:iam::ACCOUNT:…`
 /// in its form) against the access key it handed out.
 fn learn_account(state: &Mutex<State>, request: &[u8], answer: &[u8]) {
-    let form = String::from_utf8_lossy(request);
-    let role = form
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("RoleArn="))
-        .map(|r| r.replace("%3A", ":").replace("%3a", ":"));
-    let account = role.and_then(|r| r.split(':').nth(4).map(str::to_string));
+    let account = url::form_urlencoded::parse(request)
+        .find(|(k, _)| k == "RoleArn")
+        .and_then(|(_, role)| role.split(':').nth(4).map(str::to_string));
     let text = String::from_utf8_lossy(answer);
     if let (Some(account), Some(key)) = (account, between(&text, "AccessKeyId")) {
         state.lock().unwrap().accounts.insert(key.to_string(), account);
