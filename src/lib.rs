@@ -31,3 +31,9 @@ pub mod stress;
 pub mod tune;
 pub mod usage;
 pub mod worker;
+
+/// One allocator for every binary that links the library, so the benches measure what the
+/// `ecscale` binary runs. Cargo.toml says why this one.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
