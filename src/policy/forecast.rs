@@ -211,20 +211,27 @@ fn profile(class: &[usize], residual: &[f64], classes: usize) -> Vec<f64> {
 /// worth of 1-minute datapoints in a 5-minute bucket (with fewer, the overall one).
 const BUCKET_MIN: usize = 5;
 
-/// The spread of what the level correction leaves (residuals minus their trailing-hour mean):
-/// the deviations sorted, over all of them and per bucket of the day. A bound is read as their
-/// quantile, not as a normal one from their variance: real loads are heavy-tailed (a few bursts
-/// would make the variance, and a normal bound, many times what the other days show).
-#[derive(Debug, Clone, PartialEq)]
+/// The spread of what the level correction leaves (residuals minus their trailing-hour mean),
+/// read as the bound at the model's confidence: the deviations' quantile over all of them and
+/// per bucket of the day, not a normal bound from their variance: real loads are heavy-tailed
+/// (a few bursts would make the variance, and a normal bound, many times what the other days
+/// show). Worked out once a fit, by selection rather than sorting.
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Spread {
+    /// The confidence its bounds are at.
+    q: f64,
     /// The standard deviation over all of them (reported).
     sigma: f64,
-    all: Vec<f64>,
-    per: Vec<Vec<f64>>,
+    /// The quantile over all of them.
+    overall: f64,
+    /// Per bucket of the day: its own quantile where it has [`BUCKET_MIN`] deviations, never
+    /// below the overall one (some hours are more volatile than others, none is calmer than
+    /// all of them together).
+    per: Vec<f64>,
 }
 
 impl Spread {
-    fn of(ts: &[i64], residual: &[f64], buckets: usize, of: impl Fn(i64) -> usize) -> Spread {
+    fn of(ts: &[i64], residual: &[f64], buckets: usize, of: impl Fn(i64) -> usize, q: f64) -> Spread {
         let (mut lo, mut sum) = (0usize, 0.0);
         let mut dev = Vec::with_capacity(residual.len());
         for i in 0..residual.len() {
@@ -244,38 +251,39 @@ impl Spread {
             per[of(*t) % buckets].push(d - m);
         }
         let mut all: Vec<f64> = dev.iter().map(|(_, d)| d - m).collect();
-        all.sort_by(f64::total_cmp);
-        for p in &mut per {
-            p.sort_by(f64::total_cmp);
-        }
+        let overall = quantile(&mut all, q);
+        let per = per
+            .iter_mut()
+            .map(|p| match p.len() >= BUCKET_MIN {
+                true => quantile(p, q).max(overall),
+                false => overall,
+            })
+            .collect();
         Spread {
+            q,
             sigma: if var.is_finite() { var.sqrt() } else { 0.0 },
-            all,
+            overall,
             per,
         }
     }
 
-    /// The deviation at quantile `q` in `bucket`: its own where it has [`BUCKET_MIN`], never
-    /// below the overall one (some hours are more volatile than others, none is calmer than
-    /// all of them together); 0 without deviations.
-    fn bound(&self, bucket: usize, q: f64) -> f64 {
-        let overall = quantile(&self.all, q);
-        match self.per.get(bucket).filter(|p| p.len() >= BUCKET_MIN) {
-            Some(p) => quantile(p, q).max(overall),
-            None => overall,
-        }
+    /// The deviation at the confidence in `bucket`; 0 without deviations.
+    fn bound(&self, bucket: usize) -> f64 {
+        self.per.get(bucket).copied().unwrap_or(self.overall)
     }
 }
 
-/// The `q` quantile of `sorted` (linear between order statistics); 0 when empty.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let Some(last) = sorted.len().checked_sub(1) else {
+/// The `q` quantile of `values` (linear between order statistics, in `total_cmp`'s order); 0
+/// when empty. Reorders `values`: two order statistics are selected, not the whole sorted.
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    let Some(last) = values.len().checked_sub(1) else {
         return 0.0;
     };
     let at = q.clamp(0.0, 1.0) * last as f64;
     let (i, frac) = (at.floor() as usize, at.fract());
-    let next = sorted.get(i + 1).copied().unwrap_or(sorted[i]);
-    sorted[i] + frac * (next - sorted[i])
+    let (_, &mut low, above) = values.select_nth_unstable_by(i, f64::total_cmp);
+    let next = above.iter().copied().min_by(f64::total_cmp).unwrap_or(low);
+    low + frac * (next - low)
 }
 
 /// Each datapoint's bucket of the day and day of the week.
@@ -336,9 +344,18 @@ impl Seasons<'_> {
     }
 }
 
+/// What a model is fitted for: to forecast, or only to be scored on the rest of its history
+/// (which reads no bound, so its spread is not worked out).
+#[derive(Clone, Copy, PartialEq)]
+enum Purpose {
+    /// Its bound at this confidence.
+    Forecast(f64),
+    Score,
+}
+
 impl Model {
     /// Fits one model to `history` (oldest first), in the values' space or their logarithms'.
-    fn fit_in(history: &[Sample], bucket: Duration, log: bool) -> Option<Model> {
+    fn fit_in(history: &[Sample], bucket: Duration, log: bool, purpose: Purpose) -> Option<Model> {
         let t0 = history.first()?.timestamp.timestamp();
         let ts: Vec<i64> = history.iter().map(|s| s.timestamp.timestamp()).collect();
         let scale = mean(history.iter().map(|s| s.value.abs()));
@@ -378,7 +395,10 @@ impl Model {
                 *r -= c.at(*t);
             }
         }
-        let spread = Spread::of(&ts, &residual, buckets, day_of);
+        let spread = match purpose {
+            Purpose::Forecast(q) => Spread::of(&ts, &residual, buckets, day_of, q),
+            Purpose::Score => Spread::default(),
+        };
         let end = *ts.last()?;
         let tail = ts
             .iter()
@@ -405,23 +425,33 @@ impl Model {
     /// first three quarters of the history and scored on the last quarter (each datapoint
     /// forecast with the level of the hour before it, as live). Below two days of history, or
     /// with negative values, the score cannot tell much: multiplicative where the values allow
-    /// it (loads are users × their rate). `None` with fewer than two datapoints.
-    pub fn fit(history: &[Sample], bucket: Duration) -> Option<Model> {
-        Model::fit_as(history, bucket, None)
+    /// it (loads are users × their rate). Its forecasts' upper bound is at `confidence`. `None`
+    /// with fewer than two datapoints.
+    pub fn fit(history: &[Sample], bucket: Duration, confidence: f64) -> Option<Model> {
+        Model::fit_as(history, bucket, None, confidence)
     }
 
     /// [`Model::fit`], or only in the space given (a choice made earlier on this history).
-    pub fn fit_as(history: &[Sample], bucket: Duration, multiplicative: Option<bool>) -> Option<Model> {
+    pub fn fit_as(
+        history: &[Sample],
+        bucket: Duration,
+        multiplicative: Option<bool>,
+        confidence: f64,
+    ) -> Option<Model> {
+        let purpose = Purpose::Forecast(confidence);
         if history.len() < 2 {
             return None;
         }
         if let Some(log) = multiplicative {
             let positive = history.iter().all(|s| s.value >= 0.0);
-            return Model::fit_in(history, bucket, log && positive);
+            return Model::fit_in(history, bucket, log && positive, purpose);
         }
-        let linear = Model::fit_in(history, bucket, false)?;
+        let linear = Model::fit_in(history, bucket, false, purpose)?;
         let positive = history.iter().all(|s| s.value >= 0.0);
-        let Some(log) = positive.then(|| Model::fit_in(history, bucket, true)).flatten() else {
+        let Some(log) = positive
+            .then(|| Model::fit_in(history, bucket, true, purpose))
+            .flatten()
+        else {
             return Some(linear);
         };
         let span = history[history.len() - 1].timestamp - history[0].timestamp;
@@ -431,8 +461,10 @@ impl Model {
         let cut = history[0].timestamp + span * 3 / 4;
         let split = history.partition_point(|s| s.timestamp < cut);
         let (train, test) = history.split_at(split);
-        let score =
-            |log: bool| Model::fit_in(train, bucket, log).map_or(f64::INFINITY, |m| m.error(history, test));
+        let score = |log: bool| {
+            Model::fit_in(train, bucket, log, Purpose::Score)
+                .map_or(f64::INFINITY, |m| m.error(history, test))
+        };
         Some(if score(true) <= score(false) { log } else { linear })
     }
 
@@ -531,14 +563,14 @@ impl Model {
         self.log
     }
 
-    /// Forecasts each bucket overlapping `[now, now + horizon]`.
-    pub fn forecast(
-        &self,
-        recent: &[Sample],
-        now: DateTime<Utc>,
-        horizon: Duration,
-        confidence: f64,
-    ) -> Forecast {
+    /// The confidence its forecasts' upper bound is at.
+    pub fn confidence(&self) -> f64 {
+        self.spread.q
+    }
+
+    /// Forecasts each bucket overlapping `[now, now + horizon]`, its peak at the confidence the
+    /// model was fitted for.
+    pub fn forecast(&self, recent: &[Sample], now: DateTime<Utc>, horizon: Duration) -> Forecast {
         let level = self.level(recent, now);
         let end = now + TimeDelta::from_std(horizon).unwrap_or(TimeDelta::MAX);
         // Per bucket, or per minute where a cycle moves faster than the buckets.
@@ -556,7 +588,7 @@ impl Model {
             let at = b.max(now);
             let v = self.base(at.timestamp()) + level;
             points.push((at, self.to_value(v)));
-            let room = self.spread.bound(self.bucket_of(at.timestamp()), confidence);
+            let room = self.spread.bound(self.bucket_of(at.timestamp()));
             peak = peak.max(self.to_value(v + room));
             b += step;
         }
@@ -587,7 +619,7 @@ pub fn forecast(
     bucket: Duration,
     confidence: f64,
 ) -> Option<Forecast> {
-    Some(Model::fit(history, bucket)?.forecast(history, now, horizon, confidence))
+    Some(Model::fit(history, bucket, confidence)?.forecast(history, now, horizon))
 }
 
 #[cfg(test)]
@@ -723,11 +755,13 @@ mod tests {
 
     #[test]
     fn the_bound_is_the_quantile_of_what_the_periods_did() {
-        let sorted = [0.0, 1.0, 2.0, 3.0, 4.0];
-        assert_eq!(quantile(&sorted, 0.5), 2.0);
-        assert_eq!(quantile(&sorted, 0.9), 3.6);
-        assert_eq!(quantile(&sorted, 1.0), 4.0);
-        assert_eq!(quantile(&[], 0.9), 0.0);
+        // Shuffled: the order statistics are selected, whatever the order.
+        let values = [3.0, 0.0, 4.0, 1.0, 2.0];
+        assert_eq!(quantile(&mut values.clone(), 0.5), 2.0);
+        assert_eq!(quantile(&mut values.clone(), 0.9), 3.6);
+        assert_eq!(quantile(&mut values.clone(), 1.0), 4.0);
+        assert_eq!(quantile(&mut values.clone(), 0.0), 0.0);
+        assert_eq!(quantile(&mut [], 0.9), 0.0);
     }
 
     #[test]
@@ -796,18 +830,17 @@ mod cycle_tests {
         let h = minutes(240, |k| {
             (320.0 - 240.0 * ((k % 20) as f64 / 20.0)) * (1.0 + 0.03 * noise(k))
         });
-        let m = Model::fit(&h, Duration::from_secs(300)).unwrap();
+        let m = Model::fit(&h, Duration::from_secs(300), 0.8).unwrap();
         assert_eq!(m.cycle(), Some(Duration::from_secs(1200)));
         // Two minutes before the next jump, the forecast over the next 3 minutes sees it.
         let now = h[0].timestamp + TimeDelta::minutes(258);
-        let f = m.forecast(&h, now, Duration::from_secs(180), 0.8);
+        let f = m.forecast(&h, now, Duration::from_secs(180));
         assert!(f.peak > 280.0, "{f:?}");
         // Right after the jump has decayed, it does not expect one.
         let f = m.forecast(
             &h,
             h[0].timestamp + TimeDelta::minutes(250),
             Duration::from_secs(180),
-            0.8,
         );
         assert!(f.peak < 250.0, "{f:?}");
     }
@@ -816,15 +849,18 @@ mod cycle_tests {
     fn noise_and_a_ramp_have_no_cycle() {
         let noisy = minutes(240, |k| 200.0 * (1.0 + 0.1 * noise(k)));
         assert_eq!(
-            Model::fit(&noisy, Duration::from_secs(300)).unwrap().cycle(),
+            Model::fit(&noisy, Duration::from_secs(300), 0.8).unwrap().cycle(),
             None
         );
         let ramp = minutes(240, |k| 50.0 + k as f64 + 5.0 * noise(k));
-        assert_eq!(Model::fit(&ramp, Duration::from_secs(300)).unwrap().cycle(), None);
+        assert_eq!(
+            Model::fit(&ramp, Duration::from_secs(300), 0.8).unwrap().cycle(),
+            None
+        );
         // Too short a history to see three cycles of anything longer than 20 minutes.
         let short = minutes(50, |k| if k % 30 < 5 { 300.0 } else { 100.0 });
         assert_eq!(
-            Model::fit(&short, Duration::from_secs(300)).unwrap().cycle(),
+            Model::fit(&short, Duration::from_secs(300), 0.8).unwrap().cycle(),
             None
         );
     }

@@ -161,7 +161,8 @@ impl Predictive {
     fn model(&self, window: &[Sample]) -> Option<Arc<Model>> {
         let (first, end) = (window.first()?.timestamp, window.last()?.timestamp);
         let mut g = self.fitted.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(((a, b), m, _)) = g.as_ref() {
+        // A model fitted at another confidence (the rule changed since) is not reused.
+        if let Some(((a, b), m, _)) = g.as_ref().filter(|(_, m, _)| m.confidence() == self.confidence) {
             let moved = end - *b;
             if first >= *a
                 && first <= *b
@@ -178,7 +179,12 @@ impl Predictive {
             .as_ref()
             .map(|(_, _, c)| *c)
             .filter(|(_, at)| end >= *at && end - *at < RECHOOSE);
-        let m = Arc::new(Model::fit_as(window, self.bucket, chosen.map(|(log, _)| log))?);
+        let m = Arc::new(Model::fit_as(
+            window,
+            self.bucket,
+            chosen.map(|(log, _)| log),
+            self.confidence,
+        )?);
         let chosen = chosen.unwrap_or((m.multiplicative(), end));
         *g = Some(((first, end), m.clone(), chosen));
         Some(m)
@@ -234,7 +240,7 @@ impl Predictive {
                 reason: format!("{}: too few datapoints to forecast", self.metric),
             };
         };
-        let f = model.forecast(recent, input.now, self.horizon, self.confidence);
+        let f = model.forecast(recent, input.now, self.horizon);
         let want = (f.peak.max(0.0) / self.target_per_task).ceil() as u32;
         let mut seasons = match (f.daily, f.weekly) {
             (true, true) => "daily+weekly".to_string(),
