@@ -246,19 +246,19 @@ impl Spread {
         }
         let m = mean(dev.iter().map(|(_, d)| *d));
         let var = mean(dev.iter().map(|(_, d)| (d - m).powi(2)));
-        let mut per = vec![Vec::new(); buckets];
-        for (t, d) in &dev {
-            per[of(*t) % buckets].push(d - m);
-        }
         let mut all: Vec<f64> = dev.iter().map(|(_, d)| d - m).collect();
+        let (mut values, starts) = grouped(&dev, buckets, |(t, d)| (of(*t) % buckets, d - m));
         let overall = quantile(&mut all, q);
-        let per = per
-            .iter_mut()
-            .map(|p| match p.len() >= BUCKET_MIN {
-                true => quantile(p, q).max(overall),
+        let mut per = Vec::with_capacity(buckets);
+        let mut rest = values.as_mut_slice();
+        for w in starts.windows(2) {
+            let (this, tail) = rest.split_at_mut(w[1] - w[0]);
+            rest = tail;
+            per.push(match this.len() >= BUCKET_MIN {
+                true => quantile(this, q).max(overall),
                 false => overall,
-            })
-            .collect();
+            });
+        }
         Spread {
             q,
             sigma: if var.is_finite() { var.sqrt() } else { 0.0 },
@@ -271,6 +271,26 @@ impl Spread {
     fn bound(&self, bucket: usize) -> f64 {
         self.per.get(bucket).copied().unwrap_or(self.overall)
     }
+}
+
+/// The values of `items` grouped by class, in one buffer (a counting sort): class `c`'s are
+/// `values[starts[c]..starts[c + 1]]`. `f` gives an item's class (below `classes`) and value.
+fn grouped<T>(items: &[T], classes: usize, f: impl Fn(&T) -> (usize, f64)) -> (Vec<f64>, Vec<usize>) {
+    let mut starts = vec![0usize; classes + 1];
+    for item in items {
+        starts[f(item).0 + 1] += 1;
+    }
+    for c in 0..classes {
+        starts[c + 1] += starts[c];
+    }
+    let mut next = starts.clone();
+    let mut values = vec![0.0; items.len()];
+    for item in items {
+        let (c, v) = f(item);
+        values[next[c]] = v;
+        next[c] += 1;
+    }
+    (values, starts)
 }
 
 /// The `q` quantile of `values` (linear between order statistics, in `total_cmp`'s order); 0
