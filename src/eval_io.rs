@@ -30,10 +30,11 @@ pub struct MetricData<'a> {
     pub history: Option<&'a [Sample]>,
 }
 
-/// The metrics of one target, by id.
+/// The metrics of one target, by id. A handful per target, built every tick for every
+/// target: a vector kept in order, not a tree of nodes.
 #[derive(Debug, Clone, Default)]
 pub struct MetricSet<'a> {
-    entries: BTreeMap<&'a str, MetricData<'a>>,
+    entries: Vec<(&'a str, MetricData<'a>)>,
 }
 
 impl<'a> MetricSet<'a> {
@@ -47,7 +48,10 @@ impl<'a> MetricSet<'a> {
         period_secs: i64,
         complete_until: DateTime<Utc>,
     ) -> Self {
-        let mut set = MetricSet::new();
+        let series = series.into_iter();
+        let mut set = MetricSet {
+            entries: Vec::with_capacity(series.size_hint().0),
+        };
         for (id, samples) in series {
             set.insert(
                 id,
@@ -82,7 +86,10 @@ impl<'a> MetricSet<'a> {
     }
 
     pub fn insert(&mut self, id: &'a str, data: MetricData<'a>) {
-        self.entries.insert(id, data);
+        match self.entries.binary_search_by(|(k, _)| (*k).cmp(id)) {
+            Ok(i) => self.entries[i].1 = data,
+            Err(i) => self.entries.insert(i, (id, data)),
+        }
     }
 
     /// Marks these metrics as per-task loads (back-tests, where no config says so).
@@ -93,11 +100,12 @@ impl<'a> MetricSet<'a> {
     }
 
     pub fn get(&self, id: &str) -> Option<&MetricData<'a>> {
-        self.entries.get(id)
+        self.entries.iter().find(|(k, _)| *k == id).map(|(_, d)| d)
     }
 
+    /// The ids, in order.
     pub fn ids(&self) -> impl Iterator<Item = &&'a str> {
-        self.entries.keys()
+        self.entries.iter().map(|(k, _)| k)
     }
 }
 
@@ -139,45 +147,61 @@ impl<'a> MetricView<'a> {
     /// before `not_before` (warm-up). `None` when a period in range has no value and nothing is
     /// assumed; fewer than `n` values when warm-up excluded some.
     pub fn window(&self, n: usize, not_before: Option<DateTime<Utc>>) -> Option<Vec<f64>> {
-        Some(self.slots(n, not_before)?.into_iter().map(|(_, v)| v).collect())
+        let mut out = Vec::with_capacity(n);
+        self.each_slot(n, not_before, |_, v| out.push(v))?;
+        Some(out)
     }
 
     /// [`MetricView::window`] with each value's period start.
     pub fn slots(&self, n: usize, not_before: Option<DateTime<Utc>>) -> Option<Vec<(DateTime<Utc>, f64)>> {
-        let Some(d) = self.data else {
-            return self.assume.map(|v| {
-                self.assumed.set(true);
-                vec![(DateTime::UNIX_EPOCH, v); n]
-            });
-        };
-        let period = TimeDelta::seconds(d.period_secs.max(1));
         let mut out = Vec::with_capacity(n);
+        self.each_slot(n, not_before, |t, v| out.push((t, v)))?;
+        Some(out)
+    }
+
+    /// Hands each of the last `n` complete periods from `not_before` on to `f`, oldest first;
+    /// `None` at the first period in range without a value when nothing is assumed.
+    fn each_slot(
+        &self,
+        n: usize,
+        not_before: Option<DateTime<Utc>>,
+        mut f: impl FnMut(DateTime<Utc>, f64),
+    ) -> Option<()> {
+        let Some(d) = self.data else {
+            let v = self.assume?;
+            self.assumed.set(true);
+            (0..n).for_each(|_| f(DateTime::UNIX_EPOCH, v));
+            return Some(());
+        };
+        let p = d.period_secs.max(1);
+        let n_ = i64::try_from(n).unwrap_or(i64::MAX);
         // Where the oldest period is, then a walk forward (the samples are in time order): the
-        // window's datapoints are read once, in order.
+        // window's datapoints are read once, in order, each one's instant worked out once.
         let samples = d.samples;
-        let oldest = d.complete_until - period * n as i32;
-        let mut i = first_at_or_after(samples, oldest, period);
-        let mut next = oldest;
-        for _ in 0..n {
-            // Stepped from the oldest: one addition a slot, not a multiplication and a subtraction.
-            let start = next;
-            next += period;
-            while samples.get(i).is_some_and(|s| s.timestamp < start) {
+        let oldest = Instant::of(d.complete_until).plus(-p.saturating_mul(n_));
+        let not_before = not_before.map(Instant::of);
+        let mut i = first_at_or_after(samples, oldest, p);
+        let at = |i: usize| samples.get(i).map(|s| (Instant::of(s.timestamp), s));
+        let mut here = at(i);
+        for k in 0..n_ {
+            let start = oldest.plus(k * p);
+            while here.is_some_and(|(t, _)| t < start) {
                 i += 1;
+                here = at(i);
             }
             if not_before.is_some_and(|nb| start < nb) {
                 continue;
             }
-            match samples.get(i).filter(|s| s.timestamp == start) {
-                Some(s) => out.push((start, s.value)),
+            match here.filter(|(t, _)| *t == start) {
+                Some((_, s)) => f(s.timestamp, s.value),
                 None => {
                     let v = self.assume?;
                     self.assumed.set(true);
-                    out.push((start, v));
+                    f(d.complete_until - TimeDelta::seconds(p * (n_ - k)), v);
                 }
             }
         }
-        Some(out)
+        Some(())
     }
 
     /// Every recent datapoint, oldest first; no filling.
@@ -197,23 +221,41 @@ impl<'a> MetricView<'a> {
     }
 }
 
+/// A time as whole seconds since the epoch and the nanoseconds past them, so the slot walk
+/// steps and compares in integers, where chrono's arithmetic works out the calendar each time.
+/// Ordered as chrono orders times (a leap second's nanoseconds run past a billion in both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Instant(i64, u32);
+
+impl Instant {
+    fn of(t: DateTime<Utc>) -> Instant {
+        Instant(t.timestamp(), t.timestamp_subsec_nanos())
+    }
+
+    fn plus(self, secs: i64) -> Instant {
+        Instant(self.0.saturating_add(secs), self.1)
+    }
+}
+
 /// The index of the first sample at or after `t`. The samples are usually one a period up to
 /// the newest: the index that spacing gives is checked (two reads near each other) before a
 /// binary search (several reads far apart, each a cache miss on a fleet's worth of series).
-fn first_at_or_after(samples: &[Sample], t: DateTime<Utc>, period: TimeDelta) -> usize {
-    let search = || samples.partition_point(|s| s.timestamp < t);
+fn first_at_or_after(samples: &[Sample], t: Instant, period_secs: i64) -> usize {
+    let before_t = |s: &Sample| Instant::of(s.timestamp) < t;
+    let search = || samples.partition_point(before_t);
     let Some(last) = samples.last() else {
         return 0;
     };
-    if last.timestamp < t {
+    let newest = Instant::of(last.timestamp);
+    if newest < t {
         return samples.len();
     }
-    let after = ((last.timestamp - t).num_seconds() / period.num_seconds().max(1)) as usize + 1;
-    let Some(guess) = samples.len().checked_sub(after) else {
+    let after = usize::try_from((newest.0 - t.0) / period_secs.max(1)).unwrap_or(usize::MAX);
+    let Some(guess) = samples.len().checked_sub(after.saturating_add(1)) else {
         return search();
     };
-    let at = samples[guess].timestamp >= t;
-    let before = guess == 0 || samples[guess - 1].timestamp < t;
+    let at = !before_t(&samples[guess]);
+    let before = guess == 0 || before_t(&samples[guess - 1]);
     if at && before {
         guess
     } else {
@@ -244,7 +286,8 @@ static NO_HISTORY: RunningHistory = RunningHistory {
 impl RunningHistory {
     /// Records the count seen at `at` (later than every look before).
     pub fn observe(&mut self, at: DateTime<Utc>, running: u32) {
-        if self.seen.is_some_and(|t| t >= at) {
+        if !self.changes_at(at, running) {
+            self.seen = self.seen.max(Some(at));
             return;
         }
         let since = self.seen.map_or(at, |t| t + (at - t) / 2);
@@ -252,9 +295,18 @@ impl RunningHistory {
         self.set(since, running);
     }
 
-    /// This history with the look at `at` recorded too: the counts a decision made at `at`
-    /// reads (the look that came with it included; `record` keeps it afterwards).
-    pub fn with_look(&self, at: DateTime<Utc>, running: u32) -> RunningHistory {
+    /// Whether a look at `at` seeing `running` adds a change point.
+    fn changes_at(&self, at: DateTime<Utc>, running: u32) -> bool {
+        self.seen.is_none_or(|t| t < at) && self.points.back().is_none_or(|(_, r)| *r != running)
+    }
+
+    /// The counts a decision made at `at` reads: this history with the look that came with it
+    /// (`record` keeps it afterwards). Borrowed when that look changes no count, as on most
+    /// ticks.
+    pub fn with_look(&self, at: DateTime<Utc>, running: u32) -> std::borrow::Cow<'_, RunningHistory> {
+        if !self.changes_at(at, running) {
+            return std::borrow::Cow::Borrowed(self);
+        }
         // Room for the look, so it is not a second allocation.
         let mut points = VecDeque::with_capacity(self.points.len() + 1);
         points.extend(self.points.iter().copied());
@@ -263,7 +315,7 @@ impl RunningHistory {
             seen: self.seen,
         };
         h.observe(at, running);
-        h
+        std::borrow::Cow::Owned(h)
     }
 
     /// Records a change the engine itself made at `at` (a scale-in stops tasks at once).
@@ -281,7 +333,8 @@ impl RunningHistory {
         }
         self.points.push_back((at, running));
         // Keep the change point in force at the cutoff.
-        while self.points.get(1).is_some_and(|(t, _)| *t <= at - RUNNING_KEPT) {
+        let cutoff = at - RUNNING_KEPT;
+        while self.points.get(1).is_some_and(|(t, _)| *t <= cutoff) {
             self.points.pop_front();
         }
     }
@@ -523,7 +576,7 @@ mod tests {
                 .collect();
             let at = DateTime::from_timestamp(1_000 + at, 0).unwrap();
             let want = samples.partition_point(|s| s.timestamp < at);
-            proptest::prop_assert_eq!(first_at_or_after(&samples, at, TimeDelta::seconds(period)), want);
+            proptest::prop_assert_eq!(first_at_or_after(&samples, Instant::of(at), period), want);
         }
     }
 }

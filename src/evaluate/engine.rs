@@ -115,7 +115,7 @@ struct Context<'a> {
     state: &'a TargetState,
     externals: &'a BTreeMap<String, Result<Answer, String>>,
     bounds: Bounds,
-    served: RunningHistory,
+    served: std::borrow::Cow<'a, RunningHistory>,
     assume: &'a dyn Fn(&str) -> Option<f64>,
 }
 

@@ -286,13 +286,12 @@ impl Reading<'_, '_> {
             // A per-task datapoint was measured over tasks that ran: a recorded count under
             // one task means the looks missed them (a count that lags), so the count in
             // force is the better estimate.
-            let served = self.input.served_during(*start, self.period);
-            let tasks = if self.view.per_task() && served >= 0.5 {
-                served
-            } else {
-                f64::from(self.input.current)
-            };
-            v * tasks
+            let served = self
+                .view
+                .per_task()
+                .then(|| self.input.served_during(*start, self.period))
+                .filter(|served| *served >= 0.5);
+            v * served.unwrap_or(f64::from(self.input.current))
         })
     }
 
