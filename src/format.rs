@@ -11,22 +11,26 @@ pub fn short_number(v: f64, decimals: usize) -> String {
 pub struct Short(pub f64, pub usize);
 
 impl Short {
+    /// Written into one buffer and handed over in one piece: each piece handed to a formatter
+    /// costs more than the digits themselves.
     fn write(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         let Short(v, decimals) = *self;
-        match fast_parts(v, decimals) {
-            Some((negative, whole, frac, digits)) => {
-                if negative {
-                    out.write_str("-")?;
-                }
-                write_digits(out, whole, 1)?;
-                if digits > 0 {
-                    out.write_str(".")?;
-                    write_digits(out, frac, digits)?;
-                }
-                Ok(())
-            }
-            None => out.write_str(&exact_short_number(v, decimals)),
+        let Some((negative, whole, frac, digits)) = fast_parts(v, decimals) else {
+            return out.write_str(&exact_short_number(v, decimals));
+        };
+        // A sign, 20 digits, a point and 6 decimals at most.
+        let mut buf = [0u8; 28];
+        let mut at = buf.len();
+        if digits > 0 {
+            at = put_digits(&mut buf, at, frac, digits) - 1;
+            buf[at] = b'.';
         }
+        at = put_digits(&mut buf, at, whole, 1);
+        if negative {
+            at -= 1;
+            buf[at] = b'-';
+        }
+        out.write_str(ascii(&buf[at..]))
     }
 }
 
@@ -42,18 +46,22 @@ impl std::fmt::Display for Short {
     }
 }
 
-/// `n` in decimal, zero-padded to `width` digits, without the formatting machinery (its padding
-/// logic is most of the cost of a short integer, and reasons are full of them).
-fn write_digits(out: &mut impl std::fmt::Write, mut n: u64, width: usize) -> std::fmt::Result {
-    let mut buf = [b'0'; 20];
-    let mut at = buf.len();
-    while n > 0 || at > buf.len() - width.clamp(1, 20) {
+/// Writes `n` in decimal, zero-padded to `width` digits, to end just before `buf[end]`; returns
+/// where it starts. Without the formatting machinery: its padding logic is most of the cost of
+/// a short integer, and reasons are full of them.
+fn put_digits(buf: &mut [u8], end: usize, mut n: u64, width: usize) -> usize {
+    let mut at = end;
+    while n > 0 || end - at < width.max(1) {
         at -= 1;
         buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    // Only ASCII digits were written.
-    out.write_str(std::str::from_utf8(&buf[at..]).unwrap_or_default())
+    at
+}
+
+/// Bytes [`put_digits`] and the writers here filled: ASCII only.
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 /// [`short_number`] in integers (sign, whole part, decimals, their number), when that is sure
@@ -110,12 +118,12 @@ pub struct Clock(chrono::DateTime<chrono::Utc>);
 impl std::fmt::Display for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use chrono::Timelike;
-        let t = self.0;
-        write_digits(f, t.hour().into(), 2)?;
-        f.write_str(":")?;
-        write_digits(f, t.minute().into(), 2)?;
-        f.write_str(":")?;
-        write_digits(f, t.second().into(), 2)
+        let s = self.0.num_seconds_from_midnight();
+        let mut buf = *b"00:00:00";
+        put_digits(&mut buf, 2, (s / 3600).into(), 2);
+        put_digits(&mut buf, 5, (s / 60 % 60).into(), 2);
+        put_digits(&mut buf, 8, (s % 60).into(), 2);
+        f.write_str(ascii(&buf))
     }
 }
 
