@@ -39,7 +39,17 @@ pub enum Expr {
     Bin(Op, Box<Expr>, Box<Expr>),
     Call(String, Vec<Expr>),
     /// `avg_over(metric, n)` and friends.
-    Over(String, String, usize),
+    Over(Over),
+}
+
+/// `f(metric, n)`: a metric's last `n` periods summed up by `f`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Over {
+    pub f: String,
+    pub metric: String,
+    pub n: usize,
+    /// `f(metric,n)`, the name its value is reported under (written once, at parse time).
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -380,7 +390,16 @@ impl Parser {
             }
         };
         self.expect_rparen(at)?;
-        Ok((Expr::Over(name, metric, n), 1))
+        let key = format!("{name}({metric},{n})");
+        Ok((
+            Expr::Over(Over {
+                f: name,
+                metric,
+                n,
+                key,
+            }),
+            1,
+        ))
     }
 }
 
@@ -421,8 +440,8 @@ impl Expr {
             Expr::Var(v) if !VARIABLES.contains(&v.as_str()) => {
                 out.insert(v.as_str());
             }
-            Expr::Over(_, m, _) => {
-                out.insert(m.as_str());
+            Expr::Over(o) => {
+                out.insert(o.metric.as_str());
             }
             _ => {}
         });
@@ -459,7 +478,7 @@ pub fn eval(e: &Expr, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> R
     Ok(match e {
         Expr::Num(v) => *v,
         Expr::Var(v) => var(v, input, seen)?,
-        Expr::Over(f, metric, n) => over(f, metric, *n, input, seen)?,
+        Expr::Over(o) => over(o, input, seen)?,
         Expr::Neg(a) => -eval(a, input, seen)?,
         Expr::Not(a) => f64::from(u8::from(!truth(eval(a, input, seen)?))),
         Expr::Bin(op, a, b) => binary(*op, eval(a, input, seen)?, eval(b, input, seen)?),
@@ -514,30 +533,20 @@ fn var(v: &str, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> Result<
     })
 }
 
-/// `f(metric, n)`: the metric's last `n` periods summed up by `f`.
-fn over(
-    f: &str,
-    metric: &str,
-    n: usize,
-    input: &EvalInput<'_>,
-    seen: &mut Vec<(String, f64)>,
-) -> Result<f64, EvalError> {
-    let w = input
-        .metric(metric)
-        .window(n, None)
-        .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
+/// The value of `f(metric, n)`.
+fn over(o: &Over, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> Result<f64, EvalError> {
+    let missing = || EvalError::Missing(o.metric.clone());
+    let w = input.metric(&o.metric).window(o.n, None).ok_or_else(missing)?;
     if w.is_empty() {
-        return Err(EvalError::Missing(metric.to_string()));
+        return Err(missing());
     }
-    let v = match f {
+    let v = match o.f.as_str() {
         "avg_over" => w.iter().sum::<f64>() / w.len() as f64,
         "max_over" => w.iter().copied().fold(f64::MIN, f64::max),
         "min_over" => w.iter().copied().fold(f64::MAX, f64::min),
         _ => w.iter().sum::<f64>(),
     };
-    let mut key = String::with_capacity(f.len() + metric.len() + 8);
-    let _ = write!(key, "{f}({metric},{n})");
-    seen.push((key, v));
+    seen.push((o.key.clone(), v));
     Ok(v)
 }
 
