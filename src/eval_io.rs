@@ -557,6 +557,75 @@ mod tests {
         assert!(h.mean(t(10_000 * 15 - 60), t(10_000 * 15)).is_some());
     }
 
+    /// The slots as chrono's own arithmetic finds them: each period start stepped from the
+    /// oldest, the first sample at or after it, kept when it starts exactly there.
+    fn slots_by_chrono(
+        d: &MetricData<'_>,
+        n: usize,
+        not_before: Option<DateTime<Utc>>,
+    ) -> Vec<(DateTime<Utc>, Option<f64>)> {
+        let period = TimeDelta::seconds(d.period_secs.max(1));
+        let oldest = d.complete_until - period * n as i32;
+        (0..n as i32)
+            .map(|k| oldest + period * k)
+            .filter(|start| not_before.is_none_or(|nb| *start >= nb))
+            .map(|start| {
+                let at = d.samples.iter().find(|s| s.timestamp >= start);
+                (start, at.filter(|s| s.timestamp == start).map(|s| s.value))
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// The walk in whole seconds finds what chrono's stepping finds, with series whose
+        /// times are off the period grid by whole seconds or by fractions of one, with gaps, and
+        /// with a warm-up cut anywhere.
+        #[test]
+        fn the_integer_walk_reads_the_slots_chrono_reads(
+            steps in proptest::collection::vec((1i64..3, 0u32..3), 0..40),
+            period in proptest::sample::select(vec![1i64, 10, 60, 300]),
+            n in 1usize..20,
+            end_slots in 0i64..45,
+            end_nanos in proptest::sample::select(vec![0u32, 500_000_000]),
+            cut in proptest::option::of(0i64..45),
+        ) {
+            let base = 1_800_000_000i64;
+            let mut slot = 0i64;
+            let samples: Vec<Sample> = steps
+                .iter()
+                .enumerate()
+                .map(|(i, (gap, off))| {
+                    slot += gap;
+                    // Most on the grid; some a second or half a second off it.
+                    let (secs, nanos) = match off {
+                        0 => (0, 0),
+                        1 => (1, 0),
+                        _ => (0, 500_000_000),
+                    };
+                    let t = DateTime::from_timestamp(base + slot * period + secs, nanos).unwrap();
+                    Sample { timestamp: t, value: i as f64 }
+                })
+                .collect();
+            let d = MetricData {
+                samples: &samples,
+                period_secs: period,
+                complete_until: DateTime::from_timestamp(base + end_slots * period, end_nanos).unwrap(),
+                per_task: false,
+                history: None,
+            };
+            let not_before = cut.map(|c| DateTime::from_timestamp(base + c * period, 0).unwrap());
+            let want = slots_by_chrono(&d, n, not_before);
+            let flag = Cell::new(false);
+            let got = MetricView::new("m", Some(d), None, &flag).slots(n, not_before);
+            let complete: Option<Vec<(DateTime<Utc>, f64)>> =
+                want.iter().map(|(t, v)| v.map(|v| (*t, v))).collect();
+            proptest::prop_assert_eq!(got, complete);
+            let filled = MetricView::new("m", Some(d), Some(-1.0), &flag).slots(n, not_before);
+            let assumed: Vec<(DateTime<Utc>, f64)> = want.iter().map(|(t, v)| (*t, v.unwrap_or(-1.0))).collect();
+            proptest::prop_assert_eq!(filled, Some(assumed));
+        }
+    }
+
     proptest::proptest! {
         /// The index the spacing gives, checked, is the binary search's, on series with gaps,
         /// irregular steps, and times before, inside and after them.
