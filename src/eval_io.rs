@@ -85,8 +85,13 @@ impl<'a> MetricSet<'a> {
         set
     }
 
+    /// Where `id` is, or where it would go.
+    fn position(&self, id: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| (*k).cmp(id))
+    }
+
     pub fn insert(&mut self, id: &'a str, data: MetricData<'a>) {
-        match self.entries.binary_search_by(|(k, _)| (*k).cmp(id)) {
+        match self.position(id) {
             Ok(i) => self.entries[i].1 = data,
             Err(i) => self.entries.insert(i, (id, data)),
         }
@@ -100,7 +105,7 @@ impl<'a> MetricSet<'a> {
     }
 
     pub fn get(&self, id: &str) -> Option<&MetricData<'a>> {
-        self.entries.iter().find(|(k, _)| *k == id).map(|(_, d)| d)
+        self.position(id).ok().map(|i| &self.entries[i].1)
     }
 
     /// The ids, in order.
