@@ -14,10 +14,17 @@ impl Short {
     /// Written into one buffer and handed over in one piece: each piece handed to a formatter
     /// costs more than the digits themselves.
     fn write(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        match self.digits() {
+            Some((buf, at)) => out.write_str(ascii(&buf[at..])),
+            None => out.write_str(&exact_short_number(self.0, self.1)),
+        }
+    }
+
+    /// The characters in a buffer, from the index returned; `None` when only the exact
+    /// expansion can tell how the value rounds.
+    fn digits(&self) -> Option<([u8; 28], usize)> {
         let Short(v, decimals) = *self;
-        let Some((negative, whole, frac, digits)) = fast_parts(v, decimals) else {
-            return out.write_str(&exact_short_number(v, decimals));
-        };
+        let (negative, whole, frac, digits) = fast_parts(v, decimals)?;
         // A sign, 20 digits, a point and 6 decimals at most.
         let mut buf = [0u8; 28];
         let mut at = buf.len();
@@ -30,7 +37,7 @@ impl Short {
             at -= 1;
             buf[at] = b'-';
         }
-        out.write_str(ascii(&buf[at..]))
+        Some((buf, at))
     }
 }
 
@@ -44,6 +51,130 @@ impl std::fmt::Display for Short {
         self.write(&mut s)?;
         f.pad(&s)
     }
+}
+
+/// A part of a reason, written straight onto its string by [`text!`](crate::text) and
+/// [`push_text!`](crate::push_text). Reasons are written for every rule of every target every
+/// tick, and handing each part to the formatting machinery (`format!`, `write!`) costs several
+/// times what writing its characters does.
+pub trait Piece {
+    /// About how many bytes it takes, to size the string once.
+    fn size(&self) -> usize {
+        8
+    }
+    fn put(&self, out: &mut String);
+}
+
+impl Piece for str {
+    fn size(&self) -> usize {
+        self.len()
+    }
+    fn put(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl Piece for String {
+    fn size(&self) -> usize {
+        self.len()
+    }
+    fn put(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl<T: Piece + ?Sized> Piece for &T {
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+    fn put(&self, out: &mut String) {
+        (**self).put(out);
+    }
+}
+
+impl Piece for u64 {
+    fn put(&self, out: &mut String) {
+        let mut buf = [0u8; 20];
+        let at = put_digits(&mut buf, 20, *self, 1);
+        push_ascii(out, &buf[at..]);
+    }
+}
+
+impl Piece for u32 {
+    fn put(&self, out: &mut String) {
+        u64::from(*self).put(out);
+    }
+}
+
+impl Piece for usize {
+    fn put(&self, out: &mut String) {
+        (*self as u64).put(out);
+    }
+}
+
+/// An integer with its sign always written: `+2`, `-1`, `+0`.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed(pub i64);
+
+impl Piece for Signed {
+    fn put(&self, out: &mut String) {
+        out.push(if self.0 < 0 { '-' } else { '+' });
+        self.0.unsigned_abs().put(out);
+    }
+}
+
+impl Piece for Short {
+    fn put(&self, out: &mut String) {
+        match self.digits() {
+            Some((buf, at)) => push_ascii(out, &buf[at..]),
+            None => out.push_str(&exact_short_number(self.0, self.1)),
+        }
+    }
+}
+
+impl Piece for Clock {
+    fn put(&self, out: &mut String) {
+        push_ascii(out, &self.digits());
+    }
+}
+
+/// A few ASCII bytes pushed one by one: for a handful of digits, cheaper than checking them as
+/// UTF-8 and copying them in one call.
+fn push_ascii(out: &mut String, bytes: &[u8]) {
+    out.extend(bytes.iter().map(|&b| char::from(b)));
+}
+
+/// The pieces written one after another onto a string sized for them; see [`text!`](crate::text).
+pub fn text(pieces: &[&dyn Piece]) -> String {
+    let mut out = String::with_capacity(pieces.iter().map(|p| p.size()).sum());
+    push_text(&mut out, pieces);
+    out
+}
+
+/// The pieces appended to `out`; see [`push_text!`](crate::push_text).
+pub fn push_text(out: &mut String, pieces: &[&dyn Piece]) {
+    out.reserve(pieces.iter().map(|p| p.size()).sum());
+    for p in pieces {
+        p.put(out);
+    }
+}
+
+/// A string of [`Piece`]s, as `format!` would write them with `{}`:
+/// `text! {metric, " ", num(v), " ≥ ", num(bound), " for ", n, "/", m, " datapoints"}` (in
+/// braces, which rustfmt leaves as written).
+#[macro_export]
+macro_rules! text {
+    ($($piece:expr),+ $(,)?) => {
+        $crate::format::text(&[$(&$piece as &dyn $crate::format::Piece),+])
+    };
+}
+
+/// [`text!`]'s pieces appended to a string: `push_text! {reason; "; ", more}`.
+#[macro_export]
+macro_rules! push_text {
+    ($out:expr; $($piece:expr),+ $(,)?) => {
+        $crate::format::push_text(&mut $out, &[$(&$piece as &dyn $crate::format::Piece),+])
+    };
 }
 
 /// Writes `n` in decimal, zero-padded to `width` digits, to end just before `buf[end]`; returns
@@ -117,13 +248,19 @@ pub struct Clock(chrono::DateTime<chrono::Utc>);
 
 impl std::fmt::Display for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(ascii(&self.digits()))
+    }
+}
+
+impl Clock {
+    fn digits(&self) -> [u8; 8] {
         use chrono::Timelike;
         let s = self.0.num_seconds_from_midnight();
         let mut buf = *b"00:00:00";
         put_digits(&mut buf, 2, (s / 3600).into(), 2);
         put_digits(&mut buf, 5, (s / 60 % 60).into(), 2);
         put_digits(&mut buf, 8, (s % 60).into(), 2);
-        f.write_str(ascii(&buf))
+        buf
     }
 }
 
@@ -175,6 +312,20 @@ mod tests {
     }
 
     #[test]
+    fn edge_pieces_are_written_as_the_formatter_writes_them() {
+        use super::Signed;
+        for i in [i64::MIN, -10, -1, 0, 1, 9, i64::MAX] {
+            assert_eq!(crate::text!(Signed(i)), format!("{i:+}"));
+        }
+        for n in [0, 9, 10, u64::MAX] {
+            assert_eq!(
+                crate::text!(n, "|", n as u32, "|", n as usize),
+                format!("{n}|{}|{}", n as u32, n as usize)
+            );
+        }
+    }
+
+    #[test]
     fn numbers_are_short() {
         let cases = [
             (57.2, 3, "57.2"),
@@ -206,6 +357,28 @@ mod tests {
             for v in [v, near_half, f64::from_bits((near_half.to_bits() as i64 + nudge) as u64)] {
                 proptest::prop_assert_eq!(short_number(v, d), super::exact_short_number(v, d), "{} with {}", v, d);
             }
+        }
+
+        /// Pieces write what `format!` writes with `{}` (`{:+}` for a signed count), one after
+        /// another, onto a new string or the end of one.
+        #[test]
+        fn pieces_write_what_the_formatter_writes(
+            n in proptest::prelude::any::<u64>(),
+            i in proptest::prelude::any::<i64>(),
+            small in proptest::prelude::any::<u32>(),
+            v in -1e13f64..1e13,
+            d in 0usize..8,
+            secs in 0i64..4_000_000_000,
+            head in "[a-zé →]{0,12}",
+        ) {
+            let t = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
+            let short = super::Short(v, d);
+            let written = crate::text!(head, n, " ", short, "/", small, " ", super::Signed(i), "@", super::clock(t), d);
+            let want = format!("{head}{n} {short}/{small} {i:+}@{}{d}", super::clock(t));
+            proptest::prop_assert_eq!(&written, &want);
+            let mut appended = head.clone();
+            crate::push_text!(appended; n, " ", short);
+            proptest::prop_assert_eq!(appended, format!("{head}{n} {short}"));
         }
     }
 }

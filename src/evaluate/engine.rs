@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::eval_io::{Answer, EvalInput, Observation, Recommendation, RunningHistory};
 use crate::model::{Action, Decision, Vote, VoteStatus};
 use crate::policy::{Bounds, MissingData, Rule, TargetPolicy};
+use crate::{push_text, text};
 
 /// What the engine remembers about a target between ticks. Serializable: a restarted worker
 /// must neither repeat an action nor forget a cooldown.
@@ -250,10 +251,7 @@ impl<'a> Context<'a> {
         let cd = l.decider.map_or(policy.cooldown, |r| r.cooldown).scale_out;
         if let Some(ends) = self.state.last_scale_out.map(|t| after(t, cd)) {
             if self.obs.now < ends {
-                note(
-                    &mut l.reason,
-                    format_args!("held: scale-out cooldown until {}", until(ends)),
-                );
+                push_text! {l.reason; "; held: scale-out cooldown until ", until(ends)};
                 l.desired = current;
             }
         }
@@ -274,10 +272,7 @@ impl<'a> Context<'a> {
         let last = state.last_scale_in.max(state.last_scale_out);
         if let Some(ends) = last.map(|t| after(t, cd)) {
             if self.obs.now < ends {
-                note(
-                    &mut l.reason,
-                    format_args!("held: scale-in cooldown until {}", until(ends)),
-                );
+                push_text! {l.reason; "; held: scale-in cooldown until ", until(ends)};
                 l.desired = current;
             }
         }
@@ -391,8 +386,8 @@ impl<'r> Ballot<'r> {
                         vote: vote_at,
                     });
                 } else if count < current && assumed {
-                    let reason =
-                        format!("{reason}; not scaling in on an assumed value (missing_data: assume)");
+                    let mut reason = reason;
+                    reason.push_str("; not scaling in on an assumed value (missing_data: assume)");
                     self.hold(rule, reason, current, false);
                 } else if count < current {
                     let vote_at = self.votes.len();
@@ -410,17 +405,17 @@ impl<'r> Ballot<'r> {
             Recommendation::Abstain { reason } => {
                 self.votes.push(vote(rule, VoteStatus::Abstains, None, reason))
             }
-            Recommendation::Missing { metric, reason } => {
+            Recommendation::Missing { metric, mut reason } => {
                 let behaviour = policy.missing_for(&metric);
-                let reason = format!("{reason} (missing_data: {behaviour})");
+                let _ = write!(reason, " (missing_data: {behaviour})");
                 if behaviour == MissingData::Hold && self.freeze.is_none() {
                     self.freeze = Some((rule, reason.clone()));
                 }
                 self.blockers.push(self.votes.len());
                 self.votes.push(vote(rule, VoteStatus::MissingData, None, reason));
             }
-            Recommendation::Error { reason } => {
-                let reason = format!("{reason}; holding");
+            Recommendation::Error { mut reason } => {
+                reason.push_str("; holding");
                 self.blockers.push(self.votes.len());
                 self.votes.push(vote(rule, VoteStatus::Error, None, reason));
             }
@@ -442,7 +437,7 @@ impl<'r> Ballot<'r> {
     /// less (to the highest of their counts), else hold. The count, the deciding rule, why.
     fn combine(&self, current: u32) -> (u32, Option<&'r Rule>, String) {
         if let Some((rule, why)) = &self.freeze {
-            return (current, Some(*rule), format!("{why}: the target holds"));
+            return (current, Some(*rule), text! {why, ": the target holds"});
         }
         if let Some(w) = self.outs.iter().max_by_key(|w| w.count) {
             return (w.count, Some(w.rule), self.reason_of(w));

@@ -16,10 +16,10 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fmt::Write as _;
 
 use super::Policy;
 use crate::eval_io::{num, EvalInput, Recommendation};
+use crate::push_text;
 use crate::read::{Cx, MapReader};
 
 /// The variables every expression may use besides metric ids.
@@ -622,14 +622,14 @@ impl Policy for Expression {
                 let want = v.max(0.0).ceil().min(f64::from(u32::MAX)) as u32;
                 // `SOURCE` = V (metric value, …) → current → want, written once.
                 let mut reason = String::with_capacity(self.source.len() + 48 + 24 * seen.len());
-                let _ = write!(reason, "`{}` = {}", self.source, num(v));
+                push_text! {reason; "`", self.source, "` = ", num(v)};
                 for (i, (k, v)) in seen.iter().enumerate() {
-                    let _ = write!(reason, "{}{k} {}", if i == 0 { " (" } else { ", " }, num(*v));
+                    push_text! {reason; if i == 0 { " (" } else { ", " }, k, " ", num(*v)};
                 }
                 if !seen.is_empty() {
                     reason.push(')');
                 }
-                let _ = write!(reason, " → {} → {want}", input.current);
+                push_text! {reason; " → ", input.current, " → ", want};
                 Recommendation::Wants {
                     count: want,
                     reason,

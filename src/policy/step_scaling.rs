@@ -12,6 +12,7 @@ use super::Policy;
 use crate::eval_io::{num, EvalInput, Recommendation};
 use crate::read::yaml::{Node, Value};
 use crate::read::{join, Cx, FromNode, MapReader};
+use crate::{push_text, text};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Adjustment {
@@ -54,6 +55,20 @@ impl std::fmt::Display for Adjustment {
             } => {
                 write!(f, "{:+}% (at least {min_magnitude})", num(*percent))
             }
+        }
+    }
+}
+
+impl crate::format::Piece for Adjustment {
+    fn put(&self, out: &mut String) {
+        use crate::format::Signed;
+        match *self {
+            Adjustment::Change(c) => push_text! {*out; Signed(c)},
+            Adjustment::Exact(e) => push_text! {*out; "=", e},
+            Adjustment::Percent {
+                percent,
+                min_magnitude,
+            } => push_text! {*out; num(percent), "% (at least ", min_magnitude, ")"},
         }
     }
 }
@@ -246,6 +261,33 @@ impl StepScaling {
             scale_in,
         })
     }
+
+    /// The step one side (`out`, else in) fires: enough datapoints of the window past its first
+    /// bound, the newest of them past the step's, and a count that moves that way.
+    fn fired(&self, w: &[f64], steps: &[Step], current: u32, out: bool) -> Option<Recommendation> {
+        let past = |v: f64, bound: f64| if out { v >= bound } else { v < bound };
+        let threshold = steps.first()?.bound;
+        let breaching = w.iter().filter(|v| past(**v, threshold)).count();
+        if breaching < self.datapoints {
+            return None;
+        }
+        let v = w.iter().rev().copied().find(|v| past(*v, threshold))?;
+        let step = steps.iter().rev().find(|s| past(v, s.bound))?;
+        let want = step.adjustment.apply(current);
+        if (out && want <= current) || (!out && want >= current) {
+            return None;
+        }
+        let (metric, bound, m) = (&self.metric, num(step.bound), self.of);
+        let sign = if out { " ≥ " } else { " < " };
+        Some(Recommendation::Wants {
+            count: want,
+            reason: text! {
+                metric, " ", num(v), sign, bound, " for ", breaching, "/", m, " datapoints: ",
+                step.adjustment, " → ", current, " → ", want
+            },
+            inputs: vec![(self.metric.clone(), v)],
+        })
+    }
 }
 
 impl Policy for StepScaling {
@@ -260,61 +302,19 @@ impl Policy for StepScaling {
                 ),
             };
         };
+        let fired = self
+            .fired(&w, &self.scale_out, current, true)
+            .or_else(|| self.fired(&w, &self.scale_in, current, false));
+        if let Some(r) = fired {
+            return r;
+        }
         let (n, m) = (self.datapoints, self.of);
-        if let Some(threshold) = self.scale_out.first().map(|s| s.bound) {
-            let breaching = w.iter().filter(|v| **v >= threshold).count();
-            if breaching >= n {
-                if let Some(v) = w.iter().rev().copied().find(|v| *v >= threshold) {
-                    if let Some(step) = self.scale_out.iter().rev().find(|s| v >= s.bound) {
-                        let want = step.adjustment.apply(current);
-                        if want > current {
-                            return Recommendation::Wants {
-                                count: want,
-                                reason: format!(
-                                    "{} {} ≥ {} for {breaching}/{m} datapoints: {} → {current} → {want}",
-                                    self.metric,
-                                    num(v),
-                                    num(step.bound),
-                                    step.adjustment
-                                ),
-                                inputs: vec![(self.metric.clone(), v)],
-                            };
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(threshold) = self.scale_in.first().map(|s| s.bound) {
-            let breaching = w.iter().filter(|v| **v < threshold).count();
-            if breaching >= n {
-                if let Some(v) = w.iter().rev().copied().find(|v| *v < threshold) {
-                    if let Some(step) = self.scale_in.iter().rev().find(|s| v < s.bound) {
-                        let want = step.adjustment.apply(current);
-                        if want < current {
-                            return Recommendation::Wants {
-                                count: want,
-                                reason: format!(
-                                    "{} {} < {} for {breaching}/{m} datapoints: {} → {current} → {want}",
-                                    self.metric,
-                                    num(v),
-                                    num(step.bound),
-                                    step.adjustment
-                                ),
-                                inputs: vec![(self.metric.clone(), v)],
-                            };
-                        }
-                    }
-                }
-            }
-        }
         let latest = w.last().copied().unwrap_or(f64::NAN);
         Recommendation::Wants {
             count: current,
-            reason: format!(
-                "{} {}: no step reached for {n}/{m} datapoints",
-                self.metric,
-                num(latest)
-            ),
+            reason: text! {
+                self.metric, " ", num(latest), ": no step reached for ", n, "/", m, " datapoints"
+            },
             inputs: vec![(self.metric.clone(), latest)],
         }
     }

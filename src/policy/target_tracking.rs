@@ -21,7 +21,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::fields::{read_count, read_fraction};
 use super::Policy;
 use crate::eval_io::{num, EvalInput, MetricView, Recommendation};
+use crate::format::Piece;
 use crate::read::{Cx, MapReader};
+use crate::{push_text, text};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetTracking {
@@ -263,13 +265,18 @@ struct Shown {
     foreseen: bool,
 }
 
+impl Piece for Shown {
+    fn put(&self, out: &mut String) {
+        num(self.target).put(out);
+        if self.foreseen {
+            out.push_str(" (a day's forecast in force)");
+        }
+    }
+}
+
 impl std::fmt::Display for Shown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", num(self.target))?;
-        if self.foreseen {
-            f.write_str(" (a day's forecast in force)")?;
-        }
-        Ok(())
+        f.write_str(&text! {*self})
     }
 }
 
@@ -337,10 +344,10 @@ impl TargetTracking {
             let since = crate::format::clock(r.not_before.unwrap_or(r.input.now));
             return Err(self.hold(
                 r.input.current,
-                format!(
-                    "{}: waiting for datapoints after the warm-up ({since}) of the last scale-out",
-                    self.metric
-                ),
+                text! {
+                    self.metric, ": waiting for datapoints after the warm-up (", since,
+                    ") of the last scale-out"
+                },
                 None,
             ));
         }
@@ -466,15 +473,10 @@ impl TargetTracking {
     fn hot_reason(&self, r: &Reading<'_, '_>, out: &[(DateTime<Utc>, f64)], d: &[f64]) -> String {
         let values: Vec<f64> = out.iter().map(|(_, v)| *v).collect();
         let k = values.iter().filter(|v| **v > r.hi).count();
-        format!(
-            "{} {}{} > target {} (+{}%) for {k}/{} datapoints",
-            self.metric,
-            num(mean(&values)),
-            r.over(out, d),
-            r.shown,
-            r.tol,
-            values.len()
-        )
+        text! {
+            self.metric, " ", num(mean(&values)), r.over(out, d), " > target ", r.shown, " (+",
+            r.tol, "%) for ", k, "/", values.len(), " datapoints"
+        }
     }
 
     /// The count the projected demand needs, its reason added to `what`.
@@ -539,16 +541,15 @@ impl TargetTracking {
         } else {
             need.max(current + 1)
         };
+        let mut what = what;
         if want <= current {
-            return self.hold(
-                current,
-                format!("{what}: the {current} tasks set already carry that load"),
-                Some(latest),
-            );
+            push_text! {what; ": the ", current, " tasks set already carry that load"};
+            return self.hold(current, what, Some(latest));
         }
+        push_text! {what; " → ", current, " → ", want};
         Recommendation::Wants {
             count: want,
-            reason: format!("{what} → {current} → {want}"),
+            reason: what,
             inputs: vec![(self.metric.clone(), latest)],
         }
     }
@@ -617,14 +618,11 @@ impl TargetTracking {
         let n = inw.len();
         // Written once, with room for what follows.
         let mut what = String::with_capacity(self.metric.len() + 96);
-        let _ = write!(
-            what,
-            "{} ≤ {} < target {} (−{}%) for {n}/{n} datapoints",
-            self.metric,
-            num(peak),
-            r.shown,
-            r.tol
-        );
+        push_text! {
+            what;
+            self.metric, " ≤ ", num(peak), " < target ", r.shown, " (−", r.tol, "%) for ", n, "/",
+            n, " datapoints"
+        };
         if rise > 0.0 {
             let _ = write!(
                 what,
@@ -641,10 +639,10 @@ impl TargetTracking {
             );
         }
         if want >= current {
-            let _ = write!(what, ": {current} kept");
+            push_text! {what; ": ", current, " kept"};
             return (rise > 0.0).then(|| self.hold(current, what, Some(peak)));
         }
-        let _ = write!(what, " → {current} → {want}");
+        push_text! {what; " → ", current, " → ", want};
         Some(Recommendation::Wants {
             count: want,
             reason: what,
@@ -662,23 +660,21 @@ impl TargetTracking {
         let latest = out.last().map_or(0.0, |(_, v)| *v);
         let count =
             |w: &[(DateTime<Utc>, f64)], f: &dyn Fn(f64) -> bool| w.iter().filter(|(_, v)| f(*v)).count();
-        let (metric, target, tol) = (&self.metric, &r.shown, &r.tol);
+        let (metric, target, tol) = (&self.metric, r.shown, r.tol);
         let reason = if latest > r.hi {
             let k = count(out, &|v| v > r.hi);
-            format!(
-                "{metric} {} > target {target} (+{tol}%) for {k}/{} datapoints: not yet",
-                num(latest),
-                out.len()
-            )
+            text! {
+                metric, " ", num(latest), " > target ", target, " (+", tol, "%) for ", k, "/",
+                out.len(), " datapoints: not yet"
+            }
         } else if latest < r.lo {
             let k = count(inw, &|v| v < r.lo);
-            format!(
-                "{metric} {} < target {target} (−{tol}%) for {k}/{} datapoints: not yet",
-                num(latest),
-                inw.len()
-            )
+            text! {
+                metric, " ", num(latest), " < target ", target, " (−", tol, "%) for ", k, "/",
+                inw.len(), " datapoints: not yet"
+            }
         } else {
-            format!("{metric} {} within target {target} ± {tol}%", num(latest))
+            text! {metric, " ", num(latest), " within target ", target, " ± ", tol, "%"}
         };
         self.hold(r.input.current, reason, Some(latest))
     }
