@@ -247,7 +247,7 @@ pub fn check(stack: &Stack, clusters: &[String], config: &Config, policies: &[Ta
         .collect();
     for p in policies {
         if let TargetKey::Service { cluster, .. } = &p.target {
-            used.push((cluster.clone(), format!("{} ({})", p.location(), p.target)));
+            used.push((cluster.to_string(), format!("{} ({})", p.location(), p.target)));
         }
     }
     let mut said = BTreeSet::new();

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -263,23 +264,25 @@ impl Series {
 /// capacity (capacity policies).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+///
+/// Its names are shared (`Arc<str>`): every decision of every tick carries its target's key.
 pub enum TargetKey {
     Service {
-        cluster: String,
-        service: String,
+        cluster: Arc<str>,
+        service: Arc<str>,
     },
     AutoScalingGroup {
-        name: String,
+        name: Arc<str>,
     },
     /// Standalone tasks that ecscale places itself (`groups:` in the config).
     TaskGroup {
-        cluster: String,
-        group: String,
+        cluster: Arc<str>,
+        group: Arc<str>,
     },
 }
 
 impl TargetKey {
-    pub fn service(cluster: impl Into<String>, service: impl Into<String>) -> Self {
+    pub fn service(cluster: impl Into<Arc<str>>, service: impl Into<Arc<str>>) -> Self {
         TargetKey::Service {
             cluster: cluster.into(),
             service: service.into(),

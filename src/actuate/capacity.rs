@@ -422,7 +422,9 @@ fn base_outcome(t: &GroupTick<'_>) -> GroupOutcome {
     let g = t.group;
     GroupOutcome {
         decision: Decision {
-            target: TargetKey::AutoScalingGroup { name: g.name.clone() },
+            target: TargetKey::AutoScalingGroup {
+                name: g.name.as_str().into(),
+            },
             at: t.now,
             current: g.desired,
             running: g

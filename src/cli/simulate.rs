@@ -89,8 +89,8 @@ pub(super) fn subject(path: &Path, args: &BacktestArgs) -> Result<Subject, Failu
     else {
         return Err(invalid(anyhow::anyhow!("{file}: not a service target")));
     };
-    spec.cluster = cluster.clone();
-    spec.service = name.clone();
+    spec.cluster = cluster.to_string();
+    spec.service = name.to_string();
     let setup = Setup {
         spec,
         slo_ms: args.slo_p95.as_secs_f64() * 1000.0,

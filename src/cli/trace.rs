@@ -184,8 +184,8 @@ fn wanted_metrics(
         .ok_or_else(|| invalid(anyhow::anyhow!("{key} is not in the config")))?;
     let all = cluster.metrics_of(Some(service), &config.collect, service.target_group.is_some());
     let target = crate::model::TargetKey::Service {
-        cluster: key.cluster.clone(),
-        service: key.service.clone(),
+        cluster: key.cluster.as_str().into(),
+        service: key.service.as_str().into(),
     };
     let read: Option<BTreeSet<&str>> = policies.iter().find(|p| p.target == target).map(|p| {
         p.rules

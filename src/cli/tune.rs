@@ -117,8 +117,8 @@ fn subject(args: &TuneArgs, source: &str) -> Result<Subject, Failure> {
         service: name,
     } = &service.target
     {
-        spec.cluster = cluster.clone();
-        spec.service = name.clone();
+        spec.cluster = cluster.to_string();
+        spec.service = name.to_string();
     }
     let knobs = knobs::of(service, &docs[i]);
     if knobs.is_empty() {

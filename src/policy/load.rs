@@ -170,8 +170,11 @@ fn read_target(n: &Node, p: &str, cx: &mut Cx) -> Option<TargetKey> {
     m.finish(cx, &["cluster", "service", "group", "auto_scaling_group"]);
     match (cluster, service, group, asg) {
         (Some(c), Some(s), None, None) => Some(TargetKey::service(c, s)),
-        (Some(cluster), None, Some(group), None) => Some(TargetKey::TaskGroup { cluster, group }),
-        (None, None, None, Some(name)) => Some(TargetKey::AutoScalingGroup { name }),
+        (Some(cluster), None, Some(group), None) => Some(TargetKey::TaskGroup {
+            cluster: cluster.into(),
+            group: group.into(),
+        }),
+        (None, None, None, Some(name)) => Some(TargetKey::AutoScalingGroup { name: name.into() }),
         _ => {
             cx.error(
                 span,

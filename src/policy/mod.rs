@@ -361,8 +361,8 @@ pub fn check_against_config(
         .filter(|g| g.placement != crate::config::Placement::Daemon)
     {
         let target = TargetKey::TaskGroup {
-            cluster: g.cluster.clone(),
-            group: g.name.clone(),
+            cluster: g.cluster.as_str().into(),
+            group: g.name.as_str().into(),
         };
         if !files.iter().flat_map(|f| &f.targets).any(|t| t.target == target) {
             out.push(Diagnostic {

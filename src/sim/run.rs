@@ -260,10 +260,10 @@ pub fn group_ticks(sim: &Sim, report: &TickReport) -> Vec<GroupTick> {
         .iter()
         .filter_map(|(d, _)| match &d.target {
             crate::model::TargetKey::TaskGroup { group, .. } => {
-                let k = c.spec.groups.iter().position(|w| w.name == *group)?;
+                let k = c.spec.groups.iter().position(|w| *w.name == **group)?;
                 Some(GroupTick {
                     at: d.at,
-                    group: group.clone(),
+                    group: group.to_string(),
                     desired: d.desired,
                     placed: c.group_tasks(k).count() as u32,
                 })

@@ -284,7 +284,7 @@ pub fn split_targets<'a>(
         .collect();
     let capacity = targets
         .iter()
-        .filter(|t| matches!(&t.target, TargetKey::AutoScalingGroup { name } if name == group))
+        .filter(|t| matches!(&t.target, TargetKey::AutoScalingGroup { name } if **name == *group))
         .cloned()
         .collect();
     (services, capacity)

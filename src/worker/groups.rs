@@ -21,8 +21,8 @@ pub(super) struct PendingGroup {
 
 fn target(spec: &GroupSpec) -> TargetKey {
     TargetKey::TaskGroup {
-        cluster: spec.cluster.clone(),
-        group: spec.name.clone(),
+        cluster: spec.cluster.as_str().into(),
+        group: spec.name.as_str().into(),
     }
 }
 

@@ -299,7 +299,7 @@ pub fn history_needs(policies: &[TargetPolicy]) -> Vec<HistoryNeed> {
             continue;
         };
         for (metric, window, refresh) in p.rules.iter().filter_map(|r| r.spec.policy().history()) {
-            let key = ServiceKey::new(cluster, service);
+            let key = ServiceKey::new(&**cluster, &**service);
             match needs.iter_mut().find(|n| n.key == key && n.metric == metric) {
                 Some(n) => {
                     n.window = n.window.max(window);

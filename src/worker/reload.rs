@@ -317,14 +317,14 @@ impl Worker {
         let mut keep: BTreeSet<String> = policies.iter().map(|p| p.target.to_string()).collect();
         keep.extend(config.capacity.iter().map(|c| {
             TargetKey::AutoScalingGroup {
-                name: c.auto_scaling_group.clone(),
+                name: c.auto_scaling_group.as_str().into(),
             }
             .to_string()
         }));
         keep.extend(config.groups.iter().map(|g| {
             TargetKey::TaskGroup {
-                cluster: g.cluster.clone(),
-                group: g.name.clone(),
+                cluster: g.cluster.as_str().into(),
+                group: g.name.as_str().into(),
             }
             .to_string()
         }));

@@ -394,7 +394,7 @@ impl Worker {
             let TargetKey::Service { cluster, service } = &policy.target else {
                 continue;
             };
-            let key = ServiceKey::new(cluster, service);
+            let key = ServiceKey::new(&**cluster, &**service);
             let Some(svc) = services.get(&key) else {
                 let msg = format!(
                     "{key}: not in this tick's collection (see the collection problems); no decision"
@@ -508,7 +508,7 @@ impl Worker {
         report: &mut TickReport,
     ) -> Option<(usize, Decision)> {
         let target = TargetKey::AutoScalingGroup {
-            name: spec.auto_scaling_group.clone(),
+            name: spec.auto_scaling_group.as_str().into(),
         };
         let i = self.policies.iter().position(|p| p.target == target)?;
         let cluster_key = ServiceKey::new(&spec.cluster, "");
