@@ -381,7 +381,7 @@ pub enum Recommendation {
         count: u32,
         reason: String,
         /// Metric values it used (id, value).
-        inputs: Vec<(String, f64)>,
+        inputs: Vec<(std::sync::Arc<str>, f64)>,
     },
     /// No opinion this tick (outside its window, scale-in disabled, ...).
     Abstain { reason: String },

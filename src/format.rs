@@ -83,6 +83,15 @@ impl Piece for String {
     }
 }
 
+impl Piece for std::sync::Arc<str> {
+    fn size(&self) -> usize {
+        self.len()
+    }
+    fn put(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
 impl<T: Piece + ?Sized> Piece for &T {
     fn size(&self) -> usize {
         (**self).size()

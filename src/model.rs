@@ -399,7 +399,7 @@ pub struct Decision {
     /// The count the rules asked for before cooldowns, stabilization and step caps.
     pub recommendation: u32,
     /// Metric values the rules used (id → value).
-    pub inputs: BTreeMap<String, f64>,
+    pub inputs: BTreeMap<Arc<str>, f64>,
     pub votes: Vec<Vote>,
 }
 

@@ -408,7 +408,7 @@ pub fn chart(t: &TargetPolicy, r: &Report) -> Chart {
         });
         for rule in &t.rules {
             if let RuleSpec::TargetTracking(tt) = &rule.spec {
-                if tt.metric == *m {
+                if *tt.metric == **m {
                     let (first, last) = (values.first().map(|p| p.0), values.last().map(|p| p.0));
                     if let (Some(a), Some(b)) = (first, last) {
                         lines.push(Line {

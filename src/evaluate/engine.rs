@@ -124,7 +124,7 @@ struct Context<'a> {
 #[derive(Default)]
 struct Ballot<'r> {
     votes: Vec<Vote>,
-    inputs: BTreeMap<String, f64>,
+    inputs: BTreeMap<std::sync::Arc<str>, f64>,
     outs: Vec<Wish<'r>>,
     ins: Vec<Wish<'r>>,
     /// The votes of rules that keep the count (or cannot say): they block a scale-in.

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use super::Policy;
 use crate::eval_io::{num, EvalInput, Recommendation};
@@ -33,7 +34,7 @@ const FUNCTIONS: &[&str] = &[
 pub enum Expr {
     Num(f64),
     /// A metric id or a variable.
-    Var(String),
+    Var(Arc<str>),
     Neg(Box<Expr>),
     Not(Box<Expr>),
     Bin(Op, Box<Expr>, Box<Expr>),
@@ -49,7 +50,7 @@ pub struct Over {
     pub metric: String,
     pub n: usize,
     /// `f(metric,n)`, the name its value is reported under (written once, at parse time).
-    pub key: String,
+    pub key: Arc<str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,7 +282,7 @@ impl Parser {
                     if FUNCTIONS.contains(&name.as_str()) && !VARIABLES.contains(&name.as_str()) {
                         return self.fail(at, format!("`{name}` is a function: write {name}(...)"));
                     }
-                    return Ok((Expr::Var(name), 1));
+                    return Ok((Expr::Var(name.into()), 1));
                 }
                 self.next();
                 self.call(name, at)
@@ -390,7 +391,7 @@ impl Parser {
             }
         };
         self.expect_rparen(at)?;
-        let key = format!("{name}({metric},{n})");
+        let key = format!("{name}({metric},{n})").into();
         Ok((
             Expr::Over(Over {
                 f: name,
@@ -437,8 +438,8 @@ impl Expr {
     pub fn metrics(&self) -> BTreeSet<&str> {
         let mut out = BTreeSet::new();
         self.walk(&mut |e| match e {
-            Expr::Var(v) if !VARIABLES.contains(&v.as_str()) => {
-                out.insert(v.as_str());
+            Expr::Var(v) if !VARIABLES.contains(&&**v) => {
+                out.insert(&**v);
             }
             Expr::Over(o) => {
                 out.insert(o.metric.as_str());
@@ -474,7 +475,7 @@ fn truth(v: f64) -> bool {
 }
 
 /// Evaluates against one input; `seen` collects the metric values read.
-pub fn eval(e: &Expr, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> Result<f64, EvalError> {
+pub fn eval(e: &Expr, input: &EvalInput<'_>, seen: &mut Vec<(Arc<str>, f64)>) -> Result<f64, EvalError> {
     Ok(match e {
         Expr::Num(v) => *v,
         Expr::Var(v) => var(v, input, seen)?,
@@ -511,8 +512,8 @@ pub fn eval(e: &Expr, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> R
 }
 
 /// A variable: one of the counts, or a metric's latest period.
-fn var(v: &str, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> Result<f64, EvalError> {
-    Ok(match v {
+fn var(name: &Arc<str>, input: &EvalInput<'_>, seen: &mut Vec<(Arc<str>, f64)>) -> Result<f64, EvalError> {
+    Ok(match &**name {
         "current" => f64::from(input.current),
         "running" => f64::from(input.running),
         "pending" => f64::from(input.pending),
@@ -527,14 +528,14 @@ fn var(v: &str, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> Result<
                 .first()
                 .copied()
                 .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
-            seen.push((metric.to_string(), v));
+            seen.push((name.clone(), v));
             v
         }
     })
 }
 
 /// The value of `f(metric, n)`.
-fn over(o: &Over, input: &EvalInput<'_>, seen: &mut Vec<(String, f64)>) -> Result<f64, EvalError> {
+fn over(o: &Over, input: &EvalInput<'_>, seen: &mut Vec<(Arc<str>, f64)>) -> Result<f64, EvalError> {
     let missing = || EvalError::Missing(o.metric.clone());
     let w = input.metric(&o.metric).window(o.n, None).ok_or_else(missing)?;
     if w.is_empty() {

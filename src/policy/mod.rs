@@ -72,7 +72,7 @@ pub trait Policy: Send + Sync + fmt::Debug {
 
     /// How far the values it read (`inputs`, a decision's) are from making it ask for a change,
     /// relative to the threshold: 0 at or past one. `None`: it cannot say (no threshold).
-    fn margin(&self, _inputs: &std::collections::BTreeMap<String, f64>) -> Option<f64> {
+    fn margin(&self, _inputs: &std::collections::BTreeMap<std::sync::Arc<str>, f64>) -> Option<f64> {
         None
     }
 

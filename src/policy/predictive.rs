@@ -267,7 +267,7 @@ impl Predictive {
                 num(self.target_per_task),
                 input.current
             ),
-            inputs: vec![(format!("{}_forecast_peak", self.metric), f.peak)],
+            inputs: vec![(format!("{}_forecast_peak", self.metric).into(), f.peak)],
         }
     }
 }

@@ -82,7 +82,7 @@ pub struct Step {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepScaling {
-    pub metric: String,
+    pub metric: std::sync::Arc<str>,
     /// N: how many of the last `of` periods must breach.
     pub datapoints: usize,
     /// M.
@@ -254,7 +254,7 @@ impl StepScaling {
             }
         }
         Some(StepScaling {
-            metric: metric?,
+            metric: metric?.into(),
             datapoints,
             of,
             scale_out,
@@ -295,7 +295,7 @@ impl Policy for StepScaling {
         let current = input.current;
         let Some(w) = input.metric(&self.metric).window(self.of, None) else {
             return Recommendation::Missing {
-                metric: self.metric.clone(),
+                metric: self.metric.to_string(),
                 reason: format!(
                     "{} has no value for one of its last {} periods",
                     self.metric, self.of
@@ -323,7 +323,7 @@ impl Policy for StepScaling {
         vec![&self.metric]
     }
 
-    fn margin(&self, inputs: &std::collections::BTreeMap<String, f64>) -> Option<f64> {
+    fn margin(&self, inputs: &std::collections::BTreeMap<std::sync::Arc<str>, f64>) -> Option<f64> {
         let v = *inputs.get(&self.metric)?;
         let relative = |gap: f64, bound: f64| gap.max(0.0) / bound.abs().max(1e-9);
         let out = self.scale_out.iter().map(|s| relative(s.bound - v, s.bound));

@@ -28,7 +28,7 @@ use crate::{push_text, text};
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetTracking {
     /// A collected metric id (`cpu`, `memory`, `request_count_per_target`, ...).
-    pub metric: String,
+    pub metric: std::sync::Arc<str>,
     pub target: f64,
     /// A fraction: 0.1 for 10 %.
     pub tolerance: f64,
@@ -183,7 +183,7 @@ impl TargetTracking {
             }
         });
         Some(TargetTracking {
-            metric: metric?,
+            metric: metric?.into(),
             target: target?,
             tolerance,
             scale_out_datapoints,
@@ -336,7 +336,7 @@ impl TargetTracking {
     fn slots(&self, r: &Reading<'_, '_>, n: usize) -> Result<Slots, Recommendation> {
         let Some(slots) = r.view.slots(n, r.not_before) else {
             return Err(Recommendation::Missing {
-                metric: self.metric.clone(),
+                metric: self.metric.to_string(),
                 reason: format!("{} has no value for one of its last {n} periods", self.metric),
             });
         };
@@ -761,7 +761,7 @@ impl Policy for TargetTracking {
         Some((&self.metric, self.target))
     }
 
-    fn margin(&self, inputs: &std::collections::BTreeMap<String, f64>) -> Option<f64> {
+    fn margin(&self, inputs: &std::collections::BTreeMap<std::sync::Arc<str>, f64>) -> Option<f64> {
         let v = *inputs.get(&self.metric)?;
         let (hi, lo) = (
             self.target * (1.0 + self.tolerance),
@@ -812,7 +812,7 @@ mod tests {
         let rules = "  - {name: cpu, kind: target_tracking, metric: cpu, target: 50, tolerance: 0.1}\n  - {name: q, kind: step_scaling, metric: queue, datapoints: 1, of: 1, scale_out: [{above: 100, change: 1}], scale_in: [{below: 10, change: -1}]}\n";
         let p = policy(rules);
         let d = |cpu: f64, queue: f64, recommendation: u32| Decision {
-            inputs: BTreeMap::from([("cpu".to_string(), cpu), ("queue".to_string(), queue)]),
+            inputs: BTreeMap::from([("cpu".into(), cpu), ("queue".into(), queue)]),
             recommendation,
             ..decide_on(rules, &[50.0; 15], false, &[], 4, 4)
         };

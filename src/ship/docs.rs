@@ -390,7 +390,7 @@ struct DecisionDoc<'a> {
     recommendation: u32,
     rule: Option<&'a str>,
     reason: &'a str,
-    inputs: &'a BTreeMap<String, f64>,
+    inputs: &'a BTreeMap<std::sync::Arc<str>, f64>,
     votes: &'a [Vote],
     /// What the actuator did: `updated`, `unchanged`, `dry_run`, `refused`, `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
