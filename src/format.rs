@@ -53,8 +53,8 @@ impl std::fmt::Display for Short {
     }
 }
 
-/// A part of a reason, written straight onto its string by [`text!`](crate::text) and
-/// [`push_text!`](crate::push_text). Reasons are written for every rule of every target every
+/// A part of a reason, written straight onto its string by `text!` and
+/// `push_text!`. Reasons are written for every rule of every target every
 /// tick, and handing each part to the formatting machinery (`format!`, `write!`) costs several
 /// times what writing its characters does.
 pub trait Piece {
@@ -153,15 +153,15 @@ fn push_ascii(out: &mut String, bytes: &[u8]) {
     out.extend(bytes.iter().map(|&b| char::from(b)));
 }
 
-/// The pieces written one after another onto a string sized for them; see [`text!`](crate::text).
-pub fn text(pieces: &[&dyn Piece]) -> String {
+/// The pieces written one after another onto a string sized for them; see `text!`.
+pub fn joined(pieces: &[&dyn Piece]) -> String {
     let mut out = String::with_capacity(pieces.iter().map(|p| p.size()).sum());
-    push_text(&mut out, pieces);
+    push_pieces(&mut out, pieces);
     out
 }
 
-/// The pieces appended to `out`; see [`push_text!`](crate::push_text).
-pub fn push_text(out: &mut String, pieces: &[&dyn Piece]) {
+/// The pieces appended to `out`; see `push_text!`.
+pub fn push_pieces(out: &mut String, pieces: &[&dyn Piece]) {
     out.reserve(pieces.iter().map(|p| p.size()).sum());
     for p in pieces {
         p.put(out);
@@ -171,20 +171,21 @@ pub fn push_text(out: &mut String, pieces: &[&dyn Piece]) {
 /// A string of [`Piece`]s, as `format!` would write them with `{}`:
 /// `text! {metric, " ", num(v), " ≥ ", num(bound), " for ", n, "/", m, " datapoints"}` (in
 /// braces, which rustfmt leaves as written).
-#[macro_export]
 macro_rules! text {
     ($($piece:expr),+ $(,)?) => {
-        $crate::format::text(&[$(&$piece as &dyn $crate::format::Piece),+])
+        $crate::format::joined(&[$(&$piece as &dyn $crate::format::Piece),+])
     };
 }
 
-/// [`text!`]'s pieces appended to a string: `push_text! {reason; "; ", more}`.
-#[macro_export]
+/// `text!`'s pieces appended to a string: `push_text! {reason; "; ", more}`.
 macro_rules! push_text {
     ($out:expr; $($piece:expr),+ $(,)?) => {
-        $crate::format::push_text(&mut $out, &[$(&$piece as &dyn $crate::format::Piece),+])
+        $crate::format::push_pieces(&mut $out, &[$(&$piece as &dyn $crate::format::Piece),+])
     };
 }
+
+// Used by path (`use crate::format::text`), as functions are.
+pub(crate) use {push_text, text};
 
 /// Writes `n` in decimal, zero-padded to `width` digits, to end just before `buf[end]`; returns
 /// where it starts. Without the formatting machinery: its padding logic is most of the cost of
@@ -324,11 +325,11 @@ mod tests {
     fn edge_pieces_are_written_as_the_formatter_writes_them() {
         use super::Signed;
         for i in [i64::MIN, -10, -1, 0, 1, 9, i64::MAX] {
-            assert_eq!(crate::text!(Signed(i)), format!("{i:+}"));
+            assert_eq!(crate::format::text!(Signed(i)), format!("{i:+}"));
         }
         for n in [0, 9, 10, u64::MAX] {
             assert_eq!(
-                crate::text!(n, "|", n as u32, "|", n as usize),
+                crate::format::text!(n, "|", n as u32, "|", n as usize),
                 format!("{n}|{}|{}", n as u32, n as usize)
             );
         }
@@ -382,11 +383,11 @@ mod tests {
         ) {
             let t = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
             let short = super::Short(v, d);
-            let written = crate::text!(head, n, " ", short, "/", small, " ", super::Signed(i), "@", super::clock(t), d);
+            let written = crate::format::text!(head, n, " ", short, "/", small, " ", super::Signed(i), "@", super::clock(t), d);
             let want = format!("{head}{n} {short}/{small} {i:+}@{}{d}", super::clock(t));
             proptest::prop_assert_eq!(&written, &want);
             let mut appended = head.clone();
-            crate::push_text!(appended; n, " ", short);
+            crate::format::push_text!(appended; n, " ", short);
             proptest::prop_assert_eq!(appended, format!("{head}{n} {short}"));
         }
     }

@@ -28,9 +28,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::eval_io::{Answer, EvalInput, Observation, Recommendation, RunningHistory};
+use crate::format::{push_text, text};
 use crate::model::{Action, Decision, Vote, VoteStatus};
 use crate::policy::{Bounds, MissingData, Rule, TargetPolicy};
-use crate::{push_text, text};
 
 /// What the engine remembers about a target between ticks. Serializable: a restarted worker
 /// must neither repeat an action nor forget a cooldown.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::Policy;
 use crate::eval_io::{num, EvalInput, Recommendation};
-use crate::push_text;
+use crate::format::push_text;
 use crate::read::{Cx, MapReader};
 
 /// The variables every expression may use besides metric ids.

@@ -10,9 +10,9 @@
 use super::fields::read_count;
 use super::Policy;
 use crate::eval_io::{num, EvalInput, Recommendation};
+use crate::format::{push_text, text};
 use crate::read::yaml::{Node, Value};
 use crate::read::{join, Cx, FromNode, MapReader};
-use crate::{push_text, text};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Adjustment {

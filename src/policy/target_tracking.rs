@@ -22,8 +22,8 @@ use super::fields::{read_count, read_fraction};
 use super::Policy;
 use crate::eval_io::{num, EvalInput, MetricView, Recommendation};
 use crate::format::Piece;
+use crate::format::{push_text, text};
 use crate::read::{Cx, MapReader};
-use crate::{push_text, text};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetTracking {
