@@ -46,19 +46,11 @@ impl Adjustment {
 
 impl std::fmt::Display for Adjustment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Adjustment::Change(c) => write!(f, "{c:+}"),
-            Adjustment::Exact(e) => write!(f, "={e}"),
-            Adjustment::Percent {
-                percent,
-                min_magnitude,
-            } => {
-                write!(f, "{:+}% (at least {min_magnitude})", num(*percent))
-            }
-        }
+        f.write_str(&text! {*self})
     }
 }
 
+/// `+2`, `=5`, `+50% (at least 3)`: a change with its sign, always.
 impl crate::format::Piece for Adjustment {
     fn put(&self, out: &mut String) {
         use crate::format::Signed;
@@ -68,7 +60,10 @@ impl crate::format::Piece for Adjustment {
             Adjustment::Percent {
                 percent,
                 min_magnitude,
-            } => push_text! {*out; num(percent), "% (at least ", min_magnitude, ")"},
+            } => {
+                let sign = if percent >= 0.0 { "+" } else { "" };
+                push_text! {*out; sign, num(percent), "% (at least ", min_magnitude, ")"}
+            }
         }
     }
 }
@@ -350,5 +345,41 @@ impl Policy for StepScaling {
             out.join(", "),
             inn.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Adjustment;
+
+    #[test]
+    fn every_adjustment_shows_its_sign_and_applies_it() {
+        let cases = [
+            (Adjustment::Change(2), 4, "+2", 6),
+            (Adjustment::Change(-1), 4, "-1", 3),
+            (Adjustment::Exact(5), 4, "=5", 5),
+            (
+                Adjustment::Percent {
+                    percent: 50.0,
+                    min_magnitude: 3,
+                },
+                4,
+                "+50% (at least 3)",
+                7,
+            ),
+            (
+                Adjustment::Percent {
+                    percent: -30.0,
+                    min_magnitude: 1,
+                },
+                10,
+                "-30% (at least 1)",
+                7,
+            ),
+        ];
+        for (a, current, shown, applied) in cases {
+            assert_eq!(a.to_string(), shown);
+            assert_eq!(a.apply(current), applied, "{shown} from {current}");
+        }
     }
 }
