@@ -122,7 +122,9 @@ async fn three_agents_send_exactly_the_plan_and_their_merged_percentiles_are_one
     let dir = tempfile::tempdir().unwrap();
     // The merged histogram measures what one process measures: the server's 20 ms. The two
     // runs are a few seconds apart on a shared machine, so a busy moment can move one run's
-    // p99; a wrong merge moves it in every round, noise does not, so up to three rounds.
+    // p99; a wrong merge moves it in every round, noise does not, so up to three rounds. Three
+    // agent processes on two cores (beside the other tests) queue behind each other more than
+    // one process does, so their tail may only be longer: p99 from 15 % under to 50 % over.
     let mut seen = Vec::new();
     for round in 0..3 {
         let (one, three, stdout) = one_and_three(&server, dir.path(), round).await;
@@ -134,7 +136,9 @@ async fn three_agents_send_exactly_the_plan_and_their_merged_percentiles_are_one
             .iter()
             .map(|k| (ms(&one, k), ms(&three, k)))
             .collect();
-        let agree = pairs.iter().all(|(a, b)| (a - b).abs() <= 0.15 * a);
+        let [(one_p50, three_p50), (one_p99, three_p99)] = [pairs[0], pairs[1]];
+        let agree = (one_p50 - three_p50).abs() <= 0.15 * one_p50
+            && (0.85 * one_p99..=1.5 * one_p99).contains(&three_p99);
         seen.push(pairs);
         if agree {
             return;
