@@ -21,8 +21,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::fields::{read_count, read_fraction};
 use super::Policy;
 use crate::eval_io::{num, EvalInput, MetricView, Recommendation};
-use crate::format::Piece;
-use crate::format::{push_text, text};
+use crate::format::{push_text, text, Piece};
 use crate::read::{Cx, MapReader};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -534,14 +533,13 @@ impl TargetTracking {
 
     /// Out to `need` (at least one more for a metric that is not per task), or a hold when the
     /// count in force already carries it.
-    fn out_answer(&self, r: &Reading<'_, '_>, need: u32, what: String, latest: f64) -> Recommendation {
+    fn out_answer(&self, r: &Reading<'_, '_>, need: u32, mut what: String, latest: f64) -> Recommendation {
         let current = r.input.current;
         let want = if r.view.per_task() {
             need
         } else {
             need.max(current + 1)
         };
-        let mut what = what;
         if want <= current {
             push_text! {what; ": the ", current, " tasks set already carry that load"};
             return self.hold(current, what, Some(latest));
