@@ -351,25 +351,38 @@ impl RunningHistory {
     /// The time-weighted mean count over `[start, end)`: before the first change point its
     /// count, after the last one its count. `None` when nothing was recorded.
     pub fn mean(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Option<f64> {
+        self.mean_from(&mut 0, start, end)
+    }
+
+    /// [`RunningHistory::mean`], from a cursor: `after` is where the last call found the first
+    /// change point after its start. Windows read in time order (a rule's datapoints) move it
+    /// forward a point or none at a time instead of searching the whole history for each.
+    fn mean_from(&self, after: &mut usize, start: DateTime<Utc>, end: DateTime<Utc>) -> Option<f64> {
         let first = self.points.front()?;
+        let behind = |i: usize| self.points.get(i).is_some_and(|(t, _)| *t <= start);
+        let ahead = |i: usize| i > 0 && self.points.get(i - 1).is_some_and(|(t, _)| *t > start);
+        if ahead(*after) || self.points.len() < *after {
+            *after = self.points.partition_point(|(t, _)| *t <= start);
+        }
+        while behind(*after) {
+            *after += 1;
+        }
+        let mut count = match after.checked_sub(1) {
+            Some(i) => self.points[i].1,
+            None => first.1,
+        };
         if end <= start {
-            return Some(f64::from(self.at(start).unwrap_or(first.1)));
+            return Some(f64::from(count));
         }
         let mut total = 0.0;
         let mut from = start;
-        let mut count = self.at(start).unwrap_or(first.1);
-        for &(t, r) in self.points.iter().filter(|(t, _)| *t > start && *t < end) {
+        for &(t, r) in self.points.range(*after..).take_while(|(t, _)| *t < end) {
             total += (t - from).num_milliseconds() as f64 * f64::from(count);
             from = t;
             count = r;
         }
         total += (end - from).num_milliseconds() as f64 * f64::from(count);
         Some(total / (end - start).num_milliseconds() as f64)
-    }
-
-    /// The count in force at `t`, if one was recorded by then.
-    fn at(&self, t: DateTime<Utc>) -> Option<u32> {
-        self.points.iter().rev().find(|(at, _)| *at <= t).map(|(_, r)| *r)
     }
 }
 
@@ -462,8 +475,16 @@ impl<'a> EvalInput<'a> {
     /// The mean number of tasks running over `[start, start + period)`: the tasks that served a
     /// per-task metric's period. Without a recorded count, the count running now.
     pub fn served_during(&self, start: DateTime<Utc>, period_secs: i64) -> f64 {
+        self.served_from(&mut 0, start, period_secs)
+    }
+
+    /// [`EvalInput::served_during`] for periods read in time order, with a cursor kept between
+    /// them (see [`RunningHistory::mean`]).
+    pub fn served_from(&self, cursor: &mut usize, start: DateTime<Utc>, period_secs: i64) -> f64 {
         let end = start + TimeDelta::seconds(period_secs.max(1));
-        self.served.mean(start, end).unwrap_or(f64::from(self.running))
+        self.served
+            .mean_from(cursor, start, end)
+            .unwrap_or(f64::from(self.running))
     }
 
     /// Whether any metric read so far had a gap filled with an assumed value; a rule's scale-in
@@ -579,6 +600,51 @@ mod tests {
                 (start, at.filter(|s| s.timestamp == start).map(|s| s.value))
             })
             .collect()
+    }
+
+    /// The mean by a scan of every change point: what the cursor must find.
+    fn mean_by_scan(h: &RunningHistory, start: DateTime<Utc>, end: DateTime<Utc>) -> Option<f64> {
+        let first = h.points.front()?;
+        let at = |t| {
+            h.points
+                .iter()
+                .rev()
+                .find(|(p, _)| *p <= t)
+                .map_or(first.1, |(_, r)| *r)
+        };
+        if end <= start {
+            return Some(f64::from(at(start)));
+        }
+        let (mut total, mut from, mut count) = (0.0, start, at(start));
+        for &(t, r) in h.points.iter().filter(|(t, _)| *t > start && *t < end) {
+            total += (t - from).num_milliseconds() as f64 * f64::from(count);
+            (from, count) = (t, r);
+        }
+        total += (end - from).num_milliseconds() as f64 * f64::from(count);
+        Some(total / (end - start).num_milliseconds() as f64)
+    }
+
+    proptest::proptest! {
+        /// One cursor carried over windows in any order (forward as a rule reads its
+        /// datapoints, back, repeated, empty, far outside the history) finds what a scan of
+        /// every point finds.
+        #[test]
+        fn a_cursor_finds_what_a_scan_finds(
+            looks in proptest::collection::vec((1i64..90, 0u32..6, proptest::bool::ANY), 0..40),
+            windows in proptest::collection::vec((-100i64..3000, 0i64..200), 1..60),
+        ) {
+            let mut h = RunningHistory::default();
+            let mut now = 0;
+            for (gap, running, made) in looks {
+                now += gap;
+                if made { h.changed(t(now), running) } else { h.observe(t(now), running) }
+            }
+            let mut cursor = 0;
+            for (start, len) in windows {
+                let (a, b) = (t(start), t(start + len));
+                proptest::prop_assert_eq!(h.mean_from(&mut cursor, a, b), mean_by_scan(&h, a, b));
+            }
+        }
     }
 
     proptest::proptest! {

@@ -288,14 +288,15 @@ impl Reading<'_, '_> {
 
     /// [`Reading::demand`], one value at a time.
     fn demands<'s>(&'s self, slots: &'s [(DateTime<Utc>, f64)]) -> impl Iterator<Item = f64> + 's {
-        slots.iter().map(|(start, v)| {
+        let mut cursor = 0;
+        slots.iter().map(move |(start, v)| {
             // A per-task datapoint was measured over tasks that ran: a recorded count under
             // one task means the looks missed them (a count that lags), so the count in
             // force is the better estimate.
             let served = self
                 .view
                 .per_task()
-                .then(|| self.input.served_during(*start, self.period))
+                .then(|| self.input.served_from(&mut cursor, *start, self.period))
                 .filter(|served| *served >= 0.5);
             v * served.unwrap_or(f64::from(self.input.current))
         })
