@@ -123,6 +123,12 @@ impl ApiMeter {
         self.lock().metrics_requested += n;
     }
 
+    /// The metrics requested from CloudWatch since the meter was made (what [`ApiMeter::usage`]
+    /// counts, without a copy of every operation's counters).
+    pub fn metrics_requested_total(&self) -> u64 {
+        self.lock().metrics_requested
+    }
+
     /// Everything counted since the meter was made.
     pub fn usage(&self) -> ApiUsage {
         let c = self.lock();
@@ -150,6 +156,8 @@ mod tests {
         meter.call("CloudWatch.GetMetricData");
         meter.attempt("CloudWatch.GetMetricData", false);
         meter.metrics_requested(2500);
+        assert_eq!(meter.metrics_requested_total(), 2500);
+        assert_eq!(meter.usage().cloudwatch_metrics_requested, 2500);
         let d = meter.usage().since(&before);
         assert_eq!(d.calls("ECS.ListServices"), 0);
         assert!(!d.operations.contains_key("ECS.ListServices"));

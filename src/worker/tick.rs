@@ -331,7 +331,7 @@ impl Worker {
         self.services_seen = snapshot.services().count();
         // Measured from the end of the first pass (which reads whole windows), at the rate
         // that follows.
-        let requested = self.clients.meter.usage().cloudwatch_metrics_requested;
+        let requested = self.clients.meter.metrics_requested_total();
         self.spend_from.get_or_insert((now, requested));
         if self.config.collect.events.is_some() {
             self.metrics
@@ -634,7 +634,7 @@ impl Worker {
     /// What CloudWatch has cost from the end of the first pass to `at`, as a month.
     fn cloudwatch_spend(&self, at: DateTime<Utc>) -> Option<super::status::CloudWatchSpend> {
         let (since, before) = self.spend_from?;
-        let requested = self.clients.meter.usage().cloudwatch_metrics_requested;
+        let requested = self.clients.meter.metrics_requested_total();
         super::status::spend(requested.saturating_sub(before), since, at, self.services_seen)
     }
 
