@@ -568,11 +568,12 @@ impl TargetTracking {
         let mut rises: Vec<(DateTime<Utc>, f64)> = Vec::with_capacity(slots.len());
         let mut j = 0;
         for (i, (t, _)) in slots.iter().enumerate() {
-            while j < slots.len() && slots[j].0 < *t + step {
+            let due = *t + step;
+            while j < slots.len() && slots[j].0 < due {
                 j += 1;
             }
             match slots.get(j) {
-                Some((tj, _)) if *tj == *t + step => rises.push((*tj, demand[j] - demand[i])),
+                Some((tj, _)) if *tj == due => rises.push((*tj, demand[j] - demand[i])),
                 Some(_) => {}
                 None => break,
             }
