@@ -21,11 +21,12 @@ const MAX_PAGES: usize = 1_000;
 /// Periods are aligned to this (one hour) when they all divide it, so one call serves them all.
 const ALIGN_LIMIT_SECS: i64 = 3600;
 
-/// One metric of one service, its dimensions filled in.
+/// One metric of one service, its dimensions filled in. Its spec is shared: a service's
+/// metrics are resolved once and read every tick (windows, the plan, the series).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedMetric {
     pub key: ServiceKey,
-    pub spec: MetricSpec,
+    pub spec: std::sync::Arc<MetricSpec>,
 }
 
 /// `targetgroup/NAME/ID` from a target group ARN.
@@ -61,7 +62,7 @@ pub fn metrics_for(
         match resolve(spec, filled) {
             Ok(spec) => out.push(ResolvedMetric {
                 key: key.clone(),
-                spec,
+                spec: spec.into(),
             }),
             Err(missing) => problems.push(Problem {
                 scope: key.to_string(),
@@ -86,7 +87,7 @@ pub fn cluster_metrics(cluster: &str, collect: &CollectSettings) -> Vec<Resolved
             }
             ResolvedMetric {
                 key: key.clone(),
-                spec,
+                spec: spec.into(),
             }
         })
         .collect()
@@ -102,7 +103,7 @@ pub fn group_metrics(g: &crate::config::GroupSpec) -> Vec<ResolvedMetric> {
             let spec = resolve(spec.clone(), |v| fill(v, &named, None, None)).ok()?;
             Some(ResolvedMetric {
                 key: key.clone(),
-                spec,
+                spec: spec.into(),
             })
         })
         .collect()

@@ -330,7 +330,8 @@ mod tests {
                     query: "sum(rate(http_requests_total[1m]))".into(),
                     url: None,
                 }),
-            },
+            }
+            .into(),
         }
     }
 
@@ -382,7 +383,7 @@ mod tests {
     fn a_long_lookback_is_cut_to_what_one_query_may_return() {
         let now = DateTime::from_timestamp(1_700_000_095, 0).unwrap();
         let mut m = metric();
-        m.spec.period = Duration::from_secs(1);
+        std::sync::Arc::make_mut(&mut m.spec).period = Duration::from_secs(1);
         let (from, until, _) = window(now, &m, Duration::from_secs(86_400));
         assert_eq!((until - from).num_seconds(), MAX_POINTS);
     }

@@ -609,7 +609,8 @@ fn metric(id: &str, name: &str, period: u64) -> ResolvedMetric {
             unit_filter: false,
             per_task: false,
             prometheus: None,
-        },
+        }
+        .into(),
     }
 }
 
@@ -670,7 +671,7 @@ fn periods_share_a_call_when_they_divide_an_hour() {
 #[test]
 fn windows_follow_each_metrics_delay_and_period() {
     let mut slow = metric("slow", "S", 300);
-    slow.spec.delay = Duration::from_secs(180);
+    std::sync::Arc::make_mut(&mut slow.spec).delay = Duration::from_secs(180);
     let p = plan(
         t(12, 10, 30),
         vec![metric("fast", "F", 60), slow],

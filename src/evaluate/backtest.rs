@@ -333,7 +333,8 @@ mod tests {
                 unit_filter: false,
                 per_task: true,
                 prometheus: None,
-            },
+            }
+            .into(),
         }
     }
 
