@@ -214,14 +214,18 @@ fn fast_parts(v: f64, decimals: usize) -> Option<(bool, u64, u64, usize)> {
     const POW10: [f64; 7] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6];
     let scale = *POW10.get(decimals)?;
     let scaled = v.abs() * scale;
-    // Finite, and far enough from a half that the product's rounding error cannot decide.
-    if !scaled.is_finite()
-        || scaled >= 1e12
-        || ((scaled - scaled.floor()) - 0.5).abs() < 1e-9 + scaled * 1e-14
-    {
+    if !scaled.is_finite() || scaled >= 1e12 {
         return None;
     }
-    let n = scaled.round() as u64;
+    // Below 10^12 the conversion truncates, which is the floor here, and the fraction left is
+    // exact: no call to a rounding routine.
+    let floor = scaled as u64;
+    let fraction = scaled - floor as f64;
+    // Far enough from a half that the product's rounding error cannot decide.
+    if (fraction - 0.5).abs() < 1e-9 + scaled * 1e-14 {
+        return None;
+    }
+    let n = floor + u64::from(fraction > 0.5);
     let (whole, mut frac) = (n / scale as u64, n % scale as u64);
     // Trailing zeros of the decimals dropped.
     let mut digits = if frac == 0 { 0 } else { decimals };
