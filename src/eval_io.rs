@@ -369,10 +369,7 @@ impl RunningHistory {
         while behind(*after) {
             *after += 1;
         }
-        let mut count = match after.checked_sub(1) {
-            Some(i) => self.points[i].1,
-            None => first.1,
-        };
+        let mut count = after.checked_sub(1).map_or(first.1, |i| self.points[i].1);
         if len <= TimeDelta::zero() {
             return Some(f64::from(count));
         }
@@ -480,13 +477,9 @@ impl<'a> EvalInput<'a> {
     }
 
     /// The mean number of tasks running over `[start, start + period)`: the tasks that served a
-    /// per-task metric's period. Without a recorded count, the count running now.
-    pub fn served_during(&self, start: DateTime<Utc>, period_secs: i64) -> f64 {
-        self.served_from(&mut 0, start, period_secs)
-    }
-
-    /// [`EvalInput::served_during`] for periods read in time order, with a cursor kept between
-    /// them (see [`RunningHistory::mean`]).
+    /// per-task metric's period. Without a recorded count, the count running now. Periods read
+    /// in time order share `cursor` (start it at 0), so each finds its counts where the last
+    /// one left off (see [`RunningHistory::mean`]).
     pub fn served_from(&self, cursor: &mut usize, start: DateTime<Utc>, period_secs: i64) -> f64 {
         let len = TimeDelta::seconds(period_secs.max(1));
         self.served
