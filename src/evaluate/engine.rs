@@ -176,7 +176,7 @@ impl<'a> Context<'a> {
                 early[i] = Some((rec, input.used_assumed()));
             }
         }
-        let mut ballot = Ballot::default();
+        let mut ballot = Ballot::sized(rules.len());
         for (i, rule) in rules.iter().enumerate() {
             let early = early.get_mut(i).and_then(Option::take);
             if rule.spec.policy().is_schedule() {
@@ -469,6 +469,16 @@ impl<'r> Ballot<'r> {
 }
 
 impl Ballot<'_> {
+    /// Room for every rule's vote, and for each to block: grown one push at a time, these
+    /// vectors were reallocated on most ticks of most targets.
+    fn sized(rules: usize) -> Self {
+        Ballot {
+            votes: Vec::with_capacity(rules),
+            blockers: Vec::with_capacity(rules),
+            ..Ballot::default()
+        }
+    }
+
     /// A scale-in that not every rule agrees to: its reason, and each blocker's, written once
     /// into one string.
     fn blocked(&self, w: &Wish<'_>) -> String {

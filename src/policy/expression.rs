@@ -449,6 +449,17 @@ impl Expr {
         out
     }
 
+    /// How many metric values one evaluation reads at most (each read is reported).
+    fn reads(&self) -> usize {
+        let mut n = 0;
+        self.walk(&mut |e| match e {
+            Expr::Var(v) if !VARIABLES.contains(&&**v) => n += 1,
+            Expr::Over(_) => n += 1,
+            _ => {}
+        });
+        n
+    }
+
     fn walk<'e>(&'e self, f: &mut impl FnMut(&'e Expr)) {
         f(self);
         match self {
@@ -577,6 +588,8 @@ pub struct Expression {
     /// As written.
     pub source: String,
     pub expr: Expr,
+    /// How many metric values it reads: room for them, made once per evaluation.
+    reads: usize,
 }
 
 pub(super) const KEYS: &[&str] = &["expression"];
@@ -591,6 +604,7 @@ impl Expression {
             match parse(text) {
                 Ok(expr) => Some(Expression {
                     source: text.to_string(),
+                    reads: expr.reads(),
                     expr,
                 }),
                 Err(e) => {
@@ -610,7 +624,7 @@ impl Expression {
 
 impl Policy for Expression {
     fn evaluate(&self, input: &EvalInput<'_>) -> Recommendation {
-        let mut seen = Vec::new();
+        let mut seen = Vec::with_capacity(self.reads);
         match eval(&self.expr, input, &mut seen) {
             Err(EvalError::Missing(metric)) => Recommendation::Missing {
                 reason: format!("{metric} has no value for a period the expression reads"),

@@ -282,8 +282,12 @@ impl TargetPolicy {
         // The highest bound among windows in force, and which window set it.
         let mut best_min: Option<(u32, String)> = None;
         let mut best_max: Option<(u32, String)> = None;
+        // Only scheduled rules have windows; the rest are passed over without a call.
         for rule in &policy.rules {
-            for w in rule.spec.policy().windows(now) {
+            let RuleSpec::Scheduled(scheduled) = &rule.spec else {
+                continue;
+            };
+            for w in scheduled.windows(now) {
                 let source = format!("schedule:{}/{}", rule.name, w.name);
                 if let Some(m) = w.min {
                     if best_min.as_ref().is_none_or(|(v, _)| m > *v) {
