@@ -154,33 +154,68 @@ fn push_ascii(out: &mut String, bytes: &[u8]) {
 }
 
 /// The pieces written one after another onto a string sized for them; see `text!`.
-pub fn joined(pieces: &[&dyn Piece]) -> String {
-    let mut out = String::with_capacity(pieces.iter().map(|p| p.size()).sum());
-    push_pieces(&mut out, pieces);
+pub fn joined(pieces: &impl Pieces) -> String {
+    let mut out = String::with_capacity(pieces.size());
+    pieces.put(&mut out);
     out
 }
 
 /// The pieces appended to `out`; see `push_text!`.
-pub fn push_pieces(out: &mut String, pieces: &[&dyn Piece]) {
-    out.reserve(pieces.iter().map(|p| p.size()).sum());
-    for p in pieces {
-        p.put(out);
-    }
+pub fn push_pieces(out: &mut String, pieces: &impl Pieces) {
+    out.reserve(pieces.size());
+    pieces.put(out);
 }
+
+/// [`Piece`]s in order, as `text!` gathers them (a tuple of references): sized, then written,
+/// each by its own type's code rather than through a table of functions.
+pub trait Pieces {
+    fn size(&self) -> usize;
+    fn put(&self, out: &mut String);
+}
+
+macro_rules! tuple_pieces {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: Piece + ?Sized),+> Pieces for ($(&$t,)+) {
+            fn size(&self) -> usize {
+                0 $(+ self.$i.size())+
+            }
+            fn put(&self, out: &mut String) {
+                $(self.$i.put(out);)+
+            }
+        }
+    };
+}
+
+tuple_pieces!(A 0);
+tuple_pieces!(A 0, B 1);
+tuple_pieces!(A 0, B 1, C 2);
+tuple_pieces!(A 0, B 1, C 2, D 3);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13, O 14);
+tuple_pieces!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13, O 14, P 15);
 
 /// A string of [`Piece`]s, as `format!` would write them with `{}`:
 /// `text! {metric, " ", num(v), " ≥ ", num(bound), " for ", n, "/", m, " datapoints"}` (in
-/// braces, which rustfmt leaves as written).
+/// braces, which rustfmt leaves as written). At most 16 pieces.
 macro_rules! text {
     ($($piece:expr),+ $(,)?) => {
-        $crate::format::joined(&[$(&$piece as &dyn $crate::format::Piece),+])
+        $crate::format::joined(&($(&$piece,)+))
     };
 }
 
 /// `text!`'s pieces appended to a string: `push_text! {reason; "; ", more}`.
 macro_rules! push_text {
     ($out:expr; $($piece:expr),+ $(,)?) => {
-        $crate::format::push_pieces(&mut $out, &[$(&$piece as &dyn $crate::format::Piece),+])
+        $crate::format::push_pieces(&mut $out, &($(&$piece,)+))
     };
 }
 
