@@ -105,6 +105,11 @@ impl<'a> MetricSet<'a> {
     }
 
     pub fn get(&self, id: &str) -> Option<&MetricData<'a>> {
+        // A target reads a handful of metrics: equality, which compares lengths before bytes,
+        // finds one with fewer comparisons of bytes than the ordered search.
+        if self.entries.len() <= 8 {
+            return self.entries.iter().find(|(k, _)| *k == id).map(|(_, d)| d);
+        }
         self.position(id).ok().map(|i| &self.entries[i].1)
     }
 
