@@ -200,6 +200,34 @@ fn every_kind_and_engine_behaviour() {
     );
 }
 
+/// A target at `count` tasks, in `state`, deciding at `now` on one one-minute series.
+fn decide_on(
+    p: &crate::policy::TargetPolicy,
+    (metric, samples): (&str, &[crate::model::Sample]),
+    (now, count): (DateTime<Utc>, u32),
+    state: &TargetState,
+) -> Decision {
+    let mut set = MetricSet::new();
+    set.insert(
+        metric,
+        MetricData {
+            samples,
+            period_secs: 60,
+            complete_until: now,
+            per_task: false,
+            history: None,
+        },
+    );
+    let obs = Observation {
+        now,
+        current: count,
+        running: count,
+        pending: 0,
+        metrics: &set,
+    };
+    decide(p, &obs, state, &BTreeMap::new())
+}
+
 #[test]
 fn predictive_forecast_only_is_recorded_not_counted() {
     let body = |forecast_only: bool| {
@@ -222,27 +250,9 @@ fn predictive_forecast_only_is_recorded_not_counted() {
         })
         .rev()
         .collect();
-    let mut set = MetricSet::new();
-    set.insert(
-        "rps",
-        MetricData {
-            samples: &history,
-            period_secs: 60,
-            complete_until: now,
-            per_task: false,
-            history: None,
-        },
-    );
-    let obs = Observation {
-        now,
-        current: 10,
-        running: 10,
-        pending: 0,
-        metrics: &set,
-    };
     for (only, action) in [(true, Action::Hold), (false, Action::ScaleOut)] {
         let p = policy(Box::leak(body(only).into_boxed_str()));
-        let d = decide(&p, &obs, &TargetState::default(), &BTreeMap::new());
+        let d = decide_on(&p, ("rps", &history), (now, 10), &TargetState::default());
         assert_eq!(d.action, action, "forecast_only {only}: {}", d.reason);
         let v = &d.votes[0];
         assert_eq!(v.status.as_str(), if only { "forecast_only" } else { "wants" });
@@ -252,6 +262,43 @@ fn predictive_forecast_only_is_recorded_not_counted() {
             "peak ~2000 / 100 per task, plus the bound: {wants} ({})",
             v.reason
         );
+    }
+}
+
+#[test]
+fn a_forecast_no_better_than_the_last_hour_abstains_and_says_so() {
+    let text = "min: 1\nmax: 50\nrules:\n  - {name: f, kind: predictive, metric: rps, target_per_task: 100, horizon: 30m, bucket: 5m, min_history: 1d}\n";
+    let now = at("2026-11-25T12:00:00Z");
+    // Four days: a daily peak at 12:00-13:00, or bursts at another half hour every day.
+    let history = |daily: bool| -> Vec<crate::model::Sample> {
+        (1..=4 * 24 * 60)
+            .map(|k: i64| {
+                let t = now - TimeDelta::minutes(k);
+                let peak = if daily {
+                    (720..780).contains(&(t.timestamp().rem_euclid(86_400) / 60))
+                } else {
+                    // Half-hour slots picked by a hash: about one in five.
+                    (k / 30).wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as i64) >> 40 & 7 < 2
+                };
+                let value = if peak { 3000.0 } else { 1000.0 };
+                crate::model::Sample { timestamp: t, value }
+            })
+            .rev()
+            .collect()
+    };
+    for (daily, status) in [(true, "wants"), (false, "abstains")] {
+        // A rule of its own for each history (a rule keeps its judgement for hours).
+        let p = policy(text);
+        let d = decide_on(&p, ("rps", &history(daily)), (now, 10), &TargetState::default());
+        let v = &d.votes[0];
+        assert_eq!(v.status.as_str(), status, "daily {daily}: {}", v.reason);
+        if !daily {
+            assert!(
+                v.reason.contains("better than the last hour's level"),
+                "{}",
+                v.reason
+            );
+        }
     }
 }
 
@@ -300,26 +347,8 @@ fn a_decision_not_applied_starts_no_cooldown() {
     let p = policy(TT);
     let now = at("2026-11-25T12:00:00Z");
     let s = samples(now, &[Some(90.0), Some(90.0)]);
-    let mut set = MetricSet::new();
-    set.insert(
-        "cpu",
-        MetricData {
-            samples: &s,
-            period_secs: 60,
-            complete_until: now,
-            per_task: false,
-            history: None,
-        },
-    );
-    let obs = Observation {
-        now,
-        current: 4,
-        running: 4,
-        pending: 0,
-        metrics: &set,
-    };
     let mut state = TargetState::default();
-    let d = decide(&p, &obs, &state, &BTreeMap::new());
+    let d = decide_on(&p, ("cpu", &s), (now, 4), &state);
     assert_eq!(d.action, Action::ScaleOut);
     state.record(&p, &d, false);
     assert_eq!(state.last_scale_out, None);

@@ -18,6 +18,10 @@
 //! the forecast with it. The spread of what is left (residual minus its trailing-hour mean) gives
 //! an upper bound at `confidence`: the quantile of what is left, in the forecast's bucket of the
 //! day where it has enough of them.
+//!
+//! From two days of history on, the model is *judged*: fitted again on the first three quarters,
+//! how much less absolute error it makes on the last quarter than the last hour's level alone
+//! (its skill). Under [`MIN_SKILL`] the pattern is not worth scaling ahead of.
 
 use std::time::Duration;
 
@@ -169,7 +173,23 @@ pub struct Model {
     spread: Spread,
     /// The last hour's residuals at the end of the history: (time, residual).
     tail: Vec<(i64, f64)>,
+    /// How much better than the last hour's level it forecast the last quarter of its history;
+    /// `None` below two days of history, where that cannot be judged.
+    skill: Option<f64>,
 }
+
+/// The choice made for a history: the space, and the skill the model showed on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    pub multiplicative: bool,
+    pub skill: Option<f64>,
+}
+
+/// A pattern worth scaling ahead of forecasts the held-out quarter of its history with at least
+/// this much less absolute error than the last hour's level alone does. A bursty load with a
+/// weak daily shape (news, a crawler) scores near zero: its forecast would only add a margin,
+/// which the reactive rules keep more cheaply.
+pub const MIN_SKILL: f64 = 0.1;
 
 /// The day of the week of `t` (Monday 0), by arithmetic: 1970-01-01 was a Thursday.
 fn weekday(t: i64) -> usize {
@@ -373,6 +393,13 @@ enum Purpose {
     Score,
 }
 
+/// A history split by time: its first three quarters, and the last.
+fn held_out(history: &[Sample]) -> (&[Sample], &[Sample]) {
+    let span = history[history.len() - 1].timestamp - history[0].timestamp;
+    let cut = history[0].timestamp + span * 3 / 4;
+    history.split_at(history.partition_point(|s| s.timestamp < cut))
+}
+
 impl Model {
     /// Fits one model to `history` (oldest first), in the values' space or their logarithms'.
     fn fit_in(history: &[Sample], bucket: Duration, log: bool, purpose: Purpose) -> Option<Model> {
@@ -438,6 +465,7 @@ impl Model {
             cycle,
             spread,
             tail,
+            skill: None,
         })
     }
 
@@ -451,41 +479,111 @@ impl Model {
         Model::fit_as(history, bucket, None, confidence)
     }
 
-    /// [`Model::fit`], or only in the space given (a choice made earlier on this history).
+    /// [`Model::fit`], or as chosen earlier on this history (its space and skill).
     pub fn fit_as(
         history: &[Sample],
         bucket: Duration,
-        multiplicative: Option<bool>,
+        chosen: Option<Choice>,
         confidence: f64,
     ) -> Option<Model> {
         let purpose = Purpose::Forecast(confidence);
         if history.len() < 2 {
             return None;
         }
-        if let Some(log) = multiplicative {
-            let positive = history.iter().all(|s| s.value >= 0.0);
-            return Model::fit_in(history, bucket, log && positive, purpose);
+        let positive = history.iter().all(|s| s.value >= 0.0);
+        if let Some(c) = chosen {
+            let mut m = Model::fit_in(history, bucket, c.multiplicative && positive, purpose)?;
+            m.skill = c.skill;
+            return Some(m);
         }
         let linear = Model::fit_in(history, bucket, false, purpose)?;
-        let positive = history.iter().all(|s| s.value >= 0.0);
         let Some(log) = positive
             .then(|| Model::fit_in(history, bucket, true, purpose))
             .flatten()
         else {
-            return Some(linear);
+            return Some(linear.judged(history));
         };
         let span = history[history.len() - 1].timestamp - history[0].timestamp;
         if span < TimeDelta::days(2) {
             return Some(log);
         }
-        let cut = history[0].timestamp + span * 3 / 4;
-        let split = history.partition_point(|s| s.timestamp < cut);
-        let (train, test) = history.split_at(split);
+        let (train, test) = held_out(history);
         let score = |log: bool| {
             Model::fit_in(train, bucket, log, Purpose::Score)
                 .map_or(f64::INFINITY, |m| m.error(history, test))
         };
-        Some(if score(true) <= score(false) { log } else { linear })
+        let m = if score(true) <= score(false) { log } else { linear };
+        Some(m.judged(history))
+    }
+
+    /// The model with its skill: fitted again on the first three quarters of `history`, how much
+    /// less absolute error it makes on the last quarter than the last hour's level alone (each
+    /// datapoint forecast from the hour before it, as live). Unjudged below two days.
+    fn judged(mut self, history: &[Sample]) -> Model {
+        let span = history[history.len() - 1].timestamp - history[0].timestamp;
+        if span < TimeDelta::days(2) {
+            return self;
+        }
+        let (train, test) = held_out(history);
+        let bucket = Duration::from_secs(self.bucket as u64);
+        self.skill = Model::fit_in(train, bucket, self.log, Purpose::Score).map(|m| {
+            let (model, flat) = m.errors_against_level(history, test);
+            if flat > 0.0 {
+                1.0 - model / flat
+            } else {
+                0.0
+            }
+        });
+        self
+    }
+
+    /// The choice made for this model's history.
+    pub fn choice(&self) -> Choice {
+        Choice {
+            multiplicative: self.log,
+            skill: self.skill,
+        }
+    }
+
+    /// Whether its pattern forecast better than the last hour's level (or could not be judged
+    /// yet): see [`MIN_SKILL`].
+    pub fn foresees(&self) -> bool {
+        self.skill.is_none_or(|s| s >= MIN_SKILL)
+    }
+
+    /// Its skill, when judged.
+    pub fn skill(&self) -> Option<f64> {
+        self.skill
+    }
+
+    /// The summed absolute errors over `test`, in values, of the model with the level of the
+    /// hour of `all` before each datapoint, and of that hour's level alone.
+    fn errors_against_level(&self, all: &[Sample], test: &[Sample]) -> (f64, f64) {
+        let (mut lo, mut hi) = (0usize, 0usize);
+        let (mut residuals, mut values) = (0.0, 0.0);
+        let (mut model, mut flat) = (0.0, 0.0);
+        for s in test {
+            let t = s.timestamp.timestamp();
+            while hi < all.len() && all[hi].timestamp.timestamp() < t {
+                let (at, v) = (all[hi].timestamp.timestamp(), self.transform(all[hi].value));
+                residuals += v - self.base(at);
+                values += v;
+                hi += 1;
+            }
+            while lo < hi && t - all[lo].timestamp.timestamp() > LEVEL {
+                let (at, v) = (all[lo].timestamp.timestamp(), self.transform(all[lo].value));
+                residuals -= v - self.base(at);
+                values -= v;
+                lo += 1;
+            }
+            if hi == lo {
+                continue;
+            }
+            let n = (hi - lo) as f64;
+            model += (self.to_value(self.base(t) + residuals / n) - s.value).abs();
+            flat += (self.to_value(values / n) - s.value).abs();
+        }
+        (model, flat)
     }
 
     /// The mean relative error forecasting each of `test` with the level of the hour of
@@ -863,6 +961,48 @@ mod cycle_tests {
             Duration::from_secs(180),
         );
         assert!(f.peak < 250.0, "{f:?}");
+    }
+
+    /// Every minute for `days`: a level of 1000 with bursts of 3 to 8 times it, 10 to 40
+    /// minutes long, at times of day that differ from day to day (news, a crawler).
+    fn bursty(days: i64) -> Vec<Sample> {
+        minutes(days * 1440, |k| {
+            let t = 60 * k;
+            let slot = t / 1800;
+            let burst = noise(slot) > 0.7;
+            let len = 600 + (noise(slot + 7).abs() * 1800.0) as i64;
+            let factor = 3.0 + 5.0 * noise(slot + 13).abs();
+            if burst && t % 1800 < len {
+                1000.0 * factor
+            } else {
+                1000.0 + 100.0 * noise(t)
+            }
+        })
+    }
+
+    #[test]
+    fn a_daily_shape_is_judged_worth_foreseeing_and_bursts_are_not() {
+        let bucket = Duration::from_secs(300);
+        let day_curve = |k: i64| {
+            let h = (60 * k).rem_euclid(DAY) as f64 / 3600.0;
+            2000.0 - 1000.0 * ((h - 2.0) / 24.0 * std::f64::consts::TAU).cos() + 150.0 * noise(k)
+        };
+        let daily = Model::fit(&minutes(6 * 1440, day_curve), bucket, 0.9).unwrap();
+        let skill = daily.skill().unwrap();
+        assert!(skill >= MIN_SKILL && daily.foresees(), "daily skill {skill}");
+        let bursts = Model::fit(&bursty(6), bucket, 0.9).unwrap();
+        let skill = bursts.skill().unwrap();
+        assert!(skill < MIN_SKILL && !bursts.foresees(), "bursts' skill {skill}");
+        // Kept with the choice: a fit as chosen carries the judgement.
+        let again = Model::fit_as(&bursty(6), bucket, Some(bursts.choice()), 0.9).unwrap();
+        assert!(!again.foresees());
+    }
+
+    #[test]
+    fn under_two_days_the_skill_is_not_judged() {
+        let m = Model::fit(&bursty(1), Duration::from_secs(300), 0.9).unwrap();
+        assert_eq!(m.skill(), None);
+        assert!(m.foresees());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::forecast::{Model, DAY};
+use super::forecast::{Choice, Model, DAY, MIN_SKILL};
 use super::Policy;
 use crate::eval_io::{num, EvalInput, Recommendation};
 use crate::model::Sample;
@@ -44,12 +44,12 @@ pub struct Predictive {
 #[derive(Debug, Default)]
 struct FitCache(Mutex<Option<Fitted>>);
 
-/// A fitted model: its window's first and last datapoints, and whether it is multiplicative with
-/// when that was chosen.
-type Fitted = (WindowKey, Arc<Model>, (bool, DateTime<Utc>));
+/// A fitted model: its window's first and last datapoints, and its space and skill with when
+/// they were chosen.
+type Fitted = (WindowKey, Arc<Model>, (Choice, DateTime<Utc>));
 
-/// The choice between an additive and a multiplicative model is made again after this much
-/// more history (a fit alone is cheaper than the choice).
+/// The choice between an additive and a multiplicative model, and the judgement of its skill,
+/// are made again after this much more history (a fit alone is cheaper than the choice).
 const RECHOOSE: chrono::TimeDelta = chrono::TimeDelta::hours(6);
 
 /// A window's first and last datapoints' times.
@@ -182,10 +182,10 @@ impl Predictive {
         let m = Arc::new(Model::fit_as(
             window,
             self.bucket,
-            chosen.map(|(log, _)| log),
+            chosen.map(|(c, _)| c),
             self.confidence,
         )?);
-        let chosen = chosen.unwrap_or((m.multiplicative(), end));
+        let chosen = chosen.unwrap_or((m.choice(), end));
         *g = Some(((first, end), m.clone(), chosen));
         Some(m)
     }
@@ -240,6 +240,16 @@ impl Predictive {
                 reason: format!("{}: too few datapoints to forecast", self.metric),
             };
         };
+        if !model.foresees() && cycle.is_none() {
+            return Recommendation::Abstain {
+                reason: format!(
+                    "{}: its daily pattern forecast the last quarter of its history {}% better than the last hour's level did, under the {}% worth scaling ahead of",
+                    self.metric,
+                    num(model.skill().unwrap_or(0.0) * 100.0),
+                    num(MIN_SKILL * 100.0)
+                ),
+            };
+        }
         let f = model.forecast(recent, input.now, self.horizon);
         let want = (f.peak.max(0.0) / self.target_per_task).ceil() as u32;
         let mut seasons = match (f.daily, f.weekly) {
@@ -281,7 +291,7 @@ impl Policy for Predictive {
         let view = input.metric(&self.metric);
         let known = self.known(&view, input.now);
         let learned = known.have >= self.min_history.as_secs() as i64
-            && known.model.as_ref().is_some_and(|m| m.daily());
+            && known.model.as_ref().is_some_and(|m| m.daily() && m.foresees());
         (self.recommend(known, input), learned)
     }
 
