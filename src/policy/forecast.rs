@@ -508,12 +508,16 @@ impl Model {
             return Some(log);
         }
         let (train, test) = held_out(history);
-        let score = |log: bool| {
-            Model::fit_in(train, bucket, log, Purpose::Score)
-                .map_or(f64::INFINITY, |m| m.error(history, test))
+        let trained = |log: bool| Model::fit_in(train, bucket, log, Purpose::Score);
+        let score = |m: &Option<Model>| m.as_ref().map_or(f64::INFINITY, |m| m.error(history, test));
+        let (on_log, on_values) = (trained(true), trained(false));
+        let (mut m, on_train) = if score(&on_log) <= score(&on_values) {
+            (log, on_log)
+        } else {
+            (linear, on_values)
         };
-        let m = if score(true) <= score(false) { log } else { linear };
-        Some(m.judged(history))
+        m.skill = on_train.map(|t| t.skill_on(history, test));
+        Some(m)
     }
 
     /// The model with its skill: fitted again on the first three quarters of `history`, how much
@@ -526,14 +530,8 @@ impl Model {
         }
         let (train, test) = held_out(history);
         let bucket = Duration::from_secs(self.bucket as u64);
-        self.skill = Model::fit_in(train, bucket, self.log, Purpose::Score).map(|m| {
-            let (model, flat) = m.errors_against_level(history, test);
-            if flat > 0.0 {
-                1.0 - model / flat
-            } else {
-                0.0
-            }
-        });
+        self.skill =
+            Model::fit_in(train, bucket, self.log, Purpose::Score).map(|m| m.skill_on(history, test));
         self
     }
 
@@ -556,12 +554,16 @@ impl Model {
         self.skill
     }
 
-    /// The summed absolute errors over `test`, in values, of the model with the level of the
-    /// hour of `all` before each datapoint, and of that hour's level alone.
-    fn errors_against_level(&self, all: &[Sample], test: &[Sample]) -> (f64, f64) {
+    /// Each datapoint of `test` with what the hour of `all` before it held, in the model's
+    /// space: the mean residual and the mean value, `None` where that hour is empty.
+    fn hours_before(
+        &self,
+        all: &[Sample],
+        test: &[Sample],
+        mut each: impl FnMut(&Sample, Option<(f64, f64)>),
+    ) {
         let (mut lo, mut hi) = (0usize, 0usize);
         let (mut residuals, mut values) = (0.0, 0.0);
-        let (mut model, mut flat) = (0.0, 0.0);
         for s in test {
             let t = s.timestamp.timestamp();
             while hi < all.len() && all[hi].timestamp.timestamp() < t {
@@ -576,37 +578,39 @@ impl Model {
                 values -= v;
                 lo += 1;
             }
-            if hi == lo {
-                continue;
-            }
             let n = (hi - lo) as f64;
-            model += (self.to_value(self.base(t) + residuals / n) - s.value).abs();
-            flat += (self.to_value(values / n) - s.value).abs();
+            each(s, (hi > lo).then(|| (residuals / n, values / n)));
         }
-        (model, flat)
+    }
+
+    /// How much less absolute error, in values, this model (fitted on the first part of `all`)
+    /// makes forecasting `test` with the level of the hour before each datapoint than that
+    /// hour's level alone: 1 − its error ÷ the level's.
+    fn skill_on(&self, all: &[Sample], test: &[Sample]) -> f64 {
+        let (mut model, mut flat) = (0.0, 0.0);
+        self.hours_before(all, test, |s, hour| {
+            if let Some((level, value)) = hour {
+                let t = s.timestamp.timestamp();
+                model += (self.to_value(self.base(t) + level) - s.value).abs();
+                flat += (self.to_value(value) - s.value).abs();
+            }
+        });
+        if flat > 0.0 {
+            1.0 - model / flat
+        } else {
+            0.0
+        }
     }
 
     /// The mean relative error forecasting each of `test` with the level of the hour of
     /// `all` before it.
     fn error(&self, all: &[Sample], test: &[Sample]) -> f64 {
-        let mut lo = 0usize;
-        let mut sum = 0.0;
-        let mut hi = 0usize;
         let mut errors = Vec::with_capacity(test.len());
-        for s in test {
-            let t = s.timestamp.timestamp();
-            while hi < all.len() && all[hi].timestamp.timestamp() < t {
-                sum += self.transform(all[hi].value) - self.base(all[hi].timestamp.timestamp());
-                hi += 1;
-            }
-            while lo < hi && t - all[lo].timestamp.timestamp() > LEVEL {
-                sum -= self.transform(all[lo].value) - self.base(all[lo].timestamp.timestamp());
-                lo += 1;
-            }
-            let level = if hi > lo { sum / (hi - lo) as f64 } else { 0.0 };
+        self.hours_before(all, test, |s, hour| {
+            let level = hour.map_or(0.0, |(level, _)| level);
             let want = s.value.abs().max(f64::MIN_POSITIVE);
-            errors.push((self.to_value(self.base(t) + level) - s.value).abs() / want);
-        }
+            errors.push((self.to_value(self.base(s.timestamp.timestamp()) + level) - s.value).abs() / want);
+        });
         mean(errors.into_iter())
     }
 
