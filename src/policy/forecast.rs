@@ -19,9 +19,10 @@
 //! an upper bound at `confidence`: the quantile of what is left, in the forecast's bucket of the
 //! day where it has enough of them.
 //!
-//! From two days of history on, the model is *judged*: fitted again on the first three quarters,
-//! how much less absolute error it makes on the last quarter than the last hour's level alone
-//! (its skill). Under [`MIN_SKILL`] the pattern is not worth scaling ahead of.
+//! From a day and a quarter of history on, the model is *judged*: fitted again on the first three
+//! quarters (at least the first day), how much less absolute error it makes on the rest than the
+//! last hour's level alone (its skill), once the rest holds the time of day its profile peaks.
+//! Under [`MIN_SKILL`] the pattern is not worth scaling ahead of.
 
 use std::time::Duration;
 
@@ -173,8 +174,8 @@ pub struct Model {
     spread: Spread,
     /// The last hour's residuals at the end of the history: (time, residual).
     tail: Vec<(i64, f64)>,
-    /// How much better than the last hour's level it forecast the last quarter of its history;
-    /// `None` below two days of history, where that cannot be judged.
+    /// How much better than the last hour's level it forecast the end of its history held out
+    /// ([`held_out`]); `None` until that can be judged ([`Model::skill_on`]).
     skill: Option<f64>,
 }
 
@@ -190,6 +191,9 @@ pub struct Choice {
 /// weak daily shape (news, a crawler) scores near zero: its forecast would only add a margin,
 /// which the reactive rules keep more cheaply.
 pub const MIN_SKILL: f64 = 0.1;
+
+/// The least history a model is judged on, after the day it is fitted on: a quarter of a day.
+const MIN_HELD_OUT: TimeDelta = TimeDelta::hours(6);
 
 /// The day of the week of `t` (Monday 0), by arithmetic: 1970-01-01 was a Thursday.
 fn weekday(t: i64) -> usize {
@@ -393,11 +397,17 @@ enum Purpose {
     Score,
 }
 
-/// A history split by time: its first three quarters, and the last.
-fn held_out(history: &[Sample]) -> (&[Sample], &[Sample]) {
-    let span = history[history.len() - 1].timestamp - history[0].timestamp;
-    let cut = history[0].timestamp + span * 3 / 4;
-    history.split_at(history.partition_point(|s| s.timestamp < cut))
+/// A history split by time to judge a model on: its first three quarters and the last, or its
+/// first day and the rest while that is more (the part fitted must hold a whole day, so each
+/// held-out hour has its place in the daily profile). `None` until the rest spans
+/// [`MIN_HELD_OUT`].
+fn held_out(history: &[Sample]) -> Option<(&[Sample], &[Sample])> {
+    let (first, last) = (history.first()?.timestamp, history.last()?.timestamp);
+    let cut = first + ((last - first) * 3 / 4).max(TimeDelta::days(1));
+    if last - cut < MIN_HELD_OUT {
+        return None;
+    }
+    Some(history.split_at(history.partition_point(|s| s.timestamp < cut)))
 }
 
 impl Model {
@@ -470,8 +480,8 @@ impl Model {
     }
 
     /// Fits both spaces and keeps the one that forecasts better: both are fitted again on the
-    /// first three quarters of the history and scored on the last quarter (each datapoint
-    /// forecast with the level of the hour before it, as live). Below two days of history, or
+    /// first part of the history and scored on the rest ([`held_out`]; each datapoint forecast
+    /// with the level of the hour before it, as live). Below a day and a quarter of history, or
     /// with negative values, the score cannot tell much: multiplicative where the values allow
     /// it (loads are users × their rate). Its forecasts' upper bound is at `confidence`. `None`
     /// with fewer than two datapoints.
@@ -503,11 +513,9 @@ impl Model {
         else {
             return Some(linear.judged(history));
         };
-        let span = history[history.len() - 1].timestamp - history[0].timestamp;
-        if span < TimeDelta::days(2) {
+        let Some((train, test)) = held_out(history) else {
             return Some(log);
-        }
-        let (train, test) = held_out(history);
+        };
         let trained = |log: bool| Model::fit_in(train, bucket, log, Purpose::Score);
         let score = |m: &Option<Model>| m.as_ref().map_or(f64::INFINITY, |m| m.error(history, test));
         let (on_log, on_values) = (trained(true), trained(false));
@@ -516,22 +524,20 @@ impl Model {
         } else {
             (linear, on_values)
         };
-        m.skill = on_train.map(|t| t.skill_on(history, test));
+        m.skill = on_train.and_then(|t| t.skill_on(history, test));
         Some(m)
     }
 
-    /// The model with its skill: fitted again on the first three quarters of `history`, how much
-    /// less absolute error it makes on the last quarter than the last hour's level alone (each
-    /// datapoint forecast from the hour before it, as live). Unjudged below two days.
+    /// The model with its skill: fitted again on the first part of `history` ([`held_out`]), how
+    /// much less absolute error it makes on the rest than the last hour's level alone (each
+    /// datapoint forecast from the hour before it, as live).
     fn judged(mut self, history: &[Sample]) -> Model {
-        let span = history[history.len() - 1].timestamp - history[0].timestamp;
-        if span < TimeDelta::days(2) {
+        let Some((train, test)) = held_out(history) else {
             return self;
-        }
-        let (train, test) = held_out(history);
+        };
         let bucket = Duration::from_secs(self.bucket as u64);
         self.skill =
-            Model::fit_in(train, bucket, self.log, Purpose::Score).map(|m| m.skill_on(history, test));
+            Model::fit_in(train, bucket, self.log, Purpose::Score).and_then(|m| m.skill_on(history, test));
         self
     }
 
@@ -586,7 +592,12 @@ impl Model {
     /// How much less absolute error, in values, this model (fitted on the first part of `all`)
     /// makes forecasting `test` with the level of the hour before each datapoint than that
     /// hour's level alone: 1 − its error ÷ the level's.
-    fn skill_on(&self, all: &[Sample], test: &[Sample]) -> f64 {
+    /// `None` when `test` misses the time of day its pattern rises highest: a held-out night
+    /// cannot show what a pattern is for (and on a flat one, the level's error is near zero).
+    fn skill_on(&self, all: &[Sample], test: &[Sample]) -> Option<f64> {
+        if !self.peak_in(test) {
+            return None;
+        }
         let (mut model, mut flat) = (0.0, 0.0);
         self.hours_before(all, test, |s, hour| {
             if let Some((level, value)) = hour {
@@ -595,11 +606,20 @@ impl Model {
                 flat += (self.to_value(value) - s.value).abs();
             }
         });
-        if flat > 0.0 {
-            1.0 - model / flat
-        } else {
-            0.0
-        }
+        Some(if flat > 0.0 { 1.0 - model / flat } else { 0.0 })
+    }
+
+    /// Whether `test` holds a datapoint in the bucket of the day where the daily profile is
+    /// highest.
+    fn peak_in(&self, test: &[Sample]) -> bool {
+        let Some(d) = &self.daily else {
+            return false;
+        };
+        let peak = (0..d.len()).max_by(|a, b| d[*a].total_cmp(&d[*b]));
+        peak.is_some_and(|p| {
+            test.iter()
+                .any(|s| self.bucket_of(s.timestamp.timestamp()) % d.len() == p)
+        })
     }
 
     /// The mean relative error forecasting each of `test` with the level of the hour of
@@ -675,12 +695,12 @@ impl Model {
         (t.rem_euclid(DAY) / self.bucket) as usize
     }
 
-    /// Fitted on logarithms.
     /// Whether it learned a daily profile (it had a day of history).
     pub fn daily(&self) -> bool {
         self.daily.is_some()
     }
 
+    /// Fitted on logarithms.
     pub fn multiplicative(&self) -> bool {
         self.log
     }
@@ -969,8 +989,8 @@ mod cycle_tests {
 
     /// Every minute for `days`: a level of 1000 with bursts of 3 to 8 times it, 10 to 40
     /// minutes long, at times of day that differ from day to day (news, a crawler).
-    fn bursty(days: i64) -> Vec<Sample> {
-        minutes(days * 1440, |k| {
+    fn bursty(n: i64) -> Vec<Sample> {
+        minutes(n, |k| {
             let t = 60 * k;
             let slot = t / 1800;
             let burst = noise(slot) > 0.7;
@@ -984,29 +1004,49 @@ mod cycle_tests {
         })
     }
 
+    /// A daily curve peaking at 14:00, with noise.
+    fn day_curve(k: i64) -> f64 {
+        let h = (60 * k).rem_euclid(DAY) as f64 / 3600.0;
+        2000.0 - 1000.0 * ((h - 2.0) / 24.0 * std::f64::consts::TAU).cos() + 150.0 * noise(k)
+    }
+
     #[test]
     fn a_daily_shape_is_judged_worth_foreseeing_and_bursts_are_not() {
         let bucket = Duration::from_secs(300);
-        let day_curve = |k: i64| {
-            let h = (60 * k).rem_euclid(DAY) as f64 / 3600.0;
-            2000.0 - 1000.0 * ((h - 2.0) / 24.0 * std::f64::consts::TAU).cos() + 150.0 * noise(k)
-        };
         let daily = Model::fit(&minutes(6 * 1440, day_curve), bucket, 0.9).unwrap();
         let skill = daily.skill().unwrap();
         assert!(skill >= MIN_SKILL && daily.foresees(), "daily skill {skill}");
-        let bursts = Model::fit(&bursty(6), bucket, 0.9).unwrap();
+        let bursts = Model::fit(&bursty(6 * 1440), bucket, 0.9).unwrap();
         let skill = bursts.skill().unwrap();
         assert!(skill < MIN_SKILL && !bursts.foresees(), "bursts' skill {skill}");
         // Kept with the choice: a fit as chosen carries the judgement.
-        let again = Model::fit_as(&bursty(6), bucket, Some(bursts.choice()), 0.9).unwrap();
+        let again = Model::fit_as(&bursty(6 * 1440), bucket, Some(bursts.choice()), 0.9).unwrap();
         assert!(!again.foresees());
     }
 
     #[test]
-    fn under_two_days_the_skill_is_not_judged() {
-        let m = Model::fit(&bursty(1), Duration::from_secs(300), 0.9).unwrap();
+    fn after_its_first_day_a_pattern_is_judged_where_what_follows_can_show_it() {
+        let bucket = Duration::from_secs(300);
+        // Under a day and a quarter, nothing past the first day to judge on.
+        for h in [minutes(1440 + 300, day_curve), bursty(1440 + 300)] {
+            let m = Model::fit(&h, bucket, 0.9).unwrap();
+            assert_eq!(m.skill(), None);
+            assert!(m.foresees());
+        }
+        // A day and three quarters: fitted on 1.31 days, judged on 07:30 to 18:00, the peak in it.
+        let m = Model::fit(&minutes(1440 * 7 / 4, day_curve), bucket, 0.9).unwrap();
+        assert!(m.skill().is_some_and(|s| s >= MIN_SKILL), "{:?}", m.skill());
+        // A day and 8 hours: judged on the night after the first day, where the pattern did as
+        // well as the level: that says nothing of it.
+        let m = Model::fit(&minutes(1440 + 480, day_curve), bucket, 0.9).unwrap();
         assert_eq!(m.skill(), None);
-        assert!(m.foresees());
+        // Bursts at other times of day: judged no better than the level once what follows the
+        // first day holds the hour of its biggest, unjudged before.
+        let skills: Vec<Option<f64>> = (30..48)
+            .map(|h| Model::fit(&bursty(60 * h), bucket, 0.9).unwrap().skill())
+            .collect();
+        assert!(skills.iter().flatten().all(|s| *s < MIN_SKILL), "{skills:?}");
+        assert!(skills.iter().flatten().count() >= 3, "{skills:?}");
     }
 
     #[test]

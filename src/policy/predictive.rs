@@ -243,7 +243,7 @@ impl Predictive {
         if !model.foresees() && cycle.is_none() {
             return Recommendation::Abstain {
                 reason: format!(
-                    "{}: its daily pattern forecast the last quarter of its history {}% better than the last hour's level did, under the {}% worth scaling ahead of",
+                    "{}: its daily pattern forecast the held-out end of its history {}% better than the last hour's level did, under the {}% worth scaling ahead of",
                     self.metric,
                     num(model.skill().unwrap_or(0.0) * 100.0),
                     num(MIN_SKILL * 100.0)
