@@ -186,7 +186,7 @@ pub struct Choice {
     pub skill: Option<f64>,
 }
 
-/// A pattern worth scaling ahead of forecasts the held-out quarter of its history with at least
+/// A pattern worth scaling ahead of forecasts the held-out end of its history with at least
 /// this much less absolute error than the last hour's level alone does. A bursty load with a
 /// weak daily shape (news, a crawler) scores near zero: its forecast would only add a margin,
 /// which the reactive rules keep more cheaply.
@@ -591,9 +591,9 @@ impl Model {
 
     /// How much less absolute error, in values, this model (fitted on the first part of `all`)
     /// makes forecasting `test` with the level of the hour before each datapoint than that
-    /// hour's level alone: 1 − its error ÷ the level's.
-    /// `None` when `test` misses the time of day its pattern rises highest: a held-out night
-    /// cannot show what a pattern is for (and on a flat one, the level's error is near zero).
+    /// hour's level alone: 1 − its error ÷ the level's. `None` when `test` misses the time of
+    /// day its pattern rises highest: a held-out night cannot show what a pattern is for (and on
+    /// a flat one, the level's error is near zero).
     fn skill_on(&self, all: &[Sample], test: &[Sample]) -> Option<f64> {
         if !self.peak_in(test) {
             return None;
@@ -638,7 +638,7 @@ impl Model {
     fn base(&self, t: i64) -> f64 {
         let mut v = self.intercept + self.slope * (t - self.t0) as f64 / 3600.0;
         if let Some(d) = &self.daily {
-            v += d[(t.rem_euclid(DAY) / self.bucket) as usize % d.len()];
+            v += d[self.bucket_of(t) % d.len()];
         }
         if let Some(w) = &self.weekly {
             v += w[weekday(t)];
@@ -987,7 +987,7 @@ mod cycle_tests {
         assert!(f.peak < 250.0, "{f:?}");
     }
 
-    /// Every minute for `days`: a level of 1000 with bursts of 3 to 8 times it, 10 to 40
+    /// Every minute for `n` minutes: a level of 1000 with bursts of 3 to 8 times it, 10 to 40
     /// minutes long, at times of day that differ from day to day (news, a crawler).
     fn bursty(n: i64) -> Vec<Sample> {
         minutes(n, |k| {
@@ -1036,8 +1036,8 @@ mod cycle_tests {
         // A day and three quarters: fitted on 1.31 days, judged on 07:30 to 18:00, the peak in it.
         let m = Model::fit(&minutes(1440 * 7 / 4, day_curve), bucket, 0.9).unwrap();
         assert!(m.skill().is_some_and(|s| s >= MIN_SKILL), "{:?}", m.skill());
-        // A day and 8 hours: judged on the night after the first day, where the pattern did as
-        // well as the level: that says nothing of it.
+        // A day and 8 hours: what follows the first day is its night, without the 14:00 peak:
+        // unjudged.
         let m = Model::fit(&minutes(1440 + 480, day_curve), bucket, 0.9).unwrap();
         assert_eq!(m.skill(), None);
         // Bursts at other times of day: judged no better than the level once what follows the
