@@ -17,8 +17,6 @@
 //! (from which CPU is published). [`task_step`] is the arithmetic of one task over one step;
 //! the oracle ([`super::oracle`]) sizes its counts with the same function.
 
-use std::collections::HashMap;
-
 use super::cluster::TaskStatus;
 #[cfg(test)]
 use super::cluster::QUEUEING;
@@ -49,16 +47,14 @@ impl Service {
     }
 }
 
-/// Backlogs of the tasks between steps, by task (the address of its meter, which lives as long
-/// as the task).
-#[derive(Debug, Default)]
-pub struct Fluid {
-    backlog: HashMap<usize, f64>,
-}
-
 /// The `q` quantile of one request's latency (s) at utilization `rho` (< 1) behind a backlog of
 /// `wait` seconds.
 pub fn latency_quantile(q: f64, rho: f64, svc: &Service, wait: f64) -> f64 {
+    latency_at(q, (1.0 - q).ln(), rho, svc, wait)
+}
+
+/// [`latency_quantile`] with `ln(1 - q)` given: the recorded quantiles' are worked out once.
+fn latency_at(q: f64, ln_1mq: f64, rho: f64, svc: &Service, wait: f64) -> f64 {
     let rho = rho.clamp(0.0, 0.99);
     let wq = rho / (1.0 - rho) * svc.queueing * (1.0 / svc.rate);
     let queued = if rho > 1.0 - q && rho > 0.0 {
@@ -67,8 +63,19 @@ pub fn latency_quantile(q: f64, rho: f64, svc: &Service, wait: f64) -> f64 {
         0.0
     };
     // Service time: 0.5·D + Exp(mean 0.5·D) (mean D, cs² = 0.25).
-    let service = svc.time * (0.5 - 0.5 * (1.0 - q).ln());
+    let service = svc.time * (0.5 - 0.5 * ln_1mq);
     wait + queued + service
+}
+
+/// The quantiles recorded per step, each with `ln(1 - q)`.
+fn recorded_quantiles() -> &'static [(f64, f64); QUANTILES] {
+    static Q: std::sync::LazyLock<[(f64, f64); QUANTILES]> = std::sync::LazyLock::new(|| {
+        std::array::from_fn(|j| {
+            let q = (j as f64 + 0.5) / QUANTILES as f64;
+            (q, (1.0 - q).ln())
+        })
+    });
+    &Q
 }
 
 /// The mean latency the model gives at utilization `rho` with no backlog, as its two terms:
@@ -136,9 +143,8 @@ pub fn record(lb: &mut LbMinute, step: &TaskStep, svc: &Service, tasks: u64) {
     if step.served > 0.0 {
         let per = step.served / QUANTILES as f64;
         let n = per.round().max(1.0) as u64;
-        for j in 0..QUANTILES {
-            let q = (j as f64 + 0.5) / QUANTILES as f64;
-            let secs = latency_quantile(q, step.rho, svc, step.wait);
+        for &(q, ln_1mq) in recorded_quantiles() {
+            let secs = latency_at(q, ln_1mq, step.rho, svc, step.wait);
             lb.answered(secs, n * tasks);
             // The histogram holds whole requests; the sum of latencies, what was served.
             lb.latency_sum += secs * (per - n as f64) * tasks as f64;
@@ -149,48 +155,45 @@ pub fn record(lb: &mut LbMinute, step: &TaskStep, svc: &Service, tasks: u64) {
     lb.failed(step.refused * tasks as f64);
 }
 
-impl Fluid {
-    /// Serves `rps` requests per second for `dt` seconds with the tasks RUNNING now. The load
-    /// balancer sends each the same rate, so tasks with the same backlog take the same step:
-    /// it is worked out once for them all.
-    pub fn serve(&mut self, sim: &mut Inner, rps: f64, dt: f64) {
-        let spec = &sim.cluster.spec;
-        let svc = Service::of(spec);
-        let mu = spec.task_rps;
-        let max_wait = spec.max_queue_wait.as_secs_f64();
-        let key = |m: &std::sync::Arc<super::load::TaskMeter>| std::sync::Arc::as_ptr(m) as usize;
-        let running: Vec<&std::sync::Arc<super::load::TaskMeter>> = sim
-            .cluster
-            .tasks
-            .iter()
-            .filter(|t| t.status == TaskStatus::Running)
-            .map(|t| &t.meter)
-            .collect();
-        self.backlog.retain(|id, _| running.iter().any(|m| key(m) == *id));
-        if running.is_empty() {
-            sim.lb.failed(rps.max(0.0) * dt);
-            return;
-        }
-        let lambda = rps.max(0.0) / running.len() as f64;
-        // (backlog before, the step, how many tasks took it)
-        let mut steps: Vec<(u64, TaskStep, u64)> = Vec::new();
-        for meter in running {
-            let b0 = self.backlog.get(&key(meter)).copied().unwrap_or(0.0);
-            let k = match steps.iter().position(|(b, ..)| *b == b0.to_bits()) {
-                Some(k) => k,
-                None => {
-                    steps.push((b0.to_bits(), task_step(b0, lambda, dt, mu, max_wait), 0));
-                    steps.len() - 1
-                }
-            };
-            let step = steps[k].1;
-            steps[k].2 += 1;
-            meter.served(step.arrived, step.work);
-            self.backlog.insert(key(meter), step.backlog);
-        }
-        for (_, step, tasks) in &steps {
-            record(&mut sim.lb, step, &svc, *tasks);
-        }
+/// Serves `rps` requests per second for `dt` seconds with the tasks RUNNING now. The load
+/// balancer sends each the same rate, so tasks with the same backlog take the same step: it is
+/// worked out once for them all. Each task's backlog between steps is kept on its meter, which
+/// lives as long as the task.
+pub fn serve(sim: &mut Inner, rps: f64, dt: f64) {
+    let spec = &sim.cluster.spec;
+    let svc = Service::of(spec);
+    let mu = spec.task_rps;
+    let max_wait = spec.max_queue_wait.as_secs_f64();
+    let running: Vec<&std::sync::Arc<super::load::TaskMeter>> = sim
+        .cluster
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Running)
+        .map(|t| &t.meter)
+        .collect();
+    if running.is_empty() {
+        sim.lb.failed(rps.max(0.0) * dt);
+        return;
+    }
+    let lambda = rps.max(0.0) / running.len() as f64;
+    // (backlog before, the step, how many tasks took it)
+    let mut steps: Vec<(u64, TaskStep, u64)> = Vec::new();
+    for meter in running {
+        let b0 = meter.backlog();
+        let k = match steps.iter().position(|(b, ..)| *b == b0.to_bits()) {
+            Some(k) => k,
+            None => {
+                steps.push((b0.to_bits(), task_step(b0, lambda, dt, mu, max_wait), 0));
+                steps.len() - 1
+            }
+        };
+        let step = steps[k].1;
+        steps[k].2 += 1;
+        meter.served(step.arrived, step.work);
+        meter.set_backlog(step.backlog);
+    }
+    for (_, step, tasks) in &steps {
+        record(&mut sim.lb, step, &svc, *tasks);
     }
 }
 

@@ -10,11 +10,12 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
-/// One task's counters: since the last published minute, and since the last published
-/// high-resolution window.
+/// One task's counters (since the last published minute, and since the last published
+/// high-resolution window) and the requests queued at it between steps.
 #[derive(Debug, Default)]
 pub struct TaskMeter {
     counts: Mutex<[TaskCounts; 2]>,
+    backlog: Mutex<f64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -34,6 +35,15 @@ impl TaskMeter {
             c.requests += requests;
             c.busy += busy;
         }
+    }
+
+    /// The requests queued at the task after its last step.
+    pub fn backlog(&self) -> f64 {
+        *self.backlog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_backlog(&self, requests: f64) {
+        *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = requests;
     }
 
     pub fn running_for(&self, secs: f64) {

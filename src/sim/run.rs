@@ -1,10 +1,11 @@
 //! The closed loop: the simulated cluster, the load, and what scales it (the ecscale worker, or
 //! the AWS-style baseline), advanced together on a virtual clock.
 //!
-//! Each step (5 simulated seconds) serves the load of that step through the [`Fluid`] model,
-//! moves the cluster, publishes the minutes that ended, and runs the worker's tick when it is due
-//! (its `schedule.interval`), with the simulated time as the tick's `now`: the worker collects,
-//! evaluates and actuates through the simulator's API exactly as it would against AWS.
+//! Each step (5 simulated seconds) serves the load of that step through the fluid model
+//! ([`super::fluid::serve`]), moves the cluster, publishes the minutes that ended, and runs the
+//! worker's tick when it is due (its `schedule.interval`), with the simulated time as the tick's
+//! `now`: the worker collects, evaluates and actuates through the simulator's API exactly as it
+//! would against AWS.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use serde::Serialize;
 
 use super::baseline::Baseline;
 use super::cluster::{InstanceStatus, TaskStatus};
-use super::fluid::Fluid;
 use super::oracle::Oracle;
 use super::{Event, Row, Sim, Spec};
 use crate::actuate::Applied;
@@ -288,7 +288,6 @@ pub async fn closed_loop(
     load: &LoadFn<'_>,
     opts: &LoopOptions,
 ) -> Outcome {
-    let mut fluid = Fluid::default();
     let step = TimeDelta::from_std(opts.step).unwrap_or(TimeDelta::seconds(5));
     let tick = TimeDelta::from_std(opts.tick).unwrap_or(TimeDelta::seconds(15));
     let mut t = sim.now();
@@ -306,7 +305,7 @@ pub async fn closed_loop(
         let rps = load(t + step / 2);
         {
             let mut g = sim.lock();
-            fluid.serve(&mut g, rps, step.num_milliseconds() as f64 / 1000.0);
+            super::fluid::serve(&mut g, rps, step.num_milliseconds() as f64 / 1000.0);
         }
         t += step;
         sim.advance(t);
