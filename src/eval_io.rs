@@ -235,16 +235,38 @@ impl<'a> MetricView<'a> {
 /// steps and compares in integers, where chrono's arithmetic works out the calendar each time.
 /// Ordered as chrono orders times (a leap second's nanoseconds run past a billion in both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Instant(i64, u32);
+pub(crate) struct Instant(i64, u32);
 
 impl Instant {
-    fn of(t: DateTime<Utc>) -> Instant {
+    pub(crate) fn of(t: DateTime<Utc>) -> Instant {
         Instant(t.timestamp(), t.timestamp_subsec_nanos())
     }
 
-    fn plus(self, secs: i64) -> Instant {
+    pub(crate) fn plus(self, secs: i64) -> Instant {
         Instant(self.0.saturating_add(secs), self.1)
     }
+
+    /// The nanoseconds from `earlier` to this time (negative when it is later).
+    pub(crate) fn nanos_since(self, earlier: Instant) -> i128 {
+        let secs = i128::from(self.0) - i128::from(earlier.0);
+        secs * 1_000_000_000 + i128::from(self.1) - i128::from(earlier.1)
+    }
+
+    /// Whole milliseconds from `earlier`, cut toward zero as `TimeDelta::num_milliseconds` cuts.
+    pub(crate) fn millis_since(self, earlier: Instant) -> i64 {
+        whole(self.nanos_since(earlier), 1_000_000)
+    }
+
+    /// Whole seconds from `earlier`, cut toward zero as `TimeDelta::num_seconds` cuts.
+    pub(crate) fn secs_since(self, earlier: Instant) -> i64 {
+        whole(self.nanos_since(earlier), 1_000_000_000)
+    }
+}
+
+/// `nanos` in whole units of `unit` nanoseconds, cut toward zero, within an `i64`.
+fn whole(nanos: i128, unit: i128) -> i64 {
+    let n = nanos / unit;
+    i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// The index of the first sample at or after `t`. The samples are usually one a period up to
@@ -362,8 +384,7 @@ impl RunningHistory {
     /// [`RunningHistory::mean`] over `[start, start + len)`, from a cursor: `after` is where the
     /// last call found the first change point after its start. Windows read in time order (a
     /// rule's datapoints) move it forward a point or none at a time instead of searching the
-    /// whole history for each; a window with no change inside costs no date arithmetic beyond
-    /// its end.
+    /// whole history for each.
     fn mean_from(&self, after: &mut usize, start: DateTime<Utc>, len: TimeDelta) -> Option<f64> {
         let first = self.points.front()?;
         let behind = |i: usize| self.points.get(i).is_some_and(|(t, _)| *t <= start);
@@ -378,20 +399,28 @@ impl RunningHistory {
         if len <= TimeDelta::zero() {
             return Some(f64::from(count));
         }
-        let (span, end) = (len.num_milliseconds(), start + len);
-        let (mut total, mut from) = (0.0, start);
-        for &(t, r) in self.points.range(*after..).take_while(|(t, _)| *t < end) {
-            total += (t - from).num_milliseconds() as f64 * f64::from(count);
-            from = t;
+        // In nanoseconds from `start`, in integers: chrono's date arithmetic for every window
+        // of every rule's datapoints was most of this reading's cost.
+        let origin = Instant::of(start);
+        let end = len.num_nanoseconds().map_or(i128::MAX, i128::from);
+        let millis = |ns: i128| whole(ns, 1_000_000);
+        let (mut total, mut from) = (0.0, 0);
+        for &(t, r) in self.points.range(*after..) {
+            let at = Instant::of(t).nanos_since(origin);
+            if at >= end {
+                break;
+            }
+            total += millis(at - from) as f64 * f64::from(count);
+            from = at;
             count = r;
         }
-        let last = if from == start {
-            span
+        let last = if from == 0 {
+            len.num_milliseconds()
         } else {
-            (end - from).num_milliseconds()
+            millis(end - from)
         };
         total += last as f64 * f64::from(count);
-        Some(total / span as f64)
+        Some(total / len.num_milliseconds() as f64)
     }
 }
 
@@ -649,6 +678,25 @@ mod tests {
                 let (a, b) = (t(start), t(start + len));
                 proptest::prop_assert_eq!(h.mean_from(&mut cursor, a, b - a), mean_by_scan(&h, a, b));
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The differences worked out in integers cut as chrono's do, either way round and
+        /// with fractions of a second on both sides.
+        #[test]
+        fn integer_differences_are_chronos(
+            a in -400_000_000i64..400_000_000, an in 0u32..1_000_000_000,
+            b in -400_000_000i64..400_000_000, bn in 0u32..1_000_000_000,
+            step in -100_000i64..100_000,
+        ) {
+            let at = |s: i64, n: u32| DateTime::from_timestamp(1_800_000_000 + s, n).unwrap();
+            let (x, y) = (at(a, an), at(b, bn));
+            let (ix, iy) = (Instant::of(x), Instant::of(y));
+            proptest::prop_assert_eq!(ix.millis_since(iy), (x - y).num_milliseconds());
+            proptest::prop_assert_eq!(ix.secs_since(iy), (x - y).num_seconds());
+            proptest::prop_assert_eq!(ix.plus(step), Instant::of(x + TimeDelta::seconds(step)));
+            proptest::prop_assert_eq!(ix < iy, x < y);
         }
     }
 

@@ -20,7 +20,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::fields::{read_count, read_fraction};
 use super::Policy;
-use crate::eval_io::{num, EvalInput, MetricView, Recommendation};
+use crate::eval_io::{num, EvalInput, Instant, MetricView, Recommendation};
 use crate::format::{push_text, text, Piece};
 use crate::read::{Cx, MapReader};
 
@@ -227,11 +227,12 @@ fn robust_high(mut rises: Vec<f64>) -> f64 {
 
 /// The largest rise that came back in each of the last [`BURST_SPANS`] spans of `span` before
 /// `now` (the smallest of the spans' largest rises); `None` while a span has no pair yet.
-fn recurring_rise(rises: &[(DateTime<Utc>, f64)], now: DateTime<Utc>, span: Duration) -> Option<f64> {
+fn recurring_rise(rises: &[(Instant, f64)], now: DateTime<Utc>, span: Duration) -> Option<f64> {
     let span = TimeDelta::from_std(span).ok()?.num_seconds().max(1);
+    let now = Instant::of(now);
     let mut top = [f64::NEG_INFINITY; BURST_SPANS as usize];
     for (t, v) in rises {
-        let k = (now - *t).num_seconds().div_euclid(span);
+        let k = now.secs_since(*t).div_euclid(span);
         if let Some(slot) = usize::try_from(k).ok().and_then(|k| top.get_mut(k)) {
             *slot = slot.max(*v);
         }
@@ -370,8 +371,8 @@ impl TargetTracking {
             return None;
         }
         let demand = r.demand(&slots);
-        let x =
-            |t: DateTime<Utc>| (t - r.input.now).num_milliseconds() as f64 / 1000.0 + r.period as f64 / 2.0;
+        let now = Instant::of(r.input.now);
+        let x = |t: DateTime<Utc>| Instant::of(t).millis_since(now) as f64 / 1000.0 + r.period as f64 / 2.0;
         let points: Vec<(f64, f64)> = slots.iter().zip(&demand).map(|((t, _), d)| (x(*t), *d)).collect();
         let line = crate::lsq::Line::through(&points)?;
         let (a, slope, r2) = (line.a, line.b, line.r2()?);
@@ -563,17 +564,19 @@ impl TargetTracking {
         let demand = r.demand(&slots);
         // Whole periods apart (at least one), so pairs fall on the datapoints' grid.
         let period = r.period.max(1);
-        let step = TimeDelta::seconds(((horizon.as_secs() as i64 + period / 2) / period).max(1) * period);
-        // Each pair's rise, at the start of its later period.
-        let mut rises: Vec<(DateTime<Utc>, f64)> = Vec::with_capacity(slots.len());
+        let step = ((horizon.as_secs() as i64 + period / 2) / period).max(1) * period;
+        // Each pair's rise, at the start of its later period; the times in integers, as the
+        // walk reads each twice.
+        let at: Vec<Instant> = slots.iter().map(|(t, _)| Instant::of(*t)).collect();
+        let mut rises: Vec<(Instant, f64)> = Vec::with_capacity(slots.len());
         let mut j = 0;
-        for (i, (t, _)) in slots.iter().enumerate() {
-            let due = *t + step;
-            while j < slots.len() && slots[j].0 < due {
+        for (i, t) in at.iter().enumerate() {
+            let due = t.plus(step);
+            while j < at.len() && at[j] < due {
                 j += 1;
             }
-            match slots.get(j) {
-                Some((tj, _)) if *tj == due => rises.push((*tj, demand[j] - demand[i])),
+            match at.get(j) {
+                Some(tj) if *tj == due => rises.push((*tj, demand[j] - demand[i])),
                 Some(_) => {}
                 None => break,
             }
@@ -583,7 +586,7 @@ impl TargetTracking {
         let cap = (highest - from).max(0.0);
         // Too few horizons of history (a worker or a service just started) say nothing of the
         // noise: keep everything seen, as a stabilization over the whole history would.
-        let horizons = (step.num_seconds() / period).max(1) as usize;
+        let horizons = (step / period).max(1) as usize;
         if rises.len() < MIN_GUARD_HORIZONS * horizons {
             return Rise {
                 room: cap,
