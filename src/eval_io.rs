@@ -263,9 +263,13 @@ impl Instant {
     }
 }
 
-/// `nanos` in whole units of `unit` nanoseconds, cut toward zero, within an `i64`.
-fn whole(nanos: i128, unit: i128) -> i64 {
-    let n = nanos / unit;
+/// `nanos` in whole units of `unit` nanoseconds, cut toward zero, within an `i64`; in 64-bit
+/// arithmetic when it fits (any difference under 292 years), as 128-bit division is a call.
+fn whole(nanos: i128, unit: i64) -> i64 {
+    if let Ok(n) = i64::try_from(nanos) {
+        return n / unit;
+    }
+    let n = nanos / i128::from(unit);
     i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
 }
 
@@ -402,7 +406,10 @@ impl RunningHistory {
         // In nanoseconds from `start`, in integers: chrono's date arithmetic for every window
         // of every rule's datapoints was most of this reading's cost.
         let origin = Instant::of(start);
-        let end = len.num_nanoseconds().map_or(i128::MAX, i128::from);
+        let (end, span) = (
+            len.num_nanoseconds().map_or(i128::MAX, i128::from),
+            len.num_milliseconds(),
+        );
         let millis = |ns: i128| whole(ns, 1_000_000);
         let (mut total, mut from) = (0.0, 0);
         for &(t, r) in self.points.range(*after..) {
@@ -414,13 +421,9 @@ impl RunningHistory {
             from = at;
             count = r;
         }
-        let last = if from == 0 {
-            len.num_milliseconds()
-        } else {
-            millis(end - from)
-        };
+        let last = if from == 0 { span } else { millis(end - from) };
         total += last as f64 * f64::from(count);
-        Some(total / len.num_milliseconds() as f64)
+        Some(total / span as f64)
     }
 }
 

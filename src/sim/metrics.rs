@@ -4,7 +4,7 @@
 //! bucket with data, the statistic asked; a period finer than the series' resolution, or not a
 //! multiple of it, is refused).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
@@ -67,7 +67,7 @@ struct Stored {
 }
 
 /// A series' name in one string, its dimensions sorted, each part ended by a NUL (which no
-/// CloudWatch name or value holds): found by hashing one string, with the one allocation of
+/// CloudWatch name or value holds): found by comparing one string, with the one allocation of
 /// this text instead of a string per part.
 fn key<'d>(namespace: &str, name: &str, dims: impl Iterator<Item = (&'d str, &'d str)>) -> String {
     let mut sorted: Vec<(&str, &str)> = dims.collect();
@@ -86,7 +86,7 @@ fn key<'d>(namespace: &str, name: &str, dims: impl Iterator<Item = (&'d str, &'d
 
 #[derive(Debug, Default)]
 pub struct MetricStore {
-    series: HashMap<String, Stored>,
+    series: BTreeMap<String, Stored>,
 }
 
 impl MetricStore {
