@@ -231,8 +231,9 @@ impl<'a> MetricView<'a> {
     }
 }
 
-/// A time as whole seconds since the epoch and the nanoseconds past them, so the slot walk
-/// steps and compares in integers, where chrono's arithmetic works out the calendar each time.
+/// A time as whole seconds since the epoch and the nanoseconds past them, so walks over
+/// datapoints (a rule's slots, the running counts under them, the noise guard's pairs) step and
+/// compare in integers, where chrono's arithmetic works out the calendar each time.
 /// Ordered as chrono orders times (a leap second's nanoseconds run past a billion in both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Instant(i64, u32);

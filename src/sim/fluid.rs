@@ -53,7 +53,8 @@ pub fn latency_quantile(q: f64, rho: f64, svc: &Service, wait: f64) -> f64 {
     latency_at(q, (1.0 - q).ln(), rho, svc, wait)
 }
 
-/// [`latency_quantile`] with `ln(1 - q)` given: the recorded quantiles' are worked out once.
+/// [`latency_quantile`] with `ln(1 - q)` given, so the recorded quantiles' logarithms are
+/// worked out once.
 fn latency_at(q: f64, ln_1mq: f64, rho: f64, svc: &Service, wait: f64) -> f64 {
     let rho = rho.clamp(0.0, 0.99);
     let wq = rho / (1.0 - rho) * svc.queueing * (1.0 / svc.rate);
@@ -67,7 +68,8 @@ fn latency_at(q: f64, ln_1mq: f64, rho: f64, svc: &Service, wait: f64) -> f64 {
     wait + queued + service
 }
 
-/// The quantiles recorded per step, each with `ln(1 - q)`.
+/// The quantiles recorded per step (the middles of [`QUANTILES`] equal slices), each with
+/// `ln(1 - q)`.
 fn recorded_quantiles() -> &'static [(f64, f64); QUANTILES] {
     static Q: std::sync::LazyLock<[(f64, f64); QUANTILES]> = std::sync::LazyLock::new(|| {
         std::array::from_fn(|j| {
@@ -88,8 +90,9 @@ pub fn latency_terms(rho: f64) -> (f64, f64) {
             time,
             queueing,
         };
-        (0..QUANTILES)
-            .map(|j| latency_quantile((j as f64 + 0.5) / QUANTILES as f64, rho, &svc, 0.0))
+        recorded_quantiles()
+            .iter()
+            .map(|&(q, ln_1mq)| latency_at(q, ln_1mq, rho, &svc, 0.0))
             .sum::<f64>()
             / QUANTILES as f64
     };
