@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 
 use serde::{Deserialize, Serialize};
 
@@ -162,6 +162,17 @@ impl<'a> MetricView<'a> {
         Some(out)
     }
 
+    /// [`MetricView::window`]'s values handed to `f`, oldest first, without a vector of them:
+    /// `None` where `window` gives `None`, else how many there were.
+    pub fn each_value(&self, n: usize, mut f: impl FnMut(f64)) -> Option<usize> {
+        let mut count = 0;
+        self.each_slot(n, None, |_, v| {
+            count += 1;
+            f(v);
+        })?;
+        Some(count)
+    }
+
     /// [`MetricView::window`] with each value's period start.
     pub fn slots(&self, n: usize, not_before: Option<DateTime<Utc>>) -> Option<Vec<(DateTime<Utc>, f64)>> {
         let mut out = Vec::with_capacity(n);
@@ -188,10 +199,11 @@ impl<'a> MetricView<'a> {
         // Where the oldest period is, then a walk forward (the samples are in time order): the
         // window's datapoints are read once, in order, each one's instant worked out once.
         let samples = d.samples;
-        let oldest = Instant::of(d.complete_until).plus(-p.saturating_mul(n_));
+        let mut days = Days::of(d.complete_until);
+        let oldest = days.instant(d.complete_until).plus(-p.saturating_mul(n_));
         let not_before = not_before.map(Instant::of);
-        let mut i = first_at_or_after(samples, oldest, p);
-        let at = |i: usize| samples.get(i).map(|s| (Instant::of(s.timestamp), s));
+        let mut i = first_at_or_after(samples, oldest, p, &mut days);
+        let mut at = |i: usize| samples.get(i).map(|s| (days.instant(s.timestamp), s));
         let mut here = at(i);
         for k in 0..n_ {
             let start = oldest.plus(k * p);
@@ -264,6 +276,35 @@ impl Instant {
     }
 }
 
+/// The [`Instant`]s of times that mostly fall on one day, as a window's datapoints do: the
+/// calendar (the days since the epoch) is worked out once for each day met, not for each time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Days {
+    day: chrono::NaiveDate,
+    /// The day's midnight, in seconds since the epoch.
+    midnight: i64,
+}
+
+impl Days {
+    pub(crate) fn of(t: DateTime<Utc>) -> Days {
+        let naive = t.naive_utc();
+        Days {
+            day: naive.date(),
+            midnight: t.timestamp() - i64::from(naive.time().num_seconds_from_midnight()),
+        }
+    }
+
+    /// `Instant::of(t)`.
+    pub(crate) fn instant(&mut self, t: DateTime<Utc>) -> Instant {
+        let naive = t.naive_utc();
+        if naive.date() != self.day {
+            *self = Days::of(t);
+        }
+        let secs = self.midnight + i64::from(naive.time().num_seconds_from_midnight());
+        Instant(secs, t.timestamp_subsec_nanos())
+    }
+}
+
 /// `nanos` in whole units of `unit` nanoseconds, cut toward zero, within an `i64`; in 64-bit
 /// arithmetic when it fits (any difference under 292 years), as 128-bit division is a call.
 fn whole(nanos: i128, unit: i64) -> i64 {
@@ -277,13 +318,13 @@ fn whole(nanos: i128, unit: i64) -> i64 {
 /// The index of the first sample at or after `t`. The samples are usually one a period up to
 /// the newest: the index that spacing gives is checked (two reads near each other) before a
 /// binary search (several reads far apart, each a cache miss on a fleet's worth of series).
-fn first_at_or_after(samples: &[Sample], t: Instant, period_secs: i64) -> usize {
-    let before_t = |s: &Sample| Instant::of(s.timestamp) < t;
-    let search = || samples.partition_point(before_t);
+fn first_at_or_after(samples: &[Sample], t: Instant, period_secs: i64, days: &mut Days) -> usize {
+    let search = || samples.partition_point(|s| Instant::of(s.timestamp) < t);
     let Some(last) = samples.last() else {
         return 0;
     };
-    let newest = Instant::of(last.timestamp);
+    let newest = days.instant(last.timestamp);
+    let mut before_t = |s: &Sample| days.instant(s.timestamp) < t;
     if newest < t {
         return samples.len();
     }
@@ -406,7 +447,8 @@ impl RunningHistory {
         }
         // In nanoseconds from `start`, in integers: chrono's date arithmetic for every window
         // of every rule's datapoints was most of this reading's cost.
-        let origin = Instant::of(start);
+        let mut days = Days::of(start);
+        let origin = days.instant(start);
         let (end, span) = (
             len.num_nanoseconds().map_or(i128::MAX, i128::from),
             len.num_milliseconds(),
@@ -414,7 +456,7 @@ impl RunningHistory {
         let millis = |ns: i128| whole(ns, 1_000_000);
         let (mut total, mut from) = (0.0, 0);
         for &(t, r) in self.points.range(*after..) {
-            let at = Instant::of(t).nanos_since(origin);
+            let at = days.instant(t).nanos_since(origin);
             if at >= end {
                 break;
             }
@@ -701,6 +743,8 @@ mod tests {
             proptest::prop_assert_eq!(ix.secs_since(iy), (x - y).num_seconds());
             proptest::prop_assert_eq!(ix.plus(step), Instant::of(x + TimeDelta::seconds(step)));
             proptest::prop_assert_eq!(ix < iy, x < y);
+            let mut days = Days::of(y);
+            proptest::prop_assert_eq!((days.instant(x), days.instant(y), days.instant(x)), (ix, iy, ix));
         }
     }
 
@@ -773,7 +817,19 @@ mod tests {
                 .collect();
             let at = DateTime::from_timestamp(1_000 + at, 0).unwrap();
             let want = samples.partition_point(|s| s.timestamp < at);
-            proptest::prop_assert_eq!(first_at_or_after(&samples, Instant::of(at), period), want);
+            let mut days = Days::of(at);
+            proptest::prop_assert_eq!(first_at_or_after(&samples, Instant::of(at), period, &mut days), want);
         }
+    }
+
+    #[test]
+    fn a_leap_second_has_the_instant_chrono_gives_it() {
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+            .map(|t| t.and_utc())
+            .unwrap();
+        let mut days = Days::of(leap - TimeDelta::hours(1));
+        assert_eq!(days.instant(leap), Instant::of(leap));
+        assert!(days.instant(leap) < days.instant(leap + TimeDelta::milliseconds(600)));
     }
 }

@@ -235,6 +235,20 @@ fn put_digits(buf: &mut [u8], end: usize, mut n: u64, width: usize) -> usize {
     at
 }
 
+/// `n` split at its last `decimals` digits (at most 6): a division by a constant for each,
+/// which compiles to a multiplication, where one by a variable is a slow instruction.
+fn split_decimals(n: u64, decimals: usize) -> (u64, u64) {
+    match decimals {
+        0 => (n, 0),
+        1 => (n / 10, n % 10),
+        2 => (n / 100, n % 100),
+        3 => (n / 1_000, n % 1_000),
+        4 => (n / 10_000, n % 10_000),
+        5 => (n / 100_000, n % 100_000),
+        _ => (n / 1_000_000, n % 1_000_000),
+    }
+}
+
 /// Bytes [`put_digits`] and the writers here filled: ASCII only.
 fn ascii(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
@@ -261,7 +275,7 @@ fn fast_parts(v: f64, decimals: usize) -> Option<(bool, u64, u64, usize)> {
         return None;
     }
     let n = floor + u64::from(fraction > 0.5);
-    let (whole, mut frac) = (n / scale as u64, n % scale as u64);
+    let (whole, mut frac) = split_decimals(n, decimals);
     // Trailing zeros of the decimals dropped.
     let mut digits = if frac == 0 { 0 } else { decimals };
     while digits > 0 && frac % 10 == 0 {

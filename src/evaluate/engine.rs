@@ -48,6 +48,7 @@ pub struct TargetState {
 }
 
 /// A counted wish of one rule: its vote (with the reason) is `votes[vote]`.
+#[derive(Clone, Copy)]
 struct Wish<'r> {
     rule: &'r Rule,
     count: u32,
@@ -125,14 +126,34 @@ struct Context<'a> {
 struct Ballot<'r> {
     votes: Vec<Vote>,
     inputs: BTreeMap<std::sync::Arc<str>, f64>,
-    outs: Vec<Wish<'r>>,
-    ins: Vec<Wish<'r>>,
+    /// The wishes for more tasks and for fewer: the largest count of each (the last such
+    /// rule), and the first for fewer. No vector: a wish is kept only if it may decide.
+    out: Wishes<'r>,
+    inn: Wishes<'r>,
     /// The votes of rules that keep the count (or cannot say): they block a scale-in.
     blockers: Vec<usize>,
     /// Rules that want this very count.
     holds: usize,
     /// A rule blind on a metric whose missing data holds the target.
     freeze: Option<(&'r Rule, String)>,
+}
+
+/// The wishes one way that may decide: the first, and the largest count (the last of equals).
+#[derive(Default)]
+struct Wishes<'r> {
+    first: Option<Wish<'r>>,
+    largest: Option<Wish<'r>>,
+}
+
+impl<'r> Wishes<'r> {
+    fn push(&mut self, w: Wish<'r>) {
+        if self.first.is_none() {
+            self.first = Some(w);
+        }
+        if self.largest.as_ref().is_none_or(|l| w.count >= l.count) {
+            self.largest = Some(w);
+        }
+    }
 }
 
 /// A count with the rule that set it and the reason so far.
@@ -219,9 +240,9 @@ impl<'a> Context<'a> {
         let reason = format!("{reason}: the window starts, desired {d}");
         ballot.votes.push(vote(rule, VoteStatus::Wants, Some(*d), reason));
         if *d >= o.current {
-            ballot.outs.push(wish);
+            ballot.out.push(wish);
         } else {
-            ballot.ins.push(wish);
+            ballot.inn.push(wish);
         }
     }
 
@@ -380,7 +401,7 @@ impl<'r> Ballot<'r> {
                     let vote_at = self.votes.len();
                     self.votes
                         .push(vote(rule, VoteStatus::Wants, Some(count), reason));
-                    self.outs.push(Wish {
+                    self.out.push(Wish {
                         rule,
                         count,
                         vote: vote_at,
@@ -393,7 +414,7 @@ impl<'r> Ballot<'r> {
                     let vote_at = self.votes.len();
                     self.votes
                         .push(vote(rule, VoteStatus::Wants, Some(count), reason));
-                    self.ins.push(Wish {
+                    self.inn.push(Wish {
                         rule,
                         count,
                         vote: vote_at,
@@ -439,18 +460,13 @@ impl<'r> Ballot<'r> {
         if let Some((rule, why)) = &self.freeze {
             return (current, Some(*rule), text! {why, ": the target holds"});
         }
-        if let Some(w) = self.outs.iter().max_by_key(|w| w.count) {
+        if let Some(w) = &self.out.largest {
             return (w.count, Some(w.rule), self.reason_of(w));
         }
-        if let Some(w) = self
-            .ins
-            .iter()
-            .max_by_key(|w| w.count)
-            .filter(|_| self.blockers.is_empty())
-        {
+        if let Some(w) = self.inn.largest.as_ref().filter(|_| self.blockers.is_empty()) {
             return (w.count, Some(w.rule), self.reason_of(w));
         }
-        if let Some(w) = self.ins.first() {
+        if let Some(w) = &self.inn.first {
             return (current, Some(w.rule), self.blocked(w));
         }
         if self.holds == 0 && self.blockers.is_empty() {

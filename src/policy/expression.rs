@@ -531,13 +531,11 @@ fn var(name: &Arc<str>, input: &EvalInput<'_>, seen: &mut Vec<(Arc<str>, f64)>) 
         "min_count" => f64::from(input.min),
         "max_count" => f64::from(input.max),
         metric => {
-            let w = input
-                .metric(metric)
-                .window(1, None)
-                .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
-            let v = w
-                .first()
-                .copied()
+            let mut last = None;
+            let view = input.metric(metric);
+            let v = view
+                .each_value(1, |v| last = Some(v))
+                .and(last)
                 .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
             seen.push((name.clone(), v));
             v
@@ -548,15 +546,24 @@ fn var(name: &Arc<str>, input: &EvalInput<'_>, seen: &mut Vec<(Arc<str>, f64)>) 
 /// The value of `f(metric, n)`.
 fn over(o: &Over, input: &EvalInput<'_>, seen: &mut Vec<(Arc<str>, f64)>) -> Result<f64, EvalError> {
     let missing = || EvalError::Missing(o.metric.clone());
-    let w = input.metric(&o.metric).window(o.n, None).ok_or_else(missing)?;
-    if w.is_empty() {
+    // Summed from -0.0 as `Iterator::sum` sums; folded as the values come (no vector of them).
+    let (mut sum, mut max, mut min) = (-0.0, f64::MIN, f64::MAX);
+    let n = input
+        .metric(&o.metric)
+        .each_value(o.n, |v| {
+            sum += v;
+            max = f64::max(max, v);
+            min = f64::min(min, v);
+        })
+        .ok_or_else(missing)?;
+    if n == 0 {
         return Err(missing());
     }
     let v = match o.f.as_str() {
-        "avg_over" => w.iter().sum::<f64>() / w.len() as f64,
-        "max_over" => w.iter().copied().fold(f64::MIN, f64::max),
-        "min_over" => w.iter().copied().fold(f64::MAX, f64::min),
-        _ => w.iter().sum::<f64>(),
+        "avg_over" => sum / n as f64,
+        "max_over" => max,
+        "min_over" => min,
+        _ => sum,
     };
     seen.push((o.key.clone(), v));
     Ok(v)
