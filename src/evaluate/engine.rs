@@ -130,8 +130,9 @@ struct Ballot<'r> {
     /// rule), and the first for fewer. No vector: a wish is kept only if it may decide.
     out: Wishes<'r>,
     inn: Wishes<'r>,
-    /// The votes of rules that keep the count (or cannot say): they block a scale-in.
-    blockers: Vec<usize>,
+    /// How many rules keep the count (or cannot say): they block a scale-in. Their votes are
+    /// those whose status keeps the count.
+    blockers: usize,
     /// Rules that want this very count.
     holds: usize,
     /// A rule blind on a metric whose missing data holds the target.
@@ -432,12 +433,12 @@ impl<'r> Ballot<'r> {
                 if behaviour == MissingData::Hold && self.freeze.is_none() {
                     self.freeze = Some((rule, reason.clone()));
                 }
-                self.blockers.push(self.votes.len());
+                self.blockers += 1;
                 self.votes.push(vote(rule, VoteStatus::MissingData, None, reason));
             }
             Recommendation::Error { mut reason } => {
                 reason.push_str("; holding");
-                self.blockers.push(self.votes.len());
+                self.blockers += 1;
                 self.votes.push(vote(rule, VoteStatus::Error, None, reason));
             }
         }
@@ -446,7 +447,7 @@ impl<'r> Ballot<'r> {
     /// A rule that keeps the count: it blocks a scale-in (and, when it wants this very count,
     /// is a reason to hold).
     fn hold(&mut self, rule: &'r Rule, reason: String, current: u32, wants_this: bool) {
-        self.blockers.push(self.votes.len());
+        self.blockers += 1;
         self.votes
             .push(vote(rule, VoteStatus::Holds, Some(current), reason));
         if wants_this {
@@ -463,13 +464,13 @@ impl<'r> Ballot<'r> {
         if let Some(w) = &self.out.largest {
             return (w.count, Some(w.rule), self.reason_of(w));
         }
-        if let Some(w) = self.inn.largest.as_ref().filter(|_| self.blockers.is_empty()) {
+        if let Some(w) = self.inn.largest.as_ref().filter(|_| self.blockers == 0) {
             return (w.count, Some(w.rule), self.reason_of(w));
         }
         if let Some(w) = &self.inn.first {
             return (current, Some(w.rule), self.blocked(w));
         }
-        if self.holds == 0 && self.blockers.is_empty() {
+        if self.holds == 0 && self.blockers == 0 {
             return (current, None, "no rule asked for a change".to_string());
         }
         let kept = || self.votes.iter().filter(|v| v.status.keeps_the_count());
@@ -485,12 +486,11 @@ impl<'r> Ballot<'r> {
 }
 
 impl Ballot<'_> {
-    /// Room for every rule's vote, and for each to block: grown one push at a time, these
-    /// vectors were reallocated on most ticks of most targets.
+    /// Room for every rule's vote: grown one push at a time, the vector was reallocated on
+    /// most ticks of most targets.
     fn sized(rules: usize) -> Self {
         Ballot {
             votes: Vec::with_capacity(rules),
-            blockers: Vec::with_capacity(rules),
             ..Ballot::default()
         }
     }
@@ -500,7 +500,7 @@ impl Ballot<'_> {
     fn blocked(&self, w: &Wish<'_>) -> String {
         const HEAD: &str = " — no scale-in: not every rule agrees (";
         let given = &self.votes[w.vote].reason;
-        let blockers = || self.blockers.iter().map(|&i| &self.votes[i]);
+        let blockers = || self.votes.iter().filter(|v| v.status.keeps_the_count());
         let size = blockers()
             .map(|v| v.rule.len() + v.reason.len() + 4)
             .sum::<usize>();
