@@ -30,23 +30,145 @@ const FUNCTIONS: &[&str] = &[
     "max_over", "min_over", "sum_over",
 ];
 
+/// An expression as parsed: every name resolved to what it is (a count, a metric, a function)
+/// once, when it is read, not on every evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Num(f64),
-    /// A metric id or a variable.
-    Var(Arc<str>),
+    /// One of [`VARIABLES`].
+    Count(Count),
+    /// A metric id: its newest complete value.
+    Metric(Arc<str>),
     Neg(Box<Expr>),
     Not(Box<Expr>),
     Bin(Op, Box<Expr>, Box<Expr>),
-    Call(String, Vec<Expr>),
+    Call(Func, Vec<Expr>),
     /// `avg_over(metric, n)` and friends.
     Over(Over),
+}
+
+/// The counts an expression may read besides metrics, in the order of [`VARIABLES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    Current,
+    Running,
+    Pending,
+    Min,
+    Max,
+}
+
+impl Count {
+    fn of(name: &str) -> Option<Count> {
+        const ALL: [Count; 5] = [
+            Count::Current,
+            Count::Running,
+            Count::Pending,
+            Count::Min,
+            Count::Max,
+        ];
+        VARIABLES.iter().position(|v| *v == name).map(|i| ALL[i])
+    }
+
+    fn value(self, input: &EvalInput<'_>) -> f64 {
+        f64::from(match self {
+            Count::Current => input.current,
+            Count::Running => input.running,
+            Count::Pending => input.pending,
+            Count::Min => input.min,
+            Count::Max => input.max,
+        })
+    }
+}
+
+/// The functions of one or more values (the `_over` ones are [`Fold`]s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    Ceil,
+    Floor,
+    Round,
+    Abs,
+    Sqrt,
+    Ln,
+    Exp,
+    Min,
+    Max,
+    Clamp,
+    If,
+}
+
+impl Func {
+    fn of(name: &str) -> Option<Func> {
+        Some(match name {
+            "ceil" => Func::Ceil,
+            "floor" => Func::Floor,
+            "round" => Func::Round,
+            "abs" => Func::Abs,
+            "sqrt" => Func::Sqrt,
+            "ln" => Func::Ln,
+            "exp" => Func::Exp,
+            "min" => Func::Min,
+            "max" => Func::Max,
+            "clamp" => Func::Clamp,
+            "if" => Func::If,
+            _ => return None,
+        })
+    }
+
+    /// What its arguments must number, when they do not.
+    fn arity_wanted(self, given: usize) -> Option<&'static str> {
+        let (ok, want) = match self {
+            Func::Min | Func::Max => (given > 0, "one or more arguments"),
+            Func::Clamp => (given == 3, "3 arguments (x, low, high)"),
+            Func::If => (given == 3, "3 arguments (condition, then, else)"),
+            _ => (given == 1, "1 argument"),
+        };
+        (!ok).then_some(want)
+    }
+
+    /// Its value at `vals`, as many as [`Func::arity_wanted`] allows (`eval` reads only the
+    /// branch of an `if` that it takes).
+    fn apply(self, vals: &[f64]) -> f64 {
+        match self {
+            Func::Ceil => vals[0].ceil(),
+            Func::Floor => vals[0].floor(),
+            Func::Round => vals[0].round(),
+            Func::Abs => vals[0].abs(),
+            Func::Sqrt => vals[0].sqrt(),
+            Func::Ln => vals[0].ln(),
+            Func::Exp => vals[0].exp(),
+            Func::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
+            Func::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            Func::Clamp => vals[0].clamp(vals[1].min(vals[2]), vals[2].max(vals[1])),
+            Func::If => vals[if truth(vals[0]) { 1 } else { 2 }],
+        }
+    }
+}
+
+/// How `f_over(metric, n)` sums up its periods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    Avg,
+    Max,
+    Min,
+    Sum,
+}
+
+impl Fold {
+    fn of(name: &str) -> Option<Fold> {
+        Some(match name {
+            "avg_over" => Fold::Avg,
+            "max_over" => Fold::Max,
+            "min_over" => Fold::Min,
+            "sum_over" => Fold::Sum,
+            _ => return None,
+        })
+    }
 }
 
 /// `f(metric, n)`: a metric's last `n` periods summed up by `f`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Over {
-    pub f: String,
+    pub f: Fold,
     pub metric: String,
     pub n: usize,
     /// `f(metric,n)`, the name its value is reported under (written once, at parse time).
@@ -282,7 +404,10 @@ impl Parser {
                     if FUNCTIONS.contains(&name.as_str()) && !VARIABLES.contains(&name.as_str()) {
                         return self.fail(at, format!("`{name}` is a function: write {name}(...)"));
                     }
-                    return Ok((Expr::Var(name.into()), 1));
+                    return Ok((
+                        Count::of(&name).map_or_else(|| Expr::Metric(name.into()), Expr::Count),
+                        1,
+                    ));
                 }
                 self.next();
                 self.call(name, at)
@@ -307,15 +432,15 @@ impl Parser {
     }
 
     fn call(&mut self, name: String, at: usize) -> Result<(Expr, usize), ParseError> {
-        if name.ends_with("_over") && FUNCTIONS.contains(&name.as_str()) {
-            return self.over(name, at);
+        if let Some(f) = Fold::of(&name) {
+            return self.over(f, name, at);
         }
-        if !FUNCTIONS.contains(&name.as_str()) {
+        let Some(func) = Func::of(&name) else {
             let hint = crate::read::closest(&name, FUNCTIONS)
                 .map(|f| format!("; did you mean `{f}`?"))
                 .unwrap_or_default();
             return self.fail(at, format!("unknown function `{name}`{hint}"));
-        }
+        };
         let mut args = Vec::new();
         let mut depth = 1;
         if self.peek().0 == Tok::RParen {
@@ -337,25 +462,14 @@ impl Parser {
                 }
             }
         }
-        let arity_ok = match name.as_str() {
-            "min" | "max" => !args.is_empty(),
-            "clamp" | "if" => args.len() == 3,
-            _ => args.len() == 1,
-        };
-        if !arity_ok {
-            let want = match name.as_str() {
-                "min" | "max" => "one or more arguments",
-                "clamp" => "3 arguments (x, low, high)",
-                "if" => "3 arguments (condition, then, else)",
-                _ => "1 argument",
-            };
+        if let Some(want) = func.arity_wanted(args.len()) {
             return self.fail(at, format!("{name} takes {want}, given {}", args.len()));
         }
-        self.deep(Expr::Call(name, args), depth, at)
+        self.deep(Expr::Call(func, args), depth, at)
     }
 
     /// `avg_over(metric, N)` and its kin: a metric id and a whole number of periods.
-    fn over(&mut self, name: String, at: usize) -> Result<(Expr, usize), ParseError> {
+    fn over(&mut self, f: Fold, name: String, at: usize) -> Result<(Expr, usize), ParseError> {
         let (metric, m_at) = match self.next() {
             (Tok::Ident(m), a) => (m, a),
             (other, a) => {
@@ -392,15 +506,7 @@ impl Parser {
         };
         self.expect_rparen(at)?;
         let key = format!("{name}({metric},{n})").into();
-        Ok((
-            Expr::Over(Over {
-                f: name,
-                metric,
-                n,
-                key,
-            }),
-            1,
-        ))
+        Ok((Expr::Over(Over { f, metric, n, key }), 1))
     }
 }
 
@@ -438,7 +544,7 @@ impl Expr {
     pub fn metrics(&self) -> BTreeSet<&str> {
         let mut out = BTreeSet::new();
         self.walk(&mut |e| match e {
-            Expr::Var(v) if !VARIABLES.contains(&&**v) => {
+            Expr::Metric(v) => {
                 out.insert(&**v);
             }
             Expr::Over(o) => {
@@ -453,8 +559,7 @@ impl Expr {
     fn reads(&self) -> usize {
         let mut n = 0;
         self.walk(&mut |e| match e {
-            Expr::Var(v) if !VARIABLES.contains(&&**v) => n += 1,
-            Expr::Over(_) => n += 1,
+            Expr::Metric(_) | Expr::Over(_) => n += 1,
             _ => {}
         });
         n
@@ -469,7 +574,7 @@ impl Expr {
                 b.walk(f);
             }
             Expr::Call(_, args) => args.iter().for_each(|a| a.walk(f)),
-            Expr::Num(_) | Expr::Var(_) | Expr::Over(..) => {}
+            Expr::Num(_) | Expr::Count(_) | Expr::Metric(_) | Expr::Over(..) => {}
         }
     }
 }
@@ -489,58 +594,40 @@ fn truth(v: f64) -> bool {
 pub fn eval(e: &Expr, input: &EvalInput<'_>, seen: &mut Vec<(Arc<str>, f64)>) -> Result<f64, EvalError> {
     Ok(match e {
         Expr::Num(v) => *v,
-        Expr::Var(v) => var(v, input, seen)?,
+        Expr::Count(c) => c.value(input),
+        Expr::Metric(m) => newest(m, input, seen)?,
         Expr::Over(o) => over(o, input, seen)?,
         Expr::Neg(a) => -eval(a, input, seen)?,
         Expr::Not(a) => f64::from(u8::from(!truth(eval(a, input, seen)?))),
         Expr::Bin(op, a, b) => binary(*op, eval(a, input, seen)?, eval(b, input, seen)?),
-        Expr::Call(name, args) => {
-            if name == "if" {
-                return if truth(eval(&args[0], input, seen)?) {
-                    eval(&args[1], input, seen)
-                } else {
-                    eval(&args[2], input, seen)
-                };
-            }
+        Expr::Call(Func::If, args) => {
+            let branch = if truth(eval(&args[0], input, seen)?) { 1 } else { 2 };
+            return eval(&args[branch], input, seen);
+        }
+        Expr::Call(func, args) => {
             let vals = args
                 .iter()
                 .map(|a| eval(a, input, seen))
                 .collect::<Result<Vec<f64>, _>>()?;
-            match name.as_str() {
-                "ceil" => vals[0].ceil(),
-                "floor" => vals[0].floor(),
-                "round" => vals[0].round(),
-                "abs" => vals[0].abs(),
-                "sqrt" => vals[0].sqrt(),
-                "ln" => vals[0].ln(),
-                "exp" => vals[0].exp(),
-                "min" => vals.iter().copied().fold(f64::INFINITY, f64::min),
-                "max" => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                _ => vals[0].clamp(vals[1].min(vals[2]), vals[2].max(vals[1])),
-            }
+            func.apply(&vals)
         }
     })
 }
 
-/// A variable: one of the counts, or a metric's latest period.
-fn var(name: &Arc<str>, input: &EvalInput<'_>, seen: &mut Vec<(Arc<str>, f64)>) -> Result<f64, EvalError> {
-    Ok(match &**name {
-        "current" => f64::from(input.current),
-        "running" => f64::from(input.running),
-        "pending" => f64::from(input.pending),
-        "min_count" => f64::from(input.min),
-        "max_count" => f64::from(input.max),
-        metric => {
-            let mut last = None;
-            let view = input.metric(metric);
-            let v = view
-                .each_value(1, |v| last = Some(v))
-                .and(last)
-                .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
-            seen.push((name.clone(), v));
-            v
-        }
-    })
+/// A metric's newest complete period.
+fn newest(
+    metric: &Arc<str>,
+    input: &EvalInput<'_>,
+    seen: &mut Vec<(Arc<str>, f64)>,
+) -> Result<f64, EvalError> {
+    let mut last = None;
+    let v = input
+        .metric(metric)
+        .each_value(1, |v| last = Some(v))
+        .and(last)
+        .ok_or_else(|| EvalError::Missing(metric.to_string()))?;
+    seen.push((metric.clone(), v));
+    Ok(v)
 }
 
 /// The value of `f(metric, n)`.
@@ -559,11 +646,11 @@ fn over(o: &Over, input: &EvalInput<'_>, seen: &mut Vec<(Arc<str>, f64)>) -> Res
     if n == 0 {
         return Err(missing());
     }
-    let v = match o.f.as_str() {
-        "avg_over" => sum / n as f64,
-        "max_over" => max,
-        "min_over" => min,
-        _ => sum,
+    let v = match o.f {
+        Fold::Avg => sum / n as f64,
+        Fold::Max => max,
+        Fold::Min => min,
+        Fold::Sum => sum,
     };
     seen.push((o.key.clone(), v));
     Ok(v)
