@@ -192,8 +192,7 @@ pub fn serve(sim: &mut Inner, rps: f64, dt: f64) {
         };
         let step = steps[k].1;
         steps[k].2 += 1;
-        meter.served(step.arrived, step.work);
-        meter.set_backlog(step.backlog);
+        meter.stepped(step.arrived, step.work, step.backlog);
     }
     for (_, step, tasks) in &steps {
         record(&mut sim.lb, step, &svc, *tasks);

@@ -11,11 +11,16 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram;
 
 /// One task's counters (since the last published minute, and since the last published
-/// high-resolution window) and the requests queued at it between steps.
+/// high-resolution window) and the requests queued at it between steps, under one lock.
 #[derive(Debug, Default)]
 pub struct TaskMeter {
-    counts: Mutex<[TaskCounts; 2]>,
-    backlog: Mutex<f64>,
+    inner: Mutex<Meter>,
+}
+
+#[derive(Debug, Default)]
+struct Meter {
+    counts: [TaskCounts; 2],
+    backlog: f64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -28,39 +33,50 @@ pub struct TaskCounts {
 }
 
 impl TaskMeter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Meter> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Requests that reached the task, and the seconds of work they took.
     pub fn served(&self, requests: f64, busy: f64) {
-        let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        for c in g.iter_mut() {
-            c.requests += requests;
-            c.busy += busy;
-        }
+        self.lock().add(requests, busy);
+    }
+
+    /// [`TaskMeter::served`] in a step, with the requests left queued at its end.
+    pub fn stepped(&self, requests: f64, busy: f64, backlog: f64) {
+        let mut m = self.lock();
+        m.add(requests, busy);
+        m.backlog = backlog;
     }
 
     /// The requests queued at the task after its last step.
     pub fn backlog(&self) -> f64 {
-        *self.backlog.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn set_backlog(&self, requests: f64) {
-        *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = requests;
+        self.lock().backlog
     }
 
     pub fn running_for(&self, secs: f64) {
-        let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        for c in g.iter_mut() {
+        for c in self.lock().counts.iter_mut() {
             c.up += secs;
         }
     }
 
     /// The counts since the last call (the minute's).
     pub fn take(&self) -> TaskCounts {
-        std::mem::take(&mut self.counts.lock().unwrap_or_else(|p| p.into_inner())[0])
+        std::mem::take(&mut self.lock().counts[0])
     }
 
     /// The counts since the last call (the high-resolution window's).
     pub fn take_window(&self) -> TaskCounts {
-        std::mem::take(&mut self.counts.lock().unwrap_or_else(|p| p.into_inner())[1])
+        std::mem::take(&mut self.lock().counts[1])
+    }
+}
+
+impl Meter {
+    fn add(&mut self, requests: f64, busy: f64) {
+        for c in self.counts.iter_mut() {
+            c.requests += requests;
+            c.busy += busy;
+        }
     }
 }
 
