@@ -47,7 +47,7 @@ pub enum Expr {
     Over(Over),
 }
 
-/// The counts an expression may read besides metrics, in the order of [`VARIABLES`].
+/// The counts an expression may read besides metrics ([`VARIABLES`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Count {
     Current,
@@ -59,14 +59,14 @@ pub enum Count {
 
 impl Count {
     fn of(name: &str) -> Option<Count> {
-        const ALL: [Count; 5] = [
-            Count::Current,
-            Count::Running,
-            Count::Pending,
-            Count::Min,
-            Count::Max,
-        ];
-        VARIABLES.iter().position(|v| *v == name).map(|i| ALL[i])
+        Some(match name {
+            "current" => Count::Current,
+            "running" => Count::Running,
+            "pending" => Count::Pending,
+            "min_count" => Count::Min,
+            "max_count" => Count::Max,
+            _ => return None,
+        })
     }
 
     fn value(self, input: &EvalInput<'_>) -> f64 {
@@ -760,6 +760,14 @@ impl Policy for Expression {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_variable_is_a_count_and_no_metric_is() {
+        for v in VARIABLES {
+            assert!(Count::of(v).is_some(), "{v}");
+        }
+        assert_eq!(Count::of("cpu"), None);
+    }
 
     #[test]
     fn precedence_and_associativity() {
