@@ -53,26 +53,29 @@ impl ApiUsage {
 
     /// What was counted after `before`.
     pub fn since(&self, before: &ApiUsage) -> ApiUsage {
-        let mut operations = BTreeMap::new();
-        for (op, now) in &self.operations {
-            let then = before.operations.get(op).copied().unwrap_or_default();
-            let d = OpCount {
-                calls: now.calls - then.calls.min(now.calls),
-                attempts: now.attempts - then.attempts.min(now.attempts),
-                failed_attempts: now.failed_attempts - then.failed_attempts.min(now.failed_attempts),
-            };
-            if d != OpCount::default() {
-                operations.insert(op.clone(), d);
-            }
+        difference(&self.operations, self.cloudwatch_metrics_requested, before)
+    }
+}
+
+/// The counters `operations` and `metrics` hold beyond `before`'s.
+fn difference(operations: &BTreeMap<String, OpCount>, metrics: u64, before: &ApiUsage) -> ApiUsage {
+    let mut out = BTreeMap::new();
+    for (op, now) in operations {
+        let then = before.operations.get(op).copied().unwrap_or_default();
+        let d = OpCount {
+            calls: now.calls - then.calls.min(now.calls),
+            attempts: now.attempts - then.attempts.min(now.attempts),
+            failed_attempts: now.failed_attempts - then.failed_attempts.min(now.failed_attempts),
+        };
+        if d != OpCount::default() {
+            out.insert(op.clone(), d);
         }
-        let metrics = self
-            .cloudwatch_metrics_requested
-            .saturating_sub(before.cloudwatch_metrics_requested);
-        ApiUsage {
-            operations,
-            cloudwatch_metrics_requested: metrics,
-            cloudwatch_cost_usd: metrics as f64 * USD_PER_METRIC_REQUESTED,
-        }
+    }
+    let metrics = metrics.saturating_sub(before.cloudwatch_metrics_requested);
+    ApiUsage {
+        operations: out,
+        cloudwatch_metrics_requested: metrics,
+        cloudwatch_cost_usd: metrics as f64 * USD_PER_METRIC_REQUESTED,
     }
 }
 
@@ -80,6 +83,20 @@ impl ApiUsage {
 struct Counts {
     operations: BTreeMap<String, OpCount>,
     metrics_requested: u64,
+}
+
+impl Counts {
+    /// Counts on `operation`'s counters (its name copied only the first time it is counted).
+    fn count(&mut self, operation: &str, f: impl FnOnce(&mut OpCount)) {
+        match self.operations.get_mut(operation) {
+            Some(c) => f(c),
+            None => {
+                let mut c = OpCount::default();
+                f(&mut c);
+                self.operations.insert(operation.to_string(), c);
+            }
+        }
+    }
 }
 
 /// A shared, cheap-to-clone counter of API use.
@@ -101,21 +118,15 @@ impl ApiMeter {
 
     /// A call of `operation` begins.
     pub fn call(&self, operation: &str) {
-        self.lock()
-            .operations
-            .entry(operation.to_string())
-            .or_default()
-            .calls += 1;
+        self.lock().count(operation, |c| c.calls += 1);
     }
 
     /// One attempt of `operation` ended.
     pub fn attempt(&self, operation: &str, failed: bool) {
-        let mut c = self.lock();
-        let e = c.operations.entry(operation.to_string()).or_default();
-        e.attempts += 1;
-        if failed {
-            e.failed_attempts += 1;
-        }
+        self.lock().count(operation, |c| {
+            c.attempts += 1;
+            c.failed_attempts += u64::from(failed);
+        });
     }
 
     /// A GetMetricData call asked for `n` metrics.
@@ -127,6 +138,13 @@ impl ApiMeter {
     /// counts, without a copy of every operation's counters).
     pub fn metrics_requested_total(&self) -> u64 {
         self.lock().metrics_requested
+    }
+
+    /// What was counted after `before` (as `usage().since(before)`, without a copy of every
+    /// operation's counters first).
+    pub fn since(&self, before: &ApiUsage) -> ApiUsage {
+        let c = self.lock();
+        difference(&c.operations, c.metrics_requested, before)
     }
 
     /// Everything counted since the meter was made.
@@ -159,6 +177,11 @@ mod tests {
         assert_eq!(meter.metrics_requested_total(), 2500);
         assert_eq!(meter.usage().cloudwatch_metrics_requested, 2500);
         let d = meter.usage().since(&before);
+        assert_eq!(
+            meter.since(&before),
+            d,
+            "the meter's own difference is the copy's"
+        );
         assert_eq!(d.calls("ECS.ListServices"), 0);
         assert!(!d.operations.contains_key("ECS.ListServices"));
         assert_eq!(

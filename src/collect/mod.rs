@@ -297,7 +297,10 @@ impl Collector {
         problems.extend(metric_problems);
         problems.extend(prom_problems);
         problems.extend(history_problems);
-        for s in &mut series {
+        // Only a metric some forecast reads has a history: the others need no lookup.
+        let with_history: std::collections::HashSet<&str> =
+            histories.keys().map(|(_, id)| id.as_str()).collect();
+        for s in series.iter_mut().filter(|s| with_history.contains(s.id.as_str())) {
             s.history = histories.get(&(s.key(), s.id.clone())).cloned();
         }
 
@@ -312,7 +315,7 @@ impl Collector {
             taken_at: now,
             clusters,
             series,
-            usage: self.meter.usage().since(&before),
+            usage: self.meter.since(&before),
             problems,
         }
     }
