@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::api::{CloudWatchApi, EcsApi};
 use crate::config::{ClusterSpec, CollectSettings, Config};
-use crate::model::{ClusterSnapshot, Problem, ServiceKey, Snapshot, TaskDefinitionInfo};
+use crate::model::{ClusterSnapshot, Problem, Sample, Series, ServiceKey, Snapshot, TaskDefinitionInfo};
 use crate::usage::ApiMeter;
 
 pub use cloudwatch::{align_down, cluster_metrics, metrics_for, plan, Plan, PlannedSeries, ResolvedMetric};
@@ -297,12 +297,7 @@ impl Collector {
         problems.extend(metric_problems);
         problems.extend(prom_problems);
         problems.extend(history_problems);
-        // Only a metric some forecast reads has a history: the others need no lookup.
-        let with_history: std::collections::HashSet<&str> =
-            histories.keys().map(|(_, id)| id.as_str()).collect();
-        for s in series.iter_mut().filter(|s| with_history.contains(s.id.as_str())) {
-            s.history = histories.get(&(s.key(), s.id.clone())).cloned();
-        }
+        attach_histories(&mut series, &histories);
 
         let clusters = clusters
             .into_iter()
@@ -318,6 +313,15 @@ impl Collector {
             usage: self.meter.since(&before),
             problems,
         }
+    }
+}
+
+/// Each series' long history, where a forecast read one. Only a metric some forecast reads
+/// has one: the others need no lookup.
+fn attach_histories(series: &mut [Series], histories: &HashMap<(ServiceKey, String), Arc<Vec<Sample>>>) {
+    let with_history: std::collections::HashSet<&str> = histories.keys().map(|(_, id)| id.as_str()).collect();
+    for s in series.iter_mut().filter(|s| with_history.contains(s.id.as_str())) {
+        s.history = histories.get(&(s.key(), s.id.clone())).cloned();
     }
 }
 
