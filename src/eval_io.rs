@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeDelta, Timelike, Utc};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Sample, ServiceKey, Snapshot};
+use crate::model::{Sample, Series, ServiceKey, Snapshot};
 
 /// The datapoints of one metric as one evaluation sees them.
 #[derive(Debug, Clone, Copy)]
@@ -69,8 +69,13 @@ impl<'a> MetricSet<'a> {
 
     /// The metrics of one service in a collected snapshot, as the engine reads them.
     pub fn of_service(snapshot: &'a Snapshot, key: &'a ServiceKey) -> Self {
+        MetricSet::of_series(snapshot.series_of(key))
+    }
+
+    /// The metrics of these series (one service's, as collected).
+    pub fn of_series(series: impl IntoIterator<Item = &'a Series>) -> Self {
         let mut set = MetricSet::new();
-        for s in snapshot.series_of(key) {
+        for s in series {
             set.insert(
                 &s.id,
                 MetricData {

@@ -384,6 +384,7 @@ impl Worker {
     ) -> Vec<(usize, Decision, &'s ServiceState)> {
         let services: BTreeMap<ServiceKey, &ServiceState> =
             snapshot.services().map(|s| (s.key(), s)).collect();
+        let series = crate::model::SeriesIndex::new(&snapshot.series);
         // With events, what the last pass could not read is held, and the margins rank the
         // next pass's reads; without, every service is read every pass.
         let events = self.config.collect.events.is_some();
@@ -404,7 +405,7 @@ impl Worker {
                 report.problems.push(msg);
                 continue;
             };
-            let metrics = MetricSet::of_service(snapshot, &key);
+            let metrics = MetricSet::of_series(series.series_of(&key));
             let obs = Observation {
                 now,
                 current: svc.desired,
