@@ -183,6 +183,12 @@ pub fn build(
     decisions: &[(&Decision, &str)],
     now: DateTime<Utc>,
 ) -> Vec<TargetStatus> {
+    // Each target's first decision, found by a hash: a fleet's N targets cost N lookups, not
+    // N scans of N decisions.
+    let mut by_target = std::collections::HashMap::with_capacity(decisions.len());
+    for (d, applied) in decisions {
+        by_target.entry(&d.target).or_insert((*d, *applied));
+    }
     policies
         .iter()
         .map(|p| {
@@ -195,7 +201,7 @@ pub fn build(
                 clocks(p, &r.engine, now, &mut t);
                 t.last_action = r.last_action.clone();
             }
-            if let Some((d, applied)) = decisions.iter().find(|(d, _)| d.target == p.target) {
+            if let Some((d, applied)) = by_target.get(&p.target) {
                 with_decision(&mut t, d, applied);
             }
             t
@@ -289,10 +295,50 @@ mod tests {
     use crate::worker::state::TargetRecord;
 
     fn policy() -> TargetPolicy {
-        let src = "target: {cluster: prod, service: web}\nmin: 1\nmax: 10\ncooldown: {scale_out: 1m, scale_in: 5m}\nscale_in_stabilization: 2m\nrules:\n  - {name: cpu, kind: target_tracking, metric: cpu, target: 60}\n";
-        crate::policy::load_str(src, "p.yaml", std::path::Path::new("."))
+        policy_of("web")
+    }
+
+    fn policy_of(service: &str) -> TargetPolicy {
+        let src = format!("target: {{cluster: prod, service: {service}}}\nmin: 1\nmax: 10\ncooldown: {{scale_out: 1m, scale_in: 5m}}\nscale_in_stabilization: 2m\nrules:\n  - {{name: cpu, kind: target_tracking, metric: cpu, target: 60}}\n");
+        crate::policy::load_str(&src, "p.yaml", std::path::Path::new("."))
             .unwrap()
             .remove(0)
+    }
+
+    #[test]
+    fn each_target_shows_its_own_first_decision() {
+        let now: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().unwrap();
+        let decision = |service: &str, desired: u32| Decision {
+            target: crate::model::TargetKey::service("prod", service),
+            at: now,
+            current: 3,
+            running: 3,
+            desired,
+            action: crate::model::Action::ScaleOut,
+            min: 1,
+            max: 10,
+            rule: None,
+            reason: format!("{service} to {desired}"),
+            recommendation: desired,
+            inputs: Default::default(),
+            votes: Vec::new(),
+        };
+        let (api, web, web_again) = (decision("api", 5), decision("web", 7), decision("web", 9));
+        let decisions = [(&api, "applied"), (&web, "held"), (&web_again, "applied")];
+        let policies = [policy_of("web"), policy_of("api"), policy_of("jobs")];
+        let shown: Vec<(String, Option<u32>, Option<String>)> =
+            build(&policies, &WorkerState::default(), &decisions, now)
+                .into_iter()
+                .map(|t| (t.target, t.desired, t.applied))
+                .collect();
+        assert_eq!(
+            shown,
+            [
+                ("prod/web".to_string(), Some(7), Some("held".to_string())),
+                ("prod/api".to_string(), Some(5), Some("applied".to_string())),
+                ("prod/jobs".to_string(), None, None),
+            ]
+        );
     }
 
     #[test]

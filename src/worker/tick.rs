@@ -605,8 +605,10 @@ impl Worker {
         decisions.extend(report.groups.iter().map(|g| (&g.decision, g.applied.result())));
         let mut targets = super::status::build(&self.policies, &self.state, &decisions, report.at);
         // Groups sized by the capacity stage alone (no policy of their own).
+        let with_policy: std::collections::HashSet<&TargetKey> =
+            self.policies.iter().map(|p| &p.target).collect();
         for (d, applied) in &decisions {
-            if !self.policies.iter().any(|p| p.target == d.target) {
+            if !with_policy.contains(&d.target) {
                 let mut t = super::status::TargetStatus {
                     target: d.target.to_string(),
                     ..Default::default()
