@@ -1,7 +1,7 @@
 //! The ECS half of a collection pass: resolving services (named and discovered), their task
 //! definitions, container instances and pending tasks.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 
 use super::book::Pass;
@@ -107,16 +107,18 @@ pub(super) async fn resolve_services(
             c.book.states(cluster, &names)
         }
     };
+    // By name: a cluster's N services cost N lookups, not N scans of what was found.
+    let by_name: HashMap<&str, &ServiceState> = found.iter().rev().map(|s| (s.name.as_str(), s)).collect();
     let mut services = Vec::new();
     for (name, service_spec) in explicit.iter().zip(&spec.services) {
-        if let Some(state) = found.iter().find(|s| s.name == arn_name(name)) {
-            services.push((state.clone(), Some(service_spec.clone())));
+        if let Some(state) = by_name.get(arn_name(name)) {
+            services.push(((*state).clone(), Some(service_spec.clone())));
         }
     }
     for name in &discovered {
-        if let Some(state) = found.iter().find(|s| &s.name == name) {
+        if let Some(state) = by_name.get(name.as_str()) {
             if matches_discovery(spec, state) {
-                services.push((state.clone(), None));
+                services.push(((*state).clone(), None));
             }
         }
     }
