@@ -107,7 +107,8 @@ pub(super) async fn resolve_services(
             c.book.states(cluster, &names)
         }
     };
-    // By name: a cluster's N services cost N lookups, not N scans of what was found.
+    // By name: a cluster's N services cost N lookups, not N scans of what was found. Built
+    // from the last, so of two with one name the first found wins, as a scan finds it.
     let by_name: HashMap<&str, &ServiceState> = found.iter().rev().map(|s| (s.name.as_str(), s)).collect();
     let mut services = Vec::new();
     for (name, service_spec) in explicit.iter().zip(&spec.services) {
